@@ -1,0 +1,75 @@
+package message
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestCodeString(t *testing.T) {
+	tests := []struct {
+		c    Code
+		want string
+	}{
+		{GET, "GET"},
+		{IPATCH, "iPATCH"},
+		{Empty, "0.00 Empty"},
+		{Content, "2.05 Content"},
+		{Created, "2.01 Created"},
+		{BadOption, "4.02 Bad Option"},
+		{NotFound, "4.04 Not Found"},
+		{UnsupportedContentFormat, "4.15 Unsupported Content-Format"},
+		{ServiceUnavailable, "5.03 Service Unavailable"},
+		{NewCode(2, 31), "2.31 Continue"},
+		{NewCode(4, 30), "4.30"},
+		{NewCode(0, 20), "0.20"},
+	}
+	for _, tt := range tests {
+		if got := tt.c.String(); got != tt.want {
+			t.Fatalf("%#x: %q, want %q", uint8(tt.c), got, tt.want)
+		}
+	}
+}
+
+func TestCodeClasses(t *testing.T) {
+	if !GET.IsRequest() || Empty.IsRequest() || Content.IsRequest() {
+		t.Fatal("IsRequest")
+	}
+	if !Content.IsResponse() || !ServiceUnavailable.IsResponse() || GET.IsResponse() || NewCode(7, 0).IsResponse() {
+		t.Fatal("IsResponse")
+	}
+	if !NotFound.IsError() || Content.IsError() || !Changed.IsSuccess() {
+		t.Fatal("IsError/IsSuccess")
+	}
+	if NotFound.Class() != 4 || NotFound.Detail() != 4 {
+		t.Fatal("class/detail")
+	}
+}
+
+func TestCodeAsError(t *testing.T) {
+	var err error = fmt.Errorf("lookup: %w", NotFound)
+	var c Code
+	if !errors.As(err, &c) || c != NotFound {
+		t.Fatalf("errors.As = %v", c)
+	}
+	if NotFound.Error() != "coap: 4.04 Not Found" {
+		t.Fatalf("Error() = %q", NotFound.Error())
+	}
+}
+
+func TestParseCodeAndMethod(t *testing.T) {
+	if c, ok := ParseCode("4.04"); !ok || c != NotFound {
+		t.Fatal("4.04")
+	}
+	for _, bad := range []string{"", "4.4", "8.00", "4.32", "a.bc"} {
+		if _, ok := ParseCode(bad); ok {
+			t.Fatalf("ParseCode(%q) ok", bad)
+		}
+	}
+	if c, ok := ParseMethod("DELETE"); !ok || c != DELETE {
+		t.Fatal("DELETE")
+	}
+	if _, ok := ParseMethod("get"); ok {
+		t.Fatal("lower-case method accepted")
+	}
+}
