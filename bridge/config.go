@@ -1,0 +1,233 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Config is the bridge's configuration, as loaded from config.toml (and the
+// BRIDGE_<SECTION>_<KEY> environment overrides) by cmd/bridge. It is a plain
+// struct: library packages receive typed options derived from it.
+type Config struct {
+	// Rules lists glob patterns of rule files, relative to the config file's
+	// directory unless absolute.
+	Rules []string   `mapstructure:"rules"`
+	CoAP  CoAPConfig `mapstructure:"coap"`
+	MQTT  MQTTConfig `mapstructure:"mqtt"`
+	HTTP  HTTPConfig `mapstructure:"http"`
+	Log   LogConfig  `mapstructure:"log"`
+
+	// File is the path the configuration was read from ("" when built in
+	// code). It anchors relative rule globs and error positions.
+	File string `mapstructure:"-"`
+}
+
+// CoAPConfig configures the bridge's own CoAP server.
+type CoAPConfig struct {
+	// Listen is the UDP address of the CoAP server; "" disables it.
+	Listen string     `mapstructure:"listen"`
+	DTLS   DTLSConfig `mapstructure:"dtls"`
+}
+
+// DTLSConfig configures the coaps listener.
+type DTLSConfig struct {
+	Listen       string `mapstructure:"listen"`
+	PSKFile      string `mapstructure:"psk_file"`
+	CertFile     string `mapstructure:"cert_file"`
+	KeyFile      string `mapstructure:"key_file"`
+	ClientCAFile string `mapstructure:"client_ca_file"`
+}
+
+// MQTTConfig selects and configures the MQTT side.
+type MQTTConfig struct {
+	// Broker is "embedded" or the URL of an existing broker
+	// (tcp://, ssl://, tls://, ws://, wss://).
+	Broker   string         `mapstructure:"broker"`
+	ClientID string         `mapstructure:"client_id"`
+	Username string         `mapstructure:"username"`
+	Password Secret         `mapstructure:"password"`
+	Embedded EmbeddedConfig `mapstructure:"embedded"`
+}
+
+// EmbeddedConfig configures the embedded broker.
+type EmbeddedConfig struct {
+	Listen    string `mapstructure:"listen"`
+	Websocket string `mapstructure:"websocket"`
+	AuthFile  string `mapstructure:"auth_file"`
+}
+
+// HTTPConfig configures the metrics and health endpoints.
+type HTTPConfig struct {
+	// Listen is the TCP address serving /metrics, /healthz and /readyz;
+	// "" disables it.
+	Listen string `mapstructure:"listen"`
+}
+
+// LogConfig configures structured logging.
+type LogConfig struct {
+	Level  string `mapstructure:"level"`  // debug|info|warn|error
+	Format string `mapstructure:"format"` // text|json
+}
+
+// Secret is a string that never appears in logs or formatted output.
+type Secret string
+
+// String redacts the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// LogValue redacts the secret in slog output.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// Reveal returns the secret's value, for handing to the component that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Defaults returns the built-in configuration: standalone, embedded broker,
+// CoAP on :5683, metrics on :9100.
+func Defaults() Config {
+	return Config{
+		Rules: []string{"rules/*.toml"},
+		CoAP:  CoAPConfig{Listen: ":5683"},
+		MQTT: MQTTConfig{
+			Broker:   "embedded",
+			ClientID: "coap-bridge",
+			Embedded: EmbeddedConfig{Listen: ":1883"},
+		},
+		HTTP: HTTPConfig{Listen: ":9100"},
+		Log:  LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// SetDefaults fills the zero-valued keys that must have a value.
+func (c *Config) SetDefaults() {
+	d := Defaults()
+	if c.MQTT.Broker == "" {
+		c.MQTT.Broker = d.MQTT.Broker
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = d.MQTT.ClientID
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = d.Log.Level
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = d.Log.Format
+	}
+}
+
+// ConfigError is one problem found in the configuration. Key is the dotted
+// config key ("coap.listen").
+type ConfigError struct {
+	Key string
+	Msg string
+}
+
+func (e ConfigError) Error() string { return e.Key + ": " + e.Msg }
+
+// ErrInvalidConfig is wrapped by every error Validate returns.
+var ErrInvalidConfig = errors.New("bridge: invalid config")
+
+// ConfigErrors collects every problem found by Validate.
+type ConfigErrors []ConfigError
+
+func (es ConfigErrors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Unwrap lets errors.Is(err, ErrInvalidConfig) match.
+func (es ConfigErrors) Unwrap() error { return ErrInvalidConfig }
+
+// Validate checks every key and returns all problems as ConfigErrors, or nil.
+func (c *Config) Validate() error {
+	var errs ConfigErrors
+	add := func(key, format string, args ...any) {
+		errs = append(errs, ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	checkAddr := func(key, addr string, allowEmpty bool) {
+		if addr == "" {
+			if !allowEmpty {
+				add(key, "must not be empty")
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			add(key, "not a host:port address: %q", addr)
+		}
+	}
+	for i, g := range c.Rules {
+		if strings.TrimSpace(g) == "" {
+			add(fmt.Sprintf("rules[%d]", i), "empty rule file pattern")
+		}
+	}
+	checkAddr("coap.listen", c.CoAP.Listen, true)
+	checkAddr("coap.dtls.listen", c.CoAP.DTLS.Listen, true)
+	if c.CoAP.DTLS.Listen != "" {
+		hasPSK := c.CoAP.DTLS.PSKFile != ""
+		hasCert := c.CoAP.DTLS.CertFile != "" || c.CoAP.DTLS.KeyFile != ""
+		if !hasPSK && !hasCert {
+			add("coap.dtls.listen", "DTLS needs psk_file or cert_file and key_file")
+		}
+	}
+	if (c.CoAP.DTLS.CertFile == "") != (c.CoAP.DTLS.KeyFile == "") {
+		add("coap.dtls.cert_file", "cert_file and key_file go together")
+	}
+	switch b := c.MQTT.Broker; {
+	case b == "embedded":
+		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)
+		checkAddr("mqtt.embedded.websocket", c.MQTT.Embedded.Websocket, true)
+	default:
+		u, err := url.Parse(b)
+		if err != nil || u.Host == "" {
+			add("mqtt.broker", "must be \"embedded\" or a broker URL like tcp://host:1883, got %q", b)
+			break
+		}
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		default:
+			add("mqtt.broker", "unsupported scheme %q (want tcp, ssl, tls, ws or wss)", u.Scheme)
+		}
+	}
+	if c.MQTT.ClientID == "" {
+		add("mqtt.client_id", "must not be empty")
+	}
+	checkAddr("http.listen", c.HTTP.Listen, true)
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		add("log.level", "%v", err)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format", "want text or json, got %q", c.Log.Format)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+// ParseLevel maps a level name to a slog.Level.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("unknown level %q (want debug, info, warn or error)", s)
+}

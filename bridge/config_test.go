@@ -1,0 +1,75 @@
+package bridge
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want []string // substrings of the errors, in order; empty = valid
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"remote broker", func(c *Config) { c.MQTT.Broker = "tcp://127.0.0.1:1883" }, nil},
+		{"wss broker", func(c *Config) { c.MQTT.Broker = "wss://broker.example:443/mqtt" }, nil},
+		{"bad broker scheme", func(c *Config) { c.MQTT.Broker = "http://x:1" }, []string{`mqtt.broker: unsupported scheme "http"`}},
+		{"broker not a url", func(c *Config) { c.MQTT.Broker = "localhost" }, []string{`mqtt.broker: must be "embedded" or a broker URL`}},
+		{"bad coap listen", func(c *Config) { c.CoAP.Listen = "5683" }, []string{`coap.listen: not a host:port address: "5683"`}},
+		{"coap disabled", func(c *Config) { c.CoAP.Listen = "" }, nil},
+		{"dtls without keys", func(c *Config) { c.CoAP.DTLS.Listen = ":5684" }, []string{"coap.dtls.listen: DTLS needs psk_file"}},
+		{"dtls psk", func(c *Config) { c.CoAP.DTLS.Listen = ":5684"; c.CoAP.DTLS.PSKFile = "k.toml" }, nil},
+		{"cert without key", func(c *Config) { c.CoAP.DTLS.CertFile = "c.pem" }, []string{"cert_file and key_file go together"}},
+		{"empty client id", func(c *Config) { c.MQTT.ClientID = "" }, []string{"mqtt.client_id: must not be empty"}},
+		{"several", func(c *Config) { c.Log.Level = "x"; c.Log.Format = "y"; c.HTTP.Listen = "nope" }, []string{
+			"http.listen", "log.level", "log.format"}},
+		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Defaults()
+			tt.mod(&c)
+			err := c.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("error %v does not wrap ErrInvalidConfig", err)
+			}
+			var ces ConfigErrors
+			if !errors.As(err, &ces) || len(ces) != len(tt.want) {
+				t.Fatalf("got %d errors %v, want %d", len(ces), err, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(ces[i].Error(), w) {
+					t.Errorf("error %d = %q, want it to contain %q", i, ces[i].Error(), w)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretIsRedacted(t *testing.T) {
+	s := Secret("hunter2")
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "password", s)
+	for _, out := range []string{buf.String(), fmt.Sprint(s), fmt.Sprintf("%v %s", s, s)} {
+		if strings.Contains(out, "hunter2") {
+			t.Fatalf("secret leaked: %q", out)
+		}
+	}
+	if s.Reveal() != "hunter2" {
+		t.Fatal("Reveal lost the value")
+	}
+	if Secret("").String() != "" {
+		t.Fatal("empty secret should print empty")
+	}
+}

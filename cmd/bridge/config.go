@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/coap-mqtt/bridge/bridge"
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// envPrefix prefixes every environment override: coap.dtls.listen is
+// BRIDGE_COAP_DTLS_LISTEN.
+const envPrefix = "BRIDGE"
+
+// loadConfig reads the config file at path (TOML), applies environment
+// overrides and defaults, and validates the result. A missing file is an
+// error only when the path was given explicitly; otherwise the built-in
+// defaults run. Every problem is reported, each prefixed with file:line
+// where the key appears in the file.
+func loadConfig(path string, explicit bool) (bridge.Config, error) {
+	v := viper.New()
+	v.SetConfigType("toml")
+	known := knownKeys(reflect.TypeOf(bridge.Config{}), "")
+	def := flatten(bridge.Defaults())
+	for _, k := range known {
+		v.SetDefault(k, def[k])
+	}
+	v.SetEnvPrefix(envPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+
+	file := ""
+	if _, err := os.Stat(path); err == nil {
+		file = path
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return bridge.Config{}, fmt.Errorf("%s: %w", path, err)
+		}
+	} else if explicit || !errors.Is(err, fs.ErrNotExist) {
+		return bridge.Config{}, fmt.Errorf("config: %w", err)
+	}
+
+	var errs []string
+	knownSet := make(map[string]bool, len(known))
+	for _, k := range known {
+		knownSet[k] = true
+	}
+	for _, k := range v.AllKeys() {
+		if knownSet[k] {
+			continue
+		}
+		msg := fmt.Sprintf("unknown config key %q", k)
+		if s := suggest(k, known); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		errs = append(errs, position(file, k)+msg)
+	}
+
+	var cfg bridge.Config
+	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	))
+	if err := v.Unmarshal(&cfg, hook); err != nil {
+		errs = append(errs, fmt.Sprintf("%s: %v", displayName(file), err))
+	}
+	cfg.File = file
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		var ces bridge.ConfigErrors
+		if errors.As(err, &ces) {
+			for _, ce := range ces {
+				errs = append(errs, position(file, ce.Key)+ce.Error())
+			}
+		} else {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return cfg, &errorList{msgs: errs}
+	}
+	return cfg, nil
+}
+
+// errorList is a set of already-positioned messages, one per line.
+type errorList struct{ msgs []string }
+
+func (e *errorList) Error() string { return strings.Join(e.msgs, "\n") }
+
+func displayName(file string) string {
+	if file == "" {
+		return "config"
+	}
+	return file
+}
+
+// position returns "file:line: " for the line where the dotted key is set
+// in the TOML file, "file: " when it is not found there (a default or an
+// environment override), or "config: " without a file.
+func position(file, key string) string {
+	if file == "" {
+		return "config: "
+	}
+	if line := keyLine(file, key); line > 0 {
+		return fmt.Sprintf("%s:%d: ", file, line)
+	}
+	return file + ": "
+}
+
+// keyLine finds the line of a dotted key in a TOML file by tracking table
+// headers; it understands the plain `[table]` / `key = value` shape that
+// config files use, and returns 0 when the key is not written there.
+func keyLine(file, key string) int {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	table := ""
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "[") && !strings.HasPrefix(line, "[[") {
+			table = strings.ToLower(strings.Trim(line, "[] \t"))
+			continue
+		}
+		k, _, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		full := strings.ToLower(strings.Trim(strings.TrimSpace(k), `"`))
+		if table != "" {
+			full = table + "." + full
+		}
+		if full == key {
+			return n
+		}
+	}
+	return 0
+}
+
+// knownKeys lists the dotted keys of a config struct from its mapstructure tags.
+func knownKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("mapstructure")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, knownKeys(f.Type, prefix+tag+".")...)
+			continue
+		}
+		keys = append(keys, prefix+tag)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// flatten maps every dotted key of cfg to its value, for viper defaults.
+func flatten(cfg bridge.Config) map[string]any {
+	out := map[string]any{}
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			tag := t.Field(i).Tag.Get("mapstructure")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fv := v.Field(i)
+			if fv.Kind() == reflect.Struct {
+				walk(fv, prefix+tag+".")
+				continue
+			}
+			if fv.Kind() == reflect.String {
+				out[prefix+tag] = fv.String() // drops named string types such as Secret
+				continue
+			}
+			out[prefix+tag] = fv.Interface()
+		}
+	}
+	walk(reflect.ValueOf(cfg), "")
+	return out
+}
+
+// suggest returns the known key closest to k when it is a likely typo.
+func suggest(k string, known []string) string {
+	best, bestD := "", 3
+	for _, c := range known {
+		if d := editDistance(k, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,171 @@
+// Command bridge connects CoAP devices to MQTT, driven by rule files.
+//
+//	bridge [run] [--config config.toml]   run the bridge (default command)
+//	bridge check [--config config.toml]   validate config and rules
+//	bridge version                        print version information
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/coap-mqtt/bridge/bridge"
+	"github.com/spf13/cobra"
+)
+
+// Set at link time: -ldflags "-X main.version=v1.2.3 -X main.commit=abc123".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+func main() {
+	os.Exit(execute(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// exitError carries a process exit code through cobra.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// execute runs the CLI with args and returns the process exit code.
+func execute(args []string, stdout, stderr io.Writer) int {
+	root := newRootCmd(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	var cfgPath string
+	root := &cobra.Command{
+		Use:           "bridge",
+		Short:         "CoAP <-> MQTT bridge",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBridge(cmd.Context(), cfgPath, cmd.Flags().Changed("config"), stderr)
+		},
+	}
+	root.PersistentFlags().StringVarP(&cfgPath, "config", "c", "config.toml", "config file (TOML)")
+
+	run := &cobra.Command{
+		Use:   "run",
+		Short: "Run the bridge (the default command)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBridge(cmd.Context(), cfgPath, cmd.Flags().Changed("config"), stderr)
+		},
+	}
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Validate config and rules; print every error as file:line: message",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return checkConfig(cfgPath, cmd.Flags().Changed("config"), stdout, stderr)
+		},
+	}
+	ver := &cobra.Command{
+		Use:   "version",
+		Short: "Print version, commit and Go version",
+		Args:  cobra.NoArgs,
+		Run: func(*cobra.Command, []string) {
+			fmt.Fprintln(stdout, versionString())
+		},
+	}
+	root.AddCommand(run, check, ver)
+	return root
+}
+
+func versionString() string {
+	c := commit
+	if c == "" {
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("bridge %s (commit %s, %s %s/%s)", version, c, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// checkConfig validates config and rules, printing every problem.
+func checkConfig(path string, explicit bool, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig(path, explicit)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError{1}
+	}
+	sum, err := bridge.Check(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError{1}
+	}
+	fmt.Fprintf(stdout, "%s: ok (%s)\n", displayName(cfg.File), sum)
+	return nil
+}
+
+func runBridge(ctx context.Context, path string, explicit bool, stderr io.Writer) error {
+	cfg, err := loadConfig(path, explicit)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError{1}
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger.Info("starting", "version", version, "config", displayName(cfg.File))
+	b, err := bridge.New(cfg, logger)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError{1}
+	}
+	if err := b.Run(ctx); err != nil {
+		logger.Error("bridge stopped", "err", err)
+		return exitError{1}
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func newLogger(c bridge.LogConfig, w io.Writer) (*slog.Logger, error) {
+	level, err := bridge.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

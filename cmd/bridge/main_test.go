@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := execute([]string{"version"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "bridge dev (commit ") || !strings.Contains(out.String(), "go1.") {
+		t.Fatalf("version output %q", out.String())
+	}
+}
+
+func TestCheckDefaultConfigFile(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := execute([]string{"check", "--config", "../../config.toml"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "config.toml: ok (") {
+		t.Fatalf("stdout %q", out.String())
+	}
+}
+
+func TestCheckReportsEveryErrorWithLine(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "bad.toml", `rules = ["r/*.toml"]
+[coap]
+listne = ":5683"
+[mqtt]
+broker = "ftp://example"
+[log]
+level = "loud"
+format = "xml"
+`)
+	var out, errb bytes.Buffer
+	code := execute([]string{"check", "--config", cfg}, &out, &errb)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %q", code, errb.String())
+	}
+	want := []string{
+		cfg + `:3: unknown config key "coap.listne" (did you mean "coap.listen"?)`,
+		cfg + `:5: mqtt.broker: unsupported scheme "ftp"`,
+		cfg + `:7: log.level: unknown level "loud"`,
+		cfg + `:8: log.format: want text or json, got "xml"`,
+	}
+	for _, w := range want {
+		if !strings.Contains(errb.String(), w) {
+			t.Errorf("stderr lacks %q; got:\n%s", w, errb.String())
+		}
+	}
+}
+
+func TestCheckMissingExplicitConfig(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := execute([]string{"check", "--config", filepath.Join(t.TempDir(), "nope.toml")}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "no such file") {
+		t.Fatalf("exit %d stderr %q", code, errb.String())
+	}
+}
+
+func TestLoadConfigDefaultsWhenDefaultFileMissing(t *testing.T) {
+	cfg, err := loadConfig(filepath.Join(t.TempDir(), "config.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.CoAP.Listen != ":5683" || cfg.MQTT.Broker != "embedded" || cfg.HTTP.Listen != ":9100" || len(cfg.Rules) != 1 {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestLoadConfigEnvOverrides(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.toml", "[coap]\nlisten = \":5683\"\n")
+	t.Setenv("BRIDGE_COAP_LISTEN", "127.0.0.1:6000")
+	t.Setenv("BRIDGE_COAP_DTLS_LISTEN", "127.0.0.1:6001")
+	t.Setenv("BRIDGE_COAP_DTLS_PSK_FILE", "keys.toml")
+	t.Setenv("BRIDGE_MQTT_BROKER", "tcp://127.0.0.1:1884")
+	t.Setenv("BRIDGE_MQTT_PASSWORD", "s3cret")
+	t.Setenv("BRIDGE_RULES", "a/*.toml,b.toml")
+	c, err := loadConfig(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CoAP.Listen != "127.0.0.1:6000" || c.CoAP.DTLS.Listen != "127.0.0.1:6001" || c.CoAP.DTLS.PSKFile != "keys.toml" {
+		t.Errorf("coap overrides: %+v", c.CoAP)
+	}
+	if c.MQTT.Broker != "tcp://127.0.0.1:1884" || c.MQTT.Password.Reveal() != "s3cret" {
+		t.Errorf("mqtt overrides: %+v", c.MQTT)
+	}
+	if len(c.Rules) != 2 || c.Rules[0] != "a/*.toml" || c.Rules[1] != "b.toml" {
+		t.Errorf("rules override: %q", c.Rules)
+	}
+}
+
+func TestRunStopsCleanlyOnCancel(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.toml", `rules = []
+[coap]
+listen = ""
+[http]
+listen = "127.0.0.1:0"
+[mqtt.embedded]
+listen = ""
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var errb bytes.Buffer
+	go func() { done <- runBridge(ctx, cfg, true, &errb) }()
+	time.AfterFunc(200*time.Millisecond, cancel)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v; log:\n%s", err, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop within 10s of cancel")
+	}
+	if !strings.Contains(errb.String(), "msg=stopped") {
+		t.Fatalf("log lacks stop line:\n%s", errb.String())
+	}
+}
