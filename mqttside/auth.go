@@ -1,0 +1,235 @@
+package mqttside
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// ACL decides who may connect to the embedded broker and which topics
+// they may use. It is loaded from an auth file (TOML):
+//
+//	# Anonymous clients (no user name) are refused unless this table exists.
+//	[anonymous]
+//	networks  = ["127.0.0.0/8", "::1/128"]  # where they may connect from; empty = anywhere
+//	publish   = ["public/#"]
+//	subscribe = ["public/#", "$SYS/#"]
+//	deny      = []
+//
+//	[[user]]
+//	name      = "greenhouse-1"
+//	password  = "$2a$10$..."                 # bcrypt hash, e.g. htpasswd -nbB user pass
+//	networks  = []                           # optional, as above
+//	publish   = ["sensors/{username}/#"]
+//	subscribe = ["cmd/{username}/#"]
+//	deny      = ["sensors/{username}/secret/#"]
+//
+// Patterns are MQTT topic filters; {username} is replaced by the user's
+// name. A publish is allowed when a publish pattern matches the topic; a
+// subscription when a subscribe pattern covers the whole filter; every
+// message delivered is checked again against its topic. Deny patterns win
+// over allow patterns. Patterns starting with a wildcard do not reach
+// $SYS topics [MQTT-4.7.2-1]; list "$SYS/#" to grant them.
+//
+// [DefaultACL] (no auth file) lets anonymous clients connect from loopback
+// addresses only, with full access.
+type ACL struct {
+	Anonymous *ACLEntry  `toml:"anonymous"`
+	Users     []ACLEntry `toml:"user"`
+
+	byName map[string]*ACLEntry
+}
+
+// ACLEntry is the anonymous table or one user.
+type ACLEntry struct {
+	Name      string   `toml:"name"`
+	Password  Secret   `toml:"password"` // bcrypt hash
+	Networks  []string `toml:"networks"`
+	Publish   []string `toml:"publish"`
+	Subscribe []string `toml:"subscribe"`
+	Deny      []string `toml:"deny"`
+
+	nets []netip.Prefix
+}
+
+// DefaultACL allows anonymous clients from loopback addresses only, to
+// every topic including $SYS.
+func DefaultACL() *ACL {
+	a := &ACL{Anonymous: &ACLEntry{
+		Networks:  []string{"127.0.0.0/8", "::1/128"},
+		Publish:   []string{"#"},
+		Subscribe: []string{"#", "$SYS/#"},
+	}}
+	if err := a.compile(); err != nil {
+		panic(err) // constant input
+	}
+	return a
+}
+
+// LoadACL reads and checks an auth file.
+func LoadACL(path string) (*ACL, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAuthFile, err)
+	}
+	a, err := ParseACL(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return a, nil
+}
+
+// ParseACL parses and checks auth file contents.
+func ParseACL(b []byte) (*ACL, error) {
+	var a ACL
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&a)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAuthFile, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("%w: unknown key %q", ErrAuthFile, und[0].String())
+	}
+	if err := a.compile(); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+func (a *ACL) compile() error {
+	a.byName = make(map[string]*ACLEntry, len(a.Users))
+	if a.Anonymous != nil {
+		if err := a.Anonymous.compile("anonymous"); err != nil {
+			return err
+		}
+	}
+	for i := range a.Users {
+		u := &a.Users[i]
+		where := fmt.Sprintf("user %d", i+1)
+		switch {
+		case u.Name == "":
+			return fmt.Errorf("%w: %s: missing name", ErrAuthFile, where)
+		case strings.ContainsAny(u.Name, "+#/\x00"):
+			return fmt.Errorf("%w: %s: name %q may not contain '+', '#', '/' or NUL", ErrAuthFile, where, u.Name)
+		case a.byName[u.Name] != nil:
+			return fmt.Errorf("%w: %s: duplicate user %q", ErrAuthFile, where, u.Name)
+		}
+		if _, err := bcrypt.Cost([]byte(u.Password.Reveal())); err != nil {
+			return fmt.Errorf("%w: user %q: password must be a bcrypt hash: %w", ErrAuthFile, u.Name, err)
+		}
+		if err := u.compile(fmt.Sprintf("user %q", u.Name)); err != nil {
+			return err
+		}
+		a.byName[u.Name] = u
+	}
+	return nil
+}
+
+func (e *ACLEntry) compile(where string) error {
+	e.nets = e.nets[:0]
+	for _, n := range e.Networks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(n)
+			if aerr != nil {
+				return fmt.Errorf("%w: %s: network %q: %w", ErrAuthFile, where, n, err)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		e.nets = append(e.nets, p.Masked())
+	}
+	for _, list := range [][]string{e.Publish, e.Subscribe, e.Deny} {
+		for _, pat := range list {
+			if err := ValidateFilter(e.expand(pat)); err != nil {
+				return fmt.Errorf("%w: %s: pattern: %w", ErrAuthFile, where, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (e *ACLEntry) expand(pattern string) string {
+	if e.Name == "" {
+		return pattern
+	}
+	return strings.ReplaceAll(pattern, "{username}", e.Name)
+}
+
+// fromAllowed reports whether remote ("host:port" or host) is in the
+// entry's networks; no networks means anywhere.
+func (e *ACLEntry) fromAllowed(remote string) bool {
+	if len(e.nets) == 0 {
+		return true
+	}
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range e.nets {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// Authenticate reports whether a client may connect. username "" is an
+// anonymous client.
+func (a *ACL) Authenticate(username string, password []byte, remote string) bool {
+	if username == "" {
+		return a.Anonymous != nil && a.Anonymous.fromAllowed(remote)
+	}
+	u := a.byName[username]
+	if u == nil {
+		// Without an auth file the default ACL has no users; a client
+		// that sends credentials is treated as anonymous.
+		if len(a.Users) == 0 && a.Anonymous != nil {
+			return a.Anonymous.fromAllowed(remote)
+		}
+		return false
+	}
+	if !u.fromAllowed(remote) {
+		return false
+	}
+	return bcrypt.CompareHashAndPassword([]byte(u.Password.Reveal()), password) == nil
+}
+
+// Allowed reports whether username ("" for anonymous) may publish to a
+// topic (write) or subscribe to / receive from a filter or topic.
+func (a *ACL) Allowed(username, topicOrFilter string, write bool) bool {
+	e := a.byName[username]
+	if e == nil {
+		if username != "" && len(a.Users) > 0 {
+			return false
+		}
+		e = a.Anonymous
+	}
+	if e == nil {
+		return false
+	}
+	for _, d := range e.Deny {
+		if FilterCovers(e.expand(d), topicOrFilter) {
+			return false
+		}
+	}
+	list := e.Subscribe
+	if write {
+		list = e.Publish
+	}
+	for _, p := range list {
+		if FilterCovers(e.expand(p), topicOrFilter) {
+			return true
+		}
+	}
+	return false
+}

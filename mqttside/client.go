@@ -1,0 +1,134 @@
+package mqttside
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Client is the bridge's view of MQTT, implemented by [Remote] and [Embedded].
+// All methods are safe for concurrent use.
+type Client interface {
+	// Start connects (remote) or starts listening (embedded). For a remote
+	// broker that refuses the connection (bad credentials) it returns an
+	// error wrapping ErrBrokerRefused; an unreachable broker is retried in
+	// the background with backoff and Start returns nil with State not yet
+	// StateConnected.
+	Start(ctx context.Context) error
+	// Publish hands m to the broker and returns nil once the broker has it
+	// (QoS 0: handed to the connection; QoS 1/2: acknowledged). It returns
+	// ErrBufferFull, ErrDropped, ErrClosed or a validation error otherwise,
+	// and an error matching ErrPending if ctx ended after m was accepted.
+	Publish(ctx context.Context, m Message) error
+	// Subscribe registers h for filter at qos. Subscriptions made before the
+	// connection is up are sent when it comes up and after every reconnect.
+	Subscribe(ctx context.Context, filter string, qos byte, h Handler) error
+	// Unsubscribe removes the subscription for filter.
+	Unsubscribe(ctx context.Context, filter string) error
+	// State reports the connection state.
+	State() State
+	// Stats returns a snapshot of the counters.
+	Stats() Stats
+	// Close flushes what it can until ctx ends, then disconnects or stops
+	// the broker. It is idempotent.
+	Close(ctx context.Context) error
+}
+
+// Message is one MQTT application message.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+
+	// MQTT 5 properties. The embedded broker carries them to MQTT 5
+	// subscribers and inline handlers; Remote speaks MQTT 3.1.1 and
+	// ignores them.
+	ResponseTopic   string
+	CorrelationData []byte
+	ContentType     string
+}
+
+// Delivery is a message received on a subscription.
+type Delivery struct {
+	Message
+	// Duplicate is set on a redelivery of a QoS 1/2 message [MQTT-3.3.1-1].
+	Duplicate bool
+	// Filter is the subscription filter that matched.
+	Filter string
+	// Received is when the message arrived.
+	Received time.Time
+
+	ackOnce sync.Once
+	ack     func()
+}
+
+// Ack acknowledges the message to the broker. For a QoS 1/2 message from a
+// remote broker the PUBACK/PUBREC is sent only now, so a message never
+// acknowledged is redelivered after a reconnect. Ack is idempotent and a
+// no-op for QoS 0 and for the embedded broker, whose inline deliveries
+// complete in-process.
+//
+// MQTT 3.1.1 asks for PUBACKs in the order the PUBLISHes arrived
+// [MQTT-4.6.0-2]; handlers that finish out of order acknowledge out of
+// order, which common brokers accept.
+func (d *Delivery) Ack() {
+	d.ackOnce.Do(func() {
+		if d.ack != nil {
+			d.ack()
+		}
+	})
+}
+
+// Handler processes deliveries. ServeMQTT must not block: it should start
+// the work and call Ack when the work is done.
+type Handler interface {
+	ServeMQTT(d *Delivery)
+}
+
+// HandlerFunc adapts a function to [Handler].
+type HandlerFunc func(d *Delivery)
+
+// ServeMQTT calls f(d).
+func (f HandlerFunc) ServeMQTT(d *Delivery) { f(d) }
+
+// State is a connection state.
+type State int32
+
+// Connection states.
+const (
+	StateIdle         State = iota // created, Start not called
+	StateConnecting                // first connection attempt(s) in progress
+	StateConnected                 // ready: publishes go straight to the broker
+	StateDisconnected              // lost; reconnecting, publishes are buffered
+	StateClosed                    // Close called
+)
+
+// String names the state.
+func (s State) String() string {
+	switch s {
+	case StateIdle:
+		return "idle"
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateDisconnected:
+		return "disconnected"
+	case StateClosed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+// Event reports a change of connection state.
+type Event struct {
+	State State
+	// Err says why, for StateDisconnected and failed attempts.
+	Err  error
+	Time time.Time
+}
+
+// EventFunc receives events. It is called from the client's goroutines
+// and must not block.
+type EventFunc func(Event)

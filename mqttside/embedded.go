@@ -1,0 +1,357 @@
+package mqttside
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// EmbeddedOptions mirrors [mqtt.embedded] and configures [Embedded].
+type EmbeddedOptions struct {
+	// Listen is the TCP address for external MQTT clients; "" disables it.
+	Listen string
+	// WebSocket is the address for MQTT over WebSocket; "" disables it.
+	WebSocket string
+	// AuthFile is the users and ACL file (see [ACL]); "" allows anonymous
+	// clients from loopback addresses only.
+	AuthFile string
+	// PersistenceDir, when set, keeps sessions, subscriptions, retained and
+	// in-flight messages in a bolt database in this directory.
+	PersistenceDir string
+	// MaxPayload bounds payloads published by the bridge and, through the
+	// broker's maximum packet size, by external clients.
+	MaxPayload int
+	// AllowEmptyLevels permits the bridge to publish to topics with empty levels.
+	AllowEmptyLevels bool
+	// SysInterval is the $SYS topic refresh interval.
+	SysInterval time.Duration
+
+	Logger  *slog.Logger
+	OnEvent EventFunc
+}
+
+// SetDefaults fills zero fields. Listen has no default here: the config
+// layer supplies ":1883" (DefaultEmbeddedListen).
+func (o *EmbeddedOptions) SetDefaults() {
+	if o.MaxPayload == 0 {
+		o.MaxPayload = DefaultMaxPayload
+	}
+	if o.SysInterval == 0 {
+		o.SysInterval = DefaultSysInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports unusable options.
+func (o *EmbeddedOptions) Validate() error {
+	switch {
+	case o.MaxPayload < 1 || o.MaxPayload > 268435455-2-MaxTopicLength:
+		return fmt.Errorf("%w: max payload %d out of range", ErrInvalidOptions, o.MaxPayload)
+	case o.SysInterval < time.Second:
+		return fmt.Errorf("%w: $SYS interval %v below 1s", ErrInvalidOptions, o.SysInterval)
+	}
+	return nil
+}
+
+// Embedded is a [Client] backed by a mochi-mqtt broker in this process. The
+// bridge publishes and subscribes through mochi's inline client, with no
+// socket in between; external clients use the TCP and WebSocket listeners.
+type Embedded struct {
+	opts  EmbeddedOptions
+	log   *slog.Logger
+	acl   *ACL
+	srv   *mqtt.Server
+	cnt   counters
+	state atomic.Int32
+
+	inline *mqtt.Client
+	tcp    *listeners.TCP
+	ws     *wsListener
+
+	mu     sync.Mutex
+	subs   map[string]int // filter → inline subscription id
+	nextID int
+}
+
+var _ Client = (*Embedded)(nil)
+
+// NewEmbedded checks opts, loads the auth file and prepares the broker;
+// Start opens the listeners.
+func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
+	opts.SetDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	acl := DefaultACL()
+	if opts.AuthFile != "" {
+		var err error
+		if acl, err = LoadACL(opts.AuthFile); err != nil {
+			return nil, err
+		}
+	}
+	e := &Embedded{
+		opts: opts,
+		log:  opts.Logger.With("broker", "embedded"),
+		acl:  acl,
+		subs: make(map[string]int),
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(opts.MaxPayload + MaxTopicLength + 1024) // fixed header, topic, properties
+	e.srv = mqtt.New(&mqtt.Options{
+		InlineClient:           true,
+		Capabilities:           caps,
+		Logger:                 opts.Logger.With("component", "mochi"),
+		SysTopicResendInterval: int64(opts.SysInterval / time.Second),
+	})
+	return e, nil
+}
+
+// Start adds the hooks and listeners and starts the broker.
+func (e *Embedded) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !e.state.CompareAndSwap(int32(StateIdle), int32(StateConnecting)) {
+		return fmt.Errorf("%w: Start called twice or after Close", ErrInvalidOptions)
+	}
+	if err := e.start(); err != nil {
+		_ = e.srv.Close()
+		e.setState(StateClosed, err)
+		return fmt.Errorf("mqtt: embedded broker: %w", err)
+	}
+	cl, ok := e.srv.Clients.Get(mqtt.InlineClientId)
+	if !ok {
+		_ = e.srv.Close()
+		return fmt.Errorf("mqtt: embedded broker: %w", mqtt.ErrInlineClientNotEnabled)
+	}
+	e.inline = cl
+	e.log.Info("mqtt embedded broker started", "tcp", e.Addr(), "websocket", e.WebSocketAddr(),
+		"auth_file", e.opts.AuthFile, "persistence", e.opts.PersistenceDir)
+	e.setState(StateConnected, nil)
+	return nil
+}
+
+func (e *Embedded) start() error {
+	if err := e.srv.AddHook(&authHook{acl: e.acl, log: e.log}, nil); err != nil {
+		return err
+	}
+	if e.opts.PersistenceDir != "" {
+		if err := addPersistence(e.srv, e.opts.PersistenceDir); err != nil {
+			return err
+		}
+	}
+	if e.opts.Listen != "" {
+		e.tcp = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: e.opts.Listen})
+		if err := e.srv.AddListener(e.tcp); err != nil {
+			return fmt.Errorf("listen %s: %w", e.opts.Listen, err)
+		}
+	}
+	if e.opts.WebSocket != "" {
+		e.ws = newWSListener("ws", e.opts.WebSocket)
+		if err := e.srv.AddListener(e.ws); err != nil {
+			return fmt.Errorf("websocket listen %s: %w", e.opts.WebSocket, err)
+		}
+	}
+	return e.srv.Serve()
+}
+
+// Addr returns the bound TCP address, or "" without a TCP listener.
+func (e *Embedded) Addr() string {
+	if e.tcp == nil {
+		return ""
+	}
+	return e.tcp.Address()
+}
+
+// WebSocketAddr returns the bound WebSocket address, or "".
+func (e *Embedded) WebSocketAddr() string {
+	if e.ws == nil {
+		return ""
+	}
+	return e.ws.Address()
+}
+
+func (e *Embedded) setState(s State, err error) {
+	e.state.Store(int32(s))
+	if e.opts.OnEvent != nil {
+		e.opts.OnEvent(Event{State: s, Err: err, Time: time.Now()})
+	}
+}
+
+// State reports StateConnected while the broker runs.
+func (e *Embedded) State() State { return State(e.state.Load()) }
+
+// Stats returns a snapshot of the counters. The embedded broker has no
+// offline buffer; BufferDepth is always 0.
+func (e *Embedded) Stats() Stats {
+	s := e.cnt.snapshot()
+	s.Connected = e.State() == StateConnected
+	return s
+}
+
+// Publish injects m into the broker through the inline client. When it
+// returns nil the broker has routed the message to every subscriber's
+// queue (and stored it if retained), whatever the QoS.
+func (e *Embedded) Publish(ctx context.Context, m Message) error {
+	if err := validateMessage(m, e.opts.MaxPayload, e.opts.AllowEmptyLevels); err != nil {
+		e.cnt.invalid.Add(1)
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	switch e.State() {
+	case StateConnected:
+	case StateClosed:
+		return ErrClosed
+	default:
+		return ErrNotStarted
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: m.QoS, Retain: m.Retain},
+		TopicName:   m.Topic,
+		Payload:     m.Payload,
+		// The inline client never sees acknowledgements, but QoS > 0
+		// packets need a non-zero packet identifier [MQTT-2.3.1-1].
+		PacketID: uint16(m.QoS),
+		Properties: packets.Properties{
+			ResponseTopic:   m.ResponseTopic,
+			CorrelationData: m.CorrelationData,
+			ContentType:     m.ContentType,
+		},
+	}
+	if err := e.srv.InjectPacket(e.inline, pk); err != nil {
+		e.cnt.failed.Add(1)
+		return fmt.Errorf("mqtt: embedded publish %s: %w", quoteShort(m.Topic), err)
+	}
+	e.cnt.published.Add(1)
+	return nil
+}
+
+// Subscribe registers h as an inline subscription. Handlers run on the
+// publishing client's goroutine and must not block. Deliveries need no
+// acknowledgement; Ack is a no-op.
+func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handler) error {
+	if err := ValidateFilter(filter); err != nil {
+		return err
+	}
+	if err := ValidateQoS(qos); err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("%w: nil handler", ErrInvalidOptions)
+	}
+	if s := e.State(); s != StateConnected {
+		if s == StateClosed {
+			return ErrClosed
+		}
+		return ErrNotStarted
+	}
+	e.mu.Lock()
+	old, had := e.subs[filter]
+	e.nextID++
+	id := e.nextID
+	e.subs[filter] = id
+	e.mu.Unlock()
+	if had {
+		_ = e.srv.Unsubscribe(filter, old)
+	}
+	fn := func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		e.cnt.received.Add(1)
+		q := min(pk.FixedHeader.Qos, qos)
+		h.ServeMQTT(&Delivery{
+			Message: Message{
+				Topic:           pk.TopicName,
+				Payload:         pk.Payload,
+				QoS:             q,
+				Retain:          pk.FixedHeader.Retain,
+				ResponseTopic:   pk.Properties.ResponseTopic,
+				CorrelationData: pk.Properties.CorrelationData,
+				ContentType:     pk.Properties.ContentType,
+			},
+			Duplicate: pk.FixedHeader.Dup,
+			Filter:    filter,
+			Received:  time.Now(),
+		})
+	}
+	if err := e.srv.Subscribe(filter, id, fn); err != nil {
+		return fmt.Errorf("mqtt: embedded subscribe %q: %w", filter, err)
+	}
+	return nil
+}
+
+// Unsubscribe removes the inline subscription for filter.
+func (e *Embedded) Unsubscribe(_ context.Context, filter string) error {
+	if err := ValidateFilter(filter); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	id, ok := e.subs[filter]
+	delete(e.subs, filter)
+	e.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return e.srv.Unsubscribe(filter, id)
+}
+
+// Close stops the listeners, disconnects clients and closes the store.
+// It is idempotent; ctx is unused because mochi stops synchronously.
+func (e *Embedded) Close(context.Context) error {
+	prev := State(e.state.Swap(int32(StateClosed)))
+	if prev == StateClosed {
+		return nil
+	}
+	if e.opts.OnEvent != nil {
+		e.opts.OnEvent(Event{State: StateClosed, Time: time.Now()})
+	}
+	if prev == StateIdle {
+		return nil
+	}
+	return e.srv.Close()
+}
+
+// authHook applies the ACL to external clients. The inline client
+// bypasses it.
+type authHook struct {
+	mqtt.HookBase
+	acl *ACL
+	log *slog.Logger
+}
+
+func (h *authHook) ID() string { return "bridge-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, b) >= 0
+}
+
+// OnConnectAuthenticate answers CONNECT; false sends "not authorized"
+// [MQTT-3.1.4-2].
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	ok := h.acl.Authenticate(string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote)
+	if !ok {
+		h.log.Info("mqtt client refused", "client_id", cl.ID, "username", string(pk.Connect.Username),
+			"remote", cl.Net.Remote)
+	}
+	return ok
+}
+
+// OnACLCheck checks publishes (write) and subscriptions and deliveries.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	ok := h.acl.Allowed(string(cl.Properties.Username), topic, write)
+	if !ok {
+		h.log.Debug("mqtt acl denied", "client_id", cl.ID, "username", string(cl.Properties.Username),
+			"topic", topic, "write", write)
+	}
+	return ok
+}

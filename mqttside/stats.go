@@ -1,0 +1,42 @@
+package mqttside
+
+import "sync/atomic"
+
+// Stats is a snapshot of a client's counters, for export as metrics.
+type Stats struct {
+	Published   uint64 // messages the broker has (acknowledged or handed over)
+	Failed      uint64 // accepted messages that could not be delivered (e.g. dropped at Close)
+	Buffered    uint64 // messages that went through the offline buffer
+	DroppedQoS0 uint64 // QoS 0 messages dropped from a full offline buffer
+	Refused     uint64 // QoS 1/2 publishes refused with ErrBufferFull
+	Invalid     uint64 // publishes rejected by validation (topic, QoS, payload size)
+	Received    uint64 // deliveries handed to handlers
+	Reconnects  uint64 // successful connections after the first
+	BufferDepth int    // messages waiting in the offline buffer now
+	Connected   bool   // State() == StateConnected
+}
+
+// counters are the live values behind Stats.
+type counters struct {
+	published   atomic.Uint64
+	failed      atomic.Uint64
+	buffered    atomic.Uint64
+	droppedQoS0 atomic.Uint64
+	refused     atomic.Uint64
+	invalid     atomic.Uint64
+	received    atomic.Uint64
+	reconnects  atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Published:   c.published.Load(),
+		Failed:      c.failed.Load(),
+		Buffered:    c.buffered.Load(),
+		DroppedQoS0: c.droppedQoS0.Load(),
+		Refused:     c.refused.Load(),
+		Invalid:     c.invalid.Load(),
+		Received:    c.received.Load(),
+		Reconnects:  c.reconnects.Load(),
+	}
+}
