@@ -1,0 +1,243 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+)
+
+// validDeviceName reports whether s can be a device name: it is used as a
+// URL host and as a topic level, so letters, digits, '.', '_' and '-' only.
+func validDeviceName(s string) bool {
+	if s == "" || s == "." || s == ".." || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (x *dec) device() *Device {
+	r := &Device{Pos: x.e.pos, hash: x.hash()}
+	name, line, ok := x.str("name", true)
+	if ok && !validDeviceName(name) {
+		x.d.addf(x.pos(line), "device name %q: use letters, digits, '.', '_' or '-'", name)
+	}
+	r.Name = name
+	if u, line, ok := x.str("url", true); ok {
+		r.URL = u
+		var err error
+		if r.Secure, r.Host, err = parseDeviceURL(u); err != nil {
+			x.d.addf(x.pos(line), "key \"url\": %v", err)
+			return r
+		}
+	}
+	r.PSKIdentity, _, _ = x.str("psk_identity", false)
+	if k, line, ok := x.str("psk", false); ok {
+		sec, err := ParseKey(k)
+		if err != nil {
+			x.d.addf(x.pos(line), "key \"psk\": %s", strings.TrimPrefix(err.Error(), "rules: "))
+		}
+		r.PSK = sec
+	}
+	r.CertFile, r.KeyFile, r.CAFile = x.file("cert_file"), x.file("key_file"), x.file("ca_file")
+	psk := x.e.byKey["psk_identity"] != nil || x.e.byKey["psk"] != nil
+	cert := x.e.byKey["cert_file"] != nil || x.e.byKey["key_file"] != nil || x.e.byKey["ca_file"] != nil
+	switch {
+	case r.URL == "" || r.Host == "":
+	case !r.Secure && (psk || cert):
+		x.d.addf(x.e.pos, "%s: credentials need a coaps:// url", x.what())
+	case psk && cert:
+		x.d.addf(x.e.pos, "%s: set either psk_identity and psk or cert_file and key_file, not both", x.what())
+	case psk && (x.e.byKey["psk_identity"] == nil || x.e.byKey["psk"] == nil):
+		x.d.addf(x.e.pos, "%s: psk_identity and psk go together", x.what())
+	case cert && (x.e.byKey["cert_file"] == nil || x.e.byKey["key_file"] == nil):
+		x.d.addf(x.e.pos, "%s: cert_file and key_file go together", x.what())
+	case r.Secure && !psk && !cert:
+		x.d.addf(x.e.pos, "%s: a coaps:// device needs psk_identity and psk, or cert_file and key_file", x.what())
+	}
+	return r
+}
+
+func (x *dec) psk() *PSK {
+	r := &PSK{Pos: x.e.pos}
+	r.Identity, _, _ = x.str("identity", true)
+	if k, line, ok := x.str("key", true); ok {
+		sec, err := ParseKey(k)
+		if err != nil {
+			x.d.addf(x.pos(line), "key \"key\": %s", strings.TrimPrefix(err.Error(), "rules: "))
+		}
+		r.Key = sec
+	}
+	return r
+}
+
+// output reads the keys every CoAP → MQTT rule shares.
+func (x *dec) output() Output {
+	var o Output
+	o.Topic, _ = x.pattern("topic", TopicSyntax, true)
+	o.QoS = x.qos()
+	o.Retain = x.boolean("retain")
+	if s, line, ok := x.str("payload", false); ok {
+		switch s {
+		case "raw":
+		case "json":
+			o.Payload = PayloadJSON
+		default:
+			x.d.addf(x.pos(line), "key \"payload\": %q is not \"raw\" or \"json\"", s)
+		}
+	}
+	if s, line, ok := x.str("where", false); ok {
+		e, err := CompileWhere(s)
+		if err != nil {
+			x.d.addf(x.pos(line), "key \"where\": %v", err)
+		}
+		o.Where = e
+	}
+	if s, line, ok := x.str("transform", false); ok {
+		e, err := CompileTransform(s)
+		if err != nil {
+			x.d.addf(x.pos(line), "key \"transform\": %v", err)
+		}
+		o.Transform = e
+		if f := x.e.byKey["payload"]; f != nil && o.Payload == PayloadRaw && f.val.str == "raw" {
+			x.d.addf(x.pos(line), "key \"transform\": needs payload = \"json\"")
+		}
+		// A transform produces JSON.
+		o.Payload = PayloadJSON
+	}
+	return o
+}
+
+// identity reads identity = "{capture}" and checks the capture is bound.
+func (x *dec) identity(path Pattern) string {
+	s, line, ok := x.str("identity", false)
+	if !ok {
+		return ""
+	}
+	name, found := strings.CutPrefix(s, "{")
+	name, closed := strings.CutSuffix(name, "}")
+	if !found || !closed || !validName(name) {
+		x.d.addf(x.pos(line), "key \"identity\": want a capture such as \"{device}\", got %q", s)
+		return ""
+	}
+	if !path.IsZero() && !path.Has(name) {
+		x.d.addf(x.pos(line), "key \"identity\": {%s} is not a capture of path %q", name, path)
+	}
+	return name
+}
+
+func (x *dec) ingress() *Ingress {
+	r := &Ingress{Pos: x.e.pos, hash: x.hash()}
+	r.Name, _, _ = x.str("name", true)
+	r.Path, _ = x.pattern("path", PathSyntax, true)
+	r.Methods = []Method{POST, PUT}
+	if ms, line, ok := x.strs("methods", false); ok {
+		r.Methods = r.Methods[:0]
+		for _, s := range ms {
+			m, err := ParseMethod(s)
+			switch {
+			case err != nil:
+				x.d.addf(x.pos(line), "key \"methods\": %v", err)
+			case m == GET || m == FETCH || m == DELETE:
+				x.d.addf(x.pos(line), "key \"methods\": ingress takes POST, PUT, PATCH or iPATCH; serve %s with [[resource]] or [[command]]", m)
+			default:
+				r.Methods = append(r.Methods, m)
+			}
+		}
+	}
+	r.Output = x.output()
+	r.Identity = x.identity(r.Path)
+	return r
+}
+
+// devicePaths reads devices and paths of observe and poll rules.
+func (x *dec) devicePaths(pathsRequired bool) (devices, paths []string) {
+	devices, _, _ = x.strs("devices", true)
+	ps, line, ok := x.strs("paths", pathsRequired)
+	if !ok {
+		return devices, nil
+	}
+	seen := map[string]bool{}
+	for _, s := range ps {
+		p, err := ParsePath(s)
+		switch {
+		case err != nil:
+			x.d.addf(x.pos(line), "key \"paths\": %q: %s", s, strings.TrimPrefix(err.Error(), "rules: "))
+		case len(p.Captures()) > 0:
+			x.d.addf(x.pos(line), "key \"paths\": %q: captures are not allowed in resource paths", s)
+		case seen[s]:
+			x.d.addf(x.pos(line), "key \"paths\": %q listed twice", s)
+		default:
+			seen[s] = true
+			paths = append(paths, s)
+		}
+	}
+	return devices, paths
+}
+
+func (x *dec) observe() *Observe {
+	r := &Observe{Pos: x.e.pos, hash: x.hash()}
+	r.Name, _, _ = x.str("name", true)
+	hasPaths, hasDiscover := x.e.byKey["paths"] != nil, x.e.byKey["discover"] != nil
+	if hasPaths == hasDiscover {
+		x.d.addf(x.e.pos, "%s: set exactly one of \"paths\" and \"discover\"", x.what())
+	}
+	r.Devices, r.Paths = x.devicePaths(false)
+	r.Discover, _, _ = x.str("discover", false)
+	r.Output = x.output()
+	return r
+}
+
+func (x *dec) poll() *Poll {
+	r := &Poll{Pos: x.e.pos, hash: x.hash()}
+	r.Name, _, _ = x.str("name", true)
+	r.Devices, r.Paths = x.devicePaths(true)
+	r.Interval, _ = x.duration("interval", true)
+	r.OnChange = x.boolean("on_change")
+	r.Output = x.output()
+	return r
+}
+
+func (x *dec) command() *Command {
+	r := &Command{Pos: x.e.pos, hash: x.hash(), Timeout: DefaultCommandTimeout}
+	r.Name, _, _ = x.str("name", true)
+	r.Filter, _ = x.pattern("filter", TopicSyntax, true)
+	if s, line, ok := x.str("method", true); ok {
+		m, err := ParseMethod(s)
+		if err != nil {
+			x.d.addf(x.pos(line), "key \"method\": %v", err)
+		}
+		r.Method = m
+	}
+	if s, line, ok := x.str("url", true); ok {
+		u, err := ParseURLTemplate(s)
+		if err != nil {
+			x.d.addf(x.pos(line), "key \"url\": %s", strings.TrimPrefix(err.Error(), "rules: "))
+		}
+		r.URL = u
+	}
+	r.ResponseTopic, _ = x.pattern("response_topic", TopicSyntax, false)
+	if d, ok := x.duration("timeout", false); ok {
+		r.Timeout = d
+	}
+	r.QoS = x.qos()
+	r.ContentFormat = x.contentFormat()
+	return r
+}
+
+func (x *dec) resource() *Resource {
+	r := &Resource{Pos: x.e.pos, hash: x.hash()}
+	r.Name, _, _ = x.str("name", true)
+	r.Path, _ = x.pattern("path", PathSyntax, true)
+	r.Topic, _ = x.pattern("topic", TopicSyntax, true)
+	r.Identity = x.identity(r.Path)
+	r.ContentFormat = x.contentFormat()
+	return r
+}
+
+// ruleName returns the name used in cross-rule messages.
+func ruleName(kind Kind, name string) string { return fmt.Sprintf("[[%s]] %q", kind, name) }

@@ -1,0 +1,210 @@
+package rules
+
+import (
+	"fmt"
+	"net"
+	"strings"
+)
+
+// Set is a loaded, validated and indexed rule set. It is immutable after
+// loading and safe for concurrent use; a reload builds a new Set (see Diff).
+type Set struct {
+	Devices   []*Device
+	Ingress   []*Ingress
+	Observe   []*Observe
+	Poll      []*Poll
+	Commands  []*Command
+	Resources []*Resource
+	PSKs      []*PSK
+
+	devices  map[string]*Device
+	routes   *Index[*Route]
+	commands *Index[*Command]
+}
+
+// Route is what the bridge's CoAP server dispatches to: exactly one of
+// Ingress and Resource is set.
+type Route struct {
+	Ingress  *Ingress
+	Resource *Resource
+}
+
+// Name returns the rule name.
+func (r *Route) Name() string {
+	if r.Ingress != nil {
+		return r.Ingress.Name
+	}
+	return r.Resource.Name
+}
+
+// Path returns the rule's path pattern.
+func (r *Route) Path() Pattern {
+	if r.Ingress != nil {
+		return r.Ingress.Path
+	}
+	return r.Resource.Path
+}
+
+// Allows reports whether the route takes the method: an ingress its
+// methods, a resource GET and FETCH (RFC 8132 §2).
+func (r *Route) Allows(m Method) bool {
+	if r.Ingress != nil {
+		return r.Ingress.Allows(m)
+	}
+	return m == GET || m == FETCH
+}
+
+func (r *Route) methods() []Method {
+	if r.Ingress != nil {
+		return r.Ingress.Methods
+	}
+	return []Method{GET, FETCH}
+}
+
+func (r *Route) describe() string {
+	if r.Ingress != nil {
+		return ruleName(KindIngress, r.Ingress.Name)
+	}
+	return ruleName(KindResource, r.Resource.Name)
+}
+
+func (r *Route) pos() Pos {
+	if r.Ingress != nil {
+		return r.Ingress.Pos
+	}
+	return r.Resource.Pos
+}
+
+// Device returns the registry entry named name.
+func (s *Set) Device(name string) (*Device, bool) {
+	d, ok := s.devices[name]
+	return d, ok
+}
+
+// MatchPath finds the route for a request to the bridge's CoAP server. segs
+// are the Uri-Path option values (RFC 7252 §6.4). It fails with ErrNoRoute
+// (4.04) or ErrMethodNotAllowed (4.05). Captures are appended to dst.
+func (s *Set) MatchPath(m Method, segs []string, dst Captures) (*Route, Captures, error) {
+	r, caps, ok, matched := s.routes.Match(segs, func(r *Route) bool { return r.Allows(m) }, dst)
+	switch {
+	case ok:
+		return r, caps, nil
+	case matched:
+		return nil, dst, ErrMethodNotAllowed
+	}
+	return nil, dst, ErrNoRoute
+}
+
+// MatchCommand finds the command rule for an MQTT topic and appends its
+// captures to dst.
+func (s *Set) MatchCommand(topic string, dst Captures) (*Command, Captures, bool) {
+	return s.commands.MatchTopic(topic, nil, dst)
+}
+
+// Target renders a command's URL. A host capture must name a registered
+// device (ErrUnknownDevice): an MQTT publisher can pick among devices, never
+// an arbitrary address. A device's own url decides scheme and address.
+func (s *Set) Target(c *Command, caps Captures) (Target, error) {
+	u := c.URL
+	path, err := u.path.RenderSegments(caps)
+	if err != nil {
+		return Target{}, err
+	}
+	t := Target{Secure: u.secure, Path: path}
+	name := u.host
+	if u.hostCapture != "" {
+		v, ok := caps.Get(u.hostCapture)
+		if !ok {
+			return Target{}, fmt.Errorf("%w: {%s}", ErrMissingCapture, u.hostCapture)
+		}
+		if err := CheckSegment(v); err != nil {
+			return Target{}, fmt.Errorf("{%s}: %w", u.hostCapture, err)
+		}
+		if _, ok := s.devices[v]; !ok {
+			return Target{}, fmt.Errorf("%w: %q", ErrUnknownDevice, v)
+		}
+		name = v
+	}
+	if d, ok := s.devices[name]; ok {
+		t.Device, t.Secure, t.Host = d, d.Secure, d.Host
+		return t, nil
+	}
+	t.Host = u.host
+	if _, _, err := net.SplitHostPort(u.host); err != nil {
+		port := defaultPort
+		if u.secure {
+			port = defaultSecurePort
+		}
+		t.Host = net.JoinHostPort(strings.Trim(u.host, "[]"), port)
+	}
+	return t, nil
+}
+
+// Subscription is one MQTT subscription the rule set needs.
+type Subscription struct {
+	// Filter is the MQTT topic filter.
+	Filter string
+	// QoS is the maximum QoS requested.
+	QoS byte
+	// Kind is KindCommand or KindResource; Rule the rule name.
+	Kind Kind
+	Rule string
+}
+
+// Subscriptions lists the MQTT subscriptions of command and resource rules.
+// Command subscriptions use QoS 1 so a command is not lost in transit.
+func (s *Set) Subscriptions() []Subscription {
+	out := make([]Subscription, 0, len(s.Commands)+len(s.Resources))
+	for _, c := range s.Commands {
+		out = append(out, Subscription{Filter: c.Filter.Filter(), QoS: 1, Kind: KindCommand, Rule: c.Name})
+	}
+	for _, r := range s.Resources {
+		out = append(out, Subscription{Filter: r.Topic.Filter(), QoS: 1, Kind: KindResource, Rule: r.Name})
+	}
+	return out
+}
+
+// Watch is one (device, resource) pair that an observe or poll rule keeps
+// fed: the unit the bridge starts and stops on reload.
+type Watch struct {
+	Device *Device
+	Path   string
+	// Exactly one of Observe and Poll is set.
+	Observe *Observe
+	Poll    *Poll
+}
+
+// Key identifies the watch across reloads: device and path.
+func (w Watch) Key() string { return w.Device.Name + " " + w.Path }
+
+// Captures returns {device} and {path...} as observe and poll rules bind
+// them: the device name and the path without its leading '/'.
+func (w Watch) Captures() Captures {
+	return Captures{{Name: "device", Value: w.Device.Name}, {Name: "path", Value: strings.TrimPrefix(w.Path, "/")}}
+}
+
+// Watches lists every device resource observed or polled with fixed paths.
+// Observe rules using discover are not listed: the bridge discovers their
+// paths at run time.
+func (s *Set) Watches() []Watch {
+	var out []Watch
+	for _, o := range s.Observe {
+		for _, dn := range o.Devices {
+			for _, p := range o.Paths {
+				if d, ok := s.devices[dn]; ok {
+					out = append(out, Watch{Device: d, Path: p, Observe: o})
+				}
+			}
+		}
+	}
+	for _, o := range s.Poll {
+		for _, dn := range o.Devices {
+			for _, p := range o.Paths {
+				if d, ok := s.devices[dn]; ok {
+					out = append(out, Watch{Device: d, Path: p, Poll: o})
+				}
+			}
+		}
+	}
+	return out
+}

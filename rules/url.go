@@ -1,0 +1,148 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Default CoAP ports (RFC 7252 §6.1, §6.2).
+const (
+	defaultPort       = "5683"
+	defaultSecurePort = "5684"
+)
+
+// parseDeviceURL checks a device address: coap:// or coaps://, a host, an
+// optional port, nothing else. It returns host:port with the default port
+// filled in.
+func parseDeviceURL(s string) (secure bool, hostport string, err error) {
+	if !strings.Contains(s, "://") {
+		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", s)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return false, "", fmt.Errorf("bad url %q: %v", s, err)
+	}
+	switch u.Scheme {
+	case "coap":
+	case "coaps":
+		secure = true
+	case "":
+		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", s)
+	default:
+		return false, "", fmt.Errorf("bad url %q: scheme %q is not coap or coaps", s, u.Scheme)
+	}
+	if u.Opaque != "" || u.Hostname() == "" {
+		return false, "", fmt.Errorf("bad url %q: missing host", s)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return false, "", fmt.Errorf("bad url %q: a device url is scheme://host[:port] only", s)
+	}
+	port := u.Port()
+	if port == "" {
+		port = defaultPort
+		if secure {
+			port = defaultSecurePort
+		}
+	}
+	return secure, net.JoinHostPort(u.Hostname(), port), nil
+}
+
+// URLTemplate is a command's target: "coap://{device}/{resource...}". The host
+// is a capture (whose value must name a device), a device name, or a literal
+// host[:port].
+type URLTemplate struct {
+	raw    string
+	secure bool
+	// hostCapture is the capture naming the device, or "".
+	hostCapture string
+	host        string
+	path        Pattern
+}
+
+// ParseURLTemplate parses a command URL template.
+func ParseURLTemplate(s string) (URLTemplate, error) {
+	t := URLTemplate{raw: s}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return t, fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", s)
+	}
+	switch scheme {
+	case "coap":
+	case "coaps":
+		t.secure = true
+	default:
+		return t, fmt.Errorf("bad url %q: scheme %q is not coap or coaps", s, scheme)
+	}
+	if strings.ContainsAny(rest, "?#") {
+		return t, fmt.Errorf("bad url %q: query and fragment are not supported", s)
+	}
+	authority, path := rest, "/"
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		authority, path = rest[:i], rest[i:]
+	}
+	switch {
+	case authority == "":
+		return t, fmt.Errorf("bad url %q: missing host", s)
+	case strings.HasPrefix(authority, "{"):
+		name, ok := strings.CutSuffix(authority[1:], "}")
+		if !ok || !validName(name) {
+			return t, fmt.Errorf("bad url %q: host must be {name}, a device name or host[:port]", s)
+		}
+		t.hostCapture = name
+	default:
+		u, err := url.Parse(scheme + "://" + authority)
+		if err != nil || u.Hostname() == "" || u.User != nil {
+			return t, fmt.Errorf("bad url %q: bad host %q", s, authority)
+		}
+		t.host = authority
+	}
+	p, err := ParsePath(path)
+	if err != nil {
+		return t, fmt.Errorf("bad url %q: %w", s, err)
+	}
+	t.path = p
+	return t, nil
+}
+
+// String returns the template as written.
+func (t URLTemplate) String() string { return t.raw }
+
+// HostCapture returns the capture naming the target device, or "".
+func (t URLTemplate) HostCapture() string { return t.hostCapture }
+
+// Path returns the path part of the template.
+func (t URLTemplate) Path() Pattern { return t.path }
+
+// captures lists every capture the template uses.
+func (t URLTemplate) captures() []Segment {
+	var out []Segment
+	if t.hostCapture != "" {
+		out = append(out, Segment{Kind: SegCapture, Text: t.hostCapture})
+	}
+	for _, s := range t.path.segs {
+		if s.Kind != SegLiteral {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Target is a rendered command destination.
+type Target struct {
+	// Device is the registry entry when the host names a device; its
+	// address, scheme and credentials apply.
+	Device *Device
+	// Secure is true for coaps.
+	Secure bool
+	// Host is host:port.
+	Host string
+	// Path holds the Uri-Path option values (RFC 7252 §6.4).
+	Path []string
+}

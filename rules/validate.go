@@ -1,0 +1,313 @@
+package rules
+
+import (
+	"sort"
+	"strings"
+)
+
+// validate runs the checks that span rules and files, then builds the
+// indexes.
+func validate(s *Set, d *diags) {
+	checkNames(s, d)
+	checkPSKs(s.PSKs, d)
+	checkDevices(s, d)
+	checkCaptures(s, d)
+	checkWatches(s, d)
+	buildRoutes(s, d)
+	buildCommands(s, d)
+	checkLoops(s, d)
+}
+
+type named struct {
+	kind Kind
+	name string
+	pos  Pos
+}
+
+// checkNames reports rule names used twice, across kinds and files: a name
+// identifies a rule in logs, metrics and reloads.
+func checkNames(s *Set, d *diags) {
+	var all []named
+	for _, r := range s.Ingress {
+		all = append(all, named{KindIngress, r.Name, r.Pos})
+	}
+	for _, r := range s.Observe {
+		all = append(all, named{KindObserve, r.Name, r.Pos})
+	}
+	for _, r := range s.Poll {
+		all = append(all, named{KindPoll, r.Name, r.Pos})
+	}
+	for _, r := range s.Commands {
+		all = append(all, named{KindCommand, r.Name, r.Pos})
+	}
+	for _, r := range s.Resources {
+		all = append(all, named{KindResource, r.Name, r.Pos})
+	}
+	first := map[string]named{}
+	for _, n := range all {
+		if n.name == "" {
+			continue
+		}
+		if p, dup := first[n.name]; dup {
+			d.addf(n.pos, "duplicate rule name %q: also %s at %s", n.name, ruleName(p.kind, p.name), p.pos)
+			continue
+		}
+		first[n.name] = n
+	}
+	for _, dev := range s.Devices {
+		if dev.Name == "" {
+			continue
+		}
+		if p, dup := s.devices[dev.Name]; dup {
+			d.addf(dev.Pos, "duplicate device %q: also at %s", dev.Name, p.Pos)
+			continue
+		}
+		s.devices[dev.Name] = dev
+	}
+}
+
+func checkPSKs(list []*PSK, d *diags) {
+	first := map[string]*PSK{}
+	for _, p := range list {
+		if p.Identity == "" {
+			continue
+		}
+		if q, dup := first[p.Identity]; dup {
+			d.addf(p.Pos, "duplicate psk identity %q: also at %s", p.Identity, q.Pos)
+			continue
+		}
+		first[p.Identity] = p
+	}
+}
+
+func deviceNames(s *Set) []string {
+	names := make([]string, 0, len(s.devices))
+	for n := range s.devices {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// checkDevices reports device references that name no [[device]].
+func checkDevices(s *Set, d *diags) {
+	check := func(kind Kind, name string, pos Pos, devs []string) {
+		for _, dn := range devs {
+			if _, ok := s.devices[dn]; !ok {
+				d.addf(pos, "%s: unknown device %q%s", ruleName(kind, name), dn, suggest(dn, deviceNames(s)))
+			}
+		}
+	}
+	for _, r := range s.Observe {
+		check(KindObserve, r.Name, r.Pos, r.Devices)
+	}
+	for _, r := range s.Poll {
+		check(KindPoll, r.Name, r.Pos, r.Devices)
+	}
+	for _, c := range s.Commands {
+		if c.URL.host == "" {
+			continue
+		}
+		if dev, ok := s.devices[c.URL.host]; ok && dev.Secure != c.URL.secure {
+			d.addf(c.Pos, "%s: url %q uses a different scheme than device %q (%s)", ruleName(KindCommand, c.Name), c.URL, dev.Name, dev.URL)
+		}
+	}
+}
+
+// bindings maps capture names to how they were bound.
+type bindings map[string]SegKind
+
+func bindingsOf(p Pattern) bindings {
+	b := bindings{}
+	for _, s := range p.segs {
+		if s.Kind != SegLiteral {
+			b[s.Text] = s.Kind
+		}
+	}
+	return b
+}
+
+// checkTemplate reports captures a template uses that the rule does not bind,
+// or binds with the other arity.
+func checkTemplate(d *diags, pos Pos, what, key string, used []Segment, b bindings) {
+	for _, u := range used {
+		if u.Kind == SegLiteral {
+			continue
+		}
+		k, ok := b[u.Text]
+		switch {
+		case !ok:
+			names := make([]string, 0, len(b))
+			for n := range b {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			d.addf(pos, "%s: %s uses {%s}, which is not captured%s", what, key, u.Text, suggest(u.Text, names))
+		case k == SegRest && u.Kind == SegCapture:
+			d.addf(pos, "%s: %s uses {%s} but it captures several segments; write {%s...}", what, key, u.Text, u.Text)
+		case k == SegCapture && u.Kind == SegRest:
+			d.addf(pos, "%s: %s uses {%s...} but it captures one segment; write {%s}", what, key, u.Text, u.Text)
+		}
+	}
+}
+
+func checkCaptures(s *Set, d *diags) {
+	for _, r := range s.Ingress {
+		b := bindingsOf(r.Path)
+		if _, ok := b["identity"]; !ok {
+			b["identity"] = SegCapture
+		}
+		checkTemplate(d, r.Pos, ruleName(KindIngress, r.Name), "topic", r.Topic.segs, b)
+	}
+	watch := bindings{"device": SegCapture, "path": SegRest}
+	for _, r := range s.Observe {
+		checkTemplate(d, r.Pos, ruleName(KindObserve, r.Name), "topic", r.Topic.segs, watch)
+	}
+	for _, r := range s.Poll {
+		checkTemplate(d, r.Pos, ruleName(KindPoll, r.Name), "topic", r.Topic.segs, watch)
+	}
+	for _, r := range s.Commands {
+		b := bindingsOf(r.Filter)
+		what := ruleName(KindCommand, r.Name)
+		checkTemplate(d, r.Pos, what, "url", r.URL.captures(), b)
+		checkTemplate(d, r.Pos, what, "response_topic", r.ResponseTopic.segs, b)
+	}
+	for _, r := range s.Resources {
+		b := bindingsOf(r.Path)
+		if _, ok := b["identity"]; !ok {
+			b["identity"] = SegCapture
+		}
+		checkTemplate(d, r.Pos, ruleName(KindResource, r.Name), "topic", r.Topic.segs, b)
+	}
+}
+
+// checkWatches reports a device resource fed by two rules.
+func checkWatches(s *Set, d *diags) {
+	type owner struct {
+		what string
+		pos  Pos
+	}
+	first := map[string]owner{}
+	add := func(what string, pos Pos, devs, paths []string) {
+		for _, dn := range devs {
+			for _, p := range paths {
+				k := dn + " " + p
+				if o, dup := first[k]; dup {
+					if o.what != what {
+						d.addf(pos, "%s: device %q path %q is already fed by %s at %s", what, dn, p, o.what, o.pos)
+					} else {
+						d.addf(pos, "%s: device %q listed twice", what, dn)
+					}
+					continue
+				}
+				first[k] = owner{what, pos}
+			}
+		}
+	}
+	for _, r := range s.Observe {
+		add(ruleName(KindObserve, r.Name), r.Pos, r.Devices, r.Paths)
+	}
+	for _, r := range s.Poll {
+		add(ruleName(KindPoll, r.Name), r.Pos, r.Devices, r.Paths)
+	}
+}
+
+func intersects(a, b []Method) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// buildRoutes indexes ingress and resource paths, reporting pairs that
+// overlap for a common method without one being more specific.
+func buildRoutes(s *Set, d *diags) {
+	s.routes = NewIndex[*Route](PathSyntax)
+	var all []*Route
+	for _, r := range s.Ingress {
+		all = append(all, &Route{Ingress: r})
+	}
+	for _, r := range s.Resources {
+		all = append(all, &Route{Resource: r})
+	}
+	for _, r := range all {
+		p := r.Path()
+		if p.IsZero() {
+			continue
+		}
+		var clash []*Route
+		s.routes.Overlapping(p, func(q Pattern, o *Route) {
+			if intersects(r.methods(), o.methods()) && Ambiguous(p, q) {
+				clash = append(clash, o)
+			}
+		})
+		sortByPos(clash, (*Route).pos)
+		for _, o := range clash {
+			d.addf(r.pos(), "%s: path %q overlaps path %q of %s at %s, and neither is more specific", r.describe(), p, o.Path(), o.describe(), o.pos())
+		}
+		s.routes.Add(p, r)
+	}
+}
+
+// buildCommands indexes command filters, reporting ambiguous pairs.
+func buildCommands(s *Set, d *diags) {
+	s.commands = NewIndex[*Command](TopicSyntax)
+	for _, c := range s.Commands {
+		if c.Filter.IsZero() {
+			continue
+		}
+		var clash []*Command
+		s.commands.Overlapping(c.Filter, func(q Pattern, o *Command) {
+			if Ambiguous(c.Filter, q) {
+				clash = append(clash, o)
+			}
+		})
+		sortByPos(clash, func(o *Command) Pos { return o.Pos })
+		for _, o := range clash {
+			d.addf(c.Pos, "%s: filter %q overlaps filter %q of %s at %s, and neither is more specific", ruleName(KindCommand, c.Name), c.Filter, o.Filter, ruleName(KindCommand, o.Name), o.Pos)
+		}
+		s.commands.Add(c.Filter, c)
+	}
+}
+
+// checkLoops reports output topics a command filter can match: the bridge
+// would feed its own publishes back to devices.
+func checkLoops(s *Set, d *diags) {
+	check := func(what string, pos Pos, topic Pattern) {
+		if topic.IsZero() {
+			return
+		}
+		var hits []*Command
+		s.commands.Overlapping(topic, func(_ Pattern, c *Command) { hits = append(hits, c) })
+		sortByPos(hits, func(o *Command) Pos { return o.Pos })
+		for _, c := range hits {
+			d.addf(pos, "%s: topic %q can be matched by filter %q of %s at %s: a feedback loop", what, topic, c.Filter, ruleName(KindCommand, c.Name), c.Pos)
+		}
+	}
+	for _, r := range s.Ingress {
+		check(ruleName(KindIngress, r.Name), r.Pos, r.Topic)
+	}
+	for _, r := range s.Observe {
+		check(ruleName(KindObserve, r.Name), r.Pos, r.Topic)
+	}
+	for _, r := range s.Poll {
+		check(ruleName(KindPoll, r.Name), r.Pos, r.Topic)
+	}
+	for _, c := range s.Commands {
+		check(ruleName(KindCommand, c.Name)+" response_topic", c.Pos, c.ResponseTopic)
+	}
+}
+
+func sortByPos[T any](list []T, pos func(T) Pos) {
+	sort.SliceStable(list, func(i, j int) bool {
+		a, b := pos(list[i]), pos(list[j])
+		if a.File != b.File {
+			return strings.Compare(a.File, b.File) < 0
+		}
+		return a.Line < b.Line
+	})
+}
