@@ -2,6 +2,8 @@ package mqttside
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +43,8 @@ type Remote struct {
 	closing     bool
 	started     bool
 
+	up       chan struct{} // closed by the first onConnect
+	upOnce   sync.Once
 	wake     chan struct{} // cap 1: buffer or state changed
 	inflight chan inflightPub
 	stop     chan struct{}
@@ -77,6 +81,7 @@ func NewRemote(opts RemoteOptions) (*Remote, error) {
 		buf:      newOfflineBuffer(opts.BufferSize),
 		subs:     make(map[string]remoteSub),
 		unsubs:   make(map[string]bool),
+		up:       make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		inflight: make(chan inflightPub, opts.MaxInflight),
 		stop:     make(chan struct{}),
@@ -108,6 +113,8 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	po.SetConnectRetryInterval(o.MinBackoff)
 	po.SetMaxReconnectInterval(o.MaxBackoff)
 	po.SetResumeSubs(true)
+	// Resend stored QoS 1/2 messages in their original order after a reconnect.
+	po.SetStore(paho.NewOrderedMemoryStore())
 	if isTLSScheme(u.Scheme) {
 		tc, err := o.TLS.Config(u.Hostname())
 		if err != nil {
@@ -153,9 +160,16 @@ func (r *Remote) Start(ctx context.Context) error {
 	go r.settle()
 
 	err := r.connectOnce(ctx)
-	switch {
-	case err == nil:
+	if err == nil {
+		// Paho runs the connect handler on its own goroutine; wait for it
+		// so that State is StateConnected when Start returns.
+		select {
+		case <-r.up:
+		case <-ctx.Done():
+		}
 		return nil
+	}
+	switch {
 	case isRefusal(err):
 		r.shutdown()
 		r.setState(StateClosed, err)
@@ -213,9 +227,20 @@ func (r *Remote) connectLoop() {
 	}
 }
 
-// isRefusal reports a CONNACK refusal that retrying will not fix.
-// [MQTT-3.2.2.3] return codes 1, 2, 4 and 5.
+// isRefusal reports a failure that retrying will not fix: a CONNACK
+// refusal with return code 1, 2, 4 or 5 [MQTT-3.2.2.3], or a broker
+// certificate that does not verify.
 func isRefusal(err error) bool {
+	var (
+		unknownAuthority x509.UnknownAuthorityError
+		hostname         x509.HostnameError
+		invalid          x509.CertificateInvalidError
+		verify           *tls.CertificateVerificationError
+	)
+	if errors.As(err, &unknownAuthority) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &verify) {
+		return true
+	}
 	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
 		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
 		errors.Is(err, packets.ErrorRefusedIDRejected) ||
@@ -254,6 +279,7 @@ func (r *Remote) onConnect(c paho.Client) {
 		c.Publish(r.opts.StatusTopic, 1, true, "online")
 	}
 	r.setState(StateConnected, nil)
+	r.upOnce.Do(func() { close(r.up) })
 	r.signal()
 }
 
