@@ -1,0 +1,320 @@
+package dtls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	pdtls "github.com/pion/dtls/v2"
+)
+
+// Credentials authenticate this end to one server and say how to trust it.
+type Credentials struct {
+	// PSKIdentity and PSK select pre-shared-key authentication.
+	PSKIdentity string
+	PSK         Secret
+	// Certificate is a client certificate (ECDSA) for servers that ask.
+	Certificate *tls.Certificate
+	// RootCAs verifies the server's certificate chain.
+	RootCAs *x509.CertPool
+	// Pins accepts a server whose certificate key is pinned, whatever its
+	// issuer. With RootCAs also set, either is enough.
+	Pins []Pin
+	// ServerName, when set, must match the server certificate's DNS names.
+	// Devices are usually addressed by IP, so it is empty by default.
+	ServerName string
+	// InsecureSkipVerify accepts any server certificate. For debugging only.
+	InsecureSkipVerify bool
+	// CipherSuites overrides the defaults for the configured modes.
+	CipherSuites []CipherSuite
+}
+
+func (c *Credentials) psk() bool { return c.PSKIdentity != "" || !c.PSK.IsZero() }
+
+func (c *Credentials) certTrust() bool {
+	return c.RootCAs != nil || len(c.Pins) > 0 || c.InsecureSkipVerify
+}
+
+// Validate reports credential errors.
+func (c *Credentials) Validate() error {
+	if c.psk() {
+		if c.PSKIdentity == "" || c.PSK.IsZero() {
+			return fmt.Errorf("%w: psk needs both identity and key", ErrConfig)
+		}
+		if len(c.PSKIdentity) > MaxIdentityLen {
+			return fmt.Errorf("%w: psk identity longer than %d bytes", ErrConfig, MaxIdentityLen)
+		}
+	}
+	if !c.psk() && !c.certTrust() {
+		return fmt.Errorf("%w: credentials need a psk or a way to trust the server certificate", ErrConfig)
+	}
+	if c.Certificate != nil {
+		if err := checkCertificate(c.Certificate); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ClientConfig configures a ClientConn.
+type ClientConfig struct {
+	// Credentials are used for every server unless CredentialsFor is set.
+	Credentials Credentials
+	// CredentialsFor, when set, picks credentials per server address (one
+	// ClientConn can then reach many devices with their own keys).
+	CredentialsFor func(addr net.Addr) (Credentials, error)
+	// Now is the clock for certificate validity. Default time.Now.
+	Now func() time.Time
+
+	Limits
+}
+
+// Validate reports configuration errors.
+func (c *ClientConfig) Validate() error {
+	if c.CredentialsFor != nil {
+		return nil
+	}
+	return c.Credentials.Validate()
+}
+
+// ClientConn is a net.PacketConn that speaks DTLS to servers: WriteTo to an
+// address without a session performs a handshake first (concurrent writers
+// to the same address share it), later writes reuse the session, and replies
+// arrive on ReadFrom. It is safe for concurrent use.
+type ClientConn struct {
+	ep  *endpoint
+	cfg ClientConfig
+}
+
+// NewClientConn opens a UDP socket on localAddr ("" means any address and
+// port) and returns a client over it.
+func NewClientConn(localAddr string, cfg ClientConfig) (*ClientConn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if localAddr == "" {
+		localAddr = ":0"
+	}
+	pc, err := net.ListenPacket("udp", localAddr)
+	if err != nil {
+		return nil, fmt.Errorf("dtls: client socket: %w", err)
+	}
+	c, err := NewClientConnOn(pc, cfg)
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// NewClientConnOn runs a client over pc and takes ownership of it.
+func NewClientConnOn(pc net.PacketConn, cfg ClientConfig) (*ClientConn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Limits.setDefaults()
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &ClientConn{cfg: cfg}
+	c.ep = newEndpoint(pc, cfg.endpointOptions(roleClient, false))
+	c.ep.onUnknown = func(b []byte, addr net.Addr, _ peerKey) {
+		c.ep.stats.droppedUnknown.Add(1)
+		c.ep.noteDrop(dropUnknownPeer, addr, nil)
+	}
+	c.ep.start()
+	return c, nil
+}
+
+// credentials resolves the credentials for addr.
+func (c *ClientConn) credentials(addr net.Addr) (Credentials, error) {
+	if c.cfg.CredentialsFor == nil {
+		return c.cfg.Credentials, nil
+	}
+	cr, err := c.cfg.CredentialsFor(addr)
+	if err != nil {
+		return Credentials{}, err
+	}
+	if err := cr.Validate(); err != nil {
+		return Credentials{}, err
+	}
+	return cr, nil
+}
+
+// session returns the session with addr, dialling one if needed, and waits
+// for its handshake.
+func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*pdtls.Conn, error) {
+	ep := c.ep
+	s := ep.lookup(addr)
+	if s == nil {
+		cr, err := c.credentials(addr)
+		if err != nil {
+			return nil, err
+		}
+		var created bool
+		s, created, err = ep.newSession(keyOf(addr), addr)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			cfg := c.sessionConfig(s, &cr)
+			go s.run(func(ctx context.Context, raw net.Conn) (*pdtls.Conn, error) {
+				return pdtls.ClientWithContext(ctx, raw, cfg)
+			})
+		}
+	}
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-ep.wd.Done():
+		return nil, ep.opError("write", addr, errWriteTimeout)
+	case <-ep.ctx.Done():
+		return nil, ep.opError("write", addr, net.ErrClosed)
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	conn := s.conn.Load()
+	if conn == nil { // ended right after the handshake
+		return nil, ep.opError("write", addr, ErrNoSession)
+	}
+	return conn, nil
+}
+
+// errWriteTimeout is a net.Error with Timeout() true for a write deadline
+// that passed while waiting for a handshake.
+var errWriteTimeout = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "dtls: write deadline exceeded during handshake" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+func (timeoutError) Unwrap() error   { return context.DeadlineExceeded }
+
+// sessionConfig is the pion config for one handshake with cr.
+func (c *ClientConn) sessionConfig(sess *session, cr *Credentials) *pdtls.Config {
+	psk, certs := cr.psk(), cr.certTrust()
+	cfg := &pdtls.Config{
+		CipherSuites:         suitesFor(cr.CipherSuites, psk, certs),
+		ExtendedMasterSecret: pdtls.RequestExtendedMasterSecret,
+		FlightInterval:       c.cfg.FlightInterval,
+		MTU:                  c.cfg.MTU,
+		LoggerFactory:        pionLogs{log: c.cfg.Logger},
+	}
+	if psk {
+		key := cr.PSK.Bytes()
+		cfg.PSKIdentityHint = []byte(cr.PSKIdentity)
+		cfg.PSK = func([]byte) ([]byte, error) {
+			sess.pskKnown.Store(true)
+			return key, nil
+		}
+		sess.setIdentity(cr.PSKIdentity)
+	}
+	if cr.Certificate != nil {
+		cfg.Certificates = []tls.Certificate{*cr.Certificate}
+	}
+	if certs {
+		// Chain and pin checks run in VerifyPeerCertificate; pion still
+		// verifies the ServerKeyExchange signature with the certificate key.
+		cfg.InsecureSkipVerify = true
+		if !cr.InsecureSkipVerify {
+			v := newCertVerifier(cr.RootCAs, cr.Pins, x509.ExtKeyUsageServerAuth, cr.ServerName, c.cfg.Now)
+			cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+				leaf, err := v.verify(raw)
+				if err != nil {
+					sess.certFailed.Store(true)
+					return err
+				}
+				sess.setIdentity(certIdentity(leaf))
+				return nil
+			}
+		}
+	}
+	return cfg
+}
+
+// Handshake establishes (or reuses) the session with addr without sending
+// data, bounded by ctx.
+func (c *ClientConn) Handshake(ctx context.Context, addr net.Addr) error {
+	_, err := c.session(ctx, addr)
+	return err
+}
+
+// WriteTo implements net.PacketConn. Without a session to addr it first
+// performs a handshake, bounded by HandshakeTimeout and the write deadline;
+// a failed handshake returns a *HandshakeError.
+func (c *ClientConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.ep.closed() {
+		return 0, c.ep.opError("write", addr, net.ErrClosed)
+	}
+	conn, err := c.session(context.Background(), addr)
+	if err != nil {
+		return 0, err
+	}
+	n, err := conn.Write(p)
+	if err != nil {
+		if errors.Is(err, pdtls.ErrConnClosed) {
+			err = ErrNoSession
+		}
+		return n, c.ep.opError("write", addr, err)
+	}
+	return n, nil
+}
+
+// ReadFrom implements net.PacketConn: the next decrypted datagram from any
+// server and its address.
+func (c *ClientConn) ReadFrom(p []byte) (int, net.Addr, error) { return c.ep.readFrom(p) }
+
+// PeerIdentity returns the identity of the session with addr: the server
+// certificate's CN (or pin), or for PSK the identity this end presented.
+func (c *ClientConn) PeerIdentity(addr net.Addr) (string, bool) {
+	sess := c.ep.lookup(addr)
+	if sess == nil || !sess.established() {
+		return "", false
+	}
+	id := sess.identity()
+	return id, id != ""
+}
+
+// CloseSession ends the session with addr (sending close_notify); the next
+// WriteTo handshakes again. Use it when a peer stops answering, since a
+// server that restarted silently ignores records of the old session.
+func (c *ClientConn) CloseSession(addr net.Addr) bool { return c.ep.closeSession(addr) }
+
+// Stats returns a snapshot of the counters.
+func (c *ClientConn) Stats() Stats { return c.ep.stats.snapshot() }
+
+// Close ends every session, closes the socket and waits for all goroutines.
+// It is idempotent.
+func (c *ClientConn) Close() error { return c.ep.close() }
+
+// LocalAddr implements net.PacketConn.
+func (c *ClientConn) LocalAddr() net.Addr { return c.ep.pc.LocalAddr() }
+
+// SetDeadline implements net.PacketConn.
+func (c *ClientConn) SetDeadline(t time.Time) error {
+	c.ep.rd.Set(t)
+	c.ep.wd.Set(t)
+	return nil
+}
+
+// SetReadDeadline implements net.PacketConn.
+func (c *ClientConn) SetReadDeadline(t time.Time) error {
+	c.ep.rd.Set(t)
+	return nil
+}
+
+// SetWriteDeadline implements net.PacketConn. It bounds the wait for a
+// handshake in WriteTo.
+func (c *ClientConn) SetWriteDeadline(t time.Time) error {
+	c.ep.wd.Set(t)
+	return nil
+}
+
+var _ net.PacketConn = (*ClientConn)(nil)

@@ -1,0 +1,345 @@
+package dtls
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// datagram is one decrypted application datagram and its sender.
+type datagram struct {
+	b    []byte
+	addr net.Addr
+}
+
+// endpointOptions are the resolved limits shared by server and client.
+type endpointOptions struct {
+	role             string
+	log              *slog.Logger
+	handshakeTimeout time.Duration
+	idleTimeout      time.Duration // <= 0: never expire
+	maxHandshakes    int
+	maxSessions      int
+	queueLen         int
+	readQueueLen     int
+	readBufferSize   int
+	// touchOnWrite counts writes as activity for idle expiry. The server
+	// does (a silent observer still receives notifications); the client
+	// does not, so a session whose peer has gone quiet (for example a
+	// restarted server that forgot it) expires and is dialled again.
+	touchOnWrite bool
+}
+
+// dropKind indexes the rate limiter for per-datagram log lines.
+type dropKind int
+
+const (
+	dropNotDTLS dropKind = iota
+	dropUnknownPeer
+	dropMalformed
+	dropLimit
+	dropQueueFull
+	numDropKinds
+)
+
+// endpoint owns one datagram socket, its read loop, the session table and
+// idle expiry. ServerConn and ClientConn are thin roles over it.
+type endpoint struct {
+	opt   endpointOptions
+	pc    net.PacketConn
+	log   *slog.Logger
+	stats counters
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu          sync.Mutex
+	peers       map[peerKey]*session
+	handshaking int
+	closing     bool
+
+	inbound chan datagram
+	rd      *deadline
+	wd      *deadline
+
+	// onUnknown handles a datagram from an address without a session.
+	onUnknown func(b []byte, addr net.Addr, key peerKey)
+
+	wg        sync.WaitGroup // read loop and janitor
+	sessWG    sync.WaitGroup // session goroutines
+	closeOnce sync.Once
+	lastLog   [numDropKinds]atomic.Int64
+}
+
+func newEndpoint(pc net.PacketConn, opt endpointOptions) *endpoint {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &endpoint{
+		opt:     opt,
+		pc:      pc,
+		log:     opt.log,
+		ctx:     ctx,
+		cancel:  cancel,
+		peers:   make(map[peerKey]*session),
+		inbound: make(chan datagram, opt.readQueueLen),
+		rd:      newDeadline(),
+		wd:      newDeadline(),
+	}
+}
+
+// start launches the read loop and the idle janitor.
+func (ep *endpoint) start() {
+	ep.wg.Add(1)
+	go ep.readLoop()
+	if ep.opt.idleTimeout > 0 {
+		ep.wg.Add(1)
+		go ep.janitor()
+	}
+}
+
+func (ep *endpoint) closed() bool { return ep.ctx.Err() != nil }
+
+// readLoop is the only reader of the socket. It never blocks on a session:
+// datagrams go to per-peer bounded queues and are dropped (and counted) when
+// a queue is full.
+func (ep *endpoint) readLoop() {
+	defer ep.wg.Done()
+	buf := make([]byte, ep.opt.readBufferSize)
+	for {
+		n, addr, err := ep.pc.ReadFrom(buf)
+		if err != nil {
+			if ep.closed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			ep.stats.readErrors.Add(1)
+			ep.log.Debug("dtls socket read error", "err", err)
+			select {
+			case <-ep.ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond): // do not spin on a broken socket
+			}
+			continue
+		}
+		if n == 0 || addr == nil {
+			continue
+		}
+		ep.dispatch(buf[:n], addr)
+	}
+}
+
+// dispatch routes one datagram; b is only valid during the call.
+func (ep *endpoint) dispatch(b []byte, addr net.Addr) {
+	key := keyOf(addr)
+	ep.mu.Lock()
+	s := ep.peers[key]
+	ep.mu.Unlock()
+	if s == nil {
+		ep.onUnknown(b, addr, key)
+		return
+	}
+	if s.established() {
+		if ep.opt.role == roleServer && s.isNewHandshake(b) {
+			// RFC 6347 §4.2.8: a ClientHello at epoch 0 on an existing
+			// association means the peer lost its state (rebooted); the
+			// old session is dropped and a new handshake begins.
+			s.end(endReplaced)
+			ep.stats.sessionsReplaced.Add(1)
+			ep.log.Info("dtls session replaced by new handshake", "peer", addr.String(), "identity", s.identity())
+			ep.remove(s)
+			ep.onUnknown(b, addr, key)
+			return
+		}
+	} else {
+		s.observeHandshakeRecord(b)
+	}
+	if !s.raw.deliver(append([]byte(nil), b...)) {
+		ep.stats.droppedQueueFull.Add(1)
+		ep.noteDrop(dropQueueFull, addr, nil)
+	}
+}
+
+// noteDrop logs a dropped datagram: at Warn at most once a second per kind
+// (so a flood cannot flood the log), otherwise at Debug.
+func (ep *endpoint) noteDrop(kind dropKind, addr net.Addr, err error) {
+	msg := [...]string{
+		dropNotDTLS:     "dtls dropped datagram: not a dtls handshake",
+		dropUnknownPeer: "dtls dropped record from peer without session",
+		dropMalformed:   "dtls refused malformed client hello",
+		dropLimit:       "dtls refused handshake: limit reached",
+		dropQueueFull:   "dtls dropped datagram: peer queue full",
+	}[kind]
+	level := slog.LevelDebug
+	now := time.Now().UnixNano()
+	last := ep.lastLog[kind].Load()
+	if now-last >= int64(time.Second) && ep.lastLog[kind].CompareAndSwap(last, now) {
+		level = slog.LevelWarn
+	}
+	if !ep.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []any{"peer", addr.String(), "role", ep.opt.role}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	ep.log.Log(context.Background(), level, msg, attrs...)
+}
+
+// newSession registers a session for key, enforcing the limits. It returns
+// the existing session if there is one.
+func (ep *endpoint) newSession(key peerKey, addr net.Addr) (s *session, created bool, err error) {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.closing {
+		return nil, false, ErrClosed
+	}
+	if s := ep.peers[key]; s != nil {
+		return s, false, nil
+	}
+	if ep.handshaking >= ep.opt.maxHandshakes {
+		ep.stats.refusedLimit.Add(1)
+		return nil, false, fmt.Errorf("%w: %d handshakes in progress", ErrLimit, ep.handshaking)
+	}
+	if len(ep.peers) >= ep.opt.maxSessions {
+		ep.stats.refusedLimit.Add(1)
+		return nil, false, fmt.Errorf("%w: %d sessions", ErrLimit, len(ep.peers))
+	}
+	s = newSession(ep, key, addr)
+	ep.peers[key] = s
+	ep.handshaking++
+	ep.stats.handshakesActive.Add(1)
+	ep.sessWG.Add(1) // released by the session's run
+	return s, true, nil
+}
+
+// handshakeDone releases a handshake slot.
+func (ep *endpoint) handshakeDone() {
+	ep.mu.Lock()
+	ep.handshaking--
+	ep.mu.Unlock()
+	ep.stats.handshakesActive.Add(-1)
+}
+
+// lookup returns the session for addr, if any.
+func (ep *endpoint) lookup(addr net.Addr) *session {
+	key := keyOf(addr)
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	return ep.peers[key]
+}
+
+// remove deletes s from the table if it is still the entry for its key.
+func (ep *endpoint) remove(s *session) {
+	ep.mu.Lock()
+	if ep.peers[s.key] == s {
+		delete(ep.peers, s.key)
+	}
+	ep.mu.Unlock()
+}
+
+// deliverApp hands a decrypted datagram to ReadFrom, waiting while the
+// reader is behind; it gives up when the session or endpoint ends.
+func (ep *endpoint) deliverApp(d datagram, stop <-chan struct{}) bool {
+	select {
+	case ep.inbound <- d:
+		return true
+	case <-stop:
+		return false
+	case <-ep.ctx.Done():
+		return false
+	}
+}
+
+// readFrom implements net.PacketConn.ReadFrom for both roles.
+func (ep *endpoint) readFrom(p []byte) (int, net.Addr, error) {
+	if ep.closed() {
+		return 0, nil, ep.opError("read", nil, net.ErrClosed)
+	}
+	select {
+	case d := <-ep.inbound:
+		return copy(p, d.b), d.addr, nil
+	case <-ep.rd.Done():
+		return 0, nil, ep.opError("read", nil, os.ErrDeadlineExceeded)
+	case <-ep.ctx.Done():
+		return 0, nil, ep.opError("read", nil, net.ErrClosed)
+	}
+}
+
+// opError wraps err the way net does, so callers can use errors.Is with
+// net.ErrClosed and os.ErrDeadlineExceeded, and net.Error.Timeout.
+func (ep *endpoint) opError(op string, addr net.Addr, err error) error {
+	return &net.OpError{Op: op, Net: "dtls", Source: ep.pc.LocalAddr(), Addr: addr, Err: err}
+}
+
+// janitor closes sessions idle past idleTimeout.
+func (ep *endpoint) janitor() {
+	defer ep.wg.Done()
+	tick := min(max(ep.opt.idleTimeout/4, 10*time.Millisecond), 30*time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ep.ctx.Done():
+			return
+		case now := <-t.C:
+			ep.expireIdle(now)
+		}
+	}
+}
+
+func (ep *endpoint) expireIdle(now time.Time) {
+	var idle []*session
+	cut := now.Add(-ep.opt.idleTimeout).UnixNano()
+	ep.mu.Lock()
+	for _, s := range ep.peers {
+		if s.established() && s.last.Load() < cut {
+			idle = append(idle, s)
+		}
+	}
+	ep.mu.Unlock()
+	for _, s := range idle {
+		ep.stats.sessionsExpired.Add(1)
+		ep.log.Info("dtls session expired", "peer", s.addr.String(), "identity", s.identity(),
+			"idle", ep.opt.idleTimeout.String(), "role", ep.opt.role)
+		ep.remove(s)
+		s.end(endExpired)
+	}
+}
+
+// closeSession ends the session with addr, if any.
+func (ep *endpoint) closeSession(addr net.Addr) bool {
+	s := ep.lookup(addr)
+	if s == nil {
+		return false
+	}
+	ep.remove(s)
+	s.end(endClosed)
+	return true
+}
+
+// close stops everything and waits for every goroutine. Sessions are closed
+// first so that established peers receive close_notify.
+func (ep *endpoint) close() error {
+	var err error
+	ep.closeOnce.Do(func() {
+		ep.mu.Lock()
+		ep.closing = true
+		all := make([]*session, 0, len(ep.peers))
+		for _, s := range ep.peers {
+			all = append(all, s)
+		}
+		ep.mu.Unlock()
+		for _, s := range all {
+			s.end(endShutdown)
+		}
+		ep.sessWG.Wait()
+		ep.cancel()
+		err = ep.pc.Close()
+		ep.wg.Wait()
+	})
+	return err
+}

@@ -1,0 +1,119 @@
+package dtls
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+)
+
+// peerKey identifies a peer address in the session table. UDP addresses are
+// keyed by their unmapped AddrPort so that 127.0.0.1 and ::ffff:127.0.0.1
+// meet; other address types by network and string.
+type peerKey struct {
+	ap    netip.AddrPort
+	other string
+}
+
+func keyOf(a net.Addr) peerKey {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return peerKey{ap: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
+	}
+	return peerKey{other: a.Network() + "|" + a.String()}
+}
+
+// peerConn is the net.Conn a pion session runs over: datagrams from one peer
+// arrive through a bounded queue filled by the endpoint's read loop, and writes
+// go straight to the shared socket addressed to the peer.
+type peerConn struct {
+	pc     net.PacketConn
+	remote net.Addr
+	in     chan []byte
+	done   chan struct{}
+	once   sync.Once
+	rd     *deadline
+}
+
+func newPeerConn(pc net.PacketConn, remote net.Addr, queue int) *peerConn {
+	return &peerConn{
+		pc:     pc,
+		remote: remote,
+		in:     make(chan []byte, queue),
+		done:   make(chan struct{}),
+		rd:     newDeadline(),
+	}
+}
+
+// deliver queues a datagram without blocking; false means the queue is full
+// or the conn is closed, and the datagram is dropped.
+func (c *peerConn) deliver(b []byte) bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	select {
+	case c.in <- b:
+		return true
+	default:
+		return false
+	}
+}
+
+// Read implements net.Conn. A datagram longer than p is truncated, as on a
+// UDP socket.
+func (c *peerConn) Read(p []byte) (int, error) {
+	select {
+	case <-c.done:
+		return 0, io.EOF
+	case <-c.rd.Done():
+		return 0, os.ErrDeadlineExceeded
+	default:
+	}
+	select {
+	case b := <-c.in:
+		return copy(p, b), nil
+	case <-c.done:
+		return 0, io.EOF
+	case <-c.rd.Done():
+		return 0, os.ErrDeadlineExceeded
+	}
+}
+
+// Write implements net.Conn: one call, one datagram to the peer.
+func (c *peerConn) Write(p []byte) (int, error) {
+	select {
+	case <-c.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	return c.pc.WriteTo(p, c.remote)
+}
+
+// Close implements net.Conn. It does not close the shared socket.
+func (c *peerConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return nil
+}
+
+// LocalAddr implements net.Conn.
+func (c *peerConn) LocalAddr() net.Addr { return c.pc.LocalAddr() }
+
+// RemoteAddr implements net.Conn.
+func (c *peerConn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline implements net.Conn; only the read side has a deadline.
+func (c *peerConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+// SetReadDeadline implements net.Conn.
+func (c *peerConn) SetReadDeadline(t time.Time) error {
+	c.rd.Set(t)
+	return nil
+}
+
+// SetWriteDeadline implements net.Conn. Writes go to a UDP socket and do not
+// block, so there is nothing to bound.
+func (c *peerConn) SetWriteDeadline(time.Time) error { return nil }

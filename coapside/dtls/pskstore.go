@@ -1,0 +1,183 @@
+package dtls
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// MaxIdentityLen bounds a PSK identity. RFC 4279 §5.1 allows up to 2^16-1
+// bytes; identities of constrained devices are short, and a bound keeps a
+// hostile identity out of logs and maps.
+const MaxIdentityLen = 256
+
+// PSKStore maps PSK identities to keys. Lookups are lock-free; Replace and
+// Reload swap the whole table atomically, so a handshake in progress keeps the
+// table it started with and new handshakes use the new one.
+type PSKStore struct {
+	path   string
+	table  atomic.Pointer[map[string]Secret]
+	loadMu sync.Mutex // serialises Reload
+}
+
+// NewPSKStore returns a store holding a copy of entries.
+func NewPSKStore(entries map[string]Secret) *PSKStore {
+	s := &PSKStore{}
+	s.Replace(entries)
+	return s
+}
+
+// LoadPSKFile reads a psk_file (see ParsePSKFile) and returns a store that
+// Reload re-reads from the same path.
+func LoadPSKFile(path string) (*PSKStore, error) {
+	s := &PSKStore{path: path}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reload re-reads the file the store was loaded from. On any error the store
+// keeps its current table and the error is returned.
+func (s *PSKStore) Reload() error {
+	if s.path == "" {
+		return fmt.Errorf("%w: store was not loaded from a file", ErrPSKFile)
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrPSKFile, err)
+	}
+	m, err := ParsePSKFile(s.path, data)
+	if err != nil {
+		return err
+	}
+	s.table.Store(&m)
+	return nil
+}
+
+// Replace swaps in a copy of entries.
+func (s *PSKStore) Replace(entries map[string]Secret) {
+	m := make(map[string]Secret, len(entries))
+	for k, v := range entries {
+		m[k] = v
+	}
+	s.table.Store(&m)
+}
+
+// Lookup returns the key for identity.
+func (s *PSKStore) Lookup(identity string) (Secret, bool) {
+	if s == nil {
+		return Secret{}, false
+	}
+	m := s.table.Load()
+	if m == nil {
+		return Secret{}, false
+	}
+	k, ok := (*m)[identity]
+	return k, ok
+}
+
+// Len returns the number of identities in the store.
+func (s *PSKStore) Len() int {
+	if s == nil {
+		return 0
+	}
+	m := s.table.Load()
+	if m == nil {
+		return 0
+	}
+	return len(*m)
+}
+
+// pskFile is the TOML layout of a psk_file.
+type pskFile struct {
+	PSK []pskEntry `toml:"psk"`
+}
+
+type pskEntry struct {
+	Identity *string `toml:"identity"`
+	Key      *string `toml:"key"`
+}
+
+// ParsePSKFile parses the psk_file format:
+//
+//	[[psk]]
+//	identity = "greenhouse-1"
+//	key      = "hex:00112233445566778899aabbccddeeff"   # or base64:..., or plain
+//
+// Errors are wrapped in ErrPSKFile and read "name:line: message". Unknown keys,
+// duplicate or empty identities, identities longer than MaxIdentityLen or not
+// UTF-8, and keys that do not parse are all errors.
+func ParsePSKFile(name string, data []byte) (map[string]Secret, error) {
+	var f pskFile
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%w: %s:%d: %s", ErrPSKFile, name, pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrPSKFile, name, err)
+	}
+	lines := entryLines(data)
+	at := func(i int) string {
+		if i < len(lines) {
+			return fmt.Sprintf("%s:%d", name, lines[i])
+		}
+		return name
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("%w: %s: unknown key %q", ErrPSKFile, name, und[0].String())
+	}
+	out := make(map[string]Secret, len(f.PSK))
+	for i, e := range f.PSK {
+		switch {
+		case e.Identity == nil || *e.Identity == "":
+			return nil, fmt.Errorf("%w: %s: psk entry without identity", ErrPSKFile, at(i))
+		case len(*e.Identity) > MaxIdentityLen:
+			return nil, fmt.Errorf("%w: %s: identity longer than %d bytes", ErrPSKFile, at(i), MaxIdentityLen)
+		case !utf8.ValidString(*e.Identity):
+			return nil, fmt.Errorf("%w: %s: identity is not UTF-8", ErrPSKFile, at(i))
+		case e.Key == nil:
+			return nil, fmt.Errorf("%w: %s: identity %q has no key", ErrPSKFile, at(i), *e.Identity)
+		}
+		if _, dup := out[*e.Identity]; dup {
+			return nil, fmt.Errorf("%w: %s: duplicate identity %q", ErrPSKFile, at(i), *e.Identity)
+		}
+		k, err := ParseKey(*e.Key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: identity %q: %w", ErrPSKFile, at(i), *e.Identity, err)
+		}
+		out[*e.Identity] = k
+	}
+	return out, nil
+}
+
+// entryLines returns the 1-based line of every "[[psk]]" header, in order, so
+// that the i-th decoded entry can be reported at its line.
+func entryLines(data []byte) []int {
+	var lines []int
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), len(data)+1)
+	n := 0
+	for sc.Scan() {
+		n++
+		t := strings.TrimSpace(sc.Text())
+		if i := strings.IndexByte(t, '#'); i >= 0 {
+			t = strings.TrimSpace(t[:i])
+		}
+		if strings.ReplaceAll(t, " ", "") == "[[psk]]" {
+			lines = append(lines, n)
+		}
+	}
+	return lines
+}

@@ -1,0 +1,303 @@
+package dtls
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+
+	pdtls "github.com/pion/dtls/v2"
+	"github.com/pion/dtls/v2/pkg/protocol"
+	"github.com/pion/dtls/v2/pkg/protocol/alert"
+)
+
+const (
+	roleServer = "server"
+	roleClient = "client"
+)
+
+// endReason records why a session was ended from outside its goroutine.
+type endReason int32
+
+const (
+	endNone endReason = iota
+	endExpired
+	endReplaced
+	endClosed
+	endShutdown
+)
+
+func (r endReason) String() string {
+	switch r {
+	case endExpired:
+		return "idle"
+	case endReplaced:
+		return "replaced"
+	case endClosed:
+		return "closed"
+	case endShutdown:
+		return "shutdown"
+	default:
+		return "peer"
+	}
+}
+
+// session is one peer: its pion connection, the peerConn under it, and what
+// the handshake learned (identity, failure evidence).
+type session struct {
+	ep   *endpoint
+	key  peerKey
+	addr net.Addr
+	raw  *peerConn
+
+	hsCtx    context.Context
+	hsCancel context.CancelFunc
+
+	conn  atomic.Pointer[pdtls.Conn]
+	ready chan struct{} // closed when the handshake ends; err is set before
+	err   error
+	stop  chan struct{} // closed by end
+	why   atomic.Int32  // endReason
+
+	ident atomic.Pointer[string]
+	last  atomic.Int64 // unix nanos of last activity
+	since atomic.Int64 // unix nanos when established
+
+	// Evidence for classifying a failed handshake.
+	pskKnown     atomic.Bool // the key for the identity was supplied
+	pskUnknown   atomic.Bool // the server did not know the identity
+	certFailed   atomic.Bool // our verifier rejected the peer certificate
+	sawEncrypted atomic.Bool // the peer sent an epoch >= 1 record
+	cookieSeen   atomic.Bool // the peer returned a HelloVerifyRequest cookie
+	cookieLate   atomic.Bool // the cookie timer aborted the handshake
+}
+
+func newSession(ep *endpoint, key peerKey, addr net.Addr) *session {
+	ctx, cancel := context.WithTimeout(ep.ctx, ep.opt.handshakeTimeout)
+	return &session{
+		ep:       ep,
+		key:      key,
+		addr:     addr,
+		raw:      newPeerConn(ep.pc, addr, ep.opt.queueLen),
+		hsCtx:    ctx,
+		hsCancel: cancel,
+		ready:    make(chan struct{}),
+		stop:     make(chan struct{}),
+	}
+}
+
+func (s *session) established() bool { return s.conn.Load() != nil }
+
+func (s *session) identity() string {
+	if p := s.ident.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (s *session) setIdentity(id string) { s.ident.Store(&id) }
+
+func (s *session) touch() { s.last.Store(time.Now().UnixNano()) }
+
+// end asks the session goroutine to finish; it does not block. An
+// established session sends close_notify on its way out.
+func (s *session) end(r endReason) {
+	if !s.why.CompareAndSwap(int32(endNone), int32(r)) {
+		return
+	}
+	close(s.stop)
+	s.hsCancel()
+	if c := s.conn.Load(); c != nil {
+		_ = c.SetReadDeadline(time.Unix(1, 0)) // wake the reader
+	}
+}
+
+func (s *session) stopped() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// observeHandshakeRecord notes evidence while the handshake runs: encrypted
+// records (the peer's Finished) and the return of the cookie.
+func (s *session) observeHandshakeRecord(b []byte) {
+	e := recordEpoch(b)
+	if e > 0 {
+		s.sawEncrypted.Store(true)
+		return
+	}
+	if e == 0 && !s.cookieSeen.Load() {
+		if info, err := inspectHello(b); err == nil && (info.cookie || info.fragment) {
+			s.cookieSeen.Store(true)
+		}
+	}
+}
+
+// isNewHandshake reports whether b is a well-formed epoch-0 ClientHello on
+// an established session, from a peer that has held the session for more
+// than a moment (so a late duplicate of the original hello does not count).
+func (s *session) isNewHandshake(b []byte) bool {
+	if recordEpoch(b) != 0 || protocol.ContentType(b[0]) != protocol.ContentTypeHandshake {
+		return false
+	}
+	if time.Since(time.Unix(0, s.since.Load())) < time.Second {
+		return false
+	}
+	_, err := inspectHello(b)
+	return err == nil
+}
+
+// handshakeFunc runs the pion handshake over raw.
+type handshakeFunc func(ctx context.Context, raw net.Conn) (*pdtls.Conn, error)
+
+// run performs the handshake, then pumps decrypted datagrams to the
+// endpoint until the session ends. It is the session's only goroutine.
+func (s *session) run(hs handshakeFunc) {
+	ep := s.ep
+	defer ep.sessWG.Done()
+	conn, err := hs(s.hsCtx, s.raw)
+	s.hsCancel()
+	ep.handshakeDone()
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	now := time.Now().UnixNano()
+	s.last.Store(now)
+	s.since.Store(now)
+	s.conn.Store(conn)
+	ep.stats.handshakesOK.Add(1)
+	ep.stats.sessionsActive.Add(1)
+	close(s.ready)
+	ep.log.Info("dtls session established", "peer", s.addr.String(), "identity", s.identity(),
+		"role", ep.opt.role)
+
+	if !s.stopped() {
+		s.pump(conn)
+	}
+	_ = conn.Close() // sends close_notify unless the peer closed first
+	_ = s.raw.Close()
+	ep.remove(s)
+	ep.stats.sessionsActive.Add(-1)
+	ep.log.Debug("dtls session closed", "peer", s.addr.String(), "identity", s.identity(),
+		"reason", endReason(s.why.Load()).String(), "role", ep.opt.role)
+}
+
+// pump copies decrypted datagrams to the endpoint's read queue.
+func (s *session) pump(conn *pdtls.Conn) {
+	buf := make([]byte, s.ep.opt.readBufferSize)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			if s.stopped() || errors.Is(err, io.EOF) || errors.Is(err, pdtls.ErrConnClosed) ||
+				errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A non-fatal alert or a record error: pion keeps the
+			// session, and so do we.
+			s.ep.log.Debug("dtls session read error", "peer", s.addr.String(), "err", err)
+			continue
+		}
+		s.touch()
+		if !s.ep.deliverApp(datagram{b: append([]byte(nil), buf[:n]...), addr: s.addr}, s.stop) {
+			return
+		}
+	}
+}
+
+// fail records a failed handshake.
+func (s *session) fail(err error) {
+	ep := s.ep
+	_ = s.raw.Close()
+	ep.remove(s)
+	why := endReason(s.why.Load())
+	reason := s.classify(err)
+	s.err = &HandshakeError{Reason: reason, Peer: s.addr.String(), Err: err}
+	close(s.ready)
+	if why == endShutdown || why == endClosed {
+		return // not the peer's failure
+	}
+	ep.stats.handshakesFailed[reason].Add(1)
+	ep.log.Warn("dtls handshake failed", "peer", s.addr.String(), "reason", reason.String(),
+		"identity", s.identity(), "role", ep.opt.role, "err", err)
+}
+
+// classify maps a handshake error and the evidence gathered on the way to a
+// FailReason.
+func (s *session) classify(err error) FailReason {
+	desc, hasAlert := alertOf(err)
+	timeout := isTimeout(err) || s.cookieLate.Load()
+	switch {
+	case s.pskUnknown.Load() || errors.Is(err, ErrUnknownIdentity) ||
+		(hasAlert && desc == alertUnknownPSKIdentity):
+		return FailUnknownIdentity
+	case s.certFailed.Load() || errors.Is(err, ErrBadCertificate) ||
+		(hasAlert && isCertAlert(desc)) || isCertRequiredErr(err):
+		return FailBadCert
+	case s.pskKnown.Load() && (s.sawEncrypted.Load() ||
+		(hasAlert && (desc == alert.BadRecordMac || desc == alert.DecryptError)) ||
+		(timeout && s.ep.opt.role == roleClient)):
+		// The key was used but the peer's Finished did not verify (the
+		// server discards it silently, RFC 6347 §4.1.2.7) or the peer
+		// said so with an alert.
+		return FailBadPSK
+	case timeout:
+		return FailTimeout
+	default:
+		return FailOther
+	}
+}
+
+// alertUnknownPSKIdentity is the unknown_psk_identity alert (RFC 4279 §2),
+// which pion does not name.
+const alertUnknownPSKIdentity alert.Description = 115
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// alertOf extracts the description of a TLS alert received from the peer.
+func alertOf(err error) (alert.Description, bool) {
+	var a interface {
+		error
+		IsFatalOrCloseNotify() bool
+		Marshal() ([]byte, error)
+	}
+	if !errors.As(err, &a) {
+		return 0, false
+	}
+	b, mErr := a.Marshal()
+	if mErr != nil || len(b) < 2 {
+		return 0, false
+	}
+	return alert.Description(b[1]), true
+}
+
+func isCertAlert(d alert.Description) bool {
+	switch d {
+	case alert.BadCertificate, alert.UnsupportedCertificate, alert.CertificateRevoked,
+		alert.CertificateExpired, alert.CertificateUnknown, alert.UnknownCA, alert.NoCertificate:
+		return true
+	}
+	return false
+}
+
+// isCertRequiredErr matches pion's error for a client that sent no
+// certificate although one was required; pion does not export it.
+func isCertRequiredErr(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if e.Error() == "server required client verification, but got none" {
+			return true
+		}
+	}
+	return false
+}

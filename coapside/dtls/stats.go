@@ -1,0 +1,135 @@
+package dtls
+
+import "sync/atomic"
+
+// FailReason classifies a failed handshake for metrics and logs.
+type FailReason int
+
+// Handshake failure reasons.
+const (
+	// FailOther is any failure not covered below (cipher suite mismatch,
+	// protocol errors, alerts from the peer).
+	FailOther FailReason = iota
+	// FailBadPSK is a handshake with a known identity whose Finished message
+	// did not verify, i.e. the peer holds a different key.
+	FailBadPSK
+	// FailUnknownIdentity is a PSK identity that is not in the store.
+	FailUnknownIdentity
+	// FailBadCert is a missing, untrusted, expired or unpinned certificate.
+	FailBadCert
+	// FailTimeout is a handshake that did not finish within HandshakeTimeout.
+	FailTimeout
+	numFailReasons
+)
+
+// String returns the metric label of the reason.
+func (r FailReason) String() string {
+	switch r {
+	case FailBadPSK:
+		return "bad_psk"
+	case FailUnknownIdentity:
+		return "unknown_identity"
+	case FailBadCert:
+		return "bad_cert"
+	case FailTimeout:
+		return "timeout"
+	default:
+		return "other"
+	}
+}
+
+// FailReasons lists every FailReason, for exporting metrics.
+func FailReasons() []FailReason {
+	out := make([]FailReason, 0, numFailReasons)
+	for r := FailOther; r < numFailReasons; r++ {
+		out = append(out, r)
+	}
+	return out
+}
+
+// Stats is a snapshot of a connection's counters. Counters only grow; the
+// Active fields are gauges.
+type Stats struct {
+	// HandshakesOK counts completed handshakes.
+	HandshakesOK uint64
+	// HandshakesFailed counts failed handshakes, indexed by FailReason.
+	HandshakesFailed [numFailReasons]uint64
+	// HandshakesActive is the number of handshakes in progress.
+	HandshakesActive int64
+	// SessionsActive is the number of established sessions.
+	SessionsActive int64
+	// SessionsExpired counts sessions closed for being idle.
+	SessionsExpired uint64
+	// SessionsReplaced counts established sessions dropped because the peer
+	// started a new handshake from the same address (RFC 6347 §4.2.8).
+	SessionsReplaced uint64
+	// RefusedLimit counts handshakes refused because MaxHandshakes or
+	// MaxSessions was reached.
+	RefusedLimit uint64
+	// RefusedMalformed counts ClientHellos refused because they did not parse.
+	RefusedMalformed uint64
+	// DroppedNotDTLS counts datagrams from unknown peers that were not a DTLS
+	// ClientHello (plaintext CoAP sent to the DTLS port, stray records).
+	DroppedNotDTLS uint64
+	// DroppedUnknownPeer counts DTLS records (other than a ClientHello) from
+	// addresses without a session, e.g. a peer still using a session this end
+	// has expired or forgotten.
+	DroppedUnknownPeer uint64
+	// DroppedQueueFull counts datagrams dropped because a reader fell behind.
+	DroppedQueueFull uint64
+	// ReadErrors counts errors from the underlying socket.
+	ReadErrors uint64
+}
+
+// Failed returns the failure count for reason r.
+func (s Stats) Failed(r FailReason) uint64 {
+	if r < 0 || r >= numFailReasons {
+		return 0
+	}
+	return s.HandshakesFailed[r]
+}
+
+// TotalFailed returns the failure count over all reasons.
+func (s Stats) TotalFailed() uint64 {
+	var n uint64
+	for _, v := range s.HandshakesFailed {
+		n += v
+	}
+	return n
+}
+
+// counters is the live, atomic form of Stats.
+type counters struct {
+	handshakesOK     atomic.Uint64
+	handshakesFailed [numFailReasons]atomic.Uint64
+	handshakesActive atomic.Int64
+	sessionsActive   atomic.Int64
+	sessionsExpired  atomic.Uint64
+	sessionsReplaced atomic.Uint64
+	refusedLimit     atomic.Uint64
+	refusedMalformed atomic.Uint64
+	droppedNotDTLS   atomic.Uint64
+	droppedUnknown   atomic.Uint64
+	droppedQueueFull atomic.Uint64
+	readErrors       atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		HandshakesOK:       c.handshakesOK.Load(),
+		HandshakesActive:   c.handshakesActive.Load(),
+		SessionsActive:     c.sessionsActive.Load(),
+		SessionsExpired:    c.sessionsExpired.Load(),
+		SessionsReplaced:   c.sessionsReplaced.Load(),
+		RefusedLimit:       c.refusedLimit.Load(),
+		RefusedMalformed:   c.refusedMalformed.Load(),
+		DroppedNotDTLS:     c.droppedNotDTLS.Load(),
+		DroppedQueueFull:   c.droppedQueueFull.Load(),
+		DroppedUnknownPeer: c.droppedUnknown.Load(),
+		ReadErrors:         c.readErrors.Load(),
+	}
+	for i := range c.handshakesFailed {
+		s.HandshakesFailed[i] = c.handshakesFailed[i].Load()
+	}
+	return s
+}

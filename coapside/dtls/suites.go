@@ -1,0 +1,71 @@
+package dtls
+
+import (
+	"fmt"
+
+	pdtls "github.com/pion/dtls/v2"
+)
+
+// CipherSuite identifies a DTLS cipher suite (the IANA value).
+type CipherSuite = pdtls.CipherSuiteID
+
+// DefaultPSKSuites are offered for PSK authentication: the RFC 7252 §9.1.3.1
+// mandatory TLS_PSK_WITH_AES_128_CCM_8 first, then the other AEAD PSK suites
+// pion implements.
+var DefaultPSKSuites = []CipherSuite{
+	pdtls.TLS_PSK_WITH_AES_128_CCM_8,
+	pdtls.TLS_PSK_WITH_AES_128_CCM,
+	pdtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	pdtls.TLS_PSK_WITH_AES_256_CCM_8,
+}
+
+// DefaultCertSuites are offered for certificate authentication: the RFC 7252
+// §9.1.3.3 mandatory TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 first, then the other
+// ECDSA AEAD suites pion implements.
+var DefaultCertSuites = []CipherSuite{
+	pdtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+	pdtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM,
+	pdtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	pdtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+}
+
+// suiteNames maps configuration names to suites.
+var suiteNames = map[string]CipherSuite{
+	"TLS_PSK_WITH_AES_128_CCM_8":              pdtls.TLS_PSK_WITH_AES_128_CCM_8,
+	"TLS_PSK_WITH_AES_128_CCM":                pdtls.TLS_PSK_WITH_AES_128_CCM,
+	"TLS_PSK_WITH_AES_128_GCM_SHA256":         pdtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	"TLS_PSK_WITH_AES_256_CCM_8":              pdtls.TLS_PSK_WITH_AES_256_CCM_8,
+	"TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8":      pdtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8,
+	"TLS_ECDHE_ECDSA_WITH_AES_128_CCM":        pdtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM,
+	"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": pdtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": pdtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+}
+
+// ParseCipherSuite returns the suite with the given IANA name, for
+// configuration files. Only AEAD suites are accepted.
+func ParseCipherSuite(name string) (CipherSuite, error) {
+	s, ok := suiteNames[name]
+	if !ok {
+		return 0, fmt.Errorf("%w: unknown or unsupported cipher suite %q", ErrConfig, name)
+	}
+	return s, nil
+}
+
+// suitesFor returns the explicit list or the defaults for the enabled
+// authentication modes.
+func suitesFor(explicit []CipherSuite, psk, cert bool) []CipherSuite {
+	if len(explicit) > 0 {
+		return append([]CipherSuite(nil), explicit...)
+	}
+	var out []CipherSuite
+	if psk {
+		out = append(out, DefaultPSKSuites...)
+	}
+	if cert {
+		out = append(out, DefaultCertSuites...)
+	}
+	return out
+}
+
+// CipherSuiteName returns the IANA name of a suite.
+func CipherSuiteName(s CipherSuite) string { return pdtls.CipherSuiteName(s) }
