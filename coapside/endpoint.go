@@ -1,0 +1,372 @@
+package coapside
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+)
+
+// Endpoint is the CoAP message layer over one net.PacketConn (RFC 7252 §4):
+// it assigns message IDs per peer, retransmits confirmable messages,
+// deduplicates received messages, matches ACK/RST to what it sent, routes
+// responses by token and dispatches requests to a Handler. Client and Server
+// are built on it; Observe and block-wise code use its Send, SendAsync,
+// Exchange and RegisterToken methods.
+//
+// The Endpoint owns the conn: Close closes it.
+type Endpoint struct {
+	conn net.PacketConn
+	udp  *net.UDPConn // fast path when conn is a UDP socket
+	p    params
+	log  *slog.Logger
+
+	stats Stats
+	peers *peerTable
+	dedup *dedupTable
+	sched *scheduler
+
+	mu      sync.Mutex
+	pending map[dedupKey]*outgoing // our CON/NON awaiting ACK/RST, by (peer, MID)
+	tokens  map[tokenKey]*tokenReg // response routing by (peer, token)
+
+	srv     *serverConfig // nil for a client-only endpoint
+	baseCtx context.Context
+	cancel  context.CancelFunc
+
+	// Reader pool: readers run handlers inline; a new reader is started when
+	// the last idle one becomes busy, surplus idle readers retire.
+	poolMu  sync.Mutex
+	idle    int
+	total   int
+	busy    atomic.Int32
+	readers sync.WaitGroup
+
+	closing   atomic.Bool
+	draining  atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{}
+	errMu     sync.Mutex
+	err       error
+}
+
+// serverConfig is the request-dispatch part of an endpoint.
+type serverConfig struct {
+	handler        Handler
+	maxConcurrent  int
+	overloadMaxAge uint32
+	idleReaders    int
+}
+
+// NewEndpoint starts a message layer on conn. Requests that arrive are
+// answered 4.04 Not Found; use Server to serve them. Call Close to stop it.
+func NewEndpoint(conn net.PacketConn, opts EndpointOptions) *Endpoint {
+	return newEndpoint(conn, opts, nil)
+}
+
+func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *Endpoint {
+	p := opts.normalize()
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Endpoint{
+		conn:    conn,
+		p:       p,
+		log:     p.Logger,
+		pending: make(map[dedupKey]*outgoing),
+		tokens:  make(map[tokenKey]*tokenReg),
+		srv:     srv,
+		baseCtx: ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+	}
+	e.udp, _ = conn.(*net.UDPConn)
+	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, &e.stats)
+	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
+	e.sched = newScheduler()
+	e.scheduleSweep()
+	e.poolMu.Lock()
+	e.spawnReaderLocked()
+	e.poolMu.Unlock()
+	return e
+}
+
+// Stats returns the endpoint's counters.
+func (e *Endpoint) Stats() *Stats { return &e.stats }
+
+// Conn returns the underlying PacketConn (for example to query a DTLS peer identity).
+func (e *Endpoint) Conn() net.PacketConn { return e.conn }
+
+// LocalAddr returns the local address of the conn.
+func (e *Endpoint) LocalAddr() net.Addr { return e.conn.LocalAddr() }
+
+// Done is closed when the endpoint has stopped.
+func (e *Endpoint) Done() <-chan struct{} { return e.done }
+
+// Err returns the error that stopped the endpoint (nil after Close).
+func (e *Endpoint) Err() error {
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	return e.err
+}
+
+// Close stops the endpoint: it closes the conn, waits for the readers and
+// the scheduler, and ends every pending transmission and token with Closed.
+// It is idempotent. Handlers still running are not waited for; Server.Shutdown
+// drains them first.
+func (e *Endpoint) Close() error {
+	return e.closeWith(nil)
+}
+
+func (e *Endpoint) closeWith(cause error) error {
+	var err error
+	e.closeOnce.Do(func() {
+		e.closing.Store(true)
+		e.cancel()
+		if cause != nil {
+			e.errMu.Lock()
+			e.err = cause
+			e.errMu.Unlock()
+		}
+		err = e.conn.Close()
+		e.readers.Wait()
+		e.sched.stop()
+		e.mu.Lock()
+		pend := e.pending
+		toks := e.tokens
+		e.pending, e.tokens = nil, nil
+		e.mu.Unlock()
+		for _, og := range pend {
+			og.finish(Closed, nil)
+		}
+		for _, reg := range toks {
+			reg.fn(nil, nil, ErrClosed)
+		}
+		close(e.done)
+	})
+	return err
+}
+
+// scheduleSweep expires idle peer state periodically.
+func (e *Endpoint) scheduleSweep() {
+	every := e.p.ExchangeLifetime / 4
+	if every < time.Second {
+		every = time.Second
+	}
+	var it *timerItem
+	it = e.sched.schedule(time.Now().Add(every), func(now time.Time) {
+		e.peers.sweep(now)
+		e.sched.reschedule(it, now.Add(every))
+	})
+}
+
+// reader holds per-goroutine buffers.
+type reader struct {
+	buf     []byte
+	scratch []byte
+	out     []byte
+}
+
+func (e *Endpoint) spawnReaderLocked() {
+	e.idle++
+	e.total++
+	e.readers.Add(1)
+	go e.readLoop()
+}
+
+func (e *Endpoint) readLoop() {
+	defer e.readers.Done()
+	r := &reader{
+		buf:     make([]byte, e.p.MaxMessageSize+1),
+		scratch: make([]byte, 0, 256),
+		out:     make([]byte, 0, 256),
+	}
+	for {
+		n, from, err := e.read(r.buf)
+		if err != nil {
+			if e.closing.Load() || errors.Is(err, net.ErrClosed) {
+				e.retire()
+				if !e.closing.Load() {
+					go e.closeWith(err) //nolint:errcheck // reported via Err
+				}
+				return
+			}
+			e.stats.ReadErrors.Add(1)
+			e.log.Debug("coap read failed", "err", err)
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		e.serveDatagram(r, r.buf[:n], from)
+		if e.retireIfSurplus() {
+			return
+		}
+	}
+}
+
+func (e *Endpoint) read(buf []byte) (int, peerAddr, error) {
+	if e.udp != nil {
+		n, ap, err := e.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return 0, peerAddr{}, err
+		}
+		return n, udpPeer(ap), nil
+	}
+	n, a, err := e.conn.ReadFrom(buf)
+	if err != nil {
+		return 0, peerAddr{}, err
+	}
+	return n, addrPeer(a), nil
+}
+
+func (e *Endpoint) retire() {
+	e.poolMu.Lock()
+	e.idle--
+	e.total--
+	e.poolMu.Unlock()
+}
+
+func (e *Endpoint) retireIfSurplus() bool {
+	limit := DefaultIdleReaders
+	if e.srv != nil {
+		limit = e.srv.idleReaders
+	}
+	e.poolMu.Lock()
+	defer e.poolMu.Unlock()
+	if e.idle > limit {
+		e.idle--
+		e.total--
+		return true
+	}
+	return false
+}
+
+// enterBusy marks the calling reader busy, starting another reader if none is idle.
+func (e *Endpoint) enterBusy() {
+	e.poolMu.Lock()
+	e.idle--
+	if e.idle == 0 && !e.closing.Load() {
+		e.spawnReaderLocked()
+	}
+	e.poolMu.Unlock()
+}
+
+func (e *Endpoint) leaveBusy() {
+	e.poolMu.Lock()
+	e.idle++
+	e.poolMu.Unlock()
+}
+
+// serveDatagram processes one received datagram (RFC 7252 §4).
+func (e *Endpoint) serveDatagram(r *reader, data []byte, from peerAddr) {
+	e.stats.Received.Add(1)
+	if len(data) > e.p.MaxMessageSize {
+		e.stats.Oversize.Add(1)
+		return
+	}
+	var m message.Message
+	if err := m.Unmarshal(data); err != nil {
+		e.rejectMalformed(r, &m, data, from, err)
+		return
+	}
+	switch m.Type {
+	case message.Acknowledgement, message.Reset:
+		e.handleAckReset(&m, data, from)
+		return
+	}
+	switch {
+	case m.Code == message.Empty:
+		if m.Type == message.Confirmable {
+			// RFC 7252 §4.3: an empty CON ("ping") is answered with RST.
+			e.stats.Pings.Add(1)
+			e.sendReset(r, from, m.MessageID)
+		}
+	case m.Code.IsRequest():
+		e.handleRequest(r, &m, data, from)
+	case m.Code.IsResponse():
+		e.handleResponse(r, &m, data, from)
+	default:
+		// Reserved code classes 1, 6, 7 (RFC 7252 §12.1): reject a CON, drop a NON.
+		if m.Type == message.Confirmable {
+			e.stats.MalformedRejected.Add(1)
+			e.sendReset(r, from, m.MessageID)
+		} else {
+			e.stats.MalformedDropped.Add(1)
+		}
+	}
+}
+
+// rejectMalformed answers a malformed CON with RST and drops anything else
+// (RFC 7252 §4.2, §4.3). Messages with another version are silently ignored (§3).
+func (e *Endpoint) rejectMalformed(r *reader, m *message.Message, data []byte, from peerAddr, err error) {
+	if len(data) >= 4 && !errors.Is(err, message.ErrVersion) && m.Type == message.Confirmable {
+		e.stats.MalformedRejected.Add(1)
+		e.sendReset(r, from, m.MessageID)
+		return
+	}
+	e.stats.MalformedDropped.Add(1)
+	e.log.Debug("coap malformed message dropped", "peer", from.netAddr().String(), "err", err)
+}
+
+// sendReset writes an RST for mid.
+func (e *Endpoint) sendReset(r *reader, to peerAddr, mid uint16) {
+	r.out = appendEmpty(r.out[:0], message.Reset, mid)
+	e.stats.ResetsSent.Add(1)
+	e.write(r.out, &to)
+}
+
+func appendEmpty(dst []byte, t message.Type, mid uint16) []byte {
+	return append(dst, 0x40|byte(t)<<4, 0, byte(mid>>8), byte(mid))
+}
+
+// handleAckReset matches an ACK or RST to the message we sent (RFC 7252 §4.2).
+// A piggybacked response in an ACK is routed by token.
+func (e *Endpoint) handleAckReset(m *message.Message, data []byte, from peerAddr) {
+	key := dedupKey{peer: from.key, mid: m.MessageID}
+	e.mu.Lock()
+	og := e.pending[key]
+	if og != nil {
+		delete(e.pending, key)
+	}
+	e.mu.Unlock()
+	if m.Type == message.Reset {
+		e.stats.ResetsReceived.Add(1)
+		if og == nil {
+			e.stats.UnmatchedAcks.Add(1)
+			return
+		}
+		og.finish(ResetByPeer, nil)
+		return
+	}
+	if og == nil || !og.con {
+		e.stats.UnmatchedAcks.Add(1)
+		if og != nil { // an ACK for a NON is nonsense; keep waiting
+			e.mu.Lock()
+			if e.pending != nil {
+				e.pending[key] = og
+			}
+			e.mu.Unlock()
+		}
+		return
+	}
+	var resp *message.Message
+	if m.Code != message.Empty {
+		resp = cloneMessage(data)
+	}
+	og.finish(Acknowledged, resp)
+	if resp != nil && resp.Code.IsResponse() {
+		e.deliver(resp, from)
+	}
+}
+
+// cloneMessage decodes a private copy of data, so the result may be retained.
+func cloneMessage(data []byte) *message.Message {
+	m := new(message.Message)
+	if err := m.Unmarshal(bytes.Clone(data)); err != nil {
+		return nil
+	}
+	return m
+}

@@ -1,0 +1,28 @@
+package coapside
+
+import "errors"
+
+// Sentinel errors of the message layer, client and server.
+var (
+	// ErrClosed is returned by operations on a closed Endpoint or Client.
+	ErrClosed = errors.New("coap: endpoint closed")
+	// ErrServerClosed is returned by Server.Serve after Shutdown.
+	ErrServerClosed = errors.New("coap: server closed")
+	// ErrTimeout means a confirmable message was not acknowledged after
+	// MAX_RETRANSMIT retransmissions (RFC 7252 §4.2).
+	ErrTimeout = errors.New("coap: no acknowledgement (retransmissions exhausted)")
+	// ErrReset means the peer answered with a Reset message (RFC 7252 §4.2, §4.3).
+	ErrReset = errors.New("coap: reset by peer")
+	// ErrPeerBusy means too many messages are queued for one peer behind NSTART.
+	ErrPeerBusy = errors.New("coap: too many messages queued for peer")
+	// ErrTooManyPeers means the per-peer table is full of peers with traffic in flight.
+	ErrTooManyPeers = errors.New("coap: peer table full")
+	// ErrTokenInUse means a token is already registered for the peer.
+	ErrTokenInUse = errors.New("coap: token already registered")
+	// ErrInvalidURL means a URL cannot be mapped to CoAP options (RFC 7252 §6.4).
+	ErrInvalidURL = errors.New("coap: invalid URL")
+	// ErrMessageType means a message of the wrong type was given (e.g. ACK to Send).
+	ErrMessageType = errors.New("coap: invalid message type for operation")
+	// ErrServerStarted means Serve was called twice.
+	ErrServerStarted = errors.New("coap: server already serving")
+)

@@ -1,0 +1,224 @@
+package coapside
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+)
+
+const (
+	exPending   uint32 = iota // handler running, nothing sent
+	exAcked                   // empty ACK sent: the response will be separate
+	exResponded               // response sent
+)
+
+// serverExchange is one received request and its response, allocated once
+// per request.
+type serverExchange struct {
+	e     *Endpoint
+	from  peerAddr
+	ref   dedupRef
+	con   bool
+	state atomic.Uint32
+	timer *timerItem
+
+	req Request
+	msg message.Message
+	w   responseWriter
+}
+
+// responseWriter implements ResponseWriter for a serverExchange.
+type responseWriter struct {
+	code     message.Code
+	opts     message.Options
+	payload  []byte
+	optStore [4]message.Option
+	small    [64]byte
+}
+
+func (w *responseWriter) SetCode(c message.Code)    { w.code = c }
+func (w *responseWriter) Options() *message.Options { return &w.opts }
+func (w *responseWriter) SetContentFormat(mt message.MediaType) {
+	w.opts = w.opts.SetContentFormat(mt)
+}
+func (w *responseWriter) Write(p []byte) (int, error) {
+	w.payload = append(w.payload, p...)
+	return len(p), nil
+}
+
+// defaultCode picks the success code for a handler that set none.
+func defaultCode(method message.Code) message.Code {
+	switch method {
+	case message.GET, message.FETCH:
+		return message.Content
+	case message.DELETE:
+		return message.Deleted
+	}
+	return message.Changed
+}
+
+// handleRequest deduplicates a request, rejects bad options and overload, and
+// runs the handler inline on this reader.
+func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, from peerAddr) {
+	con := m.Type == message.Confirmable
+	lifetime := e.p.NonLifetime
+	if con {
+		lifetime = e.p.ExchangeLifetime
+	}
+	// RFC 7252 §4.5: duplicates within EXCHANGE_LIFETIME (CON) or NON_LIFETIME
+	// (NON) are not processed again; a CON's cached response is replayed.
+	ref, res, cached := e.dedup.begin(dedupKey{peer: from.key, mid: m.MessageID}, time.Now(), lifetime, r.scratch)
+	switch res {
+	case dedupDupBusy:
+		e.stats.Duplicates.Add(1)
+		return
+	case dedupDupReplay:
+		e.stats.Duplicates.Add(1)
+		if con {
+			e.stats.DuplicateReplays.Add(1)
+			e.write(cached, &from)
+		}
+		r.scratch = cached[:0]
+		return
+	}
+	// RFC 7252 §5.4.1: an unrecognized critical option in a CON request is
+	// answered 4.02 Bad Option; in a NON request the message is rejected.
+	if id, bad := m.Options.UnrecognizedCritical(nil); bad {
+		e.stats.BadOption.Add(1)
+		e.log.Debug("coap request with unrecognized critical option", "peer", from.netAddr().String(), "option", int(id))
+		e.replyDirect(r, m, from, ref, message.BadOption, 0, "unrecognized critical option "+id.String())
+		return
+	}
+	if e.srv == nil {
+		e.replyDirect(r, m, from, ref, message.NotFound, 0, "")
+		return
+	}
+	if e.draining.Load() {
+		e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "shutting down")
+		return
+	}
+	if int(e.busy.Add(1)) > e.srv.maxConcurrent {
+		e.busy.Add(-1)
+		e.stats.Overloaded.Add(1)
+		e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "")
+		return
+	}
+	e.stats.RequestsHandled.Add(1)
+	x := &serverExchange{e: e, from: from, ref: ref, con: con}
+	// Decode a private copy so the handler may retain anything it is given.
+	buf := make([]byte, len(data))
+	copy(buf, data)
+	_ = x.msg.Unmarshal(buf) // already validated above
+	x.req = Request{
+		Method:    x.msg.Code,
+		Type:      x.msg.Type,
+		MessageID: x.msg.MessageID,
+		Token:     x.msg.Token,
+		Options:   x.msg.Options,
+		Payload:   x.msg.Payload,
+		Peer:      from.netAddr(),
+		ctx:       e.baseCtx,
+		ep:        e,
+	}
+	x.w.opts = x.w.optStore[:0]
+	x.w.payload = x.w.small[:0]
+	e.enterBusy()
+	x.run(r)
+	e.leaveBusy()
+	e.busy.Add(-1)
+}
+
+// run calls the handler, arming the separate-response deadline for a CON.
+func (x *serverExchange) run(r *reader) {
+	e := x.e
+	if x.con {
+		x.timer = e.sched.schedule(time.Now().Add(e.p.SeparateAfter), x.onSeparateDeadline)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("coap handler panic", "path", x.req.Path(), "panic", p)
+			x.w = responseWriter{code: message.InternalServerError}
+		}
+		x.finish(r)
+	}()
+	e.srv.handler.ServeCOAP(&x.w, &x.req)
+}
+
+// onSeparateDeadline sends an empty ACK when the handler is slow, so the
+// client stops retransmitting (RFC 7252 §5.2.2).
+func (x *serverExchange) onSeparateDeadline(time.Time) {
+	if !x.state.CompareAndSwap(exPending, exAcked) {
+		return
+	}
+	ack := appendEmpty(make([]byte, 0, 4), message.Acknowledgement, x.msg.MessageID)
+	x.e.write(ack, &x.from)
+	// A duplicate of the request now gets the empty ACK again (§4.5).
+	x.e.dedup.complete(x.ref, ack)
+}
+
+// finish sends the response: piggybacked on the ACK if possible, else as a
+// separate CON (retransmitted) or, for a NON request, as a NON (§5.2.3).
+func (x *serverExchange) finish(r *reader) {
+	e := x.e
+	resp := message.Message{
+		Code:    x.w.code,
+		Token:   x.msg.Token,
+		Options: x.w.opts,
+		Payload: x.w.payload,
+	}
+	if resp.Code == message.Empty {
+		resp.Code = defaultCode(x.req.Method)
+	}
+	if x.con && x.state.CompareAndSwap(exPending, exResponded) {
+		e.sched.cancel(x.timer)
+		resp.Type = message.Acknowledgement
+		resp.MessageID = x.msg.MessageID
+		out, err := resp.AppendBinary(r.out[:0])
+		if err != nil {
+			e.log.Warn("coap response encoding failed", "err", err)
+			return
+		}
+		r.out = out
+		e.write(out, &x.from)
+		e.dedup.complete(x.ref, out)
+		return
+	}
+	x.state.Store(exResponded)
+	if x.con {
+		resp.Type = message.Confirmable
+		e.stats.SeparateResponses.Add(1)
+	} else {
+		resp.Type = message.NonConfirmable
+	}
+	if _, err := e.transmit(x.from, &resp, nil, false); err != nil {
+		e.log.Debug("coap response not sent", "peer", x.from.netAddr().String(), "err", err)
+	}
+}
+
+// replyDirect answers a request without running a handler (errors, overload).
+func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref dedupRef, code message.Code, maxAge uint32, diag string) {
+	resp := message.Message{Code: code, Token: m.Token}
+	if code == message.ServiceUnavailable {
+		// RFC 7252 §5.9.3.4: Max-Age tells the client when to retry.
+		resp.Options = resp.Options.SetUint(message.MaxAge, maxAge)
+	}
+	if diag != "" {
+		resp.Payload = []byte(diag)
+	}
+	if m.Type == message.Confirmable {
+		resp.Type = message.Acknowledgement
+		resp.MessageID = m.MessageID
+		out, err := resp.AppendBinary(r.out[:0])
+		if err != nil {
+			return
+		}
+		r.out = out
+		e.write(out, &from)
+		e.dedup.complete(ref, out)
+		return
+	}
+	resp.Type = message.NonConfirmable
+	resp.Token = append([]byte(nil), m.Token...)
+	_, _ = e.transmit(from, &resp, nil, false)
+}

@@ -1,0 +1,157 @@
+package coapside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// ServerOptions configures a Server.
+type ServerOptions struct {
+	EndpointOptions
+	// MaxConcurrent bounds handlers running at once (256); beyond it requests
+	// get 5.03 Service Unavailable with Max-Age (RFC 7252 §5.9.3.4).
+	MaxConcurrent int
+	// OverloadMaxAge is the Max-Age in seconds sent with 5.03 (5).
+	OverloadMaxAge uint32
+	// IdleReaders is how many idle read goroutines are kept per socket (2).
+	IdleReaders int
+}
+
+// Server serves CoAP requests on any number of PacketConns (UDP, DTLS).
+type Server struct {
+	// Handler answers requests; nil means 4.04 for everything.
+	Handler Handler
+	// Options tune the message layer and concurrency.
+	Options ServerOptions
+
+	mu       sync.Mutex
+	eps      map[*Endpoint]struct{}
+	shutdown bool
+}
+
+// Serve runs the message layer on conn and blocks until Shutdown or Close
+// (returning ErrServerClosed) or a fatal read error. The server owns conn.
+func (s *Server) Serve(conn net.PacketConn) error {
+	h := s.Handler
+	if h == nil {
+		h = NotFoundHandler()
+	}
+	o := s.Options
+	cfg := &serverConfig{
+		handler:        h,
+		maxConcurrent:  o.MaxConcurrent,
+		overloadMaxAge: o.OverloadMaxAge,
+		idleReaders:    o.IdleReaders,
+	}
+	if cfg.maxConcurrent <= 0 {
+		cfg.maxConcurrent = DefaultMaxConcurrent
+	}
+	if cfg.overloadMaxAge == 0 {
+		cfg.overloadMaxAge = DefaultOverloadMaxAge
+	}
+	if cfg.idleReaders <= 0 {
+		cfg.idleReaders = DefaultIdleReaders
+	}
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		_ = conn.Close()
+		return ErrServerClosed
+	}
+	if s.eps == nil {
+		s.eps = make(map[*Endpoint]struct{})
+	}
+	e := newEndpoint(conn, o.EndpointOptions, cfg)
+	s.eps[e] = struct{}{}
+	s.mu.Unlock()
+
+	<-e.Done()
+	s.mu.Lock()
+	delete(s.eps, e)
+	closed := s.shutdown
+	s.mu.Unlock()
+	if closed {
+		return ErrServerClosed
+	}
+	if err := e.Err(); err != nil {
+		return fmt.Errorf("coap server: %w", err)
+	}
+	return ErrServerClosed
+}
+
+// ListenAndServe listens on the UDP address and serves it.
+func (s *Server) ListenAndServe(addr string) error {
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("coap server: %w", err)
+	}
+	return s.Serve(conn)
+}
+
+// Endpoints returns the endpoints currently serving, e.g. to send
+// notifications or read Stats.
+func (s *Server) Endpoints() []*Endpoint {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Endpoint, 0, len(s.eps))
+	for e := range s.eps {
+		out = append(out, e)
+	}
+	return out
+}
+
+// Shutdown stops accepting requests (new ones get 5.03), waits for running
+// handlers to finish or ctx to end, then closes every conn. It is idempotent;
+// it returns ctx's error if handlers were still running when ctx ended.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	eps := make([]*Endpoint, 0, len(s.eps))
+	for e := range s.eps {
+		eps = append(eps, e)
+		e.draining.Store(true)
+	}
+	s.mu.Unlock()
+	var err error
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
+		busy := false
+		for _, e := range eps {
+			if e.busy.Load() > 0 {
+				busy = true
+			}
+		}
+		if !busy {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break wait
+		case <-tick.C:
+		}
+	}
+	for _, e := range eps {
+		if cerr := e.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// Close stops the server immediately without waiting for handlers.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Shutdown(ctx)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,56 @@
+package coapside
+
+import "sync/atomic"
+
+// Stats counts message-layer events with atomic counters; the bridge exports
+// them as metrics. Read them with Snapshot.
+type Stats struct {
+	Received           atomic.Uint64 // datagrams read
+	Sent               atomic.Uint64 // datagrams written, including retransmissions
+	Retransmissions    atomic.Uint64 // CON retransmissions
+	Timeouts           atomic.Uint64 // CONs that exhausted MAX_RETRANSMIT
+	ResetsReceived     atomic.Uint64 // RST received
+	ResetsSent         atomic.Uint64 // RST sent (malformed CON, ping, unmatched responses)
+	MalformedRejected  atomic.Uint64 // malformed CON answered with RST (RFC 7252 §4.2)
+	MalformedDropped   atomic.Uint64 // malformed NON/ACK/RST or unparsable header dropped (§4.3)
+	BadOption          atomic.Uint64 // requests answered 4.02 for an unrecognized critical option (§5.4.1)
+	Oversize           atomic.Uint64 // datagrams larger than MaxMessageSize dropped
+	Duplicates         atomic.Uint64 // duplicate CON/NON detected (§4.5)
+	DuplicateReplays   atomic.Uint64 // cached responses re-sent for duplicate CONs
+	DedupEvictions     atomic.Uint64 // live dedup entries evicted because the table was full
+	PeerEvictions      atomic.Uint64 // idle peers evicted because the peer table was full
+	Pings              atomic.Uint64 // empty CON answered with RST (CoAP ping, §4.3)
+	UnmatchedAcks      atomic.Uint64 // ACK/RST that matched nothing we sent
+	UnmatchedResponses atomic.Uint64 // responses with an unknown token (rejected with RST)
+	SeparateResponses  atomic.Uint64 // responses sent after an empty ACK (§5.2.2)
+	Overloaded         atomic.Uint64 // requests answered 5.03 because MaxConcurrent was reached
+	WriteErrors        atomic.Uint64 // failed writes to the PacketConn
+	ReadErrors         atomic.Uint64 // failed reads (excluding close)
+	QueueOverflows     atomic.Uint64 // sends refused because a peer's NSTART queue was full
+	RequestsHandled    atomic.Uint64 // requests passed to the handler
+}
+
+// StatsSnapshot is a plain copy of Stats.
+type StatsSnapshot struct {
+	Received, Sent, Retransmissions, Timeouts, ResetsReceived, ResetsSent uint64
+	MalformedRejected, MalformedDropped, BadOption, Oversize              uint64
+	Duplicates, DuplicateReplays, DedupEvictions, PeerEvictions           uint64
+	Pings, UnmatchedAcks, UnmatchedResponses, SeparateResponses           uint64
+	Overloaded, WriteErrors, ReadErrors, QueueOverflows, RequestsHandled  uint64
+}
+
+// Snapshot returns the current counter values.
+func (s *Stats) Snapshot() StatsSnapshot {
+	return StatsSnapshot{
+		Received: s.Received.Load(), Sent: s.Sent.Load(), Retransmissions: s.Retransmissions.Load(),
+		Timeouts: s.Timeouts.Load(), ResetsReceived: s.ResetsReceived.Load(), ResetsSent: s.ResetsSent.Load(),
+		MalformedRejected: s.MalformedRejected.Load(), MalformedDropped: s.MalformedDropped.Load(),
+		BadOption: s.BadOption.Load(), Oversize: s.Oversize.Load(),
+		Duplicates: s.Duplicates.Load(), DuplicateReplays: s.DuplicateReplays.Load(),
+		DedupEvictions: s.DedupEvictions.Load(), PeerEvictions: s.PeerEvictions.Load(),
+		Pings: s.Pings.Load(), UnmatchedAcks: s.UnmatchedAcks.Load(),
+		UnmatchedResponses: s.UnmatchedResponses.Load(), SeparateResponses: s.SeparateResponses.Load(),
+		Overloaded: s.Overloaded.Load(), WriteErrors: s.WriteErrors.Load(), ReadErrors: s.ReadErrors.Load(),
+		QueueOverflows: s.QueueOverflows.Load(), RequestsHandled: s.RequestsHandled.Load(),
+	}
+}

@@ -1,0 +1,246 @@
+package coapside
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+)
+
+// ResponseFunc receives responses matched by token. resp is nil when err is
+// set (ErrReset, ErrTimeout, ErrClosed). Returning false ends the
+// registration. It runs on a read goroutine and must not block.
+type ResponseFunc func(resp *message.Message, from net.Addr, err error) bool
+
+// tokenKey routes responses by (peer, token) (RFC 7252 §5.3.2).
+type tokenKey struct {
+	peer peerKey
+	tok  [message.MaxTokenLength]byte
+	n    uint8
+}
+
+func makeTokenKey(peer peerKey, tok []byte) tokenKey {
+	k := tokenKey{peer: peer, n: uint8(len(tok))}
+	copy(k.tok[:], tok)
+	return k
+}
+
+type tokenReg struct {
+	fn ResponseFunc
+	og *outgoing // the request's transmission, stopped by the first response
+}
+
+// randUint64 returns a random 64-bit value from the runtime's cryptographically
+// seeded generator.
+func randUint64() uint64 { return rand.Uint64() }
+
+// NewToken returns a random 8-byte token (RFC 7252 §5.3.1; RFC 9175 §4
+// recommends unpredictable tokens).
+func NewToken() []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, randUint64())
+	return b
+}
+
+// RegisterToken routes every CON/NON response from peer carrying token to fn
+// until fn returns false or cancel is called; CON responses are acknowledged.
+// Responses with a token nobody registered are rejected with RST. This is the
+// hook for Observe notifications (RFC 7641 §3.3).
+func (e *Endpoint) RegisterToken(peer net.Addr, token []byte, fn ResponseFunc) (cancel func(), err error) {
+	pk := resolvePeer(peer)
+	return e.registerToken(pk, token, fn, nil)
+}
+
+func (e *Endpoint) registerToken(pk peerAddr, token []byte, fn ResponseFunc, og *outgoing) (func(), error) {
+	if len(token) > message.MaxTokenLength {
+		return nil, message.ErrTokenLength
+	}
+	key := makeTokenKey(pk.key, token)
+	reg := &tokenReg{fn: fn, og: og}
+	e.mu.Lock()
+	if e.tokens == nil {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, ok := e.tokens[key]; ok {
+		e.mu.Unlock()
+		return nil, ErrTokenInUse
+	}
+	e.tokens[key] = reg
+	e.mu.Unlock()
+	return func() { e.unregister(key, reg) }, nil
+}
+
+// unregister removes reg if it is still registered and reports whether it was.
+func (e *Endpoint) unregister(key tokenKey, reg *tokenReg) bool {
+	e.mu.Lock()
+	cur, ok := e.tokens[key]
+	if ok && cur == reg {
+		delete(e.tokens, key)
+	}
+	og := reg.og
+	e.mu.Unlock()
+	if ok && cur == reg {
+		og.abandon()
+		return true
+	}
+	return false
+}
+
+// handleResponse processes a CON or NON response (separate response or
+// notification): deduplicate, ACK a CON, route by token, RST when unknown
+// (RFC 7252 §4.2, §4.3, §5.3.2).
+func (e *Endpoint) handleResponse(r *reader, m *message.Message, data []byte, from peerAddr) {
+	con := m.Type == message.Confirmable
+	lifetime := e.p.NonLifetime
+	if con {
+		lifetime = e.p.ExchangeLifetime
+	}
+	ref, res, cached := e.dedup.begin(dedupKey{peer: from.key, mid: m.MessageID}, time.Now(), lifetime, r.scratch)
+	switch res {
+	case dedupDupBusy:
+		e.stats.Duplicates.Add(1)
+		return
+	case dedupDupReplay:
+		e.stats.Duplicates.Add(1)
+		e.stats.DuplicateReplays.Add(1)
+		r.scratch = cached[:0]
+		e.write(cached, &from)
+		return
+	}
+	key := makeTokenKey(from.key, m.Token)
+	e.mu.Lock()
+	_, known := e.tokens[key]
+	e.mu.Unlock()
+	if !known {
+		e.stats.UnmatchedResponses.Add(1)
+		r.out = appendEmpty(r.out[:0], message.Reset, m.MessageID)
+		e.stats.ResetsSent.Add(1)
+		e.write(r.out, &from)
+		e.dedup.complete(ref, r.out)
+		return
+	}
+	if con {
+		r.out = appendEmpty(r.out[:0], message.Acknowledgement, m.MessageID)
+		e.write(r.out, &from)
+		e.dedup.complete(ref, r.out)
+	}
+	e.deliver(cloneMessage(data), from)
+}
+
+// deliver hands a response to its token registration.
+func (e *Endpoint) deliver(resp *message.Message, from peerAddr) {
+	key := makeTokenKey(from.key, resp.Token)
+	e.mu.Lock()
+	reg := e.tokens[key]
+	var og *outgoing
+	if reg != nil {
+		og, reg.og = reg.og, nil
+	}
+	e.mu.Unlock()
+	if reg == nil {
+		return
+	}
+	// RFC 7252 §5.2.2: a separate response may overtake the empty ACK; stop
+	// retransmitting the request either way.
+	og.abandon()
+	if !reg.fn(resp, from.netAddr(), nil) {
+		e.unregister(key, reg)
+	}
+}
+
+// Exchange sends request m (CON or NON) to peer and calls fn for every
+// response carrying m's token: piggybacked, separate, and later notifications,
+// until fn returns false or cancel is called. A random token is set when m has
+// none. Transmission failures reach fn as ErrReset or ErrTimeout. m's
+// MessageID is assigned here.
+func (e *Endpoint) Exchange(peer net.Addr, m *message.Message, fn ResponseFunc) (cancel func(), err error) {
+	return e.exchange(resolvePeer(peer), m, fn)
+}
+
+func (e *Endpoint) exchange(pk peerAddr, m *message.Message, fn ResponseFunc) (func(), error) {
+	if !m.Code.IsRequest() {
+		return nil, ErrMessageType
+	}
+	if len(m.Token) == 0 {
+		m.Token = NewToken()
+	}
+	key := makeTokenKey(pk.key, m.Token)
+	reg := &tokenReg{fn: fn}
+	e.mu.Lock()
+	if e.tokens == nil {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, ok := e.tokens[key]; ok {
+		e.mu.Unlock()
+		return nil, ErrTokenInUse
+	}
+	e.tokens[key] = reg
+	e.mu.Unlock()
+	cancel := func() { e.unregister(key, reg) }
+	var cb OutcomeFunc
+	if m.Type == message.Confirmable {
+		cb = func(o Outcome, _ *message.Message) {
+			if o == Acknowledged {
+				return
+			}
+			if e.unregister(key, reg) {
+				fn(nil, pk.netAddr(), o.Err())
+			}
+		}
+	}
+	og, err := e.transmit(pk, m, cb, true)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if og.con {
+		e.mu.Lock()
+		if cur, ok := e.tokens[key]; ok && cur == reg && og.state.Load() != ogDone {
+			reg.og = og
+		}
+		e.mu.Unlock()
+	}
+	return cancel, nil
+}
+
+// Send transmits m to peer with a fresh message ID. For a CON it blocks until
+// the peer acknowledges (returning the ACK, which may carry a piggybacked
+// response), rejects it (ErrReset), retransmissions run out (ErrTimeout) or
+// ctx ends. For a NON it returns after writing. Use it for notifications
+// (RFC 7641 §4.2) and other messages outside a request/response pair.
+func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) (*message.Message, error) {
+	if m.Type == message.NonConfirmable {
+		_, err := e.transmit(resolvePeer(peer), m, nil, false)
+		return nil, err
+	}
+	type result struct {
+		o   Outcome
+		ack *message.Message
+	}
+	ch := make(chan result, 1)
+	og, err := e.transmit(resolvePeer(peer), m, func(o Outcome, ack *message.Message) { ch <- result{o, ack} }, true)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case res := <-ch:
+		return res.ack, res.o.Err()
+	case <-ctx.Done():
+		og.abandon()
+		return nil, ctx.Err()
+	}
+}
+
+// SendAsync transmits m to peer with a fresh message ID and reports the
+// outcome to cb exactly once (if cb is non-nil): for a CON Acknowledged,
+// ResetByPeer, TimedOut or Closed; for a NON ResetByPeer if an RST arrives
+// within NON_LIFETIME, else NoReply. CONs respect NSTART.
+func (e *Endpoint) SendAsync(peer net.Addr, m *message.Message, cb OutcomeFunc) error {
+	_, err := e.transmit(resolvePeer(peer), m, cb, true)
+	return err
+}

@@ -1,0 +1,301 @@
+package coapside
+
+import (
+	"math/rand/v2"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+)
+
+// Outcome is how a transmission ended.
+type Outcome uint8
+
+// Transmission outcomes reported by SendAsync.
+const (
+	// Acknowledged: the peer sent an ACK for the CON (it may carry a piggybacked response).
+	Acknowledged Outcome = iota + 1
+	// ResetByPeer: the peer answered the CON or NON with RST.
+	ResetByPeer
+	// TimedOut: a CON was not acknowledged after MAX_RETRANSMIT retransmissions.
+	TimedOut
+	// NoReply: a NON was not rejected within NON_LIFETIME (the normal NON outcome).
+	NoReply
+	// Closed: the endpoint closed before the transmission ended.
+	Closed
+)
+
+// String names the outcome.
+func (o Outcome) String() string {
+	switch o {
+	case Acknowledged:
+		return "acknowledged"
+	case ResetByPeer:
+		return "reset"
+	case TimedOut:
+		return "timeout"
+	case NoReply:
+		return "no-reply"
+	case Closed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+// Err maps the outcome to nil or an error.
+func (o Outcome) Err() error {
+	switch o {
+	case ResetByPeer:
+		return ErrReset
+	case TimedOut:
+		return ErrTimeout
+	case Closed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// OutcomeFunc receives the end of a transmission: for Acknowledged, ack is the
+// ACK message (which may carry a piggybacked response). It runs on an internal
+// goroutine and must not block.
+type OutcomeFunc func(o Outcome, ack *message.Message)
+
+const (
+	ogQueued uint32 = iota
+	ogActive
+	ogDone
+)
+
+// outgoing is one message we transmit and may retransmit (RFC 7252 §4.2).
+type outgoing struct {
+	e        *Endpoint
+	peer     peerAddr
+	key      dedupKey
+	data     []byte
+	con      bool
+	nstart   bool // holds an NSTART slot while active
+	attempts int
+	timeout  time.Duration
+	timer    *timerItem
+	cb       OutcomeFunc
+	silent   atomic.Bool // set by abandon: no outcome is reported
+	state    atomic.Uint32
+}
+
+// initialTimeout picks a random timeout in [ACK_TIMEOUT, ACK_TIMEOUT*ACK_RANDOM_FACTOR]
+// (RFC 7252 §4.2).
+func (e *Endpoint) initialTimeout() time.Duration {
+	base := e.p.AckTimeout
+	span := float64(base) * (e.p.AckRandomFactor - 1)
+	if span <= 0 {
+		return base
+	}
+	return base + time.Duration(rand.Float64()*span)
+}
+
+// transmit encodes m for peer with a fresh message ID and sends it. CONs are
+// retransmitted until ACK, RST or MAX_RETRANSMIT; when useNStart is set a CON
+// waits for a free NSTART slot of the peer (RFC 7252 §4.7).
+func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, useNStart bool) (*outgoing, error) {
+	if e.closing.Load() {
+		return nil, ErrClosed
+	}
+	if m.Type != message.Confirmable && m.Type != message.NonConfirmable {
+		return nil, ErrMessageType
+	}
+	now := time.Now()
+	mid, err := e.peers.nextMID(peer.key, now)
+	if err != nil {
+		return nil, err
+	}
+	m.MessageID = mid
+	data, err := m.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	og := &outgoing{
+		e:    e,
+		peer: peer,
+		key:  dedupKey{peer: peer.key, mid: mid},
+		data: data,
+		con:  m.Type == message.Confirmable,
+		cb:   cb,
+	}
+	if og.con && useNStart {
+		og.nstart = true
+		t := e.peers
+		t.mu.Lock()
+		ps, err := t.getLocked(peer.key, now)
+		switch {
+		case err != nil:
+			t.mu.Unlock()
+			return nil, err
+		case ps.inflight < e.p.NStart:
+			ps.inflight++
+		case len(ps.queue) < e.p.MaxQueuePerPeer:
+			ps.queue = append(ps.queue, og)
+			t.mu.Unlock()
+			return og, nil
+		default:
+			t.mu.Unlock()
+			e.stats.QueueOverflows.Add(1)
+			return nil, ErrPeerBusy
+		}
+		t.mu.Unlock()
+	}
+	e.start(og)
+	return og, nil
+}
+
+// start registers og for ACK/RST matching, writes it and arms its timer.
+func (e *Endpoint) start(og *outgoing) {
+	if !og.state.CompareAndSwap(ogQueued, ogActive) {
+		if og.nstart {
+			// Abandoned while queued after being handed a slot: pass it on.
+			e.releaseNStart(og.peer.key)
+		}
+		return
+	}
+	track := og.con || og.cb != nil
+	if track {
+		e.mu.Lock()
+		if e.pending == nil { // closed
+			e.mu.Unlock()
+			og.finish(Closed, nil)
+			return
+		}
+		e.pending[og.key] = og
+		e.mu.Unlock()
+	}
+	// Fields read by onTimer are set before the item enters the scheduler.
+	var wait time.Duration
+	switch {
+	case og.con:
+		og.timeout = e.initialTimeout()
+		wait = og.timeout
+	case og.cb != nil:
+		// A NON may be rejected with RST (RFC 7252 §4.3); report NoReply after NON_LIFETIME.
+		wait = e.p.NonLifetime
+	}
+	if wait > 0 {
+		og.timer = &timerItem{fn: og.onTimer, index: -1}
+	}
+	e.write(og.data, &og.peer)
+	if og.timer != nil && og.state.Load() == ogActive {
+		e.sched.reschedule(og.timer, time.Now().Add(wait))
+	}
+}
+
+// onTimer retransmits with exponential back-off or gives up (RFC 7252 §4.2).
+func (og *outgoing) onTimer(now time.Time) {
+	if og.state.Load() != ogActive {
+		return
+	}
+	e := og.e
+	if !og.con {
+		og.untrack()
+		og.finish(NoReply, nil)
+		return
+	}
+	if og.attempts >= e.p.MaxRetransmit {
+		og.untrack()
+		e.stats.Timeouts.Add(1)
+		og.finish(TimedOut, nil)
+		return
+	}
+	og.attempts++
+	og.timeout *= 2
+	e.stats.Retransmissions.Add(1)
+	e.write(og.data, &og.peer)
+	if og.state.Load() == ogActive {
+		e.sched.reschedule(og.timer, now.Add(og.timeout))
+	}
+}
+
+// untrack removes og from the pending table if it is still there.
+func (og *outgoing) untrack() {
+	e := og.e
+	e.mu.Lock()
+	if cur, ok := e.pending[og.key]; ok && cur == og {
+		delete(e.pending, og.key)
+	}
+	e.mu.Unlock()
+}
+
+// finish ends the transmission once: stops the timer, frees the NSTART slot
+// and reports the outcome.
+func (og *outgoing) finish(o Outcome, ack *message.Message) {
+	prev := og.state.Swap(ogDone)
+	if prev == ogDone {
+		return
+	}
+	if og.timer != nil {
+		og.e.sched.cancel(og.timer)
+	}
+	if prev == ogActive && og.nstart {
+		og.e.releaseNStart(og.peer.key)
+	}
+	if og.cb != nil && !og.silent.Load() {
+		og.cb(o, ack)
+	}
+}
+
+// abandon stops a transmission without reporting an outcome (the caller lost
+// interest, or a response made the ACK moot, RFC 7252 §5.2.2).
+func (og *outgoing) abandon() {
+	if og == nil {
+		return
+	}
+	og.silent.Store(true)
+	og.untrack()
+	og.finish(Closed, nil)
+}
+
+// releaseNStart frees a slot and starts the next queued CON for the peer.
+func (e *Endpoint) releaseNStart(key peerKey) {
+	t := e.peers
+	t.mu.Lock()
+	ps, ok := t.peers[key]
+	if !ok {
+		t.mu.Unlock()
+		return
+	}
+	ps.inflight--
+	var next *outgoing
+	for len(ps.queue) > 0 && next == nil {
+		c := ps.queue[0]
+		ps.queue[0] = nil
+		ps.queue = ps.queue[1:]
+		if c.state.Load() == ogQueued {
+			next = c
+		}
+	}
+	if next != nil {
+		ps.inflight++
+	}
+	ps.lastUsed = time.Now()
+	t.mu.Unlock()
+	if next != nil {
+		e.start(next)
+	}
+}
+
+// write sends one datagram to peer, counting errors.
+func (e *Endpoint) write(data []byte, peer *peerAddr) {
+	var err error
+	if e.udp != nil && peer.key.str == "" {
+		_, err = e.udp.WriteToUDPAddrPort(data, peer.key.ap)
+	} else {
+		_, err = e.conn.WriteTo(data, peer.netAddr())
+	}
+	if err != nil {
+		e.stats.WriteErrors.Add(1)
+		e.log.Debug("coap write failed", "peer", peer.netAddr().String(), "err", err)
+		return
+	}
+	e.stats.Sent.Add(1)
+}
+
+// resolvePeer converts a net.Addr given by a caller.
+func resolvePeer(a net.Addr) peerAddr { return addrPeer(a) }
