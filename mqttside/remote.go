@@ -114,7 +114,7 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	po.SetMaxReconnectInterval(o.MaxBackoff)
 	po.SetResumeSubs(true)
 	// Resend stored QoS 1/2 messages in their original order after a reconnect.
-	po.SetStore(paho.NewOrderedMemoryStore())
+	po.SetStore(newCopyingStore())
 	if isTLSScheme(u.Scheme) {
 		tc, err := o.TLS.Config(u.Hostname())
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
 )
 
 func newTestRemote(t *testing.T, o RemoteOptions) *Remote {
