@@ -60,9 +60,10 @@ type mosquitto struct {
 	conf string
 	Port int
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	out *bytes.Buffer
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	out    *bytes.Buffer
 }
 
 // startMosquitto writes a config with the listener on a loopback port
@@ -102,8 +103,10 @@ func (m *mosquitto) start() {
 		m.mu.Unlock()
 		m.tb.Fatalf("start mosquitto: %v", err)
 	}
-	cmd := m.cmd
+	cmd, exited := m.cmd, make(chan struct{})
+	m.exited = exited
 	m.mu.Unlock()
+	go func() { _ = cmd.Wait(); close(exited) }() // ends when the process does
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", m.Port), 200*time.Millisecond)
@@ -111,7 +114,12 @@ func (m *mosquitto) start() {
 			c.Close()
 			return
 		}
-		if time.Now().After(deadline) || cmd.ProcessState != nil {
+		select {
+		case <-exited:
+			m.tb.Fatalf("mosquitto exited: %v\n%s", err, m.output())
+		default:
+		}
+		if time.Now().After(deadline) {
 			m.tb.Fatalf("mosquitto did not come up on port %d: %v\n%s", m.Port, err, m.output())
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -131,14 +139,14 @@ func (m *mosquitto) output() string {
 // suppression, no final persistence save.
 func (m *mosquitto) Kill() {
 	m.mu.Lock()
-	cmd := m.cmd
+	cmd, exited := m.cmd, m.exited
 	m.cmd = nil
 	m.mu.Unlock()
 	if cmd == nil {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
+	<-exited
 }
 
 // Restart starts the broker again on the same port and config.

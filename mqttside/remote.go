@@ -439,7 +439,7 @@ func (r *Remote) settle() {
 		case f := <-r.inflight:
 			select {
 			case <-f.tok.Done():
-				r.settleOne(f.p, f.tok.Error())
+				r.settleToken(f)
 			case <-r.stop:
 				r.settleOne(f.p, ErrClosed)
 				r.drainInflight()
@@ -465,6 +465,30 @@ func (r *Remote) drainInflight() {
 			return
 		}
 	}
+}
+
+// settleToken reports a finished Paho token. A QoS 1/2 send cut by a
+// disconnect is not lost: Paho stored the message before sending and
+// resends it from its session store after the reconnect (clean session
+// off), so the publisher learns it is pending, not failed.
+func (r *Remote) settleToken(f inflightPub) {
+	err := f.tok.Error()
+	if err == nil || f.p.msg.QoS == 0 || errors.Is(err, paho.ErrNotConnected) {
+		r.settleOne(f.p, err)
+		return
+	}
+	select {
+	case <-r.stop:
+		r.settleOne(f.p, ErrClosed)
+		return
+	default:
+	}
+	r.cnt.requeued.Add(1)
+	r.log.Debug("mqtt publish interrupted, kept for resend", "topic", f.p.msg.Topic, "error", err)
+	f.p.done <- fmt.Errorf("%w: resent after reconnect: %w", ErrPending, err)
+	r.mu.Lock()
+	r.outstanding--
+	r.mu.Unlock()
 }
 
 func (r *Remote) settleOne(p *pending, err error) {

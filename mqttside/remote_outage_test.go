@@ -1,0 +1,235 @@
+package mqttside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// TestRemoteBrokerKilledMidStream kills the broker with SIGKILL while the
+// bridge is publishing a QoS 1 stream, restarts it on the same port, and
+// checks that every message accepted by Publish reaches a subscriber.
+func TestRemoteBrokerKilledMidStream(t *testing.T) {
+	checkLeaks(t)
+	m := startMosquitto(t, 0, "allow_anonymous true\npersistence true\nautosave_interval 1\n")
+
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+	)
+	sub := rawClient(t, m.URL(), "stream-sub", false, nil)
+	waitTok(t, sub.Subscribe("stream/#", 1, func(_ paho.Client, msg paho.Message) {
+		mu.Lock()
+		seen[string(msg.Payload())]++
+		mu.Unlock()
+	}))
+	// Let mosquitto save the subscriber's session, so that the restarted
+	// broker queues messages for it until it is back.
+	time.Sleep(1500 * time.Millisecond)
+
+	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), BufferSize: 1000, MinBackoff: 100 * time.Millisecond})
+	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 400
+	half := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			if i == n/3 {
+				close(half)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			err := r.Publish(ctx, Message{Topic: "stream/a", Payload: fmt.Appendf(nil, "%04d", i), QoS: 1})
+			cancel()
+			if err != nil && !errors.Is(err, ErrPending) {
+				errs <- fmt.Errorf("publish %d: %w", i, err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	<-half
+	m.Kill()
+	eventually(t, 5*time.Second, "client notices the outage", func() bool { return r.State() == StateDisconnected })
+	time.Sleep(300 * time.Millisecond)
+	m.Restart()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	eventually(t, 20*time.Second, "every message delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen) == n
+	})
+	eventually(t, 10*time.Second, "every publish settled", func() bool {
+		st := r.Stats()
+		return st.Published+st.Failed+st.Requeued >= n && st.BufferDepth == 0
+	})
+	st := r.Stats()
+	if st.Failed != 0 || st.Refused != 0 || st.DroppedQoS0 != 0 || st.Reconnects < 1 || st.Buffered == 0 {
+		t.Errorf("stats %+v: want no failures/refusals/drops, a reconnect and buffered messages", st)
+	}
+	mu.Lock()
+	dups := 0
+	for _, c := range seen {
+		dups += c - 1
+	}
+	mu.Unlock()
+	t.Logf("delivered %d distinct messages, %d duplicates (QoS 1 is at least once); buffered %d", n, dups, st.Buffered)
+}
+
+// TestRemoteManualAckRedelivery checks that a QoS 1 message the handler
+// never acknowledged is redelivered after a reconnect, and an acknowledged
+// one is not.
+func TestRemoteManualAckRedelivery(t *testing.T) {
+	checkLeaks(t)
+	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", m.Port))
+	r := newTestRemote(t, RemoteOptions{Broker: p.URL()})
+	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	col := newCollector()
+	col.noAck = func(d *Delivery) bool { return string(d.Payload) == "hold" && !d.Duplicate }
+	if err := r.Subscribe(ctxT(t, 5*time.Second), "ack/#", 1, col); err != nil {
+		t.Fatal(err)
+	}
+	pub := rawClient(t, m.URL(), "ack-pub", true, nil)
+	waitTok(t, pub.Publish("ack/x", 1, false, "hold"))
+	waitTok(t, pub.Publish("ack/x", 1, false, "ok"))
+	eventually(t, 5*time.Second, "first deliveries", func() bool { return col.count() >= 2 })
+
+	p.Cut() // network failure: the broker keeps the session
+	eventually(t, 5*time.Second, "reconnect", func() bool { return r.Stats().Reconnects >= 1 && r.State() == StateConnected })
+	waitTok(t, pub.Publish("ack/x", 1, false, "after"))
+	eventually(t, 5*time.Second, "redelivery and marker", func() bool {
+		ps := strings.Join(col.payloads(), ",")
+		return strings.Count(ps, "hold") >= 2 && strings.Contains(ps, "after")
+	})
+	counts := map[string]int{}
+	for _, d := range col.deliveries() {
+		counts[string(d.Payload)]++
+		if string(d.Payload) == "hold" && counts["hold"] == 2 && !d.Duplicate {
+			t.Error("redelivered message lacks the DUP flag")
+		}
+	}
+	if counts["hold"] != 2 || counts["ok"] != 1 || counts["after"] != 1 {
+		t.Errorf("deliveries %v: want hold twice (unacked, redelivered), ok and after once", counts)
+	}
+}
+
+// TestRemoteStatusAndLastWill checks the retained status topic: "online"
+// after connecting, "offline" from the Last Will when the connection dies,
+// and "offline" on a clean Close.
+func TestRemoteStatusAndLastWill(t *testing.T) {
+	checkLeaks(t)
+	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", m.Port))
+	var (
+		mu     sync.Mutex
+		status []string
+	)
+	sub := rawClient(t, m.URL(), "status-sub", true, nil)
+	waitTok(t, sub.Subscribe("bridge-x/status", 1, func(_ paho.Client, msg paho.Message) {
+		mu.Lock()
+		status = append(status, string(msg.Payload()))
+		mu.Unlock()
+	}))
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(status) == 0 {
+			return ""
+		}
+		return status[len(status)-1]
+	}
+	r := newTestRemote(t, RemoteOptions{Broker: p.URL(), StatusTopic: "bridge-x/status", KeepAlive: 2 * time.Second})
+	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "online", func() bool { return last() == "online" })
+	p.Close() // connection dies and cannot come back
+	eventually(t, 10*time.Second, "last will offline", func() bool { return last() == "offline" })
+	if err := r.Close(ctxT(t, 2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := newTestRemote(t, RemoteOptions{Broker: m.URL(), ClientID: "bridge-y"})
+	if err := r2.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Close(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// A newcomer sees the retained status of the closed client.
+	got := make(chan string, 4)
+	late := rawClient(t, m.URL(), "late-sub", true, nil)
+	waitTok(t, late.Subscribe("bridge-y/status", 1, func(_ paho.Client, msg paho.Message) { got <- string(msg.Payload()) }))
+	select {
+	case s := <-got:
+		if s != "offline" {
+			t.Errorf("retained status after Close = %q, want offline", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no retained status after Close")
+	}
+}
+
+func TestRemoteTLS(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	ca, cert, key := testCA(t, dir)
+	m := startMosquitto(t, 0, fmt.Sprintf("allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\n", ca, cert, key))
+	url := fmt.Sprintf("ssl://127.0.0.1:%d", m.Port)
+
+	t.Run("verified", func(t *testing.T) {
+		for _, scheme := range []string{"ssl", "tls", "mqtts"} {
+			r := newTestRemote(t, RemoteOptions{Broker: strings.Replace(url, "ssl", scheme, 1),
+				ClientID: "tls-" + scheme, TLS: TLSOptions{CAFile: ca, ServerName: "localhost"}})
+			if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+				t.Fatalf("%s: %v", scheme, err)
+			}
+			col := newCollector()
+			if err := r.Subscribe(ctxT(t, 5*time.Second), "tls/t", 1, col); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Publish(ctxT(t, 5*time.Second), Message{Topic: "tls/t", Payload: []byte("secure"), QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "tls delivery", func() bool { return col.count() == 1 })
+		}
+	})
+	t.Run("unknown CA refused", func(t *testing.T) {
+		r := newTestRemote(t, RemoteOptions{Broker: url})
+		err := r.Start(ctxT(t, 5*time.Second))
+		if !errors.Is(err, ErrBrokerRefused) || !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("Start = %v, want a certificate refusal", err)
+		}
+	})
+	t.Run("wrong server name refused", func(t *testing.T) {
+		r := newTestRemote(t, RemoteOptions{Broker: url, TLS: TLSOptions{CAFile: ca, ServerName: "other.example"}})
+		if err := r.Start(ctxT(t, 5*time.Second)); !errors.Is(err, ErrBrokerRefused) {
+			t.Fatalf("Start = %v, want ErrBrokerRefused", err)
+		}
+	})
+	t.Run("missing CA file", func(t *testing.T) {
+		_, err := NewRemote(RemoteOptions{Broker: url, TLS: TLSOptions{CAFile: filepath.Join(dir, "nope.pem")}})
+		if !errors.Is(err, ErrInvalidOptions) {
+			t.Fatalf("NewRemote = %v, want ErrInvalidOptions", err)
+		}
+	})
+}
