@@ -1,0 +1,180 @@
+package observe
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+)
+
+// Notify hands a new state of path to every observer of it and returns how
+// many there are. It never blocks on the network: each observer keeps only
+// the latest state not yet sent, and the workers send it when the
+// observer's previous notification is done (RFC 7641 §4.5.2).
+func (n *Notifier) Notify(path string, st State) int {
+	s := &st
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	res := n.resources[path]
+	if res == nil || n.closed {
+		return 0
+	}
+	for _, o := range res.observers {
+		if o.pending != nil {
+			n.stats.Superseded++
+		}
+		o.pending = s
+		n.enqueueLocked(o)
+	}
+	n.cond.Broadcast()
+	return len(res.observers)
+}
+
+func (n *Notifier) enqueueLocked(o *observer) {
+	if o.queued || o.inflight || o.removed || o.pending == nil {
+		return
+	}
+	o.queued = true
+	n.queue.push(o)
+}
+
+// Run starts the workers and blocks until ctx is canceled; then it stops
+// them, waits for every Send they started to return, and returns nil.
+// Sends in progress see ctx canceled. After Run returns the Notifier
+// accepts no registrations. Run may be called once; later calls return
+// ErrClosed.
+func (n *Notifier) Run(ctx context.Context) error {
+	n.mu.Lock()
+	if n.running || n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	n.running = true
+	n.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for range n.opts.Workers {
+		wg.Go(func() { n.work(ctx) })
+	}
+	<-ctx.Done()
+	n.mu.Lock()
+	n.closed = true
+	n.cond.Broadcast()
+	n.mu.Unlock()
+	wg.Wait()
+	return nil
+}
+
+// work sends queued notifications until the Notifier closes.
+func (n *Notifier) work(ctx context.Context) {
+	for {
+		n.mu.Lock()
+		for n.queue.len() == 0 && !n.closed {
+			n.cond.Wait()
+		}
+		if n.closed {
+			n.mu.Unlock()
+			return
+		}
+		o := n.queue.pop()
+		o.queued = false
+		if o.removed || o.inflight || o.pending == nil {
+			n.mu.Unlock()
+			continue
+		}
+		st := o.pending
+		o.pending = nil
+		o.inflight = true
+		o.seq = NextSeq(o.seq)
+		now := n.opts.Now()
+		// RFC 7641 §4.5: NON by default, CON at least every ConEvery
+		// notifications and at least every ConInterval (24 h).
+		con := int(o.sinceCON)+1 >= n.opts.ConEvery ||
+			now.UnixNano()-o.lastCON >= int64(n.opts.ConInterval)
+		msg := Notification{Observer: o.public(), State: *st, Seq: o.seq, Confirmable: con}
+		n.mu.Unlock()
+
+		if n.async != nil {
+			n.async.SendAsync(ctx, msg, func(err error) { n.complete(ctx, o, msg, err) })
+			continue
+		}
+		n.complete(ctx, o, msg, n.sender.Send(ctx, msg))
+	}
+}
+
+// complete records the outcome of one notification and queues the
+// observer's next pending state, if any.
+func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, err error) {
+	var reason error
+	n.mu.Lock()
+	o.inflight = false
+	switch {
+	case err == nil:
+		n.stats.Sent++
+		if msg.Confirmable {
+			n.stats.Confirmable++
+			o.sinceCON = 0
+			o.lastCON = n.opts.Now().UnixNano()
+		} else {
+			o.sinceCON++
+		}
+		if msg.Code.IsError() {
+			reason = ErrFinal
+		}
+	case errors.Is(err, ErrReset):
+		n.stats.Resets++
+		reason = ErrReset
+	case errors.Is(err, ErrTimeout):
+		n.stats.Timeouts++
+		reason = ErrTimeout
+	case ctx.Err() != nil:
+		// Shutting down: not the observer's fault.
+	default:
+		n.stats.SendErrors++
+		n.opts.Logger.LogAttrs(ctx, slog.LevelDebug, "observe notification failed",
+			slog.String("path", msg.Path), slog.String("endpoint", msg.Endpoint), slog.Any("error", err))
+	}
+	removed := false
+	if reason != nil && !o.removed {
+		n.removeLocked(o)
+		removed = true
+	}
+	if !n.closed {
+		n.enqueueLocked(o)
+		if o.queued {
+			n.cond.Signal()
+		}
+	}
+	n.mu.Unlock()
+	if removed {
+		n.deregistered(msg.Observer, reason)
+	}
+}
+
+// ring is a growable FIFO of observers.
+type ring struct {
+	buf        []*observer
+	head, size int
+}
+
+func (r *ring) len() int { return r.size }
+
+func (r *ring) push(o *observer) {
+	if r.size == len(r.buf) {
+		nb := make([]*observer, max(16, 2*len(r.buf)))
+		for i := range r.size {
+			nb[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = o
+	r.size++
+}
+
+func (r *ring) pop() *observer {
+	o := r.buf[r.head]
+	r.buf[r.head] = nil
+	r.head = (r.head + 1) % len(r.buf)
+	r.size--
+	return o
+}

@@ -1,0 +1,337 @@
+package observe
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+)
+
+// Defaults for Options.
+const (
+	DefaultConEvery     = 10
+	DefaultConInterval  = 24 * time.Hour
+	DefaultMaxObservers = 100_000
+)
+
+// Options configure a Notifier. Zero values take the defaults.
+type Options struct {
+	// Workers is the number of goroutines calling the Sender. With a
+	// blocking Sender, this many observers can have a notification in
+	// flight at once; an AsyncSender needs few. Default 4*GOMAXPROCS.
+	Workers int
+	// ConEvery makes at least every ConEvery-th notification to an observer
+	// confirmable (RFC 7641 §4.5). Default 10; 1 makes all confirmable.
+	ConEvery int
+	// ConInterval makes a notification confirmable when the observer's last
+	// confirmed contact is this old (RFC 7641 §4.5: at least every 24 h).
+	ConInterval time.Duration
+	// MaxObservers bounds registrations across all resources. Default
+	// 100,000.
+	MaxObservers int
+	// OnDeregister, if set, is called (without locks held) whenever an
+	// observer is removed, with the reason: ErrReset, ErrTimeout, ErrFinal,
+	// ErrDeregistered, or ErrReplaced.
+	OnDeregister func(o Observer, reason error)
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger receives debug logs of send failures; default discards.
+	Logger *slog.Logger
+}
+
+// State is a resource representation to notify.
+type State struct {
+	// Code is the response code; 0 means 2.05 Content. A 4.xx/5.xx code
+	// ends the observation after it is sent (RFC 7641 §3.2, §4.2).
+	Code message.Code
+	// Payload is the representation; it must not be modified after Notify.
+	Payload []byte
+	// ContentFormat of Payload.
+	ContentFormat uint16
+	// MaxAge in seconds for the Max-Age option (RFC 7641 §4.3.1).
+	MaxAge uint32
+}
+
+// Observer identifies one registration: a client endpoint and the token
+// of its registration request, on a resource path (RFC 7641 §4.1).
+type Observer struct {
+	Path     string
+	Endpoint string
+	Token    string
+}
+
+// Notification is one message the Sender must transmit: a response with
+// the registration's token, an Observe option of Seq, and State.
+type Notification struct {
+	Observer
+	State
+	// Seq is the Observe option value (24 bits).
+	Seq uint32
+	// Confirmable selects CON (true) or NON.
+	Confirmable bool
+}
+
+// Sender transmits notifications. For a NON notification Send returns once
+// the message is written. For a CON it returns when the message is
+// acknowledged (nil), answered with RST (an error wrapping ErrReset) or
+// given up after retransmissions (an error wrapping ErrTimeout). An RST to a
+// NON notification can be reported through Notifier.Reset. Send must return
+// promptly when ctx is canceled.
+type Sender interface {
+	Send(ctx context.Context, n Notification) error
+}
+
+// SenderFunc adapts a function to Sender.
+type SenderFunc func(ctx context.Context, n Notification) error
+
+// Send calls f.
+func (f SenderFunc) Send(ctx context.Context, n Notification) error { return f(ctx, n) }
+
+// AsyncSender is an optional interface of a Sender that can start a
+// transmission without blocking and report its outcome later, for example
+// from a retransmission scheduler. When the Sender implements it, workers
+// never wait on a confirmable notification. done must be called exactly
+// once, with the same meaning as Send's result.
+type AsyncSender interface {
+	SendAsync(ctx context.Context, n Notification, done func(error))
+}
+
+// Registration is the result of Register.
+type Registration struct {
+	// Seq is the Observe value for the registration's response.
+	Seq uint32
+	// Replaced is true when an earlier registration with the same endpoint
+	// and token was replaced (RFC 7641 §4.1).
+	Replaced bool
+}
+
+// Stats counts Notifier events.
+type Stats struct {
+	Observers    int    // registered now
+	Sent         uint64 // notifications delivered to the Sender successfully
+	Confirmable  uint64 // of which confirmable
+	Superseded   uint64 // pending states replaced by a newer one before sending
+	Resets       uint64 // observers removed after RST
+	Timeouts     uint64 // observers removed after an unacknowledged CON
+	SendErrors   uint64 // other Sender errors (observer kept)
+	Deregistered uint64 // all removals, any reason
+}
+
+type obsKey struct{ endpoint, token string }
+
+type resource struct {
+	path      string
+	observers []*observer
+}
+
+// observer is one registration's state. Guarded by Notifier.mu.
+type observer struct {
+	res      *resource
+	idx      int // position in res.observers
+	key      obsKey
+	seq      uint32
+	sinceCON uint32
+	lastCON  int64 // unix nanoseconds of the last confirmed contact
+	pending  *State
+	inflight bool
+	queued   bool
+	removed  bool
+}
+
+func (o *observer) public() Observer {
+	return Observer{Path: o.res.path, Endpoint: o.key.endpoint, Token: o.key.token}
+}
+
+// Notifier is the server-side observer registry and notification fan-out
+// (RFC 7641 §4). Register and Deregister follow requests; Notify hands a new
+// resource state to every observer of a path. Each observer has at most one
+// notification in flight; while it is in flight newer states replace each
+// other and only the latest is sent next (RFC 7641 §4.5.2), so a slow
+// observer never delays the others. Run starts the workers; all methods are
+// safe for concurrent use.
+type Notifier struct {
+	sender Sender
+	async  AsyncSender
+	opts   Options
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	resources map[string]*resource
+	index     map[obsKey]*observer
+	queue     ring
+	running   bool
+	closed    bool
+	stats     Stats
+}
+
+// New returns a Notifier sending through s. No goroutine runs until Run.
+func New(s Sender, opts Options) *Notifier {
+	if opts.Workers <= 0 {
+		opts.Workers = 4 * runtime.GOMAXPROCS(0)
+	}
+	if opts.ConEvery <= 0 {
+		opts.ConEvery = DefaultConEvery
+	}
+	if opts.ConInterval <= 0 {
+		opts.ConInterval = DefaultConInterval
+	}
+	if opts.MaxObservers <= 0 {
+		opts.MaxObservers = DefaultMaxObservers
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Notifier{
+		sender:    s,
+		opts:      opts,
+		resources: make(map[string]*resource),
+		index:     make(map[obsKey]*observer),
+	}
+	n.async, _ = s.(AsyncSender)
+	n.cond = sync.NewCond(&n.mu)
+	return n
+}
+
+// Register adds an observer of path for the client at endpoint with the
+// token of its GET with Observe=0 (RFC 7641 §3.1, §4.1). A registration with
+// the same endpoint and token replaces the earlier one, even on another
+// path. The returned Seq goes into the Observe option of the response.
+func (n *Notifier) Register(path, endpoint string, token []byte) (Registration, error) {
+	now := n.opts.Now()
+	k := obsKey{endpoint, string(token)}
+	var replacedObs Observer
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return Registration{}, ErrClosed
+	}
+	old, replaced := n.index[k]
+	if replaced {
+		replacedObs = old.public()
+		n.removeLocked(old)
+	} else if len(n.index) >= n.opts.MaxObservers {
+		n.mu.Unlock()
+		return Registration{}, fmt.Errorf("%w: limit %d", ErrTooManyObservers, n.opts.MaxObservers)
+	}
+	res := n.resources[path]
+	if res == nil {
+		res = &resource{path: path}
+		n.resources[path] = res
+	}
+	// RFC 7641 §4.4: the initial value may come from a local clock; seconds
+	// keep a restarted server ahead of its earlier values for a while.
+	o := &observer{
+		res: res, idx: len(res.observers), key: k,
+		seq:     uint32(now.Unix()) & SeqMask,
+		lastCON: now.UnixNano(),
+	}
+	res.observers = append(res.observers, o)
+	n.index[k] = o
+	seq := o.seq
+	n.mu.Unlock()
+	if replaced {
+		n.deregistered(replacedObs, ErrReplaced)
+	}
+	return Registration{Seq: seq, Replaced: replaced}, nil
+}
+
+// Deregister removes the observer with endpoint and token, after a GET with
+// Observe=1 (RFC 7641 §3.6). It reports whether one was registered.
+func (n *Notifier) Deregister(endpoint string, token []byte) bool {
+	return n.removeKey(obsKey{endpoint, string(token)}, ErrDeregistered)
+}
+
+// Reset removes the observer with endpoint and token after the client
+// answered a notification with RST (RFC 7641 §3.6), for transports that
+// learn about an RST outside Send (for example one to a NON notification).
+func (n *Notifier) Reset(endpoint string, token []byte) bool {
+	return n.removeKey(obsKey{endpoint, string(token)}, ErrReset)
+}
+
+func (n *Notifier) removeKey(k obsKey, reason error) bool {
+	n.mu.Lock()
+	o, ok := n.index[k]
+	var pub Observer
+	if ok {
+		pub = o.public()
+		n.removeLocked(o)
+		if reason == ErrReset {
+			n.stats.Resets++
+		}
+	}
+	n.mu.Unlock()
+	if ok {
+		n.deregistered(pub, reason)
+	}
+	return ok
+}
+
+// DeregisterEndpoint removes every observer of endpoint, for a peer known to
+// be gone (a closed DTLS session). It returns how many were removed.
+func (n *Notifier) DeregisterEndpoint(endpoint string) int {
+	var gone []Observer
+	n.mu.Lock()
+	for k, o := range n.index {
+		if k.endpoint == endpoint {
+			gone = append(gone, o.public())
+			n.removeLocked(o)
+		}
+	}
+	n.mu.Unlock()
+	for _, o := range gone {
+		n.deregistered(o, ErrDeregistered)
+	}
+	return len(gone)
+}
+
+// removeLocked unlinks o from its resource and the index.
+func (n *Notifier) removeLocked(o *observer) {
+	if o.removed {
+		return
+	}
+	o.removed = true
+	o.pending = nil
+	res := o.res
+	last := len(res.observers) - 1
+	res.observers[o.idx] = res.observers[last]
+	res.observers[o.idx].idx = o.idx
+	res.observers[last] = nil
+	res.observers = res.observers[:last]
+	if len(res.observers) == 0 {
+		delete(n.resources, res.path)
+	}
+	delete(n.index, o.key)
+	n.stats.Deregistered++
+}
+
+func (n *Notifier) deregistered(o Observer, reason error) {
+	if n.opts.OnDeregister != nil {
+		n.opts.OnDeregister(o, reason)
+	}
+}
+
+// Observers returns the number of observers of path.
+func (n *Notifier) Observers(path string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if res := n.resources[path]; res != nil {
+		return len(res.observers)
+	}
+	return 0
+}
+
+// Stats returns a snapshot of the counters.
+func (n *Notifier) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.stats
+	s.Observers = len(n.index)
+	return s
+}
