@@ -38,7 +38,7 @@ func ParseMethod(s string) (Method, error) {
 			return Method(m), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown method %q (want GET, POST, PUT, DELETE, FETCH, PATCH or iPATCH)", s)
+	return 0, fmt.Errorf("unknown method %q (want GET, POST, PUT, DELETE, FETCH, PATCH or iPATCH)", clip(s))
 }
 
 // ContentFormat is a CoAP Content-Format number (RFC 7252 §12.3).
@@ -92,5 +92,5 @@ func ParseContentFormat(s string) (ContentFormat, error) {
 	if n, err := strconv.ParseUint(s, 10, 16); err == nil {
 		return ContentFormat(n), nil
 	}
-	return 0, fmt.Errorf("unknown content format %q (want text, json, cbor, senml+json, senml+cbor, octet-stream, ... or a number)", s)
+	return 0, fmt.Errorf("unknown content format %q (want text, json, cbor, senml+json, senml+cbor, octet-stream, ... or a number)", clip(s))
 }

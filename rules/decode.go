@@ -43,7 +43,7 @@ func (x *dec) checkKeys() {
 	allowed := keys[x.e.section]
 	for _, f := range x.e.fields {
 		if !contains(allowed, f.key) {
-			x.d.addf(x.pos(f.line), "unknown key %q in [[%s]]%s", f.key, x.e.section, suggest(f.key, allowed))
+			x.d.addf(x.pos(f.line), "unknown key %q in [[%s]]%s", clip(f.key), x.e.section, suggest(f.key, allowed))
 		}
 	}
 }
@@ -142,11 +142,11 @@ func (x *dec) duration(key string, required bool) (time.Duration, bool) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		x.d.addf(x.pos(line), "key %q: bad duration %q (write e.g. \"30s\", \"5m\")", key, s)
+		x.d.addf(x.pos(line), "key %q: bad duration %q (write e.g. \"30s\", \"5m\")", key, clip(s))
 		return 0, false
 	}
 	if d <= 0 {
-		x.d.addf(x.pos(line), "key %q: duration must be positive, got %q", key, s)
+		x.d.addf(x.pos(line), "key %q: duration must be positive, got %q", key, clip(s))
 		return 0, false
 	}
 	return d, true

@@ -50,14 +50,34 @@ type Pos struct {
 // String formats the position as "file:line".
 func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
 
+// MaxErrors bounds the problems reported for one load; a hostile or badly
+// broken file cannot make the report itself unbounded.
+const MaxErrors = 1000
+
 // diags collects errors while loading.
 type diags struct {
-	list Errors
+	list    Errors
+	dropped int
 }
 
 func (d *diags) addf(p Pos, format string, args ...any) {
-	d.list = append(d.list, Error{File: p.File, Line: p.Line, Msg: fmt.Sprintf(format, args...)})
+	if len(d.list) >= MaxErrors {
+		d.dropped++
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > maxMsgLen {
+		// Values from the file are echoed in messages; keep each line short.
+		msg = strings.ToValidUTF8(msg[:maxMsgLen], "") + "..."
+	}
+	d.list = append(d.list, Error{File: p.File, Line: p.Line, Msg: msg})
 }
+
+// maxMsgLen bounds one message.
+const maxMsgLen = 400
+
+// full reports whether further errors would be dropped.
+func (d *diags) full() bool { return len(d.list) >= MaxErrors }
 
 // err returns the collected errors sorted by file and line, or nil.
 func (d *diags) err() error {
@@ -72,5 +92,18 @@ func (d *diags) err() error {
 		}
 		return out[i].Line < out[j].Line
 	})
+	if d.dropped > 0 {
+		last := out[len(out)-1]
+		out = append(out, Error{File: last.File, Msg: fmt.Sprintf("%d more problems not shown", d.dropped)})
+	}
 	return out
+}
+
+// clip shortens a value echoed in a message.
+func clip(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
 }

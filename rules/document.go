@@ -133,9 +133,9 @@ func parseDocument(file string, data []byte, d *diags) []*entry {
 			cur, ignored = nil, true
 			switch {
 			case !contains(sections, name):
-				d.addf(pos, "unknown section [[%s]]%s", name, suggest(name, sections))
+				d.addf(pos, "unknown section [[%s]]%s", clip(name), suggest(name, sections))
 			case e.Kind == unstable.Table:
-				d.addf(pos, "[%s] must be written as an array of tables: [[%s]]", name, name)
+				d.addf(pos, "[%s] must be written as an array of tables: [[%s]]", clip(name), clip(name))
 			default:
 				cur = &entry{section: name, pos: pos, byKey: map[string]*field{}}
 				entries = append(entries, cur)
@@ -147,12 +147,12 @@ func parseDocument(file string, data []byte, d *diags) []*entry {
 			key := strings.Join(keys, ".")
 			if cur == nil {
 				if !ignored {
-					d.addf(pos, "key %q is outside any section; start one with [[ingress]], [[command]], ...", key)
+					d.addf(pos, "key %q is outside any section; start one with [[ingress]], [[command]], ...", clip(key))
 				}
 				continue
 			}
 			if prev, dup := cur.byKey[key]; dup {
-				d.addf(pos, "duplicate key %q (first set on line %d)", key, prev.line)
+				d.addf(pos, "duplicate key %q (first set on line %d)", clip(key), prev.line)
 				continue
 			}
 			f := &field{key: key, line: line, val: w.value(e.Value(), line, 0)}

@@ -147,62 +147,74 @@ func (n *trieNode[T]) matchTopic(topic string, pos int, accept func(T) bool) *in
 }
 
 // Overlapping calls fn for every indexed pattern that some concrete path or
-// topic matches together with p (see Overlaps). The trie is walked only
-// along branches p can reach.
-func (ix *Index[T]) Overlapping(p Pattern, fn func(Pattern, T)) {
-	ix.root.overlap(p.segs, func(e *indexed[T]) {
+// topic matches together with p (see Overlaps), until fn returns false. The
+// trie is walked only along branches p can reach.
+func (ix *Index[T]) Overlapping(p Pattern, fn func(Pattern, T) bool) {
+	ix.root.overlap(p.segs, func(e *indexed[T]) bool {
 		if Overlaps(p, e.pat) {
-			fn(e.pat, e.val)
+			return fn(e.pat, e.val)
 		}
+		return true
 	})
 }
 
-func (n *trieNode[T]) overlap(segs []Segment, fn func(*indexed[T])) {
-	if len(segs) == 0 {
-		for _, e := range n.leaf {
-			fn(e)
+func visit[T any](list []*indexed[T], fn func(*indexed[T]) bool) bool {
+	for _, e := range list {
+		if !fn(e) {
+			return false
 		}
-		return
 	}
-	for _, e := range n.rest {
-		fn(e)
+	return true
+}
+
+func (n *trieNode[T]) overlap(segs []Segment, fn func(*indexed[T]) bool) bool {
+	if len(segs) == 0 {
+		return visit(n.leaf, fn)
+	}
+	if !visit(n.rest, fn) {
+		return false
 	}
 	switch s := segs[0]; s.Kind {
 	case SegLiteral:
-		if c := n.lit[s.Text]; c != nil {
-			c.overlap(segs[1:], fn)
+		if c := n.lit[s.Text]; c != nil && !c.overlap(segs[1:], fn) {
+			return false
 		}
 		if n.capture != nil {
-			n.capture.overlap(segs[1:], fn)
+			return n.capture.overlap(segs[1:], fn)
 		}
 	case SegCapture:
 		for _, c := range n.lit {
-			c.overlap(segs[1:], fn)
+			if !c.overlap(segs[1:], fn) {
+				return false
+			}
 		}
 		if n.capture != nil {
-			n.capture.overlap(segs[1:], fn)
+			return n.capture.overlap(segs[1:], fn)
 		}
 	case SegRest:
 		for _, c := range n.lit {
-			c.all(fn)
+			if !c.all(fn) {
+				return false
+			}
 		}
 		if n.capture != nil {
-			n.capture.all(fn)
+			return n.capture.all(fn)
 		}
 	}
+	return true
 }
 
-func (n *trieNode[T]) all(fn func(*indexed[T])) {
-	for _, e := range n.leaf {
-		fn(e)
-	}
-	for _, e := range n.rest {
-		fn(e)
+func (n *trieNode[T]) all(fn func(*indexed[T]) bool) bool {
+	if !visit(n.leaf, fn) || !visit(n.rest, fn) {
+		return false
 	}
 	for _, c := range n.lit {
-		c.all(fn)
+		if !c.all(fn) {
+			return false
+		}
 	}
 	if n.capture != nil {
-		n.capture.all(fn)
+		return n.capture.all(fn)
 	}
+	return true
 }

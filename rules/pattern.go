@@ -84,7 +84,7 @@ func parsePattern(s string, syn Syntax) (Pattern, error) {
 	for i, part := range parts {
 		seg, err := parseSegment(part, syn)
 		if err != nil {
-			return p, fmt.Errorf("%w (segment %d %q)", err, i+1, part)
+			return p, fmt.Errorf("%w (segment %d %q)", err, i+1, clip(part))
 		}
 		if seg.Kind != SegLiteral {
 			if seen[seg.Text] {
@@ -114,7 +114,7 @@ func parseSegment(part string, syn Syntax) (Segment, error) {
 			name, kind = n, SegRest
 		}
 		if !validName(name) {
-			return Segment{}, fmt.Errorf("%w: bad capture name %q (letters, digits and '_', not starting with a digit)", ErrPattern, name)
+			return Segment{}, fmt.Errorf("%w: bad capture name %q (letters, digits and '_', not starting with a digit)", ErrPattern, clip(name))
 		}
 		return Segment{Kind: kind, Text: name}, nil
 	}

@@ -24,7 +24,7 @@ func (x *dec) device() *Device {
 	r := &Device{Pos: x.e.pos, hash: x.hash()}
 	name, line, ok := x.str("name", true)
 	if ok && !validDeviceName(name) {
-		x.d.addf(x.pos(line), "device name %q: use letters, digits, '.', '_' or '-'", name)
+		x.d.addf(x.pos(line), "device name %q: use letters, digits, '.', '_' or '-'", clip(name))
 	}
 	r.Name = name
 	if u, line, ok := x.str("url", true); ok {
@@ -121,7 +121,7 @@ func (x *dec) identity(path Pattern) string {
 	name, found := strings.CutPrefix(s, "{")
 	name, closed := strings.CutSuffix(name, "}")
 	if !found || !closed || !validName(name) {
-		x.d.addf(x.pos(line), "key \"identity\": want a capture such as \"{device}\", got %q", s)
+		x.d.addf(x.pos(line), "key \"identity\": want a capture such as \"{device}\", got %q", clip(s))
 		return ""
 	}
 	if !path.IsZero() && !path.Has(name) {
@@ -166,11 +166,11 @@ func (x *dec) devicePaths(pathsRequired bool) (devices, paths []string) {
 		p, err := ParsePath(s)
 		switch {
 		case err != nil:
-			x.d.addf(x.pos(line), "key \"paths\": %q: %s", s, strings.TrimPrefix(err.Error(), "rules: "))
+			x.d.addf(x.pos(line), "key \"paths\": %q: %s", clip(s), strings.TrimPrefix(err.Error(), "rules: "))
 		case len(p.Captures()) > 0:
-			x.d.addf(x.pos(line), "key \"paths\": %q: captures are not allowed in resource paths", s)
+			x.d.addf(x.pos(line), "key \"paths\": %q: captures are not allowed in resource paths", clip(s))
 		case seen[s]:
-			x.d.addf(x.pos(line), "key \"paths\": %q listed twice", s)
+			x.d.addf(x.pos(line), "key \"paths\": %q listed twice", clip(s))
 		default:
 			seen[s] = true
 			paths = append(paths, s)

@@ -19,7 +19,7 @@ const (
 // filled in.
 func parseDeviceURL(s string) (secure bool, hostport string, err error) {
 	if !strings.Contains(s, "://") {
-		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", s)
+		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
 	}
 	u, err := url.Parse(s)
 	if err != nil {
@@ -27,22 +27,22 @@ func parseDeviceURL(s string) (secure bool, hostport string, err error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return false, "", fmt.Errorf("bad url %q: %v", s, err)
+		return false, "", fmt.Errorf("bad url %q: %v", clip(s), err)
 	}
 	switch u.Scheme {
 	case "coap":
 	case "coaps":
 		secure = true
 	case "":
-		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", s)
+		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
 	default:
-		return false, "", fmt.Errorf("bad url %q: scheme %q is not coap or coaps", s, u.Scheme)
+		return false, "", fmt.Errorf("bad url %q: scheme %q is not coap or coaps", clip(s), clip(u.Scheme))
 	}
 	if u.Opaque != "" || u.Hostname() == "" {
-		return false, "", fmt.Errorf("bad url %q: missing host", s)
+		return false, "", fmt.Errorf("bad url %q: missing host", clip(s))
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return false, "", fmt.Errorf("bad url %q: a device url is scheme://host[:port] only", s)
+		return false, "", fmt.Errorf("bad url %q: a device url is scheme://host[:port] only", clip(s))
 	}
 	port := u.Port()
 	if port == "" {
@@ -71,17 +71,17 @@ func ParseURLTemplate(s string) (URLTemplate, error) {
 	t := URLTemplate{raw: s}
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
-		return t, fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", s)
+		return t, fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
 	}
 	switch scheme {
 	case "coap":
 	case "coaps":
 		t.secure = true
 	default:
-		return t, fmt.Errorf("bad url %q: scheme %q is not coap or coaps", s, scheme)
+		return t, fmt.Errorf("bad url %q: scheme %q is not coap or coaps", clip(s), clip(scheme))
 	}
 	if strings.ContainsAny(rest, "?#") {
-		return t, fmt.Errorf("bad url %q: query and fragment are not supported", s)
+		return t, fmt.Errorf("bad url %q: query and fragment are not supported", clip(s))
 	}
 	authority, path := rest, "/"
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
@@ -89,23 +89,23 @@ func ParseURLTemplate(s string) (URLTemplate, error) {
 	}
 	switch {
 	case authority == "":
-		return t, fmt.Errorf("bad url %q: missing host", s)
+		return t, fmt.Errorf("bad url %q: missing host", clip(s))
 	case strings.HasPrefix(authority, "{"):
 		name, ok := strings.CutSuffix(authority[1:], "}")
 		if !ok || !validName(name) {
-			return t, fmt.Errorf("bad url %q: host must be {name}, a device name or host[:port]", s)
+			return t, fmt.Errorf("bad url %q: host must be {name}, a device name or host[:port]", clip(s))
 		}
 		t.hostCapture = name
 	default:
 		u, err := url.Parse(scheme + "://" + authority)
 		if err != nil || u.Hostname() == "" || u.User != nil {
-			return t, fmt.Errorf("bad url %q: bad host %q", s, authority)
+			return t, fmt.Errorf("bad url %q: bad host %q", clip(s), clip(authority))
 		}
 		t.host = authority
 	}
 	p, err := ParsePath(path)
 	if err != nil {
-		return t, fmt.Errorf("bad url %q: %w", s, err)
+		return t, fmt.Errorf("bad url %q: %w", clip(s), err)
 	}
 	t.path = p
 	return t, nil

@@ -18,6 +18,9 @@ func validate(s *Set, d *diags) {
 	checkLoops(s, d)
 }
 
+// maxPairs bounds the conflicting rules reported against one rule.
+const maxPairs = 5
+
 type named struct {
 	kind Kind
 	name string
@@ -240,10 +243,11 @@ func buildRoutes(s *Set, d *diags) {
 			continue
 		}
 		var clash []*Route
-		s.routes.Overlapping(p, func(q Pattern, o *Route) {
+		s.routes.Overlapping(p, func(q Pattern, o *Route) bool {
 			if intersects(r.methods(), o.methods()) && Ambiguous(p, q) {
 				clash = append(clash, o)
 			}
+			return len(clash) < maxPairs && !d.full()
 		})
 		sortByPos(clash, (*Route).pos)
 		for _, o := range clash {
@@ -261,10 +265,11 @@ func buildCommands(s *Set, d *diags) {
 			continue
 		}
 		var clash []*Command
-		s.commands.Overlapping(c.Filter, func(q Pattern, o *Command) {
+		s.commands.Overlapping(c.Filter, func(q Pattern, o *Command) bool {
 			if Ambiguous(c.Filter, q) {
 				clash = append(clash, o)
 			}
+			return len(clash) < maxPairs && !d.full()
 		})
 		sortByPos(clash, func(o *Command) Pos { return o.Pos })
 		for _, o := range clash {
@@ -282,7 +287,10 @@ func checkLoops(s *Set, d *diags) {
 			return
 		}
 		var hits []*Command
-		s.commands.Overlapping(topic, func(_ Pattern, c *Command) { hits = append(hits, c) })
+		s.commands.Overlapping(topic, func(_ Pattern, c *Command) bool {
+			hits = append(hits, c)
+			return len(hits) < maxPairs && !d.full()
+		})
 		sortByPos(hits, func(o *Command) Pos { return o.Pos })
 		for _, c := range hits {
 			d.addf(pos, "%s: topic %q can be matched by filter %q of %s at %s: a feedback loop", what, topic, c.Filter, ruleName(KindCommand, c.Name), c.Pos)
