@@ -142,7 +142,8 @@ func (e *Embedded) Start(ctx context.Context) error {
 }
 
 func (e *Embedded) start() error {
-	if err := e.srv.AddHook(&authHook{acl: e.acl, log: e.log}, nil); err != nil {
+	hook := &authHook{acl: e.acl, log: e.log, maxPayload: e.opts.MaxPayload, invalid: &e.cnt.invalid}
+	if err := e.srv.AddHook(hook, nil); err != nil {
 		return err
 	}
 	if e.opts.PersistenceDir != "" {
@@ -321,18 +322,39 @@ func (e *Embedded) Close(context.Context) error {
 	return e.srv.Close()
 }
 
-// authHook applies the ACL to external clients. The inline client
-// bypasses it.
+// authHook applies the ACL and the payload limit to external clients.
+// The inline client bypasses the ACL; its payloads are checked by Publish.
 type authHook struct {
 	mqtt.HookBase
-	acl *ACL
-	log *slog.Logger
+	acl        *ACL
+	log        *slog.Logger
+	maxPayload int
+	invalid    *atomic.Uint64
 }
 
 func (h *authHook) ID() string { return "bridge-auth" }
 
 func (h *authHook) Provides(b byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, b) >= 0
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, b) >= 0
+}
+
+// OnPublish refuses payloads above the limit. An MQTT 5 client gets a
+// PUBACK/PUBREC with reason 0x95 "packet too large" (MQTT 5 §3.4.2.1); an
+// MQTT 3.1.1 client, which has no way to hear a refusal, is disconnected
+// (MQTT 3.1.1 §4.8: the server closes the connection on a protocol it
+// will not process).
+func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || len(pk.Payload) <= h.maxPayload {
+		return pk, nil
+	}
+	h.invalid.Add(1)
+	h.log.Info("mqtt client payload too large", "client_id", cl.ID, "topic", pk.TopicName,
+		"bytes", len(pk.Payload), "limit", h.maxPayload)
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		return pk, packets.ErrPacketTooLarge
+	}
+	cl.Stop(packets.ErrPacketTooLarge)
+	return pk, packets.ErrRejectPacket
 }
 
 // OnConnectAuthenticate answers CONNECT; false sends "not authorized"

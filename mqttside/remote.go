@@ -537,7 +537,17 @@ func (r *Remote) Subscribe(ctx context.Context, filter string, qos byte, h Handl
 	if err := waitToken(ctx, tok); err != nil {
 		return fmt.Errorf("mqtt: subscribe %q on %s: %w", filter, r.broker, err)
 	}
-	return subscribeResult(tok, filter)
+	if err := subscribeResult(tok, filter); err != nil {
+		// Forget it, and drop Paho's route, which an UNSUBSCRIBE removes:
+		// otherwise the handler would still see messages of other
+		// subscriptions that match this filter.
+		r.mu.Lock()
+		delete(r.subs, filter)
+		r.mu.Unlock()
+		r.pc.Unsubscribe(filter)
+		return err
+	}
+	return nil
 }
 
 func subscribeResult(tok paho.Token, filter string) error {
