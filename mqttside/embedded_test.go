@@ -311,7 +311,7 @@ func TestEmbeddedACL(t *testing.T) {
 	alice := rawClient(t, url, "alice-1", true, func(o *paho.ClientOptions) {
 		o.SetUsername("alice").SetPassword("alice-pw")
 	})
-	waitTok(t, alice.Publish("sensors/bob/t", 0, false, "forged"))  // denied: not her topic
+	waitTok(t, alice.Publish("sensors/bob/t", 0, false, "forged"))   // denied: not her topic
 	waitTok(t, alice.Publish("sensors/alice/secret", 0, false, "s")) // denied by deny pattern
 	waitTok(t, alice.Publish("sensors/alice/t", 0, false, "ok"))     // allowed
 	eventually(t, 5*time.Second, "allowed publish", func() bool { return inbox.count() >= 1 })
