@@ -113,3 +113,22 @@ func TestTrackerClear(t *testing.T) {
 		t.Error("Accepted wrong")
 	}
 }
+
+func TestReregisterAt(t *testing.T) {
+	last := time.Unix(100, 0)
+	tests := []struct {
+		maxAge uint32
+		margin time.Duration
+		want   time.Time
+	}{
+		{DefaultMaxAge, 0, time.Unix(160, 0)},
+		{DefaultMaxAge, 5 * time.Second, time.Unix(165, 0)},
+		{0, 2 * time.Second, time.Unix(102, 0)},
+		{0xffffffff, 0, last.Add(0xffffffff * time.Second)},
+	}
+	for _, tt := range tests {
+		if got := ReregisterAt(last, tt.maxAge, tt.margin); !got.Equal(tt.want) {
+			t.Errorf("ReregisterAt(%d, %v) = %v, want %v", tt.maxAge, tt.margin, got, tt.want)
+		}
+	}
+}

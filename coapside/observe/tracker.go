@@ -123,3 +123,16 @@ func (t *Tracker) Clear() { *t = Tracker{ResetAfter: t.ResetAfter, ResetMinGap: 
 // Last returns the latest accepted sequence number and its arrival time; ok
 // is false before the first notification.
 func (t *Tracker) Last() (seq uint32, at time.Time, ok bool) { return t.seq, t.at, t.has }
+
+// DefaultMaxAge is the Max-Age of a response without the option, in
+// seconds (RFC 7252 §5.10.5).
+const DefaultMaxAge = 60
+
+// ReregisterAt returns when a client should re-register an observation
+// whose latest notification arrived at last carrying Max-Age maxAge
+// seconds: once the representation is no longer fresh and margin has
+// passed without a new notification (RFC 7641 §3.3.1). Pass DefaultMaxAge
+// when the notification had no Max-Age option.
+func ReregisterAt(last time.Time, maxAge uint32, margin time.Duration) time.Time {
+	return last.Add(time.Duration(maxAge)*time.Second + margin)
+}
