@@ -31,6 +31,8 @@ type helloInfo struct {
 	// fragment reports that the ClientHello is fragmented, so only its
 	// headers could be checked.
 	fragment bool
+	// suites are the cipher suites the client offers (nil for a fragment).
+	suites []uint16
 }
 
 // looksLikeDTLS reports whether b starts with a plausible DTLS record header:
@@ -57,6 +59,22 @@ func recordEpoch(b []byte) int {
 		return -1
 	}
 	return int(binary.BigEndian.Uint16(b[3:5]))
+}
+
+// maxEpoch returns the highest epoch among the records of datagram b, or -1
+// when b does not start with a DTLS record. A flight often packs an epoch-0
+// ChangeCipherSpec and an epoch-1 Finished into one datagram (RFC 6347 §4.1).
+func maxEpoch(b []byte) int {
+	best := -1
+	for looksLikeDTLS(b) {
+		best = max(best, int(binary.BigEndian.Uint16(b[3:5])))
+		n := recordHeaderLen + int(binary.BigEndian.Uint16(b[11:13]))
+		if n > len(b) {
+			break
+		}
+		b = b[n:]
+	}
+	return best
 }
 
 // inspectHello checks the first datagram from an unknown peer before any
@@ -115,7 +133,7 @@ func inspectHello(b []byte) (info helloInfo, err error) {
 	if err := checkExtensions(msg); err != nil {
 		return helloInfo{}, err
 	}
-	return helloInfo{cookie: len(ch.Cookie) > 0}, nil
+	return helloInfo{cookie: len(ch.Cookie) > 0, suites: ch.CipherSuiteIDs}, nil
 }
 
 // checkExtensions walks the extensions block of a ClientHello body strictly:

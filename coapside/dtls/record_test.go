@@ -128,6 +128,9 @@ func FuzzInspectHello(f *testing.F) {
 	f.Add(buildHello(helloParts{exts: extBlock([]byte{0xab, 0xcd, 0xff, 0xff, 1, 2})}))
 	f.Add(buildHello(helloParts{exts: extBlock(extEMS), fragLen: 20}))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if e := maxEpoch(b); e < recordEpoch(b) {
+			t.Fatalf("maxEpoch %d < first epoch %d", e, recordEpoch(b))
+		}
 		info, err := inspectHello(b)
 		if err != nil {
 			if strings.Contains(err.Error(), "parser panic") {
@@ -142,4 +145,26 @@ func FuzzInspectHello(f *testing.F) {
 			t.Fatalf("accepted non-hello %x (info %+v)", b, info)
 		}
 	})
+}
+
+func TestMaxEpoch(t *testing.T) {
+	ccs := []byte{20, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 5, 0, 1, 1}          // ChangeCipherSpec, epoch 0
+	fin := []byte{22, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 4, 9, 9, 9, 9} // encrypted Finished, epoch 1
+	bad := []byte{22, 0xfe, 0xfd, 0, 2, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1}    // length beyond datagram
+	tests := []struct {
+		name string
+		in   []byte
+		want int
+	}{
+		{"coap", coapGET, -1},
+		{"hello", buildHello(helloParts{}), 0},
+		{"ccs then finished", append(append([]byte(nil), ccs...), fin...), 1},
+		{"truncated second record", append(append([]byte(nil), ccs...), bad...), 2},
+		{"trailing garbage", append(append([]byte(nil), ccs...), 0x40, 1, 2), 0},
+	}
+	for _, tt := range tests {
+		if got := maxEpoch(tt.in); got != tt.want {
+			t.Errorf("%s: maxEpoch = %d, want %d", tt.name, got, tt.want)
+		}
+	}
 }

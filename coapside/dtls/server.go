@@ -182,7 +182,7 @@ func (s *ServerConn) unknownPeer(b []byte, addr net.Addr, key peerKey) {
 		sess.cookieSeen.Store(true)
 	}
 	sess.raw.deliver(append([]byte(nil), b...))
-	cfg := s.sessionConfig(sess)
+	cfg := s.sessionConfig(sess, info)
 	cookieTimer := time.AfterFunc(s.cfg.CookieTimeout, func() {
 		if !sess.cookieSeen.Load() {
 			sess.cookieLate.Store(true)
@@ -197,8 +197,15 @@ func (s *ServerConn) unknownPeer(b []byte, addr net.Addr, key peerKey) {
 
 // sessionConfig is the pion config for one handshake: the shared base plus
 // callbacks that record what the handshake learns about the peer.
-func (s *ServerConn) sessionConfig(sess *session) *pdtls.Config {
+func (s *ServerConn) sessionConfig(sess *session, hello helloInfo) *pdtls.Config {
 	cfg := s.base
+	if s.cfg.PSK != nil && s.verifier.enabled() && onlyPSK(hello.suites) {
+		// pion requests a client certificate whatever the suite; a client
+		// offering only PSK suites gets a PSK-only handshake instead.
+		cfg.CipherSuites = filterSuites(cfg.CipherSuites, isPSKSuite)
+		cfg.ClientAuth = pdtls.NoClientCert
+		cfg.Certificates = nil
+	}
 	if store := s.cfg.PSK; store != nil {
 		cfg.PSK = func(id []byte) ([]byte, error) {
 			identity := string(id)

@@ -126,11 +126,11 @@ func (s *session) stopped() bool {
 // observeHandshakeRecord notes evidence while the handshake runs: encrypted
 // records (the peer's Finished) and the return of the cookie.
 func (s *session) observeHandshakeRecord(b []byte) {
-	e := recordEpoch(b)
-	if e > 0 {
+	if maxEpoch(b) > 0 {
 		s.sawEncrypted.Store(true)
 		return
 	}
+	e := recordEpoch(b)
 	if e == 0 && !s.cookieSeen.Load() {
 		if info, err := inspectHello(b); err == nil && (info.cookie || info.fragment) {
 			s.cookieSeen.Store(true)
@@ -218,13 +218,12 @@ func (s *session) fail(err error) {
 	why := endReason(s.why.Load())
 	reason := s.classify(err)
 	s.err = &HandshakeError{Reason: reason, Peer: s.addr.String(), Err: err}
-	close(s.ready)
-	if why == endShutdown || why == endClosed {
-		return // not the peer's failure
+	if why != endShutdown && why != endClosed { // else not the peer's failure
+		ep.stats.handshakesFailed[reason].Add(1)
+		ep.log.Warn("dtls handshake failed", "peer", s.addr.String(), "reason", reason.String(),
+			"identity", s.identity(), "role", ep.opt.role, "err", err)
 	}
-	ep.stats.handshakesFailed[reason].Add(1)
-	ep.log.Warn("dtls handshake failed", "peer", s.addr.String(), "reason", reason.String(),
-		"identity", s.identity(), "role", ep.opt.role, "err", err)
+	close(s.ready) // after the counters, so a waiter sees them
 }
 
 // classify maps a handshake error and the evidence gathered on the way to a

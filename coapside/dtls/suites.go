@@ -2,6 +2,7 @@ package dtls
 
 import (
 	"fmt"
+	"strings"
 
 	pdtls "github.com/pion/dtls/v2"
 )
@@ -69,3 +70,32 @@ func suitesFor(explicit []CipherSuite, psk, cert bool) []CipherSuite {
 
 // CipherSuiteName returns the IANA name of a suite.
 func CipherSuiteName(s CipherSuite) string { return pdtls.CipherSuiteName(s) }
+
+// isPSKSuite reports whether a suite authenticates with a pre-shared key.
+func isPSKSuite(id CipherSuite) bool {
+	return strings.Contains(pdtls.CipherSuiteName(id), "_PSK_")
+}
+
+// onlyPSK reports whether every offered suite is a PSK suite.
+func onlyPSK(offered []uint16) bool {
+	if len(offered) == 0 {
+		return false
+	}
+	for _, id := range offered {
+		if !isPSKSuite(CipherSuite(id)) {
+			return false
+		}
+	}
+	return true
+}
+
+// filterSuites keeps the suites for which keep is true.
+func filterSuites(in []CipherSuite, keep func(CipherSuite) bool) []CipherSuite {
+	var out []CipherSuite
+	for _, s := range in {
+		if keep(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,190 @@
+package dtls
+
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestPSKHandshakeFailures runs clients with bad credentials against one
+// server and checks both ends refuse and count the right reason.
+func TestPSKHandshakeFailures(t *testing.T) {
+	tests := []struct {
+		name       string
+		identity   string
+		key        string
+		wantServer FailReason
+	}{
+		{name: "wrong key", identity: "dev-1", key: "hex:ffffffffffffffffffffffffffffffff", wantServer: FailBadPSK},
+		{name: "unknown identity", identity: "intruder", key: "hex:00112233445566778899aabbccddeeff", wantServer: FailUnknownIdentity},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			scfg := pskServerConfig(t)
+			scfg.HandshakeTimeout = 1500 * time.Millisecond
+			srv := startServer(t, scfg)
+			done := echo(t, srv)
+			lim := fastLimits(t)
+			lim.HandshakeTimeout = 1500 * time.Millisecond
+			cli := startClient(t, ClientConfig{
+				Credentials: Credentials{PSKIdentity: tt.identity, PSK: mustKey(t, tt.key)},
+				Limits:      lim,
+			})
+			_, err := cli.WriteTo([]byte("hello"), srv.LocalAddr())
+			var he *HandshakeError
+			if !errors.As(err, &he) || !errors.Is(err, ErrHandshake) {
+				t.Fatalf("WriteTo err = %v, want *HandshakeError", err)
+			}
+			eventually(t, 3*time.Second, "server failure counted", func() bool {
+				return srv.Stats().TotalFailed() == 1
+			})
+			st := srv.Stats()
+			if st.Failed(tt.wantServer) != 1 {
+				t.Fatalf("server failures %v, want 1 x %v", st.HandshakesFailed, tt.wantServer)
+			}
+			if st.HandshakesOK != 0 || st.SessionsActive != 0 || st.HandshakesActive != 0 {
+				t.Fatalf("server kept state after failure: %+v", st)
+			}
+			if cs := cli.Stats(); cs.TotalFailed() != 1 || cs.SessionsActive != 0 {
+				t.Fatalf("client stats %+v", cs)
+			}
+			if _, ok := srv.PeerIdentity(cli.LocalAddr()); ok {
+				t.Fatal("identity reported for a failed handshake")
+			}
+			_ = srv.Close()
+			<-done
+		})
+	}
+}
+
+// TestPSKReload checks that a replaced key table governs new handshakes.
+func TestPSKReload(t *testing.T) {
+	scfg := pskServerConfig(t)
+	srv := startServer(t, scfg)
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	newCli := func(id, key string) *ClientConn {
+		lim := fastLimits(t)
+		lim.HandshakeTimeout = time.Second
+		return startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: id, PSK: mustKey(t, key)}, Limits: lim})
+	}
+	if _, err := roundTrip(t, newCli("dev-3", "three"), srv.LocalAddr(), "x"); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("dev-3 before reload: %v, want handshake failure", err)
+	}
+	scfg.PSK.Replace(map[string]Secret{"dev-3": mustKey(t, "three")})
+	if got, err := roundTrip(t, newCli("dev-3", "three"), srv.LocalAddr(), "x"); err != nil || got != "echo:x" {
+		t.Fatalf("dev-3 after reload: %q, %v", got, err)
+	}
+	if _, err := roundTrip(t, newCli("dev-1", "hex:00112233445566778899aabbccddeeff"), srv.LocalAddr(), "x"); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("dev-1 after removal: %v, want handshake failure", err)
+	}
+}
+
+// TestPlaintextToDTLSPort sends plaintext CoAP and stray records to the
+// listener: they are dropped, counted, and the listener keeps serving.
+func TestPlaintextToDTLSPort(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	raw, err := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	appData := []byte{23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4}
+	for _, b := range [][]byte{coapGET, coapGET, {0}, appData} {
+		if _, err := raw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 2*time.Second, "drops counted", func() bool {
+		st := srv.Stats()
+		return st.DroppedNotDTLS == 3 && st.DroppedUnknownPeer == 1
+	})
+	_ = raw.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := raw.Read(make([]byte, 100)); err == nil {
+		t.Fatalf("listener answered plaintext with %d bytes", n)
+	}
+	cli := startClient(t, ClientConfig{
+		Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")},
+		Limits:      fastLimits(t),
+	})
+	if got, err := roundTrip(t, cli, srv.LocalAddr(), "still up"); err != nil || got != "echo:still up" {
+		t.Fatalf("after plaintext: %q, %v", got, err)
+	}
+	if st := srv.Stats(); st.HandshakesActive != 0 || st.SessionsActive != 1 {
+		t.Fatalf("plaintext created state: %+v", st)
+	}
+}
+
+// TestGarbageClientHello sends ClientHellos with broken extensions: refused
+// before any session state, counted, no reply.
+func TestGarbageClientHello(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	raw, err := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	bad := [][]byte{
+		buildHello(helloParts{exts: extBlock([]byte{0xab, 0xcd, 0xff, 0xff, 1, 2})}),
+		buildHello(helloParts{exts: extBlock(ext(0x000a, []byte{0x00, 0x09, 0x00}))}),
+		buildHello(helloParts{exts: extBlock(extEMS, extEMS)}),
+		buildHello(helloParts{exts: append(extBlock(extEMS), 0xff, 0xff)}),
+	}
+	for _, b := range bad {
+		if _, err := raw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 2*time.Second, "malformed hellos counted", func() bool {
+		return srv.Stats().RefusedMalformed == uint64(len(bad))
+	})
+	_ = raw.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
+	if n, err := raw.Read(make([]byte, 100)); err == nil {
+		t.Fatalf("listener answered a malformed hello with %d bytes", n)
+	}
+	if st := srv.Stats(); st.HandshakesActive != 0 || st.SessionsActive != 0 {
+		t.Fatalf("malformed hello created state: %+v", st)
+	}
+	// A well-formed hello from the same socket is answered with a
+	// HelloVerifyRequest (RFC 6347 §4.2.1), not a ServerHello.
+	if _, err := raw.Write(buildHello(helloParts{exts: extBlock(extEMS, extCurves)})); err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 512)
+	n, err := raw.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer to a valid hello: %v", err)
+	}
+	if n < recordHeaderLen+1 || buf[0] != 22 || buf[recordHeaderLen] != 3 { // 3 = hello_verify_request
+		t.Fatalf("answer is not a HelloVerifyRequest: %x", buf[:n])
+	}
+	if n >= len(buildHello(helloParts{exts: extBlock(extEMS, extCurves)}))*3 {
+		t.Fatalf("HelloVerifyRequest of %d bytes amplifies", n)
+	}
+}
+
+// TestCookieTimeout: a client that never returns the cookie (a spoofed
+// source) holds its handshake slot only for CookieTimeout.
+func TestCookieTimeout(t *testing.T) {
+	scfg := pskServerConfig(t)
+	scfg.CookieTimeout = 200 * time.Millisecond
+	scfg.HandshakeTimeout = 10 * time.Second
+	srv := startServer(t, scfg)
+	raw, err := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write(buildHello(helloParts{exts: extBlock(extEMS, extCurves)})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "handshake started", func() bool { return srv.Stats().HandshakesActive == 1 })
+	eventually(t, 2*time.Second, "handshake slot released", func() bool {
+		st := srv.Stats()
+		return st.HandshakesActive == 0 && st.Failed(FailTimeout) == 1
+	})
+}
