@@ -174,6 +174,9 @@ func (a *Assembler) Receive(key Key, req Request) Decision {
 	if int64(req.Size1) > int64(a.opts.MaxBodySize) {
 		return a.tooLargeLocked(key, int(req.Size1))
 	}
+	if blk.Num == 0 && len(req.Payload) > a.opts.MaxBodySize {
+		return a.tooLargeLocked(key, len(req.Payload))
+	}
 	offset := blk.Offset()
 
 	t := a.transfers[key]

@@ -166,6 +166,13 @@ func TestAssembler(t *testing.T) {
 			},
 		},
 		{
+			name: "single block over a small limit gives 4.13",
+			opts: AssemblerOptions{MaxBodySize: 100},
+			steps: []step{
+				{num: 0, more: false, szx: 3, from: 0, to: 101, code: message.RequestEntityTooLarge, size1Out: 100},
+			},
+		},
+		{
 			name: "short block with M set gives 4.00",
 			steps: []step{
 				{num: 0, more: true, szx: 6, from: 0, to: 1000, code: message.BadRequest},

@@ -80,7 +80,8 @@ type Notification struct {
 // acknowledged (nil), answered with RST (an error wrapping ErrReset) or
 // given up after retransmissions (an error wrapping ErrTimeout). An RST to a
 // NON notification can be reported through Notifier.Reset. Send must return
-// promptly when ctx is canceled.
+// promptly when ctx is canceled. The Payload is shared by all observers of
+// the state and must not be modified.
 type Sender interface {
 	Send(ctx context.Context, n Notification) error
 }
