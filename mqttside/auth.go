@@ -119,8 +119,9 @@ func (a *ACL) compile() error {
 		case a.byName[u.Name] != nil:
 			return fmt.Errorf("%w: %s: duplicate user %q", ErrAuthFile, where, u.Name)
 		}
+		// The bcrypt error would quote part of the value: keep it out.
 		if _, err := bcrypt.Cost([]byte(u.Password.Reveal())); err != nil {
-			return fmt.Errorf("%w: user %q: password must be a bcrypt hash: %w", ErrAuthFile, u.Name, err)
+			return fmt.Errorf("%w: user %q: password must be a bcrypt hash ($2a$, $2b$ or $2y$)", ErrAuthFile, u.Name)
 		}
 		if err := u.compile(fmt.Sprintf("user %q", u.Name)); err != nil {
 			return err
