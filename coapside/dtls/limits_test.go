@@ -1,0 +1,241 @@
+package dtls
+
+import (
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestHandshakeFlood opens 200 sockets that each send a ClientHello and
+// never continue. The handshake limit holds, the excess is refused and
+// counted, every slot is released by the cookie timeout, and a real client
+// still gets through afterwards.
+func TestHandshakeFlood(t *testing.T) {
+	const sockets = 200
+	scfg := pskServerConfig(t)
+	scfg.MaxHandshakes = 50
+	scfg.MaxSessions = 100
+	scfg.CookieTimeout = 300 * time.Millisecond
+	srv := startServer(t, scfg)
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+
+	hello := buildHello(helloParts{exts: extBlock(extEMS, extCurves)})
+	conns := make([]*net.UDPConn, 0, sockets)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	var peak int64
+	for range sockets {
+		c, err := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		peak = max(peak, srv.Stats().HandshakesActive)
+	}
+	eventually(t, 2*time.Second, "all hellos handled", func() bool {
+		st := srv.Stats()
+		peak = max(peak, st.HandshakesActive)
+		return st.RefusedLimit+uint64(st.HandshakesActive)+st.TotalFailed() >= sockets
+	})
+	if peak > int64(scfg.MaxHandshakes) {
+		t.Fatalf("peak handshakes %d > limit %d", peak, scfg.MaxHandshakes)
+	}
+	if st := srv.Stats(); st.RefusedLimit < sockets-uint64(scfg.MaxHandshakes) {
+		t.Fatalf("refused %d, want at least %d", st.RefusedLimit, sockets-scfg.MaxHandshakes)
+	}
+	eventually(t, 3*time.Second, "slots released", func() bool {
+		st := srv.Stats()
+		return st.HandshakesActive == 0 && st.SessionsActive == 0
+	})
+	cli := startClient(t, ClientConfig{
+		Credentials: Credentials{PSKIdentity: "dev-1", PSK: mustKey(t, "hex:00112233445566778899aabbccddeeff")},
+		Limits:      fastLimits(t),
+	})
+	if got, err := roundTrip(t, cli, srv.LocalAddr(), "after flood"); err != nil || got != "echo:after flood" {
+		t.Fatalf("after flood: %q, %v", got, err)
+	}
+}
+
+// TestSessionLimit: with MaxSessions established, a further client is
+// refused and counted; the established ones keep working.
+func TestSessionLimit(t *testing.T) {
+	scfg := pskServerConfig(t)
+	scfg.MaxSessions = 2
+	srv := startServer(t, scfg)
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	mk := func() *ClientConn {
+		lim := fastLimits(t)
+		lim.HandshakeTimeout = 700 * time.Millisecond
+		return startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: lim})
+	}
+	a, b, c := mk(), mk(), mk()
+	for _, cli := range []*ClientConn{a, b} {
+		if _, err := roundTrip(t, cli, srv.LocalAddr(), "in"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.WriteTo([]byte("over"), srv.LocalAddr()); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("third client: %v, want handshake failure", err)
+	}
+	if st := srv.Stats(); st.RefusedLimit == 0 || st.SessionsActive != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := roundTrip(t, a, srv.LocalAddr(), "still"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIdleExpiry: sessions idle past IdleTimeout are closed on both ends,
+// counted, and the client handshakes again on its next write.
+func TestIdleExpiry(t *testing.T) {
+	scfg := pskServerConfig(t)
+	scfg.IdleTimeout = 300 * time.Millisecond
+	srv := startServer(t, scfg)
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	lim := fastLimits(t)
+	lim.IdleTimeout = time.Hour
+	cli := startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: lim})
+	if _, err := roundTrip(t, cli, srv.LocalAddr(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "server session expired", func() bool {
+		st := srv.Stats()
+		return st.SessionsExpired == 1 && st.SessionsActive == 0
+	})
+	// The server's close_notify ends the client's session too.
+	eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
+	if got, err := roundTrip(t, cli, srv.LocalAddr(), "b"); err != nil || got != "echo:b" {
+		t.Fatalf("after expiry: %q, %v", got, err)
+	}
+	if cs := cli.Stats(); cs.HandshakesOK != 2 {
+		t.Fatalf("client handshakes %d, want 2", cs.HandshakesOK)
+	}
+}
+
+// TestClientIdleExpiry: the client expires a session whose server went
+// quiet, counted in its own stats.
+func TestClientIdleExpiry(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	lim := fastLimits(t)
+	lim.IdleTimeout = 200 * time.Millisecond
+	cli := startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: lim})
+	if _, err := roundTrip(t, cli, srv.LocalAddr(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "client session expired", func() bool {
+		cs := cli.Stats()
+		return cs.SessionsExpired == 1 && cs.SessionsActive == 0
+	})
+}
+
+// TestConcurrentWritersShareHandshake: many goroutines writing to a new
+// peer at once cause one handshake.
+func TestConcurrentWritersShareHandshake(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	cli := startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: fastLimits(t)})
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := cli.WriteTo([]byte("x"), srv.LocalAddr())
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = cli.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 64)
+	for i := range n {
+		if _, _, err := cli.ReadFrom(buf); err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+	}
+	if cs, ss := cli.Stats(), srv.Stats(); cs.HandshakesOK != 1 || ss.HandshakesOK != 1 {
+		t.Fatalf("handshakes client=%d server=%d, want 1", cs.HandshakesOK, ss.HandshakesOK)
+	}
+}
+
+// TestPeerRestartSamePort: a client that loses its state and handshakes
+// again from the same port replaces its old session (RFC 6347 §4.2.8).
+func TestPeerRestartSamePort(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	cred := Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}
+	first, err := NewClientConn("127.0.0.1:0", ClientConfig{Credentials: cred, Limits: fastLimits(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := roundTrip(t, first, srv.LocalAddr(), "1"); err != nil {
+		t.Fatal(err)
+	}
+	local := first.LocalAddr().String()
+	// Drop the socket without close_notify, as a rebooting device would.
+	_ = first.ep.pc.Close()
+	_ = first.Close()
+	time.Sleep(1100 * time.Millisecond) // sessions younger than 1s are not replaced
+	second, err := NewClientConn(local, ClientConfig{Credentials: cred, Limits: fastLimits(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if got, err := roundTrip(t, second, srv.LocalAddr(), "2"); err != nil || got != "echo:2" {
+		t.Fatalf("after restart: %q, %v", got, err)
+	}
+	if st := srv.Stats(); st.SessionsReplaced != 1 || st.HandshakesOK != 2 || st.SessionsActive != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestCloseReleasesEverything closes a server with live sessions and
+// handshakes; goleak in TestMain checks the goroutines.
+func TestCloseReleasesEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	srv, err := Listen("udp", "127.0.0.1:0", pskServerConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := echo(t, srv)
+	cli, err := NewClientConn("127.0.0.1:0", ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: fastLimits(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := roundTrip(t, cli, srv.LocalAddr(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+	_, _ = raw.Write(buildHello(helloParts{exts: extBlock(extEMS, extCurves)}))
+	eventually(t, time.Second, "pending handshake", func() bool { return srv.Stats().HandshakesActive == 1 })
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
+	_ = cli.Close()
+	_ = raw.Close()
+	eventually(t, 2*time.Second, "goroutines back", func() bool { return runtime.NumGoroutine() <= before })
+}
