@@ -226,12 +226,18 @@ func (n *Notifier) Register(path, endpoint string, token []byte) (Registration, 
 		res = &resource{path: path}
 		n.resources[path] = res
 	}
-	// RFC 7641 §4.4: the initial value may come from a local clock; seconds
-	// keep a restarted server ahead of its earlier values for a while.
+	// RFC 7641 §4.4: a new registration starts from a local clock, so a
+	// restarted server does not repeat the values of its previous run.
 	o := &observer{
 		res: res, idx: len(res.observers), key: k,
 		seq:     uint32(now.Unix()) & SeqMask,
 		lastCON: now.UnixNano(),
+	}
+	if replaced {
+		// A client re-registering with the same token judges the response
+		// against the notifications it already has (RFC 7641 §3.3.1), so
+		// the sequence continues.
+		o.seq = NextSeq(old.seq)
 	}
 	res.observers = append(res.observers, o)
 	n.index[k] = o

@@ -488,3 +488,29 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("shutdown counted as failure: %+v", st)
 	}
 }
+
+func TestReregistrationContinuesSequence(t *testing.T) {
+	fs := newFakeSender(nil)
+	clk := &clock{t: time.Unix(1000, 0)}
+	n := New(fs, Options{Now: clk.Now})
+	first, _ := n.Register("/r", "e", []byte("t"))
+	start(t, n)
+	var tr Tracker
+	tr.Check(first.Seq, clk.Now())
+	for range 3 {
+		n.Notify("/r", State{})
+		tr.Check(fs.next(t).Seq, clk.Now())
+	}
+	// Same token again: the response must still look newer to the client.
+	again, err := n.Register("/r", "e", []byte("t"))
+	if err != nil || !again.Replaced || again.Seq != first.Seq+4 {
+		t.Fatalf("re-registration %+v, %v; want seq %d", again, err, first.Seq+4)
+	}
+	if v := tr.Check(again.Seq, clk.Now()); v != Accept {
+		t.Fatalf("client judged the re-registration response %v", v)
+	}
+	n.Notify("/r", State{})
+	if m := fs.next(t); m.Seq != again.Seq+1 {
+		t.Fatalf("next notification seq %d, want %d", m.Seq, again.Seq+1)
+	}
+}
