@@ -165,7 +165,8 @@ func (s *Set) Subscriptions() []Subscription {
 }
 
 // Watch is one (device, resource) pair that an observe or poll rule keeps
-// fed: the unit the bridge starts and stops on reload.
+// fed: the unit the bridge starts and stops on reload. For an observe rule
+// with discover, Path is empty and the bridge finds the paths itself.
 type Watch struct {
 	Device *Device
 	Path   string
@@ -174,8 +175,14 @@ type Watch struct {
 	Poll    *Poll
 }
 
-// Key identifies the watch across reloads: device and path.
-func (w Watch) Key() string { return w.Device.Name + " " + w.Path }
+// Key identifies the watch across reloads: device and path, or device and
+// rule for discovery.
+func (w Watch) Key() string {
+	if w.Path == "" && w.Observe != nil {
+		return w.Device.Name + " discover " + w.Observe.Name
+	}
+	return w.Device.Name + " " + w.Path
+}
 
 // Captures returns {device} and {path...} as observe and poll rules bind
 // them: the device name and the path without its leading '/'.
@@ -183,17 +190,21 @@ func (w Watch) Captures() Captures {
 	return Captures{{Name: "device", Value: w.Device.Name}, {Name: "path", Value: strings.TrimPrefix(w.Path, "/")}}
 }
 
-// Watches lists every device resource observed or polled with fixed paths.
-// Observe rules using discover are not listed: the bridge discovers their
-// paths at run time.
+// Watches lists every device resource observed or polled, and one watch per
+// device of each observe rule using discover.
 func (s *Set) Watches() []Watch {
 	var out []Watch
 	for _, o := range s.Observe {
 		for _, dn := range o.Devices {
+			d, ok := s.devices[dn]
+			if !ok {
+				continue
+			}
+			if o.Discover != "" {
+				out = append(out, Watch{Device: d, Observe: o})
+			}
 			for _, p := range o.Paths {
-				if d, ok := s.devices[dn]; ok {
-					out = append(out, Watch{Device: d, Path: p, Observe: o})
-				}
+				out = append(out, Watch{Device: d, Path: p, Observe: o})
 			}
 		}
 	}
