@@ -1,0 +1,147 @@
+package mqttside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRemoteCloseSettlesBufferedMessages(t *testing.T) {
+	checkLeaks(t)
+	var logs syncBuffer
+	r := newTestRemote(t, RemoteOptions{Broker: fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t)), Logger: testLogger(&logs)})
+	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := r.Publish(short, Message{Topic: "c/a", QoS: 1}); !errors.Is(err, ErrPending) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("publish while offline with short ctx = %v, want ErrPending", err)
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- r.Publish(context.Background(), Message{Topic: "c/b", QoS: 1}) }()
+	eventually(t, time.Second, "second message buffered", func() bool { return r.Stats().BufferDepth == 2 })
+
+	start := time.Now()
+	if err := r.Close(ctxT(t, 200*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v with a 200ms context", d)
+	}
+	select {
+	case err := <-waiting:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("waiting publisher got %v, want ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("waiting publisher not released by Close")
+	}
+	st := r.Stats()
+	if st.Failed != 2 || st.BufferDepth != 0 || st.Connected {
+		t.Errorf("stats after Close %+v, want 2 failed", st)
+	}
+	if !strings.Contains(logs.String(), "undelivered") {
+		t.Error("undelivered messages at Close not logged")
+	}
+	if r.State() != StateClosed {
+		t.Errorf("state %v", r.State())
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	if err := r.Publish(context.Background(), Message{Topic: "c/a"}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Publish after Close = %v", err)
+	}
+	if err := r.Subscribe(context.Background(), "c/#", 0, newCollector()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Subscribe after Close = %v", err)
+	}
+	if err := r.Start(context.Background()); err == nil {
+		t.Error("Start after Close succeeded")
+	}
+}
+
+func TestRemoteUnsubscribeAndRefusedSubscription(t *testing.T) {
+	checkLeaks(t)
+	// The embedded broker answers a subscription outside its ACL with
+	// the failure return code 0x80.
+	auth := filepath.Join(t.TempDir(), "auth.toml")
+	if err := os.WriteFile(auth, []byte("[anonymous]\npublish=[\"open/#\"]\nsubscribe=[\"open/#\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEmbedded(t, EmbeddedOptions{AuthFile: auth})
+	r := newTestRemote(t, RemoteOptions{Broker: "tcp://" + e.Addr(), StatusTopic: "-"})
+	ctx := ctxT(t, 10*time.Second)
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Subscribe(ctx, "closed/#", 1, newCollector()); !errors.Is(err, ErrSubscribeRefused) {
+		t.Fatalf("subscription outside the broker ACL = %v, want ErrSubscribeRefused", err)
+	}
+	col, marker := newCollector(), newCollector()
+	if err := r.Subscribe(ctx, "open/a/#", 1, col); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Subscribe(ctx, "open/marker", 1, marker); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctx, Message{Topic: "open/a/1", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "first delivery", func() bool { return col.count() == 1 })
+	if err := r.Unsubscribe(ctx, "open/a/#"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctx, Message{Topic: "open/a/2", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctx, Message{Topic: "open/marker", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "marker", func() bool { return marker.count() == 1 })
+	if col.count() != 1 {
+		t.Fatalf("delivery after Unsubscribe: %v", col.payloads())
+	}
+}
+
+func TestNewSelectsBackend(t *testing.T) {
+	checkLeaks(t)
+	c, err := New(Options{Broker: "embedded", MaxPayload: 10, Embedded: EmbeddedOptions{Listen: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := c.(*Embedded)
+	if !ok {
+		t.Fatalf("embedded broker gave %T", c)
+	}
+	if e.opts.MaxPayload != 10 {
+		t.Errorf("max payload not passed on: %d", e.opts.MaxPayload)
+	}
+	c, err = New(Options{Broker: "tcp://127.0.0.1:1883", ClientID: "x", Password: "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.(*Remote); !ok {
+		t.Fatalf("tcp broker gave %T", c)
+	}
+	_ = c.Close(context.Background())
+	if _, err := New(Options{Broker: "carrier-pigeon://coop"}); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("bad broker URL: %v", err)
+	}
+}
+
+func TestDeliveryAckOnce(t *testing.T) {
+	n := 0
+	d := &Delivery{ack: func() { n++ }}
+	d.Ack()
+	d.Ack()
+	if n != 1 {
+		t.Fatalf("ack sent %d times", n)
+	}
+	(&Delivery{}).Ack() // no ack function: no panic
+}
