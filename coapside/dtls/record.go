@@ -111,7 +111,9 @@ func inspectHello(b []byte) (info helloInfo, err error) {
 		return helloInfo{}, fmt.Errorf("%w: handshake header: %w", ErrMalformedHello, err)
 	}
 	if hh.Type != handshake.TypeClientHello {
-		return helloInfo{}, fmt.Errorf("%w: handshake type %d", ErrMalformedHello, hh.Type)
+		// A later flight of a handshake this end no longer has (it timed
+		// out or was refused): a stray record, not a malformed hello.
+		return helloInfo{}, fmt.Errorf("%w: handshake type %d from peer without session", ErrNotDTLS, hh.Type)
 	}
 	msg := body[handshakeHeaderLen:]
 	if uint32(len(msg)) < hh.FragmentLength {

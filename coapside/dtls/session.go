@@ -239,11 +239,15 @@ func (s *session) classify(err error) FailReason {
 		(hasAlert && isCertAlert(desc)) || isCertRequiredErr(err):
 		return FailBadCert
 	case s.pskKnown.Load() && (s.sawEncrypted.Load() ||
-		(hasAlert && (desc == alert.BadRecordMac || desc == alert.DecryptError)) ||
-		(timeout && s.ep.opt.role == roleClient)):
+		(hasAlert && (desc == alert.BadRecordMac || desc == alert.DecryptError))):
 		// The key was used but the peer's Finished did not verify (the
 		// server discards it silently, RFC 6347 §4.1.2.7) or the peer
 		// said so with an alert.
+		return FailBadPSK
+	case s.pskKnown.Load() && s.ep.opt.role == roleClient:
+		// The client supplies its key only after the suite is agreed;
+		// what can fail after that is the key itself, whether the server
+		// says so (alert) or goes quiet (pion) or closes (GnuTLS).
 		return FailBadPSK
 	case timeout:
 		return FailTimeout

@@ -1,0 +1,280 @@
+package dtls
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The interop tests run libcoap's GnuTLS binaries against our conns. The
+// CoAP on top is a test-only minimum: a request of header + token + options
+// and an ACK 2.05 carrying the peer's authenticated identity.
+
+// coapRespond answers CON requests on conn with a piggybacked 2.05 whose
+// payload is "hello <identity>" (RFC 7252 §5.2.1), until conn is closed.
+func coapRespond(conn *ServerConn) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, addr, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			req := buf[:n]
+			// RFC 7252 §3: Ver(2) T(2) TKL(4) | Code | Message ID | Token
+			if n < 4 || req[0]>>6 != 1 || req[0]>>4&3 != 0 || req[0]&0x0f > 8 || n < 4+int(req[0]&0x0f) {
+				continue // not a CON request this responder understands
+			}
+			tkl := int(req[0] & 0x0f)
+			id, _ := conn.PeerIdentity(addr)
+			resp := []byte{0x60 | byte(tkl), 0x45, req[2], req[3]} // ACK, 2.05 Content, same MID
+			resp = append(resp, req[4:4+tkl]...)                   // same token
+			resp = append(resp, 0xff)                              // payload marker
+			resp = append(resp, "hello "+id...)
+			_, _ = conn.WriteTo(resp, addr)
+		}
+	}()
+	return done
+}
+
+// coapGetRoot is CON GET / with MID 0x1234 and token 0xbeef.
+var coapGetRoot = []byte{0x42, 0x01, 0x12, 0x34, 0xbe, 0xef}
+
+// coapExchange sends coapGetRoot through c and returns the code and payload
+// of the matching ACK.
+func coapExchange(t *testing.T, c *ClientConn, addr net.Addr) (byte, string, error) {
+	t.Helper()
+	if err := c.SetDeadline(time.Now().Add(8 * time.Second)); err != nil {
+		return 0, "", err
+	}
+	if _, err := c.WriteTo(coapGetRoot, addr); err != nil {
+		return 0, "", err
+	}
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			return 0, "", err
+		}
+		m := buf[:n]
+		if n < 6 || m[0]>>4&3 != 2 || binary.BigEndian.Uint16(m[2:4]) != 0x1234 {
+			continue // not our ACK
+		}
+		if !bytes.Equal(m[4:4+int(m[0]&0x0f)], coapGetRoot[4:]) {
+			return 0, "", fmt.Errorf("token mismatch in %x", m)
+		}
+		payload := ""
+		if i := bytes.IndexByte(m[4+int(m[0]&0x0f):], 0xff); i >= 0 {
+			payload = string(m[4+int(m[0]&0x0f)+i+1:])
+		}
+		return m[1], payload, nil
+	}
+}
+
+// runLibcoapClient runs coap-client-gnutls with args against url and
+// returns its output.
+func runLibcoapClient(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	bin := requirePeer(t, "coap-client-gnutls")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+func TestInteropLibcoapClientPSK(t *testing.T) {
+	requirePeer(t, "coap-client-gnutls")
+	scfg := ServerConfig{
+		PSK:          NewPSKStore(map[string]Secret{"libcoap-dev": mustKey(t, "secretPSK")}),
+		IdentityHint: "bridge",
+		Limits:       fastLimits(t),
+	}
+	scfg.HandshakeTimeout = 2 * time.Second
+	srv := startServer(t, scfg)
+	done := coapRespond(srv)
+	defer func() { _ = srv.Close(); <-done }()
+	url := fmt.Sprintf("coaps://127.0.0.1:%d/x", srv.LocalAddr().(*net.UDPAddr).Port)
+
+	out, err := runLibcoapClient(t, "-m", "get", "-B", "5", "-k", "secretPSK", "-u", "libcoap-dev", url)
+	if err != nil || !strings.Contains(out, "hello libcoap-dev") {
+		t.Fatalf("coap-client: err=%v output=%q", err, out)
+	}
+	if st := srv.Stats(); st.HandshakesOK != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	out, _ = runLibcoapClient(t, "-m", "get", "-B", "3", "-k", "wrongPSK", "-u", "libcoap-dev", url)
+	if strings.Contains(out, "hello") {
+		t.Fatalf("wrong key answered: %q", out)
+	}
+	eventually(t, 5*time.Second, "bad psk counted", func() bool { return srv.Stats().Failed(FailBadPSK) >= 1 })
+
+	out, _ = runLibcoapClient(t, "-m", "get", "-B", "3", "-k", "secretPSK", "-u", "stranger", url)
+	if strings.Contains(out, "hello") {
+		t.Fatalf("unknown identity answered: %q", out)
+	}
+	eventually(t, 5*time.Second, "unknown identity counted", func() bool {
+		return srv.Stats().Failed(FailUnknownIdentity) >= 1
+	})
+}
+
+func TestInteropLibcoapClientCert(t *testing.T) {
+	requirePeer(t, "coap-client-gnutls")
+	dir := t.TempDir()
+	ca := newPKI(t, "interop CA")
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serverCert := ca.issue(t, leafOpts{cn: "127.0.0.1", usage: x509.ExtKeyUsageServerAuth, ips: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	dev := ca.issue(t, leafOpts{cn: "cert-device", usage: x509.ExtKeyUsageClientAuth})
+	devCert, devKey := writePEM(t, dir, "dev", dev)
+	stranger := newPKI(t, "stranger CA").issue(t, leafOpts{cn: "cert-device", usage: x509.ExtKeyUsageClientAuth})
+	strCert, strKey := writePEM(t, dir, "stranger", stranger)
+
+	srv := startServer(t, ServerConfig{Certificate: &serverCert, ClientCAs: ca.pool, Limits: fastLimits(t)})
+	done := coapRespond(srv)
+	defer func() { _ = srv.Close(); <-done }()
+	url := fmt.Sprintf("coaps://127.0.0.1:%d/x", srv.LocalAddr().(*net.UDPAddr).Port)
+
+	out, err := runLibcoapClient(t, "-m", "get", "-B", "5", "-c", devCert, "-j", devKey, "-C", caFile, url)
+	if err != nil || !strings.Contains(out, "hello cert-device") {
+		t.Fatalf("coap-client: err=%v output=%q", err, out)
+	}
+	out, _ = runLibcoapClient(t, "-m", "get", "-B", "3", "-c", strCert, "-j", strKey, "-C", caFile, url)
+	if strings.Contains(out, "hello") {
+		t.Fatalf("untrusted client certificate answered: %q", out)
+	}
+	eventually(t, 5*time.Second, "bad cert counted", func() bool { return srv.Stats().Failed(FailBadCert) >= 1 })
+}
+
+// startLibcoapServer runs coap-server-gnutls with args on a free port pair
+// (libcoap serves DTLS on port+1) and returns the DTLS address.
+func startLibcoapServer(t *testing.T, args ...string) *net.UDPAddr {
+	t.Helper()
+	bin := requirePeer(t, "coap-server-gnutls")
+	port := freePortPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-A", "127.0.0.1", "-p", fmt.Sprint(port)}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("coap-server output:\n%s", out.String())
+		}
+	})
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1}
+}
+
+// freePortPair finds a port p such that UDP p and p+1 are free on
+// 127.0.0.1.
+func freePortPair(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := a.LocalAddr().(*net.UDPAddr).Port
+		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p + 1})
+		_ = a.Close()
+		if err == nil {
+			_ = b.Close()
+			return p
+		}
+	}
+	t.Fatal("no free port pair")
+	return 0
+}
+
+func libcoapClientLimits(t *testing.T) Limits {
+	lim := fastLimits(t)
+	lim.HandshakeTimeout = 8 * time.Second // covers coap-server start-up
+	lim.FlightInterval = 200 * time.Millisecond
+	return lim
+}
+
+func TestInteropLibcoapServerPSK(t *testing.T) {
+	addr := startLibcoapServer(t, "-k", "secretPSK", "-h", "libcoap")
+	cli := startClient(t, ClientConfig{
+		Credentials: Credentials{PSKIdentity: "bridge", PSK: mustKey(t, "secretPSK")},
+		Limits:      libcoapClientLimits(t),
+	})
+	for i := range 3 { // session reuse across requests
+		code, payload, err := coapExchange(t, cli, addr)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if code != 0x45 || !strings.Contains(payload, "libcoap") {
+			t.Fatalf("request %d: code %d.%02d payload %q", i, code>>5, code&0x1f, payload)
+		}
+	}
+	if cs := cli.Stats(); cs.HandshakesOK != 1 {
+		t.Fatalf("client handshakes %d, want 1 (session reuse)", cs.HandshakesOK)
+	}
+
+	bad := startClient(t, ClientConfig{
+		Credentials: Credentials{PSKIdentity: "bridge", PSK: mustKey(t, "wrongPSK")},
+		Limits:      libcoapClientLimits(t),
+	})
+	_, _, err := coapExchange(t, bad, addr)
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.Reason != FailBadPSK {
+		t.Fatalf("wrong key: %v, want bad_psk handshake error", err)
+	}
+}
+
+func TestInteropLibcoapServerCert(t *testing.T) {
+	requirePeer(t, "coap-server-gnutls")
+	dir := t.TempDir()
+	ca := newPKI(t, "interop CA")
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey := writePEM(t, dir, "server", ca.issue(t, leafOpts{cn: "libcoap-server",
+		usage: x509.ExtKeyUsageServerAuth, ips: []net.IP{net.IPv4(127, 0, 0, 1)}}))
+	addr := startLibcoapServer(t, "-c", srvCert, "-j", srvKey, "-C", caFile)
+	dev := ca.issue(t, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageClientAuth})
+
+	cli := startClient(t, ClientConfig{
+		Credentials: Credentials{Certificate: &dev, RootCAs: ca.pool},
+		Limits:      libcoapClientLimits(t),
+	})
+	code, payload, err := coapExchange(t, cli, addr)
+	if err != nil || code != 0x45 || !strings.Contains(payload, "libcoap") {
+		t.Fatalf("cert exchange: code %#x payload %q err %v", code, payload, err)
+	}
+	if id, ok := cli.PeerIdentity(addr); !ok || id != "libcoap-server" {
+		t.Fatalf("server identity %q %v", id, ok)
+	}
+
+	other := newPKI(t, "other CA")
+	distrust := startClient(t, ClientConfig{
+		Credentials: Credentials{Certificate: &dev, RootCAs: other.pool},
+		Limits:      libcoapClientLimits(t),
+	})
+	_, _, err = coapExchange(t, distrust, addr)
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.Reason != FailBadCert {
+		t.Fatalf("untrusted server: %v, want bad_cert", err)
+	}
+}
