@@ -239,8 +239,9 @@ func (e *Embedded) Publish(ctx context.Context, m Message) error {
 	return nil
 }
 
-// Subscribe registers h as an inline subscription. Handlers run on the
-// publishing client's goroutine and must not block. Deliveries need no
+// Subscribe registers h as an inline subscription; it may be called before
+// Start. Handlers run on the publishing client's goroutine and must not
+// block. Deliveries need no
 // acknowledgement; Ack is a no-op.
 func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handler) error {
 	if err := ValidateFilter(filter); err != nil {
@@ -252,11 +253,8 @@ func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handl
 	if h == nil {
 		return fmt.Errorf("%w: nil handler", ErrInvalidOptions)
 	}
-	if s := e.State(); s != StateConnected {
-		if s == StateClosed {
-			return ErrClosed
-		}
-		return ErrNotStarted
+	if e.State() == StateClosed {
+		return ErrClosed
 	}
 	e.mu.Lock()
 	old, had := e.subs[filter]

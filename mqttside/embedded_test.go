@@ -472,3 +472,31 @@ func TestEmbeddedStartErrors(t *testing.T) {
 		t.Fatalf("plain-text password accepted or error lacks the file name: %v", err)
 	}
 }
+
+func TestEmbeddedSubscribeBeforeStart(t *testing.T) {
+	checkLeaks(t)
+	e, err := NewEmbedded(EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close(context.Background()) })
+	col := newCollector()
+	if err := e.Subscribe(context.Background(), "early/#", 0, col); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Publish(context.Background(), Message{Topic: "early/x"}); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("Publish before Start = %v, want ErrNotStarted", err)
+	}
+	if err := e.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if e.Addr() != "" {
+		t.Errorf("TCP listener without Listen: %q", e.Addr())
+	}
+	if err := e.Publish(context.Background(), Message{Topic: "early/x", Payload: []byte("y")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := col.payloads(); len(got) != 1 || got[0] != "y" {
+		t.Fatalf("got %v", got)
+	}
+}

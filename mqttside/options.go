@@ -103,8 +103,11 @@ type RemoteOptions struct {
 
 	KeepAlive      time.Duration
 	ConnectTimeout time.Duration
-	MinBackoff     time.Duration // first reconnect delay
-	MaxBackoff     time.Duration // reconnect delay cap
+	// MinBackoff is the first retry delay while the first connection
+	// fails; it doubles up to MaxBackoff. After a connection is lost Paho
+	// reconnects starting at min(1s, MaxBackoff), doubling up to MaxBackoff.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
 
 	// StatusTopic is the retained status topic: "online" after each
 	// connect, "offline" on Close and as Last Will. "" means

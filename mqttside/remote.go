@@ -140,7 +140,9 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	return po, nil
 }
 
-// Start connects to the broker. A broker that refuses the connection
+// Start connects to the broker. Subscriptions and publishes made before
+// Start wait for the connection like those made while disconnected.
+// A broker that refuses the connection
 // returns an error wrapping ErrBrokerRefused and naming the broker. A
 // broker that cannot be reached is retried in the background with
 // exponential backoff; Start then returns nil and State stays
@@ -344,6 +346,9 @@ func (r *Remote) Publish(ctx context.Context, m Message) error {
 		r.cnt.invalid.Add(1)
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // not accepted
+	}
 	p := newPending(m)
 	r.mu.Lock()
 	if r.closing {
@@ -535,6 +540,9 @@ func (r *Remote) Subscribe(ctx context.Context, filter string, qos byte, h Handl
 	}
 	tok := r.pc.Subscribe(filter, qos, cb)
 	if err := waitToken(ctx, tok); err != nil {
+		if errors.Is(err, paho.ErrNotConnected) {
+			return nil // lost the connection meanwhile: sent by onConnect
+		}
 		return fmt.Errorf("mqtt: subscribe %q on %s: %w", filter, r.broker, err)
 	}
 	if err := subscribeResult(tok, filter); err != nil {

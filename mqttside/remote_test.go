@@ -97,6 +97,14 @@ func TestRemoteRejectsBadInput(t *testing.T) {
 			t.Errorf("Publish(%s) = %v, want %v", shorten(tt.m.Topic), err, tt.want)
 		}
 	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Publish(done, Message{Topic: "a", QoS: 1}); !errors.Is(err, context.Canceled) || errors.Is(err, ErrPending) {
+		t.Errorf("Publish with a finished context = %v, want context.Canceled and not accepted", err)
+	}
+	if d := r.Stats().BufferDepth; d != 0 {
+		t.Errorf("message with a finished context was buffered (depth %d)", d)
+	}
 	if got := r.Stats().Invalid; got != uint64(len(tests)) {
 		t.Errorf("Invalid counter %d, want %d", got, len(tests))
 	}
