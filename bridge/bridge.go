@@ -11,8 +11,13 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/mqttside"
+
+	"github.com/coap-mqtt/bridge/rules"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,19 +26,95 @@ import (
 // ShutdownGrace bounds how long a graceful shutdown may take.
 const ShutdownGrace = 5 * time.Second
 
-// Bridge is one running instance. Create it with New and start it with Run.
-type Bridge struct {
-	cfg    Config
-	log    *slog.Logger
-	reg    *prometheus.Registry
-	health *health
-
-	mu       sync.Mutex
-	httpAddr net.Addr // bound address of the HTTP endpoint, once listening
+// Options are the bridge's tunables beyond the config file. Zero values take
+// the defaults noted on each field.
+type Options struct {
+	// PublishTimeout bounds waiting for the broker to take a message (5s).
+	PublishTimeout time.Duration
+	// RetryMaxAge is the Max-Age (seconds) sent with 5.03 when the broker
+	// cannot take a device's message, telling it when to retry (5).
+	RetryMaxAge uint32
+	// ResourceMaxAge is the Max-Age (seconds) of resource rule responses (60).
+	ResourceMaxAge uint32
+	// RequestTimeout bounds a poll or discovery request to a device (10s).
+	RequestTimeout time.Duration
+	// CommandWorkers run MQTT -> CoAP commands concurrently (32).
+	CommandWorkers int
+	// CommandBacklog bounds commands waiting for a worker (1024).
+	CommandBacklog int
+	// CommandQueue bounds commands held per offline device (100).
+	CommandQueue int
+	// CommandQueueTTL expires commands held for an offline device (10m).
+	CommandQueueTTL time.Duration
+	// ObserveFallbackInterval is the poll interval for resources that
+	// cannot be observed (30s).
+	ObserveFallbackInterval time.Duration
+	// ResourceCacheSize bounds the topics whose latest message resource
+	// rules keep (10000).
+	ResourceCacheSize int
+	// CoAP tunes the message layer of the bridge's CoAP server and clients.
+	CoAP coapside.EndpointOptions
 }
 
-// New validates cfg and prepares a bridge; nothing listens until Run.
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.PublishTimeout, 5*time.Second)
+	def(&o.RequestTimeout, 10*time.Second)
+	def(&o.CommandQueueTTL, 10*time.Minute)
+	def(&o.ObserveFallbackInterval, 30*time.Second)
+	defInt(&o.CommandWorkers, 32)
+	defInt(&o.CommandBacklog, 1024)
+	defInt(&o.CommandQueue, 100)
+	defInt(&o.ResourceCacheSize, 10000)
+	if o.RetryMaxAge == 0 {
+		o.RetryMaxAge = 5
+	}
+	if o.ResourceMaxAge == 0 {
+		o.ResourceMaxAge = 60
+	}
+}
+
+// Bridge is one running instance. Create it with New and start it with Run.
+type Bridge struct {
+	cfg     Config
+	opts    Options
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	health  *health
+
+	set       atomic.Pointer[rules.Set]
+	mqtt      mqttside.Client
+	devices   *deviceClients
+	commands  *commands
+	resources *resourceCache
+	watches   *watcher
+	coap      *coapside.Server
+
+	mu       sync.Mutex
+	httpAddr net.Addr
+	coapAddr net.Addr
+	dtlsAddr net.Addr
+	subs     map[string]rules.Kind // MQTT filters subscribed, by the rule kind that needs them
+}
+
+// New validates cfg, loads its rules and prepares a bridge; nothing listens
+// until Run.
 func New(cfg Config, logger *slog.Logger) (*Bridge, error) {
+	return NewWithOptions(cfg, Options{}, logger)
+}
+
+// NewWithOptions is New with tunables.
+func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -41,49 +122,51 @@ func New(cfg Config, logger *slog.Logger) (*Bridge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	set, err := LoadRules(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Bridge{cfg: cfg, log: logger, reg: reg, health: newHealth()}, nil
+	b := &Bridge{
+		cfg:       cfg,
+		opts:      opts,
+		log:       logger,
+		reg:       reg,
+		metrics:   newMetrics(reg),
+		health:    newHealth(),
+		resources: newResourceCache(opts.ResourceCacheSize),
+		subs:      map[string]rules.Kind{},
+	}
+	b.set.Store(set)
+	return b, nil
 }
 
 // Check validates cfg and the rule files it names without starting
-// anything, and returns a one-line summary.
+// anything, and returns a one-line summary. A rule error is a rules.Errors
+// listing every "file:line: message".
 func Check(cfg Config) (string, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return "", err
 	}
-	files, err := RuleFiles(cfg)
+	set, err := LoadRules(cfg)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d rule files", len(files)), nil
+	return fmt.Sprintf("%d devices, %d ingress, %d observe, %d poll, %d command, %d resource rules",
+		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources)), nil
 }
 
-// RuleFiles expands the config's rule globs, relative to the config file.
-func RuleFiles(cfg Config) ([]string, error) {
+// LoadRules loads the rule files cfg names; relative globs are taken from the
+// config file's directory.
+func LoadRules(cfg Config) (*rules.Set, error) {
 	base := "."
 	if cfg.File != "" {
 		base = filepath.Dir(cfg.File)
 	}
-	var files []string
-	seen := map[string]bool{}
-	for _, g := range cfg.Rules {
-		if !filepath.IsAbs(g) {
-			g = filepath.Join(base, g)
-		}
-		m, err := filepath.Glob(g)
-		if err != nil {
-			return nil, fmt.Errorf("rules: bad pattern %q: %w", g, err)
-		}
-		for _, f := range m {
-			if !seen[f] {
-				seen[f] = true
-				files = append(files, f)
-			}
-		}
-	}
-	return files, nil
+	return rules.LoadFiles(cfg.Rules, base)
 }
 
 // HTTPAddr returns the bound address of the metrics/health endpoint, or nil
@@ -94,11 +177,115 @@ func (b *Bridge) HTTPAddr() net.Addr {
 	return b.httpAddr
 }
 
+// CoAPAddr returns the bound address of the CoAP server, or nil.
+func (b *Bridge) CoAPAddr() net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.coapAddr
+}
+
+// DTLSAddr returns the bound address of the coaps listener, or nil.
+func (b *Bridge) DTLSAddr() net.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dtlsAddr
+}
+
+// MQTTAddr returns the embedded broker's TCP address, or "" for a remote
+// broker or before it listens.
+func (b *Bridge) MQTTAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e, ok := b.mqtt.(*mqttside.Embedded); ok {
+		return e.Addr()
+	}
+	return ""
+}
+
+// Ready reports whether every component is up (MQTT connected, CoAP
+// listening).
+func (b *Bridge) Ready() bool { return len(b.health.notReady()) == 0 }
+
 // Run starts every component and blocks until ctx ends, then shuts down
-// within ShutdownGrace. It returns nil on a clean shutdown.
+// within ShutdownGrace: the CoAP server stops taking requests, observations
+// are cancelled, in-flight publishes are flushed. It returns nil on a clean
+// shutdown and an error when a component cannot start.
 func (b *Bridge) Run(ctx context.Context) error {
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	errc := make(chan error, 4)
 	var srv *http.Server
-	errc := make(chan error, 1)
+	var servers sync.WaitGroup
+	defer func() { // on every return path: everything started is stopped
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		defer cancel()
+		b.shutdown(sctx, srv)
+		cancelRun()
+		servers.Wait()
+	}()
+
+	b.health.set("mqtt", false)
+	mc, err := mqttside.New(mqttOptions(b.cfg.MQTT, b.log, b.onMQTTEvent))
+	if err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	b.mu.Lock()
+	b.mqtt = mc
+	b.mu.Unlock()
+	b.registerMQTTMetrics(mc)
+	if err := mc.Start(ctx); err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	if mc.State() == mqttside.StateConnected {
+		b.health.set("mqtt", true)
+	}
+
+	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
+	b.commands = newCommands(b)
+	b.watches = newWatcher(runCtx, b)
+	if err := b.apply(ctx, b.set.Load()); err != nil {
+		return err
+	}
+
+	b.coap = &coapside.Server{Handler: routeHandler{b}, Options: coapside.ServerOptions{EndpointOptions: b.opts.CoAP}}
+	b.coap.Options.Logger = b.log
+	if l := b.cfg.CoAP.Listen; l != "" {
+		b.health.set("coap", false)
+		conn, err := net.ListenPacket("udp", l)
+		if err != nil {
+			return fmt.Errorf("coap listen %s: %w", l, err)
+		}
+		b.mu.Lock()
+		b.coapAddr = conn.LocalAddr()
+		b.mu.Unlock()
+		servers.Add(1)
+		go func() {
+			defer servers.Done()
+			if err := b.coap.Serve(conn); err != nil && !errors.Is(err, coapside.ErrClosed) {
+				errc <- fmt.Errorf("coap: %w", err)
+			}
+		}()
+		b.health.set("coap", true)
+		b.log.Info("coap listening", "addr", conn.LocalAddr().String())
+	}
+	if l := b.cfg.CoAP.DTLS.Listen; l != "" {
+		conn, err := b.listenDTLS(l)
+		if err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.dtlsAddr = conn.LocalAddr()
+		b.mu.Unlock()
+		servers.Add(1)
+		go func() {
+			defer servers.Done()
+			if err := b.coap.Serve(conn); err != nil && !errors.Is(err, coapside.ErrClosed) {
+				errc <- fmt.Errorf("coaps: %w", err)
+			}
+		}()
+		b.log.Info("coaps listening", "addr", conn.LocalAddr().String())
+	}
+
 	if b.cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", b.cfg.HTTP.Listen)
 		if err != nil {
@@ -108,28 +295,111 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.httpAddr = ln.Addr()
 		b.mu.Unlock()
 		srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		servers.Add(1)
 		go func() {
+			defer servers.Done()
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
 			}
 		}()
 		b.log.Info("http listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
 	}
+	b.log.Info("bridge running", "rules", b.metricsRuleCount(), "broker", b.cfg.MQTT.Broker)
 
-	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-errc:
+		return nil
+	case err := <-errc:
+		return err
 	}
+}
+
+// shutdown stops intake first, then the work in progress, then flushes MQTT.
+func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
 	b.log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
-	defer cancel()
-	if srv != nil {
-		if err := srv.Shutdown(sctx); err != nil {
-			runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err))
+	if b.coap != nil {
+		if err := b.coap.Shutdown(ctx); err != nil {
+			b.log.Warn("coap shutdown", "err", err)
 		}
 	}
-	return runErr
+	if b.watches != nil {
+		b.watches.stop()
+	}
+	if b.commands != nil {
+		b.commands.Close(ctx)
+	}
+	if b.mqtt != nil {
+		if err := b.mqtt.Close(ctx); err != nil {
+			b.log.Warn("mqtt close", "err", err)
+		}
+	}
+	if b.devices != nil {
+		b.devices.Close()
+	}
+	if srv != nil {
+		if err := srv.Shutdown(ctx); err != nil {
+			b.log.Warn("http shutdown", "err", err)
+		}
+	}
+}
+
+// apply makes the running subscriptions and watches match set: filters no
+// longer needed are unsubscribed, new ones subscribed, unchanged ones kept.
+func (b *Bridge) apply(ctx context.Context, set *rules.Set) error {
+	want := map[string]rules.Subscription{}
+	for _, s := range set.Subscriptions() {
+		want[s.Filter] = s
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for f, kind := range b.subs {
+		if s, ok := want[f]; ok && s.Kind == kind {
+			continue
+		}
+		if err := b.mqtt.Unsubscribe(ctx, f); err != nil {
+			b.log.Warn("unsubscribe failed", "filter", f, "err", err)
+		}
+		delete(b.subs, f)
+	}
+	for f, s := range want {
+		if _, ok := b.subs[f]; ok {
+			continue
+		}
+		var h mqttside.Handler = b.commands
+		if s.Kind == rules.KindResource {
+			h = b.resources
+		}
+		if err := b.mqtt.Subscribe(ctx, f, s.QoS, h); err != nil {
+			return fmt.Errorf("subscribe %s (rule %s): %w", f, s.Rule, err)
+		}
+		b.subs[f] = s.Kind
+	}
+	b.watches.apply(set.Watches())
+	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(set)))
+	return nil
+}
+
+// deviceSeen records that a device answered or pushed: commands waiting for
+// it are sent.
+func (b *Bridge) deviceSeen(name string) {
+	if b.commands != nil {
+		b.commands.markOnline(name)
+	}
+}
+
+func (b *Bridge) onMQTTEvent(e mqttside.Event) {
+	b.health.set("mqtt", e.State == mqttside.StateConnected)
+	if e.Err != nil {
+		b.log.Warn("mqtt connection", "state", e.State.String(), "err", e.Err)
+	} else {
+		b.log.Info("mqtt connection", "state", e.State.String())
+	}
+}
+
+func (b *Bridge) metricsRuleCount() int { return b.metricsRuleCountOf(b.set.Load()) }
+
+func (b *Bridge) metricsRuleCountOf(s *rules.Set) int {
+	return len(s.Ingress) + len(s.Observe) + len(s.Poll) + len(s.Commands) + len(s.Resources)
 }
 
 func (b *Bridge) httpHandler() http.Handler {

@@ -138,3 +138,50 @@ listen = ""
 		t.Fatalf("log lacks stop line:\n%s", errb.String())
 	}
 }
+
+func TestCheckReportsRuleErrorsWithFileLine(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "config.toml", "rules = [\"rules/*.toml\"]\n")
+	if err := os.Mkdir(filepath.Join(dir, "rules"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "rules/a.toml", `[[ingress]]
+name = "telemetry"
+path = "/telemetry/{device}"
+topik = "sensors/{device}"
+`)
+	var out, errb bytes.Buffer
+	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1; stdout %q stderr %q", code, out.String(), errb.String())
+	}
+	want := filepath.Join(dir, "rules", "a.toml") + ":4: "
+	if !strings.Contains(errb.String(), want) || !strings.Contains(errb.String(), "topik") {
+		t.Fatalf("stderr lacks %q...topik:\n%s", want, errb.String())
+	}
+	// run refuses to start on the same errors.
+	errb.Reset()
+	if err := runBridge(context.Background(), cfg, true, &errb); err == nil || !strings.Contains(errb.String(), want) {
+		t.Fatalf("run started despite rule errors: err=%v stderr=%q", err, errb.String())
+	}
+}
+
+func TestCheckCleanRulesSummary(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "config.toml", "rules = [\"r.toml\"]\n")
+	writeFile(t, dir, "r.toml", `[[device]]
+name = "d1"
+url = "coap://127.0.0.1:5690"
+
+[[ingress]]
+name = "telemetry"
+path = "/telemetry/{device}/{metric}"
+topic = "sensors/{device}/{metric}"
+`)
+	var out, errb bytes.Buffer
+	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "ok (1 devices, 1 ingress, 0 observe") {
+		t.Fatalf("summary %q", out.String())
+	}
+}

@@ -1,0 +1,114 @@
+package bridge
+
+import (
+	"errors"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/rules"
+)
+
+// routeHandler is the bridge's CoAP server handler: it routes requests by the
+// running rule set's ingress and resource paths.
+type routeHandler struct{ b *Bridge }
+
+// ServeCOAP implements coapside.Handler.
+func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
+	b := h.b
+	received := time.Now()
+	set := b.set.Load()
+	if set == nil {
+		w.SetCode(message.ServiceUnavailable)
+		return
+	}
+	method, ok := ruleMethod(r.Method)
+	if !ok {
+		w.SetCode(message.MethodNotAllowed)
+		return
+	}
+	segs := r.Options.Strings(message.URIPath)
+	route, caps, err := set.MatchPath(method, segs, nil)
+	switch {
+	case errors.Is(err, rules.ErrMethodNotAllowed):
+		b.metrics.errors.WithLabelValues("", reasonMethod).Inc()
+		w.SetCode(message.MethodNotAllowed)
+		return
+	case err != nil:
+		b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
+		w.SetCode(message.NotFound)
+		return
+	}
+	identity, _ := r.PeerIdentity()
+	var idErr error
+	if route.Ingress != nil {
+		idErr = route.Ingress.CheckIdentity(caps, identity)
+	} else {
+		idErr = route.Resource.CheckIdentity(caps, identity)
+	}
+	if idErr != nil {
+		b.metrics.errors.WithLabelValues(route.Name(), reasonIdentity).Inc()
+		b.log.Warn("request refused: identity", "rule", route.Name(), "peer", r.Peer.String(), "err", idErr)
+		if identity == "" {
+			w.SetCode(message.Unauthorized) // RFC 7252 §5.9.2.2
+		} else {
+			w.SetCode(message.Forbidden)
+		}
+		return
+	}
+	if route.Ingress != nil {
+		b.serveIngress(w, r, route.Ingress, caps, identity, received)
+		return
+	}
+	b.serveResource(w, r, route.Resource, caps)
+}
+
+// serveIngress publishes a device's push. The device hears 2.04 Changed only
+// once the broker has the message; when the broker cannot take it now it
+// hears 5.03 with Max-Age and retries.
+func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Ingress, caps rules.Captures, identity string, received time.Time) {
+	in := &inbound{
+		Payload:       r.Payload,
+		ContentFormat: -1,
+		Path:          r.Path(),
+		Identity:      identity,
+		Received:      received,
+	}
+	if cf, ok := r.Options.ContentFormat(); ok {
+		in.ContentFormat = int(cf)
+	}
+	if d, ok := caps.Get("device"); ok {
+		in.Device = d
+	}
+	err := b.publishOutput(r.Context(), rule.Name, &rule.Output, caps, in)
+	var oe *outcomeError
+	switch {
+	case err == nil, errors.Is(err, errFiltered):
+		w.SetCode(message.Changed)
+		if in.Device != "" {
+			b.deviceSeen(in.Device)
+		}
+	case errors.As(err, &oe):
+		w.SetCode(oe.code)
+		if oe.code == message.ServiceUnavailable {
+			o := w.Options()
+			*o = o.SetUint(message.MaxAge, b.opts.RetryMaxAge)
+		}
+		if oe.code != message.ServiceUnavailable {
+			// A diagnostic payload (RFC 7252 §5.5.2) tells the device why.
+			w.SetContentFormat(message.TextPlain)
+			w.Write([]byte(oe.reason))
+		}
+	default:
+		w.SetCode(message.InternalServerError)
+	}
+}
+
+// ruleMethod maps a CoAP request code to a rules.Method: the method's value
+// is the code detail of class 0 (RFC 7252 §12.1.1).
+func ruleMethod(c message.Code) (rules.Method, bool) {
+	if c == 0 || c>>5 != 0 {
+		return 0, false
+	}
+	return rules.Method(c & 0x1f), true
+}

@@ -1,0 +1,417 @@
+package bridge
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/mqttside"
+	"github.com/coap-mqtt/bridge/rules"
+)
+
+// commandResult is the JSON published to a command's response topic.
+type commandResult struct {
+	// Status is ok (the device answered), timeout, error, queued or expired.
+	Status string `json:"status"`
+	Rule   string `json:"rule"`
+	Topic  string `json:"topic"`
+	Device string `json:"device,omitempty"`
+	Method string `json:"method"`
+	URL    string `json:"url,omitempty"`
+	// Code is the device's response code ("2.04"), CodeName its text.
+	Code          string `json:"code,omitempty"`
+	CodeName      string `json:"code_name,omitempty"`
+	ContentFormat *int   `json:"content_format,omitempty"`
+	// Payload is the response body: JSON as is, UTF-8 text as a string;
+	// anything else is in PayloadBase64.
+	Payload       json.RawMessage `json:"payload,omitempty"`
+	PayloadBase64 string          `json:"payload_base64,omitempty"`
+	RTTMillis     float64         `json:"rtt_ms"`
+	Error         string          `json:"error,omitempty"`
+}
+
+// command is one MQTT message on its way to a device.
+type command struct {
+	rule     *rules.Command
+	caps     rules.Captures
+	delivery *mqttside.Delivery
+	target   rules.Target
+	received time.Time
+}
+
+// commands runs command rules: deliveries are queued to a bounded worker
+// pool; a device that does not answer is marked offline and later commands
+// to it wait in a bounded per-device queue until it is seen again or they
+// expire.
+type commands struct {
+	b     *Bridge
+	work  chan *command
+	wg    sync.WaitGroup
+	ctx   context.Context
+	stop  context.CancelFunc
+	mu    sync.Mutex
+	queue map[string][]*command // offline device -> waiting commands
+	depth int
+}
+
+func newCommands(b *Bridge) *commands {
+	ctx, stop := context.WithCancel(context.Background())
+	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string][]*command{}}
+	for i := 0; i < b.opts.CommandWorkers; i++ {
+		c.wg.Add(1)
+		go c.worker()
+	}
+	c.wg.Add(1)
+	go c.expireLoop()
+	return c
+}
+
+// Close stops the workers after the commands in progress finish or ctx ends;
+// queued commands are answered as expired.
+func (c *commands) Close(ctx context.Context) {
+	c.stop()
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	q := c.queue
+	c.queue = map[string][]*command{}
+	c.depth = 0
+	c.mu.Unlock()
+	c.b.metrics.queueDepth.Set(0)
+	for _, cmds := range q {
+		for _, cmd := range cmds {
+			c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
+		}
+	}
+}
+
+// ServeMQTT receives a delivery on a command filter. It never blocks: when
+// the backlog is full the command is answered at once as refused.
+func (c *commands) ServeMQTT(d *mqttside.Delivery) {
+	set := c.b.set.Load()
+	rule, caps, ok := set.MatchCommand(d.Topic, nil)
+	if !ok {
+		// A filter from a rule removed by a reload: nothing handles it now.
+		c.b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
+		c.b.log.Warn("command dropped: no rule matches", "topic", d.Topic)
+		d.Ack()
+		return
+	}
+	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now()}
+	target, err := set.Target(rule, caps)
+	if err != nil {
+		reason := reasonEscape
+		if errors.Is(err, rules.ErrUnknownDevice) {
+			reason = reasonUnknownDevice
+		}
+		c.finish(cmd, commandResult{Status: "error", Error: err.Error()}, reason)
+		return
+	}
+	cmd.target = target
+	select {
+	case c.work <- cmd:
+	default:
+		c.finish(cmd, commandResult{Status: "error", Error: "bridge overloaded: command backlog full"}, reasonQueueFull)
+	}
+}
+
+func (c *commands) worker() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case cmd := <-c.work:
+			if name := deviceName(cmd.target); name != "" && c.offline(name) {
+				c.enqueue(name, cmd)
+				continue
+			}
+			c.execute(cmd)
+		}
+	}
+}
+
+func deviceName(t rules.Target) string {
+	if t.Device == nil {
+		return ""
+	}
+	return t.Device.Name
+}
+
+// execute sends one command and publishes its outcome.
+func (c *commands) execute(cmd *command) {
+	b := c.b
+	rule := cmd.rule
+	res := commandResult{Method: rule.Method.String()}
+	req, err := c.request(cmd)
+	if err != nil {
+		res.Status, res.Error = "error", err.Error()
+		c.finish(cmd, res, reasonConvert)
+		return
+	}
+	res.URL = req.URL.String()
+	ctx, cancel := context.WithTimeout(c.ctx, rule.Timeout)
+	start := time.Now()
+	resp, err := b.devices.Do(ctx, cmd.target.Secure, req)
+	cancel()
+	res.RTTMillis = float64(time.Since(start).Microseconds()) / 1000
+	name := deviceName(cmd.target)
+	switch {
+	case err == nil:
+		if name != "" {
+			c.markOnline(name)
+		}
+		fillResponse(&res, resp)
+		b.metrics.latency.WithLabelValues(rule.Name, dirMQTTToCoAP).Observe(time.Since(cmd.received).Seconds())
+		c.finish(cmd, res, "")
+	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		if name != "" {
+			c.markOffline(name)
+		}
+		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
+		c.finish(cmd, res, reasonTimeout)
+	default:
+		res.Status, res.Error = "error", err.Error()
+		c.finish(cmd, res, reasonCoAP)
+	}
+}
+
+// request builds the CoAP request for a command.
+func (c *commands) request(cmd *command) (*coapside.Request, error) {
+	rule := cmd.rule
+	payload := cmd.delivery.Payload
+	var cf *message.MediaType
+	if rule.ContentFormat != nil {
+		mt := message.MediaType(*rule.ContentFormat)
+		cf = &mt
+		if *rule.ContentFormat == rules.CBOR {
+			p, err := rules.JSONToCBOR(payload)
+			if err != nil {
+				return nil, err
+			}
+			payload = p
+		}
+	}
+	scheme := "coap"
+	if cmd.target.Secure {
+		scheme = "coaps"
+	}
+	segs := make([]string, len(cmd.target.Path))
+	for i, s := range cmd.target.Path {
+		segs[i] = url.PathEscape(s)
+	}
+	raw := scheme + "://" + cmd.target.Host + "/" + strings.Join(segs, "/")
+	req, err := coapside.NewRequest(message.Code(rule.Method), raw, payload)
+	if err != nil {
+		return nil, err
+	}
+	if cf != nil {
+		req.Options = req.Options.SetContentFormat(*cf)
+	}
+	return req, nil
+}
+
+// fillResponse copies a device's response into a result.
+func fillResponse(res *commandResult, resp *coapside.Response) {
+	res.Status = "ok"
+	res.Code = fmt.Sprintf("%d.%02d", resp.Code>>5, resp.Code&0x1f)
+	res.CodeName = resp.Code.String()
+	cf, hasCF := resp.Options.ContentFormat()
+	if hasCF {
+		n := int(cf)
+		res.ContentFormat = &n
+	}
+	if len(resp.Payload) == 0 {
+		return
+	}
+	switch {
+	case (!hasCF || cf == message.AppJSON) && json.Valid(resp.Payload):
+		res.Payload = json.RawMessage(resp.Payload)
+	case (!hasCF || cf == message.TextPlain) && utf8.Valid(resp.Payload):
+		s, _ := json.Marshal(string(resp.Payload))
+		res.Payload = s
+	default:
+		res.PayloadBase64 = base64.StdEncoding.EncodeToString(resp.Payload)
+	}
+}
+
+// finish publishes a command's outcome to its response topic (and the MQTT 5
+// response topic, when the message carried one), counts it, and only then
+// acknowledges the MQTT message, so a QoS 1 command is acknowledged after its
+// CoAP exchange ends.
+func (c *commands) finish(cmd *command, res commandResult, reason string) {
+	b := c.b
+	rule := cmd.rule
+	res.Rule, res.Topic = rule.Name, cmd.delivery.Topic
+	if res.Device == "" {
+		res.Device = deviceName(cmd.target)
+	}
+	if res.Method == "" {
+		res.Method = rule.Method.String()
+	}
+	if reason == "" {
+		b.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
+	} else {
+		b.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
+		b.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
+	}
+	body, _ := json.Marshal(res)
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.PublishTimeout)
+	defer cancel()
+	if !rule.ResponseTopic.IsZero() {
+		topic, err := rule.ResponseTopic.Render(cmd.caps)
+		if err == nil {
+			err = b.mqtt.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS, ContentType: "application/json"})
+		}
+		if err != nil {
+			b.metrics.errors.WithLabelValues(rule.Name, reasonPublish).Inc()
+			b.log.Warn("command response not published", "rule", rule.Name, "err", err)
+		}
+	}
+	if rt := cmd.delivery.ResponseTopic; rt != "" {
+		err := b.mqtt.Publish(ctx, mqttside.Message{Topic: rt, Payload: body, QoS: rule.QoS,
+			CorrelationData: cmd.delivery.CorrelationData, ContentType: "application/json"})
+		if err != nil {
+			b.log.Warn("command response not published to MQTT 5 response topic", "rule", rule.Name, "err", err)
+		}
+	}
+	cmd.delivery.Ack()
+}
+
+// offline reports whether a device is marked offline.
+func (c *commands) offline(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.queue[name]
+	return ok
+}
+
+// markOffline starts queueing commands for a device.
+func (c *commands) markOffline(name string) {
+	c.mu.Lock()
+	if _, ok := c.queue[name]; !ok {
+		c.queue[name] = nil
+		c.b.log.Info("device offline: queueing its commands", "device", name)
+	}
+	c.mu.Unlock()
+}
+
+// markOnline ends queueing for a device and sends what waited, in order.
+func (c *commands) markOnline(name string) {
+	c.mu.Lock()
+	q, ok := c.queue[name]
+	delete(c.queue, name)
+	c.depth -= len(q)
+	c.b.metrics.queueDepth.Set(float64(c.depth))
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	c.b.log.Info("device seen again", "device", name, "queued_commands", len(q))
+	if len(q) == 0 {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for _, cmd := range q {
+			if c.ctx.Err() != nil {
+				c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
+				continue
+			}
+			c.execute(cmd)
+		}
+	}()
+}
+
+// enqueue holds a command for an offline device; a full queue refuses it.
+func (c *commands) enqueue(name string, cmd *command) {
+	c.mu.Lock()
+	q, ok := c.queue[name]
+	if !ok { // came online meanwhile
+		c.mu.Unlock()
+		c.execute(cmd)
+		return
+	}
+	if len(q) >= c.b.opts.CommandQueue {
+		c.mu.Unlock()
+		c.finish(cmd, commandResult{Status: "error", Error: "device offline and its command queue is full"}, reasonQueueFull)
+		return
+	}
+	c.queue[name] = append(q, cmd)
+	c.depth++
+	c.b.metrics.queueDepth.Set(float64(c.depth))
+	c.mu.Unlock()
+}
+
+// probeOffline pings every offline device, so one that only receives
+// commands (and is never seen through ingress or observations) is found
+// again once it answers.
+func (c *commands) probeOffline() {
+	set := c.b.set.Load()
+	c.mu.Lock()
+	names := make([]string, 0, len(c.queue))
+	for name := range c.queue {
+		names = append(names, name)
+	}
+	c.mu.Unlock()
+	for _, name := range names {
+		dev, ok := set.Device(name)
+		if !ok {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.CommandQueueTTL/4)
+		alive := c.b.devices.Ping(ctx, dev.Secure, dev.Host)
+		cancel()
+		if alive {
+			c.markOnline(name)
+		}
+	}
+}
+
+// expireLoop answers queued commands older than CommandQueueTTL as expired.
+func (c *commands) expireLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.b.opts.CommandQueueTTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case now := <-t.C:
+			var expired []*command
+			c.mu.Lock()
+			for name, q := range c.queue {
+				keep := q[:0]
+				for _, cmd := range q {
+					if now.Sub(cmd.received) > c.b.opts.CommandQueueTTL {
+						expired = append(expired, cmd)
+					} else {
+						keep = append(keep, cmd)
+					}
+				}
+				c.queue[name] = keep
+			}
+			c.depth -= len(expired)
+			c.b.metrics.queueDepth.Set(float64(c.depth))
+			c.mu.Unlock()
+			for _, cmd := range expired {
+				c.finish(cmd, commandResult{Status: "expired", Error: "device stayed offline"}, reasonExpired)
+			}
+			c.probeOffline()
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package bridge
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/rules"
+)
+
+// errNoCredentials reports a coaps device without PSK or certificate settings.
+var errNoCredentials = errors.New("bridge: coaps device has no credentials")
+
+// deviceClients holds the CoAP clients the bridge uses to reach devices: one
+// plain UDP client for coap:// and one DTLS client for coaps://, whose
+// sessions are reused across requests and whose credentials are looked up
+// per device address in the running rule set.
+type deviceClients struct {
+	opts coapside.EndpointOptions
+	log  *slog.Logger
+	set  *atomic.Pointer[rules.Set]
+
+	mu     sync.Mutex
+	plain  *coapside.Client
+	secure *coapside.Client
+	closed bool
+}
+
+func newDeviceClients(set *atomic.Pointer[rules.Set], opts coapside.EndpointOptions, log *slog.Logger) *deviceClients {
+	return &deviceClients{opts: opts, log: log, set: set}
+}
+
+// client returns the client for a scheme, creating it on first use.
+func (d *deviceClients) client(secure bool) (*coapside.Client, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, coapside.ErrClosed
+	}
+	if !secure {
+		if d.plain == nil {
+			c, err := coapside.NewClient(coapside.ClientOptions{EndpointOptions: d.opts})
+			if err != nil {
+				return nil, fmt.Errorf("coap client: %w", err)
+			}
+			d.plain = c
+		}
+		return d.plain, nil
+	}
+	if d.secure == nil {
+		conn, err := dtls.NewClientConn("", dtls.ClientConfig{
+			CredentialsFor: d.credentialsFor,
+			Limits:         dtls.Limits{Logger: d.log},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("coaps client: %w", err)
+		}
+		c, err := coapside.NewClient(coapside.ClientOptions{EndpointOptions: d.opts, Conn: conn})
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("coaps client: %w", err)
+		}
+		d.secure = c
+	}
+	return d.secure, nil
+}
+
+// credentialsFor finds the coaps device at addr in the running rule set.
+func (d *deviceClients) credentialsFor(addr net.Addr) (dtls.Credentials, error) {
+	set := d.set.Load()
+	if set == nil {
+		return dtls.Credentials{}, errNoCredentials
+	}
+	for _, dev := range set.Devices {
+		if !dev.Secure {
+			continue
+		}
+		ua, err := net.ResolveUDPAddr("udp", dev.Host)
+		if err != nil || ua.String() != addr.String() {
+			continue
+		}
+		return deviceCredentials(dev)
+	}
+	return dtls.Credentials{}, fmt.Errorf("%w: no coaps device at %s", errNoCredentials, addr)
+}
+
+// deviceCredentials turns a device entry's security settings into DTLS
+// credentials.
+func deviceCredentials(dev *rules.Device) (dtls.Credentials, error) {
+	var c dtls.Credentials
+	if dev.PSKIdentity != "" {
+		c.PSKIdentity = dev.PSKIdentity
+		c.PSK = dtls.NewSecret(dev.PSK.Bytes())
+	}
+	if dev.CertFile != "" {
+		cert, err := dtls.LoadCertificate(dev.CertFile, dev.KeyFile)
+		if err != nil {
+			return c, fmt.Errorf("device %s: %w", dev.Name, err)
+		}
+		c.Certificate = &cert
+	}
+	if dev.CAFile != "" {
+		pool, err := dtls.LoadCertPool(dev.CAFile)
+		if err != nil {
+			return c, fmt.Errorf("device %s: %w", dev.Name, err)
+		}
+		c.RootCAs = pool
+	} else if dev.CertFile != "" {
+		c.RootCAs = x509.NewCertPool() // verify against nothing rather than trust anything
+	}
+	if c.PSKIdentity == "" && c.Certificate == nil && c.RootCAs == nil {
+		return c, fmt.Errorf("%w: %s", errNoCredentials, dev.Name)
+	}
+	return c, nil
+}
+
+// Do sends req to a device over the transport its scheme needs.
+func (d *deviceClients) Do(ctx context.Context, secure bool, req *coapside.Request) (*coapside.Response, error) {
+	c, err := d.client(secure)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(ctx, req)
+}
+
+// Close closes both clients.
+func (d *deviceClients) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	var err error
+	if d.plain != nil {
+		err = errors.Join(err, d.plain.Close())
+	}
+	if d.secure != nil {
+		err = errors.Join(err, d.secure.Close())
+	}
+	return err
+}
+
+// Ping sends a CoAP ping (an empty CON, RFC 7252 §4.3) to host and reports
+// whether the device answered; a Reset is the expected answer.
+func (d *deviceClients) Ping(ctx context.Context, secure bool, host string) bool {
+	c, err := d.client(secure)
+	if err != nil {
+		return false
+	}
+	addr, err := net.ResolveUDPAddr("udp", host)
+	if err != nil {
+		return false
+	}
+	_, err = c.Endpoint().Send(ctx, addr, &message.Message{Type: message.Confirmable, Code: message.Empty})
+	return err == nil || errors.Is(err, coapside.ErrReset)
+}

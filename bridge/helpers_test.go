@@ -1,0 +1,178 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
+)
+
+// testBridge is a bridge running in-process with an embedded broker on a
+// loopback port, a CoAP server on a loopback port and the given rules.
+type testBridge struct {
+	*Bridge
+	cancel context.CancelFunc
+	done   chan error
+	dir    string
+}
+
+// startBridge writes rulesText to a rule file and runs a bridge on it.
+func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *testBridge {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.toml"), []byte(rulesText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.File = filepath.Join(dir, "config.toml")
+	cfg.Rules = []string{"rules.toml"}
+	cfg.CoAP.Listen = "127.0.0.1:0"
+	cfg.MQTT.Embedded.Listen = "127.0.0.1:0"
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	opts := Options{
+		PublishTimeout:  2 * time.Second,
+		CommandQueueTTL: 10 * time.Second,
+		CoAP:            coapside.EndpointOptions{AckTimeout: 100 * time.Millisecond, MaxRetransmit: 2},
+	}
+	if mod != nil {
+		mod(&cfg, &opts)
+	}
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := NewWithOptions(cfg, opts, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tb := &testBridge{Bridge: b, cancel: cancel, done: make(chan error, 1), dir: dir}
+	go func() { tb.done <- b.Run(ctx) }()
+	t.Cleanup(func() { tb.stop(t) })
+	eventually(t, 5*time.Second, "bridge ready", func() bool {
+		return b.Ready() && (cfg.CoAP.Listen == "" || b.CoAPAddr() != nil) && (cfg.HTTP.Listen == "" || b.HTTPAddr() != nil)
+	})
+	return tb
+}
+
+func (tb *testBridge) stop(t *testing.T) {
+	tb.cancel()
+	select {
+	case err := <-tb.done:
+		if err != nil {
+			t.Errorf("bridge Run: %v", err)
+		}
+		tb.done <- nil // let a second stop return at once
+	case <-time.After(ShutdownGrace + 2*time.Second):
+		t.Error("bridge did not stop in time")
+	}
+}
+
+// coapURL is the URL of path on the bridge's CoAP server.
+func (tb *testBridge) coapURL(path string) string {
+	return "coap://" + tb.CoAPAddr().String() + path
+}
+
+// testWriter sends log lines to t.Log, so they show only for failing tests.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// subscriber is an external MQTT client collecting messages.
+type subscriber struct {
+	c    paho.Client
+	mu   sync.Mutex
+	msgs []paho.Message
+	ch   chan paho.Message
+}
+
+func subscribe(t *testing.T, broker, filter string, qos byte) *subscriber {
+	t.Helper()
+	s := &subscriber{ch: make(chan paho.Message, 1000)}
+	opts := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(fmt.Sprintf("sub-%d", time.Now().UnixNano()))
+	s.c = paho.NewClient(opts)
+	if tok := s.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to %s: %v", broker, tok.Error())
+	}
+	tok := s.c.Subscribe(filter, qos, func(_ paho.Client, m paho.Message) {
+		s.mu.Lock()
+		s.msgs = append(s.msgs, m)
+		s.mu.Unlock()
+		s.ch <- m
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	t.Cleanup(func() { s.c.Disconnect(100) })
+	return s
+}
+
+// next waits for the next message.
+func (s *subscriber) next(t *testing.T, d time.Duration) paho.Message {
+	t.Helper()
+	select {
+	case m := <-s.ch:
+		return m
+	case <-time.After(d):
+		t.Fatalf("no MQTT message within %v", d)
+		return nil
+	}
+}
+
+// none asserts that no message arrives within d.
+func (s *subscriber) none(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-s.ch:
+		t.Fatalf("unexpected MQTT message on %s: %q", m.Topic(), m.Payload())
+	case <-time.After(d):
+	}
+}
+
+func publish(t *testing.T, broker, topic string, qos byte, retain bool, payload string) {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano()))
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	if tok := c.Publish(topic, qos, retain, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+}
+
+func newCoAPClient(t *testing.T) *coapside.Client {
+	t.Helper()
+	c, err := coapside.NewClient(coapside.ClientOptions{LocalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func newReq(method message.Code, url string, payload []byte) (*coapside.Request, error) {
+	return coapside.NewRequest(method, url, payload)
+}

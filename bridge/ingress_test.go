@@ -1,0 +1,209 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const ingressRules = `
+[[ingress]]
+name    = "telemetry"
+path    = "/telemetry/{device}/{metric}"
+methods = ["POST", "PUT"]
+topic   = "sensors/{device}/{metric}"
+qos     = 1
+
+[[ingress]]
+name    = "json"
+path    = "/json/{device}"
+methods = ["POST"]
+topic   = "json/{device}"
+payload = "json"
+
+[[ingress]]
+name      = "hot"
+path      = "/hot/{device}"
+methods   = ["POST"]
+topic     = "hot/{device}"
+payload   = "json"
+where     = "payload.temp > 30"
+transform = "{'device': device, 'celsius': payload.temp}"
+`
+
+func TestIngressPublishesAndAnswers(t *testing.T) {
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "#", 1)
+	c := newCoAPClient(t)
+	ctx := context.Background()
+
+	resp, err := c.Post(ctx, tb.coapURL("/telemetry/dev1/temp"), message.TextPlain, []byte("21.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != message.Changed {
+		t.Fatalf("code %v, want 2.04", resp.Code)
+	}
+	m := sub.next(t, 5*time.Second)
+	if m.Topic() != "sensors/dev1/temp" || string(m.Payload()) != "21.5" || m.Qos() != 1 {
+		t.Fatalf("got %s %q qos %d", m.Topic(), m.Payload(), m.Qos())
+	}
+	if got := testutil.ToFloat64(tb.metrics.messages.WithLabelValues("telemetry", dirCoAPToMQTT)); got != 1 {
+		t.Errorf("messages metric %v, want 1", got)
+	}
+
+	// PUT is allowed too.
+	if resp, err = c.Put(ctx, tb.coapURL("/telemetry/dev2/hum"), message.TextPlain, []byte("40")); err != nil || resp.Code != message.Changed {
+		t.Fatalf("PUT: %v %v", resp, err)
+	}
+	if m := sub.next(t, 5*time.Second); m.Topic() != "sensors/dev2/hum" {
+		t.Fatalf("topic %s", m.Topic())
+	}
+}
+
+func TestIngressJSONConversion(t *testing.T) {
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "json/#", 0)
+	c := newCoAPClient(t)
+	ctx := context.Background()
+
+	// CBOR {"t": 21} -> JSON.
+	cbor := []byte{0xa1, 0x61, 't', 0x15}
+	resp, err := c.Post(ctx, tb.coapURL("/json/d1"), message.AppCBOR, cbor)
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("POST cbor: %v %v", resp, err)
+	}
+	var v map[string]any
+	if m := sub.next(t, 5*time.Second); json.Unmarshal(m.Payload(), &v) != nil || v["t"] != 21.0 {
+		t.Fatalf("payload %q", m.Payload())
+	}
+
+	// text number -> JSON number.
+	if resp, err = c.Post(ctx, tb.coapURL("/json/d1"), message.TextPlain, []byte("7")); err != nil || resp.Code != message.Changed {
+		t.Fatalf("POST text: %v %v", resp, err)
+	}
+	if m := sub.next(t, 5*time.Second); string(m.Payload()) != "7" {
+		t.Fatalf("payload %q", m.Payload())
+	}
+
+	// Bytes that are not CBOR: 4.15, counted, nothing published.
+	resp, err = c.Post(ctx, tb.coapURL("/json/d1"), message.AppCBOR, []byte{0xff, 0x00, 0x13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != message.UnsupportedContentFormat {
+		t.Fatalf("code %v, want 4.15", resp.Code)
+	}
+	sub.none(t, 200*time.Millisecond)
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("json", reasonConvert)); got != 1 {
+		t.Errorf("convert errors %v, want 1", got)
+	}
+}
+
+func TestIngressWhereAndTransform(t *testing.T) {
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "hot/#", 0)
+	c := newCoAPClient(t)
+	ctx := context.Background()
+
+	resp, err := c.Post(ctx, tb.coapURL("/hot/d9"), message.AppJSON, []byte(`{"temp": 12}`))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("filtered POST: %v %v", resp, err)
+	}
+	sub.none(t, 200*time.Millisecond)
+	if got := testutil.ToFloat64(tb.metrics.filtered.WithLabelValues("hot")); got != 1 {
+		t.Errorf("filtered %v, want 1", got)
+	}
+
+	if resp, err = c.Post(ctx, tb.coapURL("/hot/d9"), message.AppJSON, []byte(`{"temp": 35.5}`)); err != nil || resp.Code != message.Changed {
+		t.Fatalf("POST: %v %v", resp, err)
+	}
+	var v map[string]any
+	m := sub.next(t, 5*time.Second)
+	if err := json.Unmarshal(m.Payload(), &v); err != nil || v["device"] != "d9" || v["celsius"] != 35.5 {
+		t.Fatalf("transformed payload %q", m.Payload())
+	}
+}
+
+func TestIngressErrors(t *testing.T) {
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "#", 0)
+	c := newCoAPClient(t)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		method message.Code
+		path   string
+		want   message.Code
+	}{
+		{"unmatched path", message.POST, "/nothing/here", message.NotFound},
+		{"too short", message.POST, "/telemetry/dev1", message.NotFound},
+		{"method not allowed", message.GET, "/telemetry/dev1/temp", message.MethodNotAllowed},
+		{"DELETE not allowed", message.DELETE, "/json/d1", message.MethodNotAllowed},
+		{"capture escapes its level", message.POST, "/telemetry/a%2Bb/temp", message.BadRequest},
+		{"hash in capture", message.POST, "/telemetry/%23/temp", message.BadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var payload []byte
+			if tt.method == message.POST {
+				payload = []byte("1")
+			}
+			req, err := newReq(tt.method, tb.coapURL(tt.path), payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := c.Do(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Code != tt.want {
+				t.Fatalf("code %v, want %v", resp.Code, tt.want)
+			}
+		})
+	}
+	sub.none(t, 200*time.Millisecond)
+}
+
+// TestIngressDuplicateCONPublishedOnce sends the same confirmable message
+// twice, as a device does when an ACK is lost: one publish, two answers.
+func TestIngressDuplicateCONPublishedOnce(t *testing.T) {
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "sensors/#", 1)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	m := &message.Message{Type: message.Confirmable, Code: message.POST, MessageID: 0x1234, Token: []byte{1, 2, 3, 4}, Payload: []byte("5")}
+	m.Options = m.Options.SetPath("/telemetry/dup/x")
+	wire, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	for i := 0; i < 2; i++ {
+		if _, err := conn.WriteTo(wire, tb.CoAPAddr()); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		ack, err := message.Decode(buf[:n])
+		if err != nil || ack.Type != message.Acknowledgement || ack.MessageID != 0x1234 || ack.Code != message.Changed {
+			t.Fatalf("answer %d: %+v %v", i, ack, err)
+		}
+	}
+	if got := sub.next(t, 5*time.Second); !strings.HasPrefix(got.Topic(), "sensors/dup/") {
+		t.Fatalf("topic %s", got.Topic())
+	}
+	sub.none(t, 300*time.Millisecond)
+}

@@ -1,0 +1,87 @@
+package bridge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Directions label the way a message crosses the bridge.
+const (
+	dirCoAPToMQTT = "coap_to_mqtt"
+	dirMQTTToCoAP = "mqtt_to_coap"
+)
+
+// Error reasons (the "reason" label of bridge_rule_errors_total).
+const (
+	reasonConvert        = "convert"
+	reasonExpr           = "expression"
+	reasonEscape         = "escape"
+	reasonPublish        = "publish"
+	reasonPublishTimeout = "publish_timeout"
+	reasonBufferFull     = "buffer_full"
+	reasonIdentity       = "identity"
+	reasonTimeout        = "timeout"
+	reasonCoAP           = "coap"
+	reasonUnknownDevice  = "unknown_device"
+	reasonQueueFull      = "queue_full"
+	reasonExpired        = "expired"
+	reasonNoRoute        = "no_route"
+	reasonMethod         = "method_not_allowed"
+)
+
+// metrics are the bridge's Prometheus collectors, labelled per rule.
+type metrics struct {
+	messages     *prometheus.CounterVec   // rule, direction
+	filtered     *prometheus.CounterVec   // rule
+	errors       *prometheus.CounterVec   // rule, reason
+	latency      *prometheus.HistogramVec // rule, direction
+	observations prometheus.Gauge
+	observers    prometheus.Gauge
+	queueDepth   prometheus.Gauge
+	reloads      *prometheus.CounterVec // result
+	rulesLoaded  prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_rule_messages_total",
+			Help: "Messages carried across the bridge, per rule and direction.",
+		}, []string{"rule", "direction"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_rule_filtered_total",
+			Help: "Messages dropped because a rule's where expression was false.",
+		}, []string{"rule"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_rule_errors_total",
+			Help: "Messages a rule could not carry, by reason.",
+		}, []string{"rule", "reason"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "bridge_rule_latency_seconds",
+			Help:    "Time from receiving a message on one side to its acceptance on the other.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"rule", "direction"}),
+		observations: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_observations_active",
+			Help: "Observations the bridge holds on device resources.",
+		}),
+		observers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_observers_active",
+			Help: "CoAP clients observing the bridge's resource rules.",
+		}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_command_queue_depth",
+			Help: "Commands queued for offline devices.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_reloads_total",
+			Help: "Rule reloads, by result (ok, error).",
+		}, []string{"result"}),
+		rulesLoaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_rules_loaded",
+			Help: "Rules in the running rule set.",
+		}),
+	}
+	reg.MustRegister(m.messages, m.filtered, m.errors, m.latency, m.observations,
+		m.observers, m.queueDepth, m.reloads, m.rulesLoaded)
+	return m
+}

@@ -1,0 +1,147 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/mqttside"
+	"github.com/coap-mqtt/bridge/rules"
+)
+
+// inbound is one CoAP payload on its way to MQTT, from a device push, a
+// notification or a poll.
+type inbound struct {
+	Payload       []byte
+	ContentFormat int // -1 when the option is absent
+	Path          string
+	Device        string
+	Identity      string
+	Received      time.Time
+}
+
+// errFiltered reports a message dropped by a where expression: not an error
+// for the sender, counted as filtered.
+var errFiltered = errors.New("bridge: filtered by where expression")
+
+// outcomeError classifies why a CoAP → MQTT message was not published; the
+// reason is the metric label and the code what a pushing device is told.
+type outcomeError struct {
+	reason string
+	code   message.Code
+	err    error
+}
+
+func (e *outcomeError) Error() string { return e.reason + ": " + e.err.Error() }
+func (e *outcomeError) Unwrap() error { return e.err }
+
+// buildMessage turns an inbound payload into the MQTT message rule out
+// publishes: converts the payload, applies where and transform, renders the
+// topic. It returns errFiltered when where is false.
+func buildMessage(out *rules.Output, caps rules.Captures, in *inbound) (mqttside.Message, error) {
+	topic, err := out.Topic.Render(caps)
+	if err != nil {
+		return mqttside.Message{}, &outcomeError{reasonEscape, message.BadRequest, err}
+	}
+	p := rules.Payload{Data: in.Payload}
+	if in.ContentFormat >= 0 {
+		p.Format, p.HasFormat = rules.ContentFormat(in.ContentFormat), true
+	}
+	m := mqttside.Message{Topic: topic, Payload: in.Payload, QoS: out.QoS, Retain: out.Retain}
+	if out.Payload == rules.PayloadJSON {
+		j, err := rules.ToJSON(p, in.Received)
+		if err != nil {
+			return mqttside.Message{}, &outcomeError{reasonConvert, message.UnsupportedContentFormat, err}
+		}
+		m.Payload = j
+		m.ContentType = "application/json"
+	} else if p.HasFormat {
+		m.ContentType = message.MediaType(p.Format).String()
+	}
+	if out.Where == nil && out.Transform == nil {
+		return m, nil
+	}
+	decoded, err := rules.Decode(p, in.Received)
+	if err != nil {
+		return mqttside.Message{}, &outcomeError{reasonConvert, message.UnsupportedContentFormat, err}
+	}
+	env := &rules.Env{
+		Payload:       decoded,
+		Captures:      caps.Map(),
+		Topic:         topic,
+		Path:          in.Path,
+		ContentFormat: in.ContentFormat,
+		Device:        in.Device,
+		Identity:      in.Identity,
+		Timestamp:     in.Received,
+	}
+	if out.Where != nil {
+		ok, err := out.Where.Match(env)
+		if err != nil {
+			return mqttside.Message{}, &outcomeError{reasonExpr, message.BadRequest, err}
+		}
+		if !ok {
+			return mqttside.Message{}, errFiltered
+		}
+	}
+	if out.Transform != nil {
+		v, err := out.Transform.Run(env)
+		if err != nil {
+			return mqttside.Message{}, &outcomeError{reasonExpr, message.BadRequest, err}
+		}
+		j, err := json.Marshal(v)
+		if err != nil {
+			return mqttside.Message{}, &outcomeError{reasonExpr, message.BadRequest, fmt.Errorf("transform result: %w", err)}
+		}
+		m.Payload = j
+		m.ContentType = "application/json"
+	}
+	return m, nil
+}
+
+// publishOutput builds and publishes one message for a rule and records the
+// result in the metrics. It returns nil once the broker has the message
+// (see mqttside.Client.Publish), errFiltered, or an *outcomeError.
+func (b *Bridge) publishOutput(ctx context.Context, rule string, out *rules.Output, caps rules.Captures, in *inbound) error {
+	m, err := buildMessage(out, caps, in)
+	if err == nil {
+		pctx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
+		err = b.mqtt.Publish(pctx, m)
+		cancel()
+		if err != nil {
+			err = classifyPublishError(err)
+		}
+	}
+	var oe *outcomeError
+	switch {
+	case err == nil:
+		b.metrics.messages.WithLabelValues(rule, dirCoAPToMQTT).Inc()
+		b.metrics.latency.WithLabelValues(rule, dirCoAPToMQTT).Observe(time.Since(in.Received).Seconds())
+	case errors.Is(err, errFiltered):
+		b.metrics.filtered.WithLabelValues(rule).Inc()
+	case errors.As(err, &oe):
+		b.metrics.errors.WithLabelValues(rule, oe.reason).Inc()
+		b.log.Warn("message not published", "rule", rule, "path", in.Path, "device", in.Device, "reason", oe.reason, "err", oe.err)
+	}
+	return err
+}
+
+// classifyPublishError maps an mqttside error to an outcome: the broker
+// could not take the message now (5.03, the device retries) or the message
+// itself is unacceptable (4.xx).
+func classifyPublishError(err error) error {
+	switch {
+	case errors.Is(err, mqttside.ErrBufferFull):
+		return &outcomeError{reasonBufferFull, message.ServiceUnavailable, err}
+	case errors.Is(err, mqttside.ErrPending), errors.Is(err, context.DeadlineExceeded):
+		return &outcomeError{reasonPublishTimeout, message.ServiceUnavailable, err}
+	case errors.Is(err, mqttside.ErrInvalidTopic):
+		return &outcomeError{reasonEscape, message.BadRequest, err}
+	case errors.Is(err, mqttside.ErrPayloadTooLarge):
+		return &outcomeError{reasonPublish, message.RequestEntityTooLarge, err}
+	}
+	return &outcomeError{reasonPublish, message.ServiceUnavailable, err}
+}
