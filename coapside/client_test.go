@@ -115,7 +115,12 @@ func TestClientConcurrentExchanges(t *testing.T) {
 
 func TestClientContextCancel(t *testing.T) {
 	release := make(chan struct{})
-	h := HandlerFunc(func(w ResponseWriter, r *Request) { <-release })
+	h := HandlerFunc(func(w ResponseWriter, r *Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
 	_, addr := startServer(t, h, ServerOptions{EndpointOptions: fastOpts()})
 	defer close(release)
 	c := newTestClient(t)

@@ -116,8 +116,8 @@ func (e *Endpoint) Err() error {
 
 // Close stops the endpoint: it closes the conn, waits for the readers and
 // the scheduler, and ends every pending transmission and token with Closed.
-// It is idempotent. Handlers still running are not waited for; Server.Shutdown
-// drains them first.
+// It is idempotent. It cancels the context of running requests and waits for
+// their handlers to return; Server.Shutdown drains them gracefully first.
 func (e *Endpoint) Close() error {
 	return e.closeWith(nil)
 }
@@ -352,13 +352,10 @@ func (e *Endpoint) handleAckReset(m *message.Message, data []byte, from peerAddr
 		}
 		return
 	}
-	var resp *message.Message
-	if m.Code != message.Empty {
-		resp = cloneMessage(data)
-	}
-	og.finish(Acknowledged, resp)
-	if resp != nil && resp.Code.IsResponse() {
-		e.deliver(resp, from)
+	ack := cloneMessage(data)
+	og.finish(Acknowledged, ack)
+	if ack.Code.IsResponse() {
+		e.deliver(ack, from)
 	}
 }
 

@@ -51,6 +51,7 @@ func startServer(t *testing.T, h Handler, opts ServerOptions) (*Server, *net.UDP
 	s := &Server{Handler: h, Options: opts}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
+	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

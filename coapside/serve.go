@@ -152,9 +152,9 @@ func (x *serverExchange) onSeparateDeadline(time.Time) {
 		return
 	}
 	ack := appendEmpty(make([]byte, 0, 4), message.Acknowledgement, x.msg.MessageID)
-	x.e.write(ack, &x.from)
 	// A duplicate of the request now gets the empty ACK again (§4.5).
 	x.e.dedup.complete(x.ref, ack)
+	x.e.write(ack, &x.from)
 }
 
 // finish sends the response: piggybacked on the ACK if possible, else as a
@@ -180,8 +180,8 @@ func (x *serverExchange) finish(r *reader) {
 			return
 		}
 		r.out = out
-		e.write(out, &x.from)
 		e.dedup.complete(x.ref, out)
+		e.write(out, &x.from)
 		return
 	}
 	x.state.Store(exResponded)
@@ -214,8 +214,8 @@ func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref
 			return
 		}
 		r.out = out
-		e.write(out, &from)
 		e.dedup.complete(ref, out)
+		e.write(out, &from)
 		return
 	}
 	resp.Type = message.NonConfirmable

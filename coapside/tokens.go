@@ -119,14 +119,14 @@ func (e *Endpoint) handleResponse(r *reader, m *message.Message, data []byte, fr
 		e.stats.UnmatchedResponses.Add(1)
 		r.out = appendEmpty(r.out[:0], message.Reset, m.MessageID)
 		e.stats.ResetsSent.Add(1)
-		e.write(r.out, &from)
 		e.dedup.complete(ref, r.out)
+		e.write(r.out, &from)
 		return
 	}
 	if con {
 		r.out = appendEmpty(r.out[:0], message.Acknowledgement, m.MessageID)
-		e.write(r.out, &from)
 		e.dedup.complete(ref, r.out)
+		e.write(r.out, &from)
 	}
 	e.deliver(cloneMessage(data), from)
 }
