@@ -56,8 +56,11 @@ func CheckSegment(v string) error {
 	case ".", "..":
 		return fmt.Errorf("%w: dot segment %q", ErrEscape, v)
 	}
-	if i := strings.IndexAny(v, "/+#\x00"); i >= 0 {
-		return fmt.Errorf("%w: %q contains %q", ErrEscape, v, v[i])
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '/', '+', '#', 0:
+			return fmt.Errorf("%w: %q contains %q", ErrEscape, clip(v), v[i])
+		}
 	}
 	return nil
 }
