@@ -161,8 +161,20 @@ func (r *Remote) Start(ctx context.Context) error {
 	go r.dispatch()
 	go r.settle()
 
-	err := r.connectOnce(ctx)
-	if err == nil {
+	tok := r.pc.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		// Start's context bounds the wait, not the connection: keep
+		// trying in the background like for an unreachable broker.
+		r.log.Warn("mqtt broker not answering yet, still connecting in background", "error", ctx.Err())
+		r.wg.Add(1)
+		go r.connectLoop(tok)
+		return nil
+	}
+	err := tok.Error()
+	switch {
+	case err == nil:
 		// Paho runs the connect handler on its own goroutine; wait for it
 		// so that State is StateConnected when Start returns.
 		select {
@@ -170,53 +182,48 @@ func (r *Remote) Start(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 		return nil
-	}
-	switch {
 	case isRefusal(err):
-		r.shutdown()
+		r.mu.Lock()
+		r.closing = true
+		r.mu.Unlock()
 		r.setState(StateClosed, err)
+		r.shutdown()
 		return fmt.Errorf("%w: %s: %w", ErrBrokerRefused, r.broker, err)
-	case ctx.Err() != nil:
-		r.shutdown()
-		r.setState(StateClosed, err)
-		return fmt.Errorf("mqtt: connect %s: %w", r.broker, ctx.Err())
 	}
 	r.log.Warn("mqtt broker unreachable, retrying in background", "error", err)
 	r.wg.Add(1)
-	go r.connectLoop()
+	go r.connectLoop(nil)
 	return nil
 }
 
-// connectOnce makes one connection attempt.
-func (r *Remote) connectOnce(ctx context.Context) error {
-	tok := r.pc.Connect()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-r.stop:
-		return ErrClosed
-	}
-}
-
 // connectLoop retries the first connection with exponential backoff and
-// jitter until it succeeds or the client is closed. After the first
+// jitter until it succeeds or the client is closed, starting by waiting
+// for pending, an attempt already running, if not nil. After the first
 // success Paho reconnects by itself.
-func (r *Remote) connectLoop() {
+func (r *Remote) connectLoop(pending paho.Token) {
 	defer r.wg.Done()
 	delay := r.opts.MinBackoff
-	for attempt := 2; ; attempt++ {
-		jitter := time.Duration(rand.Int64N(int64(delay)/4 + 1))
-		t := time.NewTimer(delay + jitter)
-		select {
-		case <-r.stop:
-			t.Stop()
-			return
-		case <-t.C:
+	for attempt := 1; ; attempt++ {
+		if pending == nil {
+			jitter := time.Duration(rand.Int64N(int64(delay)/4 + 1))
+			t := time.NewTimer(delay + jitter)
+			select {
+			case <-r.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			pending = r.pc.Connect()
+			delay = min(delay*2, r.opts.MaxBackoff)
 		}
-		err := r.connectOnce(context.Background())
-		if err == nil || errors.Is(err, ErrClosed) {
+		select {
+		case <-pending.Done():
+		case <-r.stop:
+			return
+		}
+		err := pending.Error()
+		pending = nil
+		if err == nil {
 			return
 		}
 		if isRefusal(err) {
@@ -225,7 +232,6 @@ func (r *Remote) connectLoop() {
 			r.log.Warn("mqtt broker unreachable", "attempt", attempt, "retry_in", delay, "error", err)
 		}
 		r.emit(Event{State: StateConnecting, Err: err})
-		delay = min(delay*2, r.opts.MaxBackoff)
 	}
 }
 

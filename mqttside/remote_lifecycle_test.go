@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,4 +145,52 @@ func TestDeliveryAckOnce(t *testing.T) {
 		t.Fatalf("ack sent %d times", n)
 	}
 	(&Delivery{}).Ack() // no ack function: no panic
+}
+
+// TestRemoteStartContextEndsFirst uses a listener that accepts TCP but
+// never answers CONNECT: Start returns when its context ends, and the
+// client keeps connecting in the background.
+func TestRemoteStartContextEndsFirst(t *testing.T) {
+	checkLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-acceptDone
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	var logs syncBuffer
+	r := newTestRemote(t, RemoteOptions{Broker: "tcp://" + ln.Addr().String(), Logger: testLogger(&logs)})
+	start := time.Now()
+	if err := r.Start(ctxT(t, 100*time.Millisecond)); err != nil {
+		t.Fatalf("Start = %v, want nil (still connecting)", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Start took %v with a 100ms context", d)
+	}
+	if r.State() != StateConnecting {
+		t.Errorf("state %v, want connecting", r.State())
+	}
+	if !strings.Contains(logs.String(), "still connecting") {
+		t.Errorf("logs do not say the client is still connecting: %s", logs.String())
+	}
+	if err := r.Close(ctxT(t, time.Second)); err != nil {
+		t.Fatal(err)
+	}
 }

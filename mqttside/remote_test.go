@@ -147,6 +147,9 @@ func TestRemoteBadCredentials(t *testing.T) {
 	if r.State() != StateClosed {
 		t.Errorf("state %v after refusal, want closed", r.State())
 	}
+	if err := r.Publish(ctxT(t, time.Second), Message{Topic: "a", QoS: 1}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Publish after refused Start = %v, want ErrClosed", err)
+	}
 }
 
 func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
