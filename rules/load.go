@@ -11,6 +11,9 @@ import (
 	"strings"
 )
 
+// MaxTotalSize bounds the rule files of one load together.
+const MaxTotalSize = 64 << 20
+
 // Source is one rule file's name (as printed in errors) and content.
 type Source struct {
 	Name string
@@ -51,11 +54,16 @@ func LoadFiles(globs []string, baseDir string) (*Set, error) {
 		}
 	}
 	srcs := make([]Source, 0, len(names))
+	total := 0
 	for _, name := range names {
 		data, err := readLimited(name)
 		if err != nil {
 			d.addf(Pos{File: name}, "%v", err)
 			continue
+		}
+		if total += len(data); total > MaxTotalSize {
+			d.addf(Pos{File: name}, "%v: rule files exceed %d bytes in total", ErrFileTooLarge, MaxTotalSize)
+			break
 		}
 		srcs = append(srcs, Source{Name: name, Data: data, Dir: filepath.Dir(name)})
 	}

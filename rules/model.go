@@ -76,7 +76,9 @@ type Output struct {
 }
 
 // Ingress accepts CoAP requests from devices on the bridge's server and
-// publishes them.
+// publishes them. Its topic may use the path's captures and {identity}, which
+// the bridge binds (Captures.With) to the authenticated DTLS identity before
+// calling Prepare.
 type Ingress struct {
 	Name    string
 	Path    Pattern
@@ -140,7 +142,8 @@ type Command struct {
 }
 
 // Resource serves an MQTT topic as a CoAP resource: GET returns the latest
-// message, Observe streams new ones.
+// message, Observe streams new ones. Its topic may use the path's captures
+// and {identity}, bound as for Ingress.
 type Resource struct {
 	Name  string
 	Path  Pattern
