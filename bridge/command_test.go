@@ -1,0 +1,163 @@
+package bridge
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func commandRules(deviceAddr string) string {
+	return fmt.Sprintf(`
+[[device]]
+name = "dev1"
+url  = "coap://%s"
+
+[[command]]
+name           = "actuators"
+filter         = "cmd/{device}/{resource...}"
+method         = "PUT"
+url            = "coap://{device}/{resource...}"
+response_topic = "replies/{device}/{resource...}"
+timeout        = "1s"
+
+[[command]]
+name           = "cbor"
+filter         = "cbor/{device}"
+method         = "POST"
+url            = "coap://{device}/cfg"
+response_topic = "cbor-replies/{device}"
+content_format = "cbor"
+timeout        = "1s"
+
+[[ingress]]
+name    = "hello"
+path    = "/hello/{device}"
+methods = ["POST"]
+topic   = "hello/{device}"
+`, deviceAddr)
+}
+
+func decodeResult(t *testing.T, b []byte) commandResult {
+	t.Helper()
+	var r commandResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("response %q: %v", b, err)
+	}
+	return r
+}
+
+func TestCommandReachesDeviceAndResponseIsPublished(t *testing.T) {
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("PUT /actuators/led", func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.SetCode(message.Changed)
+		w.SetContentFormat(message.TextPlain)
+		w.Write([]byte("led=" + string(r.Payload)))
+	})
+	tb := startBridge(t, commandRules(dev.addr.String()), nil)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	publish(t, tb.MQTTAddr(), "cmd/dev1/actuators/led", 1, false, "on")
+	rec := <-dev.got
+	if rec.method != message.PUT || rec.path != "/actuators/led" || rec.payload != "on" {
+		t.Fatalf("device got %+v", rec)
+	}
+	m := replies.next(t, 5*time.Second)
+	if m.Topic() != "replies/dev1/actuators/led" {
+		t.Fatalf("reply topic %s", m.Topic())
+	}
+	r := decodeResult(t, m.Payload())
+	if r.Status != "ok" || r.Code != "2.04" || string(r.Payload) != `"led=on"` || r.Device != "dev1" || r.Rule != "actuators" {
+		t.Fatalf("result %+v payload %s", r, r.Payload)
+	}
+	if r.ContentFormat == nil || *r.ContentFormat != 0 {
+		t.Fatalf("content format %v", r.ContentFormat)
+	}
+	if got := testutil.ToFloat64(tb.metrics.messages.WithLabelValues("actuators", dirMQTTToCoAP)); got != 1 {
+		t.Errorf("messages metric %v", got)
+	}
+}
+
+func TestCommandJSONToCBOR(t *testing.T) {
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("POST /cfg", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	tb := startBridge(t, commandRules(dev.addr.String()), nil)
+	replies := subscribe(t, tb.MQTTAddr(), "cbor-replies/#", 0)
+	publish(t, tb.MQTTAddr(), "cbor/dev1", 0, false, `{"a":1}`)
+	rec := <-dev.got
+	if rec.cf != int(message.AppCBOR) || rec.payload != "\xa1\x61a\x01" {
+		t.Fatalf("device got cf %d payload %x", rec.cf, rec.payload)
+	}
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("result %+v", r)
+	}
+	// Not JSON: an error result, nothing sent to the device.
+	publish(t, tb.MQTTAddr(), "cbor/dev1", 0, false, `{not json`)
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "error" || r.Error == "" {
+		t.Fatalf("result %+v", r)
+	}
+	if dev.count() != 1 {
+		t.Fatalf("device got %d requests, want 1", dev.count())
+	}
+}
+
+func TestCommandUnknownDeviceIsRefused(t *testing.T) {
+	tb := startBridge(t, commandRules("127.0.0.1:9"), nil)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 0)
+	publish(t, tb.MQTTAddr(), "cmd/nobody/x", 0, false, "1")
+	r := decodeResult(t, replies.next(t, 5*time.Second).Payload())
+	if r.Status != "error" {
+		t.Fatalf("result %+v", r)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonUnknownDevice)); got != 1 {
+		t.Errorf("unknown device errors %v", got)
+	}
+}
+
+// TestCommandTimeoutThenQueuedUntilSeen: a silent device times out (a
+// timeout result is published), later commands wait for it, and when it
+// pushes through ingress they are delivered with their outcome published.
+func TestCommandTimeoutThenQueuedUntilSeen(t *testing.T) {
+	// A UDP socket that swallows everything: the device is down.
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := silent.LocalAddr().String()
+	tb := startBridge(t, commandRules(addr), func(_ *Config, o *Options) { o.CommandQueueTTL = time.Hour })
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "first")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "timeout" {
+		t.Fatalf("first result %+v", r)
+	}
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "second")
+	eventually(t, 5*time.Second, "command queued", func() bool {
+		return testutil.ToFloat64(tb.metrics.queueDepth) == 1
+	})
+	replies.none(t, 200*time.Millisecond)
+
+	// The device comes back on the same port and says hello.
+	silent.Close()
+	dev := startDevice(t, addr)
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	c := newCoAPClient(t)
+	if resp, err := c.Post(t.Context(), tb.coapURL("/hello/dev1"), message.TextPlain, []byte("hi")); err != nil || resp.Code != message.Changed {
+		t.Fatalf("hello: %v %v", resp, err)
+	}
+	rec := <-dev.got
+	if rec.payload != "second" {
+		t.Fatalf("device got %+v", rec)
+	}
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" || r.Code != "2.04" {
+		t.Fatalf("queued result %+v", r)
+	}
+	if testutil.ToFloat64(tb.metrics.queueDepth) != 0 {
+		t.Fatal("queue not drained")
+	}
+}
