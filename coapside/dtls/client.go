@@ -69,6 +69,12 @@ type ClientConfig struct {
 	CredentialsFor func(addr net.Addr) (Credentials, error)
 	// Now is the clock for certificate validity. Default time.Now.
 	Now func() time.Time
+	// DeadAfter presumes a session dead when this end has written to it and
+	// heard nothing back for this long; the next write handshakes again. A
+	// server that restarted silently ignores records of the old session
+	// (RFC 6347 §4.1.2.7), so without this a request would keep failing
+	// until IdleTimeout. Default 30s; negative disables.
+	DeadAfter time.Duration
 
 	Limits
 }
@@ -117,6 +123,9 @@ func NewClientConnOn(pc net.PacketConn, cfg ClientConfig) (*ClientConn, error) {
 		return nil, err
 	}
 	cfg.Limits.setDefaults()
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = 30 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -147,18 +156,26 @@ func (c *ClientConn) credentials(addr net.Addr) (Credentials, error) {
 
 // session returns the session with addr, dialling one if needed, and waits
 // for its handshake.
-func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*pdtls.Conn, error) {
+func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdtls.Conn, error) {
 	ep := c.ep
 	s := ep.lookup(addr)
+	if s != nil && s.presumedDead(c.cfg.DeadAfter) {
+		ep.stats.sessionsDead.Add(1)
+		ep.log.Info("dtls session presumed dead: no answer", "peer", addr.String(),
+			"silent_for", c.cfg.DeadAfter.String(), "role", ep.opt.role)
+		ep.remove(s)
+		s.end(endDead)
+		s = nil
+	}
 	if s == nil {
 		cr, err := c.credentials(addr)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var created bool
 		s, created, err = ep.newSession(keyOf(addr), addr)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if created {
 			cfg := c.sessionConfig(s, &cr)
@@ -170,20 +187,20 @@ func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*pdtls.Conn, e
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	case <-ep.wd.Done():
-		return nil, ep.opError("write", addr, errWriteTimeout)
+		return nil, nil, ep.opError("write", addr, errWriteTimeout)
 	case <-ep.ctx.Done():
-		return nil, ep.opError("write", addr, net.ErrClosed)
+		return nil, nil, ep.opError("write", addr, net.ErrClosed)
 	}
 	if s.err != nil {
-		return nil, s.err
+		return nil, nil, s.err
 	}
 	conn := s.conn.Load()
 	if conn == nil { // ended right after the handshake
-		return nil, ep.opError("write", addr, ErrNoSession)
+		return nil, nil, ep.opError("write", addr, ErrNoSession)
 	}
-	return conn, nil
+	return s, conn, nil
 }
 
 // errWriteTimeout is a net.Error with Timeout() true for a write deadline
@@ -242,7 +259,7 @@ func (c *ClientConn) sessionConfig(sess *session, cr *Credentials) *pdtls.Config
 // Handshake establishes (or reuses) the session with addr without sending
 // data, bounded by ctx.
 func (c *ClientConn) Handshake(ctx context.Context, addr net.Addr) error {
-	_, err := c.session(ctx, addr)
+	_, _, err := c.session(ctx, addr)
 	return err
 }
 
@@ -253,10 +270,11 @@ func (c *ClientConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if c.ep.closed() {
 		return 0, c.ep.opError("write", addr, net.ErrClosed)
 	}
-	conn, err := c.session(context.Background(), addr)
+	sess, conn, err := c.session(context.Background(), addr)
 	if err != nil {
 		return 0, err
 	}
+	sess.noteWrite()
 	n, err := conn.Write(p)
 	if err != nil {
 		if errors.Is(err, pdtls.ErrConnClosed) {

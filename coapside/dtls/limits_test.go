@@ -239,3 +239,45 @@ func TestCloseReleasesEverything(t *testing.T) {
 	_ = raw.Close()
 	eventually(t, 2*time.Second, "goroutines back", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// TestClientRedialsRestartedServer: a server restarted on the same port
+// ignores the old session's records; after DeadAfter without an answer the
+// client handshakes again on its next write.
+func TestClientRedialsRestartedServer(t *testing.T) {
+	scfg := pskServerConfig(t)
+	srv1 := startServer(t, scfg)
+	done1 := echo(t, srv1)
+	addr := srv1.LocalAddr().String()
+	cli := startClient(t, ClientConfig{
+		Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")},
+		DeadAfter:   300 * time.Millisecond,
+		Limits:      fastLimits(t),
+	})
+	if _, err := roundTrip(t, cli, srv1.LocalAddr(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Restart without close_notify: the socket goes first.
+	_ = srv1.ep.pc.Close()
+	_ = srv1.Close()
+	<-done1
+	srv2, err := Listen("udp", addr, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done2 := echo(t, srv2)
+	defer func() { _ = srv2.Close(); <-done2 }()
+
+	if _, err := cli.WriteTo([]byte("lost"), srv2.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "stray record dropped by new server", func() bool {
+		return srv2.Stats().DroppedUnknownPeer >= 1
+	})
+	time.Sleep(400 * time.Millisecond) // past DeadAfter with no answer
+	if got, err := roundTrip(t, cli, srv2.LocalAddr(), "b"); err != nil || got != "echo:b" {
+		t.Fatalf("after restart: %q, %v", got, err)
+	}
+	if cs := cli.Stats(); cs.SessionsDead != 1 || cs.HandshakesOK != 2 {
+		t.Fatalf("client stats %+v", cs)
+	}
+}

@@ -27,6 +27,7 @@ const (
 	endReplaced
 	endClosed
 	endShutdown
+	endDead
 )
 
 func (r endReason) String() string {
@@ -39,6 +40,8 @@ func (r endReason) String() string {
 		return "closed"
 	case endShutdown:
 		return "shutdown"
+	case endDead:
+		return "no answer"
 	default:
 		return "peer"
 	}
@@ -63,7 +66,10 @@ type session struct {
 
 	ident atomic.Pointer[string]
 	last  atomic.Int64 // unix nanos of last activity
-	since atomic.Int64 // unix nanos when established
+	// unanswered is when this end first wrote after the last datagram
+	// received (unix nanos), 0 when every write has been followed by one.
+	unanswered atomic.Int64
+	since      atomic.Int64 // unix nanos when established
 
 	// Evidence for classifying a failed handshake.
 	pskKnown     atomic.Bool // the key for the identity was supplied
@@ -100,6 +106,24 @@ func (s *session) identity() string {
 func (s *session) setIdentity(id string) { s.ident.Store(&id) }
 
 func (s *session) touch() { s.last.Store(time.Now().UnixNano()) }
+
+// noteWrite records a write for presumedDead.
+func (s *session) noteWrite() {
+	u := s.unanswered.Load()
+	if u == 0 || s.last.Load() >= u {
+		s.unanswered.CompareAndSwap(u, time.Now().UnixNano())
+	}
+}
+
+// presumedDead reports whether this end wrote more than after ago and has
+// received nothing since.
+func (s *session) presumedDead(after time.Duration) bool {
+	if after <= 0 || !s.established() {
+		return false
+	}
+	u := s.unanswered.Load()
+	return u != 0 && s.last.Load() < u && time.Since(time.Unix(0, u)) > after
+}
 
 // end asks the session goroutine to finish; it does not block. An
 // established session sends close_notify on its way out.

@@ -60,6 +60,9 @@ type Stats struct {
 	SessionsActive int64
 	// SessionsExpired counts sessions closed for being idle.
 	SessionsExpired uint64
+	// SessionsDead counts client sessions dropped because the server stopped
+	// answering (ClientConfig.DeadAfter).
+	SessionsDead uint64
 	// SessionsReplaced counts established sessions dropped because the peer
 	// started a new handshake from the same address (RFC 6347 §4.2.8).
 	SessionsReplaced uint64
@@ -106,6 +109,7 @@ type counters struct {
 	sessionsActive   atomic.Int64
 	sessionsExpired  atomic.Uint64
 	sessionsReplaced atomic.Uint64
+	sessionsDead     atomic.Uint64
 	refusedLimit     atomic.Uint64
 	refusedMalformed atomic.Uint64
 	droppedNotDTLS   atomic.Uint64
@@ -121,6 +125,7 @@ func (c *counters) snapshot() Stats {
 		SessionsActive:     c.sessionsActive.Load(),
 		SessionsExpired:    c.sessionsExpired.Load(),
 		SessionsReplaced:   c.sessionsReplaced.Load(),
+		SessionsDead:       c.sessionsDead.Load(),
 		RefusedLimit:       c.refusedLimit.Load(),
 		RefusedMalformed:   c.refusedMalformed.Load(),
 		DroppedNotDTLS:     c.droppedNotDTLS.Load(),
