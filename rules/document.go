@@ -100,7 +100,15 @@ func (li lineIndex) line(offset int) int {
 // parseDocument turns one file into entries. Syntax errors end the file: its
 // entries are dropped so no follow-on errors are reported for a half-read
 // section.
-func parseDocument(file string, data []byte, d *diags) []*entry {
+func parseDocument(file string, data []byte, d *diags) (entries []*entry) {
+	defer func() {
+		// The TOML parser is third-party code fed outside bytes: a panic
+		// there becomes an error for this file, not a crash of the bridge.
+		if r := recover(); r != nil {
+			d.addf(Pos{File: file}, "TOML parser failed on this file: %v", r)
+			entries = nil
+		}
+	}()
 	if len(data) > MaxFileSize {
 		d.addf(Pos{File: file}, "file is %d bytes, larger than the %d byte limit", len(data), MaxFileSize)
 		return nil
@@ -120,7 +128,6 @@ func parseDocument(file string, data []byte, d *diags) []*entry {
 	}
 	w := walker{file: file, data: data, lines: lines, d: d}
 	w.p.Reset(data)
-	var entries []*entry
 	var cur *entry
 	ignored := false
 	for w.p.NextExpression() {

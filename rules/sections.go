@@ -3,7 +3,33 @@ package rules
 import (
 	"fmt"
 	"strings"
+	"time"
 )
+
+// MinPollInterval is the shortest poll interval a rule may set, so a typo
+// cannot flood a constrained device.
+const MinPollInterval = 100 * time.Millisecond
+
+// validDiscover checks a discovery filter: one "name=value" or "name" query
+// parameter, the value optionally ending in '*' for a prefix match
+// (RFC 6690 §4.1).
+func validDiscover(q string) bool {
+	name, value, hasValue := strings.Cut(q, "=")
+	if name == "" || (hasValue && value == "") {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	for i, c := range value {
+		if c <= ' ' || c == '&' || c == 0x7f || (c == '*' && i != len(value)-1) {
+			return false
+		}
+	}
+	return true
+}
 
 // validDeviceName reports whether s can be a device name: it is used as a
 // URL host and as a topic level, so letters, digits, '.', '_' and '-' only.
@@ -187,7 +213,12 @@ func (x *dec) observe() *Observe {
 		x.d.addf(x.e.pos, "%s: set exactly one of \"paths\" and \"discover\"", x.what())
 	}
 	r.Devices, r.Paths = x.devicePaths(false)
-	r.Discover, _, _ = x.str("discover", false)
+	if q, line, ok := x.str("discover", false); ok {
+		if !validDiscover(q) {
+			x.d.addf(x.pos(line), "key \"discover\": %q is not a link-format query filter such as \"rt=temperature\"", clip(q))
+		}
+		r.Discover = q
+	}
 	r.Output = x.output()
 	return r
 }
@@ -196,7 +227,12 @@ func (x *dec) poll() *Poll {
 	r := &Poll{Pos: x.e.pos, hash: x.hash()}
 	r.Name, _, _ = x.str("name", true)
 	r.Devices, r.Paths = x.devicePaths(true)
-	r.Interval, _ = x.duration("interval", true)
+	if d, ok := x.duration("interval", true); ok {
+		if d < MinPollInterval {
+			x.d.addf(x.pos(x.e.byKey["interval"].line), "key \"interval\": %s is below the %s minimum", d, MinPollInterval)
+		}
+		r.Interval = d
+	}
 	r.OnChange = x.boolean("on_change")
 	r.Output = x.output()
 	return r
