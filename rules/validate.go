@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"net"
 	"sort"
 	"strings"
 )
@@ -111,8 +112,22 @@ func checkDevices(s *Set, d *diags) {
 		if c.URL.host == "" {
 			continue
 		}
-		if dev, ok := s.devices[c.URL.host]; ok && dev.Secure != c.URL.secure {
-			d.addf(c.Pos, "%s: url %q uses a different scheme than device %q (%s)", ruleName(KindCommand, c.Name), c.URL, dev.Name, dev.URL)
+		what := ruleName(KindCommand, c.Name)
+		host := c.URL.host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+			if _, ok := s.devices[h]; ok {
+				d.addf(c.Pos, "%s: url %q names device %q with a port; the device's url decides the address", what, c.URL, h)
+				continue
+			}
+		}
+		dev, ok := s.devices[host]
+		switch {
+		case ok && dev.Secure != c.URL.secure:
+			d.addf(c.Pos, "%s: url %q uses a different scheme than device %q (%s)", what, c.URL, dev.Name, dev.URL)
+		case !ok && net.ParseIP(strings.Trim(host, "[]")) == nil && !strings.Contains(host, ".") && host != "localhost":
+			// A bare single-label name is almost always a device name.
+			d.addf(c.Pos, "%s: url host %q is not a device, an IP address or a domain name%s", what, host, suggest(host, deviceNames(s)))
 		}
 	}
 }
