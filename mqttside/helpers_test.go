@@ -64,12 +64,12 @@ type collector struct {
 func newCollector() *collector { return &collector{notify: make(chan struct{}, 1)} }
 
 func (c *collector) ServeMQTT(d *Delivery) {
+	if c.noAck == nil || !c.noAck(d) {
+		d.Ack() // before recording, so a test that saw it knows it was acked
+	}
 	c.mu.Lock()
 	c.got = append(c.got, d)
 	c.mu.Unlock()
-	if c.noAck == nil || !c.noAck(d) {
-		d.Ack()
-	}
 	select {
 	case c.notify <- struct{}{}:
 	default:

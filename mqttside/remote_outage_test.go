@@ -112,6 +112,11 @@ func TestRemoteManualAckRedelivery(t *testing.T) {
 	waitTok(t, pub.Publish("ack/x", 1, false, "hold"))
 	waitTok(t, pub.Publish("ack/x", 1, false, "ok"))
 	eventually(t, 5*time.Second, "first deliveries", func() bool { return col.count() >= 2 })
+	// A SUBSCRIBE round trip on the same connection: the PUBACK for "ok",
+	// queued before it, has reached the broker when the SUBACK is back.
+	if err := r.Subscribe(ctxT(t, 5*time.Second), "ack-sync", 1, newCollector()); err != nil {
+		t.Fatal(err)
+	}
 
 	p.Cut() // network failure: the broker keeps the session
 	eventually(t, 5*time.Second, "reconnect", func() bool { return r.Stats().Reconnects >= 1 && r.State() == StateConnected })
