@@ -19,6 +19,9 @@ type ServerOptions struct {
 	OverloadMaxAge uint32
 	// IdleReaders is how many idle read goroutines are kept per socket (2).
 	IdleReaders int
+	// Blockwise configures the block-wise layer (RFC 7959) every handler
+	// runs behind.
+	Blockwise BlockwiseOptions
 }
 
 // Server serves CoAP requests on any number of PacketConns (UDP, DTLS).
@@ -31,6 +34,7 @@ type Server struct {
 	mu       sync.Mutex
 	eps      map[*Endpoint]struct{}
 	shutdown bool
+	bw       *Blockwise
 }
 
 // Serve runs the message layer on conn and blocks until Shutdown or Close
@@ -41,6 +45,11 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		h = NotFoundHandler()
 	}
 	o := s.Options
+	h, err := s.wrapBlockwise(h)
+	if err != nil {
+		_ = conn.Close()
+		return err
+	}
 	cfg := &serverConfig{
 		handler:        h,
 		maxConcurrent:  o.MaxConcurrent,
