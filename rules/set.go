@@ -96,7 +96,9 @@ func (s *Set) MatchPath(m Method, segs []string, dst Captures) (*Route, Captures
 }
 
 // MatchCommand finds the command rule for an MQTT topic and appends its
-// captures to dst.
+// captures to dst. {name...} needs at least one level: a publish to the
+// parent level, which the '#' subscription also delivers ([MQTT-4.7.1-2]),
+// matches nothing and is the caller's to count as unrouted.
 func (s *Set) MatchCommand(topic string, dst Captures) (*Command, Captures, bool) {
 	return s.commands.MatchTopic(topic, nil, dst)
 }
