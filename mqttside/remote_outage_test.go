@@ -238,3 +238,47 @@ func TestRemoteTLS(t *testing.T) {
 		}
 	})
 }
+
+// TestRemoteResubscribesAfterBrokerRestart restarts a broker without
+// persistence, which forgets every session: the client must subscribe
+// again by itself.
+func TestRemoteResubscribesAfterBrokerRestart(t *testing.T) {
+	checkLeaks(t)
+	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	var (
+		mu     sync.Mutex
+		states []State
+	)
+	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), OnEvent: func(e Event) {
+		mu.Lock()
+		states = append(states, e.State)
+		mu.Unlock()
+	}})
+	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	col := newCollector()
+	if err := r.Subscribe(ctxT(t, 5*time.Second), "re/#", 1, col); err != nil {
+		t.Fatal(err)
+	}
+	m.Kill()
+	eventually(t, 5*time.Second, "disconnected", func() bool { return r.State() == StateDisconnected })
+	m.Restart()
+	eventually(t, 10*time.Second, "reconnected", func() bool { return r.State() == StateConnected })
+
+	pub := rawClient(t, m.URL(), "re-pub", true, nil)
+	// The SUBSCRIBE is sent right after CONNACK; publish until it lands.
+	eventually(t, 5*time.Second, "delivery after resubscription", func() bool {
+		waitTok(t, pub.Publish("re/x", 1, false, "back"))
+		return col.count() > 0
+	})
+	mu.Lock()
+	got := fmt.Sprint(states)
+	mu.Unlock()
+	if want := fmt.Sprint([]State{StateConnecting, StateConnected, StateDisconnected, StateConnected}); got != want {
+		t.Errorf("events %s, want %s", got, want)
+	}
+	if st := r.Stats(); st.Reconnects != 1 {
+		t.Errorf("reconnects %d, want 1", st.Reconnects)
+	}
+}
