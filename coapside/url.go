@@ -53,6 +53,11 @@ func ParseURL(raw string) (*url.URL, message.Options, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: host: %w", ErrInvalidURL, err)
 		}
+		for i := 0; i < len(h); i++ {
+			if !hostAllowed(h[i]) {
+				return nil, nil, fmt.Errorf("%w: invalid character %q in host", ErrInvalidURL, h[i])
+			}
+		}
 		if len(h) > 255 {
 			return nil, nil, fmt.Errorf("%w: host longer than 255 bytes", ErrInvalidURL)
 		}
@@ -61,7 +66,7 @@ func ParseURL(raw string) (*url.URL, message.Options, error) {
 	// §6.4 step 6: Uri-Port only when it differs from the default.
 	if ps := u.Port(); ps != "" {
 		p, err := strconv.ParseUint(ps, 10, 16)
-		if err != nil {
+		if err != nil || p == 0 {
 			return nil, nil, fmt.Errorf("%w: port %q", ErrInvalidURL, ps)
 		}
 		if int(p) != defPort {
@@ -112,6 +117,7 @@ func URLAddr(u *url.URL) string {
 // BuildURL composes a URL from request options (RFC 7252 §6.5). peer supplies
 // the host and port when Uri-Host or Uri-Port are absent.
 func BuildURL(scheme string, peer netip.AddrPort, opts message.Options) string {
+	scheme = strings.ToLower(scheme)
 	defPort := uint16(DefaultPort)
 	if scheme == "coaps" {
 		defPort = DefaultSecurePort
@@ -162,7 +168,7 @@ const (
 )
 
 func pcharAllowed(c byte) bool { return strings.IndexByte(unreserved+subDelims+"&:@", c) >= 0 }
-func hostAllowed(c byte) bool  { return strings.IndexByte(unreserved+subDelims, c) >= 0 }
+func hostAllowed(c byte) bool  { return strings.IndexByte(unreserved+subDelims+"&", c) >= 0 }
 
 // queryAllowed excludes "&", the separator between Uri-Query options.
 func queryAllowed(c byte) bool {

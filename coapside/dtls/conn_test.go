@@ -90,3 +90,50 @@ func TestReadDeadlineAndClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+func TestIPv6Loopback(t *testing.T) {
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	srv, err := NewServerConn(pc, pskServerConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	cli, err := NewClientConn("[::1]:0", ClientConfig{
+		Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")},
+		Limits:      fastLimits(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if got, err := roundTrip(t, cli, srv.LocalAddr(), "v6"); err != nil || got != "echo:v6" {
+		t.Fatalf("%q, %v", got, err)
+	}
+	if id, ok := srv.PeerIdentity(cli.LocalAddr()); !ok || id != "dev-2" {
+		t.Fatalf("identity %q %v", id, ok)
+	}
+}
+
+func TestPeerKeyUnmapsIPv4(t *testing.T) {
+	a := &net.UDPAddr{IP: net.ParseIP("::ffff:127.0.0.1"), Port: 5684}
+	b := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 5684}
+	c := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5685}
+	if keyOf(a) != keyOf(b) {
+		t.Fatal("mapped and plain IPv4 differ")
+	}
+	if keyOf(a) == keyOf(c) {
+		t.Fatal("different ports share a key")
+	}
+	if keyOf(fakeAddr("x")) == keyOf(fakeAddr("y")) || keyOf(fakeAddr("x")) != keyOf(fakeAddr("x")) {
+		t.Fatal("non-UDP addresses keyed wrongly")
+	}
+}
+
+type fakeAddr string
+
+func (a fakeAddr) Network() string { return "fake" }
+func (a fakeAddr) String() string  { return string(a) }

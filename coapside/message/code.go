@@ -116,7 +116,8 @@ func (c Code) String() string {
 }
 
 // Error implements error so a response code can be returned from a handler.
-func (c Code) Error() string { return "coap: " + c.String() }
+// It equals String, so fmt's %v prints the same either way.
+func (c Code) Error() string { return c.String() }
 
 // ParseMethod returns the method code for "GET", "POST", "PUT", "DELETE",
 // "FETCH", "PATCH" or "IPATCH" (case-sensitive upper case).

@@ -52,7 +52,7 @@ func TestCodeAsError(t *testing.T) {
 	if !errors.As(err, &c) || c != NotFound {
 		t.Fatalf("errors.As = %v", c)
 	}
-	if NotFound.Error() != "coap: 4.04 Not Found" {
+	if NotFound.Error() != "4.04 Not Found" || fmt.Sprint(GET) != "GET" {
 		t.Fatalf("Error() = %q", NotFound.Error())
 	}
 }
