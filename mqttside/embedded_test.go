@@ -2,6 +2,7 @@ package mqttside
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -497,6 +498,38 @@ func TestEmbeddedSubscribeBeforeStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := col.payloads(); len(got) != 1 || got[0] != "y" {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// TestRemoteSecureWebSocket runs wss:// from the remote client to the
+// embedded broker's WebSocket listener through a TLS-terminating relay.
+func TestRemoteSecureWebSocket(t *testing.T) {
+	checkLeaks(t)
+	e := newTestEmbedded(t, EmbeddedOptions{WebSocket: "127.0.0.1:0"})
+	ca, cert, key := testCA(t, t.TempDir())
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxyOn(t, ln, e.WebSocketAddr())
+	ctx := ctxT(t, 10*time.Second)
+	inline := newCollector()
+	if err := e.Subscribe(ctx, "wss/up", 1, inline); err != nil {
+		t.Fatal(err)
+	}
+	r := newTestRemote(t, RemoteOptions{Broker: "wss://" + p.ln.Addr().String() + "/mqtt", TLS: TLSOptions{CAFile: ca}})
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctx, Message{Topic: "wss/up", Payload: []byte("over tls"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := inline.payloads(); len(got) != 1 || got[0] != "over tls" {
 		t.Fatalf("got %v", got)
 	}
 }

@@ -129,6 +129,12 @@ func ctxT(tb testing.TB, d time.Duration) context.Context {
 // testCA writes a CA and a server certificate for 127.0.0.1/localhost
 // into dir and returns the paths.
 func testCA(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
+	ca, cert, key, _, _ := testPKI(tb, dir)
+	return ca, cert, key
+}
+
+// testPKI is testCA plus a client certificate signed by the same CA.
+func testPKI(tb testing.TB, dir string) (caFile, certFile, keyFile, clientCert, clientKey string) {
 	tb.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -177,8 +183,29 @@ func testCA(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
 		}
 		return p
 	}
+	ckey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3),
+		Subject:      pkix.Name{CommonName: "bridge"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	cder, err := x509.CreateCertificate(rand.Reader, ctmpl, ca, &ckey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ckeyDER, err := x509.MarshalECPrivateKey(ckey)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", der),
-		write("server.key", "EC PRIVATE KEY", keyDER)
+		write("server.key", "EC PRIVATE KEY", keyDER),
+		write("client.pem", "CERTIFICATE", cder), write("client.key", "EC PRIVATE KEY", ckeyDER)
 }
 
 // proxy is a TCP relay whose connections a test can cut, to simulate a
@@ -198,6 +225,13 @@ func newProxy(tb testing.TB, backend string) *proxy {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return newProxyOn(tb, ln, backend)
+}
+
+// newProxyOn relays connections accepted on ln, e.g. a TLS listener that
+// terminates TLS in front of a plain backend.
+func newProxyOn(tb testing.TB, ln net.Listener, backend string) *proxy {
+	tb.Helper()
 	p := &proxy{ln: ln, backend: backend}
 	p.wg.Add(1)
 	go p.accept()

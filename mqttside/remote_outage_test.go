@@ -231,6 +231,29 @@ func TestRemoteTLS(t *testing.T) {
 			t.Fatalf("Start = %v, want ErrBrokerRefused", err)
 		}
 	})
+	t.Run("client certificate", func(t *testing.T) {
+		ca, cert, key, ccert, ckey := testPKI(t, t.TempDir())
+		mt := startMosquitto(t, 0, fmt.Sprintf("allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n", ca, cert, key))
+		murl := fmt.Sprintf("ssl://127.0.0.1:%d", mt.Port)
+		r := newTestRemote(t, RemoteOptions{Broker: murl, ClientID: "mtls",
+			TLS: TLSOptions{CAFile: ca, CertFile: ccert, KeyFile: ckey}})
+		if err := r.Start(ctxT(t, 5*time.Second)); err != nil || r.State() != StateConnected {
+			t.Fatalf("with client certificate: %v, state %v", err, r.State())
+		}
+		var logs syncBuffer
+		anon := newTestRemote(t, RemoteOptions{Broker: murl, ClientID: "no-cert", TLS: TLSOptions{CAFile: ca},
+			Logger: testLogger(&logs)})
+		err := anon.Start(ctxT(t, 5*time.Second))
+		if err == nil && anon.State() == StateConnected {
+			t.Fatal("connected without the required client certificate")
+		}
+		// With TLS 1.3 the broker rejects the missing certificate after the
+		// client's side of the handshake: the client sees a reset, logs it
+		// and keeps retrying.
+		if err == nil && !strings.Contains(logs.String(), "level=WARN") {
+			t.Errorf("failed connection not logged: %s", logs.String())
+		}
+	})
 	t.Run("missing CA file", func(t *testing.T) {
 		_, err := NewRemote(RemoteOptions{Broker: url, TLS: TLSOptions{CAFile: filepath.Join(dir, "nope.pem")}})
 		if !errors.Is(err, ErrInvalidOptions) {
