@@ -1,0 +1,339 @@
+package coapside
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/block"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/observe"
+)
+
+// ObserveOptions configures server-side Observe (RFC 7641). Zero values take
+// the defaults of the observe package.
+type ObserveOptions struct {
+	// ConEvery makes at least every ConEvery-th notification confirmable (10).
+	ConEvery int
+	// ConInterval makes a notification confirmable when the observer was
+	// last confirmed this long ago (24 h).
+	ConInterval time.Duration
+	// MaxObservers bounds registrations across all resources (100,000).
+	// Beyond it a GET with Observe=0 is answered without Observe (§4.1).
+	MaxObservers int
+	// Workers is the number of notification workers (4*GOMAXPROCS).
+	Workers int
+	// MaxAge is the Max-Age (seconds) put on notifications whose state has
+	// none; 0 leaves the option out, which means 60 s (RFC 7252 §5.10.5).
+	MaxAge uint32
+	// BlockSize is the largest notification payload sent in one message
+	// (16..1024, default 1024). A bigger representation is sent as block 0
+	// with Block2 and an ETag; the client fetches the rest (RFC 7959 §3.4).
+	// A smaller Block2 size in the registration request is honoured.
+	BlockSize int
+	// OnDeregister, if set, is called whenever an observer is removed, with
+	// the reason (observe.ErrReset, ErrTimeout, ErrDeregistered, ...).
+	OnDeregister func(o observe.Observer, reason error)
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// ObserveServer makes handlers observable: wrap them with Observable, run it
+// with Run, and call Notify when a resource changes. It keeps the observer
+// registry (observe.Notifier) and sends notifications through the endpoint a
+// registration arrived on, with NON by default, a CON at least every
+// ConEvery notifications or ConInterval, latest-value-wins for slow observers
+// (RFC 7641 §4.5), and deregistration on GET Observe=1, on RST to a
+// confirmable notification and on a confirmable notification that times out.
+type ObserveServer struct {
+	n    *observe.Notifier
+	opts ObserveOptions
+	log  *slog.Logger
+	szx  uint8
+
+	mu      sync.Mutex
+	targets map[obsID]obsTarget  // where each observer's notifications go
+	paths   map[string]*obsRoute // how to re-run the handler of a path
+}
+
+// obsID is an observer's notifier endpoint key and token.
+type obsID struct{ endpoint, token string }
+
+// obsTarget is where one observer's notifications are sent.
+type obsTarget struct {
+	ep   *Endpoint
+	addr net.Addr
+	szx  uint8
+}
+
+// obsRoute re-runs an observable handler for a path.
+type obsRoute struct {
+	h   Handler
+	req Request // template: the latest registration request
+}
+
+// NewObserveServer returns an ObserveServer; call Run to start sending.
+func NewObserveServer(opts ObserveOptions) (*ObserveServer, error) {
+	size := opts.BlockSize
+	if size == 0 {
+		size = block.MaxSize
+	}
+	szx, err := block.SZXForSize(size)
+	if err != nil {
+		return nil, fmt.Errorf("coap observe: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &ObserveServer{
+		opts:    opts,
+		log:     log,
+		szx:     szx,
+		targets: make(map[obsID]obsTarget),
+		paths:   make(map[string]*obsRoute),
+	}
+	s.n = observe.New(notifySender{s}, observe.Options{
+		Workers:      opts.Workers,
+		ConEvery:     opts.ConEvery,
+		ConInterval:  opts.ConInterval,
+		MaxObservers: opts.MaxObservers,
+		OnDeregister: s.deregistered,
+		Logger:       log,
+	})
+	return s, nil
+}
+
+// Run sends notifications until ctx ends; then it waits for the workers and
+// returns nil. It may be called once.
+func (s *ObserveServer) Run(ctx context.Context) error { return s.n.Run(ctx) }
+
+// Stats returns the notifier's counters.
+func (s *ObserveServer) Stats() observe.Stats { return s.n.Stats() }
+
+// Observers returns the number of observers of path.
+func (s *ObserveServer) Observers(path string) int { return s.n.Observers(path) }
+
+// endpointKey names a client endpoint as seen through one of our endpoints.
+func endpointKey(ep *Endpoint, peer net.Addr) string {
+	return fmt.Sprintf("%p|%s", ep, peer)
+}
+
+// Observable wraps h so a GET with Observe=0 registers the client (the
+// response carries Observe with the registration's sequence number) and a
+// GET with Observe=1 deregisters it (RFC 7641 §3.1, §3.6). An error
+// response ends the registration at once (RFC 7641 §4.1). Requests without
+// Observe, and follow-up Block2 requests, reach h unchanged.
+func (s *ObserveServer) Observable(h Handler) Handler {
+	return HandlerFunc(func(w ResponseWriter, r *Request) {
+		if r.Method != message.GET && r.Method != message.FETCH {
+			h.ServeCOAP(w, r)
+			return
+		}
+		v, ok := r.Options.Observe()
+		ep := r.Endpoint()
+		if !ok || ep == nil || r.Peer == nil {
+			h.ServeCOAP(w, r)
+			return
+		}
+		key := endpointKey(ep, r.Peer)
+		if v == observe.Deregister {
+			s.n.Deregister(key, r.Token)
+			h.ServeCOAP(w, r)
+			return
+		}
+		szx := s.szx
+		if b2, has, err := requestBlock2(r); err == nil && has {
+			if b2.Num > 0 {
+				h.ServeCOAP(w, r) // a later block of a notification's body
+				return
+			}
+			szx = min(szx, b2.SZX)
+		}
+		if v != observe.Register {
+			h.ServeCOAP(w, r)
+			return
+		}
+		s.register(w, r, h, key, szx)
+	})
+}
+
+// register adds the observer, runs h and adds Observe to a success response.
+func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, key string, szx uint8) {
+	path := r.Path()
+	id := obsID{key, string(r.Token)}
+	s.mu.Lock()
+	s.targets[id] = obsTarget{ep: r.Endpoint(), addr: r.Peer, szx: szx}
+	route := s.paths[path]
+	if route == nil {
+		route = &obsRoute{h: h}
+		s.paths[path] = route
+	}
+	route.h = h
+	route.req = *r
+	s.mu.Unlock()
+	reg, err := s.n.Register(path, key, r.Token)
+	if err != nil {
+		// RFC 7641 §4.1: a server unable to add the observer answers
+		// without Observe; the client falls back to polling.
+		s.mu.Lock()
+		delete(s.targets, id)
+		s.mu.Unlock()
+		s.log.Debug("coap observe registration refused", "path", path, "err", err)
+		h.ServeCOAP(w, r)
+		return
+	}
+	cw := codeWriter{ResponseWriter: w}
+	h.ServeCOAP(&cw, r)
+	if cw.code != 0 && !cw.code.IsSuccess() {
+		s.n.Deregister(key, r.Token)
+		return
+	}
+	*w.Options() = w.Options().SetUint(message.Observe, reg.Seq)
+}
+
+// codeWriter remembers the code a handler set.
+type codeWriter struct {
+	ResponseWriter
+	code message.Code
+}
+
+func (w *codeWriter) SetCode(c message.Code) {
+	w.code = c
+	w.ResponseWriter.SetCode(c)
+}
+
+// deregistered forgets where a removed observer's notifications went.
+func (s *ObserveServer) deregistered(o observe.Observer, reason error) {
+	s.mu.Lock()
+	delete(s.targets, obsID{o.Endpoint, o.Token})
+	if s.n.Observers(o.Path) == 0 {
+		delete(s.paths, o.Path)
+	}
+	s.mu.Unlock()
+	s.log.Debug("coap observer removed", "path", o.Path, "peer", o.Endpoint, "reason", reason)
+	if s.opts.OnDeregister != nil {
+		s.opts.OnDeregister(o, reason)
+	}
+}
+
+// Notify re-runs the observable handler of path (with the latest
+// registration request, without Observe) and sends the result to every
+// observer of path. It returns the number of observers. Query parameters and
+// Accept of individual registrations are not told apart: all observers of a
+// path get the same representation.
+func (s *ObserveServer) Notify(path string) int {
+	s.mu.Lock()
+	route := s.paths[path]
+	var req Request
+	var h Handler
+	if route != nil {
+		req, h = route.req, route.h
+	}
+	s.mu.Unlock()
+	if h == nil {
+		return 0
+	}
+	req.Options = req.Options.Clone().Del(message.Observe).Del(message.Block2)
+	var w responseWriter
+	h.ServeCOAP(&w, &req)
+	st := observe.State{Code: w.code, Payload: w.payload}
+	if cf, ok := w.opts.ContentFormat(); ok {
+		st.ContentFormat = uint16(cf)
+	}
+	if w.opts.Has(message.MaxAge) {
+		st.MaxAge = w.opts.MaxAge()
+	}
+	return s.n.Notify(path, st)
+}
+
+// NotifyState sends st to every observer of path without running a handler.
+func (s *ObserveServer) NotifyState(path string, st observe.State) int {
+	return s.n.Notify(path, st)
+}
+
+// notifySender turns notifier Notifications into CoAP responses sent through
+// the endpoint each observer registered on.
+type notifySender struct{ s *ObserveServer }
+
+// Send transmits n and waits for its outcome.
+func (ns notifySender) Send(ctx context.Context, n observe.Notification) error {
+	ch := make(chan error, 1)
+	ns.SendAsync(ctx, n, func(err error) { ch <- err })
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SendAsync starts transmitting n; done gets nil for a NON once written or an
+// acknowledged CON, an error wrapping observe.ErrReset or observe.ErrTimeout
+// when the client rejected or never acknowledged a CON (RFC 7641 §3.6, §4.5).
+func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done func(error)) {
+	s := ns.s
+	s.mu.Lock()
+	t, ok := s.targets[obsID{n.Endpoint, n.Token}]
+	s.mu.Unlock()
+	if !ok {
+		done(nil) // deregistered meanwhile
+		return
+	}
+	m := s.notification(&n, t.szx)
+	if !n.Confirmable {
+		done(t.ep.SendAsync(t.addr, m, nil))
+		return
+	}
+	err := t.ep.SendAsync(t.addr, m, func(o Outcome, _ *message.Message) {
+		switch o {
+		case Acknowledged:
+			done(nil)
+		case ResetByPeer:
+			done(fmt.Errorf("%w: %w", observe.ErrReset, ErrReset))
+		case TimedOut:
+			done(fmt.Errorf("%w: %w", observe.ErrTimeout, ErrTimeout))
+		default:
+			done(o.Err())
+		}
+	})
+	if err != nil {
+		done(err)
+	}
+}
+
+// notification builds the response message for n (RFC 7641 §4.2): the
+// registration's token, Observe (success codes only), Content-Format and
+// Max-Age; a body above the block size goes out as block 0 with Block2,
+// Size2 and ETag (RFC 7959 §2.6).
+func (s *ObserveServer) notification(n *observe.Notification, szx uint8) *message.Message {
+	code := n.Code
+	if code == 0 {
+		code = message.Content
+	}
+	m := &message.Message{Type: message.NonConfirmable, Code: code, Token: []byte(n.Token), Payload: n.Payload}
+	if n.Confirmable {
+		m.Type = message.Confirmable
+	}
+	if code.IsSuccess() {
+		m.Options = m.Options.SetUint(message.Observe, n.Seq)
+		m.Options = m.Options.SetContentFormat(message.MediaType(n.ContentFormat))
+	}
+	maxAge := n.MaxAge
+	if maxAge == 0 {
+		maxAge = s.opts.MaxAge
+	}
+	if maxAge != 0 {
+		m.Options = m.Options.SetUint(message.MaxAge, maxAge)
+	}
+	if len(n.Payload) > 1<<(szx+4) {
+		if sl, err := block.SliceBody(n.Payload, block.Option{SZX: szx}, true, szx); err == nil {
+			setBlock2(&m.Options, sl, n.Payload, false)
+			m.Payload = sl.Payload
+		}
+	}
+	return m
+}

@@ -1,0 +1,263 @@
+package coapside
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/observe"
+)
+
+// counterResource is an observable resource whose value the test changes.
+type counterResource struct {
+	mu    sync.Mutex
+	value []byte
+	code  message.Code
+}
+
+func (c *counterResource) set(v []byte) {
+	c.mu.Lock()
+	c.value = v
+	c.mu.Unlock()
+}
+
+func (c *counterResource) ServeCOAP(w ResponseWriter, _ *Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.code != 0 {
+		w.SetCode(c.code)
+		return
+	}
+	w.SetContentFormat(message.TextPlain)
+	*w.Options() = w.Options().SetUint(message.MaxAge, 30)
+	_, _ = w.Write(c.value)
+}
+
+// startObserveServer serves an observable /obs on 127.0.0.1:0 and runs the
+// notifier until cleanup.
+func startObserveServer(t *testing.T, opts ObserveOptions, res Handler) (*ObserveServer, *net.UDPAddr) {
+	t.Helper()
+	obs, err := NewObserveServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- obs.Run(ctx) }()
+	mux := NewServeMux()
+	mux.Handle("GET /obs", obs.Observable(res))
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return obs, addr
+}
+
+// register sends GET /obs with Observe=0 and returns the response.
+func register(t *testing.T, p *rawPeer, mid uint16, token []byte, extra message.Options) *message.Message {
+	t.Helper()
+	m := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: mid, Token: token}
+	m.Options = extra.SetPath("/obs").SetUint(message.Observe, observe.Register)
+	p.sendMsg(m)
+	resp := p.mustRecv(2 * time.Second)
+	if resp.Type != message.Acknowledgement || resp.MessageID != mid || !bytes.Equal(resp.Token, token) {
+		t.Fatalf("registration answer %v", resp)
+	}
+	return resp
+}
+
+func TestObserveServerRegisterNotify(t *testing.T) {
+	res := &counterResource{value: []byte("0")}
+	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 100}, res)
+	p := newRawPeer(t, addr)
+	tok := []byte{1, 2, 3, 4}
+	resp := register(t, p, 1, tok, nil)
+	seq0, ok := resp.Options.Observe()
+	if !ok || resp.Code != message.Content || string(resp.Payload) != "0" {
+		t.Fatalf("registration response %v (Observe %v)", resp, ok)
+	}
+	if n := obs.Observers("/obs"); n != 1 {
+		t.Fatalf("observers %d", n)
+	}
+	last := seq0
+	for i := 1; i <= 3; i++ {
+		v := []byte(strconv.Itoa(i))
+		res.set(v)
+		if n := obs.Notify("/obs"); n != 1 {
+			t.Fatalf("Notify reached %d observers", n)
+		}
+		m := p.mustRecv(2 * time.Second)
+		seq, ok := m.Options.Observe()
+		switch {
+		case m.Type != message.NonConfirmable:
+			t.Errorf("notification %d type %v, want NON", i, m.Type)
+		case !bytes.Equal(m.Token, tok):
+			t.Errorf("notification token % x", m.Token)
+		case !ok || !observe.Newer(last, seq):
+			t.Errorf("notification %d Observe %d (present %v) not newer than %d", i, seq, ok, last)
+		case !bytes.Equal(m.Payload, v):
+			t.Errorf("notification payload %q, want %q", m.Payload, v)
+		case m.Options.MaxAge() != 30:
+			t.Errorf("Max-Age %d", m.Options.MaxAge())
+		}
+		if cf, ok := m.Options.ContentFormat(); !ok || cf != message.TextPlain {
+			t.Errorf("Content-Format %v %v", cf, ok)
+		}
+		last = seq
+	}
+	// GET with Observe=1 deregisters (RFC 7641 §3.6).
+	dm := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: 9, Token: tok}
+	dm.Options = dm.Options.SetPath("/obs").SetUint(message.Observe, observe.Deregister)
+	p.sendMsg(dm)
+	if r := p.mustRecv(2 * time.Second); r.Options.Has(message.Observe) || r.Code != message.Content {
+		t.Errorf("deregistration response %v", r)
+	}
+	if n := obs.Observers("/obs"); n != 0 {
+		t.Fatalf("observers after deregistration %d", n)
+	}
+	if n := obs.Notify("/obs"); n != 0 {
+		t.Errorf("Notify after deregistration reached %d", n)
+	}
+	p.expectSilence(100 * time.Millisecond)
+}
+
+func TestObserveServerDeregisterOnReaction(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer func(p *rawPeer, m *message.Message) // reaction to the CON notification
+		reason error
+	}{
+		{"RST", func(p *rawPeer, m *message.Message) {
+			p.sendMsg(&message.Message{Type: message.Reset, MessageID: m.MessageID})
+		}, observe.ErrReset},
+		{"no ACK", func(*rawPeer, *message.Message) {}, observe.ErrTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reasons := make(chan error, 4)
+			res := &counterResource{value: []byte("a")}
+			obs, addr := startObserveServer(t, ObserveOptions{
+				ConEvery:     1,
+				OnDeregister: func(_ observe.Observer, r error) { reasons <- r },
+			}, res)
+			p := newRawPeer(t, addr)
+			register(t, p, 1, []byte{7}, nil)
+			obs.Notify("/obs")
+			m := p.mustRecv(2 * time.Second)
+			if m.Type != message.Confirmable {
+				t.Fatalf("notification type %v, want CON with ConEvery 1", m.Type)
+			}
+			tc.answer(p, m)
+			select {
+			case r := <-reasons:
+				if !errors.Is(r, tc.reason) {
+					t.Errorf("reason %v, want %v", r, tc.reason)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("observer not removed")
+			}
+			if n := obs.Observers("/obs"); n != 0 {
+				t.Errorf("observers %d", n)
+			}
+		})
+	}
+}
+
+func TestObserveServerErrorResponseDoesNotRegister(t *testing.T) {
+	res := &counterResource{code: message.NotFound}
+	obs, addr := startObserveServer(t, ObserveOptions{}, res)
+	p := newRawPeer(t, addr)
+	resp := register(t, p, 1, []byte{1}, nil)
+	if resp.Code != message.NotFound || resp.Options.Has(message.Observe) {
+		t.Errorf("response %v", resp)
+	}
+	if n := obs.Observers("/obs"); n != 0 {
+		t.Errorf("observers %d after 4.04", n)
+	}
+}
+
+func TestObserveServerBlockwiseNotification(t *testing.T) {
+	body := bigBody(300)
+	res := &counterResource{value: body}
+	obs, addr := startObserveServer(t, ObserveOptions{}, res)
+	p := newRawPeer(t, addr)
+	tok := []byte{9, 9}
+	// The registration asks for 64-byte blocks.
+	resp := register(t, p, 1, tok, message.Options{}.Set(message.Block2, blockOpt(t, 0, false, 2)))
+	b2, ok := respBlock(t, resp, message.Block2)
+	if !ok || b2.Num != 0 || !b2.More || b2.SZX != 2 || !resp.Options.Has(message.Observe) {
+		t.Fatalf("registration response Block2 %v %v, Observe %v", b2, ok, resp.Options.Has(message.Observe))
+	}
+	next := append([]byte(nil), body...)
+	next[0] = 'Z'
+	res.set(next)
+	obs.Notify("/obs")
+	n := p.mustRecv(2 * time.Second)
+	nb, ok := respBlock(t, n, message.Block2)
+	etag, hasTag := n.Options.ETag()
+	if !ok || nb.Num != 0 || !nb.More || nb.SZX != 2 || !hasTag || !bytes.Equal(n.Payload, next[:64]) {
+		t.Fatalf("notification Block2 %v %v ETag %v payload %d", nb, ok, hasTag, len(n.Payload))
+	}
+	if sz, err := n.Options.Uint(message.Size2); err != nil || sz != 300 {
+		t.Errorf("Size2 %d %v", sz, err)
+	}
+	// The rest is fetched with plain GETs carrying Block2 (RFC 7959 §3.4).
+	got := append([]byte(nil), n.Payload...)
+	for num := uint32(1); ; num++ {
+		r := blockRequest(t, p, uint16(10+num), message.GET, "/obs", message.Options{}.Set(message.Block2, blockOpt(t, num, false, 2)), nil)
+		rb, _ := respBlock(t, r, message.Block2)
+		if tag, _ := r.Options.ETag(); !bytes.Equal(tag, etag) {
+			t.Fatalf("block %d ETag % x, want % x", num, tag, etag)
+		}
+		if r.Options.Has(message.Observe) {
+			t.Fatalf("block %d carries Observe", num)
+		}
+		got = append(got, r.Payload...)
+		if !rb.More {
+			break
+		}
+	}
+	if !bytes.Equal(got, next) {
+		t.Errorf("reassembled %d bytes differ", len(got))
+	}
+	if obs.Observers("/obs") != 1 {
+		t.Error("block fetches changed the registration")
+	}
+}
+
+func TestObserveServerSlowObserverLatestWins(t *testing.T) {
+	res := &counterResource{value: []byte("0")}
+	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 1}, res)
+	slow := newRawPeer(t, addr)
+	fast := newRawPeer(t, addr)
+	register(t, slow, 1, []byte{1}, nil)
+	register(t, fast, 2, []byte{2}, nil)
+	for i := 1; i <= 5; i++ {
+		res.set([]byte(strconv.Itoa(i)))
+		obs.Notify("/obs")
+		// fast acknowledges every CON at once; slow never does.
+		m := fast.mustRecv(2 * time.Second)
+		fast.sendMsg(&message.Message{Type: message.Acknowledgement, MessageID: m.MessageID})
+		if string(m.Payload) != strconv.Itoa(i) {
+			t.Fatalf("fast observer got %q, want %d", m.Payload, i)
+		}
+	}
+	// slow has the first notification in flight (retransmitted); the
+	// others were superseded while it waited.
+	first := slow.mustRecv(time.Second)
+	if string(first.Payload) != "1" {
+		t.Errorf("slow observer first got %q", first.Payload)
+	}
+	if st := obs.Stats(); st.Superseded == 0 {
+		t.Errorf("no superseded states for the slow observer: %+v", st)
+	}
+}
