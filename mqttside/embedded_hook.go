@@ -1,0 +1,66 @@
+package mqttside
+
+import (
+	"bytes"
+	"log/slog"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// authHook applies the ACL and the payload limit to external clients.
+// The inline client bypasses the ACL; its payloads are checked by Publish.
+type authHook struct {
+	mqtt.HookBase
+	acl        *ACL
+	log        *slog.Logger
+	maxPayload int
+	invalid    *atomic.Uint64
+}
+
+func (h *authHook) ID() string { return "bridge-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, b) >= 0
+}
+
+// OnPublish refuses payloads above the limit. An MQTT 5 client gets a
+// PUBACK/PUBREC with reason 0x95 "packet too large" (MQTT 5 §3.4.2.1); an
+// MQTT 3.1.1 client, which has no way to hear a refusal, is disconnected
+// (MQTT 3.1.1 §4.8: the server closes the connection on a protocol it
+// will not process).
+func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || len(pk.Payload) <= h.maxPayload {
+		return pk, nil
+	}
+	h.invalid.Add(1)
+	h.log.Info("mqtt client payload too large", "client_id", cl.ID, "topic", pk.TopicName,
+		"bytes", len(pk.Payload), "limit", h.maxPayload)
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		return pk, packets.ErrPacketTooLarge
+	}
+	cl.Stop(packets.ErrPacketTooLarge)
+	return pk, packets.ErrRejectPacket
+}
+
+// OnConnectAuthenticate answers CONNECT; false sends "not authorized"
+// [MQTT-3.1.4-2].
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	ok := h.acl.Authenticate(string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote)
+	if !ok {
+		h.log.Info("mqtt client refused", "client_id", cl.ID, "username", string(pk.Connect.Username),
+			"remote", cl.Net.Remote)
+	}
+	return ok
+}
+
+// OnACLCheck checks publishes (write) and subscriptions and deliveries.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	ok := h.acl.Allowed(string(cl.Properties.Username), topic, write)
+	if !ok {
+		h.log.Debug("mqtt acl denied", "client_id", cl.ID, "username", string(cl.Properties.Username),
+			"topic", topic, "write", write)
+	}
+	return ok
+}

@@ -1,0 +1,181 @@
+package mqttside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Publish hands m to the broker; see [Client.Publish].
+func (r *Remote) Publish(ctx context.Context, m Message) error {
+	if err := validateMessage(m, r.opts.MaxPayload, r.opts.AllowEmptyLevels); err != nil {
+		r.cnt.invalid.Add(1)
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // not accepted
+	}
+	p := newPending(m)
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	evicted, err := r.buf.Push(p)
+	if err == nil {
+		r.outstanding++
+		if r.State() != StateConnected {
+			r.cnt.buffered.Add(1)
+		}
+	}
+	if evicted != nil {
+		r.outstanding--
+	}
+	r.mu.Unlock()
+
+	if evicted != nil {
+		r.cnt.droppedQoS0.Add(1)
+		evicted.done <- ErrDropped
+		r.log.Debug("mqtt offline buffer full, dropped oldest QoS 0 message", "topic", evicted.msg.Topic)
+	}
+	switch {
+	case errors.Is(err, ErrBufferFull):
+		r.cnt.refused.Add(1)
+		return fmt.Errorf("%w (%d messages)", ErrBufferFull, r.opts.BufferSize)
+	case errors.Is(err, ErrDropped):
+		r.cnt.droppedQoS0.Add(1)
+		return err
+	}
+	r.signal()
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrPending, ctx.Err())
+	}
+}
+
+// dispatch hands buffered messages to Paho in order while connected.
+func (r *Remote) dispatch() {
+	defer r.wg.Done()
+	for {
+		r.mu.Lock()
+		for r.buf.Len() == 0 || r.State() != StateConnected || !r.pc.IsConnectionOpen() {
+			r.mu.Unlock()
+			select {
+			case <-r.wake:
+			case <-r.stop:
+				return
+			}
+			r.mu.Lock()
+		}
+		p := r.buf.Pop()
+		r.mu.Unlock()
+
+		tok := r.pc.Publish(p.msg.Topic, p.msg.QoS, p.msg.Retain, p.msg.Payload)
+		if done(tok) && errors.Is(tok.Error(), paho.ErrNotConnected) {
+			// Lost the connection between the check and the call: put it
+			// back in front to keep order, and wait for the reconnect.
+			r.mu.Lock()
+			ok := r.buf.PushFront(p)
+			r.mu.Unlock()
+			if !ok {
+				r.settleOne(p, fmt.Errorf("%w: %w", ErrNotConnected, tok.Error()))
+			}
+			continue
+		}
+		select {
+		case r.inflight <- inflightPub{p: p, tok: tok}:
+		case <-r.stop:
+			r.settleOne(p, ErrClosed)
+			return
+		}
+	}
+}
+
+func done(t paho.Token) bool {
+	select {
+	case <-t.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// settle waits for Paho's tokens in dispatch order and reports results.
+func (r *Remote) settle() {
+	defer r.wg.Done()
+	for {
+		select {
+		case f := <-r.inflight:
+			select {
+			case <-f.tok.Done():
+				r.settleToken(f)
+			case <-r.stop:
+				r.settleOne(f.p, ErrClosed)
+				r.drainInflight()
+				return
+			}
+		case <-r.stop:
+			r.drainInflight()
+			return
+		}
+	}
+}
+
+func (r *Remote) drainInflight() {
+	for {
+		select {
+		case f := <-r.inflight:
+			err := ErrClosed
+			if done(f.tok) {
+				err = f.tok.Error()
+			}
+			r.settleOne(f.p, err)
+		default:
+			return
+		}
+	}
+}
+
+// settleToken reports a finished Paho token. A QoS 1/2 send cut by a
+// disconnect is not lost: Paho stored the message before sending and
+// resends it from its session store after the reconnect (clean session
+// off), so the publisher learns it is pending, not failed.
+func (r *Remote) settleToken(f inflightPub) {
+	err := f.tok.Error()
+	if err == nil || f.p.msg.QoS == 0 || errors.Is(err, paho.ErrNotConnected) {
+		r.settleOne(f.p, err)
+		return
+	}
+	select {
+	case <-r.stop:
+		r.settleOne(f.p, ErrClosed)
+		return
+	default:
+	}
+	r.cnt.requeued.Add(1)
+	r.log.Debug("mqtt publish interrupted, kept for resend", "topic", f.p.msg.Topic, "error", err)
+	f.p.done <- fmt.Errorf("%w: resent after reconnect: %w", ErrPending, err)
+	r.mu.Lock()
+	r.outstanding--
+	r.mu.Unlock()
+}
+
+func (r *Remote) settleOne(p *pending, err error) {
+	if err == nil {
+		r.cnt.published.Add(1)
+	} else {
+		r.cnt.failed.Add(1)
+		r.log.Debug("mqtt publish failed", "topic", p.msg.Topic, "error", err)
+		if !errors.Is(err, ErrClosed) {
+			err = fmt.Errorf("mqtt: publish to %s: %w", r.broker, err)
+		}
+	}
+	p.done <- err
+	r.mu.Lock()
+	r.outstanding--
+	r.mu.Unlock()
+}
