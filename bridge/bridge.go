@@ -92,7 +92,10 @@ type Bridge struct {
 	metrics *metrics
 	health  *health
 
-	set       atomic.Pointer[rules.Set]
+	set         atomic.Pointer[rules.Set]
+	filterKinds atomic.Pointer[map[string]kindMask] // MQTT filter -> rule kinds that need it
+	reloadMu    sync.Mutex                          // serialises reloads
+	reloadCh    chan struct{}
 	mqtt      mqttside.Client
 	devices   *deviceClients
 	commands  *commands
@@ -104,7 +107,6 @@ type Bridge struct {
 	httpAddr net.Addr
 	coapAddr net.Addr
 	dtlsAddr net.Addr
-	subs     map[string]rules.Kind // MQTT filters subscribed, by the rule kind that needs them
 }
 
 // New validates cfg, loads its rules and prepares a bridge; nothing listens
@@ -137,7 +139,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		metrics:   newMetrics(reg),
 		health:    newHealth(),
 		resources: newResourceCache(opts.ResourceCacheSize),
-		subs:      map[string]rules.Kind{},
+		reloadCh:  make(chan struct{}, 1),
 	}
 	b.set.Store(set)
 	return b, nil
@@ -243,7 +245,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
 	b.commands = newCommands(b)
 	b.watches = newWatcher(runCtx, b)
-	if err := b.apply(ctx, b.set.Load()); err != nil {
+	if err := b.apply(ctx, nil, b.set.Load()); err != nil {
 		return err
 	}
 
@@ -304,6 +306,16 @@ func (b *Bridge) Run(ctx context.Context) error {
 		}()
 		b.log.Info("http listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
 	}
+	reloadCtx, stopReload := context.WithCancel(runCtx)
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		b.reloadLoop(reloadCtx)
+	}()
+	defer func() { // runs before the shutdown above: no reload races it
+		stopReload()
+		<-reloadDone
+	}()
 	b.log.Info("bridge running", "rules", b.metricsRuleCount(), "broker", b.cfg.MQTT.Broker)
 
 	select {
@@ -343,40 +355,79 @@ func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
 	}
 }
 
-// apply makes the running subscriptions and watches match set: filters no
-// longer needed are unsubscribed, new ones subscribed, unchanged ones kept.
-func (b *Bridge) apply(ctx context.Context, set *rules.Set) error {
-	want := map[string]rules.Subscription{}
-	for _, s := range set.Subscriptions() {
-		want[s.Filter] = s
+// apply moves the running subscriptions and watches from the old rule set
+// to the new one: only the difference is applied, so unchanged
+// observations, polls and subscriptions keep running.
+func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
+	d := rules.Compare(old, new)
+	kinds := map[string]kindMask{}
+	for _, s := range new.Subscriptions() {
+		kinds[s.Filter] |= maskOf(s.Kind)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for f, kind := range b.subs {
-		if s, ok := want[f]; ok && s.Kind == kind {
-			continue
+	b.filterKinds.Store(&kinds)
+	b.set.Store(new)
+
+	var errs []error
+	for _, s := range d.Subscriptions.Removed {
+		if err := b.mqtt.Unsubscribe(ctx, s.Filter); err != nil {
+			b.log.Warn("unsubscribe failed", "filter", s.Filter, "err", err)
 		}
-		if err := b.mqtt.Unsubscribe(ctx, f); err != nil {
-			b.log.Warn("unsubscribe failed", "filter", f, "err", err)
-		}
-		delete(b.subs, f)
 	}
-	for f, s := range want {
-		if _, ok := b.subs[f]; ok {
-			continue
+	subscribe := func(s rules.Subscription) {
+		if err := b.mqtt.Subscribe(ctx, s.Filter, s.QoS, mqttside.HandlerFunc(b.serveMQTT)); err != nil {
+			errs = append(errs, fmt.Errorf("subscribe %s (rule %s): %w", s.Filter, s.Rule, err))
 		}
-		var h mqttside.Handler = b.commands
-		if s.Kind == rules.KindResource {
-			h = b.resources
-		}
-		if err := b.mqtt.Subscribe(ctx, f, s.QoS, h); err != nil {
-			return fmt.Errorf("subscribe %s (rule %s): %w", f, s.Rule, err)
-		}
-		b.subs[f] = s.Kind
 	}
-	b.watches.apply(set.Watches())
-	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(set)))
-	return nil
+	for _, u := range d.Subscriptions.Changed {
+		subscribe(u.New) // a new QoS replaces the subscription
+	}
+	for _, s := range d.Subscriptions.Added {
+		subscribe(s)
+	}
+	b.watches.apply(d.Watches)
+	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
+	if !d.Empty() {
+		b.log.Info("rules applied",
+			"rules_added", len(d.Rules.Added), "rules_removed", len(d.Rules.Removed), "rules_changed", len(d.Rules.Changed), "rules_kept", len(d.Rules.Kept),
+			"watches_added", len(d.Watches.Added), "watches_removed", len(d.Watches.Removed), "watches_changed", len(d.Watches.Changed), "watches_kept", len(d.Watches.Kept),
+			"subscriptions_added", len(d.Subscriptions.Added), "subscriptions_removed", len(d.Subscriptions.Removed))
+	}
+	return errors.Join(errs...)
+}
+
+// kindMask says which kinds of rule need an MQTT filter.
+type kindMask uint8
+
+const (
+	needCommand kindMask = 1 << iota
+	needResource
+)
+
+func maskOf(k rules.Kind) kindMask {
+	switch k {
+	case rules.KindCommand:
+		return needCommand
+	case rules.KindResource:
+		return needResource
+	}
+	return 0
+}
+
+// serveMQTT dispatches a delivery to the rule kinds that subscribed its
+// filter. The message is acknowledged once every kind is done with it.
+func (b *Bridge) serveMQTT(d *mqttside.Delivery) {
+	var mask kindMask
+	if k := b.filterKinds.Load(); k != nil {
+		mask = (*k)[d.Filter]
+	}
+	if mask&needResource != 0 {
+		b.resources.store(d)
+	}
+	if mask&needCommand != 0 {
+		b.commands.ServeMQTT(d) // acknowledges when the CoAP exchange ends
+		return
+	}
+	d.Ack()
 }
 
 // deviceSeen records that a device answered or pushed: commands waiting for

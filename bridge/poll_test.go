@@ -33,8 +33,9 @@ url  = "coap://%s"
 name      = "battery"
 devices   = ["d1"]
 paths     = ["/battery"]
-interval  = "50ms"
+interval  = "100ms"
 on_change = true
+retain    = true
 topic     = "poll/{device}/{path...}"
 payload   = "json"
 
@@ -42,13 +43,15 @@ payload   = "json"
 name     = "counter"
 devices  = ["d1"]
 paths    = ["/counter"]
-interval = "50ms"
+interval = "100ms"
 topic    = "count/{device}"
 `, dev.addr)
 	tb := startBridge(t, rules, nil)
 	sub := subscribe(t, tb.MQTTAddr(), "poll/#", 0)
 	counts := subscribe(t, tb.MQTTAddr(), "count/#", 0)
 
+	// The first value may be published before the subscription: it is
+	// retained, so the subscriber gets it either way.
 	m := sub.next(t, 5*time.Second)
 	if m.Topic() != "poll/d1/battery" || string(m.Payload()) != "90" {
 		t.Fatalf("got %s %q", m.Topic(), m.Payload())
@@ -84,7 +87,7 @@ url  = "coap://%s"
 name     = "missing"
 devices  = ["d1"]
 paths    = ["/nothing"]
-interval = "50ms"
+interval = "100ms"
 topic    = "p/{device}"
 `, dev.addr)
 	tb := startBridge(t, rules, nil)

@@ -31,8 +31,8 @@ func newResourceCache(max int) *resourceCache {
 	return &resourceCache{max: max, values: map[string]*lastValue{}}
 }
 
-// ServeMQTT stores a message from a resource rule's subscription.
-func (c *resourceCache) ServeMQTT(d *mqttside.Delivery) {
+// store keeps a message from a resource rule's subscription.
+func (c *resourceCache) store(d *mqttside.Delivery) {
 	v := &lastValue{payload: append([]byte(nil), d.Payload...), contentType: d.ContentType, received: d.Received}
 	c.mu.Lock()
 	if _, ok := c.values[d.Topic]; !ok && len(c.values) >= c.max {
@@ -40,7 +40,6 @@ func (c *resourceCache) ServeMQTT(d *mqttside.Delivery) {
 	}
 	c.values[d.Topic] = v
 	c.mu.Unlock()
-	d.Ack()
 }
 
 func (c *resourceCache) evictOldestLocked() {

@@ -35,52 +35,64 @@ func newWatcher(ctx context.Context, b *Bridge) *watcher {
 	return &watcher{b: b, ctx: ctx, running: map[string]*watchRun{}}
 }
 
-// apply makes the running watches equal to ws: new keys start, missing keys
-// stop, and keys whose rule content changed restart.
-func (wt *watcher) apply(ws []rules.Watch) {
-	want := make(map[string]rules.Watch, len(ws))
-	for _, w := range ws {
-		want[w.Key()] = w
-	}
+// apply starts added watches, restarts changed ones and stops removed ones;
+// kept watches go on with the new rule set's copy of their rule.
+func (wt *watcher) apply(d rules.ItemDiff[rules.Watch]) {
+	var stopped []*watchRun
+	defer func() { // wait outside the lock: a stopping run may be in current()
+		for _, run := range stopped {
+			<-run.done
+		}
+	}()
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
-	for k, run := range wt.running {
-		if nw, ok := want[k]; ok && sameWatch(run.w, nw) {
-			run.w = nw
-			continue
+	stop := func(key string) {
+		if run, ok := wt.running[key]; ok {
+			run.cancel()
+			stopped = append(stopped, run)
+			delete(wt.running, key)
 		}
-		run.cancel()
-		<-run.done
-		delete(wt.running, k)
 	}
-	for k, w := range want {
-		if _, ok := wt.running[k]; ok {
-			continue
+	for _, w := range d.Removed {
+		stop(w.Key())
+	}
+	for _, u := range d.Changed {
+		stop(u.Old.Key())
+		wt.startLocked(u.New)
+	}
+	for _, u := range d.Kept {
+		if run, ok := wt.running[u.New.Key()]; ok {
+			run.w = u.New
+		} else {
+			wt.startLocked(u.New)
 		}
-		ctx, cancel := context.WithCancel(wt.ctx)
-		run := &watchRun{w: w, cancel: cancel, done: make(chan struct{})}
-		wt.running[k] = run
-		wt.wg.Add(1)
-		go func() {
-			defer wt.wg.Done()
-			defer close(run.done)
-			wt.run(ctx, run)
-		}()
 	}
+	for _, w := range d.Added {
+		wt.startLocked(w)
+	}
+	wt.b.metrics.observations.Set(float64(wt.countObserveLocked()))
 }
 
-// sameWatch reports whether a running watch can stay as it is.
-func sameWatch(a, b rules.Watch) bool {
-	if a.Device.URL != b.Device.URL || a.Device.PSKIdentity != b.Device.PSKIdentity || !a.Device.PSK.Equal(b.Device.PSK) {
-		return false
+func (wt *watcher) startLocked(w rules.Watch) {
+	ctx, cancel := context.WithCancel(wt.ctx)
+	run := &watchRun{w: w, cancel: cancel, done: make(chan struct{})}
+	wt.running[w.Key()] = run
+	wt.wg.Add(1)
+	go func() {
+		defer wt.wg.Done()
+		defer close(run.done)
+		wt.run(ctx, run)
+	}()
+}
+
+func (wt *watcher) countObserveLocked() int {
+	n := 0
+	for _, run := range wt.running {
+		if run.w.Observe != nil {
+			n++
+		}
 	}
-	if (a.Poll == nil) != (b.Poll == nil) {
-		return false
-	}
-	if a.Poll != nil && (a.Poll.Interval != b.Poll.Interval || a.Poll.OnChange != b.Poll.OnChange) {
-		return false
-	}
-	return true
+	return n
 }
 
 // stop ends every watch and waits for them.

@@ -150,6 +150,20 @@ func runBridge(ctx context.Context, path string, explicit bool, stderr io.Writer
 		fmt.Fprintln(stderr, err)
 		return exitError{1}
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				logger.Info("SIGHUP: reloading rules")
+				b.TriggerReload()
+			}
+		}
+	}()
 	if err := b.Run(ctx); err != nil {
 		logger.Error("bridge stopped", "err", err)
 		return exitError{1}
