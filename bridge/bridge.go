@@ -96,12 +96,12 @@ type Bridge struct {
 	filterKinds atomic.Pointer[map[string]kindMask] // MQTT filter -> rule kinds that need it
 	reloadMu    sync.Mutex                          // serialises reloads
 	reloadCh    chan struct{}
-	mqtt      mqttside.Client
-	devices   *deviceClients
-	commands  *commands
-	resources *resourceCache
-	watches   *watcher
-	coap      *coapside.Server
+	mqtt        mqttside.Client
+	devices     *deviceClients
+	commands    *commands
+	resources   *resourceCache
+	watches     *watcher
+	coap        *coapside.Server
 
 	mu       sync.Mutex
 	httpAddr net.Addr
