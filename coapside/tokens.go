@@ -3,6 +3,8 @@ package coapside
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"time"
@@ -243,4 +245,17 @@ func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) 
 func (e *Endpoint) SendAsync(peer net.Addr, m *message.Message, cb OutcomeFunc) error {
 	_, err := e.transmit(resolvePeer(peer), m, cb, true)
 	return err
+}
+
+// Ping sends an empty CON ("CoAP ping") to peer and reports whether it
+// answered with RST, the expected reply (RFC 7252 §4.3).
+func (e *Endpoint) Ping(ctx context.Context, peer net.Addr) error {
+	_, err := e.Send(ctx, peer, &message.Message{Type: message.Confirmable, Code: message.Empty})
+	switch {
+	case errors.Is(err, ErrReset):
+		return nil
+	case err == nil:
+		return fmt.Errorf("coap ping: %w: peer acknowledged instead of reset", ErrMessageType)
+	}
+	return fmt.Errorf("coap ping: %w", err)
 }

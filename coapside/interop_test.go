@@ -1,0 +1,185 @@
+package coapside
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+)
+
+// interopMux serves the resources the libcoap client is pointed at.
+func interopMux() *ServeMux {
+	mux := NewServeMux()
+	mux.HandleFunc("GET /hello", func(w ResponseWriter, r *Request) {
+		w.SetContentFormat(message.TextPlain)
+		_, _ = w.Write([]byte("world"))
+	})
+	mux.HandleFunc("/echo", func(w ResponseWriter, r *Request) {
+		cf, ok := r.Options.ContentFormat()
+		cfs := "none"
+		if ok {
+			cfs = strconv.Itoa(int(cf))
+		}
+		_, _ = fmt.Fprintf(w, "%v type=%v cf=%s q=%s payload=%s", r.Method, r.Type, cfs, strings.Join(r.Queries(), ","), r.Payload)
+	})
+	mux.HandleFunc("GET /accept", func(w ResponseWriter, r *Request) {
+		mt, ok := r.Options.Accept()
+		if !ok {
+			w.SetCode(message.BadRequest)
+			return
+		}
+		w.SetContentFormat(mt)
+		_, _ = fmt.Fprintf(w, "accept=%d", mt)
+	})
+	return mux
+}
+
+func runPeer(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+	}
+	return string(out)
+}
+
+func TestInteropLibcoapClientAgainstOurServer(t *testing.T) {
+	bin := requirePeer(t, "coap-client-notls")
+	_, addr := startServer(t, interopMux(), ServerOptions{})
+	base := "coap://" + addr.String()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"GET CON", []string{base + "/hello"}, "world"},
+		{"GET NON", []string{"-N", base + "/hello"}, "world"},
+		{"POST CON with payload and Content-Format", []string{"-m", "post", "-t", "50", "-e", `{"t":21}`, base + "/echo"},
+			`POST type=CON cf=50 q= payload={"t":21}`},
+		{"PUT NON with payload", []string{"-N", "-m", "put", "-t", "text/plain", "-e", "on", base + "/echo"},
+			"PUT type=NON cf=0 q= payload=on"},
+		{"POST with query string", []string{"-m", "post", "-e", "x", base + "/echo?a=1&b=two"},
+			"POST type=CON cf=none q=a=1,b=two payload=x"},
+		{"GET with Accept", []string{"-A", "60", base + "/accept"}, "accept=60"},
+		{"GET missing resource", []string{base + "/missing"}, "4.04"},
+		{"DELETE not allowed", []string{"-m", "delete", base + "/hello"}, "4.05"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := runPeer(t, bin, append([]string{"-B", "5"}, tt.args...)...)
+			if !strings.Contains(out, tt.want) {
+				t.Fatalf("coap-client output %q does not contain %q", out, tt.want)
+			}
+		})
+	}
+}
+
+// freeUDPPort returns a port that was free a moment ago on 127.0.0.1.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	c.Close()
+	return port
+}
+
+// startLibcoapServer runs coap-server-notls on a free port until cleanup.
+func startLibcoapServer(t *testing.T) *net.UDPAddr {
+	t.Helper()
+	bin := requirePeer(t, "coap-server-notls")
+	port := freeUDPPort(t)
+	cmd := exec.Command(bin, "-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	// Wait until it answers a CoAP ping.
+	c := newTestClient(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Endpoint().Ping(ctx, addr)
+		cancel()
+		if err == nil {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coap-server-notls did not come up: %v\n%s", err, stderr.String())
+		}
+	}
+}
+
+func TestInteropOurClientAgainstLibcoapServer(t *testing.T) {
+	addr := startLibcoapServer(t)
+	c, err := NewClient(ClientOptions{LocalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := testCtx(t)
+	base := "coap://" + addr.String()
+	check := func(resp *Response, err error) func(code message.Code) *Response {
+		return func(code message.Code) *Response {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Code != code {
+				t.Fatalf("code %v, want %v (payload %q)", resp.Code, code, resp.Payload)
+			}
+			return resp
+		}
+	}
+	resp := check(c.Get(ctx, base+"/time"))(message.Content)
+	if len(resp.Payload) == 0 {
+		t.Fatal("GET /time returned no payload")
+	}
+	check(c.Get(ctx, base+"/time", NonConfirmable()))(message.Content)
+	payload := []byte("hello-from-go " + time.Now().Format(time.RFC3339Nano))
+	// The first PUT creates the resource, the second changes it.
+	check(c.Put(ctx, base+"/example_data", message.TextPlain, []byte("first")))(message.Created)
+	check(c.Put(ctx, base+"/example_data", message.TextPlain, payload))(message.Changed)
+	resp = check(c.Get(ctx, base+"/example_data"))(message.Content)
+	if !bytes.Equal(resp.Payload, payload) {
+		t.Fatalf("GET after PUT = %q, want %q", resp.Payload, payload)
+	}
+	// libcoap 4.3 does not allow DELETE on /example_data.
+	check(c.Delete(ctx, base+"/example_data"))(message.MethodNotAllowed)
+	// DELETE /time is answered with an empty ACK and no response: the client
+	// stops retransmitting and waits for a separate response until its deadline.
+	// With 40 ms ACK_TIMEOUT and 2 retransmissions an unacknowledged CON
+	// would fail with ErrTimeout after about 280 ms.
+	fast := newTestClient(t)
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, err := fast.Delete(short, base+"/time"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("DELETE /time err = %v", err)
+	}
+	if got := fast.Endpoint().Stats().Retransmissions.Load(); got != 0 {
+		t.Fatalf("retransmitted %d times after the empty ACK", got)
+	}
+	check(c.Get(ctx, base+"/does-not-exist"))(message.NotFound)
+	resp = check(c.Get(ctx, base+"/.well-known/core"))(message.Content)
+	if cf, _ := resp.Options.ContentFormat(); cf != message.AppLinkFormat || !bytes.Contains(resp.Payload, []byte("</time>")) {
+		t.Fatalf("discovery: cf %v payload %q", cf, resp.Payload)
+	}
+}
