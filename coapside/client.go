@@ -20,6 +20,8 @@ type ClientOptions struct {
 	// Timeout bounds a request whose context has no deadline; default
 	// MAX_TRANSMIT_WAIT (93 s with default parameters).
 	Timeout time.Duration
+	// Blockwise configures transparent block-wise transfers in Do (RFC 7959).
+	Blockwise ClientBlockwiseOptions
 }
 
 // Client sends CoAP requests over one shared socket; it is safe for
@@ -27,6 +29,7 @@ type ClientOptions struct {
 type Client struct {
 	ep      *Endpoint
 	timeout time.Duration
+	bw      clientBlockwise
 }
 
 // Response is a CoAP response received by a Client.
@@ -61,7 +64,12 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if t <= 0 {
 		t = ep.p.maxTransmitWait
 	}
-	return &Client{ep: ep, timeout: t}, nil
+	bw, err := newClientBlockwise(opts.Blockwise, ep.p.MaxMessageSize)
+	if err != nil {
+		_ = ep.Close()
+		return nil, err
+	}
+	return &Client{ep: ep, timeout: t, bw: bw}, nil
 }
 
 // Endpoint returns the client's message layer (for Observe and block-wise).
@@ -144,10 +152,10 @@ func (c *Client) Resolve(ctx context.Context, req *Request) (net.Addr, error) {
 	return pa, nil
 }
 
-// Do sends req and waits for its response, a transmission failure (ErrReset,
+// doOnce sends req and waits for its response, a transmission failure (ErrReset,
 // ErrTimeout), or the end of ctx. Without a deadline on ctx the client's
 // Timeout applies.
-func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
+func (c *Client) doOnce(ctx context.Context, req *Request) (*Response, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)

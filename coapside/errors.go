@@ -25,4 +25,20 @@ var (
 	ErrMessageType = errors.New("coap: invalid message type for operation")
 	// ErrServerStarted means Serve was called twice.
 	ErrServerStarted = errors.New("coap: server already serving")
+	// ErrBlockwise means a block-wise transfer broke off: a missing or
+	// unexpected block option, a block out of sequence, or an error code
+	// in the middle of the transfer (RFC 7959).
+	ErrBlockwise = errors.New("coap: block-wise transfer failed")
+	// ErrNotObservable means the server answered an Observe registration
+	// without the Observe option: the resource cannot be observed and the
+	// caller should poll it instead (RFC 7641 §3.1).
+	ErrNotObservable = errors.New("coap: resource not observable")
+	// ErrObservationEnded means the server ended an observation: a
+	// notification with an error code or without Observe (RFC 7641 §3.2).
+	ErrObservationEnded = errors.New("coap: observation ended by server")
+	// ErrObservationLost means a re-registration of an observation got no
+	// answer, so the observation is presumed dead (RFC 7641 §3.3.1).
+	ErrObservationLost = errors.New("coap: observation lost")
+	// ErrCanceled means the observation was canceled by its owner.
+	ErrCanceled = errors.New("coap: observation canceled")
 )
