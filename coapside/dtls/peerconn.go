@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,10 @@ type peerConn struct {
 	done   chan struct{}
 	once   sync.Once
 	rd     *deadline
+	// wclosed stops writes. It is set by the session once pion is done, not
+	// by Close: pion's read loop closes the conn while Close is still
+	// sending close_notify, and that alert must still reach the peer.
+	wclosed atomic.Bool
 }
 
 func newPeerConn(pc net.PacketConn, remote net.Addr, queue int) *peerConn {
@@ -85,18 +90,23 @@ func (c *peerConn) Read(p []byte) (int, error) {
 
 // Write implements net.Conn: one call, one datagram to the peer.
 func (c *peerConn) Write(p []byte) (int, error) {
-	select {
-	case <-c.done:
+	if c.wclosed.Load() {
 		return 0, net.ErrClosed
-	default:
 	}
 	return c.pc.WriteTo(p, c.remote)
 }
 
-// Close implements net.Conn. It does not close the shared socket.
+// Close implements net.Conn: reads end; writes continue until closeWrite.
+// It does not close the shared socket.
 func (c *peerConn) Close() error {
 	c.once.Do(func() { close(c.done) })
 	return nil
+}
+
+// closeAll ends reads and writes.
+func (c *peerConn) closeAll() {
+	_ = c.Close()
+	c.wclosed.Store(true)
 }
 
 // LocalAddr implements net.Conn.

@@ -205,7 +205,7 @@ func (s *session) run(hs handshakeFunc) {
 		s.pump(conn)
 	}
 	_ = conn.Close() // sends close_notify unless the peer closed first
-	_ = s.raw.Close()
+	s.raw.closeAll()
 	ep.remove(s)
 	ep.stats.sessionsActive.Add(-1)
 	ep.log.Debug("dtls session closed", "peer", s.addr.String(), "identity", s.identity(),
@@ -237,7 +237,7 @@ func (s *session) pump(conn *pdtls.Conn) {
 // fail records a failed handshake.
 func (s *session) fail(err error) {
 	ep := s.ep
-	_ = s.raw.Close()
+	s.raw.closeAll()
 	ep.remove(s)
 	why := endReason(s.why.Load())
 	reason := s.classify(err)
