@@ -135,8 +135,9 @@ func TestBadOptionNON(t *testing.T) {
 	_, addr := startServer(t, h, ServerOptions{EndpointOptions: fastOpts()})
 	p := newRawPeer(t, addr)
 	p.send([]byte{0x51, 0x01, 0x00, 0x10, 0x77, 0xb1, 'x', 0xd0, 0x01})
+	// RFC 7252 §5.4.1: a NON with an unrecognized critical option is rejected.
 	m := p.mustRecv(time.Second)
-	if m.Type != message.NonConfirmable || m.Code != message.BadOption || !bytes.Equal(m.Token, []byte{0x77}) {
+	if m.Type != message.Reset || m.MessageID != 0x0010 {
 		t.Fatalf("reply %v", m)
 	}
 	if h.n.Load() != 0 {
@@ -254,6 +255,21 @@ func TestOverloadReturns503WithMaxAge(t *testing.T) {
 	}
 	if s.Endpoints()[0].Stats().Overloaded.Load() != 1 {
 		t.Fatal("Overloaded not counted")
+	}
+}
+
+func TestProxyRequestGets505(t *testing.T) {
+	h := &countingHandler{}
+	_, addr := startServer(t, h, ServerOptions{EndpointOptions: fastOpts()})
+	p := newRawPeer(t, addr)
+	m := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: 0x0600}
+	m.Options = m.Options.SetString(message.ProxyURI, "coap://example.net/x")
+	p.sendMsg(m)
+	if r := p.mustRecv(time.Second); r.Code != message.ProxyingNotSupported || r.MessageID != 0x0600 {
+		t.Fatalf("reply %v", r)
+	}
+	if h.n.Load() != 0 {
+		t.Fatal("handler ran")
 	}
 }
 
@@ -448,5 +464,30 @@ func TestEndpointCloseFailsPending(t *testing.T) {
 	}
 	if err := e.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestResponseWithUnknownCriticalOptionRejected(t *testing.T) {
+	e := newTestEndpoint(t, fastOpts())
+	p := newRawPeer(t, e.LocalAddr().(*net.UDPAddr))
+	got := make(chan struct{}, 1)
+	cancel, err := e.RegisterToken(p.addr(), []byte{0x01}, func(*message.Message, net.Addr, error) bool {
+		got <- struct{}{}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	m := &message.Message{Type: message.Confirmable, Code: message.Content, MessageID: 70, Token: []byte{0x01}}
+	m.Options = m.Options.Add(25, nil) // critical, unregistered
+	p.sendMsg(m)
+	if r := p.mustRecv(time.Second); r.Type != message.Reset || r.MessageID != 70 {
+		t.Fatalf("reply %v, want RST", r)
+	}
+	select {
+	case <-got:
+		t.Fatal("response with unknown critical option delivered")
+	case <-time.After(30 * time.Millisecond):
 	}
 }

@@ -83,11 +83,20 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 		return
 	}
 	// RFC 7252 §5.4.1: an unrecognized critical option in a CON request is
-	// answered 4.02 Bad Option; in a NON request the message is rejected.
+	// answered 4.02 Bad Option; a NON request is rejected (RST, §4.3).
 	if id, bad := m.Options.UnrecognizedCritical(nil); bad {
 		e.stats.BadOption.Add(1)
 		e.log.Debug("coap request with unrecognized critical option", "peer", from.netAddr().String(), "option", int(id))
-		e.replyDirect(r, m, from, ref, message.BadOption, 0, "unrecognized critical option "+id.String())
+		if con {
+			e.replyDirect(r, m, from, ref, message.BadOption, 0, "unrecognized critical option "+id.String())
+			return
+		}
+		e.sendReset(r, from, m.MessageID)
+		return
+	}
+	// RFC 7252 §5.7.2: this server is not a forward-proxy.
+	if m.Options.Has(message.ProxyURI) || m.Options.Has(message.ProxyScheme) {
+		e.replyDirect(r, m, from, ref, message.ProxyingNotSupported, 0, "")
 		return
 	}
 	if e.srv == nil {

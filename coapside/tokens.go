@@ -117,7 +117,13 @@ func (e *Endpoint) handleResponse(r *reader, m *message.Message, data []byte, fr
 	e.mu.Lock()
 	_, known := e.tokens[key]
 	e.mu.Unlock()
-	if !known {
+	// RFC 7252 §5.4.1: a response with an unrecognized critical option is
+	// rejected like one nobody is waiting for (§4.2, §4.3).
+	_, badOpt := m.Options.UnrecognizedCritical(nil)
+	if badOpt {
+		e.stats.BadOption.Add(1)
+	}
+	if !known || badOpt {
 		e.stats.UnmatchedResponses.Add(1)
 		r.out = appendEmpty(r.out[:0], message.Reset, m.MessageID)
 		e.stats.ResetsSent.Add(1)
