@@ -102,6 +102,7 @@ type Bridge struct {
 	resources   *resourceCache
 	watches     *watcher
 	coap        *coapside.Server
+	obs         *coapside.ObserveServer
 
 	mu       sync.Mutex
 	httpAddr net.Addr
@@ -141,6 +142,16 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		resources: newResourceCache(opts.ResourceCacheSize),
 		reloadCh:  make(chan struct{}, 1),
 	}
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: logger, MaxAge: opts.ResourceMaxAge})
+	if err != nil {
+		return nil, err
+	}
+	b.obs = obs
+	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bridge_observers_active",
+		Help: "CoAP clients observing the bridge's resource rules.",
+	}, func() float64 { return float64(obs.Stats().Observers) })
+	reg.MustRegister(b.metrics.observers)
 	b.set.Store(set)
 	return b, nil
 }
@@ -249,6 +260,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 
+	servers.Add(1)
+	go func() {
+		defer servers.Done()
+		b.obs.Run(runCtx)
+	}()
 	b.coap = &coapside.Server{Handler: routeHandler{b}, Options: coapside.ServerOptions{EndpointOptions: b.opts.CoAP}}
 	b.coap.Options.Logger = b.log
 	if l := b.cfg.CoAP.Listen; l != "" {
@@ -422,6 +438,7 @@ func (b *Bridge) serveMQTT(d *mqttside.Delivery) {
 	}
 	if mask&needResource != 0 {
 		b.resources.store(d)
+		b.notifyObservers(d.Topic)
 	}
 	if mask&needCommand != 0 {
 		b.commands.ServeMQTT(d) // acknowledges when the CoAP exchange ends

@@ -60,7 +60,10 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		b.serveIngress(w, r, route.Ingress, caps, identity, received)
 		return
 	}
-	b.serveResource(w, r, route.Resource, caps)
+	rule := route.Resource
+	b.obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		b.serveResource(w, r, rule, caps)
+	})).ServeCOAP(w, r)
 }
 
 // serveIngress publishes a device's push. The device hears 2.04 Changed only

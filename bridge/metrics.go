@@ -35,7 +35,7 @@ type metrics struct {
 	errors       *prometheus.CounterVec   // rule, reason
 	latency      *prometheus.HistogramVec // rule, direction
 	observations prometheus.Gauge
-	observers    prometheus.Gauge
+	observers    prometheus.GaugeFunc // registered once the observe server exists
 	queueDepth   prometheus.Gauge
 	reloads      *prometheus.CounterVec // result
 	rulesLoaded  prometheus.Gauge
@@ -64,10 +64,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bridge_observations_active",
 			Help: "Observations the bridge holds on device resources.",
 		}),
-		observers: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_observers_active",
-			Help: "CoAP clients observing the bridge's resource rules.",
-		}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_command_queue_depth",
 			Help: "Commands queued for offline devices.",
@@ -82,6 +78,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.messages, m.filtered, m.errors, m.latency, m.observations,
-		m.observers, m.queueDepth, m.reloads, m.rulesLoaded)
+		m.queueDepth, m.reloads, m.rulesLoaded)
 	return m
 }

@@ -94,3 +94,20 @@ func (b *Bridge) serveResource(w coapside.ResponseWriter, r *coapside.Request, r
 	w.Write(v.payload)
 	b.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
 }
+
+// notifyObservers tells the CoAP observers of every resource path fed by
+// topic that a new message arrived (RFC 7641 §4.2).
+func (b *Bridge) notifyObservers(topic string) {
+	for _, m := range b.set.Load().MatchResources(topic) {
+		segs, err := m.Rule.Path.RenderSegments(m.Captures)
+		if err != nil {
+			b.metrics.errors.WithLabelValues(m.Rule.Name, reasonEscape).Inc()
+			continue
+		}
+		var o message.Options
+		for _, s := range segs {
+			o = o.AddString(message.URIPath, s)
+		}
+		b.obs.Notify(o.Path())
+	}
+}
