@@ -1,0 +1,396 @@
+package coapside
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/observe"
+)
+
+// Defaults of ObservationOptions.
+const (
+	DefaultReregisterMargin = 10 * time.Second
+	DefaultCancelTimeout    = 5 * time.Second
+)
+
+// Notification is one representation of an observed resource: the response
+// to the registration or a later notification (RFC 7641 §3.2). A body sent
+// block-wise has already been completed.
+type Notification struct {
+	Code    message.Code
+	Options message.Options
+	Payload []byte
+	// Seq is the Observe option value; HasSeq is false when the response
+	// carried none (the resource is not, or no longer, observed).
+	Seq    uint32
+	HasSeq bool
+	// Peer is the server's address.
+	Peer net.Addr
+	// Received is when the (first block of the) message arrived.
+	Received time.Time
+}
+
+// ObservationOptions tune one observation. Zero values take the defaults.
+type ObservationOptions struct {
+	// ReregisterMargin is how long after Max-Age has run out without a
+	// notification the client registers again (RFC 7641 §3.3.1). Default 10 s.
+	ReregisterMargin time.Duration
+	// CancelTimeout bounds the deregistration request sent when the
+	// observation's context ends. Default 5 s.
+	CancelTimeout time.Duration
+}
+
+// Observation is a running observation started by Client.Observe. It ends
+// when its context ends or Cancel is called (both deregister with a GET
+// Observe=1, RFC 7641 §3.6), when the server ends it (an error or a
+// response without Observe, RFC 7641 §3.2), when a re-registration gets no
+// answer, or when the client closes. Done and Err report the end, so the
+// owner can observe again with backoff or fall back to polling.
+type Observation struct {
+	c     *Client
+	req   *Request // registration request template (Observe=0)
+	peer  net.Addr
+	token []byte
+	fn    func(Notification)
+	opts  ObservationOptions
+	done  chan struct{}
+	first chan *message.Message
+
+	mu        sync.Mutex
+	tracker   observe.Tracker
+	gotFirst  bool
+	ready     bool // the first notification was delivered by Observe
+	pending   *pendingNote
+	running   bool
+	canceling bool
+	ended     bool
+	err       error
+	maxAge    uint32
+	timer     *time.Timer
+	unreg     func()
+	stopCtx   func() bool
+	wg        sync.WaitGroup
+}
+
+// pendingNote is the latest accepted message not yet delivered.
+type pendingNote struct {
+	m  *message.Message
+	at time.Time
+}
+
+// Observe registers interest in url (GET with Observe=0, RFC 7641 §3.1) and
+// calls fn with the response and every fresh notification, in order, one at
+// a time and never on the socket's read goroutine. Stale and duplicate
+// notifications are dropped (RFC 7641 §3.4); CON notifications are
+// acknowledged and notifications for unknown tokens rejected with RST by the
+// endpoint.
+//
+// Observe returns after fn has seen the first response. When the server
+// answers without Observe the resource is not observable: fn still gets the
+// response and the error wraps ErrNotObservable. An error code is returned
+// as an error wrapping the message.Code.
+func (c *Client) Observe(ctx context.Context, url string, fn func(Notification), opts ...RequestOption) (*Observation, error) {
+	req, err := NewRequest(message.GET, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range opts {
+		o(req)
+	}
+	return c.ObserveRequest(ctx, req, fn, ObservationOptions{})
+}
+
+// ObserveRequest is Observe for a prepared GET or FETCH request.
+func (c *Client) ObserveRequest(ctx context.Context, req *Request, fn func(Notification), oo ObservationOptions) (*Observation, error) {
+	if oo.ReregisterMargin <= 0 {
+		oo.ReregisterMargin = DefaultReregisterMargin
+	}
+	if oo.CancelTimeout <= 0 {
+		oo.CancelTimeout = DefaultCancelTimeout
+	}
+	peer, err := c.Resolve(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := *req
+	tmpl.Type = message.Confirmable
+	tmpl.Options = req.Options.Clone().SetUint(message.Observe, observe.Register)
+	tok := req.Token
+	if len(tok) == 0 {
+		tok = NewToken()
+	}
+	o := &Observation{
+		c: c, req: &tmpl, peer: peer, token: tok, fn: fn, opts: oo,
+		done:  make(chan struct{}),
+		first: make(chan *message.Message, 1),
+	}
+	o.unreg, err = c.ep.RegisterToken(peer, tok, o.onResponse)
+	if err != nil {
+		return nil, fmt.Errorf("coap observe %s: %w", target(req, peer), err)
+	}
+	if err := o.send(observe.Register, o.onRegisterOutcome); err != nil {
+		o.end(err)
+		return nil, fmt.Errorf("coap observe %s: %w", target(req, peer), err)
+	}
+	wait := time.NewTimer(c.timeout)
+	defer wait.Stop()
+	var resp *message.Message
+	select {
+	case resp = <-o.first:
+	case <-o.done:
+		return nil, fmt.Errorf("coap observe %s: %w", target(req, peer), o.Err())
+	case <-wait.C:
+		o.end(ErrTimeout)
+		return nil, fmt.Errorf("coap observe %s: %w", target(req, peer), ErrTimeout)
+	case <-ctx.Done():
+		o.end(ctx.Err())
+		return nil, fmt.Errorf("coap observe %s: %w", target(req, peer), ctx.Err())
+	}
+	if resp.Code.IsError() {
+		o.end(resp.Code)
+		return nil, fmt.Errorf("coap observe %s: %w", target(req, peer), resp.Code)
+	}
+	_, observed := resp.Options.Observe()
+	o.deliver(ctx, resp, time.Now())
+	if !observed {
+		// RFC 7641 §3.1: no Observe in the response means no registration.
+		o.end(ErrNotObservable)
+		return nil, fmt.Errorf("coap observe %s: %w", target(req, peer), ErrNotObservable)
+	}
+	o.mu.Lock()
+	o.ready = true
+	o.maxAge = maxAgeOf(resp)
+	o.timer = time.AfterFunc(o.reregisterIn(), o.reregister)
+	if o.pending != nil && !o.running && !o.ended {
+		o.running = true
+		o.wg.Add(1)
+		go o.drain()
+	}
+	o.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), o.opts.CancelTimeout)
+		defer cancel()
+		_ = o.Cancel(cctx)
+	})
+	o.mu.Lock()
+	if o.ended {
+		o.mu.Unlock()
+		stop()
+	} else {
+		o.stopCtx = stop
+		o.mu.Unlock()
+	}
+	return o, nil
+}
+
+// Done is closed when the observation has ended.
+func (o *Observation) Done() <-chan struct{} { return o.done }
+
+// Err returns why the observation ended (nil while it runs): ErrCanceled,
+// ErrObservationEnded (wrapping the code of an error notification),
+// ErrObservationLost, ErrClosed, or the context's error.
+func (o *Observation) Err() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// Wait blocks until the observation has ended and no callback is running.
+// It must not be called from the callback.
+func (o *Observation) Wait() {
+	<-o.done
+	o.wg.Wait()
+}
+
+// Token returns the observation's token.
+func (o *Observation) Token() []byte { return o.token }
+
+// Cancel deregisters the observation with a GET Observe=1 (RFC 7641 §3.6),
+// waiting for the answer until ctx ends, and ends it with ErrCanceled. It is
+// idempotent and safe to call from the notification callback.
+func (o *Observation) Cancel(ctx context.Context) error {
+	o.mu.Lock()
+	if o.ended || o.canceling {
+		o.mu.Unlock()
+		return nil
+	}
+	o.canceling = true
+	o.mu.Unlock()
+	outcome := make(chan Outcome, 1)
+	err := o.send(observe.Deregister, func(oc Outcome, _ *message.Message) { outcome <- oc })
+	if err == nil {
+		select {
+		case oc := <-outcome:
+			err = oc.Err()
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-o.done:
+		}
+	}
+	o.end(ErrCanceled)
+	if err != nil {
+		return fmt.Errorf("coap observe cancel: %w", err)
+	}
+	return nil
+}
+
+// send transmits the registration request with the given Observe value and
+// the observation's token (RFC 7641 §3.3.1 allows re-registering with it).
+func (o *Observation) send(obs uint32, cb OutcomeFunc) error {
+	m := o.req.Message()
+	m.Token = o.token
+	m.Options = o.req.Options.Clone().SetUint(message.Observe, obs)
+	return o.c.ep.SendAsync(o.peer, m, cb)
+}
+
+// onRegisterOutcome ends the observation when a (re-)registration request
+// was rejected or never acknowledged.
+func (o *Observation) onRegisterOutcome(oc Outcome, _ *message.Message) {
+	switch oc {
+	case ResetByPeer, TimedOut:
+		o.end(fmt.Errorf("%w: %w", ErrObservationLost, oc.Err()))
+	}
+}
+
+// onResponse receives every response with the token on the read goroutine:
+// it applies the freshness rule and hands the latest fresh message to the
+// delivery goroutine (RFC 7641 §3.4). It never blocks.
+func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool {
+	if err != nil {
+		o.end(err)
+		return false
+	}
+	now := time.Now()
+	o.mu.Lock()
+	if o.ended || o.canceling {
+		keep := !o.ended
+		o.mu.Unlock()
+		return keep
+	}
+	seq, hasSeq := m.Options.Observe()
+	if hasSeq && !o.tracker.Check(seq, now).Accepted() {
+		o.mu.Unlock()
+		return true
+	}
+	if !o.gotFirst {
+		o.gotFirst = true
+		o.mu.Unlock()
+		o.first <- m
+		return true
+	}
+	o.pending = &pendingNote{m: m, at: now}
+	if o.ready && !o.running {
+		o.running = true
+		o.wg.Add(1)
+		go o.drain()
+	}
+	o.mu.Unlock()
+	return true
+}
+
+// drain delivers pending notifications one at a time until none is left.
+func (o *Observation) drain() {
+	defer o.wg.Done()
+	for {
+		o.mu.Lock()
+		p := o.pending
+		o.pending = nil
+		if p == nil || o.ended {
+			o.running = false
+			o.mu.Unlock()
+			return
+		}
+		if _, ok := p.m.Options.Observe(); ok {
+			o.maxAge = maxAgeOf(p.m)
+			o.timer.Reset(o.reregisterIn())
+		}
+		o.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), o.c.timeout)
+		o.deliver(ctx, p.m, p.at)
+		cancel()
+		if _, ok := p.m.Options.Observe(); !ok || p.m.Code.IsError() {
+			// RFC 7641 §3.2: an error or a response without Observe ends
+			// the observation.
+			reason := ErrObservationEnded
+			if p.m.Code.IsError() {
+				o.end(fmt.Errorf("%w: %w", reason, p.m.Code))
+			} else {
+				o.end(reason)
+			}
+		}
+	}
+}
+
+// deliver completes a block-wise body (RFC 7959 §3.4) and calls fn.
+func (o *Observation) deliver(ctx context.Context, m *message.Message, at time.Time) {
+	n := Notification{Code: m.Code, Options: m.Options, Payload: m.Payload, Peer: o.peer, Received: at}
+	n.Seq, n.HasSeq = m.Options.Observe()
+	if m.Options.Has(message.Block2) && !m.Code.IsError() {
+		resp := &Response{Code: m.Code, Type: m.Type, MessageID: m.MessageID, Token: m.Token, Options: m.Options, Payload: m.Payload, Peer: o.peer}
+		full, err := o.c.fetchBlock2(ctx, o.req, resp)
+		if err != nil {
+			o.c.ep.log.Debug("coap observe: notification body incomplete", "peer", o.peer.String(), "err", err)
+			return
+		}
+		n.Options, n.Payload = full.Options, full.Payload
+	}
+	o.fn(n)
+}
+
+// reregisterIn is the time until re-registration (RFC 7641 §3.3.1). o.mu held.
+func (o *Observation) reregisterIn() time.Duration {
+	now := time.Now()
+	return observe.ReregisterAt(now, o.maxAge, o.opts.ReregisterMargin).Sub(now)
+}
+
+// reregister sends a new registration with the same token when Max-Age and
+// the margin passed without a notification.
+func (o *Observation) reregister() {
+	o.mu.Lock()
+	if o.ended || o.canceling {
+		o.mu.Unlock()
+		return
+	}
+	// Try again after another period if the answer never comes.
+	o.timer.Reset(o.reregisterIn())
+	o.mu.Unlock()
+	if err := o.send(observe.Register, o.onRegisterOutcome); err != nil {
+		o.end(fmt.Errorf("%w: %w", ErrObservationLost, err))
+	}
+}
+
+// end stops the observation once with reason.
+func (o *Observation) end(reason error) {
+	o.mu.Lock()
+	if o.ended {
+		o.mu.Unlock()
+		return
+	}
+	o.ended = true
+	o.err = reason
+	o.pending = nil
+	if o.timer != nil {
+		o.timer.Stop()
+	}
+	stop := o.stopCtx
+	o.mu.Unlock()
+	if o.unreg != nil {
+		o.unreg()
+	}
+	if stop != nil {
+		stop()
+	}
+	close(o.done)
+}
+
+// maxAgeOf returns a response's Max-Age, DefaultMaxAge when absent.
+func maxAgeOf(m *message.Message) uint32 {
+	if m.Options.Has(message.MaxAge) {
+		return m.Options.MaxAge()
+	}
+	return observe.DefaultMaxAge
+}

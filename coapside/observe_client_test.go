@@ -1,0 +1,297 @@
+package coapside
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/observe"
+)
+
+// collect returns a callback that forwards notifications to a channel.
+func collect(n int) (func(Notification), chan Notification) {
+	ch := make(chan Notification, n)
+	return func(x Notification) { ch <- x }, ch
+}
+
+func nextNote(t *testing.T, ch chan Notification) Notification {
+	t.Helper()
+	select {
+	case n := <-ch:
+		return n
+	case <-time.After(2 * time.Second):
+		t.Fatal("no notification")
+	}
+	return Notification{}
+}
+
+func noNote(t *testing.T, ch chan Notification, d time.Duration) {
+	t.Helper()
+	select {
+	case n := <-ch:
+		t.Fatalf("unexpected notification %q seq %d", n.Payload, n.Seq)
+	case <-time.After(d):
+	}
+}
+
+func TestClientObserveOurServer(t *testing.T) {
+	res := &counterResource{value: []byte("0")}
+	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 2}, res)
+	c := newTestClient(t)
+	fn, ch := collect(16)
+	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/obs", addr), fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := nextNote(t, ch); string(n.Payload) != "0" || !n.HasSeq {
+		t.Fatalf("first %q seq %v", n.Payload, n.HasSeq)
+	}
+	for i := 1; i <= 4; i++ {
+		res.set([]byte(strconv.Itoa(i)))
+		obs.Notify("/obs")
+		if n := nextNote(t, ch); string(n.Payload) != strconv.Itoa(i) {
+			t.Fatalf("notification %d: %q", i, n.Payload)
+		}
+	}
+	if err := o.Cancel(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	o.Wait()
+	if !errors.Is(o.Err(), ErrCanceled) {
+		t.Errorf("Err %v", o.Err())
+	}
+	// RFC 7641 §3.6: the cancel deregistered on the server.
+	if n := obs.Observers("/obs"); n != 0 {
+		t.Errorf("server still has %d observers", n)
+	}
+	res.set([]byte("late"))
+	obs.Notify("/obs")
+	noNote(t, ch, 100*time.Millisecond)
+}
+
+func TestClientObserveContextEndDeregisters(t *testing.T) {
+	res := &counterResource{value: []byte("x")}
+	obs, addr := startObserveServer(t, ObserveOptions{}, res)
+	c := newTestClient(t)
+	fn, _ := collect(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	o, err := c.Observe(ctx, fmt.Sprintf("coap://%s/obs", addr), fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	o.Wait()
+	eventually(t, 2*time.Second, func() bool { return obs.Observers("/obs") == 0 }, "server deregistration")
+}
+
+func TestClientObserveNotObservableAndErrors(t *testing.T) {
+	mux := NewServeMux()
+	mux.HandleFunc("GET /plain", func(w ResponseWriter, _ *Request) { _, _ = w.Write([]byte("p")) })
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	c := newTestClient(t)
+	fn, ch := collect(4)
+	_, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/plain", addr), fn)
+	if !errors.Is(err, ErrNotObservable) {
+		t.Fatalf("err %v, want ErrNotObservable", err)
+	}
+	if n := nextNote(t, ch); string(n.Payload) != "p" || n.HasSeq {
+		t.Errorf("fallback response %q seq %v", n.Payload, n.HasSeq)
+	}
+	_, err = c.Observe(testCtx(t), fmt.Sprintf("coap://%s/missing", addr), fn)
+	if !errors.Is(err, message.NotFound) {
+		t.Errorf("missing resource: %v", err)
+	}
+}
+
+func TestClientObserveServerEndsObservation(t *testing.T) {
+	res := &counterResource{value: []byte("v")}
+	obs, addr := startObserveServer(t, ObserveOptions{}, res)
+	c := newTestClient(t)
+	fn, ch := collect(4)
+	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/obs", addr), fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextNote(t, ch)
+	obs.NotifyState("/obs", observe.State{Code: message.NotFound})
+	if n := nextNote(t, ch); n.Code != message.NotFound {
+		t.Errorf("final notification %v", n.Code)
+	}
+	select {
+	case <-o.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("observation did not end")
+	}
+	if err := o.Err(); !errors.Is(err, ErrObservationEnded) || !errors.Is(err, message.NotFound) {
+		t.Errorf("Err %v", err)
+	}
+	o.Wait()
+}
+
+func TestClientObserveBlockwiseNotification(t *testing.T) {
+	body := bigBody(3000)
+	res := &counterResource{value: body}
+	obs, addr := startObserveServer(t, ObserveOptions{}, res)
+	c := newTestClient(t)
+	fn, ch := collect(4)
+	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/obs", addr), fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Wait()
+	defer o.Cancel(testCtx(t))
+	if n := nextNote(t, ch); !bytes.Equal(n.Payload, body) {
+		t.Fatalf("first body %d bytes", len(n.Payload))
+	}
+	next := bytes.ToUpper(body)
+	res.set(next)
+	obs.Notify("/obs")
+	if n := nextNote(t, ch); !bytes.Equal(n.Payload, next) || n.Options.Has(message.Block2) {
+		t.Fatalf("notification body %d bytes, Block2 %v", len(n.Payload), n.Options.Has(message.Block2))
+	}
+}
+
+// fakeObserveServer is a raw socket acting as an observable server, to send
+// notifications in any order.
+type fakeObserveServer struct {
+	*rawPeer
+	client *Client
+	token  []byte
+}
+
+// startFakeObservation observes a raw peer and answers the registration
+// with Observe=seq and Max-Age maxAge.
+func startFakeObservation(t *testing.T, seq uint32, maxAge uint32, oo ObservationOptions) (*fakeObserveServer, *Observation, chan Notification) {
+	t.Helper()
+	c := newTestClient(t)
+	p := newRawPeer(t, c.Endpoint().LocalAddr().(*net.UDPAddr))
+	fn, ch := collect(16)
+	type res struct {
+		o   *Observation
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		req, _ := NewRequest(message.GET, fmt.Sprintf("coap://%s/s", p.addr()), nil)
+		o, err := c.ObserveRequest(testCtx(t), req, fn, oo)
+		done <- res{o, err}
+	}()
+	reg := p.mustRecv(2 * time.Second)
+	if v, ok := reg.Options.Observe(); !ok || v != observe.Register || reg.Code != message.GET {
+		t.Fatalf("registration %v", reg)
+	}
+	ack := &message.Message{Type: message.Acknowledgement, Code: message.Content, MessageID: reg.MessageID, Token: reg.Token}
+	ack.Options = ack.Options.SetUint(message.Observe, seq).SetUint(message.MaxAge, maxAge)
+	ack.Payload = []byte("first")
+	p.sendMsg(ack)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if n := nextNote(t, ch); string(n.Payload) != "first" {
+		t.Fatalf("first %q", n.Payload)
+	}
+	return &fakeObserveServer{rawPeer: p, client: c, token: reg.Token}, r.o, ch
+}
+
+func (f *fakeObserveServer) notify(mid uint16, typ message.Type, seq uint32, payload string) {
+	m := &message.Message{Type: typ, Code: message.Content, MessageID: mid, Token: f.token, Payload: []byte(payload)}
+	m.Options = m.Options.SetUint(message.Observe, seq).SetUint(message.MaxAge, 60)
+	f.sendMsg(m)
+}
+
+func TestClientObserveReorderedAndDuplicate(t *testing.T) {
+	f, o, ch := startFakeObservation(t, 10, 60, ObservationOptions{})
+	defer func() {
+		o.end(ErrCanceled)
+		o.Wait()
+	}()
+	steps := []struct {
+		mid     uint16
+		seq     uint32
+		payload string
+		deliver bool
+	}{
+		{100, 12, "12", true},
+		{101, 11, "11 stale", false},         // reordered: older than 12
+		{102, 12, "12 again", false},         // same sequence number, new MID
+		{100, 12, "12 same MID", false},      // message-layer duplicate
+		{103, 13, "13", true},                // fresh
+		{104, 13 + 1<<23 + 5, "wrap", false}, // far ahead is stale (RFC 7641 §3.4)
+		{105, 14, "14", true},
+	}
+	for _, s := range steps {
+		f.notify(s.mid, message.NonConfirmable, s.seq, s.payload)
+		if s.deliver {
+			if n := nextNote(t, ch); string(n.Payload) != s.payload || n.Seq != s.seq {
+				t.Fatalf("got %q seq %d, want %q", n.Payload, n.Seq, s.payload)
+			}
+		} else {
+			noNote(t, ch, 50*time.Millisecond)
+		}
+	}
+	// A CON notification is acknowledged.
+	f.notify(106, message.Confirmable, 15, "15")
+	if ack := f.mustRecv(time.Second); ack.Type != message.Acknowledgement || ack.MessageID != 106 {
+		t.Errorf("CON notification answered %v", ack)
+	}
+	nextNote(t, ch)
+	// A notification with a token nobody registered gets RST.
+	m := &message.Message{Type: message.NonConfirmable, Code: message.Content, MessageID: 107, Token: []byte("nobody")}
+	m.Options = m.Options.SetUint(message.Observe, 16)
+	f.sendMsg(m)
+	if rst := f.mustRecv(time.Second); rst.Type != message.Reset || rst.MessageID != 107 {
+		t.Errorf("unknown token answered %v", rst)
+	}
+}
+
+func TestClientObserveReregistration(t *testing.T) {
+	// Max-Age 0 and a short margin make the client re-register soon.
+	f, o, ch := startFakeObservation(t, 10, 0, ObservationOptions{ReregisterMargin: 80 * time.Millisecond})
+	rereg := f.mustRecv(2 * time.Second)
+	v, ok := rereg.Options.Observe()
+	if rereg.Code != message.GET || !ok || v != observe.Register || !bytes.Equal(rereg.Token, f.token) {
+		t.Fatalf("re-registration %v", rereg)
+	}
+	// Answer it: the observation continues with the same token.
+	ack := &message.Message{Type: message.Acknowledgement, Code: message.Content, MessageID: rereg.MessageID, Token: rereg.Token}
+	ack.Options = ack.Options.SetUint(message.Observe, 11).SetUint(message.MaxAge, 0)
+	ack.Payload = []byte("again")
+	f.sendMsg(ack)
+	if n := nextNote(t, ch); string(n.Payload) != "again" {
+		t.Fatalf("re-registration response %q", n.Payload)
+	}
+	// The next re-registration is never answered: the CON times out and the
+	// observation is reported lost, so the owner can observe again.
+	select {
+	case <-o.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("observation not ended after unanswered re-registration")
+	}
+	if !errors.Is(o.Err(), ErrObservationLost) || !errors.Is(o.Err(), ErrTimeout) {
+		t.Errorf("Err %v", o.Err())
+	}
+	o.Wait()
+}
+
+func TestClientObserveRegistrationReset(t *testing.T) {
+	// The server rejects the registration with RST: Observe fails with ErrReset.
+	c := newTestClient(t)
+	p := newRawPeer(t, c.Endpoint().LocalAddr().(*net.UDPAddr))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/s", p.addr()), func(Notification) {})
+		errc <- err
+	}()
+	reg := p.mustRecv(2 * time.Second)
+	p.sendMsg(&message.Message{Type: message.Reset, MessageID: reg.MessageID})
+	if err := <-errc; !errors.Is(err, ErrReset) {
+		t.Errorf("err %v, want ErrReset", err)
+	}
+}
