@@ -117,6 +117,20 @@ func TestCompare(t *testing.T) {
 			t.Errorf("diff = devices %+v watches changed %d rules %+v", d.Devices, len(d.Watches.Changed), d.Rules)
 		}
 	})
+	t.Run("discover watch", func(t *testing.T) {
+		d := Compare(base, loadVariant(t, func(s string) string {
+			return mustReplace(t, s, `paths    = ["/sensors/temp", "/sensors/humidity"]`, `discover = "rt=temperature"`)
+		}))
+		if len(d.Watches.Added) != 1 || !d.Watches.Added[0].Discovery() || d.Watches.Added[0].Key() != "greenhouse-1 discover greenhouse" {
+			t.Errorf("added watches = %+v", d.Watches.Added)
+		}
+		if got := itemKeys(d.Watches.Removed, Watch.Key); got != "greenhouse-1 /sensors/humidity,greenhouse-1 /sensors/temp" {
+			t.Errorf("removed watches = %s", got)
+		}
+		if got := updKeys(d.Watches.Kept, Watch.Key); got != "greenhouse-1 /battery" {
+			t.Errorf("kept watches = %s", got)
+		}
+	})
 	t.Run("rule removed", func(t *testing.T) {
 		d := Compare(base, loadVariant(t, func(s string) string {
 			i := strings.Index(s, "[[resource]]")

@@ -177,6 +177,12 @@ type Watch struct {
 	Poll    *Poll
 }
 
+// Discovery reports whether the watch stands for an observe rule's discover
+// query on its device: the bridge reads /.well-known/core with the query
+// (RFC 6690 §4) and observes each listed resource, rather than observing
+// Path itself.
+func (w Watch) Discovery() bool { return w.Path == "" && w.Observe != nil && w.Observe.Discover != "" }
+
 // Key identifies the watch across reloads: device and path, or device and
 // rule for discovery.
 func (w Watch) Key() string {
