@@ -50,6 +50,9 @@ func (x *dec) checkKeys() {
 
 func (x *dec) get(key string, required bool) *field {
 	f := x.e.byKey[key]
+	if f != nil && f.val.kind == vReported {
+		return nil
+	}
 	if f == nil && required {
 		x.d.addf(x.e.pos, "%s: missing required key %q", x.what(), key)
 	}

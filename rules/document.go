@@ -29,6 +29,8 @@ const (
 	vArray
 	vTable
 	vDate
+	// vReported marks a value already reported as bad.
+	vReported
 )
 
 func (k valueKind) String() string {
@@ -259,7 +261,10 @@ func (w *walker) value(n *unstable.Node, line, depth int) value {
 				continue
 			}
 			if len(v.arr) >= maxArrayLen {
-				break
+				w.d.addf(Pos{File: w.file, Line: line}, "array has more than %d elements", maxArrayLen)
+				v.kind = vReported
+				v.arr = nil
+				return v
 			}
 			v.arr = append(v.arr, w.value(c, line, depth+1))
 		}

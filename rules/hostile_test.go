@@ -30,6 +30,7 @@ func TestHostileInputs(t *testing.T) {
 		{"long value", "[[device]]\nname = \"d\"\nurl = \"" + strings.Repeat("x", 1<<20) + "\"\n", "missing scheme"},
 		{"binary garbage", string(garbage), "not UTF-8"},
 		{"NUL bytes", "[[ingress]]\nname = \"a\x00\"\n", "TOML syntax error"},
+		{"long array", "[[observe]]\nname = \"o\"\npaths = [" + strings.Repeat("\"/a\",", maxArrayLen+1) + "]\n", "array has more than 100000 elements"},
 		{"many keys", "[[ingress]]\n" + repeat("x = 1\n", 1<<20), "duplicate key"},
 	}
 	for _, tc := range tests {
