@@ -33,7 +33,9 @@ type Remote struct {
 	pc     paho.Client
 	cnt    counters
 	state  atomic.Int32
-	ever   atomic.Bool // connected at least once
+	ever   atomic.Bool   // connected at least once
+	epoch  atomic.Uint64 // connections so far
+	store  *copyingStore
 
 	mu          sync.Mutex
 	buf         *offlineBuffer
@@ -85,6 +87,7 @@ func NewRemote(opts RemoteOptions) (*Remote, error) {
 		wake:     make(chan struct{}, 1),
 		inflight: make(chan inflightPub, opts.MaxInflight),
 		stop:     make(chan struct{}),
+		store:    newCopyingStore(),
 	}
 	po, err := r.pahoOptions(u)
 	if err != nil {
@@ -113,8 +116,7 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	po.SetConnectRetryInterval(o.MinBackoff)
 	po.SetMaxReconnectInterval(o.MaxBackoff)
 	po.SetResumeSubs(true)
-	// Resend stored QoS 1/2 messages in their original order after a reconnect.
-	po.SetStore(newCopyingStore())
+	po.SetStore(r.store)
 	if isTLSScheme(u.Scheme) {
 		tc, err := o.TLS.Config(u.Hostname())
 		if err != nil {
@@ -286,6 +288,7 @@ func (r *Remote) onConnect(c paho.Client) {
 	if r.opts.StatusTopic != "-" {
 		c.Publish(r.opts.StatusTopic, 1, true, "online")
 	}
+	r.epoch.Add(1)
 	r.setState(StateConnected, nil)
 	r.upOnce.Do(func() { close(r.up) })
 	r.signal()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
@@ -60,6 +61,7 @@ func (r *Remote) Publish(ctx context.Context, m Message) error {
 // dispatch hands buffered messages to Paho in order while connected.
 func (r *Remote) dispatch() {
 	defer r.wg.Done()
+	var epoch uint64
 	for {
 		r.mu.Lock()
 		for r.buf.Len() == 0 || r.State() != StateConnected || !r.pc.IsConnectionOpen() {
@@ -71,8 +73,20 @@ func (r *Remote) dispatch() {
 			}
 			r.mu.Lock()
 		}
+		r.mu.Unlock()
+		if e := r.epoch.Load(); e != epoch {
+			epoch = e
+			if !r.awaitResent() {
+				return
+			}
+			continue // recheck the connection
+		}
+		r.mu.Lock()
 		p := r.buf.Pop()
 		r.mu.Unlock()
+		if p == nil {
+			continue
+		}
 
 		tok := r.pc.Publish(p.msg.Topic, p.msg.QoS, p.msg.Retain, p.msg.Payload)
 		if done(tok) && errors.Is(tok.Error(), paho.ErrNotConnected) {
@@ -91,6 +105,42 @@ func (r *Remote) dispatch() {
 		case <-r.stop:
 			r.settleOne(p, ErrClosed)
 			return
+		}
+	}
+}
+
+// awaitResent waits after a (re)connect until the QoS 1/2 messages that
+// were in flight at the disconnect, which Paho resends from its session
+// store, are acknowledged, so newer messages cannot overtake them and
+// order is kept [MQTT-4.6.0-1]. It gives up after ConnectTimeout (the
+// messages stay stored and are resent again). It reports false at Close.
+func (r *Remote) awaitResent() bool {
+	waiting, changed := r.store.outbound()
+	if len(waiting) == 0 {
+		return true
+	}
+	r.log.Debug("mqtt waiting for resent messages", "count", len(waiting))
+	timeout := time.NewTimer(r.opts.ConnectTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case <-changed:
+		case <-timeout.C:
+			r.log.Debug("mqtt resent messages not yet acknowledged, continuing")
+			return true
+		case <-r.stop:
+			return false
+		}
+		var now map[string]bool
+		now, changed = r.store.outbound()
+		left := 0
+		for k := range waiting {
+			if now[k] {
+				left++
+			}
+		}
+		if left == 0 {
+			return true
 		}
 	}
 }
