@@ -39,6 +39,9 @@ var (
 	// ErrObservationLost means a re-registration of an observation got no
 	// answer, so the observation is presumed dead (RFC 7641 §3.3.1).
 	ErrObservationLost = errors.New("coap: observation lost")
+	// ErrUnexpectedFormat means a response carried another Content-Format
+	// than the operation needs (for example link-format for discovery).
+	ErrUnexpectedFormat = errors.New("coap: unexpected content format")
 	// ErrCanceled means the observation was canceled by its owner.
 	ErrCanceled = errors.New("coap: observation canceled")
 )

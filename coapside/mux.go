@@ -19,6 +19,7 @@ import (
 type ServeMux struct {
 	mu      sync.RWMutex
 	entries []*muxEntry
+	disc    discovery // resources listed on /.well-known/core
 }
 
 // NewServeMux returns an empty mux.
