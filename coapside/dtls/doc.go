@@ -1,21 +1,44 @@
 // Package dtls is the DTLS 1.2 transport under the CoAP stack (RFC 7252 §9),
 // built on github.com/pion/dtls/v2.
 //
-// Both ends are plain net.PacketConn values so the CoAP message layer runs over
-// them unchanged:
+// Both ends are plain net.PacketConn values so the CoAP message layer runs
+// over them unchanged:
 //
-//   - ServerConn multiplexes DTLS sessions from many peers on one UDP socket.
-//     ReadFrom returns the next decrypted datagram and its peer, WriteTo encrypts
-//     to that peer's session, and PeerIdentity reports the authenticated PSK
-//     identity or certificate subject.
-//   - ClientConn dials a session on the first WriteTo to an address and reuses it
-//     for later datagrams; replies arrive on ReadFrom.
+//   - ServerConn (Listen, NewServerConn) multiplexes DTLS sessions from many
+//     peers on one UDP socket. ReadFrom returns the next decrypted datagram
+//     and its peer, WriteTo encrypts to that peer's session (ErrNoSession
+//     without one), and PeerIdentity reports the authenticated PSK identity
+//     or certificate subject CN, which makes it a
+//     coapside.PeerIdentityProvider.
+//   - ClientConn (NewClientConn, NewClientConnOn) performs a handshake on
+//     the first WriteTo to an address, reuses the session for later
+//     datagrams, and delivers replies on ReadFrom. Credentials can differ
+//     per server (ClientConfig.CredentialsFor).
 //
-// Authentication is by pre-shared key (PSKStore, loaded from a psk_file) or by
-// X.509 ECDSA certificates with CA verification and optional SPKI pinning.
-// Limits (handshake timeout, concurrent handshakes, sessions, idle expiry) and
-// counters (Stats) protect the listener from floods and make failures visible.
+// Wiring, in brief:
 //
-// Connection ID (RFC 9146) is not available: pion/dtls v2 does not implement it,
-// so a peer whose NAT mapping changes must handshake again.
+//	cfg, err := dtls.LoadServerConfig(dtls.ServerFiles{PSKFile: ..., CertFile: ...}, dtls.Limits{Logger: log})
+//	conn, err := dtls.Listen("udp", ":5684", cfg)
+//	go coapServer.Serve(conn)                  // handlers see r.PeerIdentity()
+//	...
+//	cfg.PSK.Reload()                           // on SIGHUP: new handshakes use the new keys
+//
+//	cli, err := dtls.NewClientConn("", dtls.ClientConfig{Credentials: creds})
+//	coapClient, err := coapside.NewClient(coapside.ClientOptions{Conn: cli})
+//
+// Authentication is by pre-shared key (PSKStore, loaded from a psk_file; see
+// ParsePSKFile) or by X.509 ECDSA certificates verified against a CA pool,
+// or accepted by SPKI pin (raw-public-key style). Keys are Secret values,
+// which never print.
+//
+// Protection of the listener: nothing is allocated for a datagram from an
+// unknown address unless it is a well-formed ClientHello (plaintext CoAP,
+// stray records and malformed hellos are dropped and counted); the first
+// ClientHello is answered with a HelloVerifyRequest cookie (RFC 6347 §4.2.1)
+// and a client that does not return it within CookieTimeout loses its slot;
+// concurrent handshakes, sessions, handshake time and idle time are bounded.
+// Stats exposes the counters for metrics.
+//
+// Connection ID (RFC 9146) is not available: pion/dtls v2 does not implement
+// it (v3 does), so a peer whose NAT mapping changes must handshake again.
 package dtls

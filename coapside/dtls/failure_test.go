@@ -3,6 +3,7 @@ package dtls
 import (
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -187,4 +188,57 @@ func TestCookieTimeout(t *testing.T) {
 		st := srv.Stats()
 		return st.HandshakesActive == 0 && st.Failed(FailTimeout) == 1
 	})
+}
+
+// dropAfter passes the first n writes of a PacketConn and silently drops
+// the rest, like a peer that vanishes mid-handshake.
+type dropAfter struct {
+	net.PacketConn
+	mu sync.Mutex
+	n  int
+}
+
+func (d *dropAfter) WriteTo(p []byte, addr net.Addr) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n <= 0 {
+		return len(p), nil
+	}
+	d.n--
+	return d.PacketConn.WriteTo(p, addr)
+}
+
+// TestHandshakeTimeout: a client that returns the cookie and then goes
+// silent is cut off at HandshakeTimeout and counted as a timeout.
+func TestHandshakeTimeout(t *testing.T) {
+	scfg := pskServerConfig(t)
+	scfg.HandshakeTimeout = 500 * time.Millisecond
+	srv := startServer(t, scfg)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := fastLimits(t)
+	lim.HandshakeTimeout = 800 * time.Millisecond
+	cli, err := NewClientConnOn(&dropAfter{PacketConn: pc, n: 2}, ClientConfig{ // two ClientHellos
+		Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")},
+		Limits:      lim,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	start := time.Now()
+	_, err = cli.WriteTo([]byte("x"), srv.LocalAddr())
+	var he *HandshakeError
+	if !errors.As(err, &he) || he.Reason != FailTimeout {
+		t.Fatalf("client: %v, want timeout handshake error", err)
+	}
+	eventually(t, 2*time.Second, "server timeout counted", func() bool { return srv.Stats().Failed(FailTimeout) == 1 })
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("timeout took %v", el)
+	}
+	if st := srv.Stats(); st.HandshakesActive != 0 || st.TotalFailed() != 1 {
+		t.Fatalf("stats %+v", st)
+	}
 }

@@ -245,7 +245,7 @@ func (s *session) fail(err error) {
 	if why != endShutdown && why != endClosed { // else not the peer's failure
 		ep.stats.handshakesFailed[reason].Add(1)
 		ep.log.Warn("dtls handshake failed", "peer", s.addr.String(), "reason", reason.String(),
-			"identity", s.identity(), "role", ep.opt.role, "err", err)
+			"identity", s.identity(), "role", ep.opt.role, "key_used", s.pskKnown.Load(), "err", err)
 	}
 	close(s.ready) // after the counters, so a waiter sees them
 }
@@ -268,10 +268,11 @@ func (s *session) classify(err error) FailReason {
 		// server discards it silently, RFC 6347 §4.1.2.7) or the peer
 		// said so with an alert.
 		return FailBadPSK
-	case s.pskKnown.Load() && s.ep.opt.role == roleClient:
-		// The client supplies its key only after the suite is agreed;
-		// what can fail after that is the key itself, whether the server
-		// says so (alert) or goes quiet (pion) or closes (GnuTLS).
+	case s.pskKnown.Load() && hasAlert && s.ep.opt.role == roleClient:
+		// The client supplies its key only after the suite is agreed; a
+		// server that then ends the handshake (GnuTLS sends close_notify)
+		// rejected the key. A server that goes quiet instead (pion) is
+		// indistinguishable from packet loss and counts as a timeout.
 		return FailBadPSK
 	case timeout:
 		return FailTimeout

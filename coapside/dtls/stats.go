@@ -10,8 +10,10 @@ const (
 	// FailOther is any failure not covered below (cipher suite mismatch,
 	// protocol errors, alerts from the peer).
 	FailOther FailReason = iota
-	// FailBadPSK is a handshake with a known identity whose Finished message
-	// did not verify, i.e. the peer holds a different key.
+	// FailBadPSK is a key mismatch: on the server, a known identity whose
+	// encrypted Finished did not verify (pion drops it silently, so this is
+	// recognised when the handshake then fails); on the client, a server
+	// that ended the handshake with an alert after the key was used.
 	FailBadPSK
 	// FailUnknownIdentity is a PSK identity that is not in the store.
 	FailUnknownIdentity
