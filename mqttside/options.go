@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -207,6 +208,8 @@ func brokerURL(s string) (*url.URL, error) {
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), port)
+	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+		return nil, fmt.Errorf("%w: broker url %q: port out of range", ErrInvalidOptions, u.Redacted())
 	}
 	u.Scheme = scheme
 	return u, nil
