@@ -46,11 +46,24 @@ type DTLSConfig struct {
 type MQTTConfig struct {
 	// Broker is "embedded" or the URL of an existing broker
 	// (tcp://, ssl://, tls://, ws://, wss://).
-	Broker   string         `mapstructure:"broker"`
-	ClientID string         `mapstructure:"client_id"`
-	Username string         `mapstructure:"username"`
-	Password Secret         `mapstructure:"password"`
-	Embedded EmbeddedConfig `mapstructure:"embedded"`
+	Broker   string `mapstructure:"broker"`
+	ClientID string `mapstructure:"client_id"`
+	Username string `mapstructure:"username"`
+	Password Secret `mapstructure:"password"`
+	// TLS for ssl://, tls://, mqtts:// and wss:// brokers.
+	CAFile     string `mapstructure:"ca_file"`
+	CertFile   string `mapstructure:"cert_file"`
+	KeyFile    string `mapstructure:"key_file"`
+	ServerName string `mapstructure:"server_name"`
+	// BufferSize bounds the offline buffer (messages) while a remote
+	// broker is unreachable; 0 means the default (1000).
+	BufferSize int `mapstructure:"buffer_size"`
+	// MaxPayload bounds MQTT payloads in bytes; 0 means the default (256 KiB).
+	MaxPayload int `mapstructure:"max_payload"`
+	// StatusTopic is the retained online/offline topic with Last Will
+	// (remote broker); "" means "<client_id>/status", "-" disables it.
+	StatusTopic string         `mapstructure:"status_topic"`
+	Embedded    EmbeddedConfig `mapstructure:"embedded"`
 }
 
 // EmbeddedConfig configures the embedded broker.
@@ -58,6 +71,9 @@ type EmbeddedConfig struct {
 	Listen    string `mapstructure:"listen"`
 	Websocket string `mapstructure:"websocket"`
 	AuthFile  string `mapstructure:"auth_file"`
+	// PersistenceDir keeps sessions and retained messages across restarts
+	// in a bolt database in this folder; "" keeps them in memory.
+	PersistenceDir string `mapstructure:"persistence_dir"`
 }
 
 // HTTPConfig configures the metrics and health endpoints.
@@ -198,6 +214,24 @@ func (c *Config) Validate() error {
 		default:
 			add("mqtt.broker", "unsupported scheme %q (want tcp, ssl, tls, ws or wss)", u.Scheme)
 		}
+	}
+	if c.MQTT.BufferSize < 0 {
+		add("mqtt.buffer_size", "must not be negative")
+	}
+	if c.MQTT.MaxPayload < 0 {
+		add("mqtt.max_payload", "must not be negative")
+	}
+	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
+		add("mqtt.cert_file", "cert_file and key_file go together")
+	}
+	if c.MQTT.BufferSize < 0 {
+		add("mqtt.buffer_size", "must not be negative")
+	}
+	if c.MQTT.MaxPayload < 0 {
+		add("mqtt.max_payload", "must not be negative")
+	}
+	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
+		add("mqtt.cert_file", "cert_file and key_file go together")
 	}
 	if c.MQTT.ClientID == "" {
 		add("mqtt.client_id", "must not be empty")

@@ -2,9 +2,7 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
@@ -39,67 +37,44 @@ func (e *outcomeError) Error() string { return e.reason + ": " + e.err.Error() }
 func (e *outcomeError) Unwrap() error { return e.err }
 
 // buildMessage turns an inbound payload into the MQTT message rule out
-// publishes: converts the payload, applies where and transform, renders the
-// topic. It returns errFiltered when where is false.
+// publishes (rules.Output.Prepare: topic, where, conversion, transform). It
+// returns errFiltered when where is false and an *outcomeError when the
+// message cannot be published.
 func buildMessage(out *rules.Output, caps rules.Captures, in *inbound) (mqttside.Message, error) {
-	topic, err := out.Topic.Render(caps)
-	if err != nil {
-		return mqttside.Message{}, &outcomeError{reasonEscape, message.BadRequest, err}
-	}
 	p := rules.Payload{Data: in.Payload}
 	if in.ContentFormat >= 0 {
 		p.Format, p.HasFormat = rules.ContentFormat(in.ContentFormat), true
 	}
-	m := mqttside.Message{Topic: topic, Payload: in.Payload, QoS: out.QoS, Retain: out.Retain}
-	if out.Payload == rules.PayloadJSON {
-		j, err := rules.ToJSON(p, in.Received)
-		if err != nil {
-			return mqttside.Message{}, &outcomeError{reasonConvert, message.UnsupportedContentFormat, err}
-		}
-		m.Payload = j
+	if in.Identity != "" {
+		caps = caps.With("identity", in.Identity)
+	}
+	pub, keep, err := out.Prepare(caps, rules.Message{Payload: p, Path: in.Path, Device: in.Device, Identity: in.Identity, Time: in.Received})
+	switch {
+	case err != nil:
+		return mqttside.Message{}, classifyPrepareError(err)
+	case !keep:
+		return mqttside.Message{}, errFiltered
+	}
+	m := mqttside.Message{Topic: pub.Topic, Payload: pub.Payload, QoS: pub.QoS, Retain: pub.Retain}
+	switch {
+	case out.Payload == rules.PayloadJSON || out.Transform != nil:
 		m.ContentType = "application/json"
-	} else if p.HasFormat {
+	case p.HasFormat:
 		m.ContentType = message.MediaType(p.Format).String()
 	}
-	if out.Where == nil && out.Transform == nil {
-		return m, nil
-	}
-	decoded, err := rules.Decode(p, in.Received)
-	if err != nil {
-		return mqttside.Message{}, &outcomeError{reasonConvert, message.UnsupportedContentFormat, err}
-	}
-	env := &rules.Env{
-		Payload:       decoded,
-		Captures:      caps.Map(),
-		Topic:         topic,
-		Path:          in.Path,
-		ContentFormat: in.ContentFormat,
-		Device:        in.Device,
-		Identity:      in.Identity,
-		Timestamp:     in.Received,
-	}
-	if out.Where != nil {
-		ok, err := out.Where.Match(env)
-		if err != nil {
-			return mqttside.Message{}, &outcomeError{reasonExpr, message.BadRequest, err}
-		}
-		if !ok {
-			return mqttside.Message{}, errFiltered
-		}
-	}
-	if out.Transform != nil {
-		v, err := out.Transform.Run(env)
-		if err != nil {
-			return mqttside.Message{}, &outcomeError{reasonExpr, message.BadRequest, err}
-		}
-		j, err := json.Marshal(v)
-		if err != nil {
-			return mqttside.Message{}, &outcomeError{reasonExpr, message.BadRequest, fmt.Errorf("transform result: %w", err)}
-		}
-		m.Payload = j
-		m.ContentType = "application/json"
-	}
 	return m, nil
+}
+
+// classifyPrepareError maps a rule failure to a metric reason and the code a
+// pushing device hears.
+func classifyPrepareError(err error) error {
+	switch {
+	case errors.Is(err, rules.ErrConvert), errors.Is(err, rules.ErrContentFormat):
+		return &outcomeError{reasonConvert, message.UnsupportedContentFormat, err}
+	case errors.Is(err, rules.ErrExpr):
+		return &outcomeError{reasonExpr, message.BadRequest, err}
+	}
+	return &outcomeError{reasonEscape, message.BadRequest, err} // ErrEscape, ErrMissingCapture
 }
 
 // publishOutput builds and publishes one message for a rule and records the
