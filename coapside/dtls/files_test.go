@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestLoadServerConfigAndCredentials(t *testing.T) {
@@ -84,5 +85,47 @@ func TestLoadServerConfigAndCredentials(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func FuzzParsePin(f *testing.F) {
+	f.Add("sha256:" + "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+	f.Add("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+	f.Add("sha256:zz")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePin(s)
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error not wrapped: %v", err)
+			}
+			return
+		}
+		q, err := ParsePin(p.String())
+		if err != nil || q != p {
+			t.Fatalf("round trip of %q: %v %v", s, q, err)
+		}
+	})
+}
+
+func TestLimitsDefaults(t *testing.T) {
+	var l Limits
+	l.setDefaults()
+	if l.HandshakeTimeout != 10*time.Second || l.MaxHandshakes != 128 || l.MaxSessions != 4096 ||
+		l.IdleTimeout != 10*time.Minute || l.Logger == nil || l.MTU != 1200 {
+		t.Fatalf("defaults %+v", l)
+	}
+	off := Limits{IdleTimeout: -1, MaxSessions: 7}
+	off.setDefaults()
+	if off.IdleTimeout >= 0 || off.MaxSessions != 7 {
+		t.Fatalf("explicit values overridden: %+v", off)
+	}
+	srv, err := Listen("udp", "127.0.0.1:0", ServerConfig{PSK: NewPSKStore(nil), Limits: off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if srv.cfg.CookieTimeout != 3*time.Second || srv.ep.opt.idleTimeout >= 0 {
+		t.Fatalf("server options %+v", srv.ep.opt)
 	}
 }
