@@ -1,6 +1,7 @@
 package coapside
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -166,17 +167,19 @@ func sameShape(a, b *muxEntry) bool {
 	return true
 }
 
-// match tests the request path segments against e, filling values.
-func (e *muxEntry) match(path []string, r *Request) bool {
+// match tests the request path segments against e, filling values when r
+// is non-nil. Segments alias the request options; nothing is allocated
+// unless values are filled.
+func (e *muxEntry) match(path [][]byte, r *Request) bool {
 	for i, s := range e.segs {
 		switch s.kind {
 		case segRest:
 			if r != nil {
-				r.SetPathValue(s.text, strings.Join(path[i:], "/"))
+				r.SetPathValue(s.text, string(bytes.Join(path[i:], []byte{'/'})))
 			}
 			return true
 		case segLit:
-			if i >= len(path) || path[i] != s.text {
+			if i >= len(path) || string(path[i]) != s.text {
 				return false
 			}
 		case segWild:
@@ -191,17 +194,28 @@ func (e *muxEntry) match(path []string, r *Request) bool {
 	if r != nil {
 		for i, s := range e.segs {
 			if s.kind == segWild {
-				r.SetPathValue(s.text, path[i])
+				r.SetPathValue(s.text, string(path[i]))
 			}
 		}
 	}
 	return true
 }
 
+// pathSegments collects the Uri-Path values into buf.
+func pathSegments(opts message.Options, buf [][]byte) [][]byte {
+	for _, o := range opts {
+		if o.ID == message.URIPath {
+			buf = append(buf, o.Value)
+		}
+	}
+	return buf
+}
+
 // Handler returns the handler for r and the matched pattern; it returns a
 // 4.04 or 4.05 handler when nothing matches.
 func (m *ServeMux) Handler(r *Request) (Handler, string) {
-	path := r.Options.Strings(message.URIPath)
+	var buf [16][]byte
+	path := pathSegments(r.Options, buf[:0])
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	pathMatched := false
