@@ -111,7 +111,8 @@ func (m *ServeMux) serveWellKnown(w ResponseWriter, r *Request) {
 // Discover asks the server at url for its resources (GET /.well-known/core,
 // RFC 6690 §4) with the given filter queries such as "rt=temperature" or
 // "href=/sensors/*". The queries are sent to the server and applied again to
-// the answer, since servers may ignore them. A url without a path means
+// the answer, since servers may ignore them; presence filters such as "obs"
+// are only applied locally. A url without a path means
 // /.well-known/core; a long answer is fetched block-wise.
 func (c *Client) Discover(ctx context.Context, url string, query ...string) ([]linkformat.Link, error) {
 	filters, err := linkformat.ParseFilters(query)
@@ -126,7 +127,11 @@ func (c *Client) Discover(ctx context.Context, url string, query ...string) ([]l
 		req.Options = req.Options.SetPath(linkformat.WellKnownPath)
 	}
 	for _, q := range query {
-		req.Options = req.Options.AddString(message.URIQuery, q)
+		// RFC 6690 §4.1 defines name=value filters only; a presence filter
+		// ("obs") is applied locally, as servers answer it with nothing.
+		if strings.Contains(q, "=") {
+			req.Options = req.Options.AddString(message.URIQuery, q)
+		}
 	}
 	resp, err := c.Do(ctx, req)
 	if err != nil {
