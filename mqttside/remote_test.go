@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -223,5 +225,28 @@ func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 	}
 	if st := r.Stats(); st.Published != 3 || st.BufferDepth != 0 {
 		t.Errorf("stats after flush %+v", st)
+	}
+}
+
+func TestRemoteGoodCredentials(t *testing.T) {
+	checkLeaks(t)
+	pwfile := filepath.Join(t.TempDir(), "passwd")
+	if out, err := runPeer(t, 10*time.Second, "mosquitto_passwd", "-c", "-b", pwfile, "bridge", "s3cret"); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	if err := os.Chmod(pwfile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := startMosquitto(t, 0, "allow_anonymous false\npassword_file "+pwfile+"\n")
+	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), Username: "bridge", Password: "s3cret"})
+	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(ctxT(t, 5*time.Second), Message{Topic: "auth/ok", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	bad := newTestRemote(t, RemoteOptions{Broker: m.URL(), ClientID: "bad", Username: "bridge", Password: "nope"})
+	if err := bad.Start(ctxT(t, 5*time.Second)); !errors.Is(err, ErrBrokerRefused) {
+		t.Fatalf("wrong password: %v", err)
 	}
 }
