@@ -109,7 +109,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	e.srv = mqtt.New(&mqtt.Options{
 		InlineClient:           true,
 		Capabilities:           caps,
-		Logger:                 opts.Logger.With("component", "mochi"),
+		Logger:                 newPacketFilter(opts.Logger).With("component", "mochi"),
 		SysTopicResendInterval: int64(opts.SysInterval / time.Second),
 	})
 	return e, nil
