@@ -193,6 +193,7 @@ func (r *Remote) Start(ctx context.Context) error {
 		return fmt.Errorf("%w: %s: %w", ErrBrokerRefused, r.broker, err)
 	}
 	r.log.Warn("mqtt broker unreachable, retrying in background", "error", err)
+	r.emit(Event{State: StateConnecting, Err: err})
 	r.wg.Add(1)
 	go r.connectLoop(nil)
 	return nil

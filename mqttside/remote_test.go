@@ -158,12 +158,21 @@ func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 	checkLeaks(t)
 	port := freePort(t)
 	var logs syncBuffer
-	var events sync.Map
+	var (
+		events    sync.Map
+		failEvent sync.Once
+		failErr   = make(chan error, 1)
+	)
 	r := newTestRemote(t, RemoteOptions{
 		Broker:     fmt.Sprintf("tcp://127.0.0.1:%d", port),
 		BufferSize: 3,
 		Logger:     testLogger(&logs),
-		OnEvent:    func(e Event) { events.Store(e.State, true) },
+		OnEvent: func(e Event) {
+			events.Store(e.State, true)
+			if e.Err != nil {
+				failEvent.Do(func() { failErr <- e.Err })
+			}
+		},
 	})
 	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatalf("Start with unreachable broker = %v, want nil (retry in background)", err)
@@ -177,6 +186,14 @@ func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "unreachable") || !strings.Contains(logs.String(), "connection refused") {
 		t.Errorf("logs do not say why: %s", logs.String())
+	}
+	select {
+	case err := <-failErr:
+		if !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("event error %v", err)
+		}
+	default:
+		t.Error("no event carrying the connection error")
 	}
 
 	// Fill the offline buffer with QoS 1: accepted, pending.
