@@ -164,11 +164,12 @@ func (e *Endpoint) scheduleSweep() {
 	})
 }
 
-// reader holds per-goroutine buffers.
+// reader holds per-goroutine buffers and the decoded message.
 type reader struct {
 	buf     []byte
 	scratch []byte
 	out     []byte
+	msg     message.Message
 }
 
 func (e *Endpoint) spawnReaderLocked() {
@@ -267,14 +268,14 @@ func (e *Endpoint) serveDatagram(r *reader, data []byte, from peerAddr) {
 		e.stats.Oversize.Add(1)
 		return
 	}
-	var m message.Message
+	m := &r.msg
 	if err := m.Unmarshal(data); err != nil {
-		e.rejectMalformed(r, &m, data, from, err)
+		e.rejectMalformed(r, m, data, from, err)
 		return
 	}
 	switch m.Type {
 	case message.Acknowledgement, message.Reset:
-		e.handleAckReset(&m, data, from)
+		e.handleAckReset(m, data, from)
 		return
 	}
 	switch {
@@ -285,9 +286,9 @@ func (e *Endpoint) serveDatagram(r *reader, data []byte, from peerAddr) {
 			e.sendReset(r, from, m.MessageID)
 		}
 	case m.Code.IsRequest():
-		e.handleRequest(r, &m, data, from)
+		e.handleRequest(r, m, data, from)
 	case m.Code.IsResponse():
-		e.handleResponse(r, &m, data, from)
+		e.handleResponse(r, m, data, from)
 	default:
 		// Reserved code classes 1, 6, 7 (RFC 7252 §12.1): reject a CON, drop a NON.
 		if m.Type == message.Confirmable {

@@ -6,12 +6,19 @@ import (
 	"time"
 )
 
-// timerItem is one scheduled callback. fn runs on the scheduler goroutine and
-// must not block.
+// timerTarget is an object the scheduler fires; using it instead of a func
+// avoids allocating a closure per scheduled item.
+type timerTarget interface {
+	fire(now time.Time)
+}
+
+// timerItem is one scheduled callback: target.fire or else fn runs on the
+// scheduler goroutine and must not block.
 type timerItem struct {
-	at    time.Time
-	fn    func(now time.Time)
-	index int // heap index; -1 when not scheduled
+	at     time.Time
+	target timerTarget
+	fn     func(now time.Time)
+	index  int // heap index; -1 when not scheduled
 }
 
 type timerHeap []*timerItem
@@ -125,7 +132,11 @@ func (s *scheduler) run() {
 		}
 		s.mu.Unlock()
 		for _, it := range due {
-			it.fn(now)
+			if it.target != nil {
+				it.target.fire(now)
+			} else {
+				it.fn(now)
+			}
 		}
 		clear(due)
 		if len(due) > 0 {

@@ -21,11 +21,13 @@ type serverExchange struct {
 	ref   dedupRef
 	con   bool
 	state atomic.Uint32
-	timer *timerItem
+	timer timerItem // separate-response deadline
 
 	req Request
 	msg message.Message
 	w   responseWriter
+	// inline holds small datagrams so the private copy needs no allocation.
+	inline [112]byte
 }
 
 // responseWriter implements ResponseWriter for a serverExchange.
@@ -116,7 +118,12 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 	e.stats.RequestsHandled.Add(1)
 	x := &serverExchange{e: e, from: from, ref: ref, con: con}
 	// Decode a private copy so the handler may retain anything it is given.
-	buf := make([]byte, len(data))
+	var buf []byte
+	if len(data) <= len(x.inline) {
+		buf = x.inline[:len(data):len(data)]
+	} else {
+		buf = make([]byte, len(data))
+	}
 	copy(buf, data)
 	_ = x.msg.Unmarshal(buf) // already validated above
 	x.req = Request{
@@ -142,7 +149,8 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 func (x *serverExchange) run(r *reader) {
 	e := x.e
 	if x.con {
-		x.timer = e.sched.schedule(time.Now().Add(e.p.SeparateAfter), x.onSeparateDeadline)
+		x.timer = timerItem{target: x, index: -1}
+		e.sched.reschedule(&x.timer, time.Now().Add(e.p.SeparateAfter))
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -154,9 +162,9 @@ func (x *serverExchange) run(r *reader) {
 	e.srv.handler.ServeCOAP(&x.w, &x.req)
 }
 
-// onSeparateDeadline sends an empty ACK when the handler is slow, so the
-// client stops retransmitting (RFC 7252 §5.2.2).
-func (x *serverExchange) onSeparateDeadline(time.Time) {
+// fire runs at the separate-response deadline: it sends an empty ACK when
+// the handler is slow, so the client stops retransmitting (RFC 7252 §5.2.2).
+func (x *serverExchange) fire(time.Time) {
 	if !x.state.CompareAndSwap(exPending, exAcked) {
 		return
 	}
@@ -180,7 +188,7 @@ func (x *serverExchange) finish(r *reader) {
 		resp.Code = defaultCode(x.req.Method)
 	}
 	if x.con && x.state.CompareAndSwap(exPending, exResponded) {
-		e.sched.cancel(x.timer)
+		e.sched.cancel(&x.timer)
 		resp.Type = message.Acknowledgement
 		resp.MessageID = x.msg.MessageID
 		out, err := resp.AppendBinary(r.out[:0])

@@ -168,7 +168,7 @@ func (e *Endpoint) start(og *outgoing) {
 		e.pending[og.key] = og
 		e.mu.Unlock()
 	}
-	// Fields read by onTimer are set before the item enters the scheduler.
+	// Fields read by fire are set before the item enters the scheduler.
 	var wait time.Duration
 	switch {
 	case og.con:
@@ -179,7 +179,7 @@ func (e *Endpoint) start(og *outgoing) {
 		wait = e.p.NonLifetime
 	}
 	if wait > 0 {
-		og.timer = &timerItem{fn: og.onTimer, index: -1}
+		og.timer = &timerItem{target: og, index: -1}
 	}
 	e.write(og.data, &og.peer)
 	if og.timer != nil && og.state.Load() == ogActive {
@@ -187,8 +187,8 @@ func (e *Endpoint) start(og *outgoing) {
 	}
 }
 
-// onTimer retransmits with exponential back-off or gives up (RFC 7252 §4.2).
-func (og *outgoing) onTimer(now time.Time) {
+// fire retransmits with exponential back-off or gives up (RFC 7252 §4.2).
+func (og *outgoing) fire(now time.Time) {
 	if og.state.Load() != ogActive {
 		return
 	}
