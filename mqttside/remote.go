@@ -56,7 +56,8 @@ type Remote struct {
 
 type remoteSub struct {
 	qos byte
-	cb  paho.MessageHandler
+	cb  paho.MessageHandler // Paho route for the filter
+	h   Handler
 }
 
 type inflightPub struct {

@@ -321,3 +321,51 @@ func TestRemoteResubscribesAfterBrokerRestart(t *testing.T) {
 		t.Errorf("reconnects %d, want 1", st.Reconnects)
 	}
 }
+
+// TestRemoteOverlappingSubscriptionsShareAck subscribes two filters that
+// match the same message: each handler gets a delivery, and the broker is
+// acknowledged only when both have acked, so one that holds back causes a
+// redelivery to both after a reconnect.
+func TestRemoteOverlappingSubscriptionsShareAck(t *testing.T) {
+	checkLeaks(t)
+	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", m.Port))
+	r := newTestRemote(t, RemoteOptions{Broker: p.URL(), StatusTopic: "-"})
+	ctx := ctxT(t, 10*time.Second)
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wide, narrow := newCollector(), newCollector()
+	narrow.noAck = func(d *Delivery) bool { return !d.Duplicate } // finishes only on the redelivery
+	if err := r.Subscribe(ctx, "ov/#", 1, wide); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Subscribe(ctx, "ov/+", 1, narrow); err != nil {
+		t.Fatal(err)
+	}
+	pub := rawClient(t, m.URL(), "ov-pub", true, nil)
+	waitTok(t, pub.Publish("ov/x", 1, false, "m"))
+	eventually(t, 5*time.Second, "both deliveries", func() bool { return wide.count() == 1 && narrow.count() == 1 })
+	if wide.deliveries()[0].Filter != "ov/#" || narrow.deliveries()[0].Filter != "ov/+" {
+		t.Fatalf("filters %q %q", wide.deliveries()[0].Filter, narrow.deliveries()[0].Filter)
+	}
+	p.Cut()
+	eventually(t, 10*time.Second, "redelivery to both", func() bool { return wide.count() == 2 && narrow.count() == 2 })
+	for _, c := range []*collector{wide, narrow} {
+		if !c.deliveries()[1].Duplicate {
+			t.Error("redelivery without DUP")
+		}
+	}
+	// Now fully acknowledged: another cut brings nothing back.
+	if err := r.Subscribe(ctx, "ov-sync", 1, newCollector()); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut()
+	eventually(t, 10*time.Second, "reconnect", func() bool { return r.Stats().Reconnects >= 2 && r.State() == StateConnected })
+	waitTok(t, pub.Publish("ov/marker", 1, false, "end"))
+	eventually(t, 5*time.Second, "marker", func() bool { return wide.count() >= 3 && narrow.count() >= 3 })
+	want := "m,m,end"
+	if w, n := strings.Join(wide.payloads(), ","), strings.Join(narrow.payloads(), ","); w != want || n != want {
+		t.Fatalf("after full ack: wide %s narrow %s, want %s each", w, n, want)
+	}
+}

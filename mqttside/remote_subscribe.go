@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -20,13 +23,13 @@ func (r *Remote) Subscribe(ctx context.Context, filter string, qos byte, h Handl
 	if h == nil {
 		return fmt.Errorf("%w: nil handler", ErrInvalidOptions)
 	}
-	cb := r.handler(filter, h)
+	cb := r.route(filter)
 	r.mu.Lock()
 	if r.closing {
 		r.mu.Unlock()
 		return ErrClosed
 	}
-	r.subs[filter] = remoteSub{qos: qos, cb: cb}
+	r.subs[filter] = remoteSub{qos: qos, cb: cb, h: h}
 	delete(r.unsubs, filter)
 	r.mu.Unlock()
 	// A route lets redeliveries that arrive right after connecting reach
@@ -69,22 +72,73 @@ func subscribeResult(tok paho.Token, filter string) error {
 	return nil
 }
 
-func (r *Remote) handler(filter string, h Handler) paho.MessageHandler {
+// route returns the Paho callback for filter. Paho calls the callback of
+// every filter that matches a message, with one message whose Ack is
+// shared. So that a message is acknowledged only when every subscription
+// it matched has finished with it, the callback of the first matching
+// filter (in sort order) delivers to all of them with a shared countdown,
+// and the others do nothing.
+func (r *Remote) route(filter string) paho.MessageHandler {
 	return func(_ paho.Client, m paho.Message) {
-		r.cnt.received.Add(1)
-		h.ServeMQTT(&Delivery{
-			Message: Message{
-				Topic:   m.Topic(),
-				Payload: m.Payload(),
-				QoS:     m.Qos(),
-				Retain:  m.Retained(),
-			},
-			Duplicate: m.Duplicate(),
-			Filter:    filter,
-			Received:  time.Now(),
-			ack:       m.Ack,
-		})
+		topic := m.Topic()
+		r.mu.Lock()
+		var matched []string
+		for f := range r.subs {
+			if matchSubscription(f, topic) {
+				matched = append(matched, f)
+			}
+		}
+		slices.Sort(matched)
+		if len(matched) == 0 || matched[0] != filter {
+			r.mu.Unlock()
+			if len(matched) == 0 {
+				// A route left from a subscription we no longer hold.
+				r.log.Debug("mqtt message without subscription", "topic", topic)
+				m.Ack()
+			}
+			return
+		}
+		handlers := make([]Handler, len(matched))
+		for i, f := range matched {
+			handlers[i] = r.subs[f].h
+		}
+		r.mu.Unlock()
+
+		var left atomic.Int32
+		left.Store(int32(len(matched)))
+		ack := func() {
+			if left.Add(-1) == 0 {
+				m.Ack()
+			}
+		}
+		now := time.Now()
+		for i, f := range matched {
+			r.cnt.received.Add(1)
+			handlers[i].ServeMQTT(&Delivery{
+				Message: Message{
+					Topic:   topic,
+					Payload: m.Payload(),
+					QoS:     m.Qos(),
+					Retain:  m.Retained(),
+				},
+				Duplicate: m.Duplicate(),
+				Filter:    f,
+				Received:  now,
+				ack:       ack,
+			})
+		}
 	}
+}
+
+// matchSubscription matches like MatchFilter, looking through a shared
+// subscription's "$share/{group}/" prefix.
+func matchSubscription(filter, topic string) bool {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		if _, f, ok := strings.Cut(rest, "/"); ok {
+			filter = f
+		}
+	}
+	return MatchFilter(filter, topic)
 }
 
 // Unsubscribe removes the subscription for filter. While disconnected the
