@@ -267,22 +267,30 @@ func (c *ClientConn) Handshake(ctx context.Context, addr net.Addr) error {
 // performs a handshake, bounded by HandshakeTimeout and the write deadline;
 // a failed handshake returns a *HandshakeError.
 func (c *ClientConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.ep.closed() {
-		return 0, c.ep.opError("write", addr, net.ErrClosed)
-	}
-	sess, conn, err := c.session(context.Background(), addr)
-	if err != nil {
-		return 0, err
-	}
-	sess.noteWrite()
-	n, err := conn.Write(p)
-	if err != nil {
-		if errors.Is(err, pdtls.ErrConnClosed) {
-			err = ErrNoSession
+	for attempt := 0; ; attempt++ {
+		if c.ep.closed() {
+			return 0, c.ep.opError("write", addr, net.ErrClosed)
 		}
-		return n, c.ep.opError("write", addr, err)
+		sess, conn, err := c.session(context.Background(), addr)
+		if err != nil {
+			return 0, err
+		}
+		sess.noteWrite()
+		n, err := conn.Write(p)
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, pdtls.ErrConnClosed) {
+			return n, c.ep.opError("write", addr, err)
+		}
+		// The server closed the session (close_notify) and it is being
+		// torn down: drop it and dial a fresh one, once.
+		c.ep.remove(sess)
+		sess.end(endClosed)
+		if attempt > 0 {
+			return n, c.ep.opError("write", addr, ErrNoSession)
+		}
 	}
-	return n, nil
 }
 
 // ReadFrom implements net.PacketConn: the next decrypted datagram from any

@@ -137,3 +137,32 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "fake" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// TestServerCloseSession: the server ends one session with close_notify;
+// the client notices and its next write opens a new session.
+func TestServerCloseSession(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	cli := startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: fastLimits(t)})
+	if _, err := roundTrip(t, cli, srv.LocalAddr(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !srv.CloseSession(cli.LocalAddr()) {
+		t.Fatal("CloseSession found no session")
+	}
+	if srv.CloseSession(cli.LocalAddr()) {
+		t.Fatal("second CloseSession found a session")
+	}
+	eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
+	if got, err := roundTrip(t, cli, srv.LocalAddr(), "b"); err != nil || got != "echo:b" {
+		t.Fatalf("after close: %q, %v", got, err)
+	}
+	if cs := cli.Stats(); cs.HandshakesOK != 2 {
+		t.Fatalf("client handshakes %d, want 2", cs.HandshakesOK)
+	}
+	if !cli.CloseSession(srv.LocalAddr()) {
+		t.Fatal("client CloseSession found no session")
+	}
+	eventually(t, 2*time.Second, "server saw close_notify", func() bool { return srv.Stats().SessionsActive == 0 })
+}
