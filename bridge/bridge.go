@@ -49,6 +49,14 @@ type Options struct {
 	// ObserveFallbackInterval is the poll interval for resources that
 	// cannot be observed (30s).
 	ObserveFallbackInterval time.Duration
+	// FallbackRounds is how many polls of a resource that is not
+	// observable are made before observing is tried again (10).
+	FallbackRounds int
+	// ReobserveMin and ReobserveMax bound the backoff before observing a
+	// device again after an observation ended or failed (1s, 5m).
+	ReobserveMin, ReobserveMax time.Duration
+	// DiscoveryRefresh is how often discover queries are run again (5m).
+	DiscoveryRefresh time.Duration
 	// ResourceCacheSize bounds the topics whose latest message resource
 	// rules keep (10000).
 	ResourceCacheSize int
@@ -71,6 +79,10 @@ func (o *Options) setDefaults() {
 	def(&o.RequestTimeout, 10*time.Second)
 	def(&o.CommandQueueTTL, 10*time.Minute)
 	def(&o.ObserveFallbackInterval, 30*time.Second)
+	def(&o.ReobserveMin, time.Second)
+	def(&o.ReobserveMax, 5*time.Minute)
+	def(&o.DiscoveryRefresh, 5*time.Minute)
+	defInt(&o.FallbackRounds, 10)
 	defInt(&o.CommandWorkers, 32)
 	defInt(&o.CommandBacklog, 1024)
 	defInt(&o.CommandQueue, 100)
@@ -400,12 +412,12 @@ func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	for _, s := range d.Subscriptions.Added {
 		subscribe(s)
 	}
-	b.watches.apply(d.Watches)
+	wa, wr, wc, wk := b.watches.apply(new.Watches())
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
 		b.log.Info("rules applied",
 			"rules_added", len(d.Rules.Added), "rules_removed", len(d.Rules.Removed), "rules_changed", len(d.Rules.Changed), "rules_kept", len(d.Rules.Kept),
-			"watches_added", len(d.Watches.Added), "watches_removed", len(d.Watches.Removed), "watches_changed", len(d.Watches.Changed), "watches_kept", len(d.Watches.Kept),
+			"watches_added", wa, "watches_removed", wr, "watches_restarted", wc, "watches_kept", wk,
 			"subscriptions_added", len(d.Subscriptions.Added), "subscriptions_removed", len(d.Subscriptions.Removed))
 	}
 	return errors.Join(errs...)

@@ -176,3 +176,20 @@ func newCoAPClient(t *testing.T) *coapside.Client {
 func newReq(method message.Code, url string, payload []byte) (*coapside.Request, error) {
 	return coapside.NewRequest(method, url, payload)
 }
+
+// waitFor reads messages until one on topic carries payload; earlier ones
+// (a value published before the test looked) are skipped.
+func (s *subscriber) waitFor(t *testing.T, d time.Duration, topic, payload string) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case m := <-s.ch:
+			if m.Topic() == topic && string(m.Payload()) == payload {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no %q on %s within %v", payload, topic, d)
+		}
+	}
+}

@@ -12,20 +12,21 @@ const (
 
 // Error reasons (the "reason" label of bridge_rule_errors_total).
 const (
-	reasonConvert        = "convert"
-	reasonExpr           = "expression"
-	reasonEscape         = "escape"
-	reasonPublish        = "publish"
-	reasonPublishTimeout = "publish_timeout"
-	reasonBufferFull     = "buffer_full"
-	reasonIdentity       = "identity"
-	reasonTimeout        = "timeout"
-	reasonCoAP           = "coap"
-	reasonUnknownDevice  = "unknown_device"
-	reasonQueueFull      = "queue_full"
-	reasonExpired        = "expired"
-	reasonNoRoute        = "no_route"
-	reasonMethod         = "method_not_allowed"
+	reasonConvert         = "convert"
+	reasonExpr            = "expression"
+	reasonEscape          = "escape"
+	reasonPublish         = "publish"
+	reasonPublishTimeout  = "publish_timeout"
+	reasonBufferFull      = "buffer_full"
+	reasonIdentity        = "identity"
+	reasonTimeout         = "timeout"
+	reasonCoAP            = "coap"
+	reasonUnknownDevice   = "unknown_device"
+	reasonQueueFull       = "queue_full"
+	reasonExpired         = "expired"
+	reasonNoRoute         = "no_route"
+	reasonMethod          = "method_not_allowed"
+	reasonObservationLost = "observation_lost"
 )
 
 // metrics are the bridge's Prometheus collectors, labelled per rule.

@@ -1,23 +1,227 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"net/url"
+	"time"
 
-	"github.com/coap-mqtt/bridge/rules"
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
-// observe keeps a resource fed for an observe rule. Until the client side of
-// RFC 7641 is wired in, it polls at ObserveFallbackInterval, as it does for
-// a resource that is not observable.
-func (wt *watcher) observe(ctx context.Context, run *watchRun) {
-	w := run.w
-	wt.b.log.Warn("observing by polling", "rule", w.Observe.Name, "device", w.Device.Name, "path", w.Path,
-		"interval", wt.b.opts.ObserveFallbackInterval)
-	poll := *run.w.Observe
-	fallback := &watchRun{
-		w:      rules.Watch{Device: w.Device, Path: w.Path, Poll: &rules.Poll{Name: poll.Name, Interval: wt.b.opts.ObserveFallbackInterval, OnChange: true, Output: poll.Output}},
-		cancel: run.cancel,
-		done:   run.done,
+// observe keeps an RFC 7641 observation on a device resource for the group's
+// observe rules and publishes every notification. When the observation ends
+// (the device rebooted, answered RST or an error, or went silent past
+// Max-Age and did not answer the re-registration) it observes again with
+// exponential backoff and jitter. A resource that is not observable is
+// polled instead, and observing is tried again after a while.
+func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
+	b := wt.b
+	bo := backoff{min: b.opts.ReobserveMin, max: b.opts.ReobserveMax}
+	for ctx.Err() == nil {
+		g := wt.group(run)
+		client, err := b.devices.client(g.device.Secure)
+		if err != nil {
+			b.log.Warn("observe: no client", "device", g.device.Name, "err", err)
+			if !sleep(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		obs, err := client.Observe(ctx, resourceURL(g.device, path), func(n coapside.Notification) {
+			cur := wt.group(run)
+			b.deviceSeen(cur.device.Name)
+			if n.Code.Class() != 2 {
+				return // the observation ends; the loop counts it and re-observes
+			}
+			wt.publish(ctx, cur, path, &n, observeOutputs(cur.observes))
+		})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, coapside.ErrNotObservable):
+			b.log.Info("resource not observable: polling", "device", g.device.Name, "path", path, "interval", b.opts.ObserveFallbackInterval)
+			wt.fallbackPoll(ctx, run, path)
+			continue
+		case err != nil:
+			wt.countError(g, reasonOf(err))
+			b.log.Warn("observe failed", "device", g.device.Name, "path", path, "err", err)
+			if !sleep(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		wt.observationUp(1)
+		b.log.Debug("observing", "device", g.device.Name, "path", path)
+		select {
+		case <-ctx.Done():
+			// The observation deregisters itself (GET Observe=1) when its
+			// context ends; wait briefly so shutdown stays bounded.
+			select {
+			case <-obs.Done():
+			case <-time.After(b.opts.RequestTimeout):
+			}
+			wt.observationUp(-1)
+			return
+		case <-obs.Done():
+			wt.observationUp(-1)
+			wt.countError(wt.group(run), reasonObservationLost)
+			b.log.Warn("observation ended: observing again", "device", g.device.Name, "path", path, "err", obs.Err())
+			if !sleep(ctx, bo.next()) {
+				return
+			}
+		}
 	}
-	wt.poll(ctx, fallback)
+}
+
+// countError counts one failure against every rule of a group.
+func (wt *watcher) countError(g *watchGroup, reason string) {
+	for _, o := range g.observes {
+		wt.b.metrics.errors.WithLabelValues(o.Name, reason).Inc()
+	}
+	for _, p := range g.polls {
+		wt.b.metrics.errors.WithLabelValues(p.Name, reason).Inc()
+	}
+}
+
+// fallbackPoll polls a resource that cannot be observed for
+// FallbackRounds intervals, publishing changed values to the observe rules.
+func (wt *watcher) fallbackPoll(ctx context.Context, run *watchRun, path string) {
+	var last []byte
+	have := false
+	for i := 0; i < wt.b.opts.FallbackRounds; i++ {
+		if !sleep(ctx, wt.b.opts.ObserveFallbackInterval+jitter(wt.b.opts.ObserveFallbackInterval/10)) {
+			return
+		}
+		g := wt.group(run)
+		resp, err := wt.get(ctx, g, path)
+		if err != nil {
+			wt.countError(g, reasonOf(err))
+			continue
+		}
+		wt.b.deviceSeen(g.device.Name)
+		if resp.Code.Class() != 2 {
+			wt.countError(g, reasonCoAP)
+			continue
+		}
+		if have && bytes.Equal(last, resp.Payload) {
+			continue
+		}
+		last, have = append(last[:0], resp.Payload...), true
+		wt.publish(ctx, g, path, responseNotification(resp), observeOutputs(g.observes))
+	}
+}
+
+// discover resolves an observe rule's discover query against the device's
+// /.well-known/core and keeps one observation per listed observable
+// resource, refreshing the list every DiscoveryRefresh.
+func (wt *watcher) discover(ctx context.Context, run *watchRun) {
+	b := wt.b
+	type child struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	children := map[string]*child{}
+	defer func() {
+		for _, c := range children {
+			c.cancel()
+		}
+		for _, c := range children {
+			<-c.done
+		}
+	}()
+	bo := backoff{min: b.opts.ReobserveMin, max: b.opts.ReobserveMax}
+	for ctx.Err() == nil {
+		g := wt.group(run)
+		rule := g.observes[0]
+		client, err := b.devices.client(g.device.Secure)
+		var links []string
+		if err == nil {
+			dctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+			var ls []linkTarget
+			ls, err = discoverPaths(dctx, client, resourceURL(g.device, ""), rule.Discover)
+			cancel()
+			for _, l := range ls {
+				links = append(links, string(l))
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wt.countError(g, reasonOf(err))
+			b.log.Warn("discovery failed", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "err", err)
+			if !sleep(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		b.deviceSeen(g.device.Name)
+		want := map[string]bool{}
+		for _, p := range links {
+			want[p] = true
+			if _, ok := children[p]; ok {
+				continue
+			}
+			cctx, cancel := context.WithCancel(ctx)
+			c := &child{cancel: cancel, done: make(chan struct{})}
+			children[p] = c
+			go func(p string) {
+				defer close(c.done)
+				wt.observe(cctx, run, p)
+			}(p)
+		}
+		for p, c := range children {
+			if !want[p] {
+				c.cancel()
+				<-c.done
+				delete(children, p)
+			}
+		}
+		b.log.Info("discovered", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "resources", len(children))
+		if !sleep(ctx, b.opts.DiscoveryRefresh) {
+			return
+		}
+	}
+}
+
+// linkTarget is a resource path found by discovery.
+type linkTarget string
+
+// discoverPaths lists the paths of the observable resources on a device
+// matching query (RFC 6690 §4.1).
+func discoverPaths(ctx context.Context, c *coapside.Client, base, query string) ([]linkTarget, error) {
+	links, err := c.Discover(ctx, base, query, "obs")
+	if err != nil {
+		return nil, err
+	}
+	var out []linkTarget
+	for _, l := range links {
+		u, err := url.Parse(l.Target)
+		if err != nil || u.Path == "" || u.Host != "" {
+			continue // a link to another host is not this device's resource
+		}
+		out = append(out, linkTarget(u.Path))
+	}
+	return out, nil
+}
+
+// get performs one GET on a device resource.
+func (wt *watcher) get(ctx context.Context, g *watchGroup, path string) (*coapside.Response, error) {
+	req, err := coapside.NewRequest(message.GET, resourceURL(g.device, path), nil)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, wt.b.opts.RequestTimeout)
+	defer cancel()
+	return wt.b.devices.Do(ctx, g.device.Secure, req)
+}
+
+// responseNotification views a plain response as a notification.
+func responseNotification(r *coapside.Response) *coapside.Notification {
+	return &coapside.Notification{Code: r.Code, Options: r.Options, Payload: r.Payload, Peer: r.Peer, Received: time.Now()}
 }

@@ -1,32 +1,124 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
 	"net/url"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
-	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
-// watcher runs one goroutine per watch (a device resource kept fed by an
-// observe or poll rule) and starts and stops them as the rule set changes.
+// watchKind tells how a watch keeps its resource fed.
+type watchKind uint8
+
+const (
+	kindObserve  watchKind = iota + 1 // RFC 7641 observation (polling if not observable)
+	kindPoll                          // periodic GET
+	kindDiscover                      // /.well-known/core query, then observations
+)
+
+// watchGroup is one unit of work: a device resource (or a discovery query)
+// with every rule it feeds. All observe rules on one device+path share one
+// observation; all poll rules on one device+path share one poll loop.
+type watchGroup struct {
+	kind     watchKind
+	device   *rules.Device
+	path     string           // "" for discovery
+	observes []*rules.Observe // observe rules fed (kindObserve, kindDiscover)
+	polls    []*rules.Poll    // poll rules fed (kindPoll)
+}
+
+// key identifies a group across reloads.
+func (g *watchGroup) key() string {
+	switch g.kind {
+	case kindPoll:
+		return "poll " + g.device.Name + " " + g.path
+	case kindDiscover:
+		return "discover " + g.device.Name + " " + g.observes[0].Name
+	}
+	return "observe " + g.device.Name + " " + g.path
+}
+
+// interval is the shortest interval of the group's poll rules.
+func (g *watchGroup) interval() time.Duration {
+	var d time.Duration
+	for _, p := range g.polls {
+		if d == 0 || p.Interval < d {
+			d = p.Interval
+		}
+	}
+	return d
+}
+
+// sameWork reports whether a running group can keep running with g's rules:
+// the device's address and credentials, the poll timing and the discovery
+// query are unchanged. Rule outputs (topics, where, transform) are read at
+// publish time and need no restart.
+func (g *watchGroup) sameWork(o *watchGroup) bool {
+	a, b := g.device, o.device
+	if a.URL != b.URL || a.PSKIdentity != b.PSKIdentity || !a.PSK.Equal(b.PSK) ||
+		a.CertFile != b.CertFile || a.KeyFile != b.KeyFile || a.CAFile != b.CAFile {
+		return false
+	}
+	if g.interval() != o.interval() {
+		return false
+	}
+	if g.kind == kindDiscover && g.observes[0].Discover != o.observes[0].Discover {
+		return false
+	}
+	return true
+}
+
+// groupWatches groups a rule set's watches by device and path.
+func groupWatches(ws []rules.Watch) map[string]*watchGroup {
+	out := map[string]*watchGroup{}
+	for _, w := range ws {
+		g := &watchGroup{device: w.Device, path: w.Path}
+		switch {
+		case w.Poll != nil:
+			g.kind = kindPoll
+		case w.Discovery():
+			g.kind = kindDiscover
+			g.observes = []*rules.Observe{w.Observe}
+		default:
+			g.kind = kindObserve
+		}
+		k := g.key()
+		if have, ok := out[k]; ok {
+			g = have
+		} else {
+			out[k] = g
+		}
+		switch g.kind {
+		case kindPoll:
+			g.polls = append(g.polls, w.Poll)
+		case kindObserve:
+			g.observes = append(g.observes, w.Observe)
+		}
+	}
+	return out
+}
+
+// watcher runs one goroutine per watch group and starts, stops and updates
+// them as the rule set changes.
 type watcher struct {
 	b   *Bridge
 	ctx context.Context
 
 	mu      sync.Mutex
-	running map[string]*watchRun // by rules.Watch.Key()
+	running map[string]*watchRun
 	wg      sync.WaitGroup
+	active  int // observations established now
 }
 
 type watchRun struct {
-	w      rules.Watch
+	g      *watchGroup // guarded by watcher.mu; replaced on reload
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -35,67 +127,69 @@ func newWatcher(ctx context.Context, b *Bridge) *watcher {
 	return &watcher{b: b, ctx: ctx, running: map[string]*watchRun{}}
 }
 
-// apply starts added watches, restarts changed ones and stops removed ones;
-// kept watches go on with the new rule set's copy of their rule.
-func (wt *watcher) apply(d rules.ItemDiff[rules.Watch]) {
+// apply moves the running groups to the rule set's watches: new groups
+// start, vanished ones stop, groups whose device or timing changed restart,
+// and the rest keep running with the new rules.
+func (wt *watcher) apply(ws []rules.Watch) (added, removed, restarted, kept int) {
+	want := groupWatches(ws)
 	var stopped []*watchRun
-	defer func() { // wait outside the lock: a stopping run may be in current()
+	defer func() { // wait outside the lock: a stopping run may be in group()
 		for _, run := range stopped {
 			<-run.done
 		}
 	}()
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
-	stop := func(key string) {
-		if run, ok := wt.running[key]; ok {
-			run.cancel()
-			stopped = append(stopped, run)
-			delete(wt.running, key)
+	for k, run := range wt.running {
+		g, ok := want[k]
+		if ok && run.g.sameWork(g) {
+			run.g = g
+			kept++
+			delete(want, k)
+			continue
 		}
-	}
-	for _, w := range d.Removed {
-		stop(w.Key())
-	}
-	for _, u := range d.Changed {
-		stop(u.Old.Key())
-		wt.startLocked(u.New)
-	}
-	for _, u := range d.Kept {
-		if run, ok := wt.running[u.New.Key()]; ok {
-			run.w = u.New
+		run.cancel()
+		stopped = append(stopped, run)
+		delete(wt.running, k)
+		if ok {
+			restarted++
 		} else {
-			wt.startLocked(u.New)
+			removed++
 		}
 	}
-	for _, w := range d.Added {
-		wt.startLocked(w)
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
 	}
-	wt.b.metrics.observations.Set(float64(wt.countObserveLocked()))
+	sort.Strings(keys)
+	for _, k := range keys {
+		wt.startLocked(k, want[k])
+	}
+	added = len(keys) - restarted
+	return added, removed, restarted, kept
 }
 
-func (wt *watcher) startLocked(w rules.Watch) {
+func (wt *watcher) startLocked(key string, g *watchGroup) {
 	ctx, cancel := context.WithCancel(wt.ctx)
-	run := &watchRun{w: w, cancel: cancel, done: make(chan struct{})}
-	wt.running[w.Key()] = run
+	run := &watchRun{g: g, cancel: cancel, done: make(chan struct{})}
+	wt.running[key] = run
 	wt.wg.Add(1)
 	go func() {
 		defer wt.wg.Done()
 		defer close(run.done)
-		wt.run(ctx, run)
+		switch g.kind {
+		case kindPoll:
+			wt.poll(ctx, run)
+		case kindDiscover:
+			wt.discover(ctx, run)
+		default:
+			wt.observe(ctx, run, g.path)
+		}
 	}()
 }
 
-func (wt *watcher) countObserveLocked() int {
-	n := 0
-	for _, run := range wt.running {
-		if run.w.Observe != nil {
-			n++
-		}
-	}
-	return n
-}
-
-// stop ends every watch and waits for them.
+// stop ends every watch and waits for them (observations are cancelled
+// with GET Observe=1 on the way).
 func (wt *watcher) stop() {
 	wt.mu.Lock()
 	for k, run := range wt.running {
@@ -106,93 +200,64 @@ func (wt *watcher) stop() {
 	wt.wg.Wait()
 }
 
-// current returns the watch for key as the rule set has it now (a reload may
-// have replaced the rule behind an unchanged watch).
-func (wt *watcher) current(run *watchRun) rules.Watch {
+// group returns the run's current group (a reload may replace its rules).
+func (wt *watcher) group(run *watchRun) *watchGroup {
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
-	return run.w
+	return run.g
 }
 
-func (wt *watcher) run(ctx context.Context, run *watchRun) {
-	w := run.w
-	if w.Poll != nil {
-		wt.poll(ctx, run)
-		return
-	}
-	wt.observe(ctx, run)
+// observationUp counts an established observation in the metrics.
+func (wt *watcher) observationUp(delta int) {
+	wt.mu.Lock()
+	wt.active += delta
+	n := wt.active
+	wt.mu.Unlock()
+	wt.b.metrics.observations.Set(float64(n))
 }
 
-// poll GETs the resource every interval with ±10% jitter; one poll is in
-// flight at a time. With on_change only changed payloads are published.
-func (wt *watcher) poll(ctx context.Context, run *watchRun) {
-	b := wt.b
-	var last []byte
-	havePrev := false
-	interval := run.w.Poll.Interval
-	timer := time.NewTimer(jitter(interval / 10)) // spread the first polls
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		w := wt.current(run)
-		resp, err := wt.get(ctx, w)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			b.metrics.errors.WithLabelValues(w.Poll.Name, reasonOf(err)).Inc()
-			b.log.Warn("poll failed", "rule", w.Poll.Name, "device", w.Device.Name, "path", w.Path, "err", err)
-		} else {
-			b.deviceSeen(w.Device.Name)
-			if resp.Code.Class() != 2 {
-				b.metrics.errors.WithLabelValues(w.Poll.Name, reasonCoAP).Inc()
-				b.log.Warn("poll answered with an error", "rule", w.Poll.Name, "device", w.Device.Name, "path", w.Path, "code", resp.Code.String())
-			} else if !w.Poll.OnChange || !havePrev || !bytes.Equal(last, resp.Payload) {
-				last, havePrev = append(last[:0], resp.Payload...), true
-				wt.publish(ctx, w.Poll.Name, &w.Poll.Output, w, resp)
-			}
-		}
-		timer.Reset(interval + jitter(interval/10))
-	}
-}
-
-// publish sends a device response (a poll result or a notification) to MQTT.
-func (wt *watcher) publish(ctx context.Context, rule string, out *rules.Output, w rules.Watch, resp *coapside.Response) {
+// publish sends one device representation to MQTT for every rule in rs.
+func (wt *watcher) publish(ctx context.Context, g *watchGroup, path string, n *coapside.Notification, rs []ruleOutput) {
 	in := &inbound{
-		Payload:       resp.Payload,
+		Payload:       n.Payload,
 		ContentFormat: -1,
-		Path:          w.Path,
-		Device:        w.Device.Name,
-		Received:      time.Now(),
+		Path:          path,
+		Device:        g.device.Name,
+		Received:      n.Received,
 	}
-	if cf, ok := resp.Options.ContentFormat(); ok {
+	if in.Received.IsZero() {
+		in.Received = time.Now()
+	}
+	if cf, ok := n.Options.ContentFormat(); ok {
 		in.ContentFormat = int(cf)
 	}
-	_ = wt.b.publishOutput(ctx, rule, out, w.Captures(), in) // counted and logged there
-}
-
-// get performs one GET on a watched resource.
-func (wt *watcher) get(ctx context.Context, w rules.Watch) (*coapside.Response, error) {
-	req, err := coapside.NewRequest(message.GET, resourceURL(w), nil)
-	if err != nil {
-		return nil, err
+	caps := rules.Captures{{Name: "device", Value: g.device.Name}, {Name: "path", Value: strings.TrimPrefix(path, "/")}}
+	for _, r := range rs {
+		_ = wt.b.publishOutput(ctx, r.name, r.out, caps, in) // counted and logged there
 	}
-	ctx, cancel := context.WithTimeout(ctx, wt.b.opts.RequestTimeout)
-	defer cancel()
-	return wt.b.devices.Do(ctx, w.Device.Secure, req)
 }
 
-// resourceURL is the coap(s):// URL of a watched resource.
-func resourceURL(w rules.Watch) string {
+// ruleOutput is one rule's publishing settings.
+type ruleOutput struct {
+	name string
+	out  *rules.Output
+}
+
+func observeOutputs(os []*rules.Observe) []ruleOutput {
+	out := make([]ruleOutput, len(os))
+	for i, o := range os {
+		out[i] = ruleOutput{o.Name, &o.Output}
+	}
+	return out
+}
+
+// resourceURL is the coap(s):// URL of a device resource.
+func resourceURL(d *rules.Device, path string) string {
 	scheme := "coap"
-	if w.Device.Secure {
+	if d.Secure {
 		scheme = "coaps"
 	}
-	u := url.URL{Scheme: scheme, Host: w.Device.Host, Path: w.Path}
+	u := url.URL{Scheme: scheme, Host: d.Host, Path: path}
 	return u.String()
 }
 
@@ -210,4 +275,34 @@ func jitter(d time.Duration) time.Duration {
 		return 0
 	}
 	return rand.N(d)
+}
+
+// backoff is exponential with full jitter, between min and max.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+// next returns the wait before the next attempt and doubles the ceiling.
+func (b *backoff) next() time.Duration {
+	if b.cur < b.min {
+		b.cur = b.min
+	}
+	d := b.cur/2 + jitter(b.cur/2+1)
+	b.cur = min(2*b.cur, b.max)
+	return d
+}
+
+// reset starts again from min after a success.
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

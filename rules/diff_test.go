@@ -54,7 +54,7 @@ func TestCompare(t *testing.T) {
 
 	t.Run("first load adds everything", func(t *testing.T) {
 		d := Compare(nil, base)
-		if got := itemKeys(d.Watches.Added, Watch.Key); got != "greenhouse-1 /battery,greenhouse-1 /sensors/humidity,greenhouse-1 /sensors/temp" {
+		if got := itemKeys(d.Watches.Added, Watch.Key); got != "greenhouse-1 /battery poll battery,greenhouse-1 /sensors/humidity observe greenhouse,greenhouse-1 /sensors/temp observe greenhouse" {
 			t.Errorf("watches added = %s", got)
 		}
 		if got := itemKeys(d.Subscriptions.Added, subKey); got != "cmd/+/#,config/+" {
@@ -84,10 +84,10 @@ func TestCompare(t *testing.T) {
 		d := Compare(base, loadVariant(t, func(s string) string {
 			return mustReplace(t, s, `topic    = "greenhouse/{device}/{path...}"`, `topic    = "gh/{device}/{path...}"`)
 		}))
-		if got := updKeys(d.Watches.Changed, Watch.Key); got != "greenhouse-1 /sensors/humidity,greenhouse-1 /sensors/temp" {
+		if got := updKeys(d.Watches.Changed, Watch.Key); got != "greenhouse-1 /sensors/humidity observe greenhouse,greenhouse-1 /sensors/temp observe greenhouse" {
 			t.Errorf("changed watches = %s", got)
 		}
-		if got := updKeys(d.Watches.Kept, Watch.Key); got != "greenhouse-1 /battery" {
+		if got := updKeys(d.Watches.Kept, Watch.Key); got != "greenhouse-1 /battery poll battery" {
 			t.Errorf("kept watches = %s", got)
 		}
 		if !d.Subscriptions.Empty() || len(d.Subscriptions.Kept) != 2 {
@@ -102,7 +102,7 @@ func TestCompare(t *testing.T) {
 			s = mustReplace(t, s, `paths    = ["/sensors/temp", "/sensors/humidity"]`, `paths    = ["/sensors/temp"]`)
 			return mustReplace(t, s, `filter         = "cmd/{device}/{resource...}"`, `filter         = "command/{device}/{resource...}"`)
 		}))
-		if got := itemKeys(d.Watches.Removed, Watch.Key); got != "greenhouse-1 /sensors/humidity" {
+		if got := itemKeys(d.Watches.Removed, Watch.Key); got != "greenhouse-1 /sensors/humidity observe greenhouse" {
 			t.Errorf("removed watches = %s", got)
 		}
 		if got := itemKeys(d.Subscriptions.Removed, subKey) + " " + itemKeys(d.Subscriptions.Added, subKey); got != "cmd/+/# command/+/#" {
@@ -124,10 +124,10 @@ func TestCompare(t *testing.T) {
 		if len(d.Watches.Added) != 1 || !d.Watches.Added[0].Discovery() || d.Watches.Added[0].Key() != "greenhouse-1 discover greenhouse" {
 			t.Errorf("added watches = %+v", d.Watches.Added)
 		}
-		if got := itemKeys(d.Watches.Removed, Watch.Key); got != "greenhouse-1 /sensors/humidity,greenhouse-1 /sensors/temp" {
+		if got := itemKeys(d.Watches.Removed, Watch.Key); got != "greenhouse-1 /sensors/humidity observe greenhouse,greenhouse-1 /sensors/temp observe greenhouse" {
 			t.Errorf("removed watches = %s", got)
 		}
-		if got := updKeys(d.Watches.Kept, Watch.Key); got != "greenhouse-1 /battery" {
+		if got := updKeys(d.Watches.Kept, Watch.Key); got != "greenhouse-1 /battery poll battery" {
 			t.Errorf("kept watches = %s", got)
 		}
 	})

@@ -184,12 +184,16 @@ type Watch struct {
 func (w Watch) Discovery() bool { return w.Path == "" && w.Observe != nil && w.Observe.Discover != "" }
 
 // Key identifies the watch across reloads: device and path, or device and
-// rule for discovery.
+// rule for discovery, then the rule. Several rules may feed from one device
+// resource; the bridge groups them by device and path.
 func (w Watch) Key() string {
 	if w.Path == "" && w.Observe != nil {
 		return w.Device.Name + " discover " + w.Observe.Name
 	}
-	return w.Device.Name + " " + w.Path
+	if w.Poll != nil {
+		return w.Device.Name + " " + w.Path + " poll " + w.Poll.Name
+	}
+	return w.Device.Name + " " + w.Path + " observe " + w.Observe.Name
 }
 
 // Captures returns {device} and {path...} as observe and poll rules bind

@@ -199,34 +199,24 @@ func checkCaptures(s *Set, d *diags) {
 	}
 }
 
-// checkWatches reports a device resource fed by two rules.
+// checkWatches reports a device listed twice in one rule. Several rules may
+// feed from the same device resource: the bridge shares one observation (or
+// one poll loop) among them and publishes for each rule.
 func checkWatches(s *Set, d *diags) {
-	type owner struct {
-		what string
-		pos  Pos
-	}
-	first := map[string]owner{}
-	add := func(what string, pos Pos, devs, paths []string) {
+	add := func(what string, pos Pos, devs []string) {
+		seen := map[string]bool{}
 		for _, dn := range devs {
-			for _, p := range paths {
-				k := dn + " " + p
-				if o, dup := first[k]; dup {
-					if o.what != what {
-						d.addf(pos, "%s: device %q path %q is already fed by %s at %s", what, dn, p, o.what, o.pos)
-					} else {
-						d.addf(pos, "%s: device %q listed twice", what, dn)
-					}
-					continue
-				}
-				first[k] = owner{what, pos}
+			if seen[dn] {
+				d.addf(pos, "%s: device %q listed twice", what, dn)
 			}
+			seen[dn] = true
 		}
 	}
 	for _, r := range s.Observe {
-		add(ruleName(KindObserve, r.Name), r.Pos, r.Devices, r.Paths)
+		add(ruleName(KindObserve, r.Name), r.Pos, r.Devices)
 	}
 	for _, r := range s.Poll {
-		add(ruleName(KindPoll, r.Name), r.Pos, r.Devices, r.Paths)
+		add(ruleName(KindPoll, r.Name), r.Pos, r.Devices)
 	}
 }
 
