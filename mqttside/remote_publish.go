@@ -11,18 +11,33 @@ import (
 
 // Publish hands m to the broker; see [Client.Publish].
 func (r *Remote) Publish(ctx context.Context, m Message) error {
-	if err := validateMessage(m, r.opts.MaxPayload, r.opts.AllowEmptyLevels); err != nil {
-		r.cnt.invalid.Add(1)
-		return err
-	}
 	if err := ctx.Err(); err != nil {
 		return err // not accepted
+	}
+	p, err := r.enqueue(m)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrPending, ctx.Err())
+	}
+}
+
+// enqueue validates m and accepts it into the offline buffer; the result
+// arrives on the returned pending's done channel.
+func (r *Remote) enqueue(m Message) (*pending, error) {
+	if err := validateMessage(m, r.opts.MaxPayload, r.opts.AllowEmptyLevels); err != nil {
+		r.cnt.invalid.Add(1)
+		return nil, err
 	}
 	p := newPending(m)
 	r.mu.Lock()
 	if r.closing {
 		r.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	evicted, err := r.buf.Push(p)
 	if err == nil {
@@ -44,18 +59,13 @@ func (r *Remote) Publish(ctx context.Context, m Message) error {
 	switch {
 	case errors.Is(err, ErrBufferFull):
 		r.cnt.refused.Add(1)
-		return fmt.Errorf("%w (%d messages)", ErrBufferFull, r.opts.BufferSize)
+		return nil, fmt.Errorf("%w (%d messages)", ErrBufferFull, r.opts.BufferSize)
 	case errors.Is(err, ErrDropped):
 		r.cnt.droppedQoS0.Add(1)
-		return err
+		return nil, err
 	}
 	r.signal()
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", ErrPending, ctx.Err())
-	}
+	return p, nil
 }
 
 // dispatch hands buffered messages to Paho in order while connected.
