@@ -65,9 +65,11 @@ type Delivery struct {
 
 // Ack acknowledges the message to the broker. For a QoS 1/2 message from a
 // remote broker the PUBACK/PUBREC is sent only now, so a message never
-// acknowledged is redelivered after a reconnect. Ack is idempotent and a
-// no-op for QoS 0 and for the embedded broker, whose inline deliveries
-// complete in-process.
+// acknowledged is redelivered after a reconnect. When several
+// subscriptions match one message, each handler gets its own Delivery and
+// the broker is acknowledged once all of them have called Ack. Ack is
+// idempotent and a no-op for QoS 0 and for the embedded broker, whose
+// inline deliveries complete in-process.
 //
 // MQTT 3.1.1 asks for PUBACKs in the order the PUBLISHes arrived
 // [MQTT-4.6.0-2]; handlers that finish out of order acknowledge out of
