@@ -40,6 +40,13 @@ type peerConn struct {
 	// by Close: pion's read loop closes the conn while Close is still
 	// sending close_notify, and that alert must still reach the peer.
 	wclosed atomic.Bool
+	// established makes SetReadDeadline a no-op once the handshake is done.
+	// pion cancels its read loop with a past read deadline when the conn is
+	// closed, and the loop then closes the conn under Close while Close is
+	// sending close_notify, so the alert is lost (pion v2.2.12). Ignoring
+	// the deadline leaves the loop blocked until Close closes this conn,
+	// after the alert went out.
+	established atomic.Bool
 }
 
 func newPeerConn(pc net.PacketConn, remote net.Addr, queue int) *peerConn {
@@ -103,6 +110,13 @@ func (c *peerConn) Close() error {
 	return nil
 }
 
+// markEstablished clears any read deadline and ignores later ones (see
+// established).
+func (c *peerConn) markEstablished() {
+	c.rd.Set(time.Time{})
+	c.established.Store(true)
+}
+
 // closeAll ends reads and writes.
 func (c *peerConn) closeAll() {
 	_ = c.Close()
@@ -120,6 +134,9 @@ func (c *peerConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) 
 
 // SetReadDeadline implements net.Conn.
 func (c *peerConn) SetReadDeadline(t time.Time) error {
+	if c.established.Load() {
+		return nil
+	}
 	c.rd.Set(t)
 	return nil
 }

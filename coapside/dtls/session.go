@@ -191,6 +191,7 @@ func (s *session) run(hs handshakeFunc) {
 		s.fail(err)
 		return
 	}
+	s.raw.markEstablished()
 	now := time.Now().UnixNano()
 	s.last.Store(now)
 	s.since.Store(now)
