@@ -26,9 +26,11 @@ func TestResourceServesLatestMessage(t *testing.T) {
 	if err != nil || resp.Code != message.NotFound {
 		t.Fatalf("before first message: %v %v", resp, err)
 	}
-	publish(t, tb.MQTTAddr(), "config/d1", 0, false, `{"interval":1}`)
-	publish(t, tb.MQTTAddr(), "config/d2", 0, false, `other`)
-	publish(t, tb.MQTTAddr(), "config/d1", 0, false, `{"interval":2}`)
+	// QoS 1: each publish is acknowledged (processed by the broker) before
+	// the next, so the order across publisher connections is known.
+	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":1}`)
+	publish(t, tb.MQTTAddr(), "config/d2", 1, false, `other`)
+	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":2}`)
 	eventually(t, 5*time.Second, "latest value", func() bool {
 		resp, err = c.Get(ctx, tb.coapURL("/config/d1"))
 		return err == nil && resp.Code == message.Content && string(resp.Payload) == `{"interval":2}`
