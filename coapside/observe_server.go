@@ -2,10 +2,12 @@ package coapside
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/block"
@@ -53,6 +55,8 @@ type ObserveServer struct {
 	opts ObserveOptions
 	log  *slog.Logger
 	szx  uint8
+
+	downgraded atomic.Uint64 // CON notifications sent as NON (peer queue full)
 
 	mu      sync.Mutex
 	targets map[obsID]obsTarget  // where each observer's notifications go
@@ -113,6 +117,10 @@ func (s *ObserveServer) Run(ctx context.Context) error { return s.n.Run(ctx) }
 
 // Stats returns the notifier's counters.
 func (s *ObserveServer) Stats() observe.Stats { return s.n.Stats() }
+
+// Downgraded returns how many confirmable notifications went out as NON
+// because the client's NSTART queue was full.
+func (s *ObserveServer) Downgraded() uint64 { return s.downgraded.Load() }
 
 // Observers returns the number of observers of path.
 func (s *ObserveServer) Observers(path string) int { return s.n.Observers(path) }
@@ -300,6 +308,15 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 			done(o.Err())
 		}
 	})
+	if errors.Is(err, ErrPeerBusy) {
+		// RFC 7641 §4.5.1 keeps confirmable traffic to a client within
+		// NSTART; when its queue is full the latest state still goes out,
+		// as NON, and a later notification carries the liveness check.
+		s.downgraded.Add(1)
+		m.Type = message.NonConfirmable
+		done(t.ep.SendAsync(t.addr, m, nil))
+		return
+	}
 	if err != nil {
 		done(err)
 	}

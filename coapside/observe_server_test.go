@@ -261,3 +261,35 @@ func TestObserveServerSlowObserverLatestWins(t *testing.T) {
 		t.Errorf("no superseded states for the slow observer: %+v", st)
 	}
 }
+
+// TestObserveServerFullQueueDowngradesToNON registers more observers from
+// one client than its NSTART queue holds: with every notification
+// confirmable, the overflow still reaches the client, as NON.
+func TestObserveServerFullQueueDowngradesToNON(t *testing.T) {
+	res := &counterResource{value: []byte("v")}
+	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 1}, res)
+	p := newRawPeer(t, addr)
+	const n = DefaultMaxQueuePerPeer + 10
+	for i := range n {
+		register(t, p, uint16(i+1), []byte{byte(i)}, nil)
+	}
+	obs.Notify("/obs")
+	tokens := map[byte]bool{}
+	non := 0
+	for len(tokens) < n {
+		m, _, ok := p.recv(2 * time.Second)
+		if !ok {
+			t.Fatalf("got notifications for %d of %d observers", len(tokens), n)
+		}
+		if m.Type == message.Confirmable {
+			// Acknowledge so the next queued CON goes out.
+			p.sendMsg(&message.Message{Type: message.Acknowledgement, MessageID: m.MessageID})
+		} else {
+			non++
+		}
+		tokens[m.Token[0]] = true
+	}
+	if non == 0 || obs.Downgraded() != uint64(non) {
+		t.Errorf("%d NON notifications, Downgraded %d", non, obs.Downgraded())
+	}
+}
