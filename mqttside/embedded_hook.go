@@ -19,8 +19,10 @@ type authHook struct {
 	invalid    *atomic.Uint64
 }
 
+// ID names the hook in mochi.
 func (h *authHook) ID() string { return "bridge-auth" }
 
+// Provides lists the hook methods mochi should call.
 func (h *authHook) Provides(b byte) bool {
 	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, b) >= 0
 }

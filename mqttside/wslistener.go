@@ -43,9 +43,13 @@ func newWSListener(id, address string) *wsListener {
 	}
 }
 
-func (l *wsListener) ID() string       { return l.id }
+// ID names the listener in mochi.
+func (l *wsListener) ID() string { return l.id }
+
+// Protocol reports "ws".
 func (l *wsListener) Protocol() string { return "ws" }
 
+// Address returns the bound address once Init has run.
 func (l *wsListener) Address() string {
 	if l.ln != nil {
 		return l.ln.Addr().String()
@@ -53,6 +57,7 @@ func (l *wsListener) Address() string {
 	return l.address
 }
 
+// Init binds the address, so errors reach Start.
 func (l *wsListener) Init(log *slog.Logger) error {
 	l.log = log
 	ln, err := net.Listen("tcp", l.address)
@@ -63,6 +68,8 @@ func (l *wsListener) Init(log *slog.Logger) error {
 	return nil
 }
 
+// Serve accepts WebSocket upgrades until Close; mochi runs it on its own
+// goroutine and each connection is served by net/http.
 func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	l.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
@@ -82,6 +89,7 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// Close disconnects the listener's clients and stops the HTTP server.
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	l.once.Do(func() {
 		closeClients(l.id)
@@ -107,6 +115,8 @@ type wsConn struct {
 
 var errWSText = errors.New("mqtt: websocket message is not binary")
 
+// Read returns bytes of binary messages, moving on to the next message
+// when one is used up.
 func (c *wsConn) Read(p []byte) (int, error) {
 	for {
 		if c.r == nil {
@@ -131,6 +141,8 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	}
 }
 
+// Write sends p as one binary message; writes are serialised because a
+// WebSocket allows one writer at a time.
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -140,4 +152,5 @@ func (c *wsConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Close closes the WebSocket and its connection.
 func (c *wsConn) Close() error { return c.ws.Close() }
