@@ -29,8 +29,12 @@ const ShutdownGrace = 5 * time.Second
 // Options are the bridge's tunables beyond the config file. Zero values take
 // the defaults noted on each field.
 type Options struct {
-	// PublishTimeout bounds waiting for the broker to take a message (5s).
+	// PublishTimeout bounds waiting for the broker to acknowledge a device's
+	// QoS 1/2 push before the device is told 5.03 to retry (5s).
 	PublishTimeout time.Duration
+	// HandoverTimeout bounds handing any other message to the MQTT client
+	// or its offline buffer (1s).
+	HandoverTimeout time.Duration
 	// RetryMaxAge is the Max-Age (seconds) sent with 5.03 when the broker
 	// cannot take a device's message, telling it when to retry (5).
 	RetryMaxAge uint32
@@ -76,6 +80,7 @@ func (o *Options) setDefaults() {
 		}
 	}
 	def(&o.PublishTimeout, 5*time.Second)
+	def(&o.HandoverTimeout, time.Second)
 	def(&o.RequestTimeout, 10*time.Second)
 	def(&o.CommandQueueTTL, 10*time.Minute)
 	def(&o.ObserveFallbackInterval, 30*time.Second)

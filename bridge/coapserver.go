@@ -76,6 +76,7 @@ func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, ru
 		Path:          r.Path(),
 		Identity:      identity,
 		Received:      received,
+		Confirm:       true,
 	}
 	if cf, ok := r.Options.ContentFormat(); ok {
 		in.ContentFormat = int(cf)

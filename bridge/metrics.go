@@ -33,6 +33,7 @@ const (
 type metrics struct {
 	messages     *prometheus.CounterVec   // rule, direction
 	filtered     *prometheus.CounterVec   // rule
+	buffered     *prometheus.CounterVec   // rule
 	errors       *prometheus.CounterVec   // rule, reason
 	latency      *prometheus.HistogramVec // rule, direction
 	observations prometheus.Gauge
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_rule_filtered_total",
 			Help: "Messages dropped because a rule's where expression was false.",
+		}, []string{"rule"}),
+		buffered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_rule_buffered_total",
+			Help: "Messages accepted into the MQTT offline buffer while the broker was unreachable; delivered on reconnect.",
 		}, []string{"rule"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_rule_errors_total",
@@ -78,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Rules in the running rule set.",
 		}),
 	}
-	reg.MustRegister(m.messages, m.filtered, m.errors, m.latency, m.observations,
+	reg.MustRegister(m.messages, m.filtered, m.buffered, m.errors, m.latency, m.observations,
 		m.queueDepth, m.reloads, m.rulesLoaded)
 	return m
 }

@@ -19,6 +19,11 @@ type inbound struct {
 	Device        string
 	Identity      string
 	Received      time.Time
+	// Confirm says the sender waits for the outcome (a pushing device): a
+	// QoS 1/2 message then counts as published only once the broker has
+	// acknowledged it. Otherwise a message held in the offline buffer
+	// counts as published; it is delivered on reconnect.
+	Confirm bool
 }
 
 // errFiltered reports a message dropped by a where expression: not an error
@@ -83,9 +88,18 @@ func classifyPrepareError(err error) error {
 func (b *Bridge) publishOutput(ctx context.Context, rule string, out *rules.Output, caps rules.Captures, in *inbound) error {
 	m, err := buildMessage(out, caps, in)
 	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
+		timeout := b.opts.PublishTimeout
+		if m.QoS == 0 || !in.Confirm {
+			// Taken into the client (or its offline buffer) is enough.
+			timeout = min(timeout, b.opts.HandoverTimeout)
+		}
+		pctx, cancel := context.WithTimeout(ctx, timeout)
 		err = b.mqtt.Publish(pctx, m)
 		cancel()
+		if errors.Is(err, mqttside.ErrPending) && (m.QoS == 0 || !in.Confirm) {
+			b.metrics.buffered.WithLabelValues(rule).Inc()
+			err = nil
+		}
 		if err != nil {
 			err = classifyPublishError(err)
 		}
