@@ -1,0 +1,155 @@
+package bridge
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const secureRules = `
+[[ingress]]
+name     = "secure"
+path     = "/secure/{device}"
+methods  = ["POST"]
+topic    = "secure/{device}"
+identity = "{device}"
+
+[[ingress]]
+name    = "who"
+path    = "/who/{x}"
+methods = ["POST"]
+topic   = "who/{identity}/{x}"
+`
+
+func pskClient(t *testing.T, identity, key string) *coapside.Client {
+	t.Helper()
+	conn, err := dtls.NewClientConn("127.0.0.1:0", dtls.ClientConfig{
+		Credentials: dtls.Credentials{PSKIdentity: identity, PSK: dtls.NewSecret([]byte(key))},
+		Limits:      dtls.Limits{HandshakeTimeout: 3 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := coapside.NewClient(coapside.ClientOptions{Conn: conn, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestDTLSIdentityInRules: a device authenticated by PSK may publish as
+// itself only; plain UDP on a rule that requires identity gets 4.01; the
+// identity is available to topic templates.
+func TestDTLSIdentityInRules(t *testing.T) {
+	dir := t.TempDir()
+	pskFile := filepath.Join(dir, "psk.toml")
+	os.WriteFile(pskFile, []byte(`
+[[psk]]
+identity = "dev1"
+key      = "secret-1"
+
+[[psk]]
+identity = "dev2"
+key      = "hex:00112233445566778899aabbccddeeff"
+`), 0o600)
+	tb := startBridge(t, secureRules, func(c *Config, _ *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+	})
+	sub := subscribe(t, tb.MQTTAddr(), "#", 0)
+	secureURL := func(path string) string { return "coaps://" + tb.DTLSAddr().String() + path }
+	dev1 := pskClient(t, "dev1", "secret-1")
+	ctx := t.Context()
+
+	resp, err := dev1.Post(ctx, secureURL("/secure/dev1"), message.TextPlain, []byte("ok"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("dev1 as itself: %v %v", resp, err)
+	}
+	if m := sub.next(t, 5*time.Second); m.Topic() != "secure/dev1" {
+		t.Fatalf("topic %s", m.Topic())
+	}
+	resp, err = dev1.Post(ctx, secureURL("/secure/dev2"), message.TextPlain, []byte("spoof"))
+	if err != nil || resp.Code != message.Forbidden {
+		t.Fatalf("dev1 posing as dev2: %v %v, want 4.03", resp, err)
+	}
+	resp, err = dev1.Post(ctx, secureURL("/who/x1"), message.TextPlain, []byte("1"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("who: %v %v", resp, err)
+	}
+	if m := sub.next(t, 5*time.Second); m.Topic() != "who/dev1/x1" {
+		t.Fatalf("identity in topic: %s", m.Topic())
+	}
+
+	plain := newCoAPClient(t)
+	resp, err = plain.Post(ctx, tb.coapURL("/secure/dev1"), message.TextPlain, []byte("plain"))
+	if err != nil || resp.Code != message.Unauthorized {
+		t.Fatalf("plain UDP on an identity rule: %v %v, want 4.01", resp, err)
+	}
+	sub.none(t, 200*time.Millisecond)
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("secure", reasonIdentity)); got != 2 {
+		t.Errorf("identity errors %v, want 2", got)
+	}
+
+	// A wrong key never gets a session.
+	bad := pskClient(t, "dev1", "wrong")
+	if _, err := bad.Post(ctx, secureURL("/secure/dev1"), message.TextPlain, []byte("x")); err == nil {
+		t.Fatal("a wrong key was accepted")
+	}
+}
+
+// TestCoapsDeviceCommand reaches a device over DTLS with its PSK
+// from the device registry.
+func TestCoapsDeviceCommand(t *testing.T) {
+	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": dtls.NewSecret([]byte("device-key"))})
+	conn, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: psk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := &fakeDevice{addr: conn.LocalAddr(), mux: coapside.NewServeMux(), got: make(chan recorded, 10)}
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) {
+		id, _ := r.PeerIdentity()
+		dev.got <- recorded{method: r.Method, path: r.Path(), payload: string(r.Payload) + " from " + id}
+		w.SetCode(message.Changed)
+	})
+	srv := &coapside.Server{Handler: dev.mux}
+	go srv.Serve(conn)
+	t.Cleanup(func() { srv.Close() })
+
+	rules := fmt.Sprintf(`
+[[device]]
+name         = "secure-1"
+url          = "coaps://%s"
+psk_identity = "bridge"
+psk          = "device-key"
+
+[[command]]
+name           = "led"
+filter         = "cmd/{device}/led"
+method         = "PUT"
+url            = "coaps://{device}/led"
+response_topic = "replies/{device}"
+timeout        = "5s"
+`, conn.LocalAddr())
+	tb := startBridge(t, rules, nil)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 0)
+	publish(t, tb.MQTTAddr(), "cmd/secure-1/led", 0, false, "on")
+	select {
+	case rec := <-dev.got:
+		if rec.payload != "on from bridge" {
+			t.Fatalf("device got %q", rec.payload)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("command did not reach the coaps device")
+	}
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" || r.Code != "2.04" {
+		t.Fatalf("result %+v", r)
+	}
+}
