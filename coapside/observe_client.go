@@ -116,9 +116,14 @@ func (c *Client) ObserveRequest(ctx context.Context, req *Request, fn func(Notif
 	if err != nil {
 		return nil, err
 	}
-	tmpl := *req
-	tmpl.Type = message.Confirmable
-	tmpl.Options = req.Options.Clone().SetUint(message.Observe, observe.Register)
+	// The template keeps what later requests need: the resolved peer
+	// instead of the URL, and the options with Observe.
+	tmpl := Request{
+		Method:  req.Method,
+		Type:    message.Confirmable,
+		Options: append(make(message.Options, 0, len(req.Options)+1), req.Options...).SetUint(message.Observe, observe.Register),
+		Peer:    peer,
+	}
 	tok := req.Token
 	if len(tok) == 0 {
 		tok = NewToken()
@@ -170,7 +175,11 @@ func (c *Client) ObserveRequest(ctx context.Context, req *Request, fn func(Notif
 		o.wg.Add(1)
 		go o.drain()
 	}
+	o.first = nil // registration done; onResponse no longer uses it
 	o.mu.Unlock()
+	if ctx.Done() == nil {
+		return o, nil // a context that never ends needs no watcher
+	}
 	stop := context.AfterFunc(ctx, func() {
 		cctx, cancel := context.WithTimeout(context.Background(), o.opts.CancelTimeout)
 		defer cancel()
@@ -278,8 +287,9 @@ func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool
 	}
 	if !o.gotFirst {
 		o.gotFirst = true
+		first := o.first
 		o.mu.Unlock()
-		o.first <- m
+		first <- m
 		return true
 	}
 	o.pending = &pendingNote{m: m, at: now}
