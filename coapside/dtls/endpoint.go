@@ -70,6 +70,9 @@ type endpoint struct {
 
 	// onUnknown handles a datagram from an address without a session.
 	onUnknown func(b []byte, addr net.Addr, key peerKey)
+	// onRehandshake, when set, handles a new ClientHello from the address
+	// of an established session.
+	onRehandshake func(old *session, b []byte, addr net.Addr)
 
 	wg        sync.WaitGroup // read loop and janitor
 	sessWG    sync.WaitGroup // session goroutines
@@ -143,20 +146,33 @@ func (ep *endpoint) dispatch(b []byte, addr net.Addr) {
 		return
 	}
 	if s.established() {
-		if ep.opt.role == roleServer && s.isNewHandshake(b) {
+		if cand := s.cand.Load(); cand != nil {
+			// A new handshake from this address is running beside the
+			// session. Epoch-0 records belong to it alone; epoch >= 1
+			// records may be either's (the new Finished or old
+			// application data), and each side silently discards what
+			// it cannot decrypt (RFC 6347 §4.1.2.7), so both get them.
+			cand.observeHandshakeRecord(b)
+			ep.deliverTo(cand, b, addr)
+			if maxEpoch(b) == 0 {
+				return
+			}
+		} else if ep.onRehandshake != nil && s.isNewHandshake(b) {
 			// RFC 6347 §4.2.8: a ClientHello at epoch 0 on an existing
-			// association means the peer lost its state (rebooted); the
-			// old session is dropped and a new handshake begins.
-			s.end(endReplaced)
-			ep.stats.sessionsReplaced.Add(1)
-			ep.log.Info("dtls session replaced by new handshake", "peer", addr.String(), "identity", s.identity())
-			ep.remove(s)
-			ep.onUnknown(b, addr, key)
+			// association may mean the peer lost its state. The old
+			// session stays until the new handshake completes, so a
+			// spoofed ClientHello cannot tear it down.
+			ep.onRehandshake(s, b, addr)
 			return
 		}
 	} else {
 		s.observeHandshakeRecord(b)
 	}
+	ep.deliverTo(s, b, addr)
+}
+
+// deliverTo queues a copy of b for s, counting a drop when s is behind.
+func (ep *endpoint) deliverTo(s *session, b []byte, addr net.Addr) {
 	if !s.raw.deliver(append([]byte(nil), b...)) {
 		ep.stats.droppedQueueFull.Add(1)
 		ep.noteDrop(dropQueueFull, addr, nil)
@@ -214,6 +230,49 @@ func (ep *endpoint) newSession(key peerKey, addr net.Addr) (s *session, created 
 	ep.stats.handshakesActive.Add(1)
 	ep.sessWG.Add(1) // released by the session's run
 	return s, true, nil
+}
+
+// newCandidate registers a handshake that will replace old when it
+// completes. It is not in the session table; dispatch routes to it through
+// old. Only the handshake limit applies.
+func (ep *endpoint) newCandidate(old *session) (*session, error) {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.closing {
+		return nil, ErrClosed
+	}
+	if ep.peers[old.key] != old {
+		return nil, ErrNoSession
+	}
+	if ep.handshaking >= ep.opt.maxHandshakes {
+		ep.stats.refusedLimit.Add(1)
+		return nil, fmt.Errorf("%w: %d handshakes in progress", ErrLimit, ep.handshaking)
+	}
+	s := newSession(ep, old.key, old.addr)
+	s.replaces = old
+	if !old.cand.CompareAndSwap(nil, s) {
+		return nil, fmt.Errorf("%w: handshake already running", ErrLimit)
+	}
+	ep.handshaking++
+	ep.stats.handshakesActive.Add(1)
+	ep.sessWG.Add(1) // released by the session's run
+	return s, nil
+}
+
+// promote puts a completed replacement handshake in place of the session
+// it replaces, which is then ended.
+func (ep *endpoint) promote(s *session) {
+	old := s.replaces
+	ep.mu.Lock()
+	if cur := ep.peers[s.key]; cur == old || cur == nil {
+		ep.peers[s.key] = s
+	}
+	ep.mu.Unlock()
+	old.cand.CompareAndSwap(s, nil)
+	old.end(endReplaced)
+	ep.stats.sessionsReplaced.Add(1)
+	ep.log.Info("dtls session replaced by new handshake", "peer", s.addr.String(),
+		"old_identity", old.identity(), "identity", s.identity())
 }
 
 // handshakeDone releases a handshake slot.
@@ -334,6 +393,9 @@ func (ep *endpoint) close() error {
 		}
 		ep.mu.Unlock()
 		for _, s := range all {
+			if c := s.cand.Load(); c != nil {
+				c.end(endShutdown)
+			}
 			s.end(endShutdown)
 		}
 		ep.sessWG.Wait()

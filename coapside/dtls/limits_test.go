@@ -197,7 +197,6 @@ func TestPeerRestartSamePort(t *testing.T) {
 	// Drop the socket without close_notify, as a rebooting device would.
 	_ = first.ep.pc.Close()
 	_ = first.Close()
-	time.Sleep(1100 * time.Millisecond) // sessions younger than 1s are not replaced
 	second, err := NewClientConn(local, ClientConfig{Credentials: cred, Limits: fastLimits(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -206,8 +205,42 @@ func TestPeerRestartSamePort(t *testing.T) {
 	if got, err := roundTrip(t, second, srv.LocalAddr(), "2"); err != nil || got != "echo:2" {
 		t.Fatalf("after restart: %q, %v", got, err)
 	}
-	if st := srv.Stats(); st.SessionsReplaced != 1 || st.HandshakesOK != 2 || st.SessionsActive != 1 {
+	eventually(t, 2*time.Second, "old session gone", func() bool { return srv.Stats().SessionsActive == 1 })
+	if st := srv.Stats(); st.SessionsReplaced != 1 || st.HandshakesOK != 2 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestSpoofedHelloKeepsSession: a ClientHello from the address of an
+// established session (as an off-path attacker could forge) starts a
+// handshake beside the session; when it is not completed the session
+// stays.
+func TestSpoofedHelloKeepsSession(t *testing.T) {
+	scfg := pskServerConfig(t)
+	scfg.CookieTimeout = 200 * time.Millisecond
+	srv := startServer(t, scfg)
+	done := echo(t, srv)
+	defer func() { _ = srv.Close(); <-done }()
+	cli := startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: fastLimits(t)})
+	if _, err := roundTrip(t, cli, srv.LocalAddr(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	// The forged hello leaves from the client's own socket, so it carries
+	// the session's address.
+	if _, err := cli.ep.pc.WriteTo(buildHello(helloParts{exts: extBlock(extEMS, extCurves)}), srv.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "side handshake started and abandoned", func() bool {
+		return srv.Stats().Failed(FailTimeout) == 1 && srv.Stats().HandshakesActive == 0
+	})
+	if got, err := roundTrip(t, cli, srv.LocalAddr(), "b"); err != nil || got != "echo:b" {
+		t.Fatalf("session after forged hello: %q, %v", got, err)
+	}
+	if st := srv.Stats(); st.SessionsReplaced != 0 || st.HandshakesOK != 1 || st.SessionsActive != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if id, ok := srv.PeerIdentity(cli.LocalAddr()); !ok || id != "dev-2" {
+		t.Fatalf("identity %q %v", id, ok)
 	}
 }
 

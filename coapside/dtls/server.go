@@ -142,6 +142,7 @@ func NewServerConn(pc net.PacketConn, cfg ServerConfig) (*ServerConn, error) {
 	}
 	s.ep = newEndpoint(pc, cfg.endpointOptions(roleServer, true))
 	s.ep.onUnknown = s.unknownPeer
+	s.ep.onRehandshake = s.rehandshake
 	s.ep.start()
 	return s, nil
 }
@@ -175,13 +176,37 @@ func (s *ServerConn) unknownPeer(b []byte, addr net.Addr, key peerKey) {
 		return
 	}
 	if !created {
-		sess.raw.deliver(append([]byte(nil), b...))
+		ep.deliverTo(sess, b, addr)
 		return
 	}
+	s.startHandshake(sess, info, b)
+}
+
+// rehandshake starts a handshake beside the established session old, from
+// the same address; it replaces old only if it completes.
+func (s *ServerConn) rehandshake(old *session, b []byte, addr net.Addr) {
+	ep := s.ep
+	info, err := inspectHello(b)
+	if err != nil {
+		return // isNewHandshake checked it
+	}
+	sess, err := ep.newCandidate(old)
+	if err != nil {
+		if errors.Is(err, ErrLimit) {
+			ep.noteDrop(dropLimit, addr, err)
+		}
+		return
+	}
+	s.startHandshake(sess, info, b)
+}
+
+// startHandshake feeds the first datagram to a new session and runs its
+// handshake with the cookie timer armed.
+func (s *ServerConn) startHandshake(sess *session, info helloInfo, b []byte) {
 	if info.cookie {
 		sess.cookieSeen.Store(true)
 	}
-	sess.raw.deliver(append([]byte(nil), b...))
+	s.ep.deliverTo(sess, b, sess.addr)
 	cfg := s.sessionConfig(sess, info)
 	cookieTimer := time.AfterFunc(s.cfg.CookieTimeout, func() {
 		if !sess.cookieSeen.Load() {

@@ -64,6 +64,11 @@ type session struct {
 	stop  chan struct{} // closed by end
 	why   atomic.Int32  // endReason
 
+	// cand is a handshake from the same address that will replace this
+	// session when it completes; replaces is the reverse link.
+	cand     atomic.Pointer[session]
+	replaces *session
+
 	ident atomic.Pointer[string]
 	last  atomic.Int64 // unix nanos of last activity
 	// unanswered is when this end first wrote after the last datagram
@@ -163,13 +168,9 @@ func (s *session) observeHandshakeRecord(b []byte) {
 }
 
 // isNewHandshake reports whether b is a well-formed epoch-0 ClientHello on
-// an established session, from a peer that has held the session for more
-// than a moment (so a late duplicate of the original hello does not count).
+// an established session.
 func (s *session) isNewHandshake(b []byte) bool {
 	if recordEpoch(b) != 0 || protocol.ContentType(b[0]) != protocol.ContentTypeHandshake {
-		return false
-	}
-	if time.Since(time.Unix(0, s.since.Load())) < time.Second {
 		return false
 	}
 	_, err := inspectHello(b)
@@ -196,6 +197,9 @@ func (s *session) run(hs handshakeFunc) {
 	s.last.Store(now)
 	s.since.Store(now)
 	s.conn.Store(conn)
+	if s.replaces != nil {
+		ep.promote(s)
+	}
 	ep.stats.handshakesOK.Add(1)
 	ep.stats.sessionsActive.Add(1)
 	close(s.ready)
@@ -240,6 +244,9 @@ func (s *session) fail(err error) {
 	ep := s.ep
 	s.raw.closeAll()
 	ep.remove(s)
+	if s.replaces != nil {
+		s.replaces.cand.CompareAndSwap(s, nil)
+	}
 	why := endReason(s.why.Load())
 	reason := s.classify(err)
 	s.err = &HandshakeError{Reason: reason, Peer: s.addr.String(), Err: err}

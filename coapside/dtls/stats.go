@@ -65,8 +65,8 @@ type Stats struct {
 	// SessionsDead counts client sessions dropped because the server stopped
 	// answering (ClientConfig.DeadAfter).
 	SessionsDead uint64
-	// SessionsReplaced counts established sessions dropped because the peer
-	// started a new handshake from the same address (RFC 6347 §4.2.8).
+	// SessionsReplaced counts established sessions replaced by a completed
+	// new handshake from the same address (RFC 6347 §4.2.8).
 	SessionsReplaced uint64
 	// RefusedLimit counts handshakes refused because MaxHandshakes or
 	// MaxSessions was reached.
