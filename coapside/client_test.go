@@ -43,7 +43,17 @@ func newTestClient(t *testing.T) *Client {
 }
 
 func TestClientAgainstServer(t *testing.T) {
-	_, addr := startServer(t, echoMux(), ServerOptions{EndpointOptions: fastOpts()})
+	for _, batching := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batching=%v", batching), func(t *testing.T) {
+			opts := fastOpts()
+			opts.DisableBatching = !batching
+			testClientAgainstServer(t, opts)
+		})
+	}
+}
+
+func testClientAgainstServer(t *testing.T, opts EndpointOptions) {
+	_, addr := startServer(t, echoMux(), ServerOptions{EndpointOptions: opts})
 	c := newTestClient(t)
 	base := "coap://" + addr.String()
 	ctx := testCtx(t)

@@ -52,6 +52,8 @@ type EndpointOptions struct {
 	DedupCapacity int
 	// MaxQueuePerPeer bounds messages waiting behind NSTART per peer.
 	MaxQueuePerPeer int
+	// DisableBatching turns off recvmmsg/sendmmsg on UDP sockets.
+	DisableBatching bool
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 }

@@ -22,10 +22,11 @@ import (
 //
 // The Endpoint owns the conn: Close closes it.
 type Endpoint struct {
-	conn net.PacketConn
-	udp  *net.UDPConn // fast path when conn is a UDP socket
-	p    params
-	log  *slog.Logger
+	conn  net.PacketConn
+	udp   *net.UDPConn // fast path when conn is a UDP socket
+	bconn batchConn    // recvmmsg/sendmmsg on udp, nil when disabled
+	p     params
+	log   *slog.Logger
 
 	stats Stats
 	peers *peerTable
@@ -85,6 +86,9 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 		done:    make(chan struct{}),
 	}
 	e.udp, _ = conn.(*net.UDPConn)
+	if e.udp != nil && !p.DisableBatching {
+		e.bconn = newBatchConn(e.udp)
+	}
 	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, &e.stats)
 	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
 	e.sched = newScheduler()
@@ -170,6 +174,7 @@ type reader struct {
 	scratch []byte
 	out     []byte
 	msg     message.Message
+	batch   *readerBatch // non-nil when the socket batches system calls
 }
 
 func (e *Endpoint) spawnReaderLocked() {
@@ -182,23 +187,21 @@ func (e *Endpoint) spawnReaderLocked() {
 func (e *Endpoint) readLoop() {
 	defer e.readers.Done()
 	r := &reader{
-		buf:     make([]byte, e.p.MaxMessageSize+1),
 		scratch: make([]byte, 0, 256),
 		out:     make([]byte, 0, 256),
 	}
+	if e.bconn != nil {
+		r.batch = newReaderBatch(e, e.p.MaxMessageSize)
+		e.readLoopBatch(r)
+		return
+	}
+	r.buf = make([]byte, e.p.MaxMessageSize+1)
 	for {
 		n, from, err := e.read(r.buf)
 		if err != nil {
-			if e.closing.Load() || errors.Is(err, net.ErrClosed) {
-				e.retire()
-				if !e.closing.Load() {
-					go e.closeWith(err) //nolint:errcheck // reported via Err
-				}
+			if e.readFailed(err) {
 				return
 			}
-			e.stats.ReadErrors.Add(1)
-			e.log.Debug("coap read failed", "err", err)
-			time.Sleep(time.Millisecond)
 			continue
 		}
 		e.serveDatagram(r, r.buf[:n], from)
@@ -206,6 +209,21 @@ func (e *Endpoint) readLoop() {
 			return
 		}
 	}
+}
+
+// readFailed handles a read error and reports whether the reader must stop.
+func (e *Endpoint) readFailed(err error) bool {
+	if e.closing.Load() || errors.Is(err, net.ErrClosed) {
+		e.retire()
+		if !e.closing.Load() {
+			go e.closeWith(err) //nolint:errcheck // reported via Err
+		}
+		return true
+	}
+	e.stats.ReadErrors.Add(1)
+	e.log.Debug("coap read failed", "err", err)
+	time.Sleep(time.Millisecond)
+	return false
 }
 
 func (e *Endpoint) read(buf []byte) (int, peerAddr, error) {
@@ -316,7 +334,7 @@ func (e *Endpoint) rejectMalformed(r *reader, m *message.Message, data []byte, f
 func (e *Endpoint) sendReset(r *reader, to peerAddr, mid uint16) {
 	r.out = appendEmpty(r.out[:0], message.Reset, mid)
 	e.stats.ResetsSent.Add(1)
-	e.write(r.out, &to)
+	e.writeR(r, r.out, &to)
 }
 
 func appendEmpty(dst []byte, t message.Type, mid uint16) []byte {

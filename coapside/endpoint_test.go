@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -489,5 +490,46 @@ func TestResponseWithUnknownCriticalOptionRejected(t *testing.T) {
 	case <-got:
 		t.Fatal("response with unknown critical option delivered")
 	case <-time.After(30 * time.Millisecond):
+	}
+}
+
+func TestSlowHandlerDoesNotHoldUpOthers(t *testing.T) {
+	for _, batching := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batching=%v", batching), func(t *testing.T) {
+			release := make(chan struct{})
+			mux := NewServeMux()
+			mux.HandleFunc("/slow", func(w ResponseWriter, r *Request) {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			})
+			mux.HandleFunc("/fast", func(w ResponseWriter, r *Request) {})
+			opts := fastOpts()
+			opts.SeparateAfter = 5 * time.Second
+			opts.DisableBatching = !batching
+			_, addr := startServer(t, mux, ServerOptions{EndpointOptions: opts})
+			p := newRawPeer(t, addr)
+			slow := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: 1000}
+			slow.Options = slow.Options.SetPath("/slow")
+			p.sendMsg(slow)
+			// Requests sent right behind the slow one often share its read batch.
+			const fast = 8
+			for i := range fast {
+				m := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: uint16(2000 + i)}
+				m.Options = m.Options.SetPath("/fast")
+				p.sendMsg(m)
+			}
+			for range fast {
+				m := p.mustRecv(time.Second)
+				if m.MessageID < 2000 {
+					t.Fatalf("unexpected reply %v", m)
+				}
+			}
+			close(release)
+			if m := p.mustRecv(time.Second); m.MessageID != 1000 {
+				t.Fatalf("slow reply %v", m)
+			}
+		})
 	}
 }

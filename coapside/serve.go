@@ -79,7 +79,7 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 		e.stats.Duplicates.Add(1)
 		if con {
 			e.stats.DuplicateReplays.Add(1)
-			e.write(cached, &from)
+			e.writeR(r, cached, &from)
 		}
 		r.scratch = cached[:0]
 		return
@@ -140,7 +140,25 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 	x.w.opts = x.w.optStore[:0]
 	x.w.payload = x.w.small[:0]
 	e.enterBusy()
-	x.run(r)
+	b := r.batch
+	if b == nil {
+		x.run(r)
+	} else {
+		// Datagrams read together with this one must not wait for a slow
+		// handler: after stealAfter they get goroutines of their own.
+		armed := b.remaining()
+		start := time.Now()
+		if armed {
+			e.sched.reschedule(&b.steal, start.Add(stealAfter))
+		}
+		x.run(r)
+		if armed {
+			e.sched.cancel(&b.steal)
+		}
+		if time.Since(start) > slowHandler {
+			e.flush(r)
+		}
+	}
 	e.leaveBusy()
 	e.busy.Add(-1)
 }
@@ -198,7 +216,7 @@ func (x *serverExchange) finish(r *reader) {
 		}
 		r.out = out
 		e.dedup.complete(x.ref, out)
-		e.write(out, &x.from)
+		e.writeR(r, out, &x.from)
 		return
 	}
 	x.state.Store(exResponded)
@@ -232,7 +250,7 @@ func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref
 		}
 		r.out = out
 		e.dedup.complete(ref, out)
-		e.write(out, &from)
+		e.writeR(r, out, &from)
 		return
 	}
 	resp.Type = message.NonConfirmable

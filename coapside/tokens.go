@@ -110,7 +110,7 @@ func (e *Endpoint) handleResponse(r *reader, m *message.Message, data []byte, fr
 		e.stats.Duplicates.Add(1)
 		e.stats.DuplicateReplays.Add(1)
 		r.scratch = cached[:0]
-		e.write(cached, &from)
+		e.writeR(r, cached, &from)
 		return
 	}
 	key := makeTokenKey(from.key, m.Token)
@@ -128,13 +128,13 @@ func (e *Endpoint) handleResponse(r *reader, m *message.Message, data []byte, fr
 		r.out = appendEmpty(r.out[:0], message.Reset, m.MessageID)
 		e.stats.ResetsSent.Add(1)
 		e.dedup.complete(ref, r.out)
-		e.write(r.out, &from)
+		e.writeR(r, r.out, &from)
 		return
 	}
 	if con {
 		r.out = appendEmpty(r.out[:0], message.Acknowledgement, m.MessageID)
 		e.dedup.complete(ref, r.out)
-		e.write(r.out, &from)
+		e.writeR(r, r.out, &from)
 	}
 	e.deliver(cloneMessage(data), from)
 }

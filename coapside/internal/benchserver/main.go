@@ -22,15 +22,16 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:5690", "UDP listen address")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	noBatch := flag.Bool("nobatch", false, "disable recvmmsg/sendmmsg batching")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*listen, *cpuprofile, log); err != nil {
+	if err := run(*listen, *cpuprofile, *noBatch, log); err != nil {
 		log.Error("benchserver failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, cpuprofile string, log *slog.Logger) error {
+func run(listen, cpuprofile string, noBatch bool, log *slog.Logger) error {
 	if cpuprofile != "" {
 		f, err := os.Create(cpuprofile)
 		if err != nil {
@@ -56,7 +57,7 @@ func run(listen, cpuprofile string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &coapside.Server{Handler: mux, Options: coapside.ServerOptions{EndpointOptions: coapside.EndpointOptions{Logger: log}}}
+	srv := &coapside.Server{Handler: mux, Options: coapside.ServerOptions{EndpointOptions: coapside.EndpointOptions{Logger: log, DisableBatching: noBatch}}}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

@@ -1,0 +1,219 @@
+package coapside
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// batchSize is how many datagrams one recvmmsg/sendmmsg call moves.
+const batchSize = 16
+
+// slowHandler is the handler duration after which a reader flushes the
+// replies it has batched, so one slow handler delays them at most once.
+const slowHandler = 100 * time.Microsecond
+
+// stealAfter is how long a handler may run before the datagrams read in the
+// same batch and not yet processed are handed to goroutines of their own, so
+// a slow handler does not hold up requests that arrived with it.
+const stealAfter = time.Millisecond
+
+// batchConn reads and writes several datagrams per system call
+// (recvmmsg/sendmmsg on Linux). ipv4.Message and ipv6.Message are the same type.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+func newBatchConn(c *net.UDPConn) batchConn {
+	la, ok := c.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	if la.IP.To4() != nil {
+		return ipv4.NewPacketConn(c)
+	}
+	return ipv6.NewPacketConn(c)
+}
+
+// readerBatch holds a reader's batch buffers.
+type readerBatch struct {
+	e     *Endpoint
+	rms   []ipv4.Message
+	wms   []ipv4.Message
+	wbufs [][]byte
+	nw    int
+
+	mu    sync.Mutex // guards next and n against the steal timer
+	next  int        // next unprocessed entry of rms
+	n     int        // entries read
+	steal timerItem  // armed while a handler runs with entries left
+}
+
+func newReaderBatch(e *Endpoint, maxMsg int) *readerBatch {
+	b := &readerBatch{
+		e:     e,
+		rms:   make([]ipv4.Message, batchSize),
+		wms:   make([]ipv4.Message, batchSize),
+		wbufs: make([][]byte, batchSize),
+	}
+	for i := range b.rms {
+		b.rms[i].Buffers = [][]byte{make([]byte, maxMsg+1)}
+		b.wbufs[i] = make([]byte, 0, maxMsg)
+		b.wms[i].Buffers = make([][]byte, 1)
+	}
+	b.steal = timerItem{target: b, index: -1}
+	return b
+}
+
+// take returns the index of the next unprocessed entry, or -1.
+func (b *readerBatch) take() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.next >= b.n {
+		return -1
+	}
+	b.next++
+	return b.next - 1
+}
+
+// remaining reports whether unprocessed entries are left.
+func (b *readerBatch) remaining() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.next < b.n
+}
+
+// stolenDatagram is a copy of a batch entry handed to its own goroutine.
+type stolenDatagram struct {
+	data []byte
+	addr *net.UDPAddr
+}
+
+// fire runs on the scheduler when a handler has run for stealAfter: the
+// entries left in the batch are copied and served by goroutines of their own.
+func (b *readerBatch) fire(time.Time) {
+	b.mu.Lock()
+	var stolen []stolenDatagram
+	for i := b.next; i < b.n; i++ {
+		ms := &b.rms[i]
+		ua, ok := ms.Addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		stolen = append(stolen, stolenDatagram{data: append([]byte(nil), ms.Buffers[0][:ms.N]...), addr: ua})
+	}
+	b.next = b.n
+	b.mu.Unlock()
+	e := b.e
+	for _, d := range stolen {
+		e.poolMu.Lock()
+		if e.closing.Load() {
+			e.poolMu.Unlock()
+			return
+		}
+		e.idle++
+		e.total++
+		e.readers.Add(1)
+		e.poolMu.Unlock()
+		go e.serveStolen(d)
+	}
+}
+
+// serveStolen serves one datagram taken from a stalled batch.
+func (e *Endpoint) serveStolen(d stolenDatagram) {
+	defer e.readers.Done()
+	r := &reader{scratch: make([]byte, 0, 256), out: make([]byte, 0, 256)}
+	from := udpPeer(d.addr.AddrPort())
+	from.addr = d.addr
+	e.serveDatagram(r, d.data, from)
+	e.retire()
+}
+
+// writeR writes a reply produced on reader r: batched when r batches,
+// immediately otherwise.
+func (e *Endpoint) writeR(r *reader, data []byte, peer *peerAddr) {
+	b := r.batch
+	if b == nil {
+		e.write(data, peer)
+		return
+	}
+	i := b.nw
+	b.wbufs[i] = append(b.wbufs[i][:0], data...)
+	b.wms[i].Buffers[0] = b.wbufs[i]
+	b.wms[i].Addr = peer.netAddr()
+	b.nw++
+	if b.nw == len(b.wms) {
+		e.flush(r)
+	}
+}
+
+// flush sends the replies batched on r.
+func (e *Endpoint) flush(r *reader) {
+	b := r.batch
+	if b == nil || b.nw == 0 {
+		return
+	}
+	pending := b.wms[:b.nw]
+	for len(pending) > 0 {
+		n, err := e.bconn.WriteBatch(pending, 0)
+		if err != nil {
+			// Count the one that failed and carry on with the rest.
+			e.stats.WriteErrors.Add(1)
+			e.log.Debug("coap batch write failed", "err", err)
+			n++
+		} else {
+			e.stats.Sent.Add(uint64(n))
+		}
+		if n <= 0 {
+			n = 1
+		}
+		if n > len(pending) {
+			n = len(pending)
+		}
+		pending = pending[n:]
+	}
+	for i := range b.nw {
+		b.wms[i].Addr = nil
+	}
+	b.nw = 0
+}
+
+// readLoopBatch is readLoop for batching UDP sockets.
+func (e *Endpoint) readLoopBatch(r *reader) {
+	b := r.batch
+	for {
+		n, err := e.bconn.ReadBatch(b.rms, 0)
+		if err != nil {
+			if e.readFailed(err) {
+				return
+			}
+			continue
+		}
+		b.mu.Lock()
+		b.next, b.n = 0, n
+		b.mu.Unlock()
+		for {
+			i := b.take()
+			if i < 0 {
+				break
+			}
+			ms := &b.rms[i]
+			ua, ok := ms.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := udpPeer(ua.AddrPort())
+			from.addr = ua
+			e.serveDatagram(r, ms.Buffers[0][:ms.N], from)
+			ms.Addr = nil
+		}
+		e.flush(r)
+		if e.retireIfSurplus() {
+			return
+		}
+	}
+}
