@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,4 +186,34 @@ func run(t *testing.T, d time.Duration, dir string, name string, args ...string)
 		code = ee.ExitCode()
 	}
 	return string(out), code
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(t *testing.T, url string, d time.Duration) {
+	t.Helper()
+	eventually(t, d, url, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// tcpUp reports whether something listens on the loopback TCP port.
+func tcpUp(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func writeTestFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
