@@ -6,15 +6,22 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/block"
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
+// tolerantOpts are short transmission parameters that still survive a
+// busy machine: about 3 s before a CON gives up.
+func tolerantOpts() EndpointOptions {
+	return EndpointOptions{AckTimeout: 100 * time.Millisecond, AckRandomFactor: 1.0, MaxRetransmit: 4, SeparateAfter: 50 * time.Millisecond}
+}
+
 // newBlockClient returns a client with the given block-wise options.
 func newBlockClient(t *testing.T, bw ClientBlockwiseOptions) *Client {
 	t.Helper()
-	c, err := NewClient(ClientOptions{EndpointOptions: fastOpts(), LocalAddr: "127.0.0.1:0", Blockwise: bw})
+	c, err := NewClient(ClientOptions{EndpointOptions: tolerantOpts(), LocalAddr: "127.0.0.1:0", Blockwise: bw})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func targets(links []linkformat.Link) []string {
 
 func TestDiscoveryOurServer(t *testing.T) {
 	_, addr := startServer(t, discoveryMux(), ServerOptions{EndpointOptions: fastOpts()})
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	base := fmt.Sprintf("coap://%s", addr)
 	tests := []struct {
 		query []string
@@ -87,7 +87,7 @@ func TestDiscoveryLargeDocumentAndUndescribe(t *testing.T) {
 		t.Fatal("Undescribe result")
 	}
 	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	links, err := c.Discover(testCtx(t), fmt.Sprintf("coap://%s/.well-known/core", addr))
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func TestDiscoveryWrongFormat(t *testing.T) {
 		_, _ = w.Write([]byte(`[]`))
 	})
 	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	if _, err := c.Discover(testCtx(t), fmt.Sprintf("coap://%s", addr)); !errors.Is(err, ErrUnexpectedFormat) {
 		t.Errorf("err %v", err)
 	}

@@ -152,7 +152,7 @@ func TestInteropLibcoapDiscoversOurServer(t *testing.T) {
 
 func TestInteropOurClientObservesLibcoapTime(t *testing.T) {
 	addr := startLibcoapServer(t)
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, ch := collect(64)
 	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/time", addr), fn)
 	if err != nil {
@@ -181,7 +181,7 @@ func TestInteropOurClientObservesLibcoapTime(t *testing.T) {
 
 func TestInteropOurClientBlockwiseAndDiscoveryLibcoap(t *testing.T) {
 	addr := startLibcoapServer(t)
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	url := fmt.Sprintf("coap://%s/example_data", addr)
 	body := bytes.Repeat([]byte("block-wise "), 250) // 2750 bytes
 	resp, err := c.Put(testCtx(t), url, message.TextPlain, body)

@@ -43,7 +43,7 @@ func noNote(t *testing.T, ch chan Notification, d time.Duration) {
 func TestClientObserveOurServer(t *testing.T) {
 	res := &counterResource{value: []byte("0")}
 	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 2}, res)
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, ch := collect(16)
 	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/obs", addr), fn)
 	if err != nil {
@@ -78,7 +78,7 @@ func TestClientObserveOurServer(t *testing.T) {
 func TestClientObserveContextEndDeregisters(t *testing.T) {
 	res := &counterResource{value: []byte("x")}
 	obs, addr := startObserveServer(t, ObserveOptions{}, res)
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, _ := collect(4)
 	ctx, cancel := context.WithCancel(context.Background())
 	o, err := c.Observe(ctx, fmt.Sprintf("coap://%s/obs", addr), fn)
@@ -94,7 +94,7 @@ func TestClientObserveNotObservableAndErrors(t *testing.T) {
 	mux := NewServeMux()
 	mux.HandleFunc("GET /plain", func(w ResponseWriter, _ *Request) { _, _ = w.Write([]byte("p")) })
 	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, ch := collect(4)
 	_, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/plain", addr), fn)
 	if !errors.Is(err, ErrNotObservable) {
@@ -112,7 +112,7 @@ func TestClientObserveNotObservableAndErrors(t *testing.T) {
 func TestClientObserveServerEndsObservation(t *testing.T) {
 	res := &counterResource{value: []byte("v")}
 	obs, addr := startObserveServer(t, ObserveOptions{}, res)
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, ch := collect(4)
 	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/obs", addr), fn)
 	if err != nil {
@@ -138,7 +138,7 @@ func TestClientObserveBlockwiseNotification(t *testing.T) {
 	body := bigBody(3000)
 	res := &counterResource{value: body}
 	obs, addr := startObserveServer(t, ObserveOptions{}, res)
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, ch := collect(4)
 	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/obs", addr), fn)
 	if err != nil {
