@@ -12,7 +12,7 @@ RUN CGO_ENABLED=0 go build -trimpath \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/bridge /usr/local/bin/bridge
 COPY config.toml /etc/bridge/config.toml
-COPY rules/ /etc/bridge/rules/
+COPY rules/*.toml /etc/bridge/rules/
 WORKDIR /etc/bridge
 USER nonroot:nonroot
 EXPOSE 5683/udp 5684/udp 1883/tcp 9100/tcp
