@@ -398,8 +398,12 @@ func (ep *endpoint) close() error {
 			}
 			s.end(endShutdown)
 		}
-		ep.sessWG.Wait()
+		// Cancelling aborts any handshake not reached above (a
+		// replacement whose session already left the table); established
+		// sessions still send close_notify, the socket is open until all
+		// sessions are done.
 		ep.cancel()
+		ep.sessWG.Wait()
 		err = ep.pc.Close()
 		ep.wg.Wait()
 	})

@@ -250,7 +250,7 @@ func (s *session) fail(err error) {
 	why := endReason(s.why.Load())
 	reason := s.classify(err)
 	s.err = &HandshakeError{Reason: reason, Peer: s.addr.String(), Err: err}
-	if why != endShutdown && why != endClosed { // else not the peer's failure
+	if why != endShutdown && why != endClosed && !ep.closed() { // else not the peer's failure
 		ep.stats.handshakesFailed[reason].Add(1)
 		ep.log.Warn("dtls handshake failed", "peer", s.addr.String(), "reason", reason.String(),
 			"identity", s.identity(), "role", ep.opt.role, "key_used", s.pskKnown.Load(), "err", err)
