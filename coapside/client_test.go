@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -185,5 +186,46 @@ func TestClientReset(t *testing.T) {
 	peer.send(appendEmpty(nil, message.Reset, m.MessageID))
 	if err := <-errc; !errors.Is(err, ErrReset) {
 		t.Fatalf("err = %v, want ErrReset", err)
+	}
+}
+
+func TestClientServerAddressFamilies(t *testing.T) {
+	tests := []struct {
+		name, listen, target string
+	}{
+		{"ipv4", "127.0.0.1:0", "127.0.0.1"},
+		{"ipv6 literal", "[::1]:0", "[::1]"},
+		{"dual-stack socket, ipv4 client", ":0", "127.0.0.1"},
+		{"dual-stack socket, ipv6 client", ":0", "[::1]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := net.ListenPacket("udp", tt.listen)
+			if err != nil {
+				t.Skipf("cannot listen on %s: %v", tt.listen, err)
+			}
+			s := &Server{Handler: echoMux(), Options: ServerOptions{EndpointOptions: fastOpts()}}
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(conn) }()
+			defer func() {
+				_ = s.Close()
+				<-done
+			}()
+			c, err := NewClient(ClientOptions{EndpointOptions: fastOpts()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			port := conn.LocalAddr().(*net.UDPAddr).Port
+			for _, nonOpt := range [][]RequestOption{nil, {NonConfirmable()}} {
+				resp, err := c.Get(testCtx(t), fmt.Sprintf("coap://%s:%d/ping", tt.target, port), nonOpt...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(resp.Payload) != "pong" {
+					t.Fatalf("payload %q", resp.Payload)
+				}
+			}
+		})
 	}
 }

@@ -39,11 +39,18 @@ type responseWriter struct {
 	small    [64]byte
 }
 
-func (w *responseWriter) SetCode(c message.Code)    { w.code = c }
+// SetCode sets the response code.
+func (w *responseWriter) SetCode(c message.Code) { w.code = c }
+
+// Options returns the response options.
 func (w *responseWriter) Options() *message.Options { return &w.opts }
+
+// SetContentFormat sets the Content-Format option.
 func (w *responseWriter) SetContentFormat(mt message.MediaType) {
 	w.opts = w.opts.SetContentFormat(mt)
 }
+
+// Write appends to the payload.
 func (w *responseWriter) Write(p []byte) (int, error) {
 	w.payload = append(w.payload, p...)
 	return len(p), nil
