@@ -15,9 +15,9 @@ import (
 // layer. It must answer every request with a valid code, never panic, and
 // never send a block larger than the block size.
 func FuzzBlockwiseServer(f *testing.F) {
-	f.Add([]byte{0x0a}, []byte{}, uint16(300), []byte("hello"), uint8(0))      // Block1 0/M/64
-	f.Add([]byte{}, []byte{0x16}, uint16(3000), []byte{}, uint8(1))            // Block2 1/-/1024
-	f.Add([]byte{0x07}, []byte{0x07}, uint16(10), []byte("x"), uint8(2))       // reserved SZX
+	f.Add([]byte{0x0a}, []byte{}, uint16(300), []byte("hello"), uint8(0))       // Block1 0/M/64
+	f.Add([]byte{}, []byte{0x16}, uint16(3000), []byte{}, uint8(1))             // Block2 1/-/1024
+	f.Add([]byte{0x07}, []byte{0x07}, uint16(10), []byte("x"), uint8(2))        // reserved SZX
 	f.Add([]byte{0xff, 0xff, 0xff}, []byte{}, uint16(0), []byte("x"), uint8(3)) // max NUM
 	f.Add([]byte{}, []byte{0xff, 0xff, 0xf6}, uint16(5000), []byte{}, uint8(0)) // block far beyond the end
 	f.Add([]byte{1, 2, 3, 4}, []byte{}, uint16(1), []byte{}, uint8(0))          // over-long option
@@ -72,7 +72,7 @@ func FuzzBlockwiseServer(f *testing.F) {
 // delivered twice in a row, nothing is delivered after a response without
 // Observe ended the observation, and nothing panics.
 func FuzzObservationNotifications(f *testing.F) {
-	f.Add([]byte{0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 10, 0, 0, 0, 11, 0})                    // duplicate, reorder
+	f.Add([]byte{0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 10, 0, 0, 0, 11, 0})                     // duplicate, reorder
 	f.Add([]byte{0x80, 0, 0, 0, 0x7f, 0xff, 0xff, 0, 0, 0, 0, 1})                         // wrap-around
 	f.Add([]byte{0, 0, 0, 5, 0x40, 0, 0, 6, 0, 0, 0, 7})                                  // no Observe ends it
 	f.Add([]byte{0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0x10, 0, 0, 2, 0x10, 0x01, 0x00, 3}) // CON and error code
