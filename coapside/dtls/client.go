@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	pdtls "github.com/pion/dtls/v2"
@@ -75,6 +76,10 @@ type ClientConfig struct {
 	// (RFC 6347 §4.1.2.7), so without this a request would keep failing
 	// until IdleTimeout. Default 30s; negative disables.
 	DeadAfter time.Duration
+	// RetryBackoff makes writes to a server whose handshake just failed
+	// return that failure at once for this long, instead of starting a
+	// handshake per CoAP retransmission. Default 2s; negative disables.
+	RetryBackoff time.Duration
 
 	Limits
 }
@@ -94,6 +99,56 @@ func (c *ClientConfig) Validate() error {
 type ClientConn struct {
 	ep  *endpoint
 	cfg ClientConfig
+
+	failMu sync.Mutex
+	failed map[peerKey]recentFailure
+}
+
+// recentFailure is a failed handshake remembered for RetryBackoff.
+type recentFailure struct {
+	err   error
+	until time.Time
+}
+
+// maxRecentFailures bounds the failure memory; expired entries are pruned
+// when it is reached.
+const maxRecentFailures = 1024
+
+func (c *ClientConn) recentFailure(key peerKey) error {
+	if c.cfg.RetryBackoff <= 0 {
+		return nil
+	}
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	f, ok := c.failed[key]
+	if !ok {
+		return nil
+	}
+	if time.Now().After(f.until) {
+		delete(c.failed, key)
+		return nil
+	}
+	return f.err
+}
+
+func (c *ClientConn) rememberFailure(key peerKey, err error) {
+	if c.cfg.RetryBackoff <= 0 {
+		return
+	}
+	now := time.Now()
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	if len(c.failed) >= maxRecentFailures {
+		for k, f := range c.failed {
+			if now.After(f.until) {
+				delete(c.failed, k)
+			}
+		}
+		if len(c.failed) >= maxRecentFailures {
+			return
+		}
+	}
+	c.failed[key] = recentFailure{err: err, until: now.Add(c.cfg.RetryBackoff)}
 }
 
 // NewClientConn opens a UDP socket on localAddr ("" means any address and
@@ -126,10 +181,13 @@ func NewClientConnOn(pc net.PacketConn, cfg ClientConfig) (*ClientConn, error) {
 	if cfg.DeadAfter == 0 {
 		cfg.DeadAfter = 30 * time.Second
 	}
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = 2 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &ClientConn{cfg: cfg}
+	c := &ClientConn{cfg: cfg, failed: make(map[peerKey]recentFailure)}
 	c.ep = newEndpoint(pc, cfg.endpointOptions(roleClient, false))
 	c.ep.onUnknown = func(b []byte, addr net.Addr, _ peerKey) {
 		c.ep.stats.droppedUnknown.Add(1)
@@ -168,6 +226,10 @@ func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdt
 		s = nil
 	}
 	if s == nil {
+		if err := c.recentFailure(keyOf(addr)); err != nil {
+			ep.stats.backoffRefusals.Add(1)
+			return nil, nil, err
+		}
 		cr, err := c.credentials(addr)
 		if err != nil {
 			return nil, nil, err
@@ -194,6 +256,10 @@ func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdt
 		return nil, nil, ep.opError("write", addr, net.ErrClosed)
 	}
 	if s.err != nil {
+		var he *HandshakeError
+		if errors.As(s.err, &he) && !ep.closed() && endReason(s.why.Load()) == endNone {
+			c.rememberFailure(s.key, s.err)
+		}
 		return nil, nil, s.err
 	}
 	conn := s.conn.Load()

@@ -242,3 +242,35 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestRetryBackoff: after a failed handshake the client answers writes to
+// that server with the same failure for RetryBackoff instead of starting a
+// handshake per retransmission.
+func TestRetryBackoff(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	cli := startClient(t, ClientConfig{
+		Credentials:  Credentials{PSKIdentity: "intruder", PSK: mustKey(t, "k")},
+		RetryBackoff: 300 * time.Millisecond,
+		Limits:       fastLimits(t),
+	})
+	_, err1 := cli.WriteTo([]byte("1"), srv.LocalAddr())
+	if !errors.Is(err1, ErrHandshake) {
+		t.Fatalf("first write: %v", err1)
+	}
+	start := time.Now()
+	_, err2 := cli.WriteTo([]byte("2"), srv.LocalAddr())
+	if !errors.Is(err2, ErrHandshake) || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("second write: %v after %v, want the cached failure at once", err2, time.Since(start))
+	}
+	if cs := cli.Stats(); cs.BackoffRefusals != 1 || cs.TotalFailed() != 1 {
+		t.Fatalf("client stats %+v", cs)
+	}
+	time.Sleep(350 * time.Millisecond)
+	if _, err := cli.WriteTo([]byte("3"), srv.LocalAddr()); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("third write: %v", err)
+	}
+	eventually(t, 2*time.Second, "second real attempt", func() bool { return srv.Stats().Failed(FailUnknownIdentity) == 2 })
+	if cs := cli.Stats(); cs.TotalFailed() != 2 {
+		t.Fatalf("client attempts %d, want 2", cs.TotalFailed())
+	}
+}

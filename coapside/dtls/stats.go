@@ -71,6 +71,9 @@ type Stats struct {
 	// RefusedLimit counts handshakes refused because MaxHandshakes or
 	// MaxSessions was reached.
 	RefusedLimit uint64
+	// BackoffRefusals counts client writes refused at once because the
+	// last handshake with that server failed within RetryBackoff.
+	BackoffRefusals uint64
 	// RefusedMalformed counts ClientHellos refused because they did not parse.
 	RefusedMalformed uint64
 	// DroppedNotDTLS counts datagrams from unknown peers that were not a DTLS
@@ -114,6 +117,7 @@ type counters struct {
 	sessionsDead     atomic.Uint64
 	refusedLimit     atomic.Uint64
 	refusedMalformed atomic.Uint64
+	backoffRefusals  atomic.Uint64
 	droppedNotDTLS   atomic.Uint64
 	droppedUnknown   atomic.Uint64
 	droppedQueueFull atomic.Uint64
@@ -130,6 +134,7 @@ func (c *counters) snapshot() Stats {
 		SessionsDead:       c.sessionsDead.Load(),
 		RefusedLimit:       c.refusedLimit.Load(),
 		RefusedMalformed:   c.refusedMalformed.Load(),
+		BackoffRefusals:    c.backoffRefusals.Load(),
 		DroppedNotDTLS:     c.droppedNotDTLS.Load(),
 		DroppedQueueFull:   c.droppedQueueFull.Load(),
 		DroppedUnknownPeer: c.droppedUnknown.Load(),

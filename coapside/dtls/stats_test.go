@@ -21,6 +21,7 @@ func TestStatsSnapshotComplete(t *testing.T) {
 	c.droppedUnknown.Store(10)
 	c.droppedQueueFull.Store(11)
 	c.readErrors.Store(12)
+	c.backoffRefusals.Store(13)
 	for r := range c.handshakesFailed {
 		c.handshakesFailed[r].Store(uint64(100 + r))
 	}
