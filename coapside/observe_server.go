@@ -217,7 +217,10 @@ func (w *codeWriter) SetCode(c message.Code) {
 // deregistered forgets where a removed observer's notifications went.
 func (s *ObserveServer) deregistered(o observe.Observer, reason error) {
 	s.mu.Lock()
-	delete(s.targets, obsID{o.Endpoint, o.Token})
+	if !errors.Is(reason, observe.ErrReplaced) {
+		// A replacement has the same endpoint and token: its target stays.
+		delete(s.targets, obsID{o.Endpoint, o.Token})
+	}
 	if s.n.Observers(o.Path) == 0 {
 		delete(s.paths, o.Path)
 	}

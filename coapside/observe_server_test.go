@@ -263,8 +263,9 @@ func TestObserveServerSlowObserverLatestWins(t *testing.T) {
 }
 
 // TestObserveServerFullQueueDowngradesToNON registers more observers from
-// one client than its NSTART queue holds: with every notification
-// confirmable, the overflow still reaches the client, as NON.
+// one client than its NSTART queue holds. With every notification
+// confirmable and none acknowledged, one CON is in flight, the queue fills,
+// and the overflow still reaches the client, as NON.
 func TestObserveServerFullQueueDowngradesToNON(t *testing.T) {
 	res := &counterResource{value: []byte("v")}
 	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 1}, res)
@@ -274,22 +275,47 @@ func TestObserveServerFullQueueDowngradesToNON(t *testing.T) {
 		register(t, p, uint16(i+1), []byte{byte(i)}, nil)
 	}
 	obs.Notify("/obs")
-	tokens := map[byte]bool{}
-	non := 0
-	for len(tokens) < n {
-		m, _, ok := p.recv(2 * time.Second)
+	non := map[byte]bool{}
+	con := map[byte]bool{}
+	for deadline := time.Now().Add(150 * time.Millisecond); time.Now().Before(deadline); {
+		m, _, ok := p.recv(time.Until(deadline))
 		if !ok {
-			t.Fatalf("got notifications for %d of %d observers", len(tokens), n)
+			break
 		}
 		if m.Type == message.Confirmable {
-			// Acknowledge so the next queued CON goes out.
-			p.sendMsg(&message.Message{Type: message.Acknowledgement, MessageID: m.MessageID})
+			con[m.Token[0]] = true // never acknowledged: the queue stays full
 		} else {
-			non++
+			non[m.Token[0]] = true
 		}
-		tokens[m.Token[0]] = true
 	}
-	if non == 0 || obs.Downgraded() != uint64(non) {
-		t.Errorf("%d NON notifications, Downgraded %d", non, obs.Downgraded())
+	want := n - 1 - DefaultMaxQueuePerPeer
+	if len(con) != 1 || len(non) != want || obs.Downgraded() != uint64(want) {
+		t.Errorf("%d CON, %d NON observers reached, Downgraded %d; want 1, %d, %d", len(con), len(non), obs.Downgraded(), want, want)
+	}
+}
+
+// TestObserveServerReregistrationSameToken re-registers with the same token
+// (RFC 7641 §3.3.1, §4.1): the registration is replaced, the sequence
+// continues and notifications keep flowing.
+func TestObserveServerReregistrationSameToken(t *testing.T) {
+	res := &counterResource{value: []byte("a")}
+	obs, addr := startObserveServer(t, ObserveOptions{}, res)
+	p := newRawPeer(t, addr)
+	tok := []byte{5, 5}
+	r1 := register(t, p, 1, tok, nil)
+	r2 := register(t, p, 2, tok, nil)
+	s1, _ := r1.Options.Observe()
+	s2, ok := r2.Options.Observe()
+	if !ok || !observe.Newer(s1, s2) {
+		t.Errorf("re-registration Observe %d after %d", s2, s1)
+	}
+	if n := obs.Observers("/obs"); n != 1 {
+		t.Fatalf("observers %d after re-registration", n)
+	}
+	res.set([]byte("b"))
+	obs.Notify("/obs")
+	m := p.mustRecv(2 * time.Second)
+	if string(m.Payload) != "b" || !bytes.Equal(m.Token, tok) {
+		t.Errorf("notification after re-registration %v", m)
 	}
 }
