@@ -49,6 +49,8 @@ type Endpoint struct {
 	busy    atomic.Int32
 	readers sync.WaitGroup
 
+	resetHook atomic.Pointer[func(peer net.Addr, mid uint16)] // RSTs matching nothing tracked
+
 	closing   atomic.Bool
 	draining  atomic.Bool
 	closeOnce sync.Once
@@ -355,6 +357,9 @@ func (e *Endpoint) handleAckReset(m *message.Message, data []byte, from peerAddr
 		e.stats.ResetsReceived.Add(1)
 		if og == nil {
 			e.stats.UnmatchedAcks.Add(1)
+			if h := e.resetHook.Load(); h != nil {
+				(*h)(from.netAddr(), m.MessageID)
+			}
 			return
 		}
 		og.finish(ResetByPeer, nil)

@@ -36,6 +36,10 @@ type ObserveOptions struct {
 	// with Block2 and an ETag; the client fetches the rest (RFC 7959 §3.4).
 	// A smaller Block2 size in the registration request is honoured.
 	BlockSize int
+	// ResetMemory is how many recent NON notifications are remembered so
+	// that an RST answering one removes its observer (RFC 7641 §3.6).
+	// Default DefaultResetMemory.
+	ResetMemory int
 	// OnDeregister, if set, is called whenever an observer is removed, with
 	// the reason (observe.ErrReset, ErrTimeout, ErrDeregistered, ...).
 	OnDeregister func(o observe.Observer, reason error)
@@ -57,6 +61,7 @@ type ObserveServer struct {
 	szx  uint8
 
 	downgraded atomic.Uint64 // CON notifications sent as NON (peer queue full)
+	resets     *resetMemory  // recent NON notifications, to match RSTs
 
 	mu      sync.Mutex
 	targets map[obsID]obsTarget  // where each observer's notifications go
@@ -99,6 +104,7 @@ func NewObserveServer(opts ObserveOptions) (*ObserveServer, error) {
 		szx:     szx,
 		targets: make(map[obsID]obsTarget),
 		paths:   make(map[string]*obsRoute),
+		resets:  newResetMemory(opts.ResetMemory),
 	}
 	s.n = observe.New(notifySender{s}, observe.Options{
 		Workers:      opts.Workers,
@@ -173,6 +179,7 @@ func (s *ObserveServer) Observable(h Handler) Handler {
 func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, key string, szx uint8) {
 	path := r.Path()
 	id := obsID{key, string(r.Token)}
+	s.watchResets(r.Endpoint())
 	s.mu.Lock()
 	s.targets[id] = obsTarget{ep: r.Endpoint(), addr: r.Peer, szx: szx}
 	route := s.paths[path]
@@ -296,7 +303,7 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 	}
 	m := s.notification(&n, t.szx)
 	if !n.Confirmable {
-		done(t.ep.SendAsync(t.addr, m, nil))
+		s.sendNON(t, n.Observer, m, done)
 		return
 	}
 	err := t.ep.SendAsync(t.addr, m, func(o Outcome, _ *message.Message) {
@@ -317,7 +324,7 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 		// as NON, and a later notification carries the liveness check.
 		s.downgraded.Add(1)
 		m.Type = message.NonConfirmable
-		done(t.ep.SendAsync(t.addr, m, nil))
+		s.sendNON(t, n.Observer, m, done)
 		return
 	}
 	if err != nil {
@@ -356,4 +363,14 @@ func (s *ObserveServer) notification(n *observe.Notification, szx uint8) *messag
 		}
 	}
 	return m
+}
+
+// sendNON sends a NON notification and remembers its message ID, so an RST
+// answering it removes the observer.
+func (s *ObserveServer) sendNON(t obsTarget, o observe.Observer, m *message.Message, done func(error)) {
+	err := t.ep.SendAsync(t.addr, m, nil)
+	if err == nil {
+		s.resets.remember(obsID{o.Endpoint, o.Token}, m.MessageID)
+	}
+	done(err)
 }

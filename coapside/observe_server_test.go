@@ -131,30 +131,34 @@ func TestObserveServerRegisterNotify(t *testing.T) {
 }
 
 func TestObserveServerDeregisterOnReaction(t *testing.T) {
+	rst := func(p *rawPeer, m *message.Message) {
+		p.sendMsg(&message.Message{Type: message.Reset, MessageID: m.MessageID})
+	}
 	tests := []struct {
-		name   string
-		answer func(p *rawPeer, m *message.Message) // reaction to the CON notification
-		reason error
+		name     string
+		conEvery int
+		wantType message.Type
+		answer   func(p *rawPeer, m *message.Message) // reaction to the notification
+		reason   error
 	}{
-		{"RST", func(p *rawPeer, m *message.Message) {
-			p.sendMsg(&message.Message{Type: message.Reset, MessageID: m.MessageID})
-		}, observe.ErrReset},
-		{"no ACK", func(*rawPeer, *message.Message) {}, observe.ErrTimeout},
+		{"RST to CON", 1, message.Confirmable, rst, observe.ErrReset},
+		{"RST to NON", 100, message.NonConfirmable, rst, observe.ErrReset},
+		{"no ACK", 1, message.Confirmable, func(*rawPeer, *message.Message) {}, observe.ErrTimeout},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			reasons := make(chan error, 4)
 			res := &counterResource{value: []byte("a")}
 			obs, addr := startObserveServer(t, ObserveOptions{
-				ConEvery:     1,
+				ConEvery:     tc.conEvery,
 				OnDeregister: func(_ observe.Observer, r error) { reasons <- r },
 			}, res)
 			p := newRawPeer(t, addr)
 			register(t, p, 1, []byte{7}, nil)
 			obs.Notify("/obs")
 			m := p.mustRecv(2 * time.Second)
-			if m.Type != message.Confirmable {
-				t.Fatalf("notification type %v, want CON with ConEvery 1", m.Type)
+			if m.Type != tc.wantType {
+				t.Fatalf("notification type %v, want %v", m.Type, tc.wantType)
 			}
 			tc.answer(p, m)
 			select {
