@@ -21,7 +21,9 @@ type Client interface {
 	// and an error matching ErrPending if ctx ended after m was accepted.
 	Publish(ctx context.Context, m Message) error
 	// Subscribe registers h for filter at qos. Subscriptions made before the
-	// connection is up are sent when it comes up and after every reconnect.
+	// connection is up are sent when it comes up (a broker refusal is then
+	// logged, not returned) and again after every reconnect. A broker
+	// refusal while connected returns ErrSubscribeRefused.
 	Subscribe(ctx context.Context, filter string, qos byte, h Handler) error
 	// Unsubscribe removes the subscription for filter.
 	Unsubscribe(ctx context.Context, filter string) error

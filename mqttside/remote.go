@@ -116,7 +116,9 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	po.SetConnectRetry(false) // the first connection is retried by connectLoop
 	po.SetConnectRetryInterval(o.MinBackoff)
 	po.SetMaxReconnectInterval(o.MaxBackoff)
-	po.SetResumeSubs(true)
+	// Subscriptions are made again by onConnect after every connect; Paho
+	// need not store and resend them.
+	po.SetResumeSubs(false)
 	po.SetStore(r.store)
 	if isTLSScheme(u.Scheme) {
 		tc, err := o.TLS.Config(u.Hostname())
@@ -132,6 +134,8 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	po.SetOnConnectHandler(r.onConnect)
 	po.SetConnectionLostHandler(r.onConnectionLost)
 	po.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+		// Called synchronously before each reconnect attempt.
+		r.store.expectResume()
 		r.log.Debug("mqtt reconnecting")
 	})
 	po.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
@@ -164,6 +168,7 @@ func (r *Remote) Start(ctx context.Context) error {
 	go r.dispatch()
 	go r.settle()
 
+	r.store.expectResume()
 	tok := r.pc.Connect()
 	select {
 	case <-tok.Done():
@@ -217,6 +222,7 @@ func (r *Remote) connectLoop(pending paho.Token) {
 				return
 			case <-t.C:
 			}
+			r.store.expectResume()
 			pending = r.pc.Connect()
 			delay = min(delay*2, r.opts.MaxBackoff)
 		}
@@ -264,6 +270,16 @@ func (r *Remote) onConnect(c paho.Client) {
 		r.cnt.reconnects.Add(1)
 	}
 	r.log.Info("mqtt connected")
+	// Let Paho's session resume take its inventory first (see
+	// copyingStore.expectResume).
+	t := time.NewTimer(r.opts.ConnectTimeout)
+	select {
+	case <-r.store.resumed():
+	case <-t.C:
+		r.log.Debug("mqtt session resume not seen, continuing")
+	case <-r.stop:
+	}
+	t.Stop()
 	r.mu.Lock()
 	subs := make(map[string]remoteSub, len(r.subs))
 	for f, s := range r.subs {
@@ -302,8 +318,18 @@ func (r *Remote) checkSubscribe(tok paho.Token, filter string) {
 	case <-r.stop:
 		return
 	}
-	if err := subscribeResult(tok, filter); err != nil {
-		r.log.Error("mqtt resubscribe failed", "filter", filter, "error", err)
+	err := subscribeResult(tok, filter)
+	switch {
+	case errors.Is(err, ErrSubscribeRefused):
+		// The broker will not have it: forget it as Subscribe does.
+		r.log.Error("mqtt subscription refused by broker, dropped", "filter", filter)
+		r.mu.Lock()
+		delete(r.subs, filter)
+		r.mu.Unlock()
+		r.pc.Unsubscribe(filter)
+	case err != nil:
+		// Lost the connection again: the next onConnect retries.
+		r.log.Warn("mqtt subscribe failed", "filter", filter, "error", err)
 	}
 }
 

@@ -194,3 +194,48 @@ func TestRemoteStartContextEndsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRemoteRefusedSubscriptionMadeOffline registers a subscription
+// before Start that the broker refuses: it is logged and dropped, and the
+// allowed one works.
+func TestRemoteRefusedSubscriptionMadeOffline(t *testing.T) {
+	checkLeaks(t)
+	auth := filepath.Join(t.TempDir(), "auth.toml")
+	if err := os.WriteFile(auth, []byte("[anonymous]\npublish=[\"open/#\"]\nsubscribe=[\"open/#\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEmbedded(t, EmbeddedOptions{AuthFile: auth})
+	var logs syncBuffer
+	r := newTestRemote(t, RemoteOptions{Broker: "tcp://" + e.Addr(), StatusTopic: "-", Logger: testLogger(&logs)})
+	ctx := ctxT(t, 10*time.Second)
+	open, closed := newCollector(), newCollector()
+	if err := r.Subscribe(ctx, "closed/#", 1, closed); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Subscribe(ctx, "open/#", 1, open); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "refused by broker") {
+		if time.Now().After(deadline) {
+			t.Fatalf("refusal not logged: %s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.mu.Lock()
+	_, kept := r.subs["closed/#"]
+	r.mu.Unlock()
+	if kept {
+		t.Error("refused subscription kept")
+	}
+	// The SUBSCRIBE for open/# may still be on its way: publish until it lands.
+	eventually(t, 5*time.Second, "allowed subscription works", func() bool {
+		if err := e.Publish(ctx, Message{Topic: "open/x", QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		return open.count() > 0
+	})
+}

@@ -40,7 +40,7 @@ func (r *Remote) Subscribe(ctx context.Context, filter string, qos byte, h Handl
 	}
 	tok := r.pc.Subscribe(filter, qos, cb)
 	if err := waitToken(ctx, tok); err != nil {
-		if errors.Is(err, paho.ErrNotConnected) {
+		if errors.Is(err, paho.ErrNotConnected) || !r.pc.IsConnectionOpen() {
 			return nil // lost the connection meanwhile: sent by onConnect
 		}
 		return fmt.Errorf("mqtt: subscribe %q on %s: %w", filter, r.broker, err)

@@ -26,13 +26,53 @@ type copyingStore struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when an entry goes away
+	resume  chan struct{} // closed when Paho's resume has read the store
 }
 
 // outboundPrefix marks Paho's keys for messages we sent.
 const outboundPrefix = "o."
 
 func newCopyingStore() *copyingStore {
-	return &copyingStore{Store: paho.NewOrderedMemoryStore(), changed: make(chan struct{})}
+	resumed := make(chan struct{})
+	close(resumed)
+	return &copyingStore{Store: paho.NewOrderedMemoryStore(), changed: make(chan struct{}), resume: resumed}
+}
+
+// expectResume is called before each connection attempt. After a
+// connection is up Paho resumes the session: it lists the store once (All)
+// and resends what it finds, completing the tokens of those messages. A
+// message published or subscription made before that listing would be
+// taken over by the resume and its token completed early, so onConnect
+// waits for resumed before publishing or subscribing.
+func (s *copyingStore) expectResume() {
+	s.mu.Lock()
+	select {
+	case <-s.resume:
+		s.resume = make(chan struct{})
+	default:
+	}
+	s.mu.Unlock()
+}
+
+// resumed returns a channel closed once Paho's resume listed the store.
+func (s *copyingStore) resumed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resume
+}
+
+// All lists the stored keys; with ConnectRetry off only Paho's resume
+// calls it, so it marks the resume as under way.
+func (s *copyingStore) All() []string {
+	keys := s.Store.All()
+	s.mu.Lock()
+	select {
+	case <-s.resume:
+	default:
+		close(s.resume)
+	}
+	s.mu.Unlock()
+	return keys
 }
 
 // Put stores a copy of a PUBLISH packet, other packets as they are.

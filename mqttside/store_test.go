@@ -44,3 +44,35 @@ func TestCopyingStore(t *testing.T) {
 		t.Fatalf("outbound keys after Del: %v", keys)
 	}
 }
+
+func TestCopyingStoreResumeSignal(t *testing.T) {
+	s := newCopyingStore()
+	s.Open()
+	defer s.Close()
+	select {
+	case <-s.resumed():
+	default:
+		t.Fatal("a new store should not make onConnect wait")
+	}
+	s.expectResume()
+	ch := s.resumed()
+	select {
+	case <-ch:
+		t.Fatal("resumed before Paho listed the store")
+	default:
+	}
+	s.All()
+	select {
+	case <-ch:
+	default:
+		t.Fatal("listing the store did not signal the resume")
+	}
+	s.All() // a second listing must not panic on a closed channel
+	s.expectResume()
+	s.expectResume() // twice without a resume in between
+	select {
+	case <-s.resumed():
+		t.Fatal("resumed without a listing")
+	default:
+	}
+}
