@@ -167,6 +167,9 @@ func TestDuplicateCONReplaysResponse(t *testing.T) {
 	if st.Duplicates != 1 || st.DuplicateReplays != 1 {
 		t.Fatalf("stats %+v", st)
 	}
+	if agg := s.Stats(); agg.Duplicates != 1 || agg.RequestsHandled != 1 {
+		t.Fatalf("server stats %+v", agg)
+	}
 }
 
 func TestDuplicateNONDropped(t *testing.T) {

@@ -33,6 +33,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	eps      map[*Endpoint]struct{}
+	retired  StatsSnapshot // counters of endpoints that stopped
 	shutdown bool
 	bw       *Blockwise
 }
@@ -81,6 +82,7 @@ func (s *Server) Serve(conn net.PacketConn) error {
 	<-e.Done()
 	s.mu.Lock()
 	delete(s.eps, e)
+	s.retired.add(e.Stats().Snapshot())
 	closed := s.shutdown
 	s.mu.Unlock()
 	if closed {
@@ -163,4 +165,16 @@ func (s *Server) Close() error {
 		return nil
 	}
 	return err
+}
+
+// Stats sums the counters of every conn the server has served, including
+// conns that have stopped.
+func (s *Server) Stats() StatsSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total := s.retired
+	for e := range s.eps {
+		total.add(e.Stats().Snapshot())
+	}
+	return total
 }

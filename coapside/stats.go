@@ -54,3 +54,30 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		QueueOverflows: s.QueueOverflows.Load(), RequestsHandled: s.RequestsHandled.Load(),
 	}
 }
+
+// add accumulates o into s.
+func (s *StatsSnapshot) add(o StatsSnapshot) {
+	s.Received += o.Received
+	s.Sent += o.Sent
+	s.Retransmissions += o.Retransmissions
+	s.Timeouts += o.Timeouts
+	s.ResetsReceived += o.ResetsReceived
+	s.ResetsSent += o.ResetsSent
+	s.MalformedRejected += o.MalformedRejected
+	s.MalformedDropped += o.MalformedDropped
+	s.BadOption += o.BadOption
+	s.Oversize += o.Oversize
+	s.Duplicates += o.Duplicates
+	s.DuplicateReplays += o.DuplicateReplays
+	s.DedupEvictions += o.DedupEvictions
+	s.PeerEvictions += o.PeerEvictions
+	s.Pings += o.Pings
+	s.UnmatchedAcks += o.UnmatchedAcks
+	s.UnmatchedResponses += o.UnmatchedResponses
+	s.SeparateResponses += o.SeparateResponses
+	s.Overloaded += o.Overloaded
+	s.WriteErrors += o.WriteErrors
+	s.ReadErrors += o.ReadErrors
+	s.QueueOverflows += o.QueueOverflows
+	s.RequestsHandled += o.RequestsHandled
+}
