@@ -386,7 +386,9 @@ func TestRemoteSecureWebSocket(t *testing.T) {
 	if err := r.Publish(ctx, Message{Topic: "wss/up", Payload: []byte("over tls"), QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if got := inline.payloads(); len(got) != 1 || got[0] != "over tls" {
+	// mochi acknowledges a QoS 1 publish before routing it: wait.
+	eventually(t, 5*time.Second, "delivery", func() bool { return inline.count() == 1 })
+	if got := inline.payloads(); got[0] != "over tls" {
 		t.Fatalf("got %v", got)
 	}
 }
