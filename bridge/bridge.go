@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/mqttside"
 
 	"github.com/coap-mqtt/bridge/rules"
@@ -122,6 +123,7 @@ type Bridge struct {
 	obs         *coapside.ObserveServer
 
 	mu       sync.Mutex
+	psk      *dtls.PSKStore // the coaps listener's keys, reloaded with the rules
 	httpAddr net.Addr
 	coapAddr net.Addr
 	dtlsAddr net.Addr
@@ -284,6 +286,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}()
 	b.coap = &coapside.Server{Handler: routeHandler{b}, Options: coapside.ServerOptions{EndpointOptions: b.opts.CoAP}}
 	b.coap.Options.Logger = b.log
+	b.registerCoAPMetrics(b.coap)
 	if l := b.cfg.CoAP.Listen; l != "" {
 		b.health.set("coap", false)
 		conn, err := net.ListenPacket("udp", l)

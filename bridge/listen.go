@@ -2,44 +2,96 @@ package bridge
 
 import (
 	"fmt"
-	"net"
 
+	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/mqttside"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // listenDTLS opens the coaps listener with the configured PSKs and/or
-// certificate.
-func (b *Bridge) listenDTLS(addr string) (net.PacketConn, error) {
+// certificate, and exports its handshake and session counters.
+func (b *Bridge) listenDTLS(addr string) (*dtls.ServerConn, error) {
 	c := b.cfg.CoAP.DTLS
-	cfg := dtls.ServerConfig{Limits: dtls.Limits{Logger: b.log}}
-	if c.PSKFile != "" {
-		store, err := dtls.LoadPSKFile(c.PSKFile)
-		if err != nil {
-			return nil, fmt.Errorf("coap.dtls.psk_file: %w", err)
-		}
-		cfg.PSK = store
-	}
-	if c.CertFile != "" {
-		cert, err := dtls.LoadCertificate(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("coap.dtls.cert_file: %w", err)
-		}
-		cfg.Certificate = &cert
-	}
-	if c.ClientCAFile != "" {
-		pool, err := dtls.LoadCertPool(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("coap.dtls.client_ca_file: %w", err)
-		}
-		cfg.ClientCAs = pool
+	cfg, err := dtls.LoadServerConfig(dtls.ServerFiles{
+		PSKFile:      c.PSKFile,
+		CertFile:     c.CertFile,
+		KeyFile:      c.KeyFile,
+		ClientCAFile: c.ClientCAFile,
+	}, dtls.Limits{Logger: b.log})
+	if err != nil {
+		return nil, fmt.Errorf("coap.dtls: %w", err)
 	}
 	conn, err := dtls.Listen("udp", addr, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("coaps listen %s: %w", addr, err)
 	}
+	b.mu.Lock()
+	b.psk = cfg.PSK
+	b.mu.Unlock()
+	b.registerDTLSMetrics(conn)
 	return conn, nil
+}
+
+// registerDTLSMetrics exports a coaps listener's counters.
+func (b *Bridge) registerDTLSMetrics(conn *dtls.ServerConn) {
+	counter := func(name, help string, f func(dtls.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f(conn.Stats())) })
+	}
+	gauge := func(name, help string, f func(dtls.Stats) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f(conn.Stats())) })
+	}
+	cs := []prometheus.Collector{
+		counter("bridge_dtls_handshakes_ok_total", "Completed DTLS handshakes.", func(s dtls.Stats) uint64 { return s.HandshakesOK }),
+		gauge("bridge_dtls_handshakes_active", "DTLS handshakes in progress.", func(s dtls.Stats) int64 { return s.HandshakesActive }),
+		gauge("bridge_dtls_sessions_active", "Established DTLS sessions.", func(s dtls.Stats) int64 { return s.SessionsActive }),
+		counter("bridge_dtls_sessions_expired_total", "DTLS sessions closed for being idle.", func(s dtls.Stats) uint64 { return s.SessionsExpired }),
+		counter("bridge_dtls_refused_limit_total", "Handshakes refused by the handshake or session limit.", func(s dtls.Stats) uint64 { return s.RefusedLimit }),
+		counter("bridge_dtls_refused_malformed_total", "Malformed ClientHellos refused.", func(s dtls.Stats) uint64 { return s.RefusedMalformed }),
+		counter("bridge_dtls_dropped_not_dtls_total", "Datagrams to the DTLS port that were not DTLS (e.g. plaintext CoAP).", func(s dtls.Stats) uint64 { return s.DroppedNotDTLS }),
+	}
+	failed := prometheus.NewDesc("bridge_dtls_handshakes_failed_total", "Failed DTLS handshakes, by reason.", []string{"reason"}, nil)
+	cs = append(cs, collectorFunc{desc: failed, collect: func(ch chan<- prometheus.Metric) {
+		s := conn.Stats()
+		for _, r := range dtls.FailReasons() {
+			ch <- prometheus.MustNewConstMetric(failed, prometheus.CounterValue, float64(s.Failed(r)), r.String())
+		}
+	}})
+	b.reg.MustRegister(cs...)
+}
+
+// collectorFunc is a collector for one labelled family read on scrape.
+type collectorFunc struct {
+	desc    *prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
+
+// registerCoAPMetrics exports the CoAP server's message-layer counters,
+// summed over its endpoints (UDP and DTLS).
+func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
+	counter := func(name, help string, f func(coapside.StatsSnapshot) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			var n uint64
+			for _, ep := range srv.Endpoints() {
+				n += f(ep.Stats().Snapshot())
+			}
+			return float64(n)
+		})
+	}
+	b.reg.MustRegister(
+		counter("bridge_coap_received_total", "CoAP datagrams received.", func(s coapside.StatsSnapshot) uint64 { return s.Received }),
+		counter("bridge_coap_sent_total", "CoAP datagrams sent, including retransmissions.", func(s coapside.StatsSnapshot) uint64 { return s.Sent }),
+		counter("bridge_coap_retransmissions_total", "Confirmable messages retransmitted.", func(s coapside.StatsSnapshot) uint64 { return s.Retransmissions }),
+		counter("bridge_coap_timeouts_total", "Confirmable messages never acknowledged.", func(s coapside.StatsSnapshot) uint64 { return s.Timeouts }),
+		counter("bridge_coap_malformed_rejected_total", "Malformed confirmable messages answered with RST.", func(s coapside.StatsSnapshot) uint64 { return s.MalformedRejected }),
+		counter("bridge_coap_malformed_dropped_total", "Malformed non-confirmable messages dropped.", func(s coapside.StatsSnapshot) uint64 { return s.MalformedDropped }),
+		counter("bridge_coap_bad_option_total", "Requests answered 4.02 Bad Option.", func(s coapside.StatsSnapshot) uint64 { return s.BadOption }),
+		counter("bridge_coap_duplicates_total", "Duplicate messages detected (answered from the cache or ignored).", func(s coapside.StatsSnapshot) uint64 { return s.Duplicates }),
+		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
+	)
 }
 
 // registerMQTTMetrics exports the MQTT client's counters.

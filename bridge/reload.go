@@ -20,6 +20,16 @@ const reloadDebounce = 200 * time.Millisecond
 func (b *Bridge) Reload(ctx context.Context) error {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
+	b.mu.Lock()
+	psk := b.psk
+	b.mu.Unlock()
+	if psk != nil {
+		if err := psk.Reload(); err != nil {
+			b.log.Error("psk_file reload rejected; the previous keys stay", "err", err)
+		} else {
+			b.log.Info("psk_file reloaded")
+		}
+	}
 	set, err := LoadRules(b.cfg)
 	if err != nil {
 		b.metrics.reloads.WithLabelValues("error").Inc()
@@ -91,11 +101,15 @@ func (b *Bridge) reloadLoop(ctx context.Context) {
 	}
 }
 
-// ruleDirs lists the folders the rule globs look in.
+// ruleDirs lists the folders the rule globs look in, and the psk_file's.
 func (b *Bridge) ruleDirs() []string {
 	seen := map[string]bool{}
 	var dirs []string
-	for _, g := range b.ruleGlobs() {
+	globs := b.ruleGlobs()
+	if f := b.cfg.CoAP.DTLS.PSKFile; f != "" {
+		globs = append(globs, f)
+	}
+	for _, g := range globs {
 		d := filepath.Dir(g)
 		if !seen[d] {
 			seen[d] = true
@@ -121,8 +135,12 @@ func (b *Bridge) ruleGlobs() []string {
 	return out
 }
 
-// isRuleFile reports whether a changed path matches one of the rule globs.
+// isRuleFile reports whether a changed path matches one of the rule globs
+// or is the psk_file.
 func (b *Bridge) isRuleFile(name string) bool {
+	if f := b.cfg.CoAP.DTLS.PSKFile; f != "" && filepath.Clean(f) == filepath.Clean(name) {
+		return true
+	}
 	for _, g := range b.ruleGlobs() {
 		if ok, _ := filepath.Match(g, name); ok {
 			return true
