@@ -92,7 +92,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintln(stdout, versionString())
 		},
 	}
-	root.AddCommand(run, check, ver, newCoapCmd(stdout, stderr), newSimCmd(stdout, stderr))
+	root.AddCommand(run, check, ver, newHealthCmd(stdout), newCoapCmd(stdout, stderr), newSimCmd(stdout, stderr))
 	return root
 }
 
