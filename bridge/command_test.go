@@ -9,6 +9,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/mqttside"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -159,5 +160,34 @@ func TestCommandTimeoutThenQueuedUntilSeen(t *testing.T) {
 	}
 	if testutil.ToFloat64(tb.metrics.queueDepth) != 0 {
 		t.Fatal("queue not drained")
+	}
+}
+
+// TestCommandMQTT5ResponseTopic: a command carrying an MQTT 5 response topic
+// and correlation data (the embedded broker keeps them) gets its result
+// there too, with the correlation data.
+func TestCommandMQTT5ResponseTopic(t *testing.T) {
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	tb := startBridge(t, commandRules(dev.addr.String()), nil)
+	got := make(chan *mqttside.Delivery, 1)
+	if err := tb.mqtt.Subscribe(t.Context(), "v5/reply", 1, mqttside.HandlerFunc(func(d *mqttside.Delivery) { got <- d })); err != nil {
+		t.Fatal(err)
+	}
+	err := tb.mqtt.Publish(t.Context(), mqttside.Message{Topic: "cmd/dev1/led", Payload: []byte("on"), QoS: 1,
+		ResponseTopic: "v5/reply", CorrelationData: []byte("req-42")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if string(d.CorrelationData) != "req-42" {
+			t.Fatalf("correlation data %q", d.CorrelationData)
+		}
+		if r := decodeResult(t, d.Payload); r.Status != "ok" || r.Code != "2.04" {
+			t.Fatalf("result %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reply on the MQTT 5 response topic")
 	}
 }
