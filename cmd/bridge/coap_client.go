@@ -29,7 +29,11 @@ type coapSession struct {
 
 // newCoapSession validates the URL and flags and opens a client: plain UDP
 // for coap://, a DTLS connection for coaps:// (RFC 7252 §9).
-func newCoapSession(f *coapFlags, rawURL string) (*coapSession, error) {
+//
+// For coaps the DTLS handshake runs first, bounded by --timeout, so a bad
+// key or an untrusted certificate is reported as such rather than as a
+// request that timed out.
+func newCoapSession(ctx context.Context, f *coapFlags, rawURL string) (*coapSession, error) {
 	u, _, err := coapside.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -65,6 +69,10 @@ func newCoapSession(f *coapFlags, rawURL string) (*coapSession, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errUsage, err)
 		}
+		if err := handshake(ctx, conn, u, f.timeout); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
 		opts.Conn = conn
 	case secure:
 		return nil, fmt.Errorf("%w: DTLS flags need a coaps:// URL", errUsage)
@@ -77,6 +85,23 @@ func newCoapSession(f *coapFlags, rawURL string) (*coapSession, error) {
 		return nil, err
 	}
 	return &coapSession{client: c, flags: f}, nil
+}
+
+// handshake establishes the DTLS session with the URL's server.
+func handshake(ctx context.Context, conn *dtls.ClientConn, u *url.URL, timeout time.Duration) error {
+	addr, err := net.ResolveUDPAddr("udp", coapside.URLAddr(u))
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", u.Host, err)
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := conn.Handshake(ctx, addr); err != nil {
+		return fmt.Errorf("DTLS handshake with %s: %w", addr, err)
+	}
+	return nil
 }
 
 // requestOptions turns --non and --accept into request options.
@@ -123,7 +148,7 @@ func runCoapRequest(ctx context.Context, f *coapFlags, method message.Code, rawU
 		}
 		payload = p
 	}
-	s, err := newCoapSession(f, rawURL)
+	s, err := newCoapSession(ctx, f, rawURL)
 	if err != nil {
 		return exitCode(stderr, err)
 	}
@@ -197,7 +222,7 @@ func runCoapObserve(ctx context.Context, f *coapFlags, rawURL string, stdout, st
 	if f.count < 0 || f.duration < 0 {
 		return exitCode(stderr, fmt.Errorf("%w: --count and --duration must not be negative", errUsage))
 	}
-	s, err := newCoapSession(f, rawURL)
+	s, err := newCoapSession(ctx, f, rawURL)
 	if err != nil {
 		return exitCode(stderr, err)
 	}
@@ -281,7 +306,7 @@ func runCoapDiscover(ctx context.Context, f *coapFlags, rawURL string, stdout, s
 	if _, err := linkformat.ParseFilters(f.queries); err != nil {
 		return exitCode(stderr, fmt.Errorf("%w: --query: %w", errUsage, err))
 	}
-	s, err := newCoapSession(f, rawURL)
+	s, err := newCoapSession(ctx, f, rawURL)
 	if err != nil {
 		return exitCode(stderr, err)
 	}

@@ -22,9 +22,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-// checkLeaks fails t if goroutines started during the test outlive it and
+// verifyNoLeaks fails t if goroutines started during the test outlive it and
 // its cleanups (registered first, so it runs last).
-func checkLeaks(t *testing.T) {
+func verifyNoLeaks(t *testing.T) {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
@@ -46,8 +46,8 @@ func requirePeerBinary(t *testing.T, name string) string {
 	return p
 }
 
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, cond func() bool, what string) {
+// waitUntil polls cond until it holds or d passes.
+func waitUntil(t *testing.T, d time.Duration, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -158,9 +158,9 @@ func (d *testDevice) mux(t *testing.T) *coapside.ServeMux {
 	return m
 }
 
-// startTestDevice serves the test resources on 127.0.0.1:0 (and on a DTLS
-// PSK listener when psk is set) and bumps /obs every 30 ms.
-func startTestDevice(t *testing.T, psk map[string]dtls.Secret) (d *testDevice, plain, secure string) {
+// startTestDevice serves the test resources on 127.0.0.1:0 (and on the
+// DTLS listener sc when it is not nil) and bumps /obs every 30 ms.
+func startTestDevice(t *testing.T, sc *dtls.ServerConn) (d *testDevice, plain, secure string) {
 	t.Helper()
 	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
 	if err != nil {
@@ -195,19 +195,15 @@ func startTestDevice(t *testing.T, psk map[string]dtls.Secret) (d *testDevice, p
 	}
 	serveCoap(t, mux, conn)
 	plain = "coap://" + conn.LocalAddr().String()
-	if psk != nil {
-		sc, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: dtls.NewPSKStore(psk)})
-		if err != nil {
-			t.Fatal(err)
-		}
+	if sc != nil {
 		serveCoap(t, mux, sc)
 		secure = "coaps://" + sc.LocalAddr().String()
 	}
 	return d, plain, secure
 }
 
-// run executes the CLI and returns exit code, stdout and stderr.
-func run(t *testing.T, args ...string) (int, string, string) {
+// runCLI executes the CLI and returns exit code, stdout and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := execute(args, &out, &errb)
@@ -215,7 +211,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestCoapCommands(t *testing.T) {
-	checkLeaks(t)
+	verifyNoLeaks(t)
 	dev, base, _ := startTestDevice(t, nil)
 	dir := t.TempDir()
 	file := writeFile(t, dir, "body.json", `{"from":"file"}`)
@@ -282,7 +278,7 @@ func TestCoapCommands(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out, errOut := run(t, append([]string{"coap"}, tc.args...)...)
+			code, out, errOut := runCLI(t, append([]string{"coap"}, tc.args...)...)
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d; stdout %q stderr %q", code, tc.code, out, errOut)
 			}
@@ -320,9 +316,9 @@ func TestCoapCommands(t *testing.T) {
 }
 
 func TestCoapObserveCountAndDeregister(t *testing.T) {
-	checkLeaks(t)
+	verifyNoLeaks(t)
 	dev, base, _ := startTestDevice(t, nil)
-	code, out, errOut := run(t, "coap", "observe", "-v", "--count", "3", base+"/obs")
+	code, out, errOut := runCLI(t, "coap", "observe", "-v", "--count", "3", base+"/obs")
 	if code != 0 {
 		t.Fatalf("exit %d stderr %q", code, errOut)
 	}
@@ -339,14 +335,14 @@ func TestCoapObserveCountAndDeregister(t *testing.T) {
 		t.Errorf("verbose shows %d notifications:\n%s", n, errOut)
 	}
 	// RFC 7641 §3.6: the command deregisters when it stops.
-	eventually(t, 2*time.Second, func() bool { return dev.obs.Observers("/obs") == 0 }, "deregistration")
+	waitUntil(t, 2*time.Second, func() bool { return dev.obs.Observers("/obs") == 0 }, "deregistration")
 }
 
 func TestCoapObserveDuration(t *testing.T) {
-	checkLeaks(t)
+	verifyNoLeaks(t)
 	_, base, _ := startTestDevice(t, nil)
 	start := time.Now()
-	code, out, errOut := run(t, "coap", "observe", "--duration", "400ms", base+"/obs")
+	code, out, errOut := runCLI(t, "coap", "observe", "--duration", "400ms", base+"/obs")
 	if code != 0 {
 		t.Fatalf("exit %d stderr %q", code, errOut)
 	}
@@ -359,9 +355,13 @@ func TestCoapObserveDuration(t *testing.T) {
 }
 
 func TestCoapDTLS(t *testing.T) {
-	checkLeaks(t)
+	verifyNoLeaks(t)
 	key := dtls.NewSecret([]byte{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77})
-	_, _, secure := startTestDevice(t, map[string]dtls.Secret{"dev-1": key})
+	sc, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: dtls.NewPSKStore(map[string]dtls.Secret{"dev-1": key})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, secure := startTestDevice(t, sc)
 	tests := []struct {
 		name   string
 		args   []string
@@ -373,14 +373,14 @@ func TestCoapDTLS(t *testing.T) {
 		{name: "base64 key", args: []string{"get", "--psk-identity", "dev-1", "--psk-key", "base64:ABEiM0RVZnc=", secure + "/json"}, stdout: "{\n  \"a\": 1"},
 		{name: "observe over dtls", args: []string{"observe", "--count", "2", "--psk-identity", "dev-1", "--psk-key", "hex:0011223344556677", secure + "/obs"}, stdout: "n="},
 		{name: "discover over dtls", args: []string{"discover", "--psk-identity", "dev-1", "--psk-key", "hex:0011223344556677", secure}, stdout: "/obs"},
-		{name: "wrong key", args: []string{"get", "--timeout", "1s", "--psk-identity", "dev-1", "--psk-key", "hex:0011223344556678", secure + "/text"}, code: 3},
-		{name: "unknown identity", args: []string{"get", "--timeout", "1s", "--psk-identity", "dev-9", "--psk-key", "hex:0011223344556677", secure + "/text"}, code: 3},
+		{name: "wrong key", args: []string{"get", "--timeout", "1s", "--psk-identity", "dev-1", "--psk-key", "hex:0011223344556678", secure + "/text"}, code: 3, stderr: "DTLS handshake"},
+		{name: "unknown identity", args: []string{"get", "--timeout", "1s", "--psk-identity", "dev-9", "--psk-key", "hex:0011223344556677", secure + "/text"}, code: 3, stderr: "DTLS handshake"},
 		{name: "bad key syntax", args: []string{"get", "--psk-identity", "dev-1", "--psk-key", "hex:zz", secure + "/text"}, code: 2, stderr: "credentials"},
 		{name: "no credentials", args: []string{"get", secure + "/text"}, code: 2, stderr: "credentials"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out, errOut := run(t, append([]string{"coap"}, tc.args...)...)
+			code, out, errOut := runCLI(t, append([]string{"coap"}, tc.args...)...)
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d; stdout %q stderr %q", code, tc.code, out, errOut)
 			}

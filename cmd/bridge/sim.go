@@ -56,7 +56,12 @@ SIGINT or SIGTERM stops the fleet and exits 0.`,
 		Example: `  bridge sim --devices 3 --base-port 5690 --interval 2s
   bridge sim --devices 10 --format senml --reboot-every 2m
   bridge sim --psk-key hex:00112233445566778899aabbccddeeff`,
-		Args: cobra.NoArgs,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError(stderr, "sim takes no arguments, got %q", args)
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level, err := bridge.ParseLevel(logLevel)
 			if err != nil {
