@@ -39,20 +39,24 @@ Every device serves:
   /sensors/temp      observable temperature (Cel), rt=temperature
   /sensors/humidity  observable relative humidity (%RH), rt=humidity
   /battery           pollable battery level (%EL), slowly draining, rt=battery
-  /actuators/led     GET the state, PUT on|off (2.04; other values 4.00), rt=led
+  /actuators/led     observable LED state; PUT on|off answers 2.04, anything
+                     else 4.00 with a diagnostic; rt=led, if=actuator
   /.well-known/core  discovery with rt, if, ct and obs attributes
 
 Readings drift slowly around a per-device set point with a little noise and
-change every --interval, when observers are notified. --format picks text
-(plain numbers), json, cbor or senml (senml+json); --seed makes the data
-reproducible (0 picks a seed from the clock, which is logged).
+change every --interval, when observers are notified; responses carry a
+Max-Age of two intervals, so observers notice a silent device quickly.
+--format picks text (plain numbers), json, cbor or senml (senml+json);
+--seed makes the data reproducible (0 picks a seed from the clock, which is
+logged).
 
 Reboots, for demos of re-observation: --reboot-every D reboots all devices
 periodically, and SIGUSR1 reboots them at once. A reboot drops every
 observer, restarts the Observe sequence numbers and the listeners (same
 ports) and switches the LED off.
 
-SIGINT or SIGTERM stops the fleet and exits 0.`,
+SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
+1 that a listener could not be opened (for example a port in use).`,
 		Example: `  bridge sim --devices 3 --base-port 5690 --interval 2s
   bridge sim --devices 10 --format senml --reboot-every 2m
   bridge sim --psk-key hex:00112233445566778899aabbccddeeff`,
@@ -121,13 +125,15 @@ func runSim(ctx context.Context, o simOptions, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Installed before Start reports the fleet running, so a SIGUSR1 sent
+	// on that log line never meets the default action (termination).
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	if err := f.Start(ctx); err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return exitError{1}
 	}
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
 	for {
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -484,6 +485,20 @@ func TestSimOptionsRejected(t *testing.T) {
 	}
 }
 
+func TestSimPortInUse(t *testing.T) {
+	verifyNoLeaks(t)
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	port := busy.LocalAddr().(*net.UDPAddr).Port
+	code, _, errOut := runCLI(t, "sim", "--devices", "1", "--base-port", strconv.Itoa(port))
+	if code != 1 || !strings.Contains(errOut, "sim-0") || !strings.Contains(errOut, "address already in use") {
+		t.Fatalf("exit %d stderr %q", code, errOut)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -613,4 +628,29 @@ func TestSimInteropLibcoap(t *testing.T) {
 	if n := strings.Count(string(out), "."); n < 3 {
 		t.Errorf("coap-client -s 3 printed %d readings: %q", n, out)
 	}
+}
+
+// TestSimFleetStartFailureStopsStarted: when a later device cannot listen,
+// the devices already started are stopped again (no goroutine or socket
+// left behind).
+func TestSimFleetStartFailureStopsStarted(t *testing.T) {
+	verifyNoLeaks(t)
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	f, err := newSimFleet(simOptions{Devices: 2, ListenHost: "127.0.0.1", Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.devices[1].addr = busy.LocalAddr().(*net.UDPAddr)
+	if err := f.Start(context.Background()); err == nil {
+		f.Close()
+		t.Fatal("Start succeeded on a busy port")
+	}
+	if n := f.devices[0].Observers(simPathTemp); n != 0 || f.devices[0].cur != nil {
+		t.Errorf("sim-0 still running after the failed start")
+	}
+	f.Close()
 }
