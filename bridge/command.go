@@ -98,8 +98,8 @@ func (c *commands) Close(ctx context.Context) {
 	}
 }
 
-// ServeMQTT receives a delivery on a command filter. It never blocks: when
-// the backlog is full the command is answered at once as refused.
+// ServeMQTT receives a delivery on a command filter and queues it for the
+// workers; when the backlog is full it waits for room (back-pressure).
 func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	set := c.b.set.Load()
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
@@ -123,8 +123,18 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	cmd.target = target
 	select {
 	case c.work <- cmd:
+		return
 	default:
-		c.finish(cmd, commandResult{Status: "error", Error: "bridge overloaded: command backlog full"}, reasonQueueFull)
+	}
+	// The backlog is full: hold the delivery until a worker takes it. With
+	// the embedded broker this slows the publishing client down; with a
+	// remote broker unacknowledged QoS 1 messages stop at the broker's
+	// in-flight window. Dropping would lose a command we accepted.
+	c.b.metrics.backpressure.Inc()
+	select {
+	case c.work <- cmd:
+	case <-c.ctx.Done():
+		c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
 	}
 }
 

@@ -39,6 +39,7 @@ type metrics struct {
 	observations prometheus.Gauge
 	observers    prometheus.GaugeFunc // registered once the observe server exists
 	queueDepth   prometheus.Gauge
+	backpressure prometheus.Counter
 	reloads      *prometheus.CounterVec // result
 	rulesLoaded  prometheus.Gauge
 }
@@ -74,6 +75,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bridge_command_queue_depth",
 			Help: "Commands queued for offline devices.",
 		}),
+		backpressure: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bridge_command_backpressure_total",
+			Help: "Command deliveries that waited because every command worker was busy.",
+		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_reloads_total",
 			Help: "Rule reloads, by result (ok, error).",
@@ -84,6 +89,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	reg.MustRegister(m.messages, m.filtered, m.buffered, m.errors, m.latency, m.observations,
-		m.queueDepth, m.reloads, m.rulesLoaded)
+		m.queueDepth, m.backpressure, m.reloads, m.rulesLoaded)
 	return m
 }
