@@ -292,7 +292,8 @@ func runCoapObserve(ctx context.Context, f *coapFlags, rawURL string, stdout, st
 	mu.Lock()
 	code := lastCode
 	mu.Unlock()
-	if err := o.Err(); err != nil && !errors.Is(err, coapside.ErrCanceled) && !errors.Is(err, context.Canceled) {
+	// Ending by our own Cancel, Ctrl-C or --duration is the normal way out.
+	if err := o.Err(); err != nil && !errors.Is(err, coapside.ErrCanceled) && (ctx.Err() == nil || !errors.Is(err, ctx.Err())) {
 		return exitCode(stderr, err)
 	}
 	if code.IsError() {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +86,7 @@ type testDevice struct {
 	lastP  string
 	lastT  message.Type
 	count  int
+	gone   bool // /ending answers 4.04 once set
 }
 
 func (d *testDevice) record(r *coapside.Request) {
@@ -155,6 +157,18 @@ func (d *testDevice) mux(t *testing.T) *coapside.ServeMux {
 		w.SetContentFormat(message.TextPlain)
 		_, _ = fmt.Fprintf(w, "n=%d", n)
 	})), linkformat.Resource{ResourceTypes: []string{"counter", "temperature"}, Interfaces: []string{"sensor"}, ContentFormats: []uint16{0}, Observable: true})
+	m.Handle("GET /ending", d.obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, _ *coapside.Request) {
+		d.mu.Lock()
+		gone := d.gone
+		d.mu.Unlock()
+		if gone {
+			w.SetCode(message.NotFound)
+			_, _ = w.Write([]byte("sensor removed"))
+			return
+		}
+		w.SetContentFormat(message.TextPlain)
+		_, _ = w.Write([]byte("here"))
+	})))
 	return m
 }
 
@@ -336,6 +350,58 @@ func TestCoapObserveCountAndDeregister(t *testing.T) {
 	}
 	// RFC 7641 §3.6: the command deregisters when it stops.
 	waitUntil(t, 2*time.Second, func() bool { return dev.obs.Observers("/obs") == 0 }, "deregistration")
+}
+
+// TestCoapObserveEndedByServer: an error notification ends the observation
+// (RFC 7641 §3.2) and the command exits 1.
+func TestCoapObserveEndedByServer(t *testing.T) {
+	verifyNoLeaks(t)
+	dev, base, _ := startTestDevice(t, nil)
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- execute([]string{"coap", "observe", base + "/ending"}, &out, &errb) }()
+	waitUntil(t, 5*time.Second, func() bool { return dev.obs.Observers("/ending") == 1 }, "registration")
+	dev.mu.Lock()
+	dev.gone = true
+	dev.mu.Unlock()
+	dev.obs.Notify("/ending")
+	select {
+	case code := <-done:
+		if code != exitCoAPError {
+			t.Fatalf("exit %d, want %d; stderr %q", code, exitCoAPError, errb.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("observe did not end after the error notification")
+	}
+	if out.String() != "here\n" || !strings.Contains(errb.String(), "4.04 Not Found sensor removed") {
+		t.Errorf("stdout %q stderr %q", out.String(), errb.String())
+	}
+}
+
+// TestCoapObserveSIGTERM: the stream runs until SIGTERM, then deregisters
+// and exits 0.
+func TestCoapObserveSIGTERM(t *testing.T) {
+	verifyNoLeaks(t)
+	dev, base, _ := startTestDevice(t, nil)
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- execute([]string{"coap", "observe", base + "/obs"}, &out, &errb) }()
+	// The signal handler is installed before the registration is sent.
+	waitUntil(t, 5*time.Second, func() bool { return strings.Count(out.String(), "n=") >= 3 }, "notifications")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d; stderr %q", code, errb.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("observe did not stop on SIGTERM")
+	}
+	if n := dev.obs.Observers("/obs"); n != 0 {
+		t.Errorf("%d observers left after SIGTERM", n)
+	}
 }
 
 func TestCoapObserveDuration(t *testing.T) {
