@@ -556,3 +556,46 @@ func FuzzDisplayPayload(f *testing.F) {
 		}
 	})
 }
+
+// TestCoapInteropLibcoapServer runs the commands against libcoap's example
+// server: its index, discovery and the observable /time resource.
+func TestCoapInteropLibcoapServer(t *testing.T) {
+	bin := requirePeerBinary(t, "coap-server-notls")
+	verifyNoLeaks(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	_ = pc.Close()
+	cmd := exec.Command(bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-v", "0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	base := fmt.Sprintf("coap://127.0.0.1:%d", port)
+	var out, errOut string
+	waitUntil(t, 5*time.Second, func() bool {
+		var code int
+		code, out, errOut = runCLI(t, "coap", "get", "--timeout", "300ms", base+"/")
+		return code == 0
+	}, "coap-server-notls to answer")
+	if !strings.Contains(out, "libcoap") {
+		t.Errorf("index %q", out)
+	}
+	code, out, errOut := runCLI(t, "coap", "discover", base)
+	if code != 0 || !strings.Contains(out, "/time") || !strings.Contains(out, "yes") {
+		t.Errorf("discover: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, "coap", "observe", "-v", "--count", "2", "--timeout", "5s", base+"/time")
+	if code != 0 || strings.Count(errOut, "Observe=") != 2 || len(strings.Split(strings.TrimSpace(out), "\n")) != 2 {
+		t.Errorf("observe /time: exit %d stdout %q stderr %q", code, out, errOut)
+	}
+	code, _, errOut = runCLI(t, "coap", "get", base+"/nothing-here")
+	if code != exitCoAPError || !strings.Contains(errOut, "4.04") {
+		t.Errorf("missing resource: exit %d stderr %q", code, errOut)
+	}
+}
