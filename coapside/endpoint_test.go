@@ -536,3 +536,48 @@ func TestSlowHandlerDoesNotHoldUpOthers(t *testing.T) {
 		})
 	}
 }
+
+func TestNStartHoldsNONRequestUntilResponse(t *testing.T) {
+	e := newTestEndpoint(t, fastOpts()) // NStart 1
+	p := newRawPeer(t, e.LocalAddr().(*net.UDPAddr))
+	got := make(chan string, 2)
+	send := func(path string) func() {
+		m := &message.Message{Type: message.NonConfirmable, Code: message.GET}
+		m.Options = m.Options.SetPath(path)
+		cancel, err := e.Exchange(p.addr(), m, func(resp *message.Message, _ net.Addr, err error) bool {
+			if err == nil {
+				got <- string(resp.Payload)
+			}
+			return false
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cancel
+	}
+	c1 := send("/one")
+	defer c1()
+	c2 := send("/two")
+	defer c2()
+	first := p.mustRecv(time.Second)
+	if first.Path() != "/one" {
+		t.Fatalf("first request %v", first)
+	}
+	// RFC 7252 §4.7: the second NON request waits while the first is outstanding.
+	p.expectSilence(60 * time.Millisecond)
+	p.sendMsg(&message.Message{Type: message.NonConfirmable, Code: message.Content, MessageID: 9, Token: first.Token, Payload: []byte("r1")})
+	second := p.mustRecv(time.Second)
+	if second.Path() != "/two" {
+		t.Fatalf("second request %v", second)
+	}
+	if s := <-got; s != "r1" {
+		t.Fatalf("response %q", s)
+	}
+	// Cancelling the second frees the slot for a third.
+	c2()
+	c3 := send("/three")
+	defer c3()
+	if third := p.mustRecv(time.Second); third.Path() != "/three" {
+		t.Fatalf("third request %v", third)
+	}
+}

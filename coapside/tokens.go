@@ -31,8 +31,9 @@ func makeTokenKey(peer peerKey, tok []byte) tokenKey {
 }
 
 type tokenReg struct {
-	fn ResponseFunc
-	og *outgoing // the request's transmission, stopped by the first response
+	fn        ResponseFunc
+	og        *outgoing // the request's transmission, stopped by the first response
+	delivered bool      // a response has been delivered
 }
 
 // randUint64 returns a random 64-bit value from the runtime's cryptographically
@@ -147,6 +148,7 @@ func (e *Endpoint) deliver(resp *message.Message, from peerAddr) {
 	var og *outgoing
 	if reg != nil {
 		og, reg.og = reg.og, nil
+		reg.delivered = true
 	}
 	e.mu.Unlock()
 	if reg == nil {
@@ -206,12 +208,18 @@ func (e *Endpoint) exchange(pk peerAddr, m *message.Message, fn ResponseFunc) (f
 		cancel()
 		return nil, err
 	}
-	if og.con {
-		e.mu.Lock()
-		if cur, ok := e.tokens[key]; ok && cur == reg && og.state.Load() != ogDone {
-			reg.og = og
-		}
-		e.mu.Unlock()
+	// Bind the transmission to the registration so the first response (or
+	// cancel) stops it and frees its NSTART slot. A response may already
+	// have arrived, or the registration may be gone.
+	e.mu.Lock()
+	cur, ok := e.tokens[key]
+	bound := ok && cur == reg && !reg.delivered
+	if bound {
+		reg.og = og
+	}
+	e.mu.Unlock()
+	if !bound {
+		og.abandon()
 	}
 	return cancel, nil
 }

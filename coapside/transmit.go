@@ -96,7 +96,7 @@ func (e *Endpoint) initialTimeout() time.Duration {
 
 // transmit encodes m for peer with a fresh message ID and sends it. CONs are
 // retransmitted until ACK, RST or MAX_RETRANSMIT; when useNStart is set a CON
-// waits for a free NSTART slot of the peer (RFC 7252 §4.7).
+// or a NON request waits for a free NSTART slot of the peer (RFC 7252 §4.7).
 func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, useNStart bool) (*outgoing, error) {
 	if e.closing.Load() {
 		return nil, ErrClosed
@@ -122,7 +122,10 @@ func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, u
 		con:  m.Type == message.Confirmable,
 		cb:   cb,
 	}
-	if og.con && useNStart {
+	// RFC 7252 §4.7: an outstanding interaction is a CON awaiting its ACK or
+	// a request awaiting its response; NON requests hold a slot until the
+	// first response arrives or the caller gives up.
+	if useNStart && (og.con || m.Code.IsRequest()) {
 		og.nstart = true
 		t := e.peers
 		t.mu.Lock()
