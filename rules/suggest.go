@@ -5,18 +5,28 @@ import "fmt"
 // suggest returns "; did you mean X?" when a known name is a likely typo of
 // name, or "".
 func suggest(name string, known []string) string {
+	best := Suggest(name, known)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean %q?", best)
+}
+
+// Suggest returns the known name that name is most likely a typo of, or ""
+// when none is close: up to a third of the word may differ (at least one
+// edit, at most three). Config and rule loaders use it for "did you mean".
+func Suggest(name string, known []string) string {
 	best, bestDist := "", 1<<30
 	for _, k := range known {
 		if d := editDistance(name, k); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
-	// Accept up to a third of the word (at least one edit, at most three).
 	limit := max(1, min(3, len(name)/3))
 	if best == "" || bestDist > limit {
 		return ""
 	}
-	return fmt.Sprintf("; did you mean %q?", best)
+	return best
 }
 
 // editDistance is the optimal string alignment distance between a and b:

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/coap-mqtt/bridge/bridge"
+	"github.com/coap-mqtt/bridge/rules"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 )
@@ -57,7 +58,7 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 			continue
 		}
 		msg := fmt.Sprintf("unknown config key %q", k)
-		if s := suggest(k, known); s != "" {
+		if s := rules.Suggest(k, known); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
 		}
 		errs = append(errs, position(file, k)+msg)
@@ -190,35 +191,4 @@ func flatten(cfg bridge.Config) map[string]any {
 	}
 	walk(reflect.ValueOf(cfg), "")
 	return out
-}
-
-// suggest returns the known key closest to k when it is a likely typo.
-func suggest(k string, known []string) string {
-	best, bestD := "", 3
-	for _, c := range known {
-		if d := editDistance(k, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
