@@ -127,7 +127,9 @@ func (d *simDevice) start() error {
 }
 
 func (d *simDevice) bootLocked() error {
-	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: d.log})
+	// A simulated device is small: fleets of thousands share one process,
+	// so its tables are sized for a handful of clients, not a gateway.
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 2, MaxObservers: 1024, ResetMemory: 256, Logger: d.log})
 	if err != nil {
 		return err
 	}
@@ -138,7 +140,11 @@ func (d *simDevice) bootLocked() error {
 		defer b.wg.Done()
 		_ = obs.Run(ctx)
 	}()
-	b.srv = &coapside.Server{Handler: d.mux(obs), Options: coapside.ServerOptions{EndpointOptions: coapside.EndpointOptions{Logger: d.log}}}
+	b.srv = &coapside.Server{Handler: d.mux(obs), Options: coapside.ServerOptions{
+		IdleReaders:     1,
+		MaxConcurrent:   32,
+		EndpointOptions: coapside.EndpointOptions{MaxPeers: 256, DedupCapacity: 256, Logger: d.log},
+	}}
 
 	conn, err := net.ListenUDP("udp", d.addr)
 	if err != nil {
