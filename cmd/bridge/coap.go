@@ -68,8 +68,9 @@ Content-Format: JSON pretty-printed, CBOR and SenML decoded to JSON, binary
 as a hex dump (--raw prints the bytes as they are). -v shows the request and
 response messages (type, code, message ID, token, options) on stderr.
 
-Content formats (-t, --accept) are given by number or name: ` + strings.Join(contentFormatList(), ", ") + `,
-or a registered name such as application/json.
+Content formats (-t, --accept) are given by number, by a registered name
+such as application/json, or by one of these short names:
+` + wrapWords(strings.Join(contentFormatList(), ", "), 76, "  ") + `
 
 Keys (--psk-key): hex:00112233..., base64:ABEiMw==, or a plain string.
 
@@ -79,7 +80,7 @@ Keys (--psk-key): hex:00112233..., base64:ABEiMw==, or a plain string.
   echo '{"on":true}' | bridge coap post -t json -f - coap://[::1]/config
   bridge coap observe --count 5 coap://127.0.0.1:5683/sensors/temp
   bridge coap discover --query rt=temperature coap://127.0.0.1:5683
-  bridge coap get --psk-identity sim-0 --psk-key secret coaps://127.0.0.1:5684/battery`,
+  bridge coap get --psk-identity sim-0 --psk-key secret coaps://127.0.0.1:5693/battery`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -161,6 +162,25 @@ href=/sensors/*, obs) are sent to the device and applied again locally.
 		discover,
 	)
 	return cmd
+}
+
+// wrapWords breaks s into lines of at most width bytes at spaces, each
+// starting with indent.
+func wrapWords(s string, width int, indent string) string {
+	var b strings.Builder
+	line := indent
+	for _, w := range strings.Fields(s) {
+		if len(line) > len(indent) && len(line)+1+len(w) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line)
+	return b.String()
 }
 
 // urlArg requires exactly one URL argument.

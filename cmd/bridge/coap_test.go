@@ -599,3 +599,33 @@ func TestCoapInteropLibcoapServer(t *testing.T) {
 		t.Errorf("missing resource: exit %d stderr %q", code, errOut)
 	}
 }
+
+func TestCoapHelpDocumentsExitCodes(t *testing.T) {
+	for _, args := range [][]string{{"coap", "--help"}, {"coap", "get", "--help"}, {"coap", "observe", "--help"}, {"coap", "discover", "--help"}} {
+		code, out, errOut := runCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d %s", args, code, errOut)
+		}
+		for _, want := range []string{"Exit codes:", "0  the response was a success", "1  the response was an error", "2  usage error", "3  timeout"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v help lacks %q", args, want)
+			}
+		}
+		long, _, _ := strings.Cut(out, "Usage:")
+		for _, l := range strings.Split(long, "\n") {
+			if len(l) > 80 {
+				t.Errorf("%v help line longer than 80 columns: %q", args, l)
+			}
+		}
+	}
+}
+
+func TestWrapWords(t *testing.T) {
+	got := wrapWords("aa bb cc dd", 7, "  ")
+	if got != "  aa bb\n  cc dd" {
+		t.Errorf("wrapWords = %q", got)
+	}
+	if got := wrapWords("averyveryverylongword x", 5, ""); got != "averyveryverylongword\nx" {
+		t.Errorf("long word: %q", got)
+	}
+}
