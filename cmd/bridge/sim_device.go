@@ -141,9 +141,11 @@ func (d *simDevice) bootLocked() error {
 		_ = obs.Run(ctx)
 	}()
 	b.srv = &coapside.Server{Handler: d.mux(obs), Options: coapside.ServerOptions{
-		IdleReaders:     1,
+		// Two idle readers keep one ready while the other hands a request
+		// over; single datagram reads avoid a batch buffer per reader.
+		IdleReaders:     2,
 		MaxConcurrent:   32,
-		EndpointOptions: coapside.EndpointOptions{MaxPeers: 256, DedupCapacity: 256, Logger: d.log},
+		EndpointOptions: coapside.EndpointOptions{MaxPeers: 256, DedupCapacity: 256, DisableBatching: true, Logger: d.log},
 	}}
 
 	conn, err := net.ListenUDP("udp", d.addr)
