@@ -121,6 +121,12 @@ func (d *testDevice) mux(t *testing.T) *coapside.ServeMux {
 	m.HandleResource("GET /text", fixed(message.TextPlain, []byte("hello")), linkformat.Resource{ResourceTypes: []string{"greeting"}, ContentFormats: []uint16{0}})
 	m.HandleResource("GET /json", fixed(message.AppJSON, []byte(`{"a":1,"b":[true,null]}`)), linkformat.Resource{ResourceTypes: []string{"config"}, ContentFormats: []uint16{50}, Size: 23})
 	m.Handle("GET /cbor", fixed(message.AppCBOR, cb))
+	// RFC 8428 §6: SenML CBOR labels n=0, u=1, v=2.
+	scb, err := cbor.Marshal([]map[int]any{{0: "hum", 1: "%RH", 2: 48.25}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Handle("GET /senmlcbor", fixed(message.AppSenMLCBOR, scb))
 	m.Handle("GET /senml", fixed(message.AppSenMLJSON, []byte(`[{"bn":"urn:dev:x:","n":"temp","u":"Cel","v":21.5}]`)))
 	m.Handle("GET /bin", fixed(message.AppOctets, []byte{0x00, 0x01, 0xfe, 0xff}))
 	m.Handle("GET /badjson", fixed(message.AppJSON, []byte(`{"a":`)))
@@ -253,6 +259,7 @@ func TestCoapCommands(t *testing.T) {
 		{name: "get json raw", args: []string{"get", "--raw", base + "/json"}, exact: `{"a":1,"b":[true,null]}`},
 		{name: "get cbor as json", args: []string{"get", base + "/cbor"}, stdout: []string{"\"temp\": 21.5", "\"ok\": true", "{\n  "}},
 		{name: "get senml as json", args: []string{"get", base + "/senml"}, stdout: []string{"21.5", "urn:dev:x:temp", "[\n  {"}},
+		{name: "get senml cbor as json", args: []string{"get", base + "/senmlcbor"}, stdout: []string{"48.25", "\"hum\"", "%RH"}},
 		{name: "get binary as hex", args: []string{"get", base + "/bin"}, stdout: []string{"00 01 fe ff"}},
 		{name: "get invalid json shown", args: []string{"get", base + "/badjson"}, stdout: []string{"not valid", `{"a":`}},
 		{name: "accept by name", args: []string{"get", "--accept", "cbor", base + "/accept"}, stdout: []string{"\"temp\": 21.5"}},

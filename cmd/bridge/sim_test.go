@@ -573,6 +573,18 @@ func TestSimDTLS(t *testing.T) {
 	if code, _, _ := runCLI(t, "coap", "get", "--timeout", "1s", "--psk-identity", "node-0", "--psk-key", "hex:a0a1a2a3a4a5a6a7", url); code != exitTransport {
 		t.Errorf("foreign identity: exit %d, want %d", code, exitTransport)
 	}
+	// After a reboot the coaps listener is back on the same port and a new
+	// handshake succeeds.
+	addr := f.Devices()[0].DTLSAddr().String()
+	if err := f.Reboot(0); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Devices()[0].DTLSAddr().String(); got != addr {
+		t.Errorf("coaps listener moved from %s to %s", addr, got)
+	}
+	if code, _, errOut := runCLI(t, "coap", "get", "--psk-identity", "node-0", "--psk-key", "hex:a0a1a2a3a4a5a6a7", "coaps://"+addr+simPathTemp); code != 0 {
+		t.Errorf("coaps GET after reboot: exit %d %s", code, errOut)
+	}
 	// Plain CoAP stays available beside coaps.
 	if code, _, errOut := runCLI(t, "coap", "get", devURL(f.Devices()[0], simPathTemp)); code != 0 {
 		t.Errorf("plain GET: exit %d %s", code, errOut)
