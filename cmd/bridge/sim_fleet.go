@@ -128,7 +128,8 @@ func newSimFleet(o simOptions) (*simFleet, error) {
 func (f *simFleet) Devices() []*simDevice { return f.devices }
 
 // Start binds every device's listeners and starts the sensor clocks (and
-// the reboot schedule). If a device cannot listen, the ones already started
+// the reboot schedule), which run until ctx ends or Close; the listeners
+// serve until Close. If a device cannot listen, the ones already started
 // are stopped and the error is returned.
 func (f *simFleet) Start(ctx context.Context) error {
 	f.mu.Lock()
