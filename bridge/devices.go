@@ -28,10 +28,11 @@ type deviceClients struct {
 	log  *slog.Logger
 	set  *atomic.Pointer[rules.Set]
 
-	mu     sync.Mutex
-	plain  *coapside.Client
-	secure *coapside.Client
-	closed bool
+	mu         sync.Mutex
+	plain      *coapside.Client
+	secure     *coapside.Client
+	secureConn *dtls.ClientConn
+	closed     bool
 }
 
 func newDeviceClients(set *atomic.Pointer[rules.Set], opts coapside.EndpointOptions, log *slog.Logger) *deviceClients {
@@ -68,7 +69,7 @@ func (d *deviceClients) client(secure bool) (*coapside.Client, error) {
 			conn.Close()
 			return nil, fmt.Errorf("coaps client: %w", err)
 		}
-		d.secure = c
+		d.secure, d.secureConn = c, conn
 	}
 	return d.secure, nil
 }
@@ -128,7 +129,46 @@ func (d *deviceClients) Do(ctx context.Context, secure bool, req *coapside.Reque
 	if err != nil {
 		return nil, err
 	}
+	if secure {
+		addr, err := c.Resolve(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.handshake(ctx, addr); err != nil {
+			return nil, err
+		}
+	}
 	return c.Do(ctx, req)
+}
+
+// clientFor returns the client for a device, with a DTLS session already
+// established for a coaps device.
+func (d *deviceClients) clientFor(ctx context.Context, dev *rules.Device) (*coapside.Client, error) {
+	c, err := d.client(dev.Secure)
+	if err != nil || !dev.Secure {
+		return c, err
+	}
+	addr, err := net.ResolveUDPAddr("udp", dev.Host)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", dev.Name, err)
+	}
+	return c, d.handshake(ctx, addr)
+}
+
+// handshake makes sure a DTLS session with addr exists (a no-op when one
+// does), so a refused handshake is reported as such rather than as a
+// request timeout.
+func (d *deviceClients) handshake(ctx context.Context, addr net.Addr) error {
+	d.mu.Lock()
+	conn := d.secureConn
+	d.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	if err := conn.Handshake(ctx, addr); err != nil {
+		return fmt.Errorf("coaps %s: %w", addr, err)
+	}
+	return nil
 }
 
 // Close closes both clients.
@@ -155,6 +195,9 @@ func (d *deviceClients) Ping(ctx context.Context, secure bool, host string) bool
 	}
 	addr, err := net.ResolveUDPAddr("udp", host)
 	if err != nil {
+		return false
+	}
+	if secure && d.handshake(ctx, addr) != nil {
 		return false
 	}
 	_, err = c.Endpoint().Send(ctx, addr, &message.Message{Type: message.Confirmable, Code: message.Empty})

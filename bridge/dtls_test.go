@@ -1,9 +1,12 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,6 +122,18 @@ func TestCoapsDeviceCommand(t *testing.T) {
 		dev.got <- recorded{method: r.Method, path: r.Path(), payload: string(r.Payload) + " from " + id}
 		w.SetCode(message.Changed)
 	})
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obsCtx, stopObs := context.WithCancel(context.Background())
+	obsDone := make(chan struct{})
+	go func() { obs.Run(obsCtx); close(obsDone) }()
+	t.Cleanup(func() { stopObs(); <-obsDone })
+	var temp atomic.Int64
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})))
 	srv := &coapside.Server{Handler: dev.mux}
 	go srv.Serve(conn)
 	t.Cleanup(func() { srv.Close() })
@@ -137,6 +152,12 @@ method         = "PUT"
 url            = "coaps://{device}/led"
 response_topic = "replies/{device}"
 timeout        = "5s"
+
+[[observe]]
+name    = "temp"
+devices = ["secure-1"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
 `, conn.LocalAddr())
 	tb := startBridge(t, rules, nil)
 	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 0)
@@ -152,4 +173,40 @@ timeout        = "5s"
 	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" || r.Code != "2.04" {
 		t.Fatalf("result %+v", r)
 	}
+	// The observation runs over the same DTLS session.
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 0)
+	eventually(t, 10*time.Second, "observer over DTLS", func() bool { return obs.Observers("/temp") == 1 })
+	temp.Store(31)
+	obs.Notify("/temp")
+	temps.waitFor(t, 5*time.Second, "temp/secure-1", "31")
+}
+
+// TestCoapsDeviceWrongKey: a device whose key does not match is reported as
+// a failed handshake, counted, and retried with backoff.
+func TestCoapsDeviceWrongKey(t *testing.T) {
+	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": dtls.NewSecret([]byte("device-key"))})
+	conn, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: psk, Limits: dtls.Limits{HandshakeTimeout: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &coapside.Server{Handler: coapside.NewServeMux()}
+	go srv.Serve(conn)
+	t.Cleanup(func() { srv.Close() })
+	rules := fmt.Sprintf(`
+[[device]]
+name         = "secure-1"
+url          = "coaps://%s"
+psk_identity = "bridge"
+psk          = "not-the-key"
+
+[[observe]]
+name    = "temp"
+devices = ["secure-1"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`, conn.LocalAddr())
+	tb := startBridge(t, rules, nil)
+	eventually(t, 15*time.Second, "failed handshake counted", func() bool {
+		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("temp", reasonCoAP)) >= 1
+	})
 }

@@ -22,9 +22,13 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 	bo := backoff{min: b.opts.ReobserveMin, max: b.opts.ReobserveMax}
 	for ctx.Err() == nil {
 		g := wt.group(run)
-		client, err := b.devices.client(g.device.Secure)
+		client, err := b.devices.clientFor(ctx, g.device)
 		if err != nil {
-			b.log.Warn("observe: no client", "device", g.device.Name, "err", err)
+			if ctx.Err() != nil {
+				return
+			}
+			wt.countError(g, reasonCoAP)
+			b.log.Warn("observe: cannot reach device", "device", g.device.Name, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
 			}
@@ -137,7 +141,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		rule := g.observes[0]
-		client, err := b.devices.client(g.device.Secure)
+		client, err := b.devices.clientFor(ctx, g.device)
 		var links []string
 		if err == nil {
 			dctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
