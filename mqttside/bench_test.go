@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 // BenchmarkPublish compares the publish path of the remote client (Paho to
@@ -19,7 +21,7 @@ import (
 //
 // Run: go test -run '^$' -bench BenchmarkPublish -benchmem ./mqttside
 func BenchmarkPublish(b *testing.B) {
-	m := startMosquitto(b, 0, "allow_anonymous true\nmax_queued_messages 100000\n")
+	m := peer.StartMosquitto(b, 0, "allow_anonymous true\nmax_queued_messages 100000\n")
 	remote, err := NewRemote(RemoteOptions{Broker: m.URL(), ClientID: "bench", StatusTopic: "-", BufferSize: 100000})
 	if err != nil {
 		b.Fatal(err)
@@ -83,7 +85,7 @@ func BenchmarkPublish(b *testing.B) {
 //
 // Run: go test -run '^$' -bench BenchmarkRoundTrip -benchmem ./mqttside
 func BenchmarkRoundTrip(b *testing.B) {
-	m := startMosquitto(b, 0, "allow_anonymous true\n")
+	m := peer.StartMosquitto(b, 0, "allow_anonymous true\n")
 	remote, err := NewRemote(RemoteOptions{Broker: m.URL(), ClientID: "bench-rt", StatusTopic: "-"})
 	if err != nil {
 		b.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -123,7 +124,7 @@ func TestEmbeddedExternalClients(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 
 	t.Run("mosquitto_sub receives inline publishes", func(t *testing.T) {
-		subBin := peer(t, "mosquitto_sub")
+		subBin := peer.Require(t, "mosquitto_sub")
 		_ = subBin
 		type result struct {
 			out string

@@ -10,12 +10,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 func TestRemoteCloseSettlesBufferedMessages(t *testing.T) {
 	checkLeaks(t)
 	var logs syncBuffer
-	r := newTestRemote(t, RemoteOptions{Broker: fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t)), Logger: testLogger(&logs)})
+	r := newTestRemote(t, RemoteOptions{Broker: fmt.Sprintf("tcp://127.0.0.1:%d", peer.FreeTCPPort(t)), Logger: testLogger(&logs)})
 	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}

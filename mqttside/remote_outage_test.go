@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -20,7 +21,7 @@ import (
 // passed on or saved are the broker's loss; they are counted and logged.)
 func TestRemoteBrokerKilledMidStream(t *testing.T) {
 	checkLeaks(t)
-	m := startMosquitto(t, 0, "allow_anonymous true\npersistence true\nautosave_interval 1\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous true\npersistence true\nautosave_interval 1\n")
 
 	var (
 		mu    sync.Mutex
@@ -155,7 +156,7 @@ func TestRemoteBrokerKilledMidStream(t *testing.T) {
 // one is not.
 func TestRemoteManualAckRedelivery(t *testing.T) {
 	checkLeaks(t)
-	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
 	p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", m.Port))
 	r := newTestRemote(t, RemoteOptions{Broker: p.URL()})
 	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
@@ -200,7 +201,7 @@ func TestRemoteManualAckRedelivery(t *testing.T) {
 // and "offline" on a clean Close.
 func TestRemoteStatusAndLastWill(t *testing.T) {
 	checkLeaks(t)
-	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
 	p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", m.Port))
 	var (
 		mu     sync.Mutex
@@ -256,7 +257,7 @@ func TestRemoteTLS(t *testing.T) {
 	checkLeaks(t)
 	dir := t.TempDir()
 	ca, cert, key := testCA(t, dir)
-	m := startMosquitto(t, 0, fmt.Sprintf("allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\n", ca, cert, key))
+	m := peer.StartMosquitto(t, 0, fmt.Sprintf("allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\n", ca, cert, key))
 	url := fmt.Sprintf("ssl://127.0.0.1:%d", m.Port)
 
 	t.Run("verified", func(t *testing.T) {
@@ -291,7 +292,7 @@ func TestRemoteTLS(t *testing.T) {
 	})
 	t.Run("client certificate", func(t *testing.T) {
 		ca, cert, key, ccert, ckey := testPKI(t, t.TempDir())
-		mt := startMosquitto(t, 0, fmt.Sprintf("allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n", ca, cert, key))
+		mt := peer.StartMosquitto(t, 0, fmt.Sprintf("allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n", ca, cert, key))
 		murl := fmt.Sprintf("ssl://127.0.0.1:%d", mt.Port)
 		r := newTestRemote(t, RemoteOptions{Broker: murl, ClientID: "mtls",
 			TLS: TLSOptions{CAFile: ca, CertFile: ccert, KeyFile: ckey}})
@@ -325,7 +326,7 @@ func TestRemoteTLS(t *testing.T) {
 // again by itself.
 func TestRemoteResubscribesAfterBrokerRestart(t *testing.T) {
 	checkLeaks(t)
-	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
 	var (
 		mu     sync.Mutex
 		states []State
@@ -370,7 +371,7 @@ func TestRemoteResubscribesAfterBrokerRestart(t *testing.T) {
 // redelivery to both after a reconnect.
 func TestRemoteOverlappingSubscriptionsShareAck(t *testing.T) {
 	checkLeaks(t)
-	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
 	p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", m.Port))
 	r := newTestRemote(t, RemoteOptions{Broker: p.URL(), StatusTopic: "-"})
 	ctx := ctxT(t, 10*time.Second)

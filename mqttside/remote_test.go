@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 func newTestRemote(t *testing.T, o RemoteOptions) *Remote {
@@ -36,7 +38,7 @@ func newTestRemote(t *testing.T, o RemoteOptions) *Remote {
 
 func TestRemotePubSubEachQoS(t *testing.T) {
 	checkLeaks(t)
-	m := startMosquitto(t, 0, "allow_anonymous true\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
 	for _, qos := range []byte{0, 1, 2} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 			r := newTestRemote(t, RemoteOptions{Broker: m.URL()})
@@ -128,7 +130,7 @@ func TestRemoteRejectsBadInput(t *testing.T) {
 
 func TestRemoteBadCredentials(t *testing.T) {
 	checkLeaks(t)
-	m := startMosquitto(t, 0, "allow_anonymous false\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous false\n")
 	var logs syncBuffer
 	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), Username: "bridge", Password: "wrong-password",
 		Logger: testLogger(&logs)})
@@ -156,7 +158,7 @@ func TestRemoteBadCredentials(t *testing.T) {
 
 func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 	checkLeaks(t)
-	port := freePort(t)
+	port := peer.FreeTCPPort(t)
 	var logs syncBuffer
 	var (
 		events    sync.Map
@@ -219,7 +221,7 @@ func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 	// The broker comes up on that port: the client connects by itself,
 	// makes the subscription registered while offline, and delivers the
 	// buffer in order.
-	startMosquitto(t, port, "allow_anonymous true\n")
+	peer.StartMosquitto(t, port, "allow_anonymous true\n")
 	eventually(t, 10*time.Second, "connected", func() bool { return r.State() == StateConnected })
 	for range 3 {
 		select {
@@ -254,7 +256,7 @@ func TestRemoteGoodCredentials(t *testing.T) {
 	if err := os.Chmod(pwfile, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := startMosquitto(t, 0, "allow_anonymous false\npassword_file "+pwfile+"\n")
+	m := peer.StartMosquitto(t, 0, "allow_anonymous false\npassword_file "+pwfile+"\n")
 	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), Username: "bridge", Password: "s3cret"})
 	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)

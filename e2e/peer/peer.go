@@ -1,0 +1,165 @@
+// Package peer finds and starts the real peers that tests run against —
+// libcoap's tools, mosquitto and its clients — so that every package's
+// tests treat a missing peer the same way: skipped locally, a failure when
+// BRIDGE_E2E_STRICT=1 (as .ci/run sets).
+package peer
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// StrictEnv is the environment variable that turns a missing peer from a
+// skip into a failure.
+const StrictEnv = "BRIDGE_E2E_STRICT"
+
+// Require returns the path of the peer binary name. When it is missing the
+// test is skipped, or fails when BRIDGE_E2E_STRICT=1.
+func Require(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv(StrictEnv) == "1" {
+			tb.Fatalf("peer binary %s is required (%s=1): %v", name, StrictEnv, err)
+		}
+		tb.Skipf("peer binary %s not installed", name)
+	}
+	return p
+}
+
+// FreeTCPPort returns a loopback TCP port that was free a moment ago.
+func FreeTCPPort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// FreeUDPPort returns a loopback UDP port that was free a moment ago.
+func FreeUDPPort(tb testing.TB) int {
+	tb.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// Mosquitto is a broker process started by a test on a loopback port.
+type Mosquitto struct {
+	tb   testing.TB
+	bin  string
+	conf string
+	// Port is the broker's TCP port on 127.0.0.1.
+	Port int
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	out    *bytes.Buffer
+}
+
+// StartMosquitto writes a config with a listener on a loopback port (0: a
+// free one) followed by the extra lines (mosquitto 2 refuses anonymous
+// clients unless they say "allow_anonymous true"), starts the broker, waits
+// until it accepts connections, and kills it at the end of the test.
+func StartMosquitto(tb testing.TB, port int, extra string) *Mosquitto {
+	tb.Helper()
+	if port == 0 {
+		port = FreeTCPPort(tb)
+	}
+	dir := tb.TempDir()
+	m := &Mosquitto{tb: tb, bin: Require(tb, "mosquitto"), Port: port}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\n", port)
+	if os.Getuid() == 0 {
+		conf += "user root\n" // keep access to the test's temp dir
+	}
+	conf += fmt.Sprintf("persistence_location %s/\nlog_dest stdout\nlog_type error\nlog_type warning\n", dir)
+	conf += extra
+	m.conf = filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	m.start()
+	tb.Cleanup(m.Kill)
+	return m
+}
+
+// Addr is host:port of the broker.
+func (m *Mosquitto) Addr() string { return "127.0.0.1:" + strconv.Itoa(m.Port) }
+
+// URL is the tcp:// URL of the broker.
+func (m *Mosquitto) URL() string { return "tcp://" + m.Addr() }
+
+func (m *Mosquitto) start() {
+	m.tb.Helper()
+	m.mu.Lock()
+	m.out = new(bytes.Buffer)
+	m.cmd = exec.Command(m.bin, "-c", m.conf)
+	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
+	if err := m.cmd.Start(); err != nil {
+		m.mu.Unlock()
+		m.tb.Fatalf("start mosquitto: %v", err)
+	}
+	cmd, exited := m.cmd, make(chan struct{})
+	m.exited = exited
+	m.mu.Unlock()
+	go func() { _ = cmd.Wait(); close(exited) }() // ends when the process does
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", m.Addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			m.tb.Fatalf("mosquitto exited: %v\n%s", err, m.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			m.tb.Fatalf("mosquitto did not come up on port %d: %v\n%s", m.Port, err, m.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Output returns what the broker logged so far.
+func (m *Mosquitto) Output() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.out == nil {
+		return ""
+	}
+	return m.out.String()
+}
+
+// Kill stops the broker with SIGKILL, as a crash would: no clean shutdown,
+// no Last Will suppression, no final persistence save.
+func (m *Mosquitto) Kill() {
+	m.mu.Lock()
+	cmd, exited := m.cmd, m.exited
+	m.cmd = nil
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// Restart starts the broker again on the same port and config.
+func (m *Mosquitto) Restart() { m.start() }
