@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/e2e/peer"
+
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
@@ -31,20 +33,6 @@ func verifyNoLeaks(t *testing.T) {
 	t.Cleanup(func() {
 		goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("os/signal.signal_recv"), goleak.IgnoreTopFunction("os/signal.loop"))
 	})
-}
-
-// requirePeerBinary returns the path of a peer binary, skipping the test when
-// it is missing unless BRIDGE_E2E_STRICT=1, when the test fails instead.
-func requirePeerBinary(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BRIDGE_E2E_STRICT") == "1" {
-			t.Fatalf("peer binary %s required (BRIDGE_E2E_STRICT=1): %v", name, err)
-		}
-		t.Skipf("peer binary %s not installed", name)
-	}
-	return p
 }
 
 // waitUntil polls cond until it holds or d passes.
@@ -567,7 +555,7 @@ func FuzzDisplayPayload(f *testing.F) {
 // TestCoapInteropLibcoapServer runs the commands against libcoap's example
 // server: its index, discovery and the observable /time resource.
 func TestCoapInteropLibcoapServer(t *testing.T) {
-	bin := requirePeerBinary(t, "coap-server-notls")
+	bin := peer.Require(t, "coap-server-notls")
 	verifyNoLeaks(t)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

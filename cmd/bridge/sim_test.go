@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/e2e/peer"
+
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/message"
@@ -607,7 +609,7 @@ func TestSimCoapCommandTable(t *testing.T) {
 
 // TestSimInteropLibcoap reads and observes the sim with libcoap's client.
 func TestSimInteropLibcoap(t *testing.T) {
-	bin := requirePeerBinary(t, "coap-client-notls")
+	bin := peer.Require(t, "coap-client-notls")
 	verifyNoLeaks(t)
 	f := startFleet(t, simOptions{Devices: 1, Interval: 200 * time.Millisecond})
 	d := f.Devices()[0]

@@ -12,7 +12,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,20 +21,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// requirePeer returns the path of a peer binary, or skips the test when it
-// is missing; with BRIDGE_E2E_STRICT=1 a missing binary fails the test.
-func requirePeer(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BRIDGE_E2E_STRICT") == "1" {
-			t.Fatalf("peer binary %s required (BRIDGE_E2E_STRICT=1): %v", name, err)
-		}
-		t.Skipf("peer binary %s not installed", name)
-	}
-	return p
 }
 
 // eventually polls cond until it holds or the timeout passes.

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 // The interop tests run libcoap's GnuTLS binaries against our conns. The
@@ -87,7 +89,7 @@ func coapExchange(t *testing.T, c *ClientConn, addr net.Addr) (byte, string, err
 // returns its output.
 func runLibcoapClient(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin := requirePeer(t, "coap-client-gnutls")
+	bin := peer.Require(t, "coap-client-gnutls")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
@@ -95,7 +97,7 @@ func runLibcoapClient(t *testing.T, args ...string) (string, error) {
 }
 
 func TestInteropLibcoapClientPSK(t *testing.T) {
-	requirePeer(t, "coap-client-gnutls")
+	peer.Require(t, "coap-client-gnutls")
 	scfg := ServerConfig{
 		PSK:          NewPSKStore(map[string]Secret{"libcoap-dev": mustKey(t, "secretPSK")}),
 		IdentityHint: "bridge",
@@ -131,7 +133,7 @@ func TestInteropLibcoapClientPSK(t *testing.T) {
 }
 
 func TestInteropLibcoapClientCert(t *testing.T) {
-	requirePeer(t, "coap-client-gnutls")
+	peer.Require(t, "coap-client-gnutls")
 	dir := t.TempDir()
 	ca := newPKI(t, "interop CA")
 	caFile := filepath.Join(dir, "ca.pem")
@@ -164,7 +166,7 @@ func TestInteropLibcoapClientCert(t *testing.T) {
 // (libcoap serves DTLS on port+1) and returns the DTLS address.
 func startLibcoapServer(t *testing.T, args ...string) *net.UDPAddr {
 	t.Helper()
-	bin := requirePeer(t, "coap-server-gnutls")
+	bin := peer.Require(t, "coap-server-gnutls")
 	port := freePortPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, append([]string{"-A", "127.0.0.1", "-p", fmt.Sprint(port)}, args...)...)
@@ -243,7 +245,7 @@ func TestInteropLibcoapServerPSK(t *testing.T) {
 }
 
 func TestInteropLibcoapServerCert(t *testing.T) {
-	requirePeer(t, "coap-server-gnutls")
+	peer.Require(t, "coap-server-gnutls")
 	dir := t.TempDir()
 	ca := newPKI(t, "interop CA")
 	caFile := filepath.Join(dir, "ca.pem")

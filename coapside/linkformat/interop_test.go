@@ -4,27 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-)
 
-// requirePeer returns the path of a peer binary, skipping the test when it
-// is missing unless BRIDGE_E2E_STRICT=1 demands it.
-func requirePeer(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BRIDGE_E2E_STRICT") == "1" {
-			t.Fatalf("peer %s required (BRIDGE_E2E_STRICT=1): %v", name, err)
-		}
-		t.Skipf("peer %s not installed", name)
-	}
-	return p
-}
+	"github.com/coap-mqtt/bridge/e2e/peer"
+)
 
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
@@ -41,8 +28,8 @@ func freeUDPPort(t *testing.T) int {
 // parses it, and checks that our query filter selects the same links as
 // libcoap's server-side filtering.
 func TestLibcoapDiscovery(t *testing.T) {
-	server := requirePeer(t, "coap-server-notls")
-	client := requirePeer(t, "coap-client-notls")
+	server := peer.Require(t, "coap-server-notls")
+	client := peer.Require(t, "coap-client-notls")
 	port := strconv.Itoa(freeUDPPort(t))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

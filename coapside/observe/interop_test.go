@@ -5,34 +5,21 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/e2e/peer"
+
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
-
-// requirePeer returns the path of a peer binary, skipping the test when it
-// is missing unless BRIDGE_E2E_STRICT=1 demands it.
-func requirePeer(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BRIDGE_E2E_STRICT") == "1" {
-			t.Fatalf("peer %s required (BRIDGE_E2E_STRICT=1): %v", name, err)
-		}
-		t.Skipf("peer %s not installed", name)
-	}
-	return p
-}
 
 // TestLibcoapTimeObserve observes libcoap coap-server's /time with raw
 // messages and checks that a Tracker accepts its notifications in order,
 // then deregisters with GET Observe=1 and checks that notifications stop.
 func TestLibcoapTimeObserve(t *testing.T) {
-	server := requirePeer(t, "coap-server-notls")
+	server := peer.Require(t, "coap-server-notls")
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
