@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 func TestVersionCommand(t *testing.T) {
@@ -40,7 +42,7 @@ func TestCheckBadConfigExitsOne(t *testing.T) {
 // with exit code 0 well within the 5 s budget.
 func TestSIGTERMExitsCleanly(t *testing.T) {
 	dir := t.TempDir()
-	httpPort := freeTCPPort(t)
+	httpPort := peer.FreeTCPPort(t)
 	cfg := fmt.Sprintf(`rules = []
 [coap]
 listen = "127.0.0.1:%d"
@@ -48,7 +50,7 @@ listen = "127.0.0.1:%d"
 listen = "127.0.0.1:%d"
 [http]
 listen = "127.0.0.1:%d"
-`, freeUDPPort(t), freeTCPPort(t), httpPort)
+`, peer.FreeUDPPort(t), peer.FreeTCPPort(t), httpPort)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

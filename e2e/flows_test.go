@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 const ingressRule = `
@@ -19,7 +21,7 @@ qos     = 1
 // TestE2EIngressFromLibcoap: libcoap's coap-client pushes (CON and NON) to
 // the bridge; mosquitto_sub sees the messages on the embedded broker.
 func TestE2EIngressFromLibcoap(t *testing.T) {
-	client := needBin(t, "coap-client-notls")
+	client := peer.Require(t, "coap-client-notls")
 	b := startBridgeBin(t, bridgeSetup{rules: ingressRule})
 	sub := startSub(t, b.mqttPort, "sensors/#")
 
@@ -46,7 +48,7 @@ func TestE2EIngressFromLibcoap(t *testing.T) {
 // becomes a CoAP PUT on libcoap's coap-server (the device), whose response
 // mosquitto_sub sees; the bridge talks to mosquitto as a remote broker.
 func TestE2ECommandToLibcoapServer(t *testing.T) {
-	client := needBin(t, "coap-client-notls")
+	client := peer.Require(t, "coap-client-notls")
 	brokerPort := startMosquitto(t)
 	devPort := startCoapServer(t)
 	rules := fmt.Sprintf(`
@@ -99,7 +101,7 @@ topic   = "clock/{device}/{path...}"
 // TestE2EResourceObservedByLibcoap: coap-client observes a resource rule
 // (-s) while mosquitto_pub feeds its topic.
 func TestE2EResourceObservedByLibcoap(t *testing.T) {
-	client := needBin(t, "coap-client-notls")
+	client := peer.Require(t, "coap-client-notls")
 	rules := `
 [[resource]]
 name  = "config"
@@ -119,7 +121,7 @@ topic = "config/{device}"
 // TestE2ERuleEditWhileTrafficFlows edits the rule file while coap-client
 // pushes: the new rule starts working, the old one keeps working.
 func TestE2ERuleEditWhileTrafficFlows(t *testing.T) {
-	client := needBin(t, "coap-client-notls")
+	client := peer.Require(t, "coap-client-notls")
 	b := startBridgeBin(t, bridgeSetup{rules: ingressRule})
 	sub := startSub(t, b.mqttPort, "#")
 	for i := 0; i < 3; i++ {
@@ -155,7 +157,7 @@ topic   = "alerts/{device}"
 // the bridge's coaps listener; the identity rule lets it publish as itself
 // only.
 func TestE2ECoapsPSK(t *testing.T) {
-	client := needBin(t, "coap-client-gnutls")
+	client := peer.Require(t, "coap-client-gnutls")
 	b0 := t.TempDir()
 	psk := b0 + "/psk.toml"
 	writeTestFile(t, psk, "[[psk]]\nidentity = \"dev1\"\nkey = \"secret-key-1\"\n")

@@ -52,42 +52,6 @@ func bridgeBin(t *testing.T) string {
 	return binPath
 }
 
-// needBin returns the path of a peer binary, skipping the test when it is
-// missing unless BRIDGE_E2E_STRICT=1.
-func needBin(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BRIDGE_E2E_STRICT") == "1" {
-			t.Fatalf("peer binary %s is required (BRIDGE_E2E_STRICT=1): %v", name, err)
-		}
-		t.Skipf("peer binary %s not installed", name)
-	}
-	return p
-}
-
-// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-// freeTCPPort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // syncBuffer is a bytes.Buffer safe for a process writer and a test reader.
 type syncBuffer struct {
 	mu  sync.Mutex

@@ -6,13 +6,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 // nodePeer returns the node binary and the node-coap script folder; the
 // packages come from `npm ci` in e2e/testdata/nodecoap (.ci/run does it).
 func nodePeer(t *testing.T) (string, string) {
 	t.Helper()
-	node := needBin(t, "node")
+	node := peer.Require(t, "node")
 	dir, err := filepath.Abs("testdata/nodecoap")
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 // bridgeProc is a running bridge binary with its ports.
@@ -32,10 +34,10 @@ type bridgeSetup struct {
 // bridge binary there, waiting for /readyz.
 func startBridgeBin(t *testing.T, s bridgeSetup) *bridgeProc {
 	t.Helper()
-	b := &bridgeProc{dir: t.TempDir(), coapPort: freeUDPPort(t), httpPort: freeTCPPort(t)}
+	b := &bridgeProc{dir: t.TempDir(), coapPort: peer.FreeUDPPort(t), httpPort: peer.FreeTCPPort(t)}
 	broker := s.broker
 	if broker == "" {
-		b.mqttPort = freeTCPPort(t)
+		b.mqttPort = peer.FreeTCPPort(t)
 		broker = "embedded"
 	} else {
 		i := strings.LastIndexByte(broker, ':')
@@ -47,7 +49,7 @@ func startBridgeBin(t *testing.T, s bridgeSetup) *bridgeProc {
 	b.writeRules(t, s.rules)
 	dtls := ""
 	if s.dtls {
-		b.dtlsPort = freeUDPPort(t)
+		b.dtlsPort = peer.FreeUDPPort(t)
 		dtls = fmt.Sprintf("listen = \"127.0.0.1:%d\"\n", b.dtlsPort)
 	}
 	cfg := fmt.Sprintf(`rules = ["rules/*.toml"]
@@ -98,8 +100,8 @@ type mqttSub struct{ *proc }
 // it also subscribes a marker topic and waits to see a marker published.
 func startSub(t *testing.T, port int, filter string) *mqttSub {
 	t.Helper()
-	bin := needBin(t, "mosquitto_sub")
-	pub := needBin(t, "mosquitto_pub")
+	bin := peer.Require(t, "mosquitto_sub")
+	pub := peer.Require(t, "mosquitto_pub")
 	marker := fmt.Sprintf("e2e/ready/%d", time.Now().UnixNano())
 	p := start(t, ".", nil, bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "-q", "1", "-t", filter, "-t", marker)
 	eventually(t, 10*time.Second, "mosquitto_sub subscribed", func() bool {
@@ -143,7 +145,7 @@ func (s *mqttSub) count(topic string) int {
 func mqttPub(t *testing.T, port int, topic, payload string, args ...string) {
 	t.Helper()
 	all := append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-t", topic, "-m", payload}, args...)
-	out, code := run(t, 10*time.Second, ".", needBin(t, "mosquitto_pub"), all...)
+	out, code := run(t, 10*time.Second, ".", peer.Require(t, "mosquitto_pub"), all...)
 	if code != 0 {
 		t.Fatalf("mosquitto_pub: exit %d: %s", code, out)
 	}
@@ -152,29 +154,16 @@ func mqttPub(t *testing.T, port int, topic, payload string, args ...string) {
 // startMosquitto runs a broker on a free port for remote-broker tests.
 func startMosquitto(t *testing.T) int {
 	t.Helper()
-	bin := needBin(t, "mosquitto")
-	port := freeTCPPort(t)
-	dir := t.TempDir()
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", port)
-	if os.Getuid() == 0 {
-		conf += "user root\n"
-	}
-	path := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	start(t, dir, nil, bin, "-c", path)
-	eventually(t, 10*time.Second, "mosquitto up", func() bool { return tcpUp(port) })
-	return port
+	return peer.StartMosquitto(t, 0, "allow_anonymous true\n").Port
 }
 
 // startCoapServer runs libcoap's coap-server on a free port and returns it.
 func startCoapServer(t *testing.T) int {
 	t.Helper()
-	bin := needBin(t, "coap-server-notls")
-	port := freeUDPPort(t)
+	bin := peer.Require(t, "coap-server-notls")
+	port := peer.FreeUDPPort(t)
 	start(t, ".", nil, bin, "-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "3")
-	client := needBin(t, "coap-client-notls")
+	client := peer.Require(t, "coap-client-notls")
 	eventually(t, 10*time.Second, "coap-server up", func() bool {
 		out, code := run(t, 5*time.Second, ".", client, "-B", "1", "-m", "get", fmt.Sprintf("coap://127.0.0.1:%d/time", port))
 		return code == 0 && strings.TrimSpace(out) != ""
