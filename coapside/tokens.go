@@ -203,7 +203,7 @@ func (e *Endpoint) exchange(pk peerAddr, m *message.Message, fn ResponseFunc) (f
 			}
 		}
 	}
-	og, err := e.transmit(pk, m, cb, true)
+	og, err := e.transmit(pk, m, cb, nstartRequest)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -231,7 +231,7 @@ func (e *Endpoint) exchange(pk peerAddr, m *message.Message, fn ResponseFunc) (f
 // (RFC 7641 §4.2) and other messages outside a request/response pair.
 func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) (*message.Message, error) {
 	if m.Type == message.NonConfirmable {
-		_, err := e.transmit(resolvePeer(peer), m, nil, false)
+		_, err := e.transmit(resolvePeer(peer), m, nil, nstartNone)
 		return nil, err
 	}
 	type result struct {
@@ -239,7 +239,7 @@ func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) 
 		ack *message.Message
 	}
 	ch := make(chan result, 1)
-	og, err := e.transmit(resolvePeer(peer), m, func(o Outcome, ack *message.Message) { ch <- result{o, ack} }, true)
+	og, err := e.transmit(resolvePeer(peer), m, func(o Outcome, ack *message.Message) { ch <- result{o, ack} }, nstartCON)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) 
 // ResetByPeer, TimedOut or Closed; for a NON ResetByPeer if an RST arrives
 // within NON_LIFETIME, else NoReply. CONs respect NSTART.
 func (e *Endpoint) SendAsync(peer net.Addr, m *message.Message, cb OutcomeFunc) error {
-	_, err := e.transmit(resolvePeer(peer), m, cb, true)
+	_, err := e.transmit(resolvePeer(peer), m, cb, nstartCON)
 	return err
 }
 

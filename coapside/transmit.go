@@ -95,9 +95,18 @@ func (e *Endpoint) initialTimeout() time.Duration {
 }
 
 // transmit encodes m for peer with a fresh message ID and sends it. CONs are
-// retransmitted until ACK, RST or MAX_RETRANSMIT; when useNStart is set a CON
-// or a NON request waits for a free NSTART slot of the peer (RFC 7252 §4.7).
-func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, useNStart bool) (*outgoing, error) {
+// retransmitted until ACK, RST or MAX_RETRANSMIT; mode says whether it waits
+// for a free NSTART slot of the peer (RFC 7252 §4.7).
+// nstartMode says which messages of a transmission take an NSTART slot.
+type nstartMode uint8
+
+const (
+	nstartNone    nstartMode = iota // responses: never wait
+	nstartCON                       // CONs wait; the slot is freed by ACK, RST or timeout
+	nstartRequest                   // CONs and NON requests; a NON's slot is freed by its response or cancel
+)
+
+func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, mode nstartMode) (*outgoing, error) {
 	if e.closing.Load() {
 		return nil, ErrClosed
 	}
@@ -123,9 +132,9 @@ func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, u
 		cb:   cb,
 	}
 	// RFC 7252 §4.7: an outstanding interaction is a CON awaiting its ACK or
-	// a request awaiting its response; NON requests hold a slot until the
-	// first response arrives or the caller gives up.
-	if useNStart && (og.con || m.Code.IsRequest()) {
+	// a request awaiting its response. A NON request sent by Exchange holds a
+	// slot until its first response arrives or the caller gives up.
+	if (og.con && mode != nstartNone) || (mode == nstartRequest && m.Code.IsRequest()) {
 		og.nstart = true
 		t := e.peers
 		t.mu.Lock()
