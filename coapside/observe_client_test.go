@@ -14,10 +14,17 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/observe"
 )
 
-// collect returns a callback that forwards notifications to a channel.
+// collect returns a callback that forwards notifications to a channel of
+// capacity n; when it is full (a test that already failed stopped reading)
+// notifications are dropped so the observation can still end.
 func collect(n int) (func(Notification), chan Notification) {
 	ch := make(chan Notification, n)
-	return func(x Notification) { ch <- x }, ch
+	return func(x Notification) {
+		select {
+		case ch <- x:
+		default:
+		}
+	}, ch
 }
 
 func nextNote(t *testing.T, ch chan Notification) Notification {
@@ -293,5 +300,54 @@ func TestClientObserveRegistrationReset(t *testing.T) {
 	p.sendMsg(&message.Message{Type: message.Reset, MessageID: reg.MessageID})
 	if err := <-errc; !errors.Is(err, ErrReset) {
 		t.Errorf("err %v, want ErrReset", err)
+	}
+}
+
+// TestClientObserveReregistersWithOurServer lets Max-Age run out so the
+// client re-registers with the same token (RFC 7641 §3.3.1): the server
+// replaces the registration and notifications keep arriving.
+func TestClientObserveReregistersWithOurServer(t *testing.T) {
+	h := HandlerFunc(func(w ResponseWriter, _ *Request) {
+		*w.Options() = w.Options().SetUint(message.MaxAge, 0)
+		_, _ = w.Write([]byte("a"))
+	})
+	replaced := make(chan struct{}, 16)
+	obs, addr := startObserveServer(t, ObserveOptions{OnDeregister: func(_ observe.Observer, r error) {
+		if errors.Is(r, observe.ErrReplaced) {
+			select {
+			case replaced <- struct{}{}:
+			default:
+			}
+		}
+	}}, h)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
+	fn, ch := collect(16)
+	req, _ := NewRequest(message.GET, fmt.Sprintf("coap://%s/obs", addr), nil)
+	o, err := c.ObserveRequest(testCtx(t), req, fn, ObservationOptions{ReregisterMargin: 80 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Wait()
+	defer o.Cancel(testCtx(t))
+	nextNote(t, ch)
+	for range 2 {
+		select {
+		case <-replaced:
+		case <-time.After(2 * time.Second):
+			t.Fatal("no re-registration reached the server")
+		}
+	}
+	if n := obs.Observers("/obs"); n != 1 {
+		t.Fatalf("observers %d", n)
+	}
+	// The handler keeps answering "a"; "b" can only come as a notification.
+	obs.NotifyState("/obs", observe.State{Payload: []byte("b")})
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("notification after re-registration never arrived")
+		}
+		if n := nextNote(t, ch); string(n.Payload) == "b" {
+			break
+		}
 	}
 }
