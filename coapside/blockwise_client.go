@@ -94,6 +94,11 @@ func (c *Client) sendBlock1(ctx context.Context, req *Request) (*Response, error
 	if err != nil {
 		return nil, fmt.Errorf("coap %v: %w", req.Method, err)
 	}
+	// RFC 9175 §3: a Request-Tag keeps this body apart from another one the
+	// client sends to the same resource at the same time (the server keys
+	// Block1 transfers by it). The option is elective, so servers that do
+	// not know it ignore it.
+	tag := NewToken()[:4]
 	for first := true; ; first = false {
 		opt, chunk := s.Current()
 		v, err := opt.Value()
@@ -101,6 +106,9 @@ func (c *Client) sendBlock1(ctx context.Context, req *Request) (*Response, error
 			return nil, fmt.Errorf("coap %v: %w", req.Method, err)
 		}
 		opts := req.Options.Clone().SetUint(message.Block1, v)
+		if !opts.Has(message.RequestTag) {
+			opts = opts.Set(message.RequestTag, tag)
+		}
 		if first {
 			// RFC 7959 §4: Size1 announces the body size with the first block.
 			opts = opts.SetUint(message.Size1, s.Size1())

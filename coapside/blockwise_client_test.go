@@ -154,3 +154,35 @@ func TestClientBlockwiseOutOfOrderBlock(t *testing.T) {
 		t.Errorf("out-of-order block: %v", err)
 	}
 }
+
+// TestClientBlockwiseConcurrentUploads sends two bodies to the same resource
+// at once: the Request-Tag keeps their Block1 transfers apart (RFC 9175 §3).
+func TestClientBlockwiseConcurrentUploads(t *testing.T) {
+	got := make(chan []byte, 2)
+	mux := NewServeMux()
+	mux.HandleFunc("PUT /up", func(w ResponseWriter, r *Request) { got <- append([]byte(nil), r.Payload...) })
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	c := newBlockClient(t, ClientBlockwiseOptions{BlockSize: 64})
+	bodies := [][]byte{bytes.Repeat([]byte("A"), 1000), bytes.Repeat([]byte("B"), 1000)}
+	errs := make(chan error, 2)
+	for _, b := range bodies {
+		go func() {
+			resp, err := c.Put(testCtx(t), fmt.Sprintf("coap://%s/up", addr), message.TextPlain, b)
+			if err == nil && resp.Code != message.Changed {
+				err = fmt.Errorf("code %v %q", resp.Code, resp.Payload)
+			}
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		b := <-got
+		if !bytes.Equal(b, bodies[0]) && !bytes.Equal(b, bodies[1]) {
+			t.Errorf("mixed body %q...", b[:80])
+		}
+	}
+}
