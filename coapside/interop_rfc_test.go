@@ -213,3 +213,46 @@ func TestInteropOurClientBlockwiseAndDiscoveryLibcoap(t *testing.T) {
 		t.Errorf("obs filter: %v of %v", targets(obsLinks), targets(links))
 	}
 }
+
+// TestInteropLibcoapObservesLargeResource has coap-client observe a
+// resource larger than one block: each notification is block 0 with Block2
+// and ETag, and coap-client fetches the rest (RFC 7959 §3.4).
+func TestInteropLibcoapObservesLargeResource(t *testing.T) {
+	s := startRFCInteropServer(t)
+	mk := func(i int) []byte {
+		return append([]byte("<"+strconv.Itoa(i)+">"), bytes.Repeat([]byte("."), 1500)...)
+	}
+	s.counter.set(mk(0))
+	stop := make(chan struct{})
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				s.counter.set(mk(i))
+				s.obs.Notify("/obs")
+			}
+		}
+	}()
+	out := libcoapClient(t, 15*time.Second, "-s", "3", "-B", "5", "-b", "256", "-m", "get", "coap://"+s.addr+"/obs")
+	close(stop)
+	<-ticked
+	var values []int
+	for _, f := range strings.FieldsFunc(out, func(r rune) bool { return r == '<' || r == '>' || r == '.' || r == '\n' }) {
+		if v, err := strconv.Atoi(f); err == nil {
+			values = append(values, v)
+		}
+	}
+	if len(values) < 3 || !slices.IsSorted(values) {
+		t.Fatalf("libcoap saw %v", values)
+	}
+	t.Logf("representations seen: %v", values)
+	if dots := strings.Count(out, "."); dots < 1500*len(values) {
+		t.Errorf("%d representations but only %d body bytes: bodies incomplete", len(values), dots)
+	}
+}
