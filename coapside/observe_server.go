@@ -318,6 +318,13 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 			done(o.Err())
 		}
 	})
+	if errors.Is(err, ErrClosed) {
+		// The endpoint the client registered on is gone (server shutdown,
+		// closed DTLS listener): so is the registration.
+		done(err)
+		s.n.Deregister(n.Endpoint, []byte(n.Token))
+		return
+	}
 	if errors.Is(err, ErrPeerBusy) {
 		// RFC 7641 §4.5.1 keeps confirmable traffic to a client within
 		// NSTART; when its queue is full the latest state still goes out,
@@ -373,4 +380,7 @@ func (s *ObserveServer) sendNON(t obsTarget, o observe.Observer, m *message.Mess
 		s.resets.remember(obsID{o.Endpoint, o.Token}, m.MessageID)
 	}
 	done(err)
+	if errors.Is(err, ErrClosed) {
+		s.n.Deregister(o.Endpoint, []byte(o.Token)) // its endpoint is gone
+	}
 }

@@ -323,3 +323,41 @@ func TestObserveServerReregistrationSameToken(t *testing.T) {
 		t.Errorf("notification after re-registration %v", m)
 	}
 }
+
+// TestObserveServerEndpointClosed closes the server an observer registered
+// on: the next notification finds the endpoint gone and removes it.
+func TestObserveServerEndpointClosed(t *testing.T) {
+	for _, conEvery := range []int{1, 100} {
+		t.Run(strconv.Itoa(conEvery), func(t *testing.T) {
+			obs, err := NewObserveServer(ObserveOptions{ConEvery: conEvery})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- obs.Run(ctx) }()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			mux := NewServeMux()
+			mux.Handle("GET /obs", obs.Observable(&counterResource{value: []byte("v")}))
+			conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &Server{Handler: mux, Options: ServerOptions{EndpointOptions: fastOpts()}}
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(conn) }()
+			eventually(t, time.Second, func() bool { return len(srv.Endpoints()) == 1 }, "server start")
+			p := newRawPeer(t, conn.LocalAddr().(*net.UDPAddr))
+			register(t, p, 1, []byte{1}, nil)
+			if err := srv.Close(); err != nil {
+				t.Fatal(err)
+			}
+			<-served
+			obs.Notify("/obs")
+			eventually(t, 2*time.Second, func() bool { return obs.Observers("/obs") == 0 }, "observer removal")
+		})
+	}
+}
