@@ -365,6 +365,11 @@ func (c *commands) enqueue(name string, cmd *command) {
 	c.depth++
 	c.b.metrics.queueDepth.Set(float64(c.depth))
 	c.mu.Unlock()
+	// The bridge now holds the command until the device is back or the
+	// command expires, and publishes that outcome. Acknowledging now keeps
+	// a queue of waiting QoS 1 commands from filling the broker's in-flight
+	// window, which would stop every other delivery to the bridge.
+	cmd.delivery.Ack()
 }
 
 // probeOffline pings every offline device, so one that only receives
