@@ -48,9 +48,10 @@ func (h *timerHeap) Pop() any {
 // scheduler runs every retransmission and deadline of an Endpoint from one
 // goroutine and one timer, instead of a timer per message.
 type scheduler struct {
-	mu    sync.Mutex
-	items timerHeap
-	wake  chan struct{}
+	mu     sync.Mutex
+	items  timerHeap
+	wakeAt time.Time // when the run loop will next look at the heap
+	wake   chan struct{}
 	done  chan struct{}
 	wg    sync.WaitGroup
 }
@@ -67,7 +68,7 @@ func (s *scheduler) schedule(at time.Time, fn func(time.Time)) *timerItem {
 	it := &timerItem{at: at, fn: fn, index: -1}
 	s.mu.Lock()
 	heap.Push(&s.items, it)
-	first := it.index == 0
+	first := it.index == 0 && it.at.Before(s.wakeAt)
 	s.mu.Unlock()
 	if first {
 		s.poke()
@@ -84,7 +85,9 @@ func (s *scheduler) reschedule(it *timerItem, at time.Time) {
 	} else {
 		heap.Push(&s.items, it)
 	}
-	first := it.index == 0
+	// The run loop is woken only when this item is due before it would look
+	// again anyway; otherwise a burst of deadlines costs no wake-ups.
+	first := it.index == 0 && it.at.Before(s.wakeAt)
 	s.mu.Unlock()
 	if first {
 		s.poke()
@@ -130,6 +133,7 @@ func (s *scheduler) run() {
 		if len(s.items) > 0 {
 			next = s.items[0].at.Sub(now)
 		}
+		s.wakeAt = now.Add(next)
 		s.mu.Unlock()
 		for _, it := range due {
 			if it.target != nil {
