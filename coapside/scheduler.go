@@ -52,8 +52,8 @@ type scheduler struct {
 	items  timerHeap
 	wakeAt time.Time // when the run loop will next look at the heap
 	wake   chan struct{}
-	done  chan struct{}
-	wg    sync.WaitGroup
+	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func newScheduler() *scheduler {
