@@ -361,3 +361,22 @@ func TestObserveServerEndpointClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveServerLimitAnswersWithoutObserve: beyond MaxObservers a
+// registration is answered like a plain GET, so the client polls instead
+// (RFC 7641 §4.1).
+func TestObserveServerLimitAnswersWithoutObserve(t *testing.T) {
+	res := &counterResource{value: []byte("v")}
+	obs, addr := startObserveServer(t, ObserveOptions{MaxObservers: 1}, res)
+	p := newRawPeer(t, addr)
+	if r := register(t, p, 1, []byte{1}, nil); !r.Options.Has(message.Observe) {
+		t.Fatal("first registration refused")
+	}
+	r := register(t, p, 2, []byte{2}, nil)
+	if r.Options.Has(message.Observe) || r.Code != message.Content || string(r.Payload) != "v" {
+		t.Errorf("registration over the limit answered %v", r)
+	}
+	if n := obs.Observers("/obs"); n != 1 {
+		t.Errorf("observers %d", n)
+	}
+}
