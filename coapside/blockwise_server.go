@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/block"
@@ -55,6 +56,9 @@ type Blockwise struct {
 	asm  *block.Assembler
 	szx  uint8
 	size int
+
+	sweepEvery time.Duration
+	lastSweep  atomic.Int64 // unix nanoseconds
 }
 
 // NewBlockwise wraps next. maxMessageSize is the endpoint's MaxMessageSize
@@ -80,7 +84,24 @@ func NewBlockwise(next Handler, opts BlockwiseOptions, maxMessageSize int) (*Blo
 	if err != nil {
 		return nil, fmt.Errorf("coap blockwise: %w", err)
 	}
-	return &Blockwise{next: next, asm: asm, szx: szx, size: size}, nil
+	lifetime := opts.Lifetime
+	if lifetime <= 0 {
+		lifetime = block.DefaultLifetime
+	}
+	b := &Blockwise{next: next, asm: asm, szx: szx, size: size, sweepEvery: lifetime / 4}
+	b.lastSweep.Store(time.Now().UnixNano())
+	return b, nil
+}
+
+// maybeSweep drops abandoned Block1 transfers now and then, piggybacked on
+// any request, so their buffers are freed even when no block follows.
+func (b *Blockwise) maybeSweep() {
+	now := time.Now().UnixNano()
+	last := b.lastSweep.Load()
+	if time.Duration(now-last) < b.sweepEvery || !b.lastSweep.CompareAndSwap(last, now) {
+		return
+	}
+	b.asm.Sweep()
 }
 
 // BlockSize returns the server's block size in bytes.
@@ -90,12 +111,13 @@ func (b *Blockwise) BlockSize() int { return b.size }
 func (b *Blockwise) Stats() block.AssemblerStats { return b.asm.Stats() }
 
 // Sweep drops Block1 transfers idle past their lifetime and returns how many.
-// Receiving a block sweeps too; call it periodically to free memory when
-// traffic stops.
+// Every block sweeps, and so does any request once a quarter lifetime has
+// passed; call Sweep to free memory when all traffic stops.
 func (b *Blockwise) Sweep() int { return b.asm.Sweep() }
 
 // ServeCOAP runs the block-wise protocol around the next handler.
 func (b *Blockwise) ServeCOAP(w ResponseWriter, r *Request) {
+	b.maybeSweep()
 	var block1 *block.Decision
 	if v, ok := r.Options.Get(message.Block1); ok {
 		opt, err := block.ParseBytes(v)

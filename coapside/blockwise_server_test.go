@@ -290,3 +290,26 @@ func TestBlockSizeFor(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockwiseServerSweepsOnOtherTraffic abandons a Block1 transfer: a
+// later request of any kind frees its buffer.
+func TestBlockwiseServerSweepsOnOtherTraffic(t *testing.T) {
+	body := bigBody(64)
+	mux := NewServeMux()
+	mux.HandleFunc("PUT /upload", func(w ResponseWriter, r *Request) {})
+	mux.HandleFunc("GET /x", func(w ResponseWriter, r *Request) {})
+	srv, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts(), Blockwise: BlockwiseOptions{Lifetime: 40 * time.Millisecond}})
+	p := newRawPeer(t, addr)
+	first := message.Options{}.Set(message.Block1, blockOpt(t, 0, true, 2))
+	if r := blockRequest(t, p, 1, message.PUT, "/upload", first, body); r.Code != message.Continue {
+		t.Fatalf("block 0: %v", r.Code)
+	}
+	if st := srv.Blockwise().Stats(); st.Active != 1 || st.Buffered != 64 {
+		t.Fatalf("stats after block 0: %+v", st)
+	}
+	time.Sleep(80 * time.Millisecond)
+	blockRequest(t, p, 2, message.GET, "/x", nil, nil)
+	if st := srv.Blockwise().Stats(); st.Active != 0 || st.Buffered != 0 || st.Expired != 1 {
+		t.Errorf("stats after an unrelated request: %+v", st)
+	}
+}
