@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
@@ -60,6 +61,8 @@ type Observation struct {
 	done  chan struct{}
 	first chan *message.Message
 
+	stats ObservationStats
+
 	mu        sync.Mutex
 	tracker   observe.Tracker
 	gotFirst  bool
@@ -68,13 +71,28 @@ type Observation struct {
 	running   bool
 	canceling bool
 	ended     bool
-	err       error
-	maxAge    uint32
-	timer     *time.Timer
-	unreg     func()
-	stopCtx   func() bool
-	wg        sync.WaitGroup
+	// reregistering is set while a re-registration request is in flight.
+	reregistering bool
+	err           error
+	maxAge        uint32
+	timer         *time.Timer
+	unreg         func()
+	stopCtx       func() bool
+	wg            sync.WaitGroup
 }
+
+// ObservationStats counts one observation's events with atomic counters,
+// for metrics.
+type ObservationStats struct {
+	Delivered       atomic.Uint64 // representations given to the callback
+	Stale           atomic.Uint64 // older or repeated notifications dropped (RFC 7641 §3.4)
+	Superseded      atomic.Uint64 // fresh ones replaced by a newer one before delivery
+	Reregistrations atomic.Uint64 // registrations sent again after Max-Age (RFC 7641 §3.3.1)
+	BlockErrors     atomic.Uint64 // notifications dropped because their body could not be completed
+}
+
+// Stats returns the observation's counters.
+func (o *Observation) Stats() *ObservationStats { return &o.stats }
 
 // pendingNote is the latest accepted message not yet delivered.
 type pendingNote struct {
@@ -283,6 +301,7 @@ func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool
 	seq, hasSeq := m.Options.Observe()
 	if hasSeq && !o.tracker.Check(seq, now).Accepted() {
 		o.mu.Unlock()
+		o.stats.Stale.Add(1)
 		return true
 	}
 	if !o.gotFirst {
@@ -291,6 +310,9 @@ func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool
 		o.mu.Unlock()
 		first <- m
 		return true
+	}
+	if o.pending != nil {
+		o.stats.Superseded.Add(1)
 	}
 	o.pending = &pendingNote{m: m, at: now}
 	if o.ready && !o.running {
@@ -343,11 +365,13 @@ func (o *Observation) deliver(ctx context.Context, m *message.Message, at time.T
 		resp := &Response{Code: m.Code, Type: m.Type, MessageID: m.MessageID, Token: m.Token, Options: m.Options, Payload: m.Payload, Peer: o.peer}
 		full, err := o.c.fetchBlock2(ctx, o.req, resp)
 		if err != nil {
+			o.stats.BlockErrors.Add(1)
 			o.c.ep.log.Debug("coap observe: notification body incomplete", "peer", o.peer.String(), "err", err)
 			return
 		}
 		n.Options, n.Payload = full.Options, full.Payload
 	}
+	o.stats.Delivered.Add(1)
 	o.fn(n)
 }
 
@@ -361,14 +385,25 @@ func (o *Observation) reregisterIn() time.Duration {
 // the margin passed without a notification.
 func (o *Observation) reregister() {
 	o.mu.Lock()
-	if o.ended || o.canceling {
+	if o.ended || o.canceling || o.reregistering {
 		o.mu.Unlock()
 		return
 	}
-	// Try again after another period if the answer never comes.
-	o.timer.Reset(o.reregisterIn())
+	o.reregistering = true
 	o.mu.Unlock()
-	if err := o.send(observe.Register, o.onRegisterOutcome); err != nil {
+	o.stats.Reregistrations.Add(1)
+	err := o.send(observe.Register, func(oc Outcome, _ *message.Message) {
+		o.mu.Lock()
+		o.reregistering = false
+		if oc == Acknowledged && !o.ended {
+			// Acknowledged (the response may follow separately): try
+			// again after another period if no notification comes.
+			o.timer.Reset(o.reregisterIn())
+		}
+		o.mu.Unlock()
+		o.onRegisterOutcome(oc, nil)
+	})
+	if err != nil {
 		o.end(fmt.Errorf("%w: %w", ErrObservationLost, err))
 	}
 }

@@ -243,6 +243,11 @@ func TestClientObserveReorderedAndDuplicate(t *testing.T) {
 			noNote(t, ch, 50*time.Millisecond)
 		}
 	}
+	// Three were stale by sequence number; the repeated message ID never got
+	// past the endpoint's deduplication.
+	if st, d := o.Stats().Stale.Load(), o.Stats().Delivered.Load(); st != 3 || d != 4 {
+		t.Errorf("Stale %d, Delivered %d; want 3, 4", st, d)
+	}
 	// A CON notification is acknowledged.
 	f.notify(106, message.Confirmable, 15, "15")
 	if ack := f.mustRecv(time.Second); ack.Type != message.Acknowledgement || ack.MessageID != 106 {
@@ -283,6 +288,9 @@ func TestClientObserveReregistration(t *testing.T) {
 	}
 	if !errors.Is(o.Err(), ErrObservationLost) || !errors.Is(o.Err(), ErrTimeout) {
 		t.Errorf("Err %v", o.Err())
+	}
+	if n := o.Stats().Reregistrations.Load(); n != 2 {
+		t.Errorf("Reregistrations %d, want 2", n)
 	}
 	o.Wait()
 }
