@@ -53,7 +53,7 @@ func TestClientBlockwiseRoundTrip(t *testing.T) {
 				p := append([]byte(nil), r.Payload...)
 				stored.Store(&p)
 			})
-			srv, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts(), Blockwise: tc.server})
+			srv, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts(), Blockwise: tc.server})
 			c := newBlockClient(t, tc.client)
 			url := fmt.Sprintf("coap://%s/big", addr)
 			resp, err := c.Get(testCtx(t), url)
@@ -86,7 +86,7 @@ func TestClientBlockwiseLimits(t *testing.T) {
 	mux := NewServeMux()
 	mux.HandleFunc("GET /big", func(w ResponseWriter, _ *Request) { _, _ = w.Write(body) })
 	mux.HandleFunc("PUT /big", func(w ResponseWriter, _ *Request) {})
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts(), Blockwise: BlockwiseOptions{MaxBodySize: 2000}})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts(), Blockwise: BlockwiseOptions{MaxBodySize: 2000}})
 	c := newBlockClient(t, ClientBlockwiseOptions{MaxBodySize: 2000})
 	url := fmt.Sprintf("coap://%s/big", addr)
 	// The response announces Size2 3000, over the client's limit.
@@ -120,7 +120,7 @@ func TestClientBlockwiseRepresentationChanges(t *testing.T) {
 		b := bytes.Repeat([]byte{byte('0' + v)}, 200)
 		_, _ = w.Write(b)
 	})
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts()})
 	c := newBlockClient(t, ClientBlockwiseOptions{BlockSize: 64})
 	resp, err := c.Get(testCtx(t), fmt.Sprintf("coap://%s/v", addr))
 	if err != nil {
@@ -147,7 +147,7 @@ func TestClientBlockwiseOutOfOrderBlock(t *testing.T) {
 		*w.Options() = w.Options().SetUint(message.Block2, val)
 		_, _ = w.Write(body[:64])
 	})
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts()})
 	c := newBlockClient(t, ClientBlockwiseOptions{})
 	_, err := c.Get(testCtx(t), fmt.Sprintf("coap://%s/bad", addr))
 	if !errors.Is(err, ErrBlockwise) || !errors.Is(err, block.ErrUnexpectedBlock) {
@@ -161,7 +161,7 @@ func TestClientBlockwiseConcurrentUploads(t *testing.T) {
 	got := make(chan []byte, 2)
 	mux := NewServeMux()
 	mux.HandleFunc("PUT /up", func(w ResponseWriter, r *Request) { got <- append([]byte(nil), r.Payload...) })
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts()})
 	c := newBlockClient(t, ClientBlockwiseOptions{BlockSize: 64})
 	bodies := [][]byte{bytes.Repeat([]byte("A"), 1000), bytes.Repeat([]byte("B"), 1000)}
 	errs := make(chan error, 2)

@@ -65,7 +65,7 @@ func newBlockServer(t *testing.T, bw BlockwiseOptions, body []byte) (*rawPeer, c
 		got <- r.Payload
 		w.SetCode(message.Changed)
 	})
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts(), Blockwise: bw})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts(), Blockwise: bw})
 	return newRawPeer(t, addr), got
 }
 
@@ -298,7 +298,7 @@ func TestBlockwiseServerSweepsOnOtherTraffic(t *testing.T) {
 	mux := NewServeMux()
 	mux.HandleFunc("PUT /upload", func(w ResponseWriter, r *Request) {})
 	mux.HandleFunc("GET /x", func(w ResponseWriter, r *Request) {})
-	srv, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts(), Blockwise: BlockwiseOptions{Lifetime: 40 * time.Millisecond}})
+	srv, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts(), Blockwise: BlockwiseOptions{Lifetime: 40 * time.Millisecond}})
 	p := newRawPeer(t, addr)
 	first := message.Options{}.Set(message.Block1, blockOpt(t, 0, true, 2))
 	if r := blockRequest(t, p, 1, message.PUT, "/upload", first, body); r.Code != message.Continue {
@@ -312,4 +312,13 @@ func TestBlockwiseServerSweepsOnOtherTraffic(t *testing.T) {
 	if st := srv.Blockwise().Stats(); st.Active != 0 || st.Buffered != 0 || st.Expired != 1 {
 		t.Errorf("stats after an unrelated request: %+v", st)
 	}
+}
+
+// serverTestOpts are fastOpts with a long separate-response delay, so a
+// slow run (race detector, busy machine) still piggybacks responses as the
+// raw-socket tests expect.
+func serverTestOpts() EndpointOptions {
+	o := fastOpts()
+	o.SeparateAfter = time.Second
+	return o
 }

@@ -33,7 +33,7 @@ func targets(links []linkformat.Link) []string {
 }
 
 func TestDiscoveryOurServer(t *testing.T) {
-	_, addr := startServer(t, discoveryMux(), ServerOptions{EndpointOptions: fastOpts()})
+	_, addr := startServer(t, discoveryMux(), ServerOptions{EndpointOptions: serverTestOpts()})
 	c := newBlockClient(t, ClientBlockwiseOptions{})
 	base := fmt.Sprintf("coap://%s", addr)
 	tests := []struct {
@@ -86,7 +86,7 @@ func TestDiscoveryLargeDocumentAndUndescribe(t *testing.T) {
 	if !mux.Undescribe("/dev/sensor-07") || mux.Undescribe("/nope") {
 		t.Fatal("Undescribe result")
 	}
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts()})
 	c := newBlockClient(t, ClientBlockwiseOptions{})
 	links, err := c.Discover(testCtx(t), fmt.Sprintf("coap://%s/.well-known/core", addr))
 	if err != nil {
@@ -103,7 +103,7 @@ func TestDiscoveryWrongFormat(t *testing.T) {
 		w.SetContentFormat(message.AppJSON)
 		_, _ = w.Write([]byte(`[]`))
 	})
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts()})
 	c := newBlockClient(t, ClientBlockwiseOptions{})
 	if _, err := c.Discover(testCtx(t), fmt.Sprintf("coap://%s", addr)); !errors.Is(err, ErrUnexpectedFormat) {
 		t.Errorf("err %v", err)

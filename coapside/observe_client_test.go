@@ -100,7 +100,7 @@ func TestClientObserveContextEndDeregisters(t *testing.T) {
 func TestClientObserveNotObservableAndErrors(t *testing.T) {
 	mux := NewServeMux()
 	mux.HandleFunc("GET /plain", func(w ResponseWriter, _ *Request) { _, _ = w.Write([]byte("p")) })
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts()})
 	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, ch := collect(4)
 	_, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/plain", addr), fn)

@@ -52,7 +52,9 @@ func startObserveServer(t *testing.T, opts ObserveOptions, res Handler) (*Observ
 	go func() { done <- obs.Run(ctx) }()
 	mux := NewServeMux()
 	mux.Handle("GET /obs", obs.Observable(res))
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: fastOpts()})
+	eo := tolerantOpts() // CON notifications give up after about 3 s
+	eo.SeparateAfter = time.Second
+	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: eo})
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -166,7 +168,7 @@ func TestObserveServerDeregisterOnReaction(t *testing.T) {
 				if !errors.Is(r, tc.reason) {
 					t.Errorf("reason %v, want %v", r, tc.reason)
 				}
-			case <-time.After(3 * time.Second):
+			case <-time.After(6 * time.Second):
 				t.Fatal("observer not removed")
 			}
 			if n := obs.Observers("/obs"); n != 0 {
@@ -281,7 +283,7 @@ func TestObserveServerFullQueueDowngradesToNON(t *testing.T) {
 	obs.Notify("/obs")
 	non := map[byte]bool{}
 	con := map[byte]bool{}
-	for deadline := time.Now().Add(150 * time.Millisecond); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
 		m, _, ok := p.recv(time.Until(deadline))
 		if !ok {
 			break
@@ -346,7 +348,7 @@ func TestObserveServerEndpointClosed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := &Server{Handler: mux, Options: ServerOptions{EndpointOptions: fastOpts()}}
+			srv := &Server{Handler: mux, Options: ServerOptions{EndpointOptions: serverTestOpts()}}
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(conn) }()
 			eventually(t, time.Second, func() bool { return len(srv.Endpoints()) == 1 }, "server start")
