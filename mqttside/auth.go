@@ -2,13 +2,14 @@ package mqttside
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 
-	"github.com/BurntSushi/toml"
+	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -88,12 +89,18 @@ func LoadACL(path string) (*ACL, error) {
 // ParseACL parses and checks auth file contents.
 func ParseACL(b []byte) (*ACL, error) {
 	var a ACL
-	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&a)
-	if err != nil {
+	if err := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields().Decode(&a); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) && len(sm.Errors) > 0 {
+			line, _ := sm.Errors[0].Position()
+			return nil, fmt.Errorf("%w: line %d: unknown key %q", ErrAuthFile, line, strings.Join(sm.Errors[0].Key(), "."))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			line, _ := de.Position()
+			return nil, fmt.Errorf("%w: line %d: %s", ErrAuthFile, line, de.Error())
+		}
 		return nil, fmt.Errorf("%w: %w", ErrAuthFile, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("%w: unknown key %q", ErrAuthFile, und[0].String())
 	}
 	if err := a.compile(); err != nil {
 		return nil, err

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
-	"github.com/BurntSushi/toml"
+	"github.com/pelletier/go-toml/v2"
 )
 
 // MaxIdentityLen bounds a PSK identity. RFC 4279 §5.1 allows up to 2^16-1
@@ -120,11 +120,16 @@ type pskEntry struct {
 // UTF-8, and keys that do not parse are all errors.
 func ParsePSKFile(name string, data []byte) (map[string]Secret, error) {
 	var f pskFile
-	md, err := toml.Decode(string(data), &f)
-	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("%w: %s:%d: %s", ErrPSKFile, name, pe.Position.Line, pe.Message)
+	if err := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields().Decode(&f); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) && len(sm.Errors) > 0 {
+			line, _ := sm.Errors[0].Position()
+			return nil, fmt.Errorf("%w: %s:%d: unknown key %q", ErrPSKFile, name, line, strings.Join(sm.Errors[0].Key(), "."))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			line, _ := de.Position()
+			return nil, fmt.Errorf("%w: %s:%d: %s", ErrPSKFile, name, line, de.Error())
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrPSKFile, name, err)
 	}
@@ -134,9 +139,6 @@ func ParsePSKFile(name string, data []byte) (map[string]Secret, error) {
 			return fmt.Sprintf("%s:%d", name, lines[i])
 		}
 		return name
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("%w: %s: unknown key %q", ErrPSKFile, name, und[0].String())
 	}
 	out := make(map[string]Secret, len(f.PSK))
 	for i, e := range f.PSK {
