@@ -176,7 +176,7 @@ type fakeObserveServer struct {
 // with Observe=seq and Max-Age maxAge.
 func startFakeObservation(t *testing.T, seq uint32, maxAge uint32, oo ObservationOptions) (*fakeObserveServer, *Observation, chan Notification) {
 	t.Helper()
-	c := newTestClient(t)
+	c := newBlockClient(t, ClientBlockwiseOptions{})
 	p := newRawPeer(t, c.Endpoint().LocalAddr().(*net.UDPAddr))
 	fn, ch := collect(16)
 	type res struct {
@@ -283,7 +283,7 @@ func TestClientObserveReregistration(t *testing.T) {
 	// observation is reported lost, so the owner can observe again.
 	select {
 	case <-o.Done():
-	case <-time.After(3 * time.Second):
+	case <-time.After(8 * time.Second):
 		t.Fatal("observation not ended after unanswered re-registration")
 	}
 	if !errors.Is(o.Err(), ErrObservationLost) || !errors.Is(o.Err(), ErrTimeout) {
