@@ -3,8 +3,6 @@ package coapside
 import (
 	"context"
 	"net"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -25,20 +23,6 @@ func fastOpts() EndpointOptions {
 		MaxRetransmit:   2,
 		SeparateAfter:   30 * time.Millisecond,
 	}
-}
-
-// requirePeer returns the path of a peer binary, skipping the test when it is
-// missing unless BRIDGE_E2E_STRICT=1, when the test fails instead.
-func requirePeer(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BRIDGE_E2E_STRICT") == "1" {
-			t.Fatalf("peer binary %s required (BRIDGE_E2E_STRICT=1): %v", name, err)
-		}
-		t.Skipf("peer binary %s not installed", name)
-	}
-	return p
 }
 
 // startServer serves h on 127.0.0.1:0 and stops it at cleanup.

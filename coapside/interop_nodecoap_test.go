@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
 // nodeCoap returns the node binary and the environment that finds node-coap,
@@ -20,13 +22,13 @@ import (
 // it the test is skipped, unless BRIDGE_E2E_STRICT=1.
 func nodeCoap(t *testing.T) (string, []string) {
 	t.Helper()
-	node := requirePeer(t, "node")
+	node := peer.Require(t, "node")
 	mods, err := filepath.Abs("../e2e/testdata/nodecoap/node_modules")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(mods, "coap")); err != nil {
-		if os.Getenv("BRIDGE_E2E_STRICT") == "1" {
+		if os.Getenv(peer.StrictEnv) == "1" {
 			t.Fatalf("node-coap required (BRIDGE_E2E_STRICT=1): %v", err)
 		}
 		t.Skipf("node-coap not installed in %s", mods)

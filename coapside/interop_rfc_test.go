@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/e2e/peer"
+
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
@@ -21,7 +23,7 @@ import (
 // libcoapClient runs coap-client-notls with args and returns its stdout.
 func libcoapClient(t *testing.T, timeout time.Duration, args ...string) string {
 	t.Helper()
-	bin := requirePeer(t, "coap-client-notls")
+	bin := peer.Require(t, "coap-client-notls")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/e2e/peer"
+
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
@@ -54,7 +56,7 @@ func runPeer(t *testing.T, bin string, args ...string) string {
 }
 
 func TestInteropLibcoapClientAgainstOurServer(t *testing.T) {
-	bin := requirePeer(t, "coap-client-notls")
+	bin := peer.Require(t, "coap-client-notls")
 	_, addr := startServer(t, interopMux(), ServerOptions{})
 	base := "coap://" + addr.String()
 	tests := []struct {
@@ -99,7 +101,7 @@ func freeUDPPort(t *testing.T) int {
 // startLibcoapServer runs coap-server-notls on a free port until cleanup.
 func startLibcoapServer(t *testing.T) *net.UDPAddr {
 	t.Helper()
-	bin := requirePeer(t, "coap-server-notls")
+	bin := peer.Require(t, "coap-server-notls")
 	port := freeUDPPort(t)
 	cmd := exec.Command(bin, "-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "0")
 	var stderr bytes.Buffer
