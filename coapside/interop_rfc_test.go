@@ -153,7 +153,7 @@ func TestInteropLibcoapDiscoversOurServer(t *testing.T) {
 }
 
 func TestInteropOurClientObservesLibcoapTime(t *testing.T) {
-	addr := startLibcoapServer(t)
+	addr := peer.StartCoapServer(t)
 	c := newBlockClient(t, ClientBlockwiseOptions{})
 	fn, ch := collect(64)
 	o, err := c.Observe(testCtx(t), fmt.Sprintf("coap://%s/time", addr), fn)
@@ -182,7 +182,7 @@ func TestInteropOurClientObservesLibcoapTime(t *testing.T) {
 }
 
 func TestInteropOurClientBlockwiseAndDiscoveryLibcoap(t *testing.T) {
-	addr := startLibcoapServer(t)
+	addr := peer.StartCoapServer(t)
 	c := newBlockClient(t, ClientBlockwiseOptions{})
 	url := fmt.Sprintf("coap://%s/example_data", addr)
 	body := bytes.Repeat([]byte("block-wise "), 250) // 2750 bytes

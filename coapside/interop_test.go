@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -86,52 +85,8 @@ func TestInteropLibcoapClientAgainstOurServer(t *testing.T) {
 	}
 }
 
-// freeUDPPort returns a port that was free a moment ago on 127.0.0.1.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	c.Close()
-	return port
-}
-
-// startLibcoapServer runs coap-server-notls on a free port until cleanup.
-func startLibcoapServer(t *testing.T) *net.UDPAddr {
-	t.Helper()
-	bin := peer.Require(t, "coap-server-notls")
-	port := freeUDPPort(t)
-	cmd := exec.Command(bin, "-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "0")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
-	// Wait until it answers a CoAP ping.
-	c := newTestClient(t)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Endpoint().Ping(ctx, addr)
-		cancel()
-		if err == nil {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("coap-server-notls did not come up: %v\n%s", err, stderr.String())
-		}
-	}
-}
-
 func TestInteropOurClientAgainstLibcoapServer(t *testing.T) {
-	addr := startLibcoapServer(t)
+	addr := peer.StartCoapServer(t)
 	c, err := NewClient(ClientOptions{LocalAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)

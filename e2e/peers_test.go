@@ -160,13 +160,5 @@ func startMosquitto(t *testing.T) int {
 // startCoapServer runs libcoap's coap-server on a free port and returns it.
 func startCoapServer(t *testing.T) int {
 	t.Helper()
-	bin := peer.Require(t, "coap-server-notls")
-	port := peer.FreeUDPPort(t)
-	start(t, ".", nil, bin, "-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "3")
-	client := peer.Require(t, "coap-client-notls")
-	eventually(t, 10*time.Second, "coap-server up", func() bool {
-		out, code := run(t, 5*time.Second, ".", client, "-B", "1", "-m", "get", fmt.Sprintf("coap://127.0.0.1:%d/time", port))
-		return code == 0 && strings.TrimSpace(out) != ""
-	})
-	return port
+	return peer.StartCoapServer(t).Port
 }

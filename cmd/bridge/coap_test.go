@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -555,23 +554,8 @@ func FuzzDisplayPayload(f *testing.F) {
 // TestCoapInteropLibcoapServer runs the commands against libcoap's example
 // server: its index, discovery and the observable /time resource.
 func TestCoapInteropLibcoapServer(t *testing.T) {
-	bin := peer.Require(t, "coap-server-notls")
 	verifyNoLeaks(t)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	_ = pc.Close()
-	cmd := exec.Command(bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-v", "0")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}()
-	base := fmt.Sprintf("coap://127.0.0.1:%d", port)
+	base := fmt.Sprintf("coap://%s", peer.StartCoapServer(t))
 	var out, errOut string
 	waitUntil(t, 5*time.Second, func() bool {
 		var code int

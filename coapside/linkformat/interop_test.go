@@ -3,7 +3,6 @@ package linkformat
 import (
 	"bytes"
 	"context"
-	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -13,35 +12,15 @@ import (
 	"github.com/coap-mqtt/bridge/e2e/peer"
 )
 
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := c.LocalAddr().(*net.UDPAddr).Port
-	c.Close()
-	return port
-}
-
 // TestLibcoapDiscovery fetches libcoap coap-server's /.well-known/core,
 // parses it, and checks that our query filter selects the same links as
 // libcoap's server-side filtering.
 func TestLibcoapDiscovery(t *testing.T) {
-	server := peer.Require(t, "coap-server-notls")
 	client := peer.Require(t, "coap-client-notls")
-	port := strconv.Itoa(freeUDPPort(t))
+	port := strconv.Itoa(peer.StartCoapServer(t).Port)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv := exec.CommandContext(ctx, server, "-A", "127.0.0.1", "-p", port)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		_ = srv.Wait()
-	}()
 
 	get := func(query string) string {
 		t.Helper()

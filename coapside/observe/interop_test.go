@@ -2,11 +2,8 @@ package observe
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -19,24 +16,7 @@ import (
 // messages and checks that a Tracker accepts its notifications in order,
 // then deregisters with GET Observe=1 and checks that notifications stop.
 func TestLibcoapTimeObserve(t *testing.T) {
-	server := peer.Require(t, "coap-server-notls")
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	pc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	srv := exec.CommandContext(ctx, server, "-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "0")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		_ = srv.Wait()
-	}()
-	conn, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	conn, err := net.DialUDP("udp", nil, peer.StartCoapServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,3 +163,63 @@ func (m *Mosquitto) Kill() {
 
 // Restart starts the broker again on the same port and config.
 func (m *Mosquitto) Restart() { m.start() }
+
+// StartCoapServer runs libcoap's coap-server-notls on a free loopback port
+// with the extra arguments, waits until it answers a CoAP ping, stops it at
+// the end of the test and returns its address.
+func StartCoapServer(tb testing.TB, extra ...string) *net.UDPAddr {
+	tb.Helper()
+	bin := Require(tb, "coap-server-notls")
+	port := FreeUDPPort(tb)
+	args := append([]string{"-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "0"}, extra...)
+	cmd := exec.Command(bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start coap-server-notls: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }() // ends when the process does
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	if err := waitCoapPing(addr, exited, 10*time.Second); err != nil {
+		tb.Fatalf("coap-server-notls on port %d: %v\n%s", port, err, out.String())
+	}
+	return addr
+}
+
+// waitCoapPing sends CoAP pings (an empty CON, RFC 7252 §4.3) to addr until
+// a Reset answers, the process exits or d passes.
+func waitCoapPing(addr *net.UDPAddr, exited <-chan struct{}, d time.Duration) error {
+	c, err := net.DialUDP("udp", nil, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(d)
+	buf := make([]byte, 64)
+	for mid := uint16(1); ; mid++ {
+		//  Ver=1 T=CON TKL=0 | Code 0.00 | Message ID
+		ping := []byte{0x40, 0x00, byte(mid >> 8), byte(mid)}
+		if _, err := c.Write(ping); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, err := c.Read(buf)
+		//  Ver=1 T=RST → 0x70, same Message ID
+		if err == nil && n >= 4 && buf[0]&0xf0 == 0x70 && buf[2] == ping[2] && buf[3] == ping[3] {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("exited before answering")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no answer to CoAP ping within %v", d)
+		}
+	}
+}
