@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -147,9 +146,6 @@ type ConfigError struct {
 }
 
 func (e ConfigError) Error() string { return e.Key + ": " + e.Msg }
-
-// ErrInvalidConfig is wrapped by every error Validate returns.
-var ErrInvalidConfig = errors.New("bridge: invalid config")
 
 // ConfigErrors collects every problem found by Validate.
 type ConfigErrors []ConfigError

@@ -16,9 +16,6 @@ import (
 	"github.com/coap-mqtt/bridge/rules"
 )
 
-// errNoCredentials reports a coaps device without PSK or certificate settings.
-var errNoCredentials = errors.New("bridge: coaps device has no credentials")
-
 // deviceClients holds the CoAP clients the bridge uses to reach devices: one
 // plain UDP client for coap:// and one DTLS client for coaps://, whose
 // sessions are reused across requests and whose credentials are looked up

@@ -26,10 +26,6 @@ type inbound struct {
 	Confirm bool
 }
 
-// errFiltered reports a message dropped by a where expression: not an error
-// for the sender, counted as filtered.
-var errFiltered = errors.New("bridge: filtered by where expression")
-
 // outcomeError classifies why a CoAP → MQTT message was not published; the
 // reason is the metric label and the code what a pushing device is told.
 type outcomeError struct {
