@@ -20,6 +20,7 @@ import (
 func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 	b := wt.b
 	bo := backoff{min: b.opts.ReobserveMin, max: b.opts.ReobserveMax}
+	flog := failureLog{log: b.log}
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		client, err := b.devices.clientFor(ctx, g.device)
@@ -28,7 +29,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 				return
 			}
 			wt.countError(g, reasonCoAP)
-			b.log.Warn("observe: cannot reach device", "device", g.device.Name, "err", err)
+			flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
 			}
@@ -51,7 +52,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			continue
 		case err != nil:
 			wt.countError(g, reasonOf(err))
-			b.log.Warn("observe failed", "device", g.device.Name, "path", path, "err", err)
+			flog.fail("observe failed", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
 			}
@@ -59,6 +60,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		}
 		bo.reset()
 		wt.observationUp(1)
+		flog.ok("observing again", "device", g.device.Name, "path", path)
 		b.log.Debug("observing", "device", g.device.Name, "path", path)
 		select {
 		case <-ctx.Done():
@@ -73,7 +75,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		case <-obs.Done():
 			wt.observationUp(-1)
 			wt.countError(wt.group(run), reasonObservationLost)
-			b.log.Warn("observation ended: observing again", "device", g.device.Name, "path", path, "err", obs.Err())
+			flog.fail("observation ended: observing again", "device", g.device.Name, "path", path, "err", obs.Err())
 			if !sleep(ctx, bo.next()) {
 				return
 			}
@@ -138,6 +140,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 		}
 	}()
 	bo := backoff{min: b.opts.ReobserveMin, max: b.opts.ReobserveMax}
+	flog := failureLog{log: b.log}
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		rule := g.observes[0]
@@ -157,13 +160,14 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 				return
 			}
 			wt.countError(g, reasonOf(err))
-			b.log.Warn("discovery failed", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "err", err)
+			flog.fail("discovery failed", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
 			}
 			continue
 		}
 		bo.reset()
+		flog.ok("discovery recovered", "rule", rule.Name, "device", g.device.Name)
 		b.deviceSeen(g.device.Name)
 		want := map[string]bool{}
 		for _, p := range links {

@@ -13,6 +13,7 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 	last := map[string][]byte{} // per rule
 	path := wt.group(run).path
 	first := true
+	flog := failureLog{log: b.log}
 	for {
 		g := wt.group(run)
 		interval := g.interval()
@@ -30,13 +31,16 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 				return
 			}
 			wt.countError(g, reasonOf(err))
-			b.log.Warn("poll failed", "device", g.device.Name, "path", path, "err", err)
+			flog.fail("poll failed", "device", g.device.Name, "path", path, "err", err)
 			continue
 		}
 		b.deviceSeen(g.device.Name)
+		if resp.Code.Class() == 2 {
+			flog.ok("poll recovered", "device", g.device.Name, "path", path)
+		}
 		if resp.Code.Class() != 2 {
 			wt.countError(g, reasonCoAP)
-			b.log.Warn("poll answered with an error", "device", g.device.Name, "path", path, "code", resp.Code.String())
+			flog.fail("poll answered with an error", "device", g.device.Name, "path", path, "code", resp.Code.String())
 			continue
 		}
 		n := responseNotification(resp)

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"net/url"
 	"sort"
@@ -304,5 +305,31 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// failureLog logs a watch's repeated failures once at Warn, then at Debug
+// until it recovers (logged at Info), so a device that is down does not
+// flood the log; every failure is still counted in the metrics.
+type failureLog struct {
+	log     *slog.Logger
+	failing bool
+}
+
+// fail logs a failure.
+func (f *failureLog) fail(msg string, args ...any) {
+	if f.failing {
+		f.log.Debug(msg, args...)
+		return
+	}
+	f.failing = true
+	f.log.Warn(msg, append(args, "note", "further failures are logged at debug level until it recovers")...)
+}
+
+// ok logs the recovery after failures.
+func (f *failureLog) ok(msg string, args ...any) {
+	if f.failing {
+		f.failing = false
+		f.log.Info(msg, args...)
 	}
 }
