@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/coap-mqtt/bridge/mqttside"
 )
 
 // Config is the bridge's configuration, as loaded from config.toml (and the
@@ -88,22 +90,9 @@ type LogConfig struct {
 	Format string `mapstructure:"format"` // text|json
 }
 
-// Secret is a string that never appears in logs or formatted output.
-type Secret string
-
-// String redacts the secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return "[redacted]"
-}
-
-// LogValue redacts the secret in slog output.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// Reveal returns the secret's value, for handing to the component that needs it.
-func (s Secret) Reveal() string { return string(s) }
+// Secret is a string that never appears in logs or formatted output (the
+// MQTT password); Reveal returns the value.
+type Secret = mqttside.Secret
 
 // Defaults returns the built-in configuration: standalone, embedded broker,
 // CoAP on :5683, metrics on :9100.

@@ -12,7 +12,7 @@ func mqttOptions(c MQTTConfig, log *slog.Logger, onEvent mqttside.EventFunc) mqt
 		Broker:   c.Broker,
 		ClientID: c.ClientID,
 		Username: c.Username,
-		Password: mqttside.Secret(c.Password.Reveal()),
+		Password: c.Password,
 		TLS: mqttside.TLSOptions{
 			CAFile:     c.CAFile,
 			CertFile:   c.CertFile,
