@@ -150,7 +150,16 @@ func TestConfirmablePolicy(t *testing.T) {
 	for i := range 7 {
 		if i == 6 {
 			// Long quiet period: the next one is CON by the 24 h rule,
-			// although only one NON was sent since the last CON.
+			// although only one NON was sent since the last CON. The time
+			// of that CON is taken when its send completes, so wait for it
+			// before moving the clock.
+			deadline := time.Now().Add(5 * time.Second)
+			for n.Stats().Confirmable < 2 {
+				if time.Now().After(deadline) {
+					t.Fatal("second CON never completed")
+				}
+				time.Sleep(time.Millisecond)
+			}
 			clk.Advance(24 * time.Hour)
 		}
 		n.Notify("/r", State{Payload: []byte{byte(i)}})
