@@ -275,6 +275,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
 	b.commands = newCommands(b)
 	b.watches = newWatcher(runCtx, b)
+	// Watch the rule files before anything reports ready, so an edit made
+	// once the bridge is up is never missed.
+	rw := b.watchRules()
+	loopOwnsWatcher := false
+	defer func() {
+		if rw != nil && !loopOwnsWatcher {
+			rw.Close()
+		}
+	}()
 	if err := b.apply(ctx, nil, b.set.Load()); err != nil {
 		return err
 	}
@@ -344,9 +353,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	reloadCtx, stopReload := context.WithCancel(runCtx)
 	reloadDone := make(chan struct{})
+	loopOwnsWatcher = true
 	go func() {
 		defer close(reloadDone)
-		b.reloadLoop(reloadCtx)
+		b.reloadLoop(reloadCtx, rw)
 	}()
 	defer func() { // runs before the shutdown above: no reload races it
 		stopReload()

@@ -61,23 +61,30 @@ func (b *Bridge) TriggerReload() {
 	}
 }
 
-// reloadLoop reloads on TriggerReload and when a rule file (or a file in the
-// folders the rule globs look at) changes, until ctx ends.
-func (b *Bridge) reloadLoop(ctx context.Context) {
+// watchRules starts watching the rule files' folders (and the psk_file's);
+// it returns nil, logged, when the platform cannot watch files — SIGHUP
+// still reloads.
+func (b *Bridge) watchRules() *fsnotify.Watcher {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		b.log.Warn("rule files not watched; reload with SIGHUP", "err", err)
-	} else {
-		defer w.Close()
-		for _, dir := range b.ruleDirs() {
-			if err := w.Add(dir); err != nil {
-				b.log.Warn("rule folder not watched", "dir", dir, "err", err)
-			}
+		return nil
+	}
+	for _, dir := range b.ruleDirs() {
+		if err := w.Add(dir); err != nil {
+			b.log.Warn("rule folder not watched", "dir", dir, "err", err)
 		}
 	}
+	return w
+}
+
+// reloadLoop reloads on TriggerReload and when a watched rule file changes,
+// until ctx ends; it closes w.
+func (b *Bridge) reloadLoop(ctx context.Context, w *fsnotify.Watcher) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
 	if w != nil {
+		defer w.Close()
 		events, errs = w.Events, w.Errors
 	}
 	var debounce <-chan time.Time
