@@ -266,7 +266,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.mu.Unlock()
 	b.registerMQTTMetrics(mc)
 	if err := mc.Start(ctx); err != nil {
-		return fmt.Errorf("mqtt: %w", err)
+		return err // already says "mqtt: ..." and names the broker or listener
 	}
 	if mc.State() == mqttside.StateConnected {
 		b.health.set("mqtt", true)
