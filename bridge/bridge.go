@@ -121,6 +121,7 @@ type Bridge struct {
 	watches     *watcher
 	coap        *coapside.Server
 	obs         *coapside.ObserveServer
+	liveCheck   atomic.Pointer[func() error] // replaces the CoAP listener check in tests
 
 	mu       sync.Mutex
 	psk      *dtls.PSKStore // the coaps listener's keys, reloaded with the rules
@@ -504,9 +505,19 @@ func (b *Bridge) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := b.live(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not live: %v\n", err)
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := b.live(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not live: %v\n", err)
+			return
+		}
 		if missing := b.health.notReady(); len(missing) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: %v\n", missing)

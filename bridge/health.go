@@ -33,3 +33,17 @@ func (h *health) notReady() []string {
 	sort.Strings(out)
 	return out
 }
+
+// live reports why the bridge is not live: a CoAP listener that has stopped
+// reading its socket. The CoAP endpoint's watchdog starts a new reader
+// within seconds; /healthz fails meanwhile, so a supervisor sees the fault
+// even when the restart succeeds, and can act when it does not.
+func (b *Bridge) live() error {
+	if f := b.liveCheck.Load(); f != nil {
+		return (*f)()
+	}
+	if b.coap == nil {
+		return nil
+	}
+	return b.coap.Health()
+}

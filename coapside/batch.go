@@ -110,15 +110,17 @@ func (b *readerBatch) fire(time.Time) {
 	b.mu.Unlock()
 	e := b.e
 	for _, d := range stolen {
+		// Stolen datagrams are served by workers outside the reader pool:
+		// they never read, so they take no part in its idle accounting
+		// (counting them as idle readers let every real reader retire).
 		e.poolMu.Lock()
 		if e.closing.Load() {
 			e.poolMu.Unlock()
 			return
 		}
-		e.idle++
-		e.total++
 		e.readers.Add(1)
 		e.poolMu.Unlock()
+		e.stats.StolenDatagrams.Add(1)
 		go e.serveStolen(d)
 	}
 }
@@ -130,7 +132,6 @@ func (e *Endpoint) serveStolen(d stolenDatagram) {
 	from := udpPeer(d.addr.AddrPort())
 	from.addr = d.addr
 	e.serveDatagram(r, d.data, from)
-	e.retire()
 }
 
 // writeR writes a reply produced on reader r: batched when r batches,
@@ -186,7 +187,9 @@ func (e *Endpoint) flush(r *reader) {
 func (e *Endpoint) readLoopBatch(r *reader) {
 	b := r.batch
 	for {
+		e.reading.Add(1)
 		n, err := e.bconn.ReadBatch(b.rms, 0)
+		e.readReturned()
 		if err != nil {
 			if e.readFailed(err) {
 				return

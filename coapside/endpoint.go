@@ -42,12 +42,20 @@ type Endpoint struct {
 	cancel  context.CancelFunc
 
 	// Reader pool: readers run handlers inline; a new reader is started when
-	// the last idle one becomes busy, surplus idle readers retire.
+	// the last idle one becomes busy, surplus idle readers retire. idle
+	// counts pool readers not running a handler and never drops below one
+	// while the endpoint is open: a reader retires only while another idle
+	// reader remains. Workers serving stolen datagrams are not pool readers.
 	poolMu  sync.Mutex
 	idle    int
 	total   int
 	busy    atomic.Int32
-	readers sync.WaitGroup
+	readers sync.WaitGroup // pool readers and stolen-datagram workers
+
+	// Liveness, measured apart from the pool accounting: how many
+	// goroutines are inside a read call now, and when a read last returned.
+	reading  atomic.Int32
+	lastRead atomic.Int64 // unix nanoseconds
 
 	resetHook atomic.Pointer[func(peer net.Addr, mid uint16)] // RSTs matching nothing tracked
 
@@ -95,6 +103,7 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
 	e.sched = newScheduler()
 	e.scheduleSweep()
+	e.lastRead.Store(time.Now().UnixNano())
 	e.poolMu.Lock()
 	e.spawnReaderLocked()
 	e.poolMu.Unlock()
@@ -157,7 +166,8 @@ func (e *Endpoint) closeWith(cause error) error {
 	return err
 }
 
-// scheduleSweep expires idle peer state periodically.
+// scheduleSweep expires idle peer state periodically and arms the reader
+// watchdog.
 func (e *Endpoint) scheduleSweep() {
 	every := e.p.ExchangeLifetime / 4
 	if every < time.Second {
@@ -168,7 +178,15 @@ func (e *Endpoint) scheduleSweep() {
 		e.peers.sweep(now)
 		e.sched.reschedule(it, now.Add(every))
 	})
+	var watch *timerItem
+	watch = e.sched.schedule(time.Now().Add(watchEvery), func(now time.Time) {
+		e.watchReaders(now)
+		e.sched.reschedule(watch, now.Add(watchEvery))
+	})
 }
+
+// watchEvery is how often the reader watchdog looks.
+const watchEvery = time.Second
 
 // reader holds per-goroutine buffers and the decoded message.
 type reader struct {
@@ -177,6 +195,7 @@ type reader struct {
 	out     []byte
 	msg     message.Message
 	batch   *readerBatch // non-nil when the socket batches system calls
+	pooled  bool         // a pool reader (not a stolen-datagram worker)
 }
 
 func (e *Endpoint) spawnReaderLocked() {
@@ -191,6 +210,7 @@ func (e *Endpoint) readLoop() {
 	r := &reader{
 		scratch: make([]byte, 0, 256),
 		out:     make([]byte, 0, 256),
+		pooled:  true,
 	}
 	if e.bconn != nil {
 		r.batch = newReaderBatch(e, e.p.MaxMessageSize)
@@ -199,7 +219,9 @@ func (e *Endpoint) readLoop() {
 	}
 	r.buf = make([]byte, e.p.MaxMessageSize+1)
 	for {
+		e.reading.Add(1)
 		n, from, err := e.read(r.buf)
+		e.readReturned()
 		if err != nil {
 			if e.readFailed(err) {
 				return
@@ -265,20 +287,69 @@ func (e *Endpoint) retireIfSurplus() bool {
 	return false
 }
 
-// enterBusy marks the calling reader busy, starting another reader if none is idle.
-func (e *Endpoint) enterBusy() {
+// enterBusy marks the calling pool reader busy, starting another reader if
+// none is idle. Workers outside the pool do not count.
+func (e *Endpoint) enterBusy(r *reader) {
+	if !r.pooled {
+		return
+	}
 	e.poolMu.Lock()
 	e.idle--
-	if e.idle == 0 && !e.closing.Load() {
+	if e.idle <= 0 && !e.closing.Load() {
 		e.spawnReaderLocked()
 	}
 	e.poolMu.Unlock()
 }
 
-func (e *Endpoint) leaveBusy() {
+func (e *Endpoint) leaveBusy(r *reader) {
+	if !r.pooled {
+		return
+	}
 	e.poolMu.Lock()
 	e.idle++
 	e.poolMu.Unlock()
+}
+
+// readReturned records that a read call returned.
+func (e *Endpoint) readReturned() {
+	e.reading.Add(-1)
+	e.lastRead.Store(time.Now().UnixNano())
+}
+
+// stallAfter is how long an open endpoint may have no goroutine inside a
+// read call, and no read returning, before it counts as stalled.
+const stallAfter = 2 * time.Second
+
+// Stalled reports whether the endpoint has stopped reading its conn: it is
+// open, no goroutine is inside a read call, and none returned for
+// stallAfter. A healthy endpoint always keeps one reader parked in read or
+// busy serving what it just read.
+func (e *Endpoint) Stalled() bool {
+	return e.stalledAt(time.Now())
+}
+
+func (e *Endpoint) stalledAt(now time.Time) bool {
+	if e.closing.Load() || e.reading.Load() > 0 {
+		return false
+	}
+	return now.Sub(time.Unix(0, e.lastRead.Load())) > stallAfter
+}
+
+// watchReaders is the endpoint's own watchdog, run by the sweep: a stalled
+// endpoint gets a new reader, logged at error level and counted, so one
+// fault in the pool cannot silence the socket for good.
+func (e *Endpoint) watchReaders(now time.Time) {
+	if !e.stalledAt(now) {
+		return
+	}
+	e.poolMu.Lock()
+	defer e.poolMu.Unlock()
+	if e.closing.Load() {
+		return
+	}
+	e.stats.ReaderRestarts.Add(1)
+	e.log.Error("coap listener stopped reading; starting a reader", "addr", e.conn.LocalAddr().String(), "readers", e.total, "idle", e.idle)
+	e.spawnReaderLocked()
 }
 
 // serveDatagram processes one received datagram (RFC 7252 §4).

@@ -23,6 +23,8 @@ var (
 	ErrInvalidURL = errors.New("coap: invalid URL")
 	// ErrMessageType means a message of the wrong type was given (e.g. ACK to Send).
 	ErrMessageType = errors.New("coap: invalid message type for operation")
+	// ErrStalled means a listener has stopped reading its conn (Server.Health).
+	ErrStalled = errors.New("coap: listener stopped reading")
 	// ErrServerStarted means Serve was called twice.
 	ErrServerStarted = errors.New("coap: server already serving")
 	// ErrBlockwise means a block-wise transfer broke off: a missing or

@@ -146,7 +146,7 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 	}
 	x.w.opts = x.w.optStore[:0]
 	x.w.payload = x.w.small[:0]
-	e.enterBusy()
+	e.enterBusy(r)
 	b := r.batch
 	if b == nil {
 		x.run(r)
@@ -166,7 +166,7 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 			e.flush(r)
 		}
 	}
-	e.leaveBusy()
+	e.leaveBusy(r)
 	e.busy.Add(-1)
 }
 

@@ -178,3 +178,17 @@ func (s *Server) Stats() StatsSnapshot {
 	}
 	return total
 }
+
+// Health reports whether every conn the server serves is still being read:
+// it returns an error wrapping ErrStalled that names each listener with no
+// reader for longer than a couple of seconds. The endpoint's watchdog
+// starts a new reader when that happens; Health lets a supervisor see it.
+func (s *Server) Health() error {
+	var errs []error
+	for _, e := range s.Endpoints() {
+		if e.Stalled() {
+			errs = append(errs, fmt.Errorf("%w: %s", ErrStalled, e.LocalAddr()))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -28,6 +28,8 @@ type Stats struct {
 	ReadErrors         atomic.Uint64 // failed reads (excluding close)
 	QueueOverflows     atomic.Uint64 // sends refused because a peer's NSTART queue was full
 	RequestsHandled    atomic.Uint64 // requests passed to the handler
+	StolenDatagrams    atomic.Uint64 // datagrams handed to a worker because a handler in their batch was slow
+	ReaderRestarts     atomic.Uint64 // readers started by the watchdog because the conn was no longer read
 }
 
 // StatsSnapshot is a plain copy of Stats.
@@ -37,6 +39,7 @@ type StatsSnapshot struct {
 	Duplicates, DuplicateReplays, DedupEvictions, PeerEvictions           uint64
 	Pings, UnmatchedAcks, UnmatchedResponses, SeparateResponses           uint64
 	Overloaded, WriteErrors, ReadErrors, QueueOverflows, RequestsHandled  uint64
+	StolenDatagrams, ReaderRestarts                                       uint64
 }
 
 // Snapshot returns the current counter values.
@@ -52,6 +55,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		UnmatchedResponses: s.UnmatchedResponses.Load(), SeparateResponses: s.SeparateResponses.Load(),
 		Overloaded: s.Overloaded.Load(), WriteErrors: s.WriteErrors.Load(), ReadErrors: s.ReadErrors.Load(),
 		QueueOverflows: s.QueueOverflows.Load(), RequestsHandled: s.RequestsHandled.Load(),
+		StolenDatagrams: s.StolenDatagrams.Load(), ReaderRestarts: s.ReaderRestarts.Load(),
 	}
 }
 
@@ -80,4 +84,6 @@ func (s *StatsSnapshot) add(o StatsSnapshot) {
 	s.ReadErrors += o.ReadErrors
 	s.QueueOverflows += o.QueueOverflows
 	s.RequestsHandled += o.RequestsHandled
+	s.StolenDatagrams += o.StolenDatagrams
+	s.ReaderRestarts += o.ReaderRestarts
 }
