@@ -118,8 +118,11 @@ func (x *dec) output() Output {
 	}
 	if s, line, ok := x.str("where", false); ok {
 		e, err := CompileWhere(s)
-		if err != nil {
+		switch {
+		case err != nil:
 			x.d.addf(x.pos(line), "key \"where\": %v", err)
+		case e.alwaysFalse():
+			x.d.addf(x.pos(line), "key \"where\": %q is always false: the rule would never fire; remove the rule or comment it out", s)
 		}
 		o.Where = e
 	}
