@@ -152,7 +152,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		return nil, err
 	}
 	files := readRuleFiles(cfg)
-	set, err := files.rules.Load()
+	set, err := loadRules(cfg, files.rules)
 	if err != nil {
 		return nil, err
 	}
@@ -200,10 +200,10 @@ func Check(cfg Config) (string, error) {
 		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources)), nil
 }
 
-// LoadRules loads the rule files cfg names; relative globs are taken from the
-// config file's directory.
+// LoadRules loads the rule files cfg names (relative globs are taken from
+// the config file's directory) and checks them against cfg.
 func LoadRules(cfg Config) (*rules.Set, error) {
-	return rules.LoadFiles(cfg.Rules, ruleBase(cfg))
+	return loadRules(cfg, rules.ReadFiles(cfg.Rules, ruleBase(cfg)))
 }
 
 // HTTPAddr returns the bound address of the metrics/health endpoint, or nil

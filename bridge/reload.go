@@ -125,7 +125,7 @@ func (b *Bridge) Reload(ctx context.Context) error {
 			b.log.Info("psk_file reloaded")
 		}
 	}
-	set, err := files.rules.Load()
+	set, err := loadRules(b.cfg, files.rules)
 	if err != nil {
 		b.metrics.reloads.WithLabelValues(reloadError).Inc()
 		var es rules.Errors
