@@ -110,7 +110,8 @@ func (b *Bridge) Reload(ctx context.Context) error {
 	if names := emptied(b.applied, files); len(names) > 0 {
 		b.metrics.reloads.WithLabelValues(reloadRefused).Inc()
 		for _, n := range names {
-			b.log.Warn("reload refused: file is empty; the running rules stay (to remove every rule of a file, delete it or leave a comment in it)", "file", n)
+			b.log.Warn("reload refused: file is empty; the running rules stay", "file", n,
+				"fix", "to remove every rule of a file, delete it or leave a comment in it")
 		}
 		b.rejected = files
 		return fmt.Errorf("%w: %s", ErrEmptiedFile, strings.Join(names, ", "))
