@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +66,11 @@ type Options struct {
 	ResourceCacheSize int
 	// CoAP tunes the message layer of the bridge's CoAP server and clients.
 	CoAP coapside.EndpointOptions
+	// ReloadSettle is how long the rule files must stay unchanged before a
+	// reload reads them, and between the two reads that must agree (250ms).
+	ReloadSettle time.Duration
+
+	noFileWatch bool // reload only on TriggerReload (tests)
 }
 
 func (o *Options) setDefaults() {
@@ -88,6 +92,7 @@ func (o *Options) setDefaults() {
 	def(&o.ReobserveMin, time.Second)
 	def(&o.ReobserveMax, 5*time.Minute)
 	def(&o.DiscoveryRefresh, 5*time.Minute)
+	def(&o.ReloadSettle, 250*time.Millisecond)
 	defInt(&o.FallbackRounds, 10)
 	defInt(&o.CommandWorkers, 32)
 	defInt(&o.CommandBacklog, 1024)
@@ -112,8 +117,10 @@ type Bridge struct {
 
 	set         atomic.Pointer[rules.Set]
 	filterKinds atomic.Pointer[map[string]kindMask] // MQTT filter -> rule kinds that need it
-	reloadMu    sync.Mutex                          // serialises reloads
+	reloadMu    sync.Mutex                          // serialises reloads; guards applied and rejected
 	reloadCh    chan struct{}
+	applied     *ruleFiles // the files the running rules came from
+	rejected    *ruleFiles // the files of the last reload if it was rejected or refused
 	mqtt        mqttside.Client
 	devices     *deviceClients
 	commands    *commands
@@ -145,7 +152,8 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	set, err := LoadRules(cfg)
+	files := readRuleFiles(cfg)
+	set, err := loadRules(cfg, files.rules)
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +169,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		health:    newHealth(),
 		resources: newResourceCache(opts.ResourceCacheSize),
 		reloadCh:  make(chan struct{}, 1),
+		applied:   files,
 	}
 	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: logger, MaxAge: opts.ResourceMaxAge})
 	if err != nil {
@@ -192,14 +201,10 @@ func Check(cfg Config) (string, error) {
 		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources)), nil
 }
 
-// LoadRules loads the rule files cfg names; relative globs are taken from the
-// config file's directory.
+// LoadRules loads the rule files cfg names (relative globs are taken from
+// the config file's directory) and checks them against cfg.
 func LoadRules(cfg Config) (*rules.Set, error) {
-	base := "."
-	if cfg.File != "" {
-		base = filepath.Dir(cfg.File)
-	}
-	return rules.LoadFiles(cfg.Rules, base)
+	return loadRules(cfg, rules.ReadFiles(cfg.Rules, ruleBase(cfg)))
 }
 
 // HTTPAddr returns the bound address of the metrics/health endpoint, or nil

@@ -210,3 +210,28 @@ topic   = "temp/{device}"
 		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("temp", reasonCoAP)) >= 1
 	})
 }
+
+// TestReloadKeepsTheKeysOfAnEmptiedPSKFile: a psk_file truncated in place
+// (as an editor saving it does) does not remove every key.
+func TestReloadKeepsTheKeysOfAnEmptiedPSKFile(t *testing.T) {
+	pskFile := filepath.Join(t.TempDir(), "psk.toml")
+	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"dev1\"\nkey = \"secret-1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, secureRules, func(c *Config, o *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+		o.ReloadSettle = 50 * time.Millisecond
+	})
+	if err := os.WriteFile(pskFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "reload after the psk_file changed", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK))+testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadRefused)) >= 1
+	})
+	dev1 := pskClient(t, "dev1", "secret-1")
+	resp, err := dev1.Post(t.Context(), "coaps://"+tb.DTLSAddr().String()+"/secure/dev1", message.TextPlain, []byte("ok"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("dev1 after its psk_file was emptied: %v %v", resp, err)
+	}
+}

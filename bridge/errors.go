@@ -6,6 +6,14 @@ var (
 	// ErrInvalidConfig is wrapped by every error Config.Validate returns.
 	ErrInvalidConfig = errors.New("bridge: invalid config")
 
+	// ErrEmptiedFile is returned by Reload when a rule file (or the
+	// psk_file) that held rules is now empty: the reload is refused.
+	ErrEmptiedFile = errors.New("bridge: rule file emptied")
+
+	// ErrRulesUnsettled is returned by Reload when the rule files kept
+	// changing while it waited for them to settle.
+	ErrRulesUnsettled = errors.New("bridge: rule files keep changing")
+
 	// errFiltered reports a message dropped by a where expression: not an
 	// error for the sender, counted as filtered.
 	errFiltered = errors.New("bridge: filtered by where expression")

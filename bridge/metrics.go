@@ -81,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_reloads_total",
-			Help: "Rule reloads, by result (ok, error).",
+			Help: "Rule reloads, by result (ok, error, refused).",
 		}, []string{"result"}),
 		rulesLoaded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_rules_loaded",

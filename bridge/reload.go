@@ -1,9 +1,13 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -11,15 +15,107 @@ import (
 	"github.com/coap-mqtt/bridge/rules"
 )
 
-// reloadDebounce groups the bursts of file events an editor's save makes.
-const reloadDebounce = 200 * time.Millisecond
+// Reload results (the "result" label of bridge_reloads_total).
+const (
+	reloadOK      = "ok"
+	reloadError   = "error"   // the files do not load, or applying them failed
+	reloadRefused = "refused" // the files were emptied or never settled
+)
 
-// Reload reads the rule files again and applies the difference. A rule set
-// with errors is rejected: the errors are logged with file:line and counted,
-// and the running rules stay.
+// settleRounds bounds how many times a reload reads rule files that keep
+// changing before it gives up until they change again.
+const settleRounds = 40
+
+// ruleFiles is what the rule files and the psk_file held at one moment.
+type ruleFiles struct {
+	rules   *rules.Files
+	pskFile string    // the psk_file, "" when none is configured
+	psk     []byte    // its content; nil when it cannot be read
+	pskMod  time.Time // its modification time, taken before reading it
+}
+
+// readRuleFiles reads the rule files cfg names and its psk_file.
+func readRuleFiles(cfg Config) *ruleFiles {
+	f := &ruleFiles{rules: rules.ReadFiles(cfg.Rules, ruleBase(cfg))}
+	if p := cfg.CoAP.DTLS.PSKFile; p != "" {
+		f.pskFile = p
+		if st, err := os.Stat(p); err == nil {
+			f.pskMod = st.ModTime()
+		}
+		f.psk, _ = os.ReadFile(p) // a read error is reported by the key reload
+	}
+	return f
+}
+
+// same reports whether f and g hold the same content.
+func (f *ruleFiles) same(g *ruleFiles) bool {
+	return f.rules.Same(g.rules) && f.pskFile == g.pskFile && f.pskMod.Equal(g.pskMod) &&
+		bytes.Equal(f.psk, g.psk) && (f.psk == nil) == (g.psk == nil)
+}
+
+// blank reports whether a file holds nothing but white space: the state a
+// file saved in place (truncated, then written) passes through.
+func blank(data []byte) bool { return len(bytes.TrimSpace(data)) == 0 }
+
+// emptied lists the files of cur that are blank although they held
+// something in prev, the files the running rules came from.
+func emptied(prev, cur *ruleFiles) []string {
+	if prev == nil {
+		return nil
+	}
+	held := map[string]bool{}
+	for _, s := range prev.rules.Sources {
+		held[s.Name] = !blank(s.Data)
+	}
+	var out []string
+	for _, s := range cur.rules.Sources {
+		if held[s.Name] && blank(s.Data) {
+			out = append(out, s.Name)
+		}
+	}
+	if prev.psk != nil && !blank(prev.psk) && cur.psk != nil && blank(cur.psk) {
+		out = append(out, cur.pskFile)
+	}
+	return out
+}
+
+// Reload waits until the rule files (and the psk_file) have stayed the same
+// for the settle time, then loads that content and applies the difference.
+// Nothing is applied when
+//
+//   - the files do not load: the errors are logged with file:line and
+//     counted as result "error";
+//   - a file that held rules is now empty (zero bytes or only white space):
+//     an in-place save passes through that state, so it is refused, logged
+//     and counted as result "refused" (to remove every rule of a file,
+//     delete it or leave a comment in it);
+//   - the files keep changing for settleRounds settle times: refused too.
+//
+// In each case the running rules stay, and the files are looked at again
+// until they change, so the next good state is applied without waiting for
+// another edit.
 func (b *Bridge) Reload(ctx context.Context) error {
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
+	files, err := b.settledFiles(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		b.metrics.reloads.WithLabelValues(reloadRefused).Inc()
+		b.log.Warn("reload refused: the rule files keep changing; the running rules stay", "err", err)
+		b.rejected = files
+		return err
+	}
+	if names := emptied(b.applied, files); len(names) > 0 {
+		b.metrics.reloads.WithLabelValues(reloadRefused).Inc()
+		for _, n := range names {
+			b.log.Warn("reload refused: file is empty; the running rules stay", "file", n,
+				"fix", "to remove every rule of a file, delete it or leave a comment in it")
+		}
+		b.rejected = files
+		return fmt.Errorf("%w: %s", ErrEmptiedFile, strings.Join(names, ", "))
+	}
 	b.mu.Lock()
 	psk := b.psk
 	b.mu.Unlock()
@@ -30,9 +126,9 @@ func (b *Bridge) Reload(ctx context.Context) error {
 			b.log.Info("psk_file reloaded")
 		}
 	}
-	set, err := LoadRules(b.cfg)
+	set, err := loadRules(b.cfg, files.rules)
 	if err != nil {
-		b.metrics.reloads.WithLabelValues("error").Inc()
+		b.metrics.reloads.WithLabelValues(reloadError).Inc()
 		var es rules.Errors
 		if errors.As(err, &es) {
 			for _, e := range es {
@@ -41,15 +137,57 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		} else {
 			b.log.Error("reload rejected", "err", err)
 		}
+		b.rejected = files
 		return err
 	}
+	b.applied, b.rejected = files, nil
 	if err := b.apply(ctx, b.set.Load(), set); err != nil {
-		b.metrics.reloads.WithLabelValues("error").Inc()
+		b.metrics.reloads.WithLabelValues(reloadError).Inc()
 		b.log.Error("reload applied with errors", "err", err)
 		return err
 	}
-	b.metrics.reloads.WithLabelValues("ok").Inc()
+	b.metrics.reloads.WithLabelValues(reloadOK).Inc()
 	return nil
+}
+
+// settledFiles reads the files until two reads a settle time apart find the
+// same content, and returns it; a file being written is never parsed half
+// way. Files that keep changing are returned with ErrRulesUnsettled.
+func (b *Bridge) settledFiles(ctx context.Context) (*ruleFiles, error) {
+	prev := readRuleFiles(b.cfg)
+	t := time.NewTimer(b.opts.ReloadSettle)
+	defer t.Stop()
+	for i := 1; ; i++ {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		cur := readRuleFiles(b.cfg)
+		if cur.same(prev) {
+			return cur, nil
+		}
+		if i >= settleRounds {
+			return cur, fmt.Errorf("%w: still changing after %s", ErrRulesUnsettled, time.Duration(i)*b.opts.ReloadSettle)
+		}
+		prev = cur
+		t.Reset(b.opts.ReloadSettle)
+	}
+}
+
+// rejectedChanged reports whether the files differ from those of the last
+// reload that was rejected or refused.
+func (b *Bridge) rejectedChanged() bool {
+	b.reloadMu.Lock()
+	defer b.reloadMu.Unlock()
+	return b.rejected != nil && !readRuleFiles(b.cfg).same(b.rejected)
+}
+
+// retryPending reports whether the last reload was rejected or refused.
+func (b *Bridge) retryPending() bool {
+	b.reloadMu.Lock()
+	defer b.reloadMu.Unlock()
+	return b.rejected != nil
 }
 
 // TriggerReload asks a running bridge to reload its rules (SIGHUP does this);
@@ -65,6 +203,9 @@ func (b *Bridge) TriggerReload() {
 // it returns nil, logged, when the platform cannot watch files — SIGHUP
 // still reloads.
 func (b *Bridge) watchRules() *fsnotify.Watcher {
+	if b.opts.noFileWatch {
+		return nil
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		b.log.Warn("rule files not watched; reload with SIGHUP", "err", err)
@@ -78,8 +219,11 @@ func (b *Bridge) watchRules() *fsnotify.Watcher {
 	return w
 }
 
-// reloadLoop reloads on TriggerReload and when a watched rule file changes,
-// until ctx ends; it closes w.
+// reloadLoop reloads on TriggerReload and once a watched rule file has
+// stopped changing for the settle time, until ctx ends; it closes w. After
+// a reload that was rejected or refused it reads the files every few
+// settle times and reloads once they differ, so a file that was caught half
+// written is picked up without another edit or event.
 func (b *Bridge) reloadLoop(ctx context.Context, w *fsnotify.Watcher) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -87,23 +231,39 @@ func (b *Bridge) reloadLoop(ctx context.Context, w *fsnotify.Watcher) {
 		defer w.Close()
 		events, errs = w.Events, w.Errors
 	}
-	var debounce <-chan time.Time
+	debounce := time.NewTimer(b.opts.ReloadSettle)
+	debounce.Stop()
+	defer debounce.Stop()
+	recheck := time.NewTicker(4 * b.opts.ReloadSettle)
+	recheck.Stop()
+	defer recheck.Stop()
+	reload := func(why string) {
+		b.log.Info("reloading rules", "reason", why)
+		b.Reload(ctx)
+		if b.retryPending() {
+			recheck.Reset(4 * b.opts.ReloadSettle)
+		} else {
+			recheck.Stop()
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.reloadCh:
-			b.Reload(ctx)
+			reload("signal")
 		case ev := <-events:
 			if b.isRuleFile(ev.Name) {
-				debounce = time.After(reloadDebounce)
+				debounce.Reset(b.opts.ReloadSettle)
 			}
 		case err := <-errs:
 			b.log.Warn("rule file watcher", "err", err)
-		case <-debounce:
-			debounce = nil
-			b.log.Info("rule files changed: reloading")
-			b.Reload(ctx)
+		case <-debounce.C:
+			reload("rule files changed")
+		case <-recheck.C:
+			if b.rejectedChanged() {
+				reload("rule files changed since the last rejected reload")
+			}
 		}
 	}
 }
@@ -126,12 +286,18 @@ func (b *Bridge) ruleDirs() []string {
 	return dirs
 }
 
+// ruleBase is the folder relative rule globs are taken from: the config
+// file's.
+func ruleBase(cfg Config) string {
+	if cfg.File != "" {
+		return filepath.Dir(cfg.File)
+	}
+	return "."
+}
+
 // ruleGlobs returns the rule globs anchored at the config file's folder.
 func (b *Bridge) ruleGlobs() []string {
-	base := "."
-	if b.cfg.File != "" {
-		base = filepath.Dir(b.cfg.File)
-	}
+	base := ruleBase(b.cfg)
 	out := make([]string, len(b.cfg.Rules))
 	for i, g := range b.cfg.Rules {
 		if !filepath.IsAbs(g) {

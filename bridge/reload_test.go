@@ -131,14 +131,157 @@ func TestReloadRejectsBadEditAndKeepsRunning(t *testing.T) {
 	if err != nil || resp.Code != message.Changed {
 		t.Fatalf("old rules after a bad edit: %v %v", resp, err)
 	}
-	// TriggerReload (SIGHUP) on a fixed file applies it.
+	// The fixed file is applied.
 	tb.writeRules(t, resourceRules)
-	tb.TriggerReload()
 	eventually(t, 5*time.Second, "good reload", func() bool {
-		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues("ok")) >= 1
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK)) >= 1
 	})
 	eventually(t, 5*time.Second, "old rule gone", func() bool {
 		resp, err := c.Post(t.Context(), tb.coapURL("/telemetry/d/m"), message.TextPlain, []byte("1"))
 		return err == nil && resp.Code == message.NotFound
 	})
+}
+
+// unwatched runs a bridge that does not watch its rule files: only
+// TriggerReload (SIGHUP) and the recheck after a rejected reload read them.
+func unwatched(_ *Config, o *Options) {
+	o.noFileWatch = true
+	o.ReloadSettle = 50 * time.Millisecond
+}
+
+// post sends a text POST and returns the response code, or fails the test.
+func post(t *testing.T, c *coapside.Client, url string) message.Code {
+	t.Helper()
+	resp, err := c.Post(t.Context(), url, message.TextPlain, []byte("1"))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	return resp.Code
+}
+
+// TestReloadSignalAppliesAnUnwatchedEdit: with no file watcher, an edit
+// takes effect only because TriggerReload (what SIGHUP calls) reloads.
+func TestReloadSignalAppliesAnUnwatchedEdit(t *testing.T) {
+	tb := startBridge(t, ingressRules, unwatched)
+	c := newCoAPClient(t)
+	tb.writeRules(t, resourceRules)
+	tb.TriggerReload()
+	eventually(t, 5*time.Second, "reload on signal", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK)) >= 1
+	})
+	if code := post(t, c, tb.coapURL("/telemetry/d/m")); code != message.NotFound {
+		t.Fatalf("rule removed by the signalled reload answered %v, want 4.04", code)
+	}
+}
+
+// TestReloadRetriesAHalfWrittenFile: a reload that read a half written
+// file is rejected; once the file is complete it is applied without
+// another signal or file event.
+func TestReloadRetriesAHalfWrittenFile(t *testing.T) {
+	tb := startBridge(t, ingressRules, unwatched)
+	c := newCoAPClient(t)
+	full := ingressRules + "\n[[ingress]]\nname = \"late\"\npath = \"/late\"\ntopic = \"late\"\n"
+	tb.writeRules(t, full[:len(full)-20])
+	tb.TriggerReload()
+	eventually(t, 5*time.Second, "half written file rejected", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadError)) >= 1
+	})
+	tb.writeRules(t, full) // no watcher and no signal: only the recheck sees this
+	eventually(t, 5*time.Second, "completed file applied", func() bool {
+		return post(t, c, tb.coapURL("/late")) == message.Changed
+	})
+}
+
+// TestReloadRefusesAnEmptiedFile: a rule file that becomes empty does not
+// remove its rules; one that says so with a comment does.
+func TestReloadRefusesAnEmptiedFile(t *testing.T) {
+	tb := startBridge(t, ingressRules, func(_ *Config, o *Options) { o.ReloadSettle = 50 * time.Millisecond })
+	c := newCoAPClient(t)
+	tb.writeRules(t, " \n\n")
+	eventually(t, 5*time.Second, "reload after the edit", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK))+testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadRefused)) >= 1
+	})
+	if code := post(t, c, tb.coapURL("/telemetry/d/m")); code != message.Changed {
+		t.Fatalf("rule of an emptied file answered %v, want 2.04", code)
+	}
+	tb.writeRules(t, "# every rule removed on purpose\n")
+	eventually(t, 5*time.Second, "comment-only file applied", func() bool {
+		return post(t, c, tb.coapURL("/telemetry/d/m")) == message.NotFound
+	})
+	if got := testutil.ToFloat64(tb.metrics.rulesLoaded); got != 0 {
+		t.Fatalf("rules loaded %v, want 0", got)
+	}
+}
+
+// TestReloadInPlaceSavesKeepRules saves the rule file in place (truncate,
+// then write in chunks) 100 times while a device posts without pause. The
+// first save of every ten pauses after truncating for longer than the
+// settle time, as a slow writer does; no post may find the rules gone, and
+// the last save of each ten is applied.
+func TestReloadInPlaceSavesKeepRules(t *testing.T) {
+	const settle = 50 * time.Millisecond
+	tb := startBridge(t, ingressRules, func(_ *Config, o *Options) { o.ReloadSettle = settle })
+	c := newCoAPClient(t)
+	var ok, notFound, other atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			resp, err := c.Post(t.Context(), tb.coapURL("/telemetry/d/m"), message.TextPlain, []byte("1"))
+			switch {
+			case err == nil && resp.Code == message.Changed:
+				ok.Add(1)
+			case err == nil && resp.Code == message.NotFound:
+				notFound.Add(1)
+			default:
+				other.Add(1)
+			}
+		}
+	}()
+	name := filepath.Join(tb.dir, "rules.toml")
+	save := func(text string, truncatedFor time.Duration) {
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		time.Sleep(truncatedFor) // the writer's pace, not synchronisation
+		const chunks = 4
+		n := len(text)/chunks + 1
+		for i := 0; i < len(text); i += n {
+			if _, err := f.WriteString(text[i:min(i+n, len(text))]); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	c2 := newCoAPClient(t)
+	for round := 0; round < 10; round++ {
+		text := ingressRules + fmt.Sprintf("\n[[ingress]]\nname = \"r%d\"\npath = \"/r%d\"\ntopic = \"r\"\n", round, round)
+		for i := 0; i < 10; i++ {
+			pause := 2 * time.Millisecond
+			if i == 0 {
+				pause = 300 * time.Millisecond // longer than the settle time and the old debounce
+			}
+			save(text, pause)
+		}
+		eventually(t, 5*time.Second, fmt.Sprintf("round %d applied", round), func() bool {
+			return post(t, c2, tb.coapURL(fmt.Sprintf("/r%d", round))) == message.Changed
+		})
+	}
+	close(stop)
+	<-done
+	t.Logf("posts: %d answered 2.04, %d 4.04, %d other; reloads ok %v, refused %v, error %v", ok.Load(), notFound.Load(), other.Load(),
+		testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK)),
+		testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadRefused)),
+		testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadError)))
+	if notFound.Load() != 0 || other.Load() != 0 || ok.Load() == 0 {
+		t.Fatalf("during 100 in-place saves: %d posts answered 4.04 and %d failed otherwise (%d 2.04)", notFound.Load(), other.Load(), ok.Load())
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 )
@@ -102,4 +103,32 @@ func (e *Expr) Match(env *Env) (bool, error) {
 		return false, fmt.Errorf("%w: where produced %T, not bool", ErrExpr, out)
 	}
 	return b, nil
+}
+
+// alwaysFalse reports whether a where expression reads nothing from its
+// environment, calls nothing, and is false: the rule can never carry a
+// message.
+func (e *Expr) alwaysFalse() bool {
+	node := e.prog.Node()
+	var v constVisitor
+	ast.Walk(&node, &v)
+	if v.variable {
+		return false
+	}
+	ok, err := e.Match(&Env{})
+	return err == nil && !ok
+}
+
+// constVisitor looks for any node whose value is not fixed by the
+// expression's text.
+type constVisitor struct{ variable bool }
+
+// Visit implements ast.Visitor.
+func (v *constVisitor) Visit(n *ast.Node) {
+	switch (*n).(type) {
+	case *ast.NilNode, *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.StringNode, *ast.BytesNode,
+		*ast.ConstantNode, *ast.UnaryNode, *ast.BinaryNode, *ast.ConditionalNode, *ast.ArrayNode, *ast.MapNode, *ast.PairNode:
+	default:
+		v.variable = true
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeFiles(t *testing.T, files map[string]string) string {
@@ -171,5 +172,43 @@ func TestCheckIdentity(t *testing.T) {
 	}
 	if err := s.Resources[0].CheckIdentity(caps, ""); err != nil {
 		t.Errorf("rule without identity: %v", err)
+	}
+}
+
+// TestReadFilesSame: two reads agree only when nothing was written in
+// between, even a write of the same bytes; Load can be called on one read
+// more than once.
+func TestReadFilesSame(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"a.toml": "[[ingress]]\nname = \"a\"\npath = \"/a\"\ntopic = \"a\"\n"})
+	globs := []string{"*.toml", "missing.toml"}
+	first := ReadFiles(globs, dir)
+	if !first.Same(ReadFiles(globs, dir)) {
+		t.Fatal("two reads of unchanged files differ")
+	}
+	name := filepath.Join(dir, "a.toml")
+	st, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, first.Sources[0].Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Make the rewrite visible on file systems with coarse timestamps.
+	if err := os.Chtimes(name, st.ModTime(), st.ModTime().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if first.Same(ReadFiles(globs, dir)) {
+		t.Fatal("a rewrite with the same bytes reads as unchanged")
+	}
+	if err := os.WriteFile(name, []byte("[[ingress]]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if first.Same(ReadFiles(globs, dir)) {
+		t.Fatal("new content reads as unchanged")
+	}
+	_, err1 := first.Load()
+	_, err2 := first.Load()
+	if err1 == nil || err2 == nil || err1.Error() != err2.Error() || !strings.Contains(err1.Error(), "missing.toml: no such file") {
+		t.Fatalf("Load twice: %v / %v", err1, err2)
 	}
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // MaxTotalSize bounds the rule files of one load together.
@@ -29,7 +31,23 @@ type Source struct {
 // problem in any file is reported: the error is an Errors value listing
 // every "file:line: message".
 func LoadFiles(globs []string, baseDir string) (*Set, error) {
-	var d diags
+	return ReadFiles(globs, baseDir).Load()
+}
+
+// Files is what the rule files held when ReadFiles read them: their content
+// and the problems met reading them. Reading and parsing are separate so a
+// caller can read twice and parse only content that stayed the same.
+type Files struct {
+	// Sources are the files read, in load order.
+	Sources []Source
+	mtimes  []time.Time // each source's modification time, taken before reading it
+	d       diags
+}
+
+// ReadFiles expands the globs as LoadFiles does and reads every matching
+// file; problems (a missing file, one too large) are kept for Load.
+func ReadFiles(globs []string, baseDir string) *Files {
+	f := &Files{}
 	var names []string
 	seen := map[string]bool{}
 	for _, g := range globs {
@@ -39,11 +57,11 @@ func LoadFiles(globs []string, baseDir string) (*Set, error) {
 		}
 		matches, err := filepath.Glob(pat)
 		if err != nil {
-			d.addf(Pos{File: g}, "bad glob: %v", err)
+			f.d.addf(Pos{File: g}, "bad glob: %v", err)
 			continue
 		}
 		if len(matches) == 0 && !strings.ContainsAny(g, "*?[") {
-			d.addf(Pos{File: pat}, "no such file")
+			f.d.addf(Pos{File: pat}, "no such file")
 		}
 		sort.Strings(matches)
 		for _, m := range matches {
@@ -53,50 +71,86 @@ func LoadFiles(globs []string, baseDir string) (*Set, error) {
 			}
 		}
 	}
-	srcs := make([]Source, 0, len(names))
+	f.Sources = make([]Source, 0, len(names))
 	total := 0
 	for _, name := range names {
-		data, err := readLimited(name)
+		data, mtime, err := readFile(name)
 		if err != nil {
-			d.addf(Pos{File: name}, "%v", err)
+			f.d.addf(Pos{File: name}, "%v", err)
 			continue
 		}
 		if total += len(data); total > MaxTotalSize {
-			d.addf(Pos{File: name}, "%v: rule files exceed %d bytes in total", ErrFileTooLarge, MaxTotalSize)
+			f.d.addf(Pos{File: name}, "%v: rule files exceed %d bytes in total", ErrFileTooLarge, MaxTotalSize)
 			break
 		}
-		srcs = append(srcs, Source{Name: name, Data: data, Dir: filepath.Dir(name)})
+		f.Sources = append(f.Sources, Source{Name: name, Data: data, Dir: filepath.Dir(name)})
+		f.mtimes = append(f.mtimes, mtime)
 	}
-	return parse(srcs, &d)
+	return f
+}
+
+// Load parses the files read as one rule set, reporting the problems met
+// reading them with those found parsing them.
+func (f *Files) Load() (*Set, error) {
+	d := diags{list: append(Errors(nil), f.d.list...), dropped: f.d.dropped}
+	return parse(f.Sources, &d)
+}
+
+// Same reports whether f and g found the same files with the same content,
+// modification times and problems reading them. A file rewritten with the
+// same bytes in between is not the same: the two reads may have caught two
+// writes at the same point.
+func (f *Files) Same(g *Files) bool {
+	if len(f.Sources) != len(g.Sources) || len(f.d.list) != len(g.d.list) || f.d.dropped != g.d.dropped {
+		return false
+	}
+	for i, s := range f.Sources {
+		if s.Name != g.Sources[i].Name || !f.mtimes[i].Equal(g.mtimes[i]) || !bytes.Equal(s.Data, g.Sources[i].Data) {
+			return false
+		}
+	}
+	for i, e := range f.d.list {
+		if e != g.d.list[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // readLimited reads a file of at most MaxFileSize bytes without reading more
 // than one byte past the limit.
 func readLimited(name string) ([]byte, error) {
+	data, _, err := readFile(name)
+	return data, err
+}
+
+// readFile is readLimited that also returns the file's modification time,
+// taken before reading.
+func readFile(name string) ([]byte, time.Time, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
-			return nil, pe.Err
+			return nil, time.Time{}, pe.Err
 		}
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if st.IsDir() {
-		return nil, errors.New("is a directory")
+		return nil, time.Time{}, errors.New("is a directory")
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if len(data) > MaxFileSize {
-		return nil, fmt.Errorf("%w: larger than the %d byte limit", ErrFileTooLarge, MaxFileSize)
+		return nil, time.Time{}, fmt.Errorf("%w: larger than the %d byte limit", ErrFileTooLarge, MaxFileSize)
 	}
-	return data, nil
+	return data, st.ModTime(), nil
 }
 
 // Parse loads rule sources as one rule set.

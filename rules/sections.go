@@ -104,7 +104,7 @@ func (x *dec) psk() *PSK {
 // output reads the keys every CoAP → MQTT rule shares.
 func (x *dec) output() Output {
 	var o Output
-	o.Topic, _ = x.pattern("topic", TopicSyntax, true)
+	o.Topic = x.topic("topic", true, false)
 	o.QoS = x.qos()
 	o.Retain = x.boolean("retain")
 	if s, line, ok := x.str("payload", false); ok {
@@ -118,8 +118,11 @@ func (x *dec) output() Output {
 	}
 	if s, line, ok := x.str("where", false); ok {
 		e, err := CompileWhere(s)
-		if err != nil {
+		switch {
+		case err != nil:
 			x.d.addf(x.pos(line), "key \"where\": %v", err)
+		case e.alwaysFalse():
+			x.d.addf(x.pos(line), "key \"where\": %q is always false: the rule would never fire; remove the rule or comment it out", s)
 		}
 		o.Where = e
 	}
@@ -241,7 +244,7 @@ func (x *dec) poll() *Poll {
 func (x *dec) command() *Command {
 	r := &Command{Pos: x.e.pos, hash: x.hash(), Timeout: DefaultCommandTimeout}
 	r.Name, _, _ = x.str("name", true)
-	r.Filter, _ = x.pattern("filter", TopicSyntax, true)
+	r.Filter = x.topic("filter", true, true)
 	if s, line, ok := x.str("method", true); ok {
 		m, err := ParseMethod(s)
 		if err != nil {
@@ -256,7 +259,7 @@ func (x *dec) command() *Command {
 		}
 		r.URL = u
 	}
-	r.ResponseTopic, _ = x.pattern("response_topic", TopicSyntax, false)
+	r.ResponseTopic = x.topic("response_topic", false, false)
 	if d, ok := x.duration("timeout", false); ok {
 		r.Timeout = d
 	}
@@ -269,11 +272,46 @@ func (x *dec) resource() *Resource {
 	r := &Resource{Pos: x.e.pos, hash: x.hash()}
 	r.Name, _, _ = x.str("name", true)
 	r.Path, _ = x.pattern("path", PathSyntax, true)
-	r.Topic, _ = x.pattern("topic", TopicSyntax, true)
+	r.Topic = x.topic("topic", true, true)
 	r.Identity = x.identity(r.Path)
 	r.ContentFormat = x.contentFormat()
 	return r
 }
+
+// topic reads an MQTT topic pattern the bridge subscribes to (subscribed)
+// or publishes to, and rejects the first levels that would make the rule
+// never fire.
+func (x *dec) topic(key string, required, subscribed bool) Pattern {
+	p, ok := x.pattern(key, TopicSyntax, required)
+	if !ok || len(p.segs) == 0 || p.segs[0].Kind != SegLiteral {
+		return p
+	}
+	first, line := p.segs[0].Text, x.e.byKey[key].line
+	switch {
+	case strings.EqualFold(first, sharePrefix) && subscribed:
+		// [MQTT-4.8.2] "$share/{group}/{filter}" delivers messages on the
+		// topics of {filter}, which a rule's pattern, matched against the
+		// delivered topic, never matches.
+		plain := "a plain filter"
+		if len(p.segs) > 2 {
+			plain = fmt.Sprintf("the plain filter %q", strings.SplitN(p.raw, "/", 3)[2])
+		}
+		x.d.addf(x.pos(line), "key %q: %q is a shared subscription, which rules do not take: the rule would never fire; write %s", key, p, plain)
+	case strings.EqualFold(first, sharePrefix):
+		x.d.addf(x.pos(line), "key %q: %q starts with %q, which brokers read as a shared subscription: no client could subscribe to it", key, p, first)
+	case strings.EqualFold(first, sysPrefix) && !subscribed:
+		// [MQTT-4.7.2] $SYS topics belong to the broker; mosquitto drops
+		// other clients' publishes to them.
+		x.d.addf(x.pos(line), "key %q: %q is under the broker's own %q topics; brokers drop clients' publishes there", key, p, first)
+	}
+	return p
+}
+
+// Topic prefixes the broker gives a meaning.
+const (
+	sharePrefix = "$share"
+	sysPrefix   = "$SYS"
+)
 
 // ruleName returns the name used in cross-rule messages.
 func ruleName(kind Kind, name string) string { return fmt.Sprintf("[[%s]] %q", kind, name) }
