@@ -387,7 +387,7 @@ func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
 		}
 	}
 	if b.watches != nil {
-		b.watches.stop()
+		b.watches.stop(ctx)
 	}
 	if b.commands != nil {
 		b.commands.Close(ctx)

@@ -42,6 +42,7 @@ type metrics struct {
 	backpressure prometheus.Counter
 	reloads      *prometheus.CounterVec // result
 	rulesLoaded  prometheus.Gauge
+	staleDropped *prometheus.CounterVec // device
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -88,7 +89,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Rules in the running rule set.",
 		}),
 	}
+	m.staleDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bridge_observe_stale_dropped_total",
+		Help: "Notifications from observed devices dropped because they were not newer than the latest one (RFC 7641 §3.4).",
+	}, []string{"device"})
 	reg.MustRegister(m.messages, m.filtered, m.buffered, m.errors, m.latency, m.observations,
 		m.queueDepth, m.backpressure, m.reloads, m.rulesLoaded)
+	reg.MustRegister(m.staleDropped)
 	return m
 }

@@ -35,14 +35,23 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			}
 			continue
 		}
-		obs, err := client.Observe(ctx, resourceURL(g.device, path), func(n coapside.Notification) {
+		req, err := coapside.NewRequest(message.GET, resourceURL(g.device, path), nil)
+		if err != nil {
+			wt.countError(g, reasonCoAP)
+			flog.fail("observe: bad resource URL", "device", g.device.Name, "path", path, "err", err)
+			if !sleep(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		obs, err := client.ObserveRequest(ctx, req, func(n coapside.Notification) {
 			cur := wt.group(run)
 			b.deviceSeen(cur.device.Name)
 			if n.Code.Class() != 2 {
 				return // the observation ends; the loop counts it and re-observes
 			}
 			wt.publish(ctx, cur, path, &n, observeOutputs(cur.observes))
-		})
+		}, wt.observationOptions(g.device.Name, path))
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -65,10 +74,11 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		select {
 		case <-ctx.Done():
 			// The observation deregisters itself (GET Observe=1) when its
-			// context ends; wait briefly so shutdown stays bounded.
+			// context ends, waiting for the answer no longer than the
+			// shutdown's share for deregistration (wt.drain).
 			select {
 			case <-obs.Done():
-			case <-time.After(b.opts.RequestTimeout):
+			case <-wt.drain.Done():
 			}
 			wt.observationUp(-1)
 			return
@@ -80,6 +90,25 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 				return
 			}
 		}
+	}
+}
+
+// observationOptions tune the observation of one device resource: stale
+// notifications are counted and logged, a restarted sequence (the device
+// rebooted) is logged, and the deregistration at the end waits no longer
+// than the shutdown allows.
+func (wt *watcher) observationOptions(device, path string) coapside.ObservationOptions {
+	b := wt.b
+	stale := b.metrics.staleDropped.WithLabelValues(device)
+	return coapside.ObservationOptions{
+		CancelContext: wt.drain,
+		OnStale: func(seq, latest uint32) {
+			stale.Inc()
+			b.log.Debug("observe: stale notification dropped", "device", device, "path", path, "seq", seq, "latest", latest)
+		},
+		OnRestart: func(seq, previous uint32) {
+			b.log.Info("observe sequence restarted", "device", device, "path", path, "seq", seq, "previous", previous)
+		},
 	}
 }
 
@@ -183,12 +212,16 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 				wt.observe(cctx, run, p)
 			}(p)
 		}
+		var gone []*child
 		for p, c := range children {
 			if !want[p] {
-				c.cancel()
-				<-c.done
+				c.cancel() // all at once: each may wait for its deregistration
+				gone = append(gone, c)
 				delete(children, p)
 			}
+		}
+		for _, c := range gone {
+			<-c.done
 		}
 		b.log.Info("discovered", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "resources", len(children))
 		if !sleep(ctx, b.opts.DiscoveryRefresh) {

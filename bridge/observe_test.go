@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -27,8 +29,16 @@ type observableDevice struct {
 // dev.value, Max-Age maxAge seconds) and a plain /plain on addr.
 func startObservableDevice(t *testing.T, addr string, maxAge uint32) *observableDevice {
 	t.Helper()
+	return startObservableDeviceFrom(t, addr, maxAge, nil)
+}
+
+// startObservableDeviceFrom is startObservableDevice with the Observe value
+// of new registrations taken from firstSeq (nil: the clock), as a device
+// counts them from power-up.
+func startObservableDeviceFrom(t *testing.T, addr string, maxAge uint32, firstSeq func() uint32) *observableDevice {
+	t.Helper()
 	d := &observableDevice{fakeDevice: startDevice(t, addr)}
-	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{MaxAge: maxAge})
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{MaxAge: maxAge, FirstSeq: firstSeq})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,17 +133,29 @@ devices = ["d1"]
 paths   = ["/plain"]
 topic   = "plain/{device}"
 `, dev.addr)
-	tb := startBridge(t, rules, func(_ *Config, o *Options) { o.ObserveFallbackInterval = 100 * time.Millisecond })
+	// So many rounds that observing is not tried again during the test:
+	// every value after the first comes from the fallback polls.
+	tb := startBridge(t, rules, func(_ *Config, o *Options) {
+		o.ObserveFallbackInterval = 100 * time.Millisecond
+		o.FallbackRounds = 10000
+	})
 	sub := subscribe(t, tb.MQTTAddr(), "plain/#", 0)
-	dev.value.Store(6)
-	sub.waitFor(t, 5*time.Second, "plain/d1", "6")
+	eventually(t, 5*time.Second, "a plain GET after the observe attempt", func() bool { return dev.count() >= 2 })
+	for _, v := range []string{"6", "7"} {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		dev.value.Store(n)
+		sub.waitFor(t, 5*time.Second, "plain/d1", v)
+	}
 }
 
 // TestObserveAfterDeviceReboot restarts the device on the same port: it has
 // forgotten its observers, so nothing arrives until the bridge's
-// re-registration (Max-Age passed) observes again.
+// re-registration (Max-Age passed) observes again. Like a real device it
+// numbers notifications from a low value after the reboot (2, where it was
+// at 100): the answer to the re-registration and what follows must be
+// published, not dropped as stale for up to 128 s (RFC 7641 §3.4).
 func TestObserveAfterDeviceReboot(t *testing.T) {
-	dev := startObservableDevice(t, "", 1)
+	dev := startObservableDeviceFrom(t, "", 1, func() uint32 { return 100 })
 	addr := dev.addr.String()
 	tb := startBridge(t, observeRules(dev.addr), func(_ *Config, o *Options) {
 		o.ReobserveMin, o.ReobserveMax = 50*time.Millisecond, 200*time.Millisecond
@@ -145,10 +167,99 @@ func TestObserveAfterDeviceReboot(t *testing.T) {
 	dev.srv.Close()
 	dev.stop()
 	time.Sleep(100 * time.Millisecond)
-	dev2 := startObservableDevice(t, addr, 1)
+	dev2 := startObservableDeviceFrom(t, addr, 1, func() uint32 { return 2 })
+	dev2.value.Store(98)
 	eventually(t, 15*time.Second, "re-registration after reboot", func() bool { return dev2.obs.Observers("/sensors/temp") == 1 })
+	sub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "98") // the answer to the re-registration
 	dev2.set(99)
 	sub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "99")
+	if n := testutil.ToFloat64(tb.metrics.staleDropped.WithLabelValues("d1")); n != 0 {
+		t.Errorf("%v notifications dropped as stale", n)
+	}
+}
+
+// TestObserveStaleNotificationsCounted: a notification older than the latest
+// one (reordered on the way) is dropped, counted per device and logged.
+func TestObserveStaleNotificationsCounted(t *testing.T) {
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tb := startBridge(t, observeRules(conn.LocalAddr()), nil)
+	sub := subscribe(t, tb.MQTTAddr(), "obs/#", 0)
+	// A raw device: answer the registration, then notify out of order.
+	buf := make([]byte, 1500)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, bridgeAddr, err := conn.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no registration: %v", err)
+	}
+	reg, err := message.Decode(buf[:n])
+	if v, ok := reg.Options.Observe(); err != nil || !ok || v != 0 {
+		t.Fatalf("registration %v %v", reg, err)
+	}
+	send := func(typ message.Type, mid uint16, seq uint32, payload string) {
+		t.Helper()
+		m := &message.Message{Type: typ, Code: message.Content, MessageID: mid, Token: reg.Token, Payload: []byte(payload)}
+		m.Options = m.Options.SetUint(message.Observe, seq).SetUint(message.MaxAge, 60)
+		b, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.WriteTo(b, bridgeAddr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(message.Acknowledgement, reg.MessageID, 10, "10")
+	sub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "10")
+	send(message.NonConfirmable, 500, 12, "12")
+	sub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "12")
+	send(message.NonConfirmable, 501, 11, "11") // reordered: older than 12
+	send(message.NonConfirmable, 502, 13, "13")
+	if m := sub.next(t, 5*time.Second); string(m.Payload()) != "13" {
+		t.Fatalf("published %q after 12, want 13 (11 is stale)", m.Payload())
+	}
+	if n := testutil.ToFloat64(tb.metrics.staleDropped.WithLabelValues("d1")); n != 1 {
+		t.Fatalf("bridge_observe_stale_dropped_total{device=d1} = %v, want 1", n)
+	}
+}
+
+// TestShutdownWithDeadObservedDevices observes libcoap servers, kills them
+// (SIGKILL: no answer to anything, as after a power loss) and shuts the
+// bridge down: the deregistrations can never be answered, and the shutdown
+// still ends within ShutdownGrace, with RFC 7252 default retransmission
+// timing, where one unanswered CON alone takes 93 s.
+func TestShutdownWithDeadObservedDevices(t *testing.T) {
+	srvs := []*peer.CoapServer{peer.StartCoapServerProcess(t), peer.StartCoapServerProcess(t)}
+	var rules strings.Builder
+	for i, s := range srvs {
+		fmt.Fprintf(&rules, "[[device]]\nname = \"d%d\"\nurl  = \"coap://%s\"\n\n", i, s.Addr)
+	}
+	rules.WriteString("[[observe]]\nname    = \"time\"\ndevices = [\"d0\", \"d1\"]\npaths   = [\"/time\"]\ntopic   = \"time/{device}\"\n")
+	tb := startBridge(t, rules.String(), func(_ *Config, o *Options) { o.CoAP = coapside.EndpointOptions{} })
+	sub := subscribe(t, tb.MQTTAddr(), "time/#", 0)
+	eventually(t, 10*time.Second, "both devices observed", func() bool { return testutil.ToFloat64(tb.metrics.observations) == 2 })
+	sub.next(t, 5*time.Second)
+	for _, s := range srvs {
+		s.Kill()
+	}
+	start := time.Now()
+	tb.cancel()
+	select {
+	case err := <-tb.done:
+		if err != nil {
+			t.Errorf("bridge Run: %v", err)
+		}
+		tb.done <- nil // for the cleanup's stop
+	case <-time.After(2 * ShutdownGrace):
+		t.Fatal("bridge did not stop")
+	}
+	took := time.Since(start)
+	t.Logf("shutdown with dead observed devices took %v", took.Round(time.Millisecond))
+	if took >= ShutdownGrace {
+		t.Errorf("shutdown took %v, beyond its bound of %v", took, ShutdownGrace)
+	}
 }
 
 func TestObserveDiscovery(t *testing.T) {

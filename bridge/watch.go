@@ -111,6 +111,10 @@ func groupWatches(ws []rules.Watch) map[string]*watchGroup {
 type watcher struct {
 	b   *Bridge
 	ctx context.Context
+	// drain ends when observations must stop waiting for the answers to
+	// their deregistrations: at the shutdown's share for it (see stop).
+	drain    context.Context
+	endDrain context.CancelFunc
 
 	mu      sync.Mutex
 	running map[string]*watchRun
@@ -125,7 +129,8 @@ type watchRun struct {
 }
 
 func newWatcher(ctx context.Context, b *Bridge) *watcher {
-	return &watcher{b: b, ctx: ctx, running: map[string]*watchRun{}}
+	drain, endDrain := context.WithCancel(context.Background())
+	return &watcher{b: b, ctx: ctx, drain: drain, endDrain: endDrain, running: map[string]*watchRun{}}
 }
 
 // apply moves the running groups to the rule set's watches: new groups
@@ -189,9 +194,19 @@ func (wt *watcher) startLocked(key string, g *watchGroup) {
 	}()
 }
 
-// stop ends every watch and waits for them (observations are cancelled
-// with GET Observe=1 on the way).
-func (wt *watcher) stop() {
+// stop ends every watch and waits for them. Observations are cancelled
+// with GET Observe=1 (RFC 7641 §3.6), all at once and best effort: a device
+// that is gone never answers, so the answers are awaited for at most half
+// the time left before ctx's deadline, and the rest of the shutdown
+// (flushing MQTT) keeps the other half.
+func (wt *watcher) stop(ctx context.Context) {
+	defer wt.endDrain()
+	dctx, cancel := ctx, context.CancelFunc(func() {})
+	if d, ok := ctx.Deadline(); ok {
+		dctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
+	}
+	defer cancel()
+	defer context.AfterFunc(dctx, wt.endDrain)()
 	wt.mu.Lock()
 	for k, run := range wt.running {
 		run.cancel()

@@ -140,3 +140,76 @@ func TestInteropOurClientAgainstLibcoapServer(t *testing.T) {
 		t.Fatalf("discovery: cf %v payload %q", cf, resp.Payload)
 	}
 }
+
+// TestInteropObserveLibcoapServerRestart observes libcoap's /time (a
+// notification every second, Max-Age 1) and power-cycles the server: killed
+// with SIGKILL, started again on the same port. The restarted server has no
+// observers and numbers from 2 again; the client's re-registration (Max-Age
+// plus the margin after the last notification) is answered with that low
+// number, which must be delivered at once, not dropped as stale until the
+// new numbers pass the old ones or 128 s go by (RFC 7641 §3.4).
+func TestInteropObserveLibcoapServerRestart(t *testing.T) {
+	srv := peer.StartCoapServerProcess(t)
+	// RFC 7252 default transmission parameters: a re-registration sent
+	// while the server is down is retransmitted until it is back.
+	c, err := NewClient(ClientOptions{LocalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	notes := make(chan Notification, 64)
+	req, err := NewRequest(message.GET, "coap://"+srv.Addr.String()+"/time", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := make(chan uint32, 4)
+	oo := ObservationOptions{
+		ReregisterMargin: 500 * time.Millisecond,
+		OnRestart:        func(seq, _ uint32) { restarts <- seq },
+	}
+	o, err := c.ObserveRequest(testCtx(t), req, func(n Notification) {
+		select {
+		case notes <- n:
+		default:
+		}
+	}, oo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Wait()
+	defer o.end(ErrCanceled)
+	// Let the sequence grow past the value a fresh server starts from.
+	var last uint32
+	for deadline := time.Now().Add(10 * time.Second); last < 5; {
+		select {
+		case n := <-notes:
+			last = n.Seq
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("libcoap /time notifications stopped at seq %d", last)
+		}
+	}
+	srv.Kill()
+	for len(notes) > 0 { // sent before the power loss
+		last = (<-notes).Seq
+	}
+	srv.Restart()
+	restarted := time.Now()
+	select {
+	case n := <-notes:
+		if n.Seq >= last {
+			t.Fatalf("first notification after the restart has seq %d, after %d before it: the restarted sequence was dropped", n.Seq, last)
+		}
+		t.Logf("notification from the restarted server %v after the restart (seq %d, was %d)", time.Since(restarted).Round(time.Millisecond), n.Seq, last)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no notification within 10 s of the restart (last seq %d)", last)
+	}
+	select {
+	case seq := <-restarts:
+		t.Logf("restart reported at seq %d", seq)
+	case <-time.After(time.Second):
+		t.Error("sequence restart not reported")
+	}
+	if err := o.Err(); err != nil {
+		t.Fatalf("observation ended: %v", err)
+	}
+}

@@ -43,6 +43,22 @@ type ObservationOptions struct {
 	// CancelTimeout bounds the deregistration request sent when the
 	// observation's context ends. Default 5 s.
 	CancelTimeout time.Duration
+	// CancelContext, when set, also bounds that deregistration: when it
+	// ends (for example at a shutdown deadline shared by many
+	// observations) the observation ends without waiting for the answer.
+	CancelContext context.Context
+	// OnStale, when set, is called for every notification dropped because
+	// it is not newer than the latest one (RFC 7641 §3.4), with its Observe
+	// value and the latest accepted one. It runs on the socket's read
+	// goroutine and must not block.
+	OnStale func(seq, latest uint32)
+	// OnRestart, when set, is called when the server restarted its
+	// sequence numbers (a device that rebooted): the answer to a
+	// re-registration carried an Observe value older than the latest one,
+	// or a run of notifications went back in a consistent way. The
+	// notification is delivered and later ones are judged against it. It
+	// runs on the socket's read goroutine and must not block.
+	OnRestart func(seq, previous uint32)
 }
 
 // Observation is a running observation started by Client.Observe. It ends
@@ -73,12 +89,17 @@ type Observation struct {
 	ended     bool
 	// reregistering is set while a re-registration request is in flight.
 	reregistering bool
-	err           error
-	maxAge        uint32
-	timer         *time.Timer
-	unreg         func()
-	stopCtx       func() bool
-	wg            sync.WaitGroup
+	// answerDue is set from sending a re-registration until its answer
+	// arrives; separateDue once the server acknowledged it with an empty
+	// ACK, so the answer comes as a separate response (RFC 7252 §5.2.2).
+	answerDue   bool
+	separateDue bool
+	err         error
+	maxAge      uint32
+	timer       *time.Timer
+	unreg       func()
+	stopCtx     func() bool
+	wg          sync.WaitGroup
 }
 
 // ObservationStats counts one observation's events with atomic counters,
@@ -86,6 +107,7 @@ type Observation struct {
 type ObservationStats struct {
 	Delivered       atomic.Uint64 // representations given to the callback
 	Stale           atomic.Uint64 // older or repeated notifications dropped (RFC 7641 §3.4)
+	Restarts        atomic.Uint64 // times the server's sequence restarted (a reboot)
 	Superseded      atomic.Uint64 // fresh ones replaced by a newer one before delivery
 	Reregistrations atomic.Uint64 // registrations sent again after Max-Age (RFC 7641 §3.3.1)
 	BlockErrors     atomic.Uint64 // notifications dropped because their body could not be completed
@@ -103,7 +125,8 @@ type pendingNote struct {
 // Observe registers interest in url (GET with Observe=0, RFC 7641 §3.1) and
 // calls fn with the response and every fresh notification, in order, one at
 // a time and never on the socket's read goroutine. Stale and duplicate
-// notifications are dropped (RFC 7641 §3.4); CON notifications are
+// notifications are dropped (RFC 7641 §3.4); the answer to a re-registration
+// is always fresh and restarts the sequence. CON notifications are
 // acknowledged and notifications for unknown tokens rejected with RST by the
 // endpoint.
 //
@@ -199,7 +222,11 @@ func (c *Client) ObserveRequest(ctx context.Context, req *Request, fn func(Notif
 		return o, nil // a context that never ends needs no watcher
 	}
 	stop := context.AfterFunc(ctx, func() {
-		cctx, cancel := context.WithTimeout(context.Background(), o.opts.CancelTimeout)
+		parent := o.opts.CancelContext
+		if parent == nil {
+			parent = context.Background()
+		}
+		cctx, cancel := context.WithTimeout(parent, o.opts.CancelTimeout)
 		defer cancel()
 		_ = o.Cancel(cctx)
 	})
@@ -286,6 +313,15 @@ func (o *Observation) onRegisterOutcome(oc Outcome, _ *message.Message) {
 // onResponse receives every response with the token on the read goroutine:
 // it applies the freshness rule and hands the latest fresh message to the
 // delivery goroutine (RFC 7641 §3.4). It never blocks.
+//
+// The answer to a re-registration answers a request just sent, so it is
+// fresh whatever its Observe value, and later notifications are judged
+// against it: a device that rebooted has forgotten its observers and starts
+// its sequence again from a low number, which the freshness rule alone would
+// take for stale until the new numbers pass the old ones or 128 seconds go
+// by. With the same token for both (RFC 7641 §3.3.1), the answer is the
+// piggybacked response in the ACK of the re-registration, or the first
+// response after an empty ACK.
 func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool {
 	if err != nil {
 		o.end(err)
@@ -299,10 +335,38 @@ func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool
 		return keep
 	}
 	seq, hasSeq := m.Options.Observe()
-	if hasSeq && !o.tracker.Check(seq, now).Accepted() {
-		o.mu.Unlock()
-		o.stats.Stale.Add(1)
-		return true
+	seq &= observe.SeqMask
+	latest, _, had := o.tracker.Last()
+	answer := o.gotFirst && o.answerDue && (m.Type == message.Acknowledgement || o.separateDue)
+	if answer {
+		o.answerDue, o.separateDue = false, false
+	}
+	restarted := false
+	switch {
+	case !hasSeq:
+	case answer:
+		o.tracker.Clear()
+		o.tracker.Check(seq, now)
+		restarted = had && seq != latest && !observe.Newer(latest, seq)
+	default:
+		v := o.tracker.Check(seq, now)
+		if !v.Accepted() {
+			o.mu.Unlock()
+			o.stats.Stale.Add(1)
+			if fn := o.opts.OnStale; fn != nil {
+				fn(seq, latest)
+			}
+			return true
+		}
+		restarted = v == observe.Reset
+	}
+	if restarted {
+		o.stats.Restarts.Add(1)
+		defer func() {
+			if fn := o.opts.OnRestart; fn != nil {
+				fn(seq, latest)
+			}
+		}()
 	}
 	if !o.gotFirst {
 		o.gotFirst = true
@@ -390,11 +454,15 @@ func (o *Observation) reregister() {
 		return
 	}
 	o.reregistering = true
+	o.answerDue, o.separateDue = true, false
 	o.mu.Unlock()
 	o.stats.Reregistrations.Add(1)
-	err := o.send(observe.Register, func(oc Outcome, _ *message.Message) {
+	err := o.send(observe.Register, func(oc Outcome, ack *message.Message) {
 		o.mu.Lock()
 		o.reregistering = false
+		if oc == Acknowledged && ack != nil && ack.Code == message.Empty && o.answerDue {
+			o.separateDue = true // the answer follows separately
+		}
 		if oc == Acknowledged && !o.ended {
 			// Acknowledged (the response may follow separately): try
 			// again after another period if no notification comes.

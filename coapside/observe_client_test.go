@@ -176,7 +176,13 @@ type fakeObserveServer struct {
 // with Observe=seq and Max-Age maxAge.
 func startFakeObservation(t *testing.T, seq uint32, maxAge uint32, oo ObservationOptions) (*fakeObserveServer, *Observation, chan Notification) {
 	t.Helper()
-	c := newBlockClient(t, ClientBlockwiseOptions{})
+	return startFakeObservationCtx(t, testCtx(t), newBlockClient(t, ClientBlockwiseOptions{}), seq, maxAge, oo)
+}
+
+// startFakeObservationCtx is startFakeObservation with the observation's
+// context and client.
+func startFakeObservationCtx(t *testing.T, ctx context.Context, c *Client, seq uint32, maxAge uint32, oo ObservationOptions) (*fakeObserveServer, *Observation, chan Notification) {
+	t.Helper()
 	p := newRawPeer(t, c.Endpoint().LocalAddr().(*net.UDPAddr))
 	fn, ch := collect(16)
 	type res struct {
@@ -186,7 +192,7 @@ func startFakeObservation(t *testing.T, seq uint32, maxAge uint32, oo Observatio
 	done := make(chan res, 1)
 	go func() {
 		req, _ := NewRequest(message.GET, fmt.Sprintf("coap://%s/s", p.addr()), nil)
-		o, err := c.ObserveRequest(testCtx(t), req, fn, oo)
+		o, err := c.ObserveRequest(ctx, req, fn, oo)
 		done <- res{o, err}
 	}()
 	reg := p.mustRecv(2 * time.Second)
@@ -357,5 +363,110 @@ func TestClientObserveReregistersWithOurServer(t *testing.T) {
 		if n := nextNote(t, ch); string(n.Payload) == "b" {
 			break
 		}
+	}
+}
+
+// TestClientObserveServerSequenceRestarts: a device that rebooted has
+// forgotten its observers, and its counter starts low again. The answer to
+// the client's re-registration carries such a low Observe value; it answers
+// a request just sent, so it is delivered and later notifications are
+// judged against it instead of being dropped as stale until the numbers
+// pass the old ones or 128 s go by (RFC 7641 §3.3.1, §3.4). It works for a
+// piggybacked answer and for a separate one after an empty ACK.
+func TestClientObserveServerSequenceRestarts(t *testing.T) {
+	for _, separate := range []bool{false, true} {
+		t.Run(fmt.Sprintf("separate=%v", separate), func(t *testing.T) {
+			type event struct {
+				kind       string
+				seq, other uint32
+			}
+			events := make(chan event, 16)
+			nextEvent := func() event {
+				t.Helper()
+				select {
+				case e := <-events:
+					return e
+				case <-time.After(2 * time.Second):
+					t.Fatal("no stale or restart event")
+					return event{}
+				}
+			}
+			oo := ObservationOptions{
+				ReregisterMargin: 80 * time.Millisecond,
+				OnStale:          func(seq, latest uint32) { events <- event{"stale", seq, latest} },
+				OnRestart:        func(seq, prev uint32) { events <- event{"restart", seq, prev} },
+			}
+			// Max-Age 0: the client re-registers 80 ms after the first
+			// response, as it would after a silent device's Max-Age.
+			f, o, ch := startFakeObservation(t, 100, 0, oo)
+			defer func() {
+				o.end(ErrCanceled)
+				o.Wait()
+			}()
+			rereg := f.mustRecv(2 * time.Second)
+			if v, ok := rereg.Options.Observe(); rereg.Code != message.GET || !ok || v != observe.Register {
+				t.Fatalf("re-registration %v", rereg)
+			}
+			answer := &message.Message{Type: message.Acknowledgement, Code: message.Content, MessageID: rereg.MessageID, Token: rereg.Token}
+			if separate {
+				f.sendMsg(&message.Message{Type: message.Acknowledgement, MessageID: rereg.MessageID})
+				answer.Type, answer.MessageID = message.Confirmable, 300
+			}
+			answer.Options = answer.Options.SetUint(message.Observe, 2).SetUint(message.MaxAge, 60)
+			answer.Payload = []byte("rebooted")
+			f.sendMsg(answer)
+			if n := nextNote(t, ch); string(n.Payload) != "rebooted" || n.Seq != 2 {
+				t.Fatalf("answer to the re-registration: %q seq %d", n.Payload, n.Seq)
+			}
+			if e := nextEvent(); e != (event{"restart", 2, 100}) {
+				t.Fatalf("event %+v, want the restart from 100 to 2", e)
+			}
+			// The new sequence goes on from 2; an older number is stale.
+			f.notify(301, message.NonConfirmable, 3, "3")
+			if n := nextNote(t, ch); string(n.Payload) != "3" {
+				t.Fatalf("notification after the restart: %q", n.Payload)
+			}
+			f.notify(302, message.NonConfirmable, 1, "1")
+			noNote(t, ch, 50*time.Millisecond)
+			if e := nextEvent(); e != (event{"stale", 1, 3}) {
+				t.Fatalf("event %+v, want seq 1 dropped as stale after 3", e)
+			}
+			if r, s := o.Stats().Restarts.Load(), o.Stats().Stale.Load(); r != 1 || s != 1 {
+				t.Errorf("Restarts %d, Stale %d; want 1, 1", r, s)
+			}
+		})
+	}
+}
+
+// TestClientObserveCancelContextBoundsDeregistration: when the observation's
+// context ends, the deregistration is sent, and a CancelContext that has
+// ended (a shutdown deadline) ends the observation without waiting
+// CancelTimeout for a server that does not answer.
+func TestClientObserveCancelContextBoundsDeregistration(t *testing.T) {
+	shutdown, deadline := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// RFC 7252 default transmission parameters: an unanswered CON is
+	// retransmitted for 45 s.
+	c, err := NewClient(ClientOptions{LocalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, o, _ := startFakeObservationCtx(t, ctx, c, 10, 60, ObservationOptions{CancelTimeout: time.Minute, CancelContext: shutdown})
+	deadline()
+	cancel()
+	select {
+	case <-o.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("observation still waiting for the deregistration after CancelContext ended")
+	}
+	o.Wait()
+	if !errors.Is(o.Err(), ErrCanceled) {
+		t.Errorf("Err %v, want ErrCanceled", o.Err())
+	}
+	dereg := f.mustRecv(2 * time.Second)
+	if v, ok := dereg.Options.Observe(); dereg.Code != message.GET || !ok || v != observe.Deregister {
+		t.Fatalf("deregistration %v", dereg)
 	}
 }

@@ -43,6 +43,9 @@ type ObserveOptions struct {
 	// OnDeregister, if set, is called whenever an observer is removed, with
 	// the reason (observe.ErrReset, ErrTimeout, ErrDeregistered, ...).
 	OnDeregister func(o observe.Observer, reason error)
+	// FirstSeq, if set, gives the Observe value of a new registration's
+	// response instead of the clock (see observe.Options.FirstSeq).
+	FirstSeq func() uint32
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -112,6 +115,7 @@ func NewObserveServer(opts ObserveOptions) (*ObserveServer, error) {
 		ConInterval:  opts.ConInterval,
 		MaxObservers: opts.MaxObservers,
 		OnDeregister: s.deregistered,
+		FirstSeq:     opts.FirstSeq,
 		Logger:       log,
 	})
 	return s, nil

@@ -52,8 +52,9 @@ logged).
 
 Reboots, for demos of re-observation: --reboot-every D reboots all devices
 periodically, and SIGUSR1 reboots them at once. A reboot drops every
-observer, restarts the Observe sequence numbers and the listeners (same
-ports) and switches the LED off.
+observer, restarts the Observe sequence numbers from a low value (they
+count sensor updates since the boot, as on a device without a clock) and
+the listeners (same ports), and switches the LED off.
 
 SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
 1 that a listener could not be opened (for example a port in use).`,

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
@@ -60,6 +61,10 @@ type simBoot struct {
 	obs    *coapside.ObserveServer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// ticks counts sensor updates since this boot. A new registration's
+	// Observe value starts from it, so the numbers start low again after
+	// a reboot, as on a device without a clock that survives power-down.
+	ticks atomic.Uint32
 }
 
 func newSimDevice(name, identity string, addr, dtlsAddr *net.UDPAddr, o *simOptions, seed uint64, index int) *simDevice {
@@ -129,12 +134,16 @@ func (d *simDevice) start() error {
 func (d *simDevice) bootLocked() error {
 	// A simulated device is small: fleets of thousands share one process,
 	// so its tables are sized for a handful of clients, not a gateway.
-	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 2, MaxObservers: 1024, ResetMemory: 256, Logger: d.log})
+	b := &simBoot{}
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{
+		Workers: 2, MaxObservers: 1024, ResetMemory: 256, Logger: d.log,
+		FirstSeq: b.ticks.Load,
+	})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &simBoot{obs: obs, cancel: cancel}
+	b.obs, b.cancel = obs, cancel
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -239,6 +248,7 @@ func (d *simDevice) notifySensors() {
 	if b == nil {
 		return
 	}
+	b.ticks.Add(1)
 	n := b.obs.Notify(simPathTemp)
 	n += b.obs.Notify(simPathHumidity)
 	if n > 0 {

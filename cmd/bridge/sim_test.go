@@ -313,6 +313,30 @@ func TestSimFleetRebootDropsObservers(t *testing.T) {
 	}
 }
 
+// TestSimRebootRestartsObserveNumbers: as the help says and as a device
+// without a clock that survives power-down does, a reboot restarts the
+// Observe numbers from a low value, below those of the previous boot.
+func TestSimRebootRestartsObserveNumbers(t *testing.T) {
+	verifyNoLeaks(t)
+	f := startFleet(t, simOptions{Devices: 1})
+	d := f.Devices()[0]
+	ticks := func() uint32 {
+		d.netMu.Lock()
+		defer d.netMu.Unlock()
+		return d.cur.ticks.Load()
+	}
+	waitUntil(t, 5*time.Second, func() bool { return ticks() >= 20 }, "20 sensor updates")
+	c := newTestClient(t)
+	before := observeN(t, c, devURL(d, simPathTemp), 1)[0].Seq
+	if err := f.Reboot(0); err != nil {
+		t.Fatal(err)
+	}
+	after := observeN(t, c, devURL(d, simPathTemp), 1)[0].Seq
+	if after >= before {
+		t.Fatalf("Observe %d after the reboot, %d before it: the sequence did not restart", after, before)
+	}
+}
+
 func TestSimFleetRebootEvery(t *testing.T) {
 	verifyNoLeaks(t)
 	f := startFleet(t, simOptions{Devices: 1, RebootEvery: 100 * time.Millisecond})

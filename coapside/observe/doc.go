@@ -23,5 +23,8 @@
 //
 // Client wiring: keep one Tracker per observation, call Check with each
 // notification's Observe value and deliver only when the Verdict is
-// Accepted; Clear it on re-registration; re-register at ReregisterAt.
+// Accepted; re-register at ReregisterAt, and Clear the Tracker when the
+// answer to the re-registration arrives: it is fresh whatever its value (a
+// rebooted server numbers from a low value again) and starts the sequence
+// later notifications are judged against.
 package observe

@@ -39,6 +39,11 @@ type Options struct {
 	OnDeregister func(o Observer, reason error)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// FirstSeq, if set, gives the Observe value of a new registration's
+	// response instead of the clock (RFC 7641 §4.4 leaves the source to the
+	// server). A constrained device counts from a low number after every
+	// boot; a simulator sets this to behave like one.
+	FirstSeq func() uint32
 	// Logger receives debug logs of send failures; default discards.
 	Logger *slog.Logger
 }
@@ -228,9 +233,13 @@ func (n *Notifier) Register(path, endpoint string, token []byte) (Registration, 
 	}
 	// RFC 7641 §4.4: a new registration starts from a local clock, so a
 	// restarted server does not repeat the values of its previous run.
+	seq := uint32(now.Unix())
+	if n.opts.FirstSeq != nil {
+		seq = n.opts.FirstSeq()
+	}
 	o := &observer{
 		res: res, idx: len(res.observers), key: k,
-		seq:     uint32(now.Unix()) & SeqMask,
+		seq:     seq & SeqMask,
 		lastCON: now.UnixNano(),
 	}
 	if replaced {
@@ -241,7 +250,7 @@ func (n *Notifier) Register(path, endpoint string, token []byte) (Registration, 
 	}
 	res.observers = append(res.observers, o)
 	n.index[k] = o
-	seq := o.seq
+	seq = o.seq
 	n.mu.Unlock()
 	if replaced {
 		n.deregistered(replacedObs, ErrReplaced)

@@ -396,6 +396,24 @@ func TestSequenceWraps(t *testing.T) {
 	}
 }
 
+// TestFirstSeqOverridesClock: a server that counts from a low number (as a
+// device does after a boot) gives that number to a new registration, and a
+// re-registration with the same token still continues its sequence.
+func TestFirstSeqOverridesClock(t *testing.T) {
+	fs := newFakeSender(nil)
+	next := uint32(1)
+	n := New(fs, Options{FirstSeq: func() uint32 { next++; return next }})
+	for i, want := range []uint32{2, 3} {
+		r, err := n.Register("/r", fmt.Sprintf("e%d", i), []byte("t"))
+		if err != nil || r.Seq != want {
+			t.Fatalf("registration %d: %+v %v, want seq %d", i, r, err, want)
+		}
+	}
+	if r, _ := n.Register("/r", "e0", []byte("t")); !r.Replaced || r.Seq != 3 {
+		t.Fatalf("re-registration %+v, want the sequence continued at 3", r)
+	}
+}
+
 // asyncSender completes CON notifications only when released, from its own
 // goroutine, and NON ones at once.
 type asyncSender struct {

@@ -169,26 +169,86 @@ func (m *Mosquitto) Restart() { m.start() }
 // the end of the test and returns its address.
 func StartCoapServer(tb testing.TB, extra ...string) *net.UDPAddr {
 	tb.Helper()
-	bin := Require(tb, "coap-server-notls")
+	return StartCoapServerProcess(tb, extra...).Addr
+}
+
+// CoapServer is a coap-server-notls process started by a test, which can be
+// killed and started again on the same port, as a device that loses power.
+type CoapServer struct {
+	// Addr is the server's address on 127.0.0.1.
+	Addr *net.UDPAddr
+
+	tb   testing.TB
+	bin  string
+	args []string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	out    *bytes.Buffer
+}
+
+// StartCoapServerProcess is StartCoapServer returning the process, for tests
+// that kill and restart it.
+func StartCoapServerProcess(tb testing.TB, extra ...string) *CoapServer {
+	tb.Helper()
 	port := FreeUDPPort(tb)
-	args := append([]string{"-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "0"}, extra...)
-	cmd := exec.Command(bin, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start coap-server-notls: %v", err)
+	s := &CoapServer{
+		Addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port},
+		tb:   tb,
+		bin:  Require(tb, "coap-server-notls"),
+		args: append([]string{"-A", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "0"}, extra...),
 	}
-	exited := make(chan struct{})
+	s.start()
+	tb.Cleanup(s.Kill)
+	return s
+}
+
+func (s *CoapServer) start() {
+	s.tb.Helper()
+	s.mu.Lock()
+	s.out = new(bytes.Buffer)
+	s.cmd = exec.Command(s.bin, s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		s.mu.Unlock()
+		s.tb.Fatalf("start coap-server-notls: %v", err)
+	}
+	cmd, exited := s.cmd, make(chan struct{})
+	s.exited = exited
+	s.mu.Unlock()
 	go func() { _ = cmd.Wait(); close(exited) }() // ends when the process does
-	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
-	if err := waitCoapPing(addr, exited, 10*time.Second); err != nil {
-		tb.Fatalf("coap-server-notls on port %d: %v\n%s", port, err, out.String())
+	if err := waitCoapPing(s.Addr, exited, 10*time.Second); err != nil {
+		s.tb.Fatalf("coap-server-notls on port %d: %v\n%s", s.Addr.Port, err, s.Output())
 	}
-	return addr
+}
+
+// Kill stops the server with SIGKILL, as a power loss would: it keeps no
+// state and says nothing to its clients.
+func (s *CoapServer) Kill() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// Restart starts the server again on the same port with the same arguments
+// and waits until it answers.
+func (s *CoapServer) Restart() { s.start() }
+
+// Output returns what the server printed so far in its current run.
+func (s *CoapServer) Output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.out == nil {
+		return ""
+	}
+	return s.out.String()
 }
 
 // waitCoapPing sends CoAP pings (an empty CON, RFC 7252 §4.3) to addr until
