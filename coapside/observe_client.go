@@ -38,7 +38,10 @@ type Notification struct {
 // ObservationOptions tune one observation. Zero values take the defaults.
 type ObservationOptions struct {
 	// ReregisterMargin is how long after Max-Age has run out without a
-	// notification the client registers again (RFC 7641 §3.3.1). Default 10 s.
+	// notification the client registers again (RFC 7641 §3.3.1). By default
+	// it scales with Max-Age: half of it, at least 1 s and at most
+	// DefaultReregisterMargin, so a device that rebooted and forgot its
+	// observers of a fast-changing resource is registered with again soon.
 	ReregisterMargin time.Duration
 	// CancelTimeout bounds the deregistration request sent when the
 	// observation's context ends. Default 5 s.
@@ -147,9 +150,6 @@ func (c *Client) Observe(ctx context.Context, url string, fn func(Notification),
 
 // ObserveRequest is Observe for a prepared GET or FETCH request.
 func (c *Client) ObserveRequest(ctx context.Context, req *Request, fn func(Notification), oo ObservationOptions) (*Observation, error) {
-	if oo.ReregisterMargin <= 0 {
-		oo.ReregisterMargin = DefaultReregisterMargin
-	}
 	if oo.CancelTimeout <= 0 {
 		oo.CancelTimeout = DefaultCancelTimeout
 	}
@@ -442,7 +442,16 @@ func (o *Observation) deliver(ctx context.Context, m *message.Message, at time.T
 // reregisterIn is the time until re-registration (RFC 7641 §3.3.1). o.mu held.
 func (o *Observation) reregisterIn() time.Duration {
 	now := time.Now()
-	return observe.ReregisterAt(now, o.maxAge, o.opts.ReregisterMargin).Sub(now)
+	return observe.ReregisterAt(now, o.maxAge, reregisterMargin(o.opts.ReregisterMargin, o.maxAge)).Sub(now)
+}
+
+// reregisterMargin is the configured margin, or by default half of Max-Age
+// within [1 s, DefaultReregisterMargin].
+func reregisterMargin(configured time.Duration, maxAge uint32) time.Duration {
+	if configured > 0 {
+		return configured
+	}
+	return min(max(time.Duration(maxAge)*time.Second/2, time.Second), DefaultReregisterMargin)
 }
 
 // reregister sends a new registration with the same token when Max-Age and

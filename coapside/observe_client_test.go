@@ -470,3 +470,21 @@ func TestClientObserveCancelContextBoundsDeregistration(t *testing.T) {
 		t.Fatalf("deregistration %v", dereg)
 	}
 }
+
+func TestReregisterMarginScalesWithMaxAge(t *testing.T) {
+	for _, c := range []struct {
+		configured time.Duration
+		maxAge     uint32
+		want       time.Duration
+	}{
+		{0, 1, time.Second},              // floor
+		{0, 6, 3 * time.Second},          // half of Max-Age
+		{0, 60, DefaultReregisterMargin}, // cap
+		{0, 0, time.Second},
+		{250 * time.Millisecond, 60, 250 * time.Millisecond}, // configured wins
+	} {
+		if got := reregisterMargin(c.configured, c.maxAge); got != c.want {
+			t.Errorf("reregisterMargin(%v, %d) = %v, want %v", c.configured, c.maxAge, got, c.want)
+		}
+	}
+}
