@@ -66,9 +66,11 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 	})).ServeCOAP(w, r)
 }
 
-// serveIngress publishes a device's push. The device hears 2.04 Changed only
-// once the broker has the message; when the broker cannot take it now it
-// hears 5.03 with Max-Age and retries.
+// serveIngress publishes a device's push. The device hears 2.04 Changed
+// once the message is certain to be published, and 5.03 with Max-Age only
+// for a message that is not and never will be (see publishOutput), so its
+// retry cannot make a duplicate. A slow answer goes out as a separate
+// response after an empty ACK (coapside's SeparateAfter).
 func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Ingress, caps rules.Captures, identity string, received time.Time) {
 	in := &inbound{
 		Payload:       r.Payload,

@@ -115,6 +115,7 @@ func (b *Bridge) registerMQTTMetrics(mc mqttside.Client) {
 		counter("bridge_mqtt_buffered_total", "Messages that went through the offline buffer.", func(s mqttside.Stats) uint64 { return s.Buffered }),
 		counter("bridge_mqtt_dropped_qos0_total", "QoS 0 messages dropped from a full offline buffer.", func(s mqttside.Stats) uint64 { return s.DroppedQoS0 }),
 		counter("bridge_mqtt_refused_total", "QoS 1/2 publishes refused because the offline buffer was full.", func(s mqttside.Stats) uint64 { return s.Refused }),
+		counter("bridge_mqtt_withdrawn_total", "Device pushes taken back out of the offline buffer after answering 5.03; never published.", func(s mqttside.Stats) uint64 { return s.Withdrawn }),
 		counter("bridge_mqtt_invalid_total", "Publishes rejected by validation.", func(s mqttside.Stats) uint64 { return s.Invalid }),
 		counter("bridge_mqtt_received_total", "Messages received on subscriptions.", func(s mqttside.Stats) uint64 { return s.Received }),
 		counter("bridge_mqtt_reconnects_total", "Reconnections to the broker.", func(s mqttside.Stats) uint64 { return s.Reconnects }),
