@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -206,4 +208,39 @@ func TestIngressDuplicateCONPublishedOnce(t *testing.T) {
 		t.Fatalf("topic %s", got.Topic())
 	}
 	sub.none(t, 300*time.Millisecond)
+}
+
+// TestIngressNoResponseLibcoap pushes with libcoap's coap-client carrying
+// No-Response (RFC 7967): the push is published and the classes it
+// declines are not answered, while a class it did not decline is.
+func TestIngressNoResponseLibcoap(t *testing.T) {
+	client := peer.Require(t, "coap-client-notls")
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "sensors/#", 1)
+	coapClient := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		// -B 1: the client waits one second for an answer that never comes.
+		out, err := exec.CommandContext(ctx, client, append([]string{"-B", "1"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("coap-client %v: %v: %s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// 0x1a = 26: no 2.xx, 4.xx or 5.xx.
+	if out := coapClient("-N", "-O", "258,0x1a", "-m", "post", "-e", "7", tb.coapURL("/telemetry/nr/temp")); out != "" {
+		t.Errorf("NON POST with No-Response 26 answered: %q", out)
+	}
+	if m := sub.next(t, 5*time.Second); m.Topic() != "sensors/nr/temp" || string(m.Payload()) != "7" {
+		t.Fatalf("published %s %q", m.Topic(), m.Payload())
+	}
+	// 0x08: no 4.xx; an unmatched path is then silent.
+	if out := coapClient("-N", "-O", "258,0x08", "-m", "post", "-e", "x", tb.coapURL("/nowhere")); out != "" {
+		t.Errorf("NON POST to an unmatched path with No-Response 8 answered: %q", out)
+	}
+	// 0x02: no 2.xx, but the 4.04 is wanted.
+	if out := coapClient("-N", "-O", "258,0x02", "-m", "post", "-e", "x", tb.coapURL("/nowhere")); !strings.Contains(out, "4.04") {
+		t.Errorf("NON POST to an unmatched path with No-Response 2: %q, want 4.04", out)
+	}
 }
