@@ -177,6 +177,7 @@ func (x *dec) ingress() *Ingress {
 	}
 	r.Output = x.output()
 	r.Identity = x.identity(r.Path)
+	r.ResourceTypes, r.Interfaces = x.linkAttr("rt"), x.linkAttr("if")
 	return r
 }
 
@@ -272,6 +273,7 @@ func (x *dec) resource() *Resource {
 	r.Topic, _ = x.pattern("topic", TopicSyntax, true)
 	r.Identity = x.identity(r.Path)
 	r.ContentFormat = x.contentFormat()
+	r.ResourceTypes, r.Interfaces = x.linkAttr("rt"), x.linkAttr("if")
 	return r
 }
 
