@@ -28,6 +28,11 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		return
 	}
 	segs := r.Options.Strings(message.URIPath)
+	if isWellKnownCore(segs) {
+		identity, _ := r.PeerIdentity()
+		b.serveWellKnownCore(w, r, set, identity)
+		return
+	}
 	route, caps, err := set.MatchPath(method, segs, nil)
 	switch {
 	case errors.Is(err, rules.ErrMethodNotAllowed):
