@@ -39,6 +39,14 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		b.metrics.errors.WithLabelValues("", reasonMethod).Inc()
 		w.SetCode(message.MethodNotAllowed)
 		return
+	case errors.Is(err, rules.ErrEscape):
+		// A captured segment that would change the topic's levels.
+		b.metrics.errors.WithLabelValues("", reasonEscape).Inc()
+		b.log.Warn("request refused: path segment", "peer", r.Peer.String(), "path", r.Path(), "err", err)
+		w.SetCode(message.BadRequest)
+		w.SetContentFormat(message.TextPlain)
+		w.Write([]byte(err.Error()))
+		return
 	case err != nil:
 		b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
 		w.SetCode(message.NotFound)

@@ -88,6 +88,7 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 		counter("bridge_coap_timeouts_total", "Confirmable messages never acknowledged.", func(s coapside.StatsSnapshot) uint64 { return s.Timeouts }),
 		counter("bridge_coap_malformed_rejected_total", "Malformed confirmable messages answered with RST.", func(s coapside.StatsSnapshot) uint64 { return s.MalformedRejected }),
 		counter("bridge_coap_malformed_dropped_total", "Malformed non-confirmable messages dropped.", func(s coapside.StatsSnapshot) uint64 { return s.MalformedDropped }),
+		counter("bridge_coap_oversize_total", "Datagrams larger than the CoAP message size limit (requests among them answered 4.13).", func(s coapside.StatsSnapshot) uint64 { return s.Oversize }),
 		counter("bridge_coap_bad_option_total", "Requests answered 4.02 Bad Option.", func(s coapside.StatsSnapshot) uint64 { return s.BadOption }),
 		counter("bridge_coap_duplicates_total", "Duplicate messages detected (answered from the cache or ignored).", func(s coapside.StatsSnapshot) uint64 { return s.Duplicates }),
 		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
