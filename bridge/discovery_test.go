@@ -10,6 +10,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/rules"
 )
 
 const discoveryRules = `
@@ -121,5 +122,33 @@ func TestWellKnownCore(t *testing.T) {
 	resp, err := c.Post(t.Context(), tb.coapURL("/.well-known/core"), message.TextPlain, []byte("x"))
 	if err != nil || resp.Code != message.MethodNotAllowed {
 		t.Errorf("POST /.well-known/core: %v %v, want 4.05", resp, err)
+	}
+}
+
+// TestIngressLinkPath: an ingress rule is listed by its path as written; the
+// capture identity = "{capture}" binds is filled in for an authenticated
+// device, unless its identity could not stand as one segment.
+func TestIngressLinkPath(t *testing.T) {
+	set, err := rules.Parse(rules.Source{Name: "t.toml", Data: []byte(`
+[[ingress]]
+name     = "events"
+path     = "/events/{device}/{kind}/{rest...}"
+topic    = "events/{device}/{kind}/{rest...}"
+identity = "{device}"
+rt       = "event"
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := set.Ingress[0]
+	for _, tt := range []struct{ identity, want string }{
+		{"", "/events/{device}/{kind}/{rest...}"},
+		{"door-7", "/events/door-7/{kind}/{rest...}"},
+		{"a b", "/events/a%20b/{kind}/{rest...}"},
+		{"a/b", "/events/{device}/{kind}/{rest...}"},
+	} {
+		if got := ingressLinkPath(in, tt.identity); got != tt.want {
+			t.Errorf("identity %q: %s, want %s", tt.identity, got, tt.want)
+		}
 	}
 }
