@@ -30,7 +30,8 @@ const ShutdownGrace = 5 * time.Second
 // the defaults noted on each field.
 type Options struct {
 	// PublishTimeout bounds waiting for the broker to acknowledge a device's
-	// QoS 1/2 push before the device is told 5.03 to retry (5s).
+	// QoS 1/2 push; then the message is withdrawn from the offline buffer
+	// and the device is told 5.03 to retry (5s).
 	PublishTimeout time.Duration
 	// HandoverTimeout bounds handing any other message to the MQTT client
 	// or its offline buffer (1s).

@@ -28,11 +28,24 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		return
 	}
 	segs := r.Options.Strings(message.URIPath)
+	if isWellKnownCore(segs) {
+		identity, _ := r.PeerIdentity()
+		b.serveWellKnownCore(w, r, set, identity)
+		return
+	}
 	route, caps, err := set.MatchPath(method, segs, nil)
 	switch {
 	case errors.Is(err, rules.ErrMethodNotAllowed):
 		b.metrics.errors.WithLabelValues("", reasonMethod).Inc()
 		w.SetCode(message.MethodNotAllowed)
+		return
+	case errors.Is(err, rules.ErrEscape):
+		// A captured segment that would change the topic's levels.
+		b.metrics.errors.WithLabelValues("", reasonEscape).Inc()
+		b.log.Warn("request refused: path segment", "peer", r.Peer.String(), "path", r.Path(), "err", err)
+		w.SetCode(message.BadRequest)
+		w.SetContentFormat(message.TextPlain)
+		w.Write([]byte(err.Error()))
 		return
 	case err != nil:
 		b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
@@ -66,9 +79,11 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 	})).ServeCOAP(w, r)
 }
 
-// serveIngress publishes a device's push. The device hears 2.04 Changed only
-// once the broker has the message; when the broker cannot take it now it
-// hears 5.03 with Max-Age and retries.
+// serveIngress publishes a device's push. The device hears 2.04 Changed
+// once the message is certain to be published, and 5.03 with Max-Age only
+// for a message that is not and never will be (see publishOutput), so its
+// retry cannot make a duplicate. A slow answer goes out as a separate
+// response after an empty ACK (coapside's SeparateAfter).
 func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Ingress, caps rules.Captures, identity string, received time.Time) {
 	in := &inbound{
 		Payload:       r.Payload,

@@ -181,15 +181,19 @@ topic   = "temp/{device}"
 	temps.waitFor(t, 5*time.Second, "temp/secure-1", "31")
 }
 
-// TestCoapsDeviceWrongKey: a device whose key does not match is reported as
-// a failed handshake, counted, and retried with backoff.
+// TestCoapsDeviceWrongKey: a device whose key does not match sees a failed
+// handshake (a key mismatch, never a completed one); the bridge counts each
+// failed poll and keeps trying. The device would answer on /temp, so with
+// the right key a value would be published.
 func TestCoapsDeviceWrongKey(t *testing.T) {
 	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": dtls.NewSecret([]byte("device-key"))})
 	conn, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: psk, Limits: dtls.Limits{HandshakeTimeout: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &coapside.Server{Handler: coapside.NewServeMux()}
+	mux := coapside.NewServeMux()
+	mux.HandleFunc("GET /temp", func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("21")) })
+	srv := &coapside.Server{Handler: mux}
 	go srv.Serve(conn)
 	t.Cleanup(func() { srv.Close() })
 	rules := fmt.Sprintf(`
@@ -199,16 +203,30 @@ url          = "coaps://%s"
 psk_identity = "bridge"
 psk          = "not-the-key"
 
-[[observe]]
-name    = "temp"
-devices = ["secure-1"]
-paths   = ["/temp"]
-topic   = "temp/{device}"
+[[poll]]
+name     = "temp"
+devices  = ["secure-1"]
+paths    = ["/temp"]
+interval = "200ms"
+topic    = "temp/{device}"
 `, conn.LocalAddr())
-	tb := startBridge(t, rules, nil)
-	eventually(t, 15*time.Second, "failed handshake counted", func() bool {
-		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("temp", reasonCoAP)) >= 1
+	tb := startBridge(t, rules, func(_ *Config, o *Options) {
+		o.RequestTimeout = 2 * time.Second // bounds each handshake attempt
 	})
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 0)
+	// The device saw the key mismatch, and completed no handshake.
+	eventually(t, 10*time.Second, "a key mismatch at the device", func() bool {
+		return conn.Stats().Failed(dtls.FailBadPSK) >= 1
+	})
+	// The bridge keeps polling, and counts every failed poll.
+	eventually(t, 10*time.Second, "failed polls counted", func() bool {
+		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("temp", reasonTimeout))+
+			testutil.ToFloat64(tb.metrics.errors.WithLabelValues("temp", reasonCoAP)) >= 2
+	})
+	if n := conn.Stats().HandshakesOK; n != 0 {
+		t.Fatalf("%d handshakes completed with the wrong key", n)
+	}
+	temps.none(t, 200*time.Millisecond)
 }
 
 // TestReloadKeepsTheKeysOfAnEmptiedPSKFile: a psk_file truncated in place

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -206,4 +209,106 @@ func TestIngressDuplicateCONPublishedOnce(t *testing.T) {
 		t.Fatalf("topic %s", got.Topic())
 	}
 	sub.none(t, 300*time.Millisecond)
+}
+
+// TestIngressNoResponseLibcoap pushes with libcoap's coap-client carrying
+// No-Response (RFC 7967): the push is published and the classes it
+// declines are not answered, while a class it did not decline is.
+func TestIngressNoResponseLibcoap(t *testing.T) {
+	client := peer.Require(t, "coap-client-notls")
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "sensors/#", 1)
+	coapClient := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		// -B 1: the client waits one second for an answer that never comes.
+		out, err := exec.CommandContext(ctx, client, append([]string{"-B", "1"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("coap-client %v: %v: %s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// 0x1a = 26: no 2.xx, 4.xx or 5.xx.
+	if out := coapClient("-N", "-O", "258,0x1a", "-m", "post", "-e", "7", tb.coapURL("/telemetry/nr/temp")); out != "" {
+		t.Errorf("NON POST with No-Response 26 answered: %q", out)
+	}
+	if m := sub.next(t, 5*time.Second); m.Topic() != "sensors/nr/temp" || string(m.Payload()) != "7" {
+		t.Fatalf("published %s %q", m.Topic(), m.Payload())
+	}
+	// 0x08: no 4.xx; an unmatched path is then silent.
+	if out := coapClient("-N", "-O", "258,0x08", "-m", "post", "-e", "x", tb.coapURL("/nowhere")); out != "" {
+		t.Errorf("NON POST to an unmatched path with No-Response 8 answered: %q", out)
+	}
+	// 0x02: no 2.xx, but the 4.04 is wanted.
+	if out := coapClient("-N", "-O", "258,0x02", "-m", "post", "-e", "x", tb.coapURL("/nowhere")); !strings.Contains(out, "4.04") {
+		t.Errorf("NON POST to an unmatched path with No-Response 2: %q, want 4.04", out)
+	}
+}
+
+// TestIngressCapturesCannotCollide pushes to path = "/up/{rest...}": a
+// Uri-Path segment that would change the topic's levels ("a/b" would read
+// as the two segments "a" and "b"; "+", "#", an empty segment, NUL) is
+// refused with 4.00 and counted, nothing is published, and a request too
+// large to read is answered 4.13 rather than ignored.
+func TestIngressCapturesCannotCollide(t *testing.T) {
+	client := peer.Require(t, "coap-client-notls")
+	tb := startBridge(t, `
+[[ingress]]
+name  = "up"
+path  = "/up/{rest...}"
+topic = "up/{rest...}"
+`, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "up/#", 1)
+	c := newCoAPClient(t)
+	post := func(segs ...string) *coapside.Response {
+		t.Helper()
+		req, err := newReq(message.POST, tb.coapURL("/"), []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Options = req.Options.Del(message.URIPath)
+		for _, s := range segs {
+			req.Options = req.Options.AddString(message.URIPath, s)
+		}
+		resp, err := c.Do(t.Context(), req)
+		if err != nil {
+			t.Fatalf("POST %d segments %q: %v", len(segs), segs[:min(len(segs), 3)], err)
+		}
+		return resp
+	}
+	bad := [][]string{{"up", "a/b"}, {"up", "a", "b/c"}, {"up", "a+b"}, {"up", "#"}, {"up", "a", ""}, {"up", "a\x00b"}, {"up", ".."}}
+	for _, segs := range bad {
+		if resp := post(segs...); resp.Code != message.BadRequest {
+			t.Errorf("POST %q: %v, want 4.00", segs, resp.Code)
+		}
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("", reasonEscape)); got != float64(len(bad)) {
+		t.Errorf("escape errors %v, want %d", got, len(bad))
+	}
+	// libcoap sends a%2Fb as the one segment "a/b".
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, client, "-m", "post", "-e", "x", tb.coapURL("/up/a%2Fb")).CombinedOutput()
+	if !strings.Contains(string(out), "4.00") {
+		t.Errorf("coap-client POST /up/a%%2Fb: %q, want 4.00", out)
+	}
+
+	if resp := post("up", "a", "b"); resp.Code != message.Changed {
+		t.Fatalf("POST /up/a/b: %v", resp.Code)
+	}
+	if m := sub.next(t, 5*time.Second); m.Topic() != "up/a/b" {
+		t.Fatalf("published %s, want up/a/b only", m.Topic())
+	}
+
+	// A thousand segments do not fit a datagram the bridge reads.
+	segs := make([]string, 1000)
+	for i := range segs {
+		segs[i] = "s"
+	}
+	segs[0] = "up"
+	if resp := post(segs...); resp.Code != message.RequestEntityTooLarge {
+		t.Errorf("POST with 1000 segments: %v, want 4.13", resp.Code)
+	}
+	sub.none(t, 200*time.Millisecond)
 }

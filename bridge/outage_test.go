@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,4 +86,120 @@ qos     = 1
 	if resp := post("/q1/after"); resp.Code != message.Changed {
 		t.Fatalf("after reconnect: %v", resp.Code)
 	}
+}
+
+// TestBrokerOutageQoS1NotTaken stops the broker while devices push QoS 1
+// messages. Each device gets an empty ACK before its ACK_TIMEOUT (the
+// answer is late), then 5.03 with Max-Age as a separate response — and a
+// message answered 5.03 is never published, so the device's retry cannot
+// make a duplicate. A push after the broker is back is published.
+func TestBrokerOutageQoS1NotTaken(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	rules := `
+[[ingress]]
+name    = "q1"
+path    = "/q1/{n}"
+methods = ["POST"]
+topic   = "q1/{n}"
+qos     = 1
+retain  = true
+`
+	tb := startBridge(t, rules, func(c *Config, o *Options) {
+		c.MQTT.Broker = "tcp://" + broker.Addr()
+		c.MQTT.ClientID = fmt.Sprintf("bridge-q1-%d", time.Now().UnixNano())
+		c.MQTT.Embedded.Listen = ""
+		o.PublishTimeout = 3 * time.Second  // longer than a device's ACK_TIMEOUT
+		o.CoAP = coapside.EndpointOptions{} // the defaults devices meet
+	})
+	broker.Kill()
+	eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
+
+	// Several devices at once, through the CoAP client.
+	const devices = 4
+	codes := make([]message.Code, devices)
+	errs := make([]error, devices)
+	var wg sync.WaitGroup
+	for i := range devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newCoAPClient(t)
+			resp, err := c.Post(t.Context(), tb.coapURL(fmt.Sprintf("/q1/during%d", i)), message.TextPlain, []byte("x"))
+			if err == nil {
+				codes[i] = resp.Code
+			}
+			errs[i] = err
+		}()
+	}
+
+	// One device on a raw socket, to see the message layer.
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := &message.Message{Type: message.Confirmable, Code: message.POST, MessageID: 0x4001, Token: []byte{9, 8, 7, 6}, Payload: []byte("raw")}
+	req.Options = req.Options.SetPath("/q1/raw")
+	wire, err := req.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	if _, err := conn.WriteTo(wire, tb.CoAPAddr()); err != nil {
+		t.Fatal(err)
+	}
+	read := func(d time.Duration) *message.Message {
+		t.Helper()
+		buf := make([]byte, 1500)
+		conn.SetReadDeadline(time.Now().Add(d))
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		m, err := message.Decode(buf[:n])
+		if err != nil {
+			t.Fatalf("answer: %v", err)
+		}
+		return m
+	}
+	// RFC 7252 §5.2.2: an empty ACK stops the device's retransmissions; it
+	// must come before its first retransmission (ACK_TIMEOUT, 2 s).
+	ack := read(10 * time.Second)
+	if took := time.Since(sent); ack.Type != message.Acknowledgement || ack.Code != message.Empty || ack.MessageID != 0x4001 || took >= coapside.DefaultAckTimeout {
+		t.Fatalf("first answer %v %v MID %#x after %v; want an empty ACK before %v", ack.Type, ack.Code, ack.MessageID, took, coapside.DefaultAckTimeout)
+	}
+	resp := read(10 * time.Second)
+	if resp.Type != message.Confirmable || resp.Code != message.ServiceUnavailable || string(resp.Token) != string(req.Token) || resp.Options.MaxAge() != 5 {
+		t.Fatalf("separate response %v %v token %x Max-Age %d; want CON 5.03 Max-Age 5", resp.Type, resp.Code, resp.Token, resp.Options.MaxAge())
+	}
+	ackWire, _ := (&message.Message{Type: message.Acknowledgement, MessageID: resp.MessageID}).MarshalBinary()
+	conn.WriteTo(ackWire, tb.CoAPAddr())
+
+	wg.Wait()
+	for i := range devices {
+		if errs[i] != nil || codes[i] != message.ServiceUnavailable {
+			t.Fatalf("device %d during the outage: %v %v, want 5.03", i, codes[i], errs[i])
+		}
+	}
+	if got := tb.mqtt.Stats().Withdrawn; got != devices+1 {
+		t.Errorf("withdrawn %d, want %d", got, devices+1)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("q1", reasonPublishTimeout)); got != devices+1 {
+		t.Errorf("publish_timeout errors %v, want %d", got, devices+1)
+	}
+
+	broker.Restart()
+	eventually(t, 30*time.Second, "ready after the broker is back", tb.Ready)
+	c := newCoAPClient(t)
+	if resp, err := c.Post(t.Context(), tb.coapURL("/q1/after"), message.TextPlain, []byte("x")); err != nil || resp.Code != message.Changed {
+		t.Fatalf("after reconnect: %v %v", resp, err)
+	}
+	// The restarted broker kept nothing, so every retained message it has
+	// now came from the bridge after the restart, in order: anything
+	// answered 5.03 would be there before q1/after.
+	sub := subscribe(t, broker.Addr(), "q1/#", 1)
+	if m := sub.next(t, 10*time.Second); m.Topic() != "q1/after" {
+		t.Fatalf("published after the restart: %s, want only q1/after (a message answered 5.03 was published)", m.Topic())
+	}
+	sub.none(t, 300*time.Millisecond)
 }

@@ -79,20 +79,34 @@ func classifyPrepareError(err error) error {
 }
 
 // publishOutput builds and publishes one message for a rule and records the
-// result in the metrics. It returns nil once the broker has the message
-// (see mqttside.Client.Publish), errFiltered, or an *outcomeError.
+// result in the metrics. It returns nil once the message is certain to be
+// published (see below), errFiltered, or an *outcomeError.
+//
+// A message whose sender waits for the outcome (in.Confirm, QoS 1/2) counts
+// as published once the broker has acknowledged it, or once it was already
+// handed to the MQTT connection, which resends it after a reconnect. If the
+// broker takes neither in PublishTimeout it is withdrawn from the offline
+// buffer, so a 5.03 always means "not published, send it again" and a
+// retry cannot create a duplicate. Any other message counts as published
+// once it is in the client or its offline buffer.
 func (b *Bridge) publishOutput(ctx context.Context, rule string, out *rules.Output, caps rules.Captures, in *inbound) error {
 	m, err := buildMessage(out, caps, in)
 	if err == nil {
+		confirm := in.Confirm && m.QoS > 0
 		timeout := b.opts.PublishTimeout
-		if m.QoS == 0 || !in.Confirm {
+		if !confirm {
 			// Taken into the client (or its offline buffer) is enough.
 			timeout = min(timeout, b.opts.HandoverTimeout)
 		}
 		pctx, cancel := context.WithTimeout(ctx, timeout)
-		err = b.mqtt.Publish(pctx, m)
+		if confirm {
+			err = b.mqtt.PublishOrWithdraw(pctx, m)
+		} else {
+			err = b.mqtt.Publish(pctx, m)
+		}
 		cancel()
-		if errors.Is(err, mqttside.ErrPending) && (m.QoS == 0 || !in.Confirm) {
+		if errors.Is(err, mqttside.ErrPending) {
+			// Accepted and not withdrawable: it is delivered on reconnect.
 			b.metrics.buffered.WithLabelValues(rule).Inc()
 			err = nil
 		}
@@ -121,7 +135,7 @@ func classifyPublishError(err error) error {
 	switch {
 	case errors.Is(err, mqttside.ErrBufferFull):
 		return &outcomeError{reasonBufferFull, message.ServiceUnavailable, err}
-	case errors.Is(err, mqttside.ErrPending), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, mqttside.ErrWithdrawn), errors.Is(err, context.DeadlineExceeded):
 		return &outcomeError{reasonPublishTimeout, message.ServiceUnavailable, err}
 	case errors.Is(err, mqttside.ErrInvalidTopic):
 		return &outcomeError{reasonEscape, message.BadRequest, err}

@@ -62,6 +62,17 @@ func (c *resourceCache) get(topic string) (*lastValue, bool) {
 	return v, ok
 }
 
+// topics returns the topics that hold a value.
+func (c *resourceCache) topics() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.values))
+	for t := range c.values {
+		out = append(out, t)
+	}
+	return out
+}
+
 // serveResource answers a GET on a resource rule with the latest message on
 // its topic (4.04 before the first), with Max-Age.
 func (b *Bridge) serveResource(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Resource, caps rules.Captures) {

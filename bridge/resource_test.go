@@ -27,16 +27,24 @@ func TestResourceServesLatestMessage(t *testing.T) {
 		t.Fatalf("before first message: %v %v", resp, err)
 	}
 	// QoS 1: each publish is acknowledged (processed by the broker) before
-	// the next, so the order across publisher connections is known.
+	// the next, so the order across publisher connections is known. The
+	// last one is for another device: each device keeps its own value.
 	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":1}`)
-	publish(t, tb.MQTTAddr(), "config/d2", 1, false, `other`)
 	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":2}`)
-	eventually(t, 5*time.Second, "latest value", func() bool {
-		resp, err = c.Get(ctx, tb.coapURL("/config/d1"))
-		return err == nil && resp.Code == message.Content && string(resp.Payload) == `{"interval":2}`
+	publish(t, tb.MQTTAddr(), "config/d2", 1, false, `other`)
+	eventually(t, 5*time.Second, "d2's value", func() bool {
+		resp, err = c.Get(ctx, tb.coapURL("/config/d2"))
+		return err == nil && resp.Code == message.Content && string(resp.Payload) == `other`
 	})
+	resp, err = c.Get(ctx, tb.coapURL("/config/d1"))
+	if err != nil || resp.Code != message.Content || string(resp.Payload) != `{"interval":2}` {
+		t.Fatalf("d1 after d2 was published: %v %v, want d1's latest value", resp, err)
+	}
 	if resp.Options.MaxAge() != 60 {
 		t.Errorf("Max-Age %d, want 60", resp.Options.MaxAge())
+	}
+	if resp, err = c.Get(ctx, tb.coapURL("/config/d3")); err != nil || resp.Code != message.NotFound {
+		t.Fatalf("a device without a value: %v %v, want 4.04", resp, err)
 	}
 	resp, err = c.Put(ctx, tb.coapURL("/config/d1"), message.TextPlain, []byte("x"))
 	if err != nil || resp.Code != message.MethodNotAllowed {

@@ -95,7 +95,16 @@ func (m *ServeMux) ensureWellKnown() {
 // serveWellKnown answers GET /.well-known/core in link-format with the
 // described resources, filtered by the request's queries (RFC 6690 §4.1).
 func (m *ServeMux) serveWellKnown(w ResponseWriter, r *Request) {
-	body, err := linkformat.WellKnownCore(m.Resources(), r.Queries())
+	WriteWellKnownCore(w, r, m.Resources())
+}
+
+// WriteWellKnownCore answers a discovery request (GET /.well-known/core,
+// RFC 6690 §4) with resources in link-format, keeping those that match
+// every query filter of the request (§4.1); a malformed filter is answered
+// 4.00. ServeMux uses it for the resources it describes; a handler that
+// routes requests itself uses it to list its own.
+func WriteWellKnownCore(w ResponseWriter, r *Request, resources []linkformat.Resource) {
+	body, err := linkformat.WellKnownCore(resources, r.Queries())
 	if err != nil {
 		if errors.Is(err, linkformat.ErrBadQuery) {
 			Error(w, fmt.Errorf("%w: %w", message.BadRequest, err))

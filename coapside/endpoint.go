@@ -356,7 +356,7 @@ func (e *Endpoint) watchReaders(now time.Time) {
 func (e *Endpoint) serveDatagram(r *reader, data []byte, from peerAddr) {
 	e.stats.Received.Add(1)
 	if len(data) > e.p.MaxMessageSize {
-		e.stats.Oversize.Add(1)
+		e.rejectOversize(r, data, from)
 		return
 	}
 	m := &r.msg

@@ -212,6 +212,10 @@ func (x *serverExchange) finish(r *reader) {
 	if resp.Code == message.Empty {
 		resp.Code = defaultCode(x.req.Method)
 	}
+	if noResponse(x.msg.Options, resp.Code) { // RFC 7967
+		x.suppress(r)
+		return
+	}
 	if x.con && x.state.CompareAndSwap(exPending, exResponded) {
 		e.sched.cancel(&x.timer)
 		resp.Type = message.Acknowledgement
@@ -240,6 +244,9 @@ func (x *serverExchange) finish(r *reader) {
 
 // replyDirect answers a request without running a handler (errors, overload).
 func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref dedupRef, code message.Code, maxAge uint32, diag string) {
+	if e.replySuppressed(r, m, from, ref, code) { // RFC 7967
+		return
+	}
 	resp := message.Message{Code: code, Token: m.Token}
 	if code == message.ServiceUnavailable {
 		// RFC 7252 §5.9.3.4: Max-Age tells the client when to retry.

@@ -5,6 +5,10 @@ package mqttside
 type pending struct {
 	msg  Message
 	done chan error
+	// handed is set (under Remote.mu) once the dispatcher has taken the
+	// message from the buffer to give it to the connection; from then on
+	// it can no longer be withdrawn.
+	handed bool
 }
 
 func newPending(m Message) *pending {
@@ -90,23 +94,40 @@ func (b *offlineBuffer) Pop() *pending {
 	return p
 }
 
-// removeOldestQoS0 removes the oldest QoS 0 element, shifting the older
-// elements before it one place towards the tail to keep order.
+// removeOldestQoS0 removes the oldest QoS 0 element.
 func (b *offlineBuffer) removeOldestQoS0() *pending {
 	for i := 0; i < b.n; i++ {
-		idx := (b.head + i) % b.limit
-		p := b.ring[idx]
-		if p.msg.QoS != 0 {
-			continue
+		if b.ring[(b.head+i)%b.limit].msg.QoS == 0 {
+			return b.removeAt(i)
 		}
-		for j := i; j > 0; j-- {
-			b.ring[(b.head+j)%b.limit] = b.ring[(b.head+j-1)%b.limit]
-		}
-		b.ring[b.head] = nil
-		b.head = (b.head + 1) % b.limit
-		b.n--
-		b.qos0--
-		return p
 	}
 	return nil
+}
+
+// Remove takes p out of the buffer, keeping the order of the rest. It
+// reports false if p is not in the buffer.
+func (b *offlineBuffer) Remove(p *pending) bool {
+	for i := 0; i < b.n; i++ {
+		if b.ring[(b.head+i)%b.limit] == p {
+			b.removeAt(i)
+			return true
+		}
+	}
+	return false
+}
+
+// removeAt removes the i-th oldest element, shifting the older elements
+// before it one place towards the tail to keep order.
+func (b *offlineBuffer) removeAt(i int) *pending {
+	p := b.ring[(b.head+i)%b.limit]
+	for j := i; j > 0; j-- {
+		b.ring[(b.head+j)%b.limit] = b.ring[(b.head+j-1)%b.limit]
+	}
+	b.ring[b.head] = nil
+	b.head = (b.head + 1) % b.limit
+	b.n--
+	if p.msg.QoS == 0 {
+		b.qos0--
+	}
+	return p
 }

@@ -115,3 +115,36 @@ func TestOfflineBufferWrapAndPushFront(t *testing.T) {
 		}
 	}
 }
+
+func TestOfflineBufferRemove(t *testing.T) {
+	b := newOfflineBuffer(4)
+	ps := map[string]*pending{}
+	for round := 0; round < 3; round++ { // move head around the ring
+		for _, n := range []string{"a", "b", "c", "d"} {
+			ps[n] = pend(n, 0)
+			if n == "b" || n == "d" {
+				ps[n] = pend(n, 1)
+			}
+			if _, err := b.Push(ps[n]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !b.Remove(ps["c"]) {
+			t.Fatal("Remove of a buffered message failed")
+		}
+		if b.Remove(ps["c"]) {
+			t.Fatal("Remove of a message no longer buffered succeeded")
+		}
+		if !b.Remove(ps["b"]) {
+			t.Fatal("Remove of a buffered message failed")
+		}
+		if got := fmt.Sprint(drain(b)); got != "[a:0 d:1]" {
+			t.Fatalf("round %d: %s, want [a:0 d:1]", round, got)
+		}
+		if b.qos0 != 0 || b.Len() != 0 {
+			t.Fatalf("round %d: counters not back to zero: qos0=%d len=%d", round, b.qos0, b.Len())
+		}
+		b.Push(pend("x", 0)) // shift the head for the next round
+		b.Pop()
+	}
+}

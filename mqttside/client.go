@@ -20,6 +20,14 @@ type Client interface {
 	// ErrBufferFull, ErrDropped, ErrClosed or a validation error otherwise,
 	// and an error matching ErrPending if ctx ended after m was accepted.
 	Publish(ctx context.Context, m Message) error
+	// PublishOrWithdraw is Publish for a sender that is told the outcome
+	// and retries a failure itself (a device's QoS 1 push). If ctx ends
+	// while m still waits in the offline buffer, m is taken out of it and
+	// the error wraps ErrWithdrawn: m is never published. A message
+	// already handed to the connection cannot be withdrawn; the error then
+	// wraps ErrPending and m is delivered after a reconnect, so the sender
+	// must not send it again.
+	PublishOrWithdraw(ctx context.Context, m Message) error
 	// Subscribe registers h for filter at qos. Subscriptions made before the
 	// connection is up are sent when it comes up (a broker refusal is then
 	// logged, not returned) and again after every reconnect. A broker

@@ -238,6 +238,12 @@ func (e *Embedded) Publish(ctx context.Context, m Message) error {
 	return nil
 }
 
+// PublishOrWithdraw is Publish: the embedded broker takes a message at
+// once or refuses it, so there is nothing to withdraw.
+func (e *Embedded) PublishOrWithdraw(ctx context.Context, m Message) error {
+	return e.Publish(ctx, m)
+}
+
 // Subscribe registers h as an inline subscription; it may be called before
 // Start. Handlers run on the publishing client's goroutine and must not
 // block. Deliveries need no

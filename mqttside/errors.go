@@ -21,6 +21,10 @@ var (
 	// ErrPending reports that the context ended after the message was
 	// accepted; the message is still queued and will be delivered.
 	ErrPending = errors.New("mqtt: message accepted, delivery pending")
+	// ErrWithdrawn reports a message taken back out of the offline buffer
+	// by PublishOrWithdraw because its context ended before it could be
+	// sent: it is never published.
+	ErrWithdrawn = errors.New("mqtt: message withdrawn before it was sent")
 	// ErrNotConnected reports an operation that needs a live connection.
 	ErrNotConnected = errors.New("mqtt: not connected")
 	// ErrClosed reports use of a client after Close.

@@ -412,3 +412,50 @@ func TestRemoteOverlappingSubscriptionsShareAck(t *testing.T) {
 		t.Fatalf("after full ack: wide %s narrow %s, want %s each", w, n, want)
 	}
 }
+
+// TestRemotePublishOrWithdraw stops the broker: a PublishOrWithdraw whose
+// context ends while the message waits in the offline buffer takes it back
+// (ErrWithdrawn) and it is never published, while a plain Publish that
+// times out the same way stays queued (ErrPending) and is delivered once
+// the broker is back.
+func TestRemotePublishOrWithdraw(t *testing.T) {
+	checkLeaks(t)
+	m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), StatusTopic: "-"})
+	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The client's own subscription sees what reaches the broker; it is
+	// made again on the reconnect, before the buffered messages are sent.
+	col := newCollector()
+	if err := r.Subscribe(ctxT(t, 5*time.Second), "wd/x", 1, col); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PublishOrWithdraw(ctxT(t, 5*time.Second), Message{Topic: "wd/up", Payload: []byte("up"), QoS: 1}); err != nil {
+		t.Fatalf("with the broker up: %v", err)
+	}
+	m.Kill()
+	eventually(t, 5*time.Second, "disconnected", func() bool { return r.State() == StateDisconnected })
+
+	err := r.PublishOrWithdraw(ctxT(t, 100*time.Millisecond), Message{Topic: "wd/x", Payload: []byte("withdrawn"), QoS: 1})
+	if !errors.Is(err, ErrWithdrawn) || errors.Is(err, ErrPending) {
+		t.Fatalf("PublishOrWithdraw during the outage: %v, want ErrWithdrawn", err)
+	}
+	err = r.Publish(ctxT(t, 100*time.Millisecond), Message{Topic: "wd/x", Payload: []byte("kept"), QoS: 1})
+	if !errors.Is(err, ErrPending) {
+		t.Fatalf("Publish during the outage: %v, want ErrPending", err)
+	}
+	if st := r.Stats(); st.Withdrawn != 1 || st.BufferDepth != 1 {
+		t.Fatalf("withdrawn %d, buffer depth %d; want 1 and 1", st.Withdrawn, st.BufferDepth)
+	}
+
+	m.Restart()
+	eventually(t, 10*time.Second, "reconnected", func() bool { return r.State() == StateConnected })
+	if err := r.PublishOrWithdraw(ctxT(t, 5*time.Second), Message{Topic: "wd/x", Payload: []byte("marker"), QoS: 1}); err != nil {
+		t.Fatalf("after the restart: %v", err)
+	}
+	eventually(t, 5*time.Second, "marker", func() bool { return col.count() >= 2 })
+	if got := strings.Join(col.payloads(), ","); got != "kept,marker" {
+		t.Fatalf("delivered %s, want kept,marker (the withdrawn message must never be published)", got)
+	}
+}

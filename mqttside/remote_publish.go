@@ -26,6 +26,45 @@ func (r *Remote) Publish(ctx context.Context, m Message) error {
 	}
 }
 
+// PublishOrWithdraw hands m to the broker; see [Client.PublishOrWithdraw].
+func (r *Remote) PublishOrWithdraw(ctx context.Context, m Message) error {
+	if err := ctx.Err(); err != nil {
+		return err // not accepted
+	}
+	p, err := r.enqueue(m)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+	}
+	r.mu.Lock()
+	removed := r.buf.Remove(p)
+	if removed {
+		r.outstanding--
+	}
+	handed := p.handed
+	r.mu.Unlock()
+	switch {
+	case removed:
+		r.cnt.withdrawn.Add(1)
+		r.log.Debug("mqtt publish withdrawn from the offline buffer", "topic", m.Topic)
+		return fmt.Errorf("%w: %w", ErrWithdrawn, ctx.Err())
+	case !handed:
+		// Taken out of the buffer by an eviction or by Close, which
+		// settle it right away.
+		return <-p.done
+	}
+	select {
+	case err := <-p.done:
+		return err
+	default:
+		return fmt.Errorf("%w: %w", ErrPending, ctx.Err())
+	}
+}
+
 // enqueue validates m and accepts it into the offline buffer; the result
 // arrives on the returned pending's done channel.
 func (r *Remote) enqueue(m Message) (*pending, error) {
@@ -93,6 +132,9 @@ func (r *Remote) dispatch() {
 		}
 		r.mu.Lock()
 		p := r.buf.Pop()
+		if p != nil {
+			p.handed = true
+		}
 		r.mu.Unlock()
 		if p == nil {
 			continue
@@ -104,6 +146,7 @@ func (r *Remote) dispatch() {
 			// back in front to keep order, and wait for the reconnect.
 			r.mu.Lock()
 			ok := r.buf.PushFront(p)
+			p.handed = false // back in the buffer, or settled just below
 			r.mu.Unlock()
 			if !ok {
 				r.settleOne(p, fmt.Errorf("%w: %w", ErrNotConnected, tok.Error()))

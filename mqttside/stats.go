@@ -10,6 +10,7 @@ type Stats struct {
 	DroppedQoS0 uint64 // QoS 0 messages dropped from a full offline buffer
 	Refused     uint64 // QoS 1/2 publishes refused with ErrBufferFull
 	Invalid     uint64 // publishes rejected by validation (topic, QoS, payload size)
+	Withdrawn   uint64 // publishes taken back out of the offline buffer by PublishOrWithdraw, never sent
 	Requeued    uint64 // QoS 1/2 sends cut by a disconnect, kept in the session store and resent after reconnect
 	Received    uint64 // deliveries handed to handlers
 	Reconnects  uint64 // successful connections after the first
@@ -25,6 +26,7 @@ type counters struct {
 	droppedQoS0 atomic.Uint64
 	refused     atomic.Uint64
 	invalid     atomic.Uint64
+	withdrawn   atomic.Uint64
 	requeued    atomic.Uint64
 	received    atomic.Uint64
 	reconnects  atomic.Uint64
@@ -38,6 +40,7 @@ func (c *counters) snapshot() Stats {
 		DroppedQoS0: c.droppedQoS0.Load(),
 		Refused:     c.refused.Load(),
 		Invalid:     c.invalid.Load(),
+		Withdrawn:   c.withdrawn.Load(),
 		Requeued:    c.requeued.Load(),
 		Received:    c.received.Load(),
 		Reconnects:  c.reconnects.Load(),

@@ -13,11 +13,11 @@ import (
 // keys lists the keys each section accepts.
 var keys = map[string][]string{
 	"device":   {"name", "url", "psk_identity", "psk", "cert_file", "key_file", "ca_file"},
-	"ingress":  {"name", "path", "methods", "topic", "qos", "retain", "payload", "where", "transform", "identity"},
+	"ingress":  {"name", "path", "methods", "topic", "qos", "retain", "payload", "where", "transform", "identity", "rt", "if"},
 	"observe":  {"name", "devices", "paths", "discover", "topic", "qos", "retain", "payload", "where", "transform"},
 	"poll":     {"name", "devices", "paths", "interval", "on_change", "topic", "qos", "retain", "payload", "where", "transform"},
 	"command":  {"name", "filter", "method", "url", "response_topic", "timeout", "qos", "content_format"},
-	"resource": {"name", "path", "topic", "identity", "content_format"},
+	"resource": {"name", "path", "topic", "identity", "content_format", "rt", "if"},
 	"psk":      {"identity", "key"},
 }
 
@@ -192,6 +192,35 @@ func (x *dec) contentFormat() *ContentFormat {
 		return nil
 	}
 	return &cf
+}
+
+// linkAttr reads rt or if: one or more values separated by spaces, as in
+// link-format (RFC 6690 §3.1, §3.2), such as "temperature" or
+// "oic.r.temperature sensor". A value is printable ASCII without quotes,
+// backslashes, commas, semicolons or angle brackets, so it reads the same
+// in a /.well-known/core document and in a query filter (§4.1).
+func (x *dec) linkAttr(key string) []string {
+	s, line, ok := x.str(key, false)
+	if !ok {
+		return nil
+	}
+	var vals []string
+	for _, v := range strings.Split(s, " ") {
+		if v == "" {
+			continue
+		}
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"\\,;<>", c) >= 0 {
+				x.d.addf(x.pos(line), "key %q: %q: byte %q is not allowed (separate values with spaces)", key, clip(v), c)
+				return nil
+			}
+		}
+		vals = append(vals, v)
+	}
+	if len(vals) == 0 {
+		x.d.addf(x.pos(line), "key %q: must not be empty", key)
+	}
+	return vals
 }
 
 func (x *dec) file(key string) string {

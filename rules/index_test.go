@@ -69,11 +69,26 @@ func TestMatchPath(t *testing.T) {
 		{POST, "t/gh1/temp/x", "", "", ErrNoRoute},
 		{DELETE, "t/gh1/temp", "", "", ErrMethodNotAllowed},
 		{GET, "fw/d1/x", "", "", ErrMethodNotAllowed},
+		// One segment "a/b" (Uri-Path a%2Fb) must not read as two.
+		{POST, "fw/d1/a%2Fb", "", "", ErrEscape},
+		{POST, "fw/d1/x/a%2Fb", "", "", ErrEscape},
+		{POST, "fw/d1/a+b", "", "", ErrEscape},
+		{POST, "fw/d1/%23", "", "", ErrEscape},
+		{POST, "fw/d1/x//y", "", "", ErrEscape},
+		{POST, "fw/d1/x/", "", "", ErrEscape},
+		{POST, "fw/d1/%00", "", "", ErrEscape},
+		{POST, "fw/d1/..", "", "", ErrEscape},
+		{POST, "t/a%2Fb/temp", "", "", ErrEscape},
+		{POST, "t/+/temp", "", "", ErrEscape},
+		{POST, "fw/+/x", "", "", ErrEscape},
 	}
 	for _, tc := range tests {
 		var segs []string
 		if tc.path != "" {
 			segs = strings.Split(tc.path, "/")
+		}
+		for i, s := range segs { // %XX stands for a byte inside one segment
+			segs[i] = strings.NewReplacer("%2F", "/", "%23", "#", "%00", "\x00").Replace(s)
 		}
 		r, caps, err := s.MatchPath(tc.method, segs, nil)
 		if tc.err != nil {

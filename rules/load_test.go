@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,24 @@ func TestGoodFilesLoad(t *testing.T) {
 	}
 	if d.Host != "meter-2.example:5684" || !d.Secure {
 		t.Errorf("meter-2 host = %q secure = %v", d.Host, d.Secure)
+	}
+	var in *Ingress
+	for _, r := range s.Ingress {
+		if r.Name == "door-events" {
+			in = r
+		}
+	}
+	if in == nil || fmt.Sprint(in.ResourceTypes, in.Interfaces) != "[door-event] [core.p]" {
+		t.Errorf("ingress door-events rt/if = %+v", in)
+	}
+	var res *Resource
+	for _, r := range s.Resources {
+		if r.Name == "door-config" {
+			res = r
+		}
+	}
+	if res == nil || fmt.Sprint(res.ResourceTypes, res.Interfaces) != "[config oic.r.door] [core.rp]" {
+		t.Errorf("resource door-config rt/if = %+v", res)
 	}
 }
 

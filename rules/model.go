@@ -86,6 +86,11 @@ type Ingress struct {
 	// Identity, when set, is the capture whose value must equal the
 	// authenticated DTLS identity ("identity = \"{device}\"").
 	Identity string
+	// ResourceTypes and Interfaces are the rt and if attributes that
+	// describe the rule on /.well-known/core (RFC 6690 §3.1, §3.2); an
+	// ingress rule is listed there only when it has one of them.
+	ResourceTypes []string
+	Interfaces    []string
 	Output
 	Pos  Pos
 	hash Hash
@@ -152,6 +157,10 @@ type Resource struct {
 	Identity string
 	// ContentFormat, when set, is announced to CoAP clients.
 	ContentFormat *ContentFormat
+	// ResourceTypes and Interfaces are the rt and if attributes of the
+	// rule's paths on /.well-known/core (RFC 6690 §3.1, §3.2).
+	ResourceTypes []string
+	Interfaces    []string
 	Pos           Pos
 	hash          Hash
 }

@@ -180,6 +180,7 @@ func (x *dec) ingress() *Ingress {
 	}
 	r.Output = x.output()
 	r.Identity = x.identity(r.Path)
+	r.ResourceTypes, r.Interfaces = x.linkAttr("rt"), x.linkAttr("if")
 	return r
 }
 
@@ -275,6 +276,7 @@ func (x *dec) resource() *Resource {
 	r.Topic = x.topic("topic", true, true)
 	r.Identity = x.identity(r.Path)
 	r.ContentFormat = x.contentFormat()
+	r.ResourceTypes, r.Interfaces = x.linkAttr("rt"), x.linkAttr("if")
 	return r
 }
 

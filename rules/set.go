@@ -83,11 +83,16 @@ func (s *Set) Device(name string) (*Device, bool) {
 
 // MatchPath finds the route for a request to the bridge's CoAP server. segs
 // are the Uri-Path option values (RFC 7252 §6.4). It fails with ErrNoRoute
-// (4.04) or ErrMethodNotAllowed (4.05). Captures are appended to dst.
+// (4.04), ErrMethodNotAllowed (4.05) or, for a segment bound to a capture
+// that cannot stand as one topic level (see CheckSegment), ErrEscape
+// (4.00). Captures are appended to dst.
 func (s *Set) MatchPath(m Method, segs []string, dst Captures) (*Route, Captures, error) {
 	r, caps, ok, matched := s.routes.Match(segs, func(r *Route) bool { return r.Allows(m) }, dst)
 	switch {
 	case ok:
+		if err := r.Path().checkCaptured(segs); err != nil {
+			return nil, dst, err
+		}
 		return r, caps, nil
 	case matched:
 		return nil, dst, ErrMethodNotAllowed

@@ -148,6 +148,28 @@ func (p Pattern) RenderSegments(c Captures) ([]string, error) {
 	return out, nil
 }
 
+// checkCaptured checks every path segment the pattern binds to a capture
+// with CheckSegment. For {name...} this must be done segment by segment:
+// joined with '/', the one segment "a/b" would read as the two segments
+// "a" and "b" and publish to the same topic.
+func (p Pattern) checkCaptured(segs []string) error {
+	for i, s := range p.segs {
+		if s.Kind == SegLiteral || i >= len(segs) {
+			continue
+		}
+		bound := segs[i : i+1]
+		if s.Kind == SegRest {
+			bound = segs[i:]
+		}
+		for j, v := range bound {
+			if err := CheckSegment(v); err != nil {
+				return fmt.Errorf("{%s}: path segment %d: %w", s.Text, i+j+1, err)
+			}
+		}
+	}
+	return nil
+}
+
 // extract binds the pattern's captures against concrete segments the pattern
 // is known to match, appending to dst.
 func (p Pattern) extract(segs []string, dst Captures) Captures {

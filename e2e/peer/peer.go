@@ -36,6 +36,19 @@ func Require(tb testing.TB, name string) string {
 	return p
 }
 
+// Unavailable ends a test that cannot run here because something it needs
+// is missing (an IPv6 loopback, a peer's modules): it is skipped, or fails
+// when BRIDGE_E2E_STRICT=1, where every test must run.
+func Unavailable(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(StrictEnv) == "1" {
+		tb.Fatalf("%s (required: %s=1)", msg, StrictEnv)
+		return
+	}
+	tb.Skip(msg)
+}
+
 // FreeTCPPort returns a loopback TCP port that was free a moment ago.
 func FreeTCPPort(tb testing.TB) int {
 	tb.Helper()
