@@ -265,16 +265,24 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.mqtt = mc
 	b.mu.Unlock()
 	b.registerMQTTMetrics(mc)
+
+	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
+	b.commands = newCommands(b)
+	b.watches = newWatcher(runCtx, b)
+	// Subscribe before connecting: a remote broker delivers the commands it
+	// kept in the bridge's session (while the bridge was down) right after
+	// CONNACK, and a message that finds no subscription would be
+	// acknowledged unhandled.
+	first := rules.Compare(nil, b.set.Load())
+	if err := b.applySubscriptions(ctx, first, b.set.Load()); err != nil {
+		return err
+	}
 	if err := mc.Start(ctx); err != nil {
 		return err // already says "mqtt: ..." and names the broker or listener
 	}
 	if mc.State() == mqttside.StateConnected {
 		b.health.set("mqtt", true)
 	}
-
-	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
-	b.commands = newCommands(b)
-	b.watches = newWatcher(runCtx, b)
 	// Watch the rule files before anything reports ready, so an edit made
 	// once the bridge is up is never missed.
 	rw := b.watchRules()
@@ -284,9 +292,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			rw.Close()
 		}
 	}()
-	if err := b.apply(ctx, nil, b.set.Load()); err != nil {
-		return err
-	}
+	b.applyWatches(first, b.set.Load())
 
 	servers.Add(1)
 	go func() {
@@ -406,6 +412,14 @@ func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
 // observations, polls and subscriptions keep running.
 func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	d := rules.Compare(old, new)
+	err := b.applySubscriptions(ctx, d, new)
+	b.applyWatches(d, new)
+	return err
+}
+
+// applySubscriptions makes new the running rule set and applies the
+// subscription part of d.
+func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rules.Set) error {
 	kinds := map[string]kindMask{}
 	for _, s := range new.Subscriptions() {
 		kinds[s.Filter] |= maskOf(s.Kind)
@@ -430,6 +444,12 @@ func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	for _, s := range d.Subscriptions.Added {
 		subscribe(s)
 	}
+	return errors.Join(errs...)
+}
+
+// applyWatches applies the watch part of d (observations and polls) and
+// logs what changed.
+func (b *Bridge) applyWatches(d rules.Diff, new *rules.Set) {
 	wa, wr, wc, wk := b.watches.apply(new.Watches())
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
@@ -438,7 +458,6 @@ func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 			"watches_added", wa, "watches_removed", wr, "watches_restarted", wc, "watches_kept", wk,
 			"subscriptions_added", len(d.Subscriptions.Added), "subscriptions_removed", len(d.Subscriptions.Removed))
 	}
-	return errors.Join(errs...)
 }
 
 // kindMask says which kinds of rule need an MQTT filter.
