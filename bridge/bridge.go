@@ -51,6 +51,10 @@ type Options struct {
 	CommandQueue int
 	// CommandQueueTTL expires commands held for an offline device (10m).
 	CommandQueueTTL time.Duration
+	// ProbeMin and ProbeMax bound the backoff between CoAP pings to a
+	// device marked offline: the first is sent within ProbeMin after it
+	// stopped answering, then the interval doubles up to ProbeMax (2s, 1m).
+	ProbeMin, ProbeMax time.Duration
 	// ObserveFallbackInterval is the poll interval for resources that
 	// cannot be observed (30s).
 	ObserveFallbackInterval time.Duration
@@ -84,6 +88,8 @@ func (o *Options) setDefaults() {
 	def(&o.HandoverTimeout, time.Second)
 	def(&o.RequestTimeout, 10*time.Second)
 	def(&o.CommandQueueTTL, 10*time.Minute)
+	def(&o.ProbeMin, 2*time.Second)
+	def(&o.ProbeMax, time.Minute)
 	def(&o.ObserveFallbackInterval, 30*time.Second)
 	def(&o.ReobserveMin, time.Second)
 	def(&o.ReobserveMax, 5*time.Minute)

@@ -49,23 +49,25 @@ type command struct {
 }
 
 // commands runs command rules: deliveries are queued to a bounded worker
-// pool; a device that does not answer is marked offline and later commands
-// to it wait in a bounded per-device queue until it is seen again or they
-// expire.
+// pool; a device that does not answer is marked offline, probed with
+// backoff, and later commands to it wait in a bounded per-device queue
+// until it is seen again or they expire (see command_queue.go).
 type commands struct {
-	b     *Bridge
-	work  chan *command
-	wg    sync.WaitGroup
-	ctx   context.Context
-	stop  context.CancelFunc
-	mu    sync.Mutex
-	queue map[string][]*command // offline device -> waiting commands
-	depth int
+	b    *Bridge
+	work chan *command
+	wg   sync.WaitGroup
+	ctx  context.Context
+	stop context.CancelFunc
+
+	mu     sync.Mutex
+	queue  map[string]*deviceQueue // device not answering -> its waiting commands
+	depth  int                     // commands in all queues
+	closed bool                    // Close called: start no more goroutines
 }
 
 func newCommands(b *Bridge) *commands {
 	ctx, stop := context.WithCancel(context.Background())
-	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string][]*command{}}
+	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string]*deviceQueue{}}
 	for i := 0; i < b.opts.CommandWorkers; i++ {
 		c.wg.Add(1)
 		go c.worker()
@@ -78,6 +80,9 @@ func newCommands(b *Bridge) *commands {
 // Close stops the workers after the commands in progress finish or ctx ends;
 // queued commands are answered as expired.
 func (c *commands) Close(ctx context.Context) {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.stop()
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
@@ -87,12 +92,12 @@ func (c *commands) Close(ctx context.Context) {
 	}
 	c.mu.Lock()
 	q := c.queue
-	c.queue = map[string][]*command{}
+	c.queue = map[string]*deviceQueue{}
 	c.depth = 0
 	c.mu.Unlock()
 	c.b.metrics.queueDepth.Set(0)
-	for _, cmds := range q {
-		for _, cmd := range cmds {
+	for _, dq := range q {
+		for _, cmd := range dq.cmds {
 			c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
 		}
 	}
@@ -299,134 +304,4 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 		}
 	}
 	cmd.delivery.Ack()
-}
-
-// offline reports whether a device is marked offline.
-func (c *commands) offline(name string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.queue[name]
-	return ok
-}
-
-// markOffline starts queueing commands for a device.
-func (c *commands) markOffline(name string) {
-	c.mu.Lock()
-	if _, ok := c.queue[name]; !ok {
-		c.queue[name] = nil
-		c.b.log.Info("device offline: queueing its commands", "device", name)
-	}
-	c.mu.Unlock()
-}
-
-// markOnline ends queueing for a device and sends what waited, in order.
-func (c *commands) markOnline(name string) {
-	c.mu.Lock()
-	q, ok := c.queue[name]
-	delete(c.queue, name)
-	c.depth -= len(q)
-	c.b.metrics.queueDepth.Set(float64(c.depth))
-	c.mu.Unlock()
-	if !ok {
-		return
-	}
-	c.b.log.Info("device seen again", "device", name, "queued_commands", len(q))
-	if len(q) == 0 {
-		return
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for _, cmd := range q {
-			if c.ctx.Err() != nil {
-				c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
-				continue
-			}
-			c.execute(cmd)
-		}
-	}()
-}
-
-// enqueue holds a command for an offline device; a full queue refuses it.
-func (c *commands) enqueue(name string, cmd *command) {
-	c.mu.Lock()
-	q, ok := c.queue[name]
-	if !ok { // came online meanwhile
-		c.mu.Unlock()
-		c.execute(cmd)
-		return
-	}
-	if len(q) >= c.b.opts.CommandQueue {
-		c.mu.Unlock()
-		c.finish(cmd, commandResult{Status: "error", Error: "device offline and its command queue is full"}, reasonQueueFull)
-		return
-	}
-	c.queue[name] = append(q, cmd)
-	c.depth++
-	c.b.metrics.queueDepth.Set(float64(c.depth))
-	c.mu.Unlock()
-	// The bridge now holds the command until the device is back or the
-	// command expires, and publishes that outcome. Acknowledging now keeps
-	// a queue of waiting QoS 1 commands from filling the broker's in-flight
-	// window, which would stop every other delivery to the bridge.
-	cmd.delivery.Ack()
-}
-
-// probeOffline pings every offline device, so one that only receives
-// commands (and is never seen through ingress or observations) is found
-// again once it answers.
-func (c *commands) probeOffline() {
-	set := c.b.set.Load()
-	c.mu.Lock()
-	names := make([]string, 0, len(c.queue))
-	for name := range c.queue {
-		names = append(names, name)
-	}
-	c.mu.Unlock()
-	for _, name := range names {
-		dev, ok := set.Device(name)
-		if !ok {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.CommandQueueTTL/4)
-		alive := c.b.devices.Ping(ctx, dev.Secure, dev.Host)
-		cancel()
-		if alive {
-			c.markOnline(name)
-		}
-	}
-}
-
-// expireLoop answers queued commands older than CommandQueueTTL as expired.
-func (c *commands) expireLoop() {
-	defer c.wg.Done()
-	t := time.NewTicker(c.b.opts.CommandQueueTTL / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case now := <-t.C:
-			var expired []*command
-			c.mu.Lock()
-			for name, q := range c.queue {
-				keep := q[:0]
-				for _, cmd := range q {
-					if now.Sub(cmd.received) > c.b.opts.CommandQueueTTL {
-						expired = append(expired, cmd)
-					} else {
-						keep = append(keep, cmd)
-					}
-				}
-				c.queue[name] = keep
-			}
-			c.depth -= len(expired)
-			c.b.metrics.queueDepth.Set(float64(c.depth))
-			c.mu.Unlock()
-			for _, cmd := range expired {
-				c.finish(cmd, commandResult{Status: "expired", Error: "device stayed offline"}, reasonExpired)
-			}
-			c.probeOffline()
-		}
-	}
 }

@@ -217,3 +217,83 @@ func TestCommandBackpressureLosesNothing(t *testing.T) {
 		t.Errorf("%v commands refused", got)
 	}
 }
+
+// TestCommandOfflineDeviceProbedBack: a device that stops answering is
+// probed with CoAP pings; commands published meanwhile are queued (up to
+// the queue size, then refused) and, once the device answers a probe again
+// without any uplink of its own, delivered in order.
+func TestCommandOfflineDeviceProbedBack(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := silent.LocalAddr().String()
+	pings := make(chan struct{}, 100)
+	go func() { // ends when silent is closed
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := silent.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			//  Ver=1 T=CON TKL=0 | Code 0.00: a CoAP ping (RFC 7252 §4.3)
+			if n == 4 && buf[0] == 0x40 && buf[1] == 0 {
+				pings <- struct{}{}
+			}
+		}
+	}()
+	tb := startBridge(t, commandRules(addr), func(_ *Config, o *Options) {
+		o.CommandQueueTTL = time.Hour // expiry (and any probe tied to it) out of the picture
+		o.CommandQueue = 3
+		o.CommandWorkers = 1 // commands are queued in the order they arrive
+		o.ProbeMin, o.ProbeMax = 50*time.Millisecond, 200*time.Millisecond
+	})
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "first")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "timeout" {
+		t.Fatalf("first result %+v", r)
+	}
+	for i := 0; i < 3; i++ {
+		// The inline client delivers synchronously, so in this order.
+		if err := tb.mqtt.Publish(t.Context(), mqttside.Message{Topic: "cmd/dev1/led", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "three commands queued", func() bool {
+		return testutil.ToFloat64(tb.metrics.queueDepth) == 3
+	})
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "one too many")
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "error" || r.Error == "" {
+		t.Fatalf("result beyond the queue %+v", r)
+	}
+	// Pinged while silent, and again after an unanswered ping.
+	for i := 0; i < 2; i++ {
+		select {
+		case <-pings:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d probes of the silent device, want 2", i)
+		}
+	}
+
+	silent.Close()
+	dev := startDevice(t, addr)
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	for i := 0; i < 3; i++ {
+		select {
+		case rec := <-dev.got:
+			if rec.payload != fmt.Sprint(i) {
+				t.Fatalf("command %d: device got %q", i, rec.payload)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("queued command %d not delivered: the device was not found again", i)
+		}
+		if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" {
+			t.Fatalf("queued result %+v", r)
+		}
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonQueueFull)); got != 1 {
+		t.Errorf("queue_full errors %v, want 1", got)
+	}
+	eventually(t, 5*time.Second, "queue drained", func() bool { return testutil.ToFloat64(tb.metrics.queueDepth) == 0 })
+}
