@@ -287,7 +287,7 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.PublishTimeout)
 	defer cancel()
 	if !rule.ResponseTopic.IsZero() {
-		topic, err := rule.ResponseTopic.Render(cmd.caps)
+		topic, err := replyTopic(rule.ResponseTopic, cmd.caps)
 		if err == nil {
 			err = b.mqtt.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS, ContentType: "application/json"})
 		}
@@ -304,4 +304,42 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 		}
 	}
 	cmd.delivery.Ack()
+}
+
+// replyTopic renders a command rule's response topic. Its captures come from
+// the command's own topic, whose levels are valid MQTT topic levels even
+// when the strict rendering refuses them ("..", "." or empty: MQTT topics
+// have no path semantics), so a command refused for such a level still
+// gets its error result, on the response topic mirroring its own.
+func replyTopic(p rules.Pattern, caps rules.Captures) (string, error) {
+	topic, err := p.Render(caps)
+	if !errors.Is(err, rules.ErrEscape) {
+		return topic, err
+	}
+	var sb strings.Builder
+	for i, s := range p.Segments() {
+		if i > 0 {
+			sb.WriteByte('/')
+		}
+		if s.Kind == rules.SegLiteral {
+			sb.WriteString(s.Text)
+			continue
+		}
+		v, ok := caps.Get(s.Text)
+		if !ok {
+			return "", fmt.Errorf("%w: {%s}", rules.ErrMissingCapture, s.Text)
+		}
+		for _, level := range strings.Split(v, "/") {
+			if level != "" && level != "." && level != ".." {
+				if err := rules.CheckSegment(level); err != nil {
+					return "", err
+				}
+			}
+		}
+		if s.Kind != rules.SegRest && strings.Contains(v, "/") {
+			return "", err
+		}
+		sb.WriteString(v)
+	}
+	return sb.String(), nil
 }

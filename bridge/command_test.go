@@ -218,6 +218,40 @@ func TestCommandBackpressureLosesNothing(t *testing.T) {
 	}
 }
 
+// TestCommandRefusedForItsTopicGetsErrorResult: a command whose topic has a
+// level the bridge will not put in a URI ("..", an empty level) is refused
+// and counted, and its error result is published on the response topic
+// that mirrors the command's topic, so the requester is not left waiting.
+func TestCommandRefusedForItsTopicGetsErrorResult(t *testing.T) {
+	dev := startDevice(t, "")
+	tb := startBridge(t, commandRules(dev.addr.String()), nil)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	for _, tc := range []struct{ topic, reply string }{
+		{"cmd/../x", "replies/../x"},
+		{"cmd/dev1/a/../b", "replies/dev1/a/../b"},
+		{"cmd/dev1/./b", "replies/dev1/./b"},
+		{"cmd//x", "replies//x"},
+	} {
+		publish(t, tb.MQTTAddr(), tc.topic, 1, false, "on")
+		m := replies.next(t, 5*time.Second)
+		if m.Topic() != tc.reply {
+			t.Fatalf("%s: result on %q, want %q", tc.topic, m.Topic(), tc.reply)
+		}
+		if r := decodeResult(t, m.Payload()); r.Status != "error" || r.Topic != tc.topic || r.Error == "" {
+			t.Fatalf("%s: result %+v", tc.topic, r)
+		}
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonEscape)); got != 4 {
+		t.Errorf("escape errors %v, want 4", got)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonPublish)); got != 0 {
+		t.Errorf("%v results not published", got)
+	}
+	if dev.count() != 0 {
+		t.Fatalf("the device got %d requests", dev.count())
+	}
+}
+
 // TestCommandOfflineDeviceProbedBack: a device that stops answering is
 // probed with CoAP pings; commands published meanwhile are queued (up to
 // the queue size, then refused) and, once the device answers a probe again
