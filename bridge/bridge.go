@@ -492,8 +492,15 @@ func (b *Bridge) serveMQTT(d *mqttside.Delivery) {
 		mask = (*k)[d.Filter]
 	}
 	if mask&needResource != 0 {
-		b.resources.store(d)
-		b.notifyObservers(d.Topic)
+		if limit := b.maxPayload(); len(d.Payload) > limit {
+			// A remote broker delivers whatever it accepted.
+			b.metrics.errors.WithLabelValues("", reasonTooLarge).Inc()
+			b.log.Warn("mqtt message not kept for resource rules: payload too large",
+				"topic", d.Topic, "bytes", len(d.Payload), "limit", limit)
+		} else {
+			b.resources.store(d)
+			b.notifyObservers(d.Topic)
+		}
 	}
 	if mask&needCommand != 0 {
 		b.commands.ServeMQTT(d) // acknowledges when the CoAP exchange ends

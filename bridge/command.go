@@ -116,6 +116,13 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		return
 	}
 	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now()}
+	if limit := c.b.maxPayload(); len(d.Payload) > limit {
+		// A remote broker delivers whatever it accepted; the embedded
+		// broker refuses such a publish itself.
+		c.finish(cmd, commandResult{Status: "error",
+			Error: fmt.Sprintf("payload of %d bytes exceeds mqtt.max_payload (%d)", len(d.Payload), limit)}, reasonTooLarge)
+		return
+	}
 	target, err := set.Target(rule, caps)
 	if err != nil {
 		reason := reasonEscape

@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/mqttside"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -249,6 +251,59 @@ func TestCommandRefusedForItsTopicGetsErrorResult(t *testing.T) {
 	}
 	if dev.count() != 0 {
 		t.Fatalf("the device got %d requests", dev.count())
+	}
+}
+
+// TestOverMaxPayloadFromRemoteBroker: a remote broker delivers messages
+// larger than mqtt.max_payload. A command is not forwarded: an error
+// result is published and counted; a resource rule does not keep it.
+// Messages within the limit still go.
+func TestOverMaxPayloadFromRemoteBroker(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	tb := startBridge(t, commandRules(dev.addr.String())+resourceRules, func(c *Config, _ *Options) {
+		c.MQTT.Broker = "tcp://" + broker.Addr()
+		c.MQTT.ClientID = fmt.Sprintf("bridge-maxpayload-%d", time.Now().UnixNano())
+		c.MQTT.Embedded.Listen = ""
+		c.MQTT.MaxPayload = 1024
+	})
+	replies := subscribe(t, broker.Addr(), "replies/#", 1)
+	big, fits := strings.Repeat("x", 4096), strings.Repeat("y", 1024)
+
+	publish(t, broker.Addr(), "cmd/dev1/led", 1, false, big)
+	r := decodeResult(t, replies.next(t, 10*time.Second).Payload())
+	if r.Status != "error" || !strings.Contains(r.Error, "max_payload") {
+		t.Fatalf("result %+v", r)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonTooLarge)); got != 1 {
+		t.Errorf("too_large errors for the command %v, want 1", got)
+	}
+	publish(t, broker.Addr(), "cmd/dev1/led", 1, false, fits)
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("result within the limit %+v", r)
+	}
+	if dev.count() != 1 {
+		t.Fatalf("the device got %d requests, want 1 (the command within the limit)", dev.count())
+	}
+
+	// The broker delivers in order: once d2 is served, d1 was seen.
+	publish(t, broker.Addr(), "config/d1", 1, false, big)
+	publish(t, broker.Addr(), "config/d2", 1, false, fits)
+	c := newCoAPClient(t)
+	eventually(t, 10*time.Second, "d2 served", func() bool {
+		resp, err := c.Get(t.Context(), tb.coapURL("/config/d2"))
+		return err == nil && resp.Code == message.Content
+	})
+	resp, err := c.Get(t.Context(), tb.coapURL("/config/d1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != message.NotFound {
+		t.Fatalf("oversized resource message served: %v (%d bytes), want 4.04", resp.Code, len(resp.Payload))
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("", reasonTooLarge)); got != 1 {
+		t.Errorf("too_large errors for the resource %v, want 1", got)
 	}
 }
 

@@ -40,3 +40,11 @@ func mqttOptions(c MQTTConfig, log *slog.Logger, onEvent mqttside.EventFunc) mqt
 		OnEvent: onEvent,
 	}
 }
+
+// maxPayload is the largest MQTT payload the bridge takes (mqtt.max_payload).
+func (b *Bridge) maxPayload() int {
+	if b.cfg.MQTT.MaxPayload > 0 {
+		return b.cfg.MQTT.MaxPayload
+	}
+	return mqttside.DefaultMaxPayload
+}
