@@ -58,6 +58,9 @@ type commands struct {
 	wg   sync.WaitGroup
 	ctx  context.Context
 	stop context.CancelFunc
+	// handMu is held (read) while ServeMQTT hands a command to the
+	// backlog, so that Close knows when nothing more can join it.
+	handMu sync.RWMutex
 
 	mu     sync.Mutex
 	queue  map[string]*deviceQueue // device not answering -> its waiting commands
@@ -77,18 +80,32 @@ func newCommands(b *Bridge) *commands {
 	return c
 }
 
-// Close stops the workers after the commands in progress finish or ctx ends;
-// queued commands are answered as expired.
+// Close cancels the exchanges in progress and stops the workers (waiting
+// until ctx ends at most). Commands not sent, or cancelled, are given up
+// (see abandon); those queued for offline devices are answered as expired.
 func (c *commands) Close(ctx context.Context) {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
 	c.stop()
+	// Wait for ServeMQTT calls handing a command over: from now on they
+	// see the bridge closing and nothing joins the backlog.
+	c.handMu.Lock()
+	c.handMu.Unlock()
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
+	}
+	left := 0
+	for _, cmd := range c.backlog() {
+		if c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}) {
+			left++
+		}
+	}
+	if left > 0 {
+		c.b.log.Info("commands not sent left to the broker for redelivery", "commands", left)
 	}
 	c.mu.Lock()
 	q := c.queue
@@ -101,6 +118,20 @@ func (c *commands) Close(ctx context.Context) {
 			c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
 		}
 	}
+}
+
+// abandon gives up a command because the bridge is shutting down. A
+// message the broker delivers again if it is not acknowledged (QoS 1/2
+// from a remote broker) is left unacknowledged, so the broker redelivers
+// it once the bridge is back (abandon reports true); any other command is
+// answered with res.
+func (c *commands) abandon(cmd *command, res commandResult) bool {
+	if cmd.delivery.Redeliverable() {
+		c.b.log.Debug("command left to the broker for redelivery", "rule", cmd.rule.Name, "topic", cmd.delivery.Topic)
+		return true
+	}
+	c.finish(cmd, res, reasonExpired)
+	return false
 }
 
 // ServeMQTT receives a delivery on a command filter and queues it for the
@@ -133,20 +164,46 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		return
 	}
 	cmd.target = target
+	if !c.hand(cmd) {
+		c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"})
+	}
+}
+
+// hand puts cmd in the workers' backlog. When the backlog is full it holds
+// the delivery until a worker takes it: with the embedded broker this slows
+// the publishing client down; with a remote broker unacknowledged QoS 1
+// messages stop at the broker's in-flight window. Dropping would lose a
+// command we accepted. It returns false once the bridge is closing.
+func (c *commands) hand(cmd *command) bool {
+	c.handMu.RLock()
+	defer c.handMu.RUnlock()
+	if c.ctx.Err() != nil {
+		return false
+	}
 	select {
 	case c.work <- cmd:
-		return
+		return true
 	default:
 	}
-	// The backlog is full: hold the delivery until a worker takes it. With
-	// the embedded broker this slows the publishing client down; with a
-	// remote broker unacknowledged QoS 1 messages stop at the broker's
-	// in-flight window. Dropping would lose a command we accepted.
 	c.b.metrics.backpressure.Inc()
 	select {
 	case c.work <- cmd:
+		return true
 	case <-c.ctx.Done():
-		c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
+		return false
+	}
+}
+
+// backlog empties the workers' backlog.
+func (c *commands) backlog() []*command {
+	var cmds []*command
+	for {
+		select {
+		case cmd := <-c.work:
+			cmds = append(cmds, cmd)
+		default:
+			return cmds
+		}
 	}
 }
 
@@ -157,6 +214,10 @@ func (c *commands) worker() {
 		case <-c.ctx.Done():
 			return
 		case cmd := <-c.work:
+			if c.ctx.Err() != nil { // both were ready: closing wins
+				c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"})
+				return
+			}
 			if name := deviceName(cmd.target); name != "" && c.offline(name) {
 				c.enqueue(name, cmd)
 				continue
@@ -205,6 +266,9 @@ func (c *commands) execute(cmd *command) {
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
 		c.finish(cmd, res, reasonTimeout)
+	case c.ctx.Err() != nil:
+		res.Status, res.Error = "error", "bridge shutting down during the exchange"
+		c.abandon(cmd, res)
 	default:
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonCoAP)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -385,4 +386,88 @@ func TestCommandOfflineDeviceProbedBack(t *testing.T) {
 		t.Errorf("queue_full errors %v, want 1", got)
 	}
 	eventually(t, 5*time.Second, "queue drained", func() bool { return testutil.ToFloat64(tb.metrics.queueDepth) == 0 })
+}
+
+// TestCommandShutdownAnswersEveryCommand: with the embedded broker (whose
+// deliveries cannot be redelivered) a shutdown answers the command being
+// sent and those still waiting for a worker; none is dropped silently.
+func TestCommandShutdownAnswersEveryCommand(t *testing.T) {
+	dev := startDevice(t, "")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { <-release })
+	tb := startBridge(t, commandRules(dev.addr.String()), func(_ *Config, o *Options) {
+		o.CommandWorkers = 1
+		o.CommandBacklog = 10
+	})
+	var mu sync.Mutex
+	var results [][]byte
+	err := tb.mqtt.Subscribe(t.Context(), "replies/#", 1, mqttside.HandlerFunc(func(d *mqttside.Delivery) {
+		mu.Lock()
+		results = append(results, d.Payload)
+		mu.Unlock()
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if err := tb.mqtt.Publish(t.Context(), mqttside.Message{Topic: "cmd/dev1/led", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-dev.got // the worker is busy with it; the others wait in the backlog
+		}
+	}
+	tb.stop(t)
+
+	mu.Lock()
+	defer mu.Unlock()
+	status := map[string]int{}
+	for _, p := range results {
+		status[decodeResult(t, p).Status]++
+	}
+	if len(results) != 4 {
+		t.Fatalf("%d results, want 4: %v", len(results), status)
+	}
+	if status["error"] != 1 || status["expired"] != 3 {
+		t.Fatalf("statuses %v, want 1 error (cancelled exchange) and 3 expired", status)
+	}
+}
+
+// TestCommandShutdownLeavesRemoteCommandsToBroker: with a remote broker a
+// shutdown does not acknowledge the QoS 1 commands it did not complete, so
+// the broker delivers them again to the next bridge with the same client
+// ID (a persistent session), and every one reaches the device.
+func TestCommandShutdownLeavesRemoteCommandsToBroker(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	dev := startDevice(t, "")
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { <-release })
+	clientID := fmt.Sprintf("bridge-redeliver-%d", time.Now().UnixNano())
+	remote := func(c *Config, o *Options) {
+		c.MQTT.Broker = "tcp://" + broker.Addr()
+		c.MQTT.ClientID = clientID
+		c.MQTT.Embedded.Listen = ""
+		o.CommandWorkers = 1
+	}
+	first := startBridge(t, commandRules(dev.addr.String()), remote)
+	for i := 0; i < 4; i++ {
+		publish(t, broker.Addr(), "cmd/dev1/led", 1, false, fmt.Sprint(i))
+	}
+	<-dev.got // the worker is busy with it; the others wait in the backlog
+	first.stop(t)
+
+	once.Do(func() { close(release) })
+	startBridge(t, commandRules(dev.addr.String()), remote)
+	eventually(t, 20*time.Second, "every command at the device", func() bool {
+		dev.mu.Lock()
+		defer dev.mu.Unlock()
+		seen := map[string]bool{}
+		for _, r := range dev.requests {
+			seen[r.payload] = true
+		}
+		return len(seen) == 4
+	})
 }
