@@ -51,6 +51,10 @@ type Options struct {
 	CommandQueue int
 	// CommandQueueTTL expires commands held for an offline device (10m).
 	CommandQueueTTL time.Duration
+	// ProbeMin and ProbeMax bound the backoff between CoAP pings to a
+	// device marked offline: the first is sent within ProbeMin after it
+	// stopped answering, then the interval doubles up to ProbeMax (2s, 1m).
+	ProbeMin, ProbeMax time.Duration
 	// ObserveFallbackInterval is the poll interval for resources that
 	// cannot be observed (30s).
 	ObserveFallbackInterval time.Duration
@@ -89,6 +93,8 @@ func (o *Options) setDefaults() {
 	def(&o.HandoverTimeout, time.Second)
 	def(&o.RequestTimeout, 10*time.Second)
 	def(&o.CommandQueueTTL, 10*time.Minute)
+	def(&o.ProbeMin, 2*time.Second)
+	def(&o.ProbeMax, time.Minute)
 	def(&o.ObserveFallbackInterval, 30*time.Second)
 	def(&o.ReobserveMin, time.Second)
 	def(&o.ReobserveMax, 5*time.Minute)
@@ -272,16 +278,24 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.mqtt = mc
 	b.mu.Unlock()
 	b.registerMQTTMetrics(mc)
+
+	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
+	b.commands = newCommands(b)
+	b.watches = newWatcher(runCtx, b)
+	// Subscribe before connecting: a remote broker delivers the commands it
+	// kept in the bridge's session (while the bridge was down) right after
+	// CONNACK, and a message that finds no subscription would be
+	// acknowledged unhandled.
+	first := rules.Compare(nil, b.set.Load())
+	if err := b.applySubscriptions(ctx, first, b.set.Load()); err != nil {
+		return err
+	}
 	if err := mc.Start(ctx); err != nil {
 		return err // already says "mqtt: ..." and names the broker or listener
 	}
 	if mc.State() == mqttside.StateConnected {
 		b.health.set("mqtt", true)
 	}
-
-	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
-	b.commands = newCommands(b)
-	b.watches = newWatcher(runCtx, b)
 	// Watch the rule files before anything reports ready, so an edit made
 	// once the bridge is up is never missed.
 	rw := b.watchRules()
@@ -291,9 +305,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 			rw.Close()
 		}
 	}()
-	if err := b.apply(ctx, nil, b.set.Load()); err != nil {
-		return err
-	}
+	b.applyWatches(first, b.set.Load())
 
 	servers.Add(1)
 	go func() {
@@ -413,6 +425,14 @@ func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
 // observations, polls and subscriptions keep running.
 func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	d := rules.Compare(old, new)
+	err := b.applySubscriptions(ctx, d, new)
+	b.applyWatches(d, new)
+	return err
+}
+
+// applySubscriptions makes new the running rule set and applies the
+// subscription part of d.
+func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rules.Set) error {
 	kinds := map[string]kindMask{}
 	for _, s := range new.Subscriptions() {
 		kinds[s.Filter] |= maskOf(s.Kind)
@@ -437,6 +457,12 @@ func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	for _, s := range d.Subscriptions.Added {
 		subscribe(s)
 	}
+	return errors.Join(errs...)
+}
+
+// applyWatches applies the watch part of d (observations and polls) and
+// logs what changed.
+func (b *Bridge) applyWatches(d rules.Diff, new *rules.Set) {
 	wa, wr, wc, wk := b.watches.apply(new.Watches())
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
@@ -445,7 +471,6 @@ func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 			"watches_added", wa, "watches_removed", wr, "watches_restarted", wc, "watches_kept", wk,
 			"subscriptions_added", len(d.Subscriptions.Added), "subscriptions_removed", len(d.Subscriptions.Removed))
 	}
-	return errors.Join(errs...)
 }
 
 // kindMask says which kinds of rule need an MQTT filter.
@@ -474,8 +499,15 @@ func (b *Bridge) serveMQTT(d *mqttside.Delivery) {
 		mask = (*k)[d.Filter]
 	}
 	if mask&needResource != 0 {
-		b.resources.store(d)
-		b.notifyObservers(d.Topic)
+		if limit := b.maxPayload(); len(d.Payload) > limit {
+			// A remote broker delivers whatever it accepted.
+			b.metrics.errors.WithLabelValues("", reasonTooLarge).Inc()
+			b.log.Warn("mqtt message not kept for resource rules: payload too large",
+				"topic", d.Topic, "bytes", len(d.Payload), "limit", limit)
+		} else {
+			b.resources.store(d)
+			b.notifyObservers(d.Topic)
+		}
 	}
 	if mask&needCommand != 0 {
 		b.commands.ServeMQTT(d) // acknowledges when the CoAP exchange ends

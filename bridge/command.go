@@ -49,23 +49,28 @@ type command struct {
 }
 
 // commands runs command rules: deliveries are queued to a bounded worker
-// pool; a device that does not answer is marked offline and later commands
-// to it wait in a bounded per-device queue until it is seen again or they
-// expire.
+// pool; a device that does not answer is marked offline, probed with
+// backoff, and later commands to it wait in a bounded per-device queue
+// until it is seen again or they expire (see command_queue.go).
 type commands struct {
-	b     *Bridge
-	work  chan *command
-	wg    sync.WaitGroup
-	ctx   context.Context
-	stop  context.CancelFunc
-	mu    sync.Mutex
-	queue map[string][]*command // offline device -> waiting commands
-	depth int
+	b    *Bridge
+	work chan *command
+	wg   sync.WaitGroup
+	ctx  context.Context
+	stop context.CancelFunc
+	// handMu is held (read) while ServeMQTT hands a command to the
+	// backlog, so that Close knows when nothing more can join it.
+	handMu sync.RWMutex
+
+	mu     sync.Mutex
+	queue  map[string]*deviceQueue // device not answering -> its waiting commands
+	depth  int                     // commands in all queues
+	closed bool                    // Close called: start no more goroutines
 }
 
 func newCommands(b *Bridge) *commands {
 	ctx, stop := context.WithCancel(context.Background())
-	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string][]*command{}}
+	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string]*deviceQueue{}}
 	for i := 0; i < b.opts.CommandWorkers; i++ {
 		c.wg.Add(1)
 		go c.worker()
@@ -75,27 +80,58 @@ func newCommands(b *Bridge) *commands {
 	return c
 }
 
-// Close stops the workers after the commands in progress finish or ctx ends;
-// queued commands are answered as expired.
+// Close cancels the exchanges in progress and stops the workers (waiting
+// until ctx ends at most). Commands not sent, or cancelled, are given up
+// (see abandon); those queued for offline devices are answered as expired.
 func (c *commands) Close(ctx context.Context) {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.stop()
+	// Wait for ServeMQTT calls handing a command over: from now on they
+	// see the bridge closing and nothing joins the backlog.
+	c.handMu.Lock()
+	c.handMu.Unlock()
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 	}
+	left := 0
+	for _, cmd := range c.backlog() {
+		if c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}) {
+			left++
+		}
+	}
+	if left > 0 {
+		c.b.log.Info("commands not sent left to the broker for redelivery", "commands", left)
+	}
 	c.mu.Lock()
 	q := c.queue
-	c.queue = map[string][]*command{}
+	c.queue = map[string]*deviceQueue{}
 	c.depth = 0
 	c.mu.Unlock()
 	c.b.metrics.queueDepth.Set(0)
-	for _, cmds := range q {
-		for _, cmd := range cmds {
+	for _, dq := range q {
+		for _, cmd := range dq.cmds {
 			c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
 		}
 	}
+}
+
+// abandon gives up a command because the bridge is shutting down. A
+// message the broker delivers again if it is not acknowledged (QoS 1/2
+// from a remote broker) is left unacknowledged, so the broker redelivers
+// it once the bridge is back (abandon reports true); any other command is
+// answered with res.
+func (c *commands) abandon(cmd *command, res commandResult) bool {
+	if cmd.delivery.Redeliverable() {
+		c.b.log.Debug("command left to the broker for redelivery", "rule", cmd.rule.Name, "topic", cmd.delivery.Topic)
+		return true
+	}
+	c.finish(cmd, res, reasonExpired)
+	return false
 }
 
 // ServeMQTT receives a delivery on a command filter and queues it for the
@@ -111,6 +147,13 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		return
 	}
 	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now()}
+	if limit := c.b.maxPayload(); len(d.Payload) > limit {
+		// A remote broker delivers whatever it accepted; the embedded
+		// broker refuses such a publish itself.
+		c.finish(cmd, commandResult{Status: "error",
+			Error: fmt.Sprintf("payload of %d bytes exceeds mqtt.max_payload (%d)", len(d.Payload), limit)}, reasonTooLarge)
+		return
+	}
 	target, err := set.Target(rule, caps)
 	if err != nil {
 		reason := reasonEscape
@@ -121,20 +164,46 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		return
 	}
 	cmd.target = target
+	if !c.hand(cmd) {
+		c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"})
+	}
+}
+
+// hand puts cmd in the workers' backlog. When the backlog is full it holds
+// the delivery until a worker takes it: with the embedded broker this slows
+// the publishing client down; with a remote broker unacknowledged QoS 1
+// messages stop at the broker's in-flight window. Dropping would lose a
+// command we accepted. It returns false once the bridge is closing.
+func (c *commands) hand(cmd *command) bool {
+	c.handMu.RLock()
+	defer c.handMu.RUnlock()
+	if c.ctx.Err() != nil {
+		return false
+	}
 	select {
 	case c.work <- cmd:
-		return
+		return true
 	default:
 	}
-	// The backlog is full: hold the delivery until a worker takes it. With
-	// the embedded broker this slows the publishing client down; with a
-	// remote broker unacknowledged QoS 1 messages stop at the broker's
-	// in-flight window. Dropping would lose a command we accepted.
 	c.b.metrics.backpressure.Inc()
 	select {
 	case c.work <- cmd:
+		return true
 	case <-c.ctx.Done():
-		c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
+		return false
+	}
+}
+
+// backlog empties the workers' backlog.
+func (c *commands) backlog() []*command {
+	var cmds []*command
+	for {
+		select {
+		case cmd := <-c.work:
+			cmds = append(cmds, cmd)
+		default:
+			return cmds
+		}
 	}
 }
 
@@ -145,6 +214,10 @@ func (c *commands) worker() {
 		case <-c.ctx.Done():
 			return
 		case cmd := <-c.work:
+			if c.ctx.Err() != nil { // both were ready: closing wins
+				c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"})
+				return
+			}
 			if name := deviceName(cmd.target); name != "" && c.offline(name) {
 				c.enqueue(name, cmd)
 				continue
@@ -193,6 +266,9 @@ func (c *commands) execute(cmd *command) {
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
 		c.finish(cmd, res, reasonTimeout)
+	case c.ctx.Err() != nil:
+		res.Status, res.Error = "error", "bridge shutting down during the exchange"
+		c.abandon(cmd, res)
 	default:
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonCoAP)
@@ -282,7 +358,7 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.PublishTimeout)
 	defer cancel()
 	if !rule.ResponseTopic.IsZero() {
-		topic, err := rule.ResponseTopic.Render(cmd.caps)
+		topic, err := replyTopic(rule.ResponseTopic, cmd.caps)
 		if err == nil {
 			err = b.mqtt.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS, ContentType: "application/json"})
 		}
@@ -301,132 +377,40 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 	cmd.delivery.Ack()
 }
 
-// offline reports whether a device is marked offline.
-func (c *commands) offline(name string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.queue[name]
-	return ok
-}
-
-// markOffline starts queueing commands for a device.
-func (c *commands) markOffline(name string) {
-	c.mu.Lock()
-	if _, ok := c.queue[name]; !ok {
-		c.queue[name] = nil
-		c.b.log.Info("device offline: queueing its commands", "device", name)
+// replyTopic renders a command rule's response topic. Its captures come from
+// the command's own topic, whose levels are valid MQTT topic levels even
+// when the strict rendering refuses them ("..", "." or empty: MQTT topics
+// have no path semantics), so a command refused for such a level still
+// gets its error result, on the response topic mirroring its own.
+func replyTopic(p rules.Pattern, caps rules.Captures) (string, error) {
+	topic, err := p.Render(caps)
+	if !errors.Is(err, rules.ErrEscape) {
+		return topic, err
 	}
-	c.mu.Unlock()
-}
-
-// markOnline ends queueing for a device and sends what waited, in order.
-func (c *commands) markOnline(name string) {
-	c.mu.Lock()
-	q, ok := c.queue[name]
-	delete(c.queue, name)
-	c.depth -= len(q)
-	c.b.metrics.queueDepth.Set(float64(c.depth))
-	c.mu.Unlock()
-	if !ok {
-		return
-	}
-	c.b.log.Info("device seen again", "device", name, "queued_commands", len(q))
-	if len(q) == 0 {
-		return
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for _, cmd := range q {
-			if c.ctx.Err() != nil {
-				c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
-				continue
-			}
-			c.execute(cmd)
+	var sb strings.Builder
+	for i, s := range p.Segments() {
+		if i > 0 {
+			sb.WriteByte('/')
 		}
-	}()
-}
-
-// enqueue holds a command for an offline device; a full queue refuses it.
-func (c *commands) enqueue(name string, cmd *command) {
-	c.mu.Lock()
-	q, ok := c.queue[name]
-	if !ok { // came online meanwhile
-		c.mu.Unlock()
-		c.execute(cmd)
-		return
-	}
-	if len(q) >= c.b.opts.CommandQueue {
-		c.mu.Unlock()
-		c.finish(cmd, commandResult{Status: "error", Error: "device offline and its command queue is full"}, reasonQueueFull)
-		return
-	}
-	c.queue[name] = append(q, cmd)
-	c.depth++
-	c.b.metrics.queueDepth.Set(float64(c.depth))
-	c.mu.Unlock()
-	// The bridge now holds the command until the device is back or the
-	// command expires, and publishes that outcome. Acknowledging now keeps
-	// a queue of waiting QoS 1 commands from filling the broker's in-flight
-	// window, which would stop every other delivery to the bridge.
-	cmd.delivery.Ack()
-}
-
-// probeOffline pings every offline device, so one that only receives
-// commands (and is never seen through ingress or observations) is found
-// again once it answers.
-func (c *commands) probeOffline() {
-	set := c.b.set.Load()
-	c.mu.Lock()
-	names := make([]string, 0, len(c.queue))
-	for name := range c.queue {
-		names = append(names, name)
-	}
-	c.mu.Unlock()
-	for _, name := range names {
-		dev, ok := set.Device(name)
-		if !ok {
+		if s.Kind == rules.SegLiteral {
+			sb.WriteString(s.Text)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.CommandQueueTTL/4)
-		alive := c.b.devices.Ping(ctx, dev.Secure, dev.Host)
-		cancel()
-		if alive {
-			c.markOnline(name)
+		v, ok := caps.Get(s.Text)
+		if !ok {
+			return "", fmt.Errorf("%w: {%s}", rules.ErrMissingCapture, s.Text)
 		}
-	}
-}
-
-// expireLoop answers queued commands older than CommandQueueTTL as expired.
-func (c *commands) expireLoop() {
-	defer c.wg.Done()
-	t := time.NewTicker(c.b.opts.CommandQueueTTL / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case now := <-t.C:
-			var expired []*command
-			c.mu.Lock()
-			for name, q := range c.queue {
-				keep := q[:0]
-				for _, cmd := range q {
-					if now.Sub(cmd.received) > c.b.opts.CommandQueueTTL {
-						expired = append(expired, cmd)
-					} else {
-						keep = append(keep, cmd)
-					}
+		for _, level := range strings.Split(v, "/") {
+			if level != "" && level != "." && level != ".." {
+				if err := rules.CheckSegment(level); err != nil {
+					return "", err
 				}
-				c.queue[name] = keep
 			}
-			c.depth -= len(expired)
-			c.b.metrics.queueDepth.Set(float64(c.depth))
-			c.mu.Unlock()
-			for _, cmd := range expired {
-				c.finish(cmd, commandResult{Status: "expired", Error: "device stayed offline"}, reasonExpired)
-			}
-			c.probeOffline()
 		}
+		if s.Kind != rules.SegRest && strings.Contains(v, "/") {
+			return "", err
+		}
+		sb.WriteString(v)
 	}
+	return sb.String(), nil
 }

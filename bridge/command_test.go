@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/mqttside"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -216,4 +219,255 @@ func TestCommandBackpressureLosesNothing(t *testing.T) {
 	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonQueueFull)); got != 0 {
 		t.Errorf("%v commands refused", got)
 	}
+}
+
+// TestCommandRefusedForItsTopicGetsErrorResult: a command whose topic has a
+// level the bridge will not put in a URI ("..", an empty level) is refused
+// and counted, and its error result is published on the response topic
+// that mirrors the command's topic, so the requester is not left waiting.
+func TestCommandRefusedForItsTopicGetsErrorResult(t *testing.T) {
+	dev := startDevice(t, "")
+	tb := startBridge(t, commandRules(dev.addr.String()), nil)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	for _, tc := range []struct{ topic, reply string }{
+		{"cmd/../x", "replies/../x"},
+		{"cmd/dev1/a/../b", "replies/dev1/a/../b"},
+		{"cmd/dev1/./b", "replies/dev1/./b"},
+		{"cmd//x", "replies//x"},
+	} {
+		publish(t, tb.MQTTAddr(), tc.topic, 1, false, "on")
+		m := replies.next(t, 5*time.Second)
+		if m.Topic() != tc.reply {
+			t.Fatalf("%s: result on %q, want %q", tc.topic, m.Topic(), tc.reply)
+		}
+		if r := decodeResult(t, m.Payload()); r.Status != "error" || r.Topic != tc.topic || r.Error == "" {
+			t.Fatalf("%s: result %+v", tc.topic, r)
+		}
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonEscape)); got != 4 {
+		t.Errorf("escape errors %v, want 4", got)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonPublish)); got != 0 {
+		t.Errorf("%v results not published", got)
+	}
+	if dev.count() != 0 {
+		t.Fatalf("the device got %d requests", dev.count())
+	}
+}
+
+// TestOverMaxPayloadFromRemoteBroker: a remote broker delivers messages
+// larger than mqtt.max_payload. A command is not forwarded: an error
+// result is published and counted; a resource rule does not keep it.
+// Messages within the limit still go.
+func TestOverMaxPayloadFromRemoteBroker(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	tb := startBridge(t, commandRules(dev.addr.String())+resourceRules, func(c *Config, _ *Options) {
+		c.MQTT.Broker = "tcp://" + broker.Addr()
+		c.MQTT.ClientID = fmt.Sprintf("bridge-maxpayload-%d", time.Now().UnixNano())
+		c.MQTT.Embedded.Listen = ""
+		c.MQTT.MaxPayload = 1024
+	})
+	replies := subscribe(t, broker.Addr(), "replies/#", 1)
+	big, fits := strings.Repeat("x", 4096), strings.Repeat("y", 1024)
+
+	publish(t, broker.Addr(), "cmd/dev1/led", 1, false, big)
+	r := decodeResult(t, replies.next(t, 10*time.Second).Payload())
+	if r.Status != "error" || !strings.Contains(r.Error, "max_payload") {
+		t.Fatalf("result %+v", r)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonTooLarge)); got != 1 {
+		t.Errorf("too_large errors for the command %v, want 1", got)
+	}
+	publish(t, broker.Addr(), "cmd/dev1/led", 1, false, fits)
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("result within the limit %+v", r)
+	}
+	if dev.count() != 1 {
+		t.Fatalf("the device got %d requests, want 1 (the command within the limit)", dev.count())
+	}
+
+	// The broker delivers in order: once d2 is served, d1 was seen.
+	publish(t, broker.Addr(), "config/d1", 1, false, big)
+	publish(t, broker.Addr(), "config/d2", 1, false, fits)
+	c := newCoAPClient(t)
+	eventually(t, 10*time.Second, "d2 served", func() bool {
+		resp, err := c.Get(t.Context(), tb.coapURL("/config/d2"))
+		return err == nil && resp.Code == message.Content
+	})
+	resp, err := c.Get(t.Context(), tb.coapURL("/config/d1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != message.NotFound {
+		t.Fatalf("oversized resource message served: %v (%d bytes), want 4.04", resp.Code, len(resp.Payload))
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("", reasonTooLarge)); got != 1 {
+		t.Errorf("too_large errors for the resource %v, want 1", got)
+	}
+}
+
+// TestCommandOfflineDeviceProbedBack: a device that stops answering is
+// probed with CoAP pings; commands published meanwhile are queued (up to
+// the queue size, then refused) and, once the device answers a probe again
+// without any uplink of its own, delivered in order.
+func TestCommandOfflineDeviceProbedBack(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := silent.LocalAddr().String()
+	pings := make(chan struct{}, 100)
+	go func() { // ends when silent is closed
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := silent.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			//  Ver=1 T=CON TKL=0 | Code 0.00: a CoAP ping (RFC 7252 §4.3)
+			if n == 4 && buf[0] == 0x40 && buf[1] == 0 {
+				pings <- struct{}{}
+			}
+		}
+	}()
+	tb := startBridge(t, commandRules(addr), func(_ *Config, o *Options) {
+		o.CommandQueueTTL = time.Hour // expiry (and any probe tied to it) out of the picture
+		o.CommandQueue = 3
+		o.CommandWorkers = 1 // commands are queued in the order they arrive
+		o.ProbeMin, o.ProbeMax = 50*time.Millisecond, 200*time.Millisecond
+	})
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "first")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "timeout" {
+		t.Fatalf("first result %+v", r)
+	}
+	for i := 0; i < 3; i++ {
+		// The inline client delivers synchronously, so in this order.
+		if err := tb.mqtt.Publish(t.Context(), mqttside.Message{Topic: "cmd/dev1/led", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "three commands queued", func() bool {
+		return testutil.ToFloat64(tb.metrics.queueDepth) == 3
+	})
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "one too many")
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "error" || r.Error == "" {
+		t.Fatalf("result beyond the queue %+v", r)
+	}
+	// Pinged while silent, and again after an unanswered ping.
+	for i := 0; i < 2; i++ {
+		select {
+		case <-pings:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d probes of the silent device, want 2", i)
+		}
+	}
+
+	silent.Close()
+	dev := startDevice(t, addr)
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	for i := 0; i < 3; i++ {
+		select {
+		case rec := <-dev.got:
+			if rec.payload != fmt.Sprint(i) {
+				t.Fatalf("command %d: device got %q", i, rec.payload)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("queued command %d not delivered: the device was not found again", i)
+		}
+		if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" {
+			t.Fatalf("queued result %+v", r)
+		}
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonQueueFull)); got != 1 {
+		t.Errorf("queue_full errors %v, want 1", got)
+	}
+	eventually(t, 5*time.Second, "queue drained", func() bool { return testutil.ToFloat64(tb.metrics.queueDepth) == 0 })
+}
+
+// TestCommandShutdownAnswersEveryCommand: with the embedded broker (whose
+// deliveries cannot be redelivered) a shutdown answers the command being
+// sent and those still waiting for a worker; none is dropped silently.
+func TestCommandShutdownAnswersEveryCommand(t *testing.T) {
+	dev := startDevice(t, "")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { <-release })
+	tb := startBridge(t, commandRules(dev.addr.String()), func(_ *Config, o *Options) {
+		o.CommandWorkers = 1
+		o.CommandBacklog = 10
+	})
+	var mu sync.Mutex
+	var results [][]byte
+	err := tb.mqtt.Subscribe(t.Context(), "replies/#", 1, mqttside.HandlerFunc(func(d *mqttside.Delivery) {
+		mu.Lock()
+		results = append(results, d.Payload)
+		mu.Unlock()
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if err := tb.mqtt.Publish(t.Context(), mqttside.Message{Topic: "cmd/dev1/led", Payload: []byte(fmt.Sprint(i)), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			<-dev.got // the worker is busy with it; the others wait in the backlog
+		}
+	}
+	tb.stop(t)
+
+	mu.Lock()
+	defer mu.Unlock()
+	status := map[string]int{}
+	for _, p := range results {
+		status[decodeResult(t, p).Status]++
+	}
+	if len(results) != 4 {
+		t.Fatalf("%d results, want 4: %v", len(results), status)
+	}
+	if status["error"] != 1 || status["expired"] != 3 {
+		t.Fatalf("statuses %v, want 1 error (cancelled exchange) and 3 expired", status)
+	}
+}
+
+// TestCommandShutdownLeavesRemoteCommandsToBroker: with a remote broker a
+// shutdown does not acknowledge the QoS 1 commands it did not complete, so
+// the broker delivers them again to the next bridge with the same client
+// ID (a persistent session), and every one reaches the device.
+func TestCommandShutdownLeavesRemoteCommandsToBroker(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	dev := startDevice(t, "")
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { <-release })
+	clientID := fmt.Sprintf("bridge-redeliver-%d", time.Now().UnixNano())
+	remote := func(c *Config, o *Options) {
+		c.MQTT.Broker = "tcp://" + broker.Addr()
+		c.MQTT.ClientID = clientID
+		c.MQTT.Embedded.Listen = ""
+		o.CommandWorkers = 1
+	}
+	first := startBridge(t, commandRules(dev.addr.String()), remote)
+	for i := 0; i < 4; i++ {
+		publish(t, broker.Addr(), "cmd/dev1/led", 1, false, fmt.Sprint(i))
+	}
+	<-dev.got // the worker is busy with it; the others wait in the backlog
+	first.stop(t)
+
+	once.Do(func() { close(release) })
+	startBridge(t, commandRules(dev.addr.String()), remote)
+	eventually(t, 20*time.Second, "every command at the device", func() bool {
+		dev.mu.Lock()
+		defer dev.mu.Unlock()
+		seen := map[string]bool{}
+		for _, r := range dev.requests {
+			seen[r.payload] = true
+		}
+		return len(seen) == 4
+	})
 }

@@ -27,6 +27,7 @@ const (
 	reasonNoRoute         = "no_route"
 	reasonMethod          = "method_not_allowed"
 	reasonObservationLost = "observation_lost"
+	reasonTooLarge        = "too_large"
 )
 
 // metrics are the bridge's Prometheus collectors, labelled per rule.

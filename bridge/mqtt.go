@@ -22,6 +22,11 @@ func mqttOptions(c MQTTConfig, log *slog.Logger, onEvent mqttside.EventFunc) mqt
 		BufferSize:  c.BufferSize,
 		MaxPayload:  c.MaxPayload,
 		StatusTopic: c.StatusTopic,
+		// Rule templates never render an empty level; one reaches a
+		// publish only where it mirrors the topic a client used: a
+		// command's result on its response topic, or an MQTT 5
+		// response topic.
+		AllowEmptyLevels: true,
 		Embedded: mqttside.EmbeddedOptions{
 			Listen:         c.Embedded.Listen,
 			WebSocket:      c.Embedded.Websocket,
@@ -34,4 +39,12 @@ func mqttOptions(c MQTTConfig, log *slog.Logger, onEvent mqttside.EventFunc) mqt
 		Logger:  log,
 		OnEvent: onEvent,
 	}
+}
+
+// maxPayload is the largest MQTT payload the bridge takes (mqtt.max_payload).
+func (b *Bridge) maxPayload() int {
+	if b.cfg.MQTT.MaxPayload > 0 {
+		return b.cfg.MQTT.MaxPayload
+	}
+	return mqttside.DefaultMaxPayload
 }

@@ -92,6 +92,12 @@ func (d *Delivery) Ack() {
 	})
 }
 
+// Redeliverable reports whether the broker delivers the message again if
+// it is never acknowledged: a QoS 1/2 message from a remote broker, which
+// keeps it in the client's session (clean session off) until the PUBACK.
+// The embedded broker's deliveries are complete when the handler runs.
+func (d *Delivery) Redeliverable() bool { return d.ack != nil && d.QoS > 0 }
+
 // Handler processes deliveries. ServeMQTT must not block: it should start
 // the work and call Ack when the work is done.
 type Handler interface {

@@ -38,6 +38,8 @@ type Options struct {
 	BufferSize int
 	// MaxPayload bounds published payloads in bytes.
 	MaxPayload int
+	// AllowEmptyLevels permits publishing to topics with empty levels.
+	AllowEmptyLevels bool
 	// StatusTopic is the retained online/offline topic (remote only);
 	// "" means "{client_id}/status". "-" disables it.
 	StatusTopic string
@@ -60,6 +62,7 @@ func New(o Options) (Client, error) {
 		if e.OnEvent == nil {
 			e.OnEvent = o.OnEvent
 		}
+		e.AllowEmptyLevels = e.AllowEmptyLevels || o.AllowEmptyLevels
 		return NewEmbedded(e)
 	}
 	return NewRemote(RemoteOptions{
@@ -73,6 +76,8 @@ func New(o Options) (Client, error) {
 		StatusTopic: o.StatusTopic,
 		Logger:      o.Logger,
 		OnEvent:     o.OnEvent,
+
+		AllowEmptyLevels: o.AllowEmptyLevels,
 	})
 }
 

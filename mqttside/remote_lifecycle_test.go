@@ -114,7 +114,7 @@ func TestRemoteUnsubscribeAndRefusedSubscription(t *testing.T) {
 
 func TestNewSelectsBackend(t *testing.T) {
 	checkLeaks(t)
-	c, err := New(Options{Broker: "embedded", MaxPayload: 10, Embedded: EmbeddedOptions{Listen: "127.0.0.1:0"}})
+	c, err := New(Options{Broker: "embedded", MaxPayload: 10, AllowEmptyLevels: true, Embedded: EmbeddedOptions{Listen: "127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,15 +122,19 @@ func TestNewSelectsBackend(t *testing.T) {
 	if !ok {
 		t.Fatalf("embedded broker gave %T", c)
 	}
-	if e.opts.MaxPayload != 10 {
-		t.Errorf("max payload not passed on: %d", e.opts.MaxPayload)
+	if e.opts.MaxPayload != 10 || !e.opts.AllowEmptyLevels {
+		t.Errorf("options not passed on: max payload %d, empty levels %v", e.opts.MaxPayload, e.opts.AllowEmptyLevels)
 	}
-	c, err = New(Options{Broker: "tcp://127.0.0.1:1883", ClientID: "x", Password: "pw"})
+	c, err = New(Options{Broker: "tcp://127.0.0.1:1883", ClientID: "x", Password: "pw", AllowEmptyLevels: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := c.(*Remote); !ok {
+	r, ok := c.(*Remote)
+	if !ok {
 		t.Fatalf("tcp broker gave %T", c)
+	}
+	if !r.opts.AllowEmptyLevels {
+		t.Error("empty levels not passed on to the remote client")
 	}
 	_ = c.Close(context.Background())
 	if _, err := New(Options{Broker: "carrier-pigeon://coop"}); !errors.Is(err, ErrInvalidOptions) {
