@@ -2,7 +2,9 @@ package bridge
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +55,15 @@ topic = "plain/{device}"
 // an authenticated device may read is not listed to plain CoAP.
 func TestWellKnownCore(t *testing.T) {
 	client := peer.Require(t, "coap-client-notls")
-	tb := startBridge(t, discoveryRules, nil)
+	pskFile := filepath.Join(t.TempDir(), "psk.toml")
+	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"dev1\"\nkey = \"secret-1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, discoveryRules, func(c *Config, _ *Options) {
+		// The identity rule needs a coaps listener to be valid.
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+	})
 	c := newCoAPClient(t)
 	get := func(query string) (message.Code, string) {
 		t.Helper()
