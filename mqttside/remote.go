@@ -175,9 +175,11 @@ func (r *Remote) Stats() Stats {
 }
 
 // Close stops accepting publishes, waits until buffered and in-flight
-// messages are delivered or ctx ends, publishes "offline" to the status
-// topic and disconnects. Messages still undelivered are settled with
-// ErrClosed, counted as failed and logged.
+// messages are delivered, publishes "offline" to the status topic and
+// disconnects. It returns by ctx's deadline even when the broker is dead:
+// the delivery wait ends early enough to leave the last part of the time
+// (up to closeReserve) for the goodbye. Messages still undelivered are
+// settled with ErrClosed, counted as failed and logged.
 func (r *Remote) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closing {
@@ -192,21 +194,16 @@ func (r *Remote) Close(ctx context.Context) error {
 		return nil
 	}
 
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for r.hasOutstanding() {
-		select {
-		case <-ctx.Done():
-			break wait
-		case <-tick.C:
-		}
-	}
+	flushCtx, cancel := withReserve(ctx, closeReserve)
+	r.flush(flushCtx)
+	cancel()
 	if r.pc.IsConnectionOpen() && r.opts.StatusTopic != "-" {
-		_ = waitToken(ctx, r.pc.Publish(r.opts.StatusTopic, 1, true, "offline"))
+		byeCtx, cancel := withReserve(ctx, disconnectQuiesce)
+		_ = waitToken(byeCtx, r.pc.Publish(r.opts.StatusTopic, 1, true, "offline"))
+		cancel()
 	}
 	r.setState(StateClosed, nil)
-	r.shutdown()
+	r.shutdown(ctx)
 
 	r.mu.Lock()
 	var lost []*pending
@@ -223,6 +220,40 @@ wait:
 	return nil
 }
 
+const (
+	// closeReserve is the most of Close's time kept for the status
+	// message and the DISCONNECT.
+	closeReserve = 500 * time.Millisecond
+	// disconnectQuiesce is the most Close waits for the DISCONNECT to go
+	// out.
+	disconnectQuiesce = 250 * time.Millisecond
+)
+
+// withReserve returns a context that ends reserve (at most a quarter of
+// the time left) before ctx's deadline, so that work after it still fits.
+func withReserve(ctx context.Context, reserve time.Duration) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	reserve = min(reserve, time.Until(deadline)/4)
+	return context.WithDeadline(ctx, deadline.Add(-reserve))
+}
+
+// flush waits until every accepted message is settled or ctx ends.
+func (r *Remote) flush(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for r.hasOutstanding() {
+		select {
+		case <-ctx.Done():
+			r.log.Debug("mqtt close: stopped waiting for delivery", "err", ctx.Err())
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // hasOutstanding reports whether accepted messages are still unsettled.
 func (r *Remote) hasOutstanding() bool {
 	r.mu.Lock()
@@ -230,11 +261,24 @@ func (r *Remote) hasOutstanding() bool {
 	return r.outstanding > 0
 }
 
-// shutdown disconnects Paho and stops the goroutines.
-func (r *Remote) shutdown() {
+// shutdown disconnects Paho and stops the goroutines, waiting for them
+// until ctx ends. Each of them returns once the Paho call it may be in
+// returns, which the DISCONNECT makes prompt; Close does not wait longer
+// than its caller allows.
+func (r *Remote) shutdown(ctx context.Context) {
 	r.stopOnce.Do(func() {
 		close(r.stop)
-		r.pc.Disconnect(250)
-		r.wg.Wait()
+		quiesce := disconnectQuiesce
+		if deadline, ok := ctx.Deadline(); ok {
+			quiesce = max(min(quiesce, time.Until(deadline)), 0)
+		}
+		r.pc.Disconnect(uint(quiesce.Milliseconds()))
+		stopped := make(chan struct{})
+		go func() { r.wg.Wait(); close(stopped) }() // ends with the goroutines
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			r.log.Warn("mqtt close: workers still stopping at the deadline", "err", ctx.Err())
+		}
 	})
 }

@@ -61,7 +61,7 @@ func (r *Remote) Start(ctx context.Context) error {
 		r.closing = true
 		r.mu.Unlock()
 		r.setState(StateClosed, err)
-		r.shutdown()
+		r.shutdown(context.Background())
 		return fmt.Errorf("%w: %s: %w", ErrBrokerRefused, r.broker, err)
 	}
 	r.log.Warn("mqtt broker unreachable, retrying in background", "err", err)
