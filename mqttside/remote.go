@@ -46,7 +46,10 @@ type Remote struct {
 	inflight chan inflightPub
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// connMu orders connection attempts with the close of stop, so that
+	// none begins after shutdown's Disconnect.
+	connMu sync.Mutex
+	wg     sync.WaitGroup
 }
 
 type remoteSub struct {
@@ -267,7 +270,9 @@ func (r *Remote) hasOutstanding() bool {
 // than its caller allows.
 func (r *Remote) shutdown(ctx context.Context) {
 	r.stopOnce.Do(func() {
+		r.connMu.Lock()
 		close(r.stop)
+		r.connMu.Unlock()
 		quiesce := disconnectQuiesce
 		if deadline, ok := ctx.Deadline(); ok {
 			quiesce = max(min(quiesce, time.Until(deadline)), 0)

@@ -29,25 +29,27 @@ func (r *Remote) Start(ctx context.Context) error {
 	r.mu.Unlock()
 	r.setState(StateConnecting, nil)
 
-	r.wg.Add(2)
+	r.wg.Add(3) // dispatch, settle and run
 	go r.dispatch()
 	go r.settle()
 
 	tok := r.connect()
+	if tok == nil {
+		r.wg.Done()      // run not started
+		return ErrClosed // closed meanwhile
+	}
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
 		// Start's context bounds the wait, not the connection: keep
 		// trying in the background like for an unreachable broker.
 		r.log.Warn("mqtt broker not answering yet, still connecting in background", "err", ctx.Err())
-		r.wg.Add(1)
 		go r.run(tok, nil)
 		return nil
 	}
 	err := tok.Error()
 	switch {
 	case err == nil:
-		r.wg.Add(1)
 		go r.run(tok, nil)
 		// Paho runs the connect handler on its own goroutine; wait for it
 		// so that State is StateConnected when Start returns.
@@ -57,6 +59,7 @@ func (r *Remote) Start(ctx context.Context) error {
 		}
 		return nil
 	case isRefusal(err):
+		r.wg.Done() // run not started
 		r.mu.Lock()
 		r.closing = true
 		r.mu.Unlock()
@@ -66,13 +69,20 @@ func (r *Remote) Start(ctx context.Context) error {
 	}
 	r.log.Warn("mqtt broker unreachable, retrying in background", "err", err)
 	r.emit(Event{State: StateConnecting, Err: err})
-	r.wg.Add(1)
 	go r.run(nil, err)
 	return nil
 }
 
-// connect makes one connection attempt.
+// connect makes one connection attempt, or returns nil once Close has
+// begun to shut down.
 func (r *Remote) connect() paho.Token {
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	select {
+	case <-r.stop:
+		return nil
+	default:
+	}
 	r.cnt.attempts.Add(1)
 	r.store.expectResume()
 	return r.pc.Connect()
@@ -109,7 +119,9 @@ func (r *Remote) run(pending paho.Token, failed error) {
 			}
 			attempt++
 			r.log.Debug("mqtt connecting", "attempt", attempt, "waited", d)
-			pending = r.connect()
+			if pending = r.connect(); pending == nil {
+				return
+			}
 		}
 		select {
 		case <-pending.Done():
