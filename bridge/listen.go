@@ -121,5 +121,6 @@ func (b *Bridge) registerMQTTMetrics(mc mqttside.Client) {
 		counter("bridge_mqtt_invalid_total", "Publishes rejected by validation.", func(s mqttside.Stats) uint64 { return s.Invalid }),
 		counter("bridge_mqtt_received_total", "Messages received on subscriptions.", func(s mqttside.Stats) uint64 { return s.Received }),
 		counter("bridge_mqtt_reconnects_total", "Reconnections to the broker.", func(s mqttside.Stats) uint64 { return s.Reconnects }),
+		counter("bridge_mqtt_connect_attempts_total", "Connection attempts to a remote broker, successful or not.", func(s mqttside.Stats) uint64 { return s.ConnectAttempts }),
 	)
 }

@@ -203,3 +203,51 @@ retain  = true
 	}
 	sub.none(t, 300*time.Millisecond)
 }
+
+// TestShutdownWithBrokerKilled stops the bridge while the remote broker is
+// dead (SIGKILL) and pushes wait in the offline buffer: Run returns within
+// ShutdownGrace all the same.
+func TestShutdownWithBrokerKilled(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	rules := `
+[[ingress]]
+name    = "q0"
+path    = "/q0/{n}"
+methods = ["POST"]
+topic   = "q0/{n}"
+`
+	tb := startBridge(t, rules, func(c *Config, _ *Options) {
+		c.MQTT.Broker = "tcp://" + broker.Addr()
+		c.MQTT.ClientID = fmt.Sprintf("bridge-shutdown-%d", time.Now().UnixNano())
+		c.MQTT.Embedded.Listen = ""
+	})
+	c := newCoAPClient(t)
+	broker.Kill()
+	eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
+	for i := 0; i < 3; i++ {
+		resp, err := c.Post(t.Context(), tb.coapURL(fmt.Sprintf("/q0/m%d", i)), message.TextPlain, []byte("x"))
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("QoS 0 push during the outage: %v %v, want 2.04 (buffered)", resp, err)
+		}
+	}
+	if got := testutil.ToFloat64(tb.metrics.buffered.WithLabelValues("q0")); got != 3 {
+		t.Fatalf("buffered %v, want 3", got)
+	}
+
+	start := time.Now()
+	tb.cancel()
+	select {
+	case err := <-tb.done:
+		took := time.Since(start)
+		tb.done <- nil // for the cleanup's stop
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		t.Logf("shutdown took %v", took.Round(time.Millisecond))
+		if took > ShutdownGrace {
+			t.Errorf("shutdown with the broker dead took %v, want within %v", took.Round(time.Millisecond), ShutdownGrace)
+		}
+	case <-time.After(ShutdownGrace + 2*time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}

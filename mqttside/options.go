@@ -19,7 +19,7 @@ const (
 	DefaultKeepAlive      = 30 * time.Second
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultMinBackoff     = 500 * time.Millisecond
-	DefaultMaxBackoff     = 30 * time.Second
+	DefaultMaxBackoff     = 5 * time.Second
 	DefaultEmbeddedListen = ":1883"
 	DefaultSysInterval    = 10 * time.Second
 	// BrokerEmbedded selects the embedded broker in Options.Broker.
@@ -109,9 +109,12 @@ type RemoteOptions struct {
 
 	KeepAlive      time.Duration
 	ConnectTimeout time.Duration
-	// MinBackoff is the first retry delay while the first connection
-	// fails; it doubles up to MaxBackoff. After a connection is lost Paho
-	// reconnects starting at min(1s, MaxBackoff), doubling up to MaxBackoff.
+	// MinBackoff is the delay before the first retry, after a failed
+	// attempt or a lost connection; each retry doubles the delay up to
+	// MaxBackoff (with up to a quarter less as jitter). So the client is
+	// connected again at most MaxBackoff after the broker is back. A
+	// connection that stayed up for MaxBackoff resets the delay to
+	// MinBackoff; after one that dropped sooner it keeps growing.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 

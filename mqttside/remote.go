@@ -2,19 +2,13 @@ package mqttside
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Remote is a [Client] for an existing broker, over Paho (MQTT 3.1.1).
@@ -48,10 +42,14 @@ type Remote struct {
 	up       chan struct{} // closed by the first onConnect
 	upOnce   sync.Once
 	wake     chan struct{} // cap 1: buffer or state changed
+	lost     chan struct{} // cap 1: the connection went away; run reconnects
 	inflight chan inflightPub
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// connMu orders connection attempts with the close of stop, so that
+	// none begins after shutdown's Disconnect.
+	connMu sync.Mutex
+	wg     sync.WaitGroup
 }
 
 type remoteSub struct {
@@ -86,6 +84,7 @@ func NewRemote(opts RemoteOptions) (*Remote, error) {
 		unsubs:   make(map[string]bool),
 		up:       make(chan struct{}),
 		wake:     make(chan struct{}, 1),
+		lost:     make(chan struct{}, 1),
 		inflight: make(chan inflightPub, opts.MaxInflight),
 		stop:     make(chan struct{}),
 		store:    newCopyingStore(),
@@ -112,10 +111,10 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	po.SetPingTimeout(o.ConnectTimeout)
 	po.SetConnectTimeout(o.ConnectTimeout)
 	po.SetWriteTimeout(o.ConnectTimeout)
-	po.SetAutoReconnect(true)
-	po.SetConnectRetry(false) // the first connection is retried by connectLoop
-	po.SetConnectRetryInterval(o.MinBackoff)
-	po.SetMaxReconnectInterval(o.MaxBackoff)
+	// Connecting again is run's job, with its own backoff: Paho's keeps
+	// growing across short outages and sleeps where Close cannot stop it.
+	po.SetAutoReconnect(false)
+	po.SetConnectRetry(false)
 	// Subscriptions are made again by onConnect after every connect; Paho
 	// need not store and resend them.
 	po.SetResumeSubs(false)
@@ -133,11 +132,6 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	}
 	po.SetOnConnectHandler(r.onConnect)
 	po.SetConnectionLostHandler(r.onConnectionLost)
-	po.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
-		// Called synchronously before each reconnect attempt.
-		r.store.expectResume()
-		r.log.Debug("mqtt reconnecting")
-	})
 	po.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
 		// A message for a subscription we no longer hold: acknowledge it
 		// so the broker does not keep redelivering it.
@@ -145,200 +139,6 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 		m.Ack()
 	})
 	return po, nil
-}
-
-// Start connects to the broker. Subscriptions and publishes made before
-// Start wait for the connection like those made while disconnected.
-// A broker that refuses the connection
-// returns an error wrapping ErrBrokerRefused and naming the broker. A
-// broker that cannot be reached is retried in the background with
-// exponential backoff; Start then returns nil and State stays
-// StateConnecting until the connection is up.
-func (r *Remote) Start(ctx context.Context) error {
-	r.mu.Lock()
-	if r.started || r.closing {
-		r.mu.Unlock()
-		return fmt.Errorf("%w: Start called twice or after Close", ErrInvalidOptions)
-	}
-	r.started = true
-	r.mu.Unlock()
-	r.setState(StateConnecting, nil)
-
-	r.wg.Add(2)
-	go r.dispatch()
-	go r.settle()
-
-	r.store.expectResume()
-	tok := r.pc.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		// Start's context bounds the wait, not the connection: keep
-		// trying in the background like for an unreachable broker.
-		r.log.Warn("mqtt broker not answering yet, still connecting in background", "error", ctx.Err())
-		r.wg.Add(1)
-		go r.connectLoop(tok)
-		return nil
-	}
-	err := tok.Error()
-	switch {
-	case err == nil:
-		// Paho runs the connect handler on its own goroutine; wait for it
-		// so that State is StateConnected when Start returns.
-		select {
-		case <-r.up:
-		case <-ctx.Done():
-		}
-		return nil
-	case isRefusal(err):
-		r.mu.Lock()
-		r.closing = true
-		r.mu.Unlock()
-		r.setState(StateClosed, err)
-		r.shutdown()
-		return fmt.Errorf("%w: %s: %w", ErrBrokerRefused, r.broker, err)
-	}
-	r.log.Warn("mqtt broker unreachable, retrying in background", "error", err)
-	r.emit(Event{State: StateConnecting, Err: err})
-	r.wg.Add(1)
-	go r.connectLoop(nil)
-	return nil
-}
-
-// connectLoop retries the first connection with exponential backoff and
-// jitter until it succeeds or the client is closed, starting by waiting
-// for pending, an attempt already running, if not nil. After the first
-// success Paho reconnects by itself.
-func (r *Remote) connectLoop(pending paho.Token) {
-	defer r.wg.Done()
-	delay := r.opts.MinBackoff
-	for attempt := 1; ; attempt++ {
-		if pending == nil {
-			jitter := time.Duration(rand.Int64N(int64(delay)/4 + 1))
-			t := time.NewTimer(delay + jitter)
-			select {
-			case <-r.stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			r.store.expectResume()
-			pending = r.pc.Connect()
-			delay = min(delay*2, r.opts.MaxBackoff)
-		}
-		select {
-		case <-pending.Done():
-		case <-r.stop:
-			return
-		}
-		err := pending.Error()
-		pending = nil
-		if err == nil {
-			return
-		}
-		if isRefusal(err) {
-			r.log.Error("mqtt broker refused connection", "attempt", attempt, "error", err)
-		} else {
-			r.log.Warn("mqtt broker unreachable", "attempt", attempt, "retry_in", delay, "error", err)
-		}
-		r.emit(Event{State: StateConnecting, Err: err})
-	}
-}
-
-// isRefusal reports a failure that retrying will not fix: a CONNACK
-// refusal with return code 1, 2, 4 or 5 [MQTT-3.2.2.3], or a broker
-// certificate that does not verify.
-func isRefusal(err error) bool {
-	var (
-		unknownAuthority x509.UnknownAuthorityError
-		hostname         x509.HostnameError
-		invalid          x509.CertificateInvalidError
-		verify           *tls.CertificateVerificationError
-	)
-	if errors.As(err, &unknownAuthority) || errors.As(err, &hostname) ||
-		errors.As(err, &invalid) || errors.As(err, &verify) {
-		return true
-	}
-	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) ||
-		errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
-		errors.Is(err, packets.ErrorRefusedIDRejected) ||
-		errors.Is(err, packets.ErrorRefusedBadProtocolVersion)
-}
-
-func (r *Remote) onConnect(c paho.Client) {
-	if r.ever.Swap(true) {
-		r.cnt.reconnects.Add(1)
-	}
-	r.log.Info("mqtt connected")
-	// Let Paho's session resume take its inventory first (see
-	// copyingStore.expectResume).
-	t := time.NewTimer(r.opts.ConnectTimeout)
-	select {
-	case <-r.store.resumed():
-	case <-t.C:
-		r.log.Debug("mqtt session resume not seen, continuing")
-	case <-r.stop:
-	}
-	t.Stop()
-	r.mu.Lock()
-	subs := make(map[string]remoteSub, len(r.subs))
-	for f, s := range r.subs {
-		subs[f] = s
-	}
-	var unsubs []string
-	for f := range r.unsubs {
-		unsubs = append(unsubs, f)
-	}
-	clear(r.unsubs)
-	r.mu.Unlock()
-
-	// Resubscribe: the broker may have lost the session (restart without
-	// persistence). Routes were registered by Subscribe, so one callback
-	// per filter keeps working; SubscribeMultiple needs one handler, so
-	// subscribe filter by filter.
-	for f, s := range subs {
-		tok := c.Subscribe(f, s.qos, s.cb)
-		go r.checkSubscribe(tok, f) // ends with the token or at Close
-	}
-	if len(unsubs) > 0 {
-		c.Unsubscribe(unsubs...)
-	}
-	if r.opts.StatusTopic != "-" {
-		c.Publish(r.opts.StatusTopic, 1, true, "online")
-	}
-	r.epoch.Add(1)
-	r.setState(StateConnected, nil)
-	r.upOnce.Do(func() { close(r.up) })
-	r.signal()
-}
-
-func (r *Remote) checkSubscribe(tok paho.Token, filter string) {
-	select {
-	case <-tok.Done():
-	case <-r.stop:
-		return
-	}
-	err := subscribeResult(tok, filter)
-	switch {
-	case errors.Is(err, ErrSubscribeRefused):
-		// The broker will not have it: forget it as Subscribe does.
-		r.log.Error("mqtt subscription refused by broker, dropped", "filter", filter)
-		r.mu.Lock()
-		delete(r.subs, filter)
-		r.mu.Unlock()
-		r.pc.Unsubscribe(filter)
-	case err != nil:
-		// Lost the connection again: the next onConnect retries.
-		r.log.Warn("mqtt subscribe failed", "filter", filter, "error", err)
-	}
-}
-
-func (r *Remote) onConnectionLost(c paho.Client, err error) {
-	if c.IsConnectionOpen() {
-		return // already reconnected
-	}
-	r.log.Warn("mqtt connection lost, buffering publishes", "error", err)
-	r.setState(StateDisconnected, err)
 }
 
 func (r *Remote) setState(s State, err error) {
@@ -378,9 +178,11 @@ func (r *Remote) Stats() Stats {
 }
 
 // Close stops accepting publishes, waits until buffered and in-flight
-// messages are delivered or ctx ends, publishes "offline" to the status
-// topic and disconnects. Messages still undelivered are settled with
-// ErrClosed, counted as failed and logged.
+// messages are delivered, publishes "offline" to the status topic and
+// disconnects. It returns by ctx's deadline even when the broker is dead:
+// the delivery wait ends early enough to leave the last part of the time
+// (up to closeReserve) for the goodbye. Messages still undelivered are
+// settled with ErrClosed, counted as failed and logged.
 func (r *Remote) Close(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closing {
@@ -395,21 +197,16 @@ func (r *Remote) Close(ctx context.Context) error {
 		return nil
 	}
 
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for r.hasOutstanding() {
-		select {
-		case <-ctx.Done():
-			break wait
-		case <-tick.C:
-		}
-	}
+	flushCtx, cancel := withReserve(ctx, closeReserve)
+	r.flush(flushCtx)
+	cancel()
 	if r.pc.IsConnectionOpen() && r.opts.StatusTopic != "-" {
-		_ = waitToken(ctx, r.pc.Publish(r.opts.StatusTopic, 1, true, "offline"))
+		byeCtx, cancel := withReserve(ctx, disconnectQuiesce)
+		_ = waitToken(byeCtx, r.pc.Publish(r.opts.StatusTopic, 1, true, "offline"))
+		cancel()
 	}
 	r.setState(StateClosed, nil)
-	r.shutdown()
+	r.shutdown(ctx)
 
 	r.mu.Lock()
 	var lost []*pending
@@ -426,6 +223,40 @@ wait:
 	return nil
 }
 
+const (
+	// closeReserve is the most of Close's time kept for the status
+	// message and the DISCONNECT.
+	closeReserve = 500 * time.Millisecond
+	// disconnectQuiesce is the most Close waits for the DISCONNECT to go
+	// out.
+	disconnectQuiesce = 250 * time.Millisecond
+)
+
+// withReserve returns a context that ends reserve (at most a quarter of
+// the time left) before ctx's deadline, so that work after it still fits.
+func withReserve(ctx context.Context, reserve time.Duration) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	reserve = min(reserve, time.Until(deadline)/4)
+	return context.WithDeadline(ctx, deadline.Add(-reserve))
+}
+
+// flush waits until every accepted message is settled or ctx ends.
+func (r *Remote) flush(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for r.hasOutstanding() {
+		select {
+		case <-ctx.Done():
+			r.log.Debug("mqtt close: stopped waiting for delivery", "err", ctx.Err())
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // hasOutstanding reports whether accepted messages are still unsettled.
 func (r *Remote) hasOutstanding() bool {
 	r.mu.Lock()
@@ -433,11 +264,26 @@ func (r *Remote) hasOutstanding() bool {
 	return r.outstanding > 0
 }
 
-// shutdown disconnects Paho and stops the goroutines.
-func (r *Remote) shutdown() {
+// shutdown disconnects Paho and stops the goroutines, waiting for them
+// until ctx ends. Each of them returns once the Paho call it may be in
+// returns, which the DISCONNECT makes prompt; Close does not wait longer
+// than its caller allows.
+func (r *Remote) shutdown(ctx context.Context) {
 	r.stopOnce.Do(func() {
+		r.connMu.Lock()
 		close(r.stop)
-		r.pc.Disconnect(250)
-		r.wg.Wait()
+		r.connMu.Unlock()
+		quiesce := disconnectQuiesce
+		if deadline, ok := ctx.Deadline(); ok {
+			quiesce = max(min(quiesce, time.Until(deadline)), 0)
+		}
+		r.pc.Disconnect(uint(quiesce.Milliseconds()))
+		stopped := make(chan struct{})
+		go func() { r.wg.Wait(); close(stopped) }() // ends with the goroutines
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			r.log.Warn("mqtt close: workers still stopping at the deadline", "err", ctx.Err())
+		}
 	})
 }

@@ -245,3 +245,65 @@ func TestRemoteRefusedSubscriptionMadeOffline(t *testing.T) {
 		return open.count() > 0
 	})
 }
+
+// TestRemoteCloseWithinDeadlineBrokerDead closes a client holding
+// undelivered QoS 1 messages after its broker died (SIGKILL: the
+// connection is gone) or hung (SIGSTOP: the connection stays open, nothing
+// answers): Close must return by its context's deadline and settle every
+// message.
+func TestRemoteCloseWithinDeadlineBrokerDead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(*peer.Mosquitto)
+	}{
+		{"killed", (*peer.Mosquitto).Kill},
+		{"hung", (*peer.Mosquitto).Pause},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checkLeaks(t)
+			m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+			var logs syncBuffer
+			r := newTestRemote(t, RemoteOptions{Broker: m.URL(), Logger: testLogger(&logs)})
+			if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			tc.fault(m)
+			const n = 5
+			results := make(chan error, n)
+			for i := range n {
+				go func() {
+					results <- r.Publish(context.Background(), Message{Topic: "dead/t", Payload: []byte{byte(i)}, QoS: 1})
+				}()
+			}
+			eventually(t, 5*time.Second, "publishes accepted", func() bool {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return r.outstanding == n
+			})
+
+			ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+			defer cancel()
+			deadline, _ := ctx.Deadline()
+			if err := r.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if late := time.Since(deadline); late > 0 {
+				t.Errorf("Close returned %v after its deadline", late.Round(time.Millisecond))
+			}
+			for range n {
+				select {
+				case err := <-results:
+					if err == nil {
+						t.Error("a publish to a dead broker succeeded")
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("publisher not released by Close")
+				}
+			}
+			if st := r.Stats(); st.Failed != n {
+				t.Errorf("stats %+v, want %d failed", st, n)
+			}
+			m.Kill() // the hung broker's connection must end for the leak check
+		})
+	}
+}

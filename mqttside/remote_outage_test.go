@@ -39,8 +39,10 @@ func TestRemoteBrokerKilledMidStream(t *testing.T) {
 		mu.Unlock()
 	}))
 	// Let mosquitto save the subscriber's session, so that the restarted
-	// broker queues messages for it until it is back.
-	time.Sleep(1500 * time.Millisecond)
+	// broker queues messages for it until it is back; without it the
+	// restarted broker drops every message sent after the kill. A save
+	// written after the SUBACK arrived includes the subscription.
+	m.WaitSaved(t, time.Now(), 10*time.Second)
 
 	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), BufferSize: 1000, MinBackoff: 100 * time.Millisecond})
 	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {

@@ -260,7 +260,7 @@ func (r *Remote) settleToken(f inflightPub) {
 	default:
 	}
 	r.cnt.requeued.Add(1)
-	r.log.Debug("mqtt publish interrupted, kept for resend", "topic", f.p.msg.Topic, "error", err)
+	r.log.Debug("mqtt publish interrupted, kept for resend", "topic", f.p.msg.Topic, "err", err)
 	f.p.done <- fmt.Errorf("%w: resent after reconnect: %w", ErrPending, err)
 	r.mu.Lock()
 	r.outstanding--
@@ -272,7 +272,7 @@ func (r *Remote) settleOne(p *pending, err error) {
 		r.cnt.published.Add(1)
 	} else {
 		r.cnt.failed.Add(1)
-		r.log.Debug("mqtt publish failed", "topic", p.msg.Topic, "error", err)
+		r.log.Debug("mqtt publish failed", "topic", p.msg.Topic, "err", err)
 		if !errors.Is(err, ErrClosed) {
 			err = fmt.Errorf("mqtt: publish to %s: %w", r.broker, err)
 		}

@@ -158,6 +158,13 @@ func (r *Remote) Unsubscribe(ctx context.Context, filter string) error {
 		return nil
 	}
 	if err := waitToken(ctx, r.pc.Unsubscribe(filter)); err != nil {
+		if errors.Is(err, paho.ErrNotConnected) {
+			// Lost the connection meanwhile: sent on the next connect.
+			r.mu.Lock()
+			r.unsubs[filter] = true
+			r.mu.Unlock()
+			return nil
+		}
 		return fmt.Errorf("mqtt: unsubscribe %q on %s: %w", filter, r.broker, err)
 	}
 	return nil

@@ -14,8 +14,11 @@ type Stats struct {
 	Requeued    uint64 // QoS 1/2 sends cut by a disconnect, kept in the session store and resent after reconnect
 	Received    uint64 // deliveries handed to handlers
 	Reconnects  uint64 // successful connections after the first
-	BufferDepth int    // messages waiting in the offline buffer now
-	Connected   bool   // State() == StateConnected
+	// ConnectAttempts counts connection attempts, the first and every
+	// retry, successful or not.
+	ConnectAttempts uint64
+	BufferDepth     int  // messages waiting in the offline buffer now
+	Connected       bool // State() == StateConnected
 }
 
 // counters are the live values behind Stats.
@@ -30,19 +33,21 @@ type counters struct {
 	requeued    atomic.Uint64
 	received    atomic.Uint64
 	reconnects  atomic.Uint64
+	attempts    atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
-		Published:   c.published.Load(),
-		Failed:      c.failed.Load(),
-		Buffered:    c.buffered.Load(),
-		DroppedQoS0: c.droppedQoS0.Load(),
-		Refused:     c.refused.Load(),
-		Invalid:     c.invalid.Load(),
-		Withdrawn:   c.withdrawn.Load(),
-		Requeued:    c.requeued.Load(),
-		Received:    c.received.Load(),
-		Reconnects:  c.reconnects.Load(),
+		Published:       c.published.Load(),
+		Failed:          c.failed.Load(),
+		Buffered:        c.buffered.Load(),
+		DroppedQoS0:     c.droppedQoS0.Load(),
+		Refused:         c.refused.Load(),
+		Invalid:         c.invalid.Load(),
+		Withdrawn:       c.withdrawn.Load(),
+		Requeued:        c.requeued.Load(),
+		Received:        c.received.Load(),
+		Reconnects:      c.reconnects.Load(),
+		ConnectAttempts: c.attempts.Load(),
 	}
 }

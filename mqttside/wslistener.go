@@ -80,12 +80,12 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 			}
 			defer c.Close()
 			if err := establish(l.id, &wsConn{Conn: c.NetConn(), ws: c}); err != nil {
-				l.log.Debug("mqtt websocket client ended", "error", err)
+				l.log.Debug("mqtt websocket client ended", "err", err)
 			}
 		}),
 	}
 	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		l.log.Error("mqtt websocket listener stopped", "error", err)
+		l.log.Error("mqtt websocket listener stopped", "err", err)
 	}
 }
 

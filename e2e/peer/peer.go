@@ -111,6 +111,26 @@ func StartMosquitto(tb testing.TB, port int, extra string) *Mosquitto {
 	return m
 }
 
+// WaitSaved waits until the broker has saved its persistence file after
+// since, so that state it had then (sessions, subscriptions) survives a
+// Kill. The extra config lines must turn persistence on with an
+// autosave_interval; mosquitto saves on whole-second ticks, so a fixed
+// sleep is not enough.
+func (m *Mosquitto) WaitSaved(tb testing.TB, since time.Time, timeout time.Duration) {
+	tb.Helper()
+	db := filepath.Join(filepath.Dir(m.conf), "mosquitto.db")
+	deadline := time.Now().Add(timeout)
+	for {
+		if st, err := os.Stat(db); err == nil && st.ModTime().After(since) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("mosquitto did not save %s within %v\n%s", db, timeout, m.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Addr is host:port of the broker.
 func (m *Mosquitto) Addr() string { return "127.0.0.1:" + strconv.Itoa(m.Port) }
 
@@ -162,7 +182,13 @@ func (m *Mosquitto) Output() string {
 
 // Kill stops the broker with SIGKILL, as a crash would: no clean shutdown,
 // no Last Will suppression, no final persistence save.
-func (m *Mosquitto) Kill() {
+func (m *Mosquitto) Kill() { m.signal(syscall.SIGKILL) }
+
+// Stop stops the broker with SIGTERM, as an orderly shutdown would: it
+// closes its client connections and saves its persistence first.
+func (m *Mosquitto) Stop() { m.signal(syscall.SIGTERM) }
+
+func (m *Mosquitto) signal(sig syscall.Signal) {
 	m.mu.Lock()
 	cmd, exited := m.cmd, m.exited
 	m.cmd = nil
@@ -170,8 +196,19 @@ func (m *Mosquitto) Kill() {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Process.Signal(sig)
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused broker handles sig now
 	<-exited
+}
+
+// Pause stops the broker with SIGSTOP: its connections stay open but
+// nothing answers, as from a hung host. Kill and Stop still end it.
+func (m *Mosquitto) Pause() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		_ = m.cmd.Process.Signal(syscall.SIGSTOP)
+	}
 }
 
 // Restart starts the broker again on the same port and config.
