@@ -26,6 +26,17 @@ import (
 // ShutdownGrace bounds how long a graceful shutdown may take.
 const ShutdownGrace = 5 * time.Second
 
+// Shares of ShutdownGrace.
+const (
+	// shutdownMargin is kept back from ShutdownGrace for the process to
+	// exit after Run returns.
+	shutdownMargin = 500 * time.Millisecond
+	// drainRequests is how long CoAP requests in progress (a device's push
+	// waiting for a broker that is gone) may run on at shutdown; after it
+	// their context ends and what they had not published is withdrawn.
+	drainRequests = time.Second
+)
+
 // Options are the bridge's tunables beyond the config file. Zero values take
 // the defaults noted on each field.
 type Options struct {
@@ -262,7 +273,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	var srv *http.Server
 	var servers sync.WaitGroup
 	defer func() { // on every return path: everything started is stopped
-		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace-shutdownMargin)
 		defer cancel()
 		b.shutdown(sctx, srv)
 		cancelRun()
@@ -395,9 +406,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
 	b.log.Info("shutting down")
 	if b.coap != nil {
-		if err := b.coap.Shutdown(ctx); err != nil {
-			b.log.Warn("coap shutdown", "err", err)
+		cctx, cancel := context.WithTimeout(ctx, drainRequests)
+		if err := b.coap.Shutdown(cctx); err != nil {
+			b.log.Warn("coap shutdown: requests cut short", "err", err)
 		}
+		cancel()
 	}
 	if b.watches != nil {
 		b.watches.stop(ctx)
