@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,5 +179,76 @@ func TestSchedulerOrderCancelReschedule(t *testing.T) {
 	}
 	if s.cancel(cancelled) {
 		t.Fatal("second cancel reported success")
+	}
+}
+
+// TestServeSameConnTwice: a second Serve on a conn the server already
+// serves returns ErrServerStarted at once and leaves the conn to the first.
+func TestServeSameConnTwice(t *testing.T) {
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: HandlerFunc(func(w ResponseWriter, r *Request) { _, _ = w.Write([]byte("one")) }),
+		Options: ServerOptions{EndpointOptions: fastOpts()}}
+	var serving sync.WaitGroup
+	t.Cleanup(func() {
+		_ = s.Close()
+		serving.Wait()
+	})
+	serving.Go(func() { _ = s.Serve(conn) })
+	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
+
+	again := make(chan error, 1)
+	serving.Go(func() { again <- s.Serve(conn) })
+	select {
+	case err := <-again:
+		if !errors.Is(err, ErrServerStarted) {
+			t.Fatalf("second Serve = %v, want ErrServerStarted", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second Serve on the same conn did not return")
+	}
+	if n := len(s.Endpoints()); n != 1 {
+		t.Fatalf("%d endpoints serve the conn, want 1", n)
+	}
+	p := newRawPeer(t, conn.LocalAddr().(*net.UDPAddr))
+	p.send([]byte{0x40, 0x01, 0x09, 0x00}) // CON GET, MID 0x0900
+	if m := p.mustRecv(time.Second); m.MessageID != 0x0900 || string(m.Payload) != "one" {
+		t.Fatalf("first Serve no longer answers: %v", m)
+	}
+}
+
+// uncomparableConn is a PacketConn value that == would panic on.
+type uncomparableConn struct {
+	net.PacketConn
+	tags []string
+}
+
+func TestSameConn(t *testing.T) {
+	a, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	u := uncomparableConn{PacketConn: a}
+	for _, tt := range []struct {
+		name string
+		x, y net.PacketConn
+		want bool
+	}{
+		{"same", a, a, true},
+		{"different", a, b, false},
+		{"wrapped", a, &identConn{PacketConn: a}, false},
+		{"uncomparable", u, u, false},
+	} {
+		if got := sameConn(tt.x, tt.y); got != tt.want {
+			t.Errorf("%s: sameConn = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
