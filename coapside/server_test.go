@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // identConn hides the UDP socket type (so the generic PacketConn path runs)
@@ -87,7 +88,7 @@ func TestShutdownDrainsRunningHandlers(t *testing.T) {
 	s := &Server{Handler: mux, Options: ServerOptions{EndpointOptions: opts}}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
-	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
+	testkit.Eventually(t, time.Second, "server start", func() bool { return len(s.Endpoints()) == 1 })
 	addr := conn.LocalAddr().(*net.UDPAddr)
 	p := newRawPeer(t, addr)
 	p.send([]byte{0x40, 0x01, 0x07, 0x00, 0xb4, 'w', 'o', 'r', 'k'})
@@ -99,7 +100,7 @@ func TestShutdownDrainsRunningHandlers(t *testing.T) {
 		shut <- s.Shutdown(ctx)
 	}()
 	// While draining, new requests get 5.03 with Max-Age.
-	eventually(t, time.Second, func() bool { return s.Endpoints()[0].draining.Load() }, "draining")
+	testkit.Eventually(t, time.Second, "draining", func() bool { return s.Endpoints()[0].draining.Load() })
 	p.send([]byte{0x40, 0x01, 0x07, 0x01, 0xb4, 'w', 'o', 'r', 'k'})
 	if m := p.mustRecv(time.Second); m.MessageID != 0x0701 || m.Code != message.ServiceUnavailable || !m.Options.Has(message.MaxAge) {
 		t.Fatalf("request during drain got %v", m)
@@ -140,7 +141,7 @@ func TestShutdownDeadlineCancelsHandlers(t *testing.T) {
 	s := &Server{Handler: h, Options: ServerOptions{EndpointOptions: fastOpts()}}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
-	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
+	testkit.Eventually(t, time.Second, "server start", func() bool { return len(s.Endpoints()) == 1 })
 	p := newRawPeer(t, conn.LocalAddr().(*net.UDPAddr))
 	p.send([]byte{0x50, 0x01, 0x08, 0x00})
 	<-entered
@@ -197,7 +198,7 @@ func TestServeSameConnTwice(t *testing.T) {
 		serving.Wait()
 	})
 	serving.Go(func() { _ = s.Serve(conn) })
-	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
+	testkit.Eventually(t, time.Second, "server start", func() bool { return len(s.Endpoints()) == 1 })
 
 	again := make(chan error, 1)
 	serving.Go(func() { again <- s.Serve(conn) })

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // TestCIStopsOnlyTheMosquittoService runs .ci/mosquitto-service, with which
@@ -56,7 +57,7 @@ func TestCIStopsOnlyTheMosquittoService(t *testing.T) {
 		}
 	})
 	svcAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(svcPort))
-	eventually(t, 10*time.Second, "the service broker accepts connections", func() bool { return accepts(svcAddr) })
+	testkit.Eventually(t, 10*time.Second, "the service broker accepts connections", func() bool { return accepts(svcAddr) })
 
 	service := func(arg string) int {
 		t.Helper()
