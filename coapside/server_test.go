@@ -223,7 +223,7 @@ func TestServeSameConnTwice(t *testing.T) {
 // uncomparableConn is a PacketConn value that == would panic on.
 type uncomparableConn struct {
 	net.PacketConn
-	tags []string
+	_ []string // a slice makes the struct uncomparable
 }
 
 func TestSameConn(t *testing.T) {

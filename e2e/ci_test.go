@@ -3,7 +3,6 @@ package e2e
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,8 +55,7 @@ func TestCIStopsOnlyTheMosquittoService(t *testing.T) {
 			_ = syscall.Kill(svcPID, syscall.SIGKILL)
 		}
 	})
-	svcAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(svcPort))
-	testkit.Eventually(t, 10*time.Second, "the service broker accepts connections", func() bool { return accepts(svcAddr) })
+	testkit.Eventually(t, 10*time.Second, "the service broker accepts connections", func() bool { return tcpUp(svcPort) })
 
 	service := func(arg string) int {
 		t.Helper()
@@ -81,10 +79,10 @@ func TestCIStopsOnlyTheMosquittoService(t *testing.T) {
 	if code := service("stop"); code != 0 {
 		t.Fatalf("stop = exit %d, want 0", code)
 	}
-	if accepts(svcAddr) {
+	if tcpUp(svcPort) {
 		t.Fatal("the service broker still runs after stop")
 	}
-	if !accepts(own.Addr()) {
+	if !tcpUp(own.Port) {
 		t.Fatal("stop ended the contributor's own broker")
 	}
 	if code := service("active"); code == 0 {
@@ -113,7 +111,7 @@ func TestCIStopsOnlyTheMosquittoService(t *testing.T) {
 		t.Fatal("stop ended the program a stale pid file names")
 	default:
 	}
-	if !accepts(own.Addr()) {
+	if !tcpUp(own.Port) {
 		t.Fatal("stop ended the contributor's own broker")
 	}
 }
@@ -130,14 +128,4 @@ func readPID(t *testing.T, file string) int {
 		t.Fatalf("pid file %s: %v", file, err)
 	}
 	return pid
-}
-
-// accepts reports whether a TCP listener answers on addr.
-func accepts(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
 }
