@@ -100,26 +100,20 @@ func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, ru
 		in.Device = d
 	}
 	err := b.publishOutput(r.Context(), rule.Name, &rule.Output, caps, in)
-	var oe *outcomeError
 	switch {
 	case err == nil, errors.Is(err, errFiltered):
 		w.SetCode(message.Changed)
 		if in.Device != "" {
 			b.deviceSeen(in.Device)
 		}
-	case errors.As(err, &oe):
-		w.SetCode(oe.code)
-		if oe.code == message.ServiceUnavailable {
+	default:
+		if errors.Is(err, message.ServiceUnavailable) {
 			o := w.Options()
 			*o = o.SetUint(message.MaxAge, b.opts.RetryMaxAge)
 		}
-		if oe.code != message.ServiceUnavailable {
-			// A diagnostic payload (RFC 7252 §5.5.2) tells the device why.
-			w.SetContentFormat(message.TextPlain)
-			w.Write([]byte(oe.reason))
-		}
-	default:
-		w.SetCode(message.InternalServerError)
+		// The outcome's code (5.00 for anything else) with a diagnostic
+		// payload (RFC 7252 §5.5.2) that tells the device why.
+		coapside.Error(w, err)
 	}
 }
 

@@ -313,7 +313,7 @@ func (c *commands) request(cmd *command) (*coapside.Request, error) {
 // fillResponse copies a device's response into a result.
 func fillResponse(res *commandResult, resp *coapside.Response) {
 	res.Status = "ok"
-	res.Code = fmt.Sprintf("%d.%02d", resp.Code>>5, resp.Code&0x1f)
+	res.Code = resp.Code.Dotted()
 	res.CodeName = resp.Code.String()
 	cf, hasCF := resp.Options.ContentFormat()
 	if hasCF {

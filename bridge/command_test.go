@@ -12,6 +12,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/coap-mqtt/bridge/mqttside"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -141,7 +142,7 @@ func TestCommandTimeoutThenQueuedUntilSeen(t *testing.T) {
 		t.Fatalf("first result %+v", r)
 	}
 	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "second")
-	eventually(t, 5*time.Second, "command queued", func() bool {
+	testkit.Eventually(t, 5*time.Second, "command queued", func() bool {
 		return testutil.ToFloat64(tb.metrics.queueDepth) == 1
 	})
 	replies.none(t, 200*time.Millisecond)
@@ -212,7 +213,7 @@ func TestCommandBackpressureLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "every command delivered", func() bool { return dev.count() == n })
+	testkit.Eventually(t, 10*time.Second, "every command delivered", func() bool { return dev.count() == n })
 	if testutil.ToFloat64(tb.metrics.backpressure) == 0 {
 		t.Error("the backlog never filled; the test did not exercise back-pressure")
 	}
@@ -292,7 +293,7 @@ func TestOverMaxPayloadFromRemoteBroker(t *testing.T) {
 	publish(t, broker.Addr(), "config/d1", 1, false, big)
 	publish(t, broker.Addr(), "config/d2", 1, false, fits)
 	c := newCoAPClient(t)
-	eventually(t, 10*time.Second, "d2 served", func() bool {
+	testkit.Eventually(t, 10*time.Second, "d2 served", func() bool {
 		resp, err := c.Get(t.Context(), tb.coapURL("/config/d2"))
 		return err == nil && resp.Code == message.Content
 	})
@@ -350,7 +351,7 @@ func TestCommandOfflineDeviceProbedBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, "three commands queued", func() bool {
+	testkit.Eventually(t, 5*time.Second, "three commands queued", func() bool {
 		return testutil.ToFloat64(tb.metrics.queueDepth) == 3
 	})
 	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "one too many")
@@ -385,7 +386,7 @@ func TestCommandOfflineDeviceProbedBack(t *testing.T) {
 	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonQueueFull)); got != 1 {
 		t.Errorf("queue_full errors %v, want 1", got)
 	}
-	eventually(t, 5*time.Second, "queue drained", func() bool { return testutil.ToFloat64(tb.metrics.queueDepth) == 0 })
+	testkit.Eventually(t, 5*time.Second, "queue drained", func() bool { return testutil.ToFloat64(tb.metrics.queueDepth) == 0 })
 }
 
 // TestCommandShutdownAnswersEveryCommand: with the embedded broker (whose
@@ -461,7 +462,7 @@ func TestCommandShutdownLeavesRemoteCommandsToBroker(t *testing.T) {
 
 	once.Do(func() { close(release) })
 	startBridge(t, commandRules(dev.addr.String()), remote)
-	eventually(t, 20*time.Second, "every command at the device", func() bool {
+	testkit.Eventually(t, 20*time.Second, "every command at the device", func() bool {
 		dev.mu.Lock()
 		defer dev.mu.Unlock()
 		seen := map[string]bool{}

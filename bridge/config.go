@@ -209,15 +209,6 @@ func (c *Config) Validate() error {
 	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
 		add("mqtt.cert_file", "cert_file and key_file go together")
 	}
-	if c.MQTT.BufferSize < 0 {
-		add("mqtt.buffer_size", "must not be negative")
-	}
-	if c.MQTT.MaxPayload < 0 {
-		add("mqtt.max_payload", "must not be negative")
-	}
-	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
-		add("mqtt.cert_file", "cert_file and key_file go together")
-	}
 	if c.MQTT.ClientID == "" {
 		add("mqtt.client_id", "must not be empty")
 	}

@@ -28,6 +28,8 @@ func TestValidate(t *testing.T) {
 		{"empty client id", func(c *Config) { c.MQTT.ClientID = "" }, []string{"mqtt.client_id: must not be empty"}},
 		{"several", func(c *Config) { c.Log.Level = "x"; c.Log.Format = "y"; c.HTTP.Listen = "nope" }, []string{
 			"http.listen", "log.level", "log.format"}},
+		{"mqtt section", func(c *Config) { c.MQTT.BufferSize = -1; c.MQTT.MaxPayload = -1; c.MQTT.CertFile = "c.pem" }, []string{
+			"mqtt.buffer_size", "mqtt.max_payload", "mqtt.cert_file"}},
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
@@ -97,7 +98,7 @@ func TestWellKnownCore(t *testing.T) {
 		`</config/d2>;rt="config";if="core.rp";ct=50;obs,` +
 		`</status/s1>;obs,` + telemetry
 	var doc string
-	eventually(t, 5*time.Second, "every value listed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "every value listed", func() bool {
 		_, doc = get("")
 		return doc == want
 	})

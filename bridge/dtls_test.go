@@ -13,6 +13,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -175,7 +176,7 @@ topic   = "temp/{device}"
 	}
 	// The observation runs over the same DTLS session.
 	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 0)
-	eventually(t, 10*time.Second, "observer over DTLS", func() bool { return obs.Observers("/temp") == 1 })
+	testkit.Eventually(t, 10*time.Second, "observer over DTLS", func() bool { return obs.Observers("/temp") == 1 })
 	temp.Store(31)
 	obs.Notify("/temp")
 	temps.waitFor(t, 5*time.Second, "temp/secure-1", "31")
@@ -215,11 +216,11 @@ topic    = "temp/{device}"
 	})
 	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 0)
 	// The device saw the key mismatch, and completed no handshake.
-	eventually(t, 10*time.Second, "a key mismatch at the device", func() bool {
+	testkit.Eventually(t, 10*time.Second, "a key mismatch at the device", func() bool {
 		return conn.Stats().Failed(dtls.FailBadPSK) >= 1
 	})
 	// The bridge keeps polling, and counts every failed poll.
-	eventually(t, 10*time.Second, "failed polls counted", func() bool {
+	testkit.Eventually(t, 10*time.Second, "failed polls counted", func() bool {
 		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("temp", reasonTimeout))+
 			testutil.ToFloat64(tb.metrics.errors.WithLabelValues("temp", reasonCoAP)) >= 2
 	})
@@ -244,7 +245,7 @@ func TestReloadKeepsTheKeysOfAnEmptiedPSKFile(t *testing.T) {
 	if err := os.WriteFile(pskFile, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "reload after the psk_file changed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "reload after the psk_file changed", func() bool {
 		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK))+testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadRefused)) >= 1
 	})
 	dev1 := pskClient(t, "dev1", "secret-1")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // testBridge is a bridge running in-process with an embedded broker on a
@@ -56,7 +57,7 @@ func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *t
 	tb := &testBridge{Bridge: b, cancel: cancel, done: make(chan error, 1), dir: dir}
 	go func() { tb.done <- b.Run(ctx) }()
 	t.Cleanup(func() { tb.stop(t) })
-	eventually(t, 5*time.Second, "bridge ready", func() bool {
+	testkit.Eventually(t, 5*time.Second, "bridge ready", func() bool {
 		return b.Ready() && (cfg.CoAP.Listen == "" || b.CoAPAddr() != nil) && (cfg.HTTP.Listen == "" || b.HTTPAddr() != nil)
 	})
 	return tb
@@ -86,17 +87,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // subscriber is an external MQTT client collecting messages.

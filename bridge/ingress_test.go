@@ -12,6 +12,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/rules"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -102,6 +103,11 @@ func TestIngressJSONConversion(t *testing.T) {
 	}
 	if resp.Code != message.UnsupportedContentFormat {
 		t.Fatalf("code %v, want 4.15", resp.Code)
+	}
+	// The diagnostic payload (RFC 7252 §5.5.2) says why, not only which
+	// metric counted it.
+	if diag := string(resp.Payload); !strings.HasPrefix(diag, reasonConvert+": ") || !strings.Contains(diag, rules.ErrConvert.Error()) {
+		t.Errorf("diagnostic %q, want the reason and the conversion error", diag)
 	}
 	sub.none(t, 200*time.Millisecond)
 	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("json", reasonConvert)); got != 1 {

@@ -14,6 +14,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -95,8 +96,8 @@ func TestObserveSharedObservationFeedsEveryRule(t *testing.T) {
 	tb := startBridge(t, observeRules(dev.addr), nil)
 	obsSub := subscribe(t, tb.MQTTAddr(), "obs/#", 0)
 	jsonSub := subscribe(t, tb.MQTTAddr(), "json/#", 0)
-	eventually(t, 5*time.Second, "one observer on the device", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
-	eventually(t, 5*time.Second, "observations gauge at 1", func() bool { return testutil.ToFloat64(tb.metrics.observations) == 1 })
+	testkit.Eventually(t, 5*time.Second, "one observer on the device", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
+	testkit.Eventually(t, 5*time.Second, "observations gauge at 1", func() bool { return testutil.ToFloat64(tb.metrics.observations) == 1 })
 	dev.set(21)
 	obsSub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "21")
 	jsonSub.waitFor(t, 5*time.Second, "json/d1", "21")
@@ -116,7 +117,7 @@ func TestObserveSharedObservationFeedsEveryRule(t *testing.T) {
 	}
 	// Shutdown deregisters the observation.
 	tb.stop(t)
-	eventually(t, 5*time.Second, "deregistration on shutdown", func() bool { return dev.obs.Observers("/sensors/temp") == 0 })
+	testkit.Eventually(t, 5*time.Second, "deregistration on shutdown", func() bool { return dev.obs.Observers("/sensors/temp") == 0 })
 }
 
 func TestObserveFallsBackToPolling(t *testing.T) {
@@ -140,7 +141,7 @@ topic   = "plain/{device}"
 		o.FallbackRounds = 10000
 	})
 	sub := subscribe(t, tb.MQTTAddr(), "plain/#", 0)
-	eventually(t, 5*time.Second, "a plain GET after the observe attempt", func() bool { return dev.count() >= 2 })
+	testkit.Eventually(t, 5*time.Second, "a plain GET after the observe attempt", func() bool { return dev.count() >= 2 })
 	for _, v := range []string{"6", "7"} {
 		n, _ := strconv.ParseInt(v, 10, 64)
 		dev.value.Store(n)
@@ -161,7 +162,7 @@ func TestObserveAfterDeviceReboot(t *testing.T) {
 		o.ReobserveMin, o.ReobserveMax = 50*time.Millisecond, 200*time.Millisecond
 	})
 	sub := subscribe(t, tb.MQTTAddr(), "obs/#", 0)
-	eventually(t, 5*time.Second, "observer", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
+	testkit.Eventually(t, 5*time.Second, "observer", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
 
 	// Reboot: the old server goes away, a new one with no observers comes up.
 	dev.srv.Close()
@@ -169,7 +170,7 @@ func TestObserveAfterDeviceReboot(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	dev2 := startObservableDeviceFrom(t, addr, 1, func() uint32 { return 2 })
 	dev2.value.Store(98)
-	eventually(t, 15*time.Second, "re-registration after reboot", func() bool { return dev2.obs.Observers("/sensors/temp") == 1 })
+	testkit.Eventually(t, 15*time.Second, "re-registration after reboot", func() bool { return dev2.obs.Observers("/sensors/temp") == 1 })
 	sub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "98") // the answer to the re-registration
 	dev2.set(99)
 	sub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "99")
@@ -239,7 +240,7 @@ func TestShutdownWithDeadObservedDevices(t *testing.T) {
 	rules.WriteString("[[observe]]\nname    = \"time\"\ndevices = [\"d0\", \"d1\"]\npaths   = [\"/time\"]\ntopic   = \"time/{device}\"\n")
 	tb := startBridge(t, rules.String(), func(_ *Config, o *Options) { o.CoAP = coapside.EndpointOptions{} })
 	sub := subscribe(t, tb.MQTTAddr(), "time/#", 0)
-	eventually(t, 10*time.Second, "both devices observed", func() bool { return testutil.ToFloat64(tb.metrics.observations) == 2 })
+	testkit.Eventually(t, 10*time.Second, "both devices observed", func() bool { return testutil.ToFloat64(tb.metrics.observations) == 2 })
 	sub.next(t, 5*time.Second)
 	for _, s := range srvs {
 		s.Kill()
@@ -277,7 +278,7 @@ topic    = "disc/{device}/{path...}"
 `, dev.addr)
 	tb := startBridge(t, rules, nil)
 	sub := subscribe(t, tb.MQTTAddr(), "disc/#", 0)
-	eventually(t, 5*time.Second, "discovered resource observed", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
+	testkit.Eventually(t, 5*time.Second, "discovered resource observed", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
 	if n := dev.obs.Observers("/sensors/hum"); n != 0 {
 		t.Fatalf("humidity observed %d times; the query selects temperature only", n)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -56,7 +57,7 @@ qos     = 1
 	}
 
 	broker.Kill()
-	eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
+	testkit.Eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
 	for i := 0; i < 5; i++ {
 		if resp := post(fmt.Sprintf("/q0/m%d", i)); resp.Code != message.Changed {
 			t.Fatalf("QoS 0 push during the outage: %v, want 2.04 (buffered)", resp.Code)
@@ -71,7 +72,7 @@ qos     = 1
 	}
 
 	broker.Restart()
-	eventually(t, 30*time.Second, "ready after the broker is back", tb.Ready)
+	testkit.Eventually(t, 30*time.Second, "ready after the broker is back", tb.Ready)
 	sub := subscribe(t, broker.Addr(), "q0/#", 0)
 	got := map[string]bool{}
 	for len(got) < 5 {
@@ -112,7 +113,7 @@ retain  = true
 		o.CoAP = coapside.EndpointOptions{} // the defaults devices meet
 	})
 	broker.Kill()
-	eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
+	testkit.Eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
 
 	// Several devices at once, through the CoAP client.
 	const devices = 4
@@ -189,7 +190,7 @@ retain  = true
 	}
 
 	broker.Restart()
-	eventually(t, 30*time.Second, "ready after the broker is back", tb.Ready)
+	testkit.Eventually(t, 30*time.Second, "ready after the broker is back", tb.Ready)
 	c := newCoAPClient(t)
 	if resp, err := c.Post(t.Context(), tb.coapURL("/q1/after"), message.TextPlain, []byte("x")); err != nil || resp.Code != message.Changed {
 		t.Fatalf("after reconnect: %v %v", resp, err)
@@ -223,7 +224,7 @@ topic   = "q0/{n}"
 	})
 	c := newCoAPClient(t)
 	broker.Kill()
-	eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
+	testkit.Eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
 	for i := 0; i < 3; i++ {
 		resp, err := c.Post(t.Context(), tb.coapURL(fmt.Sprintf("/q0/m%d", i)), message.TextPlain, []byte("x"))
 		if err != nil || resp.Code != message.Changed {

@@ -28,14 +28,15 @@ type inbound struct {
 
 // outcomeError classifies why a CoAP → MQTT message was not published; the
 // reason is the metric label and the code what a pushing device is told.
+// The code is in the error chain, so coapside.Error answers with it.
 type outcomeError struct {
 	reason string
 	code   message.Code
 	err    error
 }
 
-func (e *outcomeError) Error() string { return e.reason + ": " + e.err.Error() }
-func (e *outcomeError) Unwrap() error { return e.err }
+func (e *outcomeError) Error() string   { return e.reason + ": " + e.err.Error() }
+func (e *outcomeError) Unwrap() []error { return []error{e.code, e.err} }
 
 // buildMessage turns an inbound payload into the MQTT message rule out
 // publishes (rules.Output.Prepare: topic, where, conversion, transform). It

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -96,7 +97,7 @@ interval = "100ms"
 topic    = "p/{device}"
 `, dev.addr)
 	tb := startBridge(t, rules, nil)
-	eventually(t, 5*time.Second, "a counted 4.04", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a counted 4.04", func() bool {
 		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("missing", reasonCoAP)) >= 1
 	})
 }

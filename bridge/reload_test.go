@@ -10,6 +10,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -64,7 +65,7 @@ qos     = 1
 	tsub := subscribe(t, tb.MQTTAddr(), "t/#", 1)
 	c := newCoAPClient(t)
 	var key string
-	eventually(t, 5*time.Second, "poll running", func() bool {
+	testkit.Eventually(t, 5*time.Second, "poll running", func() bool {
 		tb.watches.mu.Lock()
 		defer tb.watches.mu.Unlock()
 		for k := range tb.watches.running {
@@ -94,7 +95,7 @@ path    = "/new/{device}"
 methods = ["POST"]
 topic   = "new/{device}"
 `)
-	eventually(t, 5*time.Second, "reload", func() bool {
+	testkit.Eventually(t, 5*time.Second, "reload", func() bool {
 		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues("ok")) >= 1
 	})
 	resp, err := c.Post(t.Context(), tb.coapURL("/new/d1"), message.TextPlain, []byte("x"))
@@ -123,7 +124,7 @@ topic   = "new/{device}"
 func TestReloadRejectsBadEditAndKeepsRunning(t *testing.T) {
 	tb := startBridge(t, ingressRules, nil)
 	tb.writeRules(t, ingressRules+"\n[[ingress]]\nname = \"broken\"\npath = \"/b/{x}\"\ntopik = \"b\"\n")
-	eventually(t, 5*time.Second, "rejected reload", func() bool {
+	testkit.Eventually(t, 5*time.Second, "rejected reload", func() bool {
 		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues("error")) >= 1
 	})
 	c := newCoAPClient(t)
@@ -133,10 +134,10 @@ func TestReloadRejectsBadEditAndKeepsRunning(t *testing.T) {
 	}
 	// The fixed file is applied.
 	tb.writeRules(t, resourceRules)
-	eventually(t, 5*time.Second, "good reload", func() bool {
+	testkit.Eventually(t, 5*time.Second, "good reload", func() bool {
 		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK)) >= 1
 	})
-	eventually(t, 5*time.Second, "old rule gone", func() bool {
+	testkit.Eventually(t, 5*time.Second, "old rule gone", func() bool {
 		resp, err := c.Post(t.Context(), tb.coapURL("/telemetry/d/m"), message.TextPlain, []byte("1"))
 		return err == nil && resp.Code == message.NotFound
 	})
@@ -166,7 +167,7 @@ func TestReloadSignalAppliesAnUnwatchedEdit(t *testing.T) {
 	c := newCoAPClient(t)
 	tb.writeRules(t, resourceRules)
 	tb.TriggerReload()
-	eventually(t, 5*time.Second, "reload on signal", func() bool {
+	testkit.Eventually(t, 5*time.Second, "reload on signal", func() bool {
 		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK)) >= 1
 	})
 	if code := post(t, c, tb.coapURL("/telemetry/d/m")); code != message.NotFound {
@@ -183,11 +184,11 @@ func TestReloadRetriesAHalfWrittenFile(t *testing.T) {
 	full := ingressRules + "\n[[ingress]]\nname = \"late\"\npath = \"/late\"\ntopic = \"late\"\n"
 	tb.writeRules(t, full[:len(full)-20])
 	tb.TriggerReload()
-	eventually(t, 5*time.Second, "half written file rejected", func() bool {
+	testkit.Eventually(t, 5*time.Second, "half written file rejected", func() bool {
 		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadError)) >= 1
 	})
 	tb.writeRules(t, full) // no watcher and no signal: only the recheck sees this
-	eventually(t, 5*time.Second, "completed file applied", func() bool {
+	testkit.Eventually(t, 5*time.Second, "completed file applied", func() bool {
 		return post(t, c, tb.coapURL("/late")) == message.Changed
 	})
 }
@@ -198,14 +199,14 @@ func TestReloadRefusesAnEmptiedFile(t *testing.T) {
 	tb := startBridge(t, ingressRules, func(_ *Config, o *Options) { o.ReloadSettle = 50 * time.Millisecond })
 	c := newCoAPClient(t)
 	tb.writeRules(t, " \n\n")
-	eventually(t, 5*time.Second, "reload after the edit", func() bool {
+	testkit.Eventually(t, 5*time.Second, "reload after the edit", func() bool {
 		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK))+testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadRefused)) >= 1
 	})
 	if code := post(t, c, tb.coapURL("/telemetry/d/m")); code != message.Changed {
 		t.Fatalf("rule of an emptied file answered %v, want 2.04", code)
 	}
 	tb.writeRules(t, "# every rule removed on purpose\n")
-	eventually(t, 5*time.Second, "comment-only file applied", func() bool {
+	testkit.Eventually(t, 5*time.Second, "comment-only file applied", func() bool {
 		return post(t, c, tb.coapURL("/telemetry/d/m")) == message.NotFound
 	})
 	if got := testutil.ToFloat64(tb.metrics.rulesLoaded); got != 0 {
@@ -271,7 +272,7 @@ func TestReloadInPlaceSavesKeepRules(t *testing.T) {
 			}
 			save(text, pause)
 		}
-		eventually(t, 5*time.Second, fmt.Sprintf("round %d applied", round), func() bool {
+		testkit.Eventually(t, 5*time.Second, fmt.Sprintf("round %d applied", round), func() bool {
 			return post(t, c2, tb.coapURL(fmt.Sprintf("/r%d", round))) == message.Changed
 		})
 	}

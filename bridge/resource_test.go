@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -33,7 +34,7 @@ func TestResourceServesLatestMessage(t *testing.T) {
 	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":1}`)
 	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":2}`)
 	publish(t, tb.MQTTAddr(), "config/d2", 1, false, `other`)
-	eventually(t, 5*time.Second, "d2's value", func() bool {
+	testkit.Eventually(t, 5*time.Second, "d2's value", func() bool {
 		resp, err = c.Get(ctx, tb.coapURL("/config/d2"))
 		return err == nil && resp.Code == message.Content && string(resp.Payload) == `other`
 	})
@@ -60,7 +61,7 @@ func TestResourceObserveStreamsMessages(t *testing.T) {
 	tb := startBridge(t, resourceRules, nil)
 	publish(t, tb.MQTTAddr(), "config/d1", 0, false, "v0")
 	c := newCoAPClient(t)
-	eventually(t, 5*time.Second, "first value", func() bool {
+	testkit.Eventually(t, 5*time.Second, "first value", func() bool {
 		resp, err := c.Get(t.Context(), tb.coapURL("/config/d1"))
 		return err == nil && resp.Code == message.Content
 	})

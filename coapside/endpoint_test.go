@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // countingHandler answers 2.05 "ok" and counts calls.
@@ -121,7 +122,7 @@ func TestWireReactions(t *testing.T) {
 					t.Fatalf("reply %v, want %v %v mid=%d", m, *tt.wantType, tt.wantCode, tt.wantMID)
 				}
 			}
-			eventually(t, time.Second, func() bool { return tt.counter(ep.Stats().Snapshot()) == before+1 }, "counter")
+			testkit.Eventually(t, time.Second, "counter", func() bool { return tt.counter(ep.Stats().Snapshot()) == before+1 })
 			if h.n.Load() != calls {
 				t.Fatal("handler ran for a rejected message")
 			}

@@ -25,8 +25,9 @@ var (
 	ErrMessageType = errors.New("coap: invalid message type for operation")
 	// ErrStalled means a listener has stopped reading its conn (Server.Health).
 	ErrStalled = errors.New("coap: listener stopped reading")
-	// ErrServerStarted means Serve was called twice.
-	ErrServerStarted = errors.New("coap: server already serving")
+	// ErrServerStarted is returned by Server.Serve for a conn the server
+	// is already serving; the conn stays with the first Serve.
+	ErrServerStarted = errors.New("coap: server already serving this conn")
 	// ErrBlockwise means a block-wise transfer broke off: a missing or
 	// unexpected block option, a block out of sequence, or an error code
 	// in the middle of the transfer (RFC 7959).

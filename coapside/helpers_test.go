@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -35,7 +36,7 @@ func startServer(t *testing.T, h Handler, opts ServerOptions) (*Server, *net.UDP
 	s := &Server{Handler: h, Options: opts}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
-	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
+	testkit.Eventually(t, time.Second, "server start", func() bool { return len(s.Endpoints()) == 1 })
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -113,18 +114,6 @@ func (p *rawPeer) expectSilence(d time.Duration) {
 	p.t.Helper()
 	if m, _, ok := p.recv(d); ok {
 		p.t.Fatalf("unexpected datagram %v", m)
-	}
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 

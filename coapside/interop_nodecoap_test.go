@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // nodeCoap returns the node binary and the environment that finds node-coap,
@@ -100,7 +101,7 @@ func TestInteropNodeCoapObservesOurServer(t *testing.T) {
 		t.Errorf("node-coap saw %v", vals)
 	}
 	// The script deregisters with GET Observe=1 before it exits (RFC 7641 §3.6).
-	eventually(t, 3*time.Second, func() bool { return s.obs.Observers("/obs") == 0 }, "node-coap deregistration")
+	testkit.Eventually(t, 3*time.Second, "node-coap deregistration", func() bool { return s.obs.Observers("/obs") == 0 })
 }
 
 func TestInteropOurClientObservesNodeCoap(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // libcoapClient runs coap-client-notls with args and returns its stdout.
@@ -95,7 +96,7 @@ func TestInteropLibcoapObservesOurServer(t *testing.T) {
 	}()
 	out := libcoapClient(t, 15*time.Second, "-s", "3", "-B", "5", "-m", "get", "coap://"+s.addr+"/obs")
 	// coap-client deregisters when its -s time is up (RFC 7641 §3.6).
-	eventually(t, 2*time.Second, func() bool { return s.obs.Observers("/obs") == 0 }, "libcoap deregistration")
+	testkit.Eventually(t, 2*time.Second, "libcoap deregistration", func() bool { return s.obs.Observers("/obs") == 0 })
 	close(stop)
 	<-ticked
 	var values []int

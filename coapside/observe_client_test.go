@@ -12,6 +12,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/coapside/observe"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // collect returns a callback that forwards notifications to a channel of
@@ -94,7 +95,7 @@ func TestClientObserveContextEndDeregisters(t *testing.T) {
 	}
 	cancel()
 	o.Wait()
-	eventually(t, 2*time.Second, func() bool { return obs.Observers("/obs") == 0 }, "server deregistration")
+	testkit.Eventually(t, 2*time.Second, "server deregistration", func() bool { return obs.Observers("/obs") == 0 })
 }
 
 func TestClientObserveNotObservableAndErrors(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/coapside/observe"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // counterResource is an observable resource whose value the test changes.
@@ -351,7 +352,7 @@ func TestObserveServerEndpointClosed(t *testing.T) {
 			srv := &Server{Handler: mux, Options: ServerOptions{EndpointOptions: serverTestOpts()}}
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(conn) }()
-			eventually(t, time.Second, func() bool { return len(srv.Endpoints()) == 1 }, "server start")
+			testkit.Eventually(t, time.Second, "server start", func() bool { return len(srv.Endpoints()) == 1 })
 			p := newRawPeer(t, conn.LocalAddr().(*net.UDPAddr))
 			register(t, p, 1, []byte{1}, nil)
 			if err := srv.Close(); err != nil {
@@ -359,7 +360,7 @@ func TestObserveServerEndpointClosed(t *testing.T) {
 			}
 			<-served
 			obs.Notify("/obs")
-			eventually(t, 2*time.Second, func() bool { return obs.Observers("/obs") == 0 }, "observer removal")
+			testkit.Eventually(t, 2*time.Second, "observer removal", func() bool { return obs.Observers("/obs") == 0 })
 		})
 	}
 }

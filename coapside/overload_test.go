@@ -8,6 +8,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // TestFloodNeverStopsTheServer floods one server from a single source, CON
@@ -102,11 +103,11 @@ func TestWatchdogRestartsAStalledListener(t *testing.T) {
 		defer e.poolMu.Unlock()
 		return e.total
 	}
-	eventually(t, 5*time.Second, func() bool { return e.reading.Load() == 0 && readers() == 0 }, "the last reader to retire")
+	testkit.Eventually(t, 5*time.Second, "the last reader to retire", func() bool { return e.reading.Load() == 0 && readers() == 0 })
 	if e.Stats().ReaderRestarts.Load() == 0 && !e.stalledAt(time.Now().Add(stallAfter+time.Second)) {
 		t.Fatal("an endpoint with no reader is not reported stalled")
 	}
-	eventually(t, 5*time.Second, func() bool { return e.Stats().ReaderRestarts.Load() > 0 }, "the watchdog to restart a reader")
+	testkit.Eventually(t, 5*time.Second, "the watchdog to restart a reader", func() bool { return e.Stats().ReaderRestarts.Load() > 0 })
 	ping.MessageID = 2
 	p.sendMsg(ping)
 	if m := p.mustRecv(2 * time.Second); m.Code != message.Content {

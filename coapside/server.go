@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"sync"
 	"time"
 )
@@ -40,6 +41,9 @@ type Server struct {
 
 // Serve runs the message layer on conn and blocks until Shutdown or Close
 // (returning ErrServerClosed) or a fatal read error. The server owns conn.
+// One server may serve several conns at once (UDP and DTLS, say); Serve on a
+// conn it already serves returns ErrServerStarted and leaves that conn to
+// the first call.
 func (s *Server) Serve(conn net.PacketConn) error {
 	h := s.Handler
 	if h == nil {
@@ -72,6 +76,12 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		_ = conn.Close()
 		return ErrServerClosed
 	}
+	for e := range s.eps {
+		if sameConn(e.conn, conn) {
+			s.mu.Unlock()
+			return ErrServerStarted
+		}
+	}
 	if s.eps == nil {
 		s.eps = make(map[*Endpoint]struct{})
 	}
@@ -92,6 +102,14 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		return fmt.Errorf("coap server: %w", err)
 	}
 	return ErrServerClosed
+}
+
+// sameConn reports whether a and b are one conn. Conns of a type that
+// cannot be compared (a struct holding a slice, say) never count as the
+// same, rather than panicking.
+func sameConn(a, b net.PacketConn) bool {
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
 }
 
 // ListenAndServe listens on the UDP address and serves it.

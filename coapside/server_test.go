@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // identConn hides the UDP socket type (so the generic PacketConn path runs)
@@ -86,7 +88,7 @@ func TestShutdownDrainsRunningHandlers(t *testing.T) {
 	s := &Server{Handler: mux, Options: ServerOptions{EndpointOptions: opts}}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
-	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
+	testkit.Eventually(t, time.Second, "server start", func() bool { return len(s.Endpoints()) == 1 })
 	addr := conn.LocalAddr().(*net.UDPAddr)
 	p := newRawPeer(t, addr)
 	p.send([]byte{0x40, 0x01, 0x07, 0x00, 0xb4, 'w', 'o', 'r', 'k'})
@@ -98,7 +100,7 @@ func TestShutdownDrainsRunningHandlers(t *testing.T) {
 		shut <- s.Shutdown(ctx)
 	}()
 	// While draining, new requests get 5.03 with Max-Age.
-	eventually(t, time.Second, func() bool { return s.Endpoints()[0].draining.Load() }, "draining")
+	testkit.Eventually(t, time.Second, "draining", func() bool { return s.Endpoints()[0].draining.Load() })
 	p.send([]byte{0x40, 0x01, 0x07, 0x01, 0xb4, 'w', 'o', 'r', 'k'})
 	if m := p.mustRecv(time.Second); m.MessageID != 0x0701 || m.Code != message.ServiceUnavailable || !m.Options.Has(message.MaxAge) {
 		t.Fatalf("request during drain got %v", m)
@@ -139,7 +141,7 @@ func TestShutdownDeadlineCancelsHandlers(t *testing.T) {
 	s := &Server{Handler: h, Options: ServerOptions{EndpointOptions: fastOpts()}}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
-	eventually(t, time.Second, func() bool { return len(s.Endpoints()) == 1 }, "server start")
+	testkit.Eventually(t, time.Second, "server start", func() bool { return len(s.Endpoints()) == 1 })
 	p := newRawPeer(t, conn.LocalAddr().(*net.UDPAddr))
 	p.send([]byte{0x50, 0x01, 0x08, 0x00})
 	<-entered
@@ -178,5 +180,76 @@ func TestSchedulerOrderCancelReschedule(t *testing.T) {
 	}
 	if s.cancel(cancelled) {
 		t.Fatal("second cancel reported success")
+	}
+}
+
+// TestServeSameConnTwice: a second Serve on a conn the server already
+// serves returns ErrServerStarted at once and leaves the conn to the first.
+func TestServeSameConnTwice(t *testing.T) {
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: HandlerFunc(func(w ResponseWriter, r *Request) { _, _ = w.Write([]byte("one")) }),
+		Options: ServerOptions{EndpointOptions: fastOpts()}}
+	var serving sync.WaitGroup
+	t.Cleanup(func() {
+		_ = s.Close()
+		serving.Wait()
+	})
+	serving.Go(func() { _ = s.Serve(conn) })
+	testkit.Eventually(t, time.Second, "server start", func() bool { return len(s.Endpoints()) == 1 })
+
+	again := make(chan error, 1)
+	serving.Go(func() { again <- s.Serve(conn) })
+	select {
+	case err := <-again:
+		if !errors.Is(err, ErrServerStarted) {
+			t.Fatalf("second Serve = %v, want ErrServerStarted", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second Serve on the same conn did not return")
+	}
+	if n := len(s.Endpoints()); n != 1 {
+		t.Fatalf("%d endpoints serve the conn, want 1", n)
+	}
+	p := newRawPeer(t, conn.LocalAddr().(*net.UDPAddr))
+	p.send([]byte{0x40, 0x01, 0x09, 0x00}) // CON GET, MID 0x0900
+	if m := p.mustRecv(time.Second); m.MessageID != 0x0900 || string(m.Payload) != "one" {
+		t.Fatalf("first Serve no longer answers: %v", m)
+	}
+}
+
+// uncomparableConn is a PacketConn value that == would panic on.
+type uncomparableConn struct {
+	net.PacketConn
+	_ []string // a slice makes the struct uncomparable
+}
+
+func TestSameConn(t *testing.T) {
+	a, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	u := uncomparableConn{PacketConn: a}
+	for _, tt := range []struct {
+		name string
+		x, y net.PacketConn
+		want bool
+	}{
+		{"same", a, a, true},
+		{"different", a, b, false},
+		{"wrapped", a, &identConn{PacketConn: a}, false},
+		{"uncomparable", u, u, false},
+	} {
+		if got := sameConn(tt.x, tt.y); got != tt.want {
+			t.Errorf("%s: sameConn = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestVersionCommand(t *testing.T) {
@@ -56,7 +57,7 @@ listen = "127.0.0.1:%d"
 	}
 	p := start(t, dir, nil, bridgeBin(t), "run")
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", httpPort)
-	eventually(t, 20*time.Second, "the health endpoint", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the health endpoint", func() bool {
 		resp, err := http.Get(url)
 		if err != nil {
 			return false

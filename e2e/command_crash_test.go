@@ -13,6 +13,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // countingDevice is a CoAP server that records every command payload it is
@@ -128,7 +129,7 @@ timeout = "10s"
 		pubErr <- nil
 	}()
 
-	eventually(t, 20*time.Second, "a third of the commands at the device", func() bool {
+	testkit.Eventually(t, 20*time.Second, "a third of the commands at the device", func() bool {
 		d, _ := dev.counts(n)
 		return d >= n/3
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 const ingressRule = `
@@ -95,7 +96,7 @@ topic   = "clock/{device}/{path...}"
 `, devPort)
 	b := startBridgeBin(t, bridgeSetup{rules: rules})
 	sub := startSub(t, b.mqttPort, "clock/#")
-	eventually(t, 20*time.Second, "three notifications", func() bool { return sub.count("clock/clock/time") >= 3 })
+	testkit.Eventually(t, 20*time.Second, "three notifications", func() bool { return sub.count("clock/clock/time") >= 3 })
 }
 
 // TestE2EResourceObservedByLibcoap: coap-client observes a resource rule
@@ -111,10 +112,10 @@ topic = "config/{device}"
 	b := startBridgeBin(t, bridgeSetup{rules: rules})
 	mqttPub(t, b.mqttPort, "config/d1", "v0", "-q", "1")
 	obs := start(t, ".", nil, client, "-s", "8", "-m", "get", b.coapURL("/config/d1"))
-	eventually(t, 10*time.Second, "first representation", func() bool { return strings.Contains(obs.out.String(), "v0") })
+	testkit.Eventually(t, 10*time.Second, "first representation", func() bool { return strings.Contains(obs.out.String(), "v0") })
 	for _, v := range []string{"v1", "v2"} {
 		mqttPub(t, b.mqttPort, "config/d1", v, "-q", "1")
-		eventually(t, 10*time.Second, "notification "+v, func() bool { return strings.Contains(obs.out.String(), v) })
+		testkit.Eventually(t, 10*time.Second, "notification "+v, func() bool { return strings.Contains(obs.out.String(), v) })
 	}
 }
 
@@ -134,7 +135,7 @@ path    = "/alerts/{device}"
 methods = ["POST"]
 topic   = "alerts/{device}"
 `)
-	eventually(t, 20*time.Second, "new rule live", func() bool {
+	testkit.Eventually(t, 20*time.Second, "new rule live", func() bool {
 		out, _ := run(t, 20*time.Second, ".", client, "-m", "post", "-e", "fire", b.coapURL("/alerts/d"))
 		return !strings.Contains(out, "4.04")
 	})
@@ -146,7 +147,7 @@ topic   = "alerts/{device}"
 	}
 	// A broken edit is rejected with file:line and the rules keep running.
 	b.writeRules(t, ingressRule+"\n[[ingress]]\nname = \"x\"\npath = \"/x\"\ntopik = \"x\"\n")
-	eventually(t, 10*time.Second, "rejected reload logged", func() bool {
+	testkit.Eventually(t, 10*time.Second, "rejected reload logged", func() bool {
 		return strings.Contains(b.out.String(), "reload rejected") && strings.Contains(b.out.String(), "e2e.toml line=")
 	})
 	run(t, 20*time.Second, ".", client, "-m", "post", "-e", "still", b.coapURL("/telemetry/d/m"))

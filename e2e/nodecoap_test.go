@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // nodePeer returns the node binary and the node-coap script folder; the
@@ -47,7 +48,7 @@ topic = "config/{device}"
 
 	mqttPub(t, b.mqttPort, "config/node-1", "c0", "-q", "1")
 	obs := start(t, dir, nil, node, "push.js", b.coapURL("/config/node-1"), "", "6")
-	eventually(t, 10*time.Second, "first representation", func() bool { return strings.Contains(obs.out.String(), "notification c0") })
+	testkit.Eventually(t, 10*time.Second, "first representation", func() bool { return strings.Contains(obs.out.String(), "notification c0") })
 	mqttPub(t, b.mqttPort, "config/node-1", "c1", "-q", "1")
-	eventually(t, 10*time.Second, "notification", func() bool { return strings.Contains(obs.out.String(), "notification c1") })
+	testkit.Eventually(t, 10*time.Second, "notification", func() bool { return strings.Contains(obs.out.String(), "notification c1") })
 }

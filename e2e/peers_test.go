@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // bridgeProc is a running bridge binary with its ports.
@@ -104,7 +105,7 @@ func startSub(t *testing.T, port int, filter string) *mqttSub {
 	pub := peer.Require(t, "mosquitto_pub")
 	marker := fmt.Sprintf("e2e/ready/%d", time.Now().UnixNano())
 	p := start(t, ".", nil, bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "-q", "1", "-t", filter, "-t", marker)
-	eventually(t, 10*time.Second, "mosquitto_sub subscribed", func() bool {
+	testkit.Eventually(t, 10*time.Second, "mosquitto_sub subscribed", func() bool {
 		run(t, 5*time.Second, ".", pub, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-t", marker, "-m", "x")
 		return strings.Contains(p.out.String(), marker)
 	})
@@ -115,7 +116,7 @@ func startSub(t *testing.T, port int, filter string) *mqttSub {
 func (s *mqttSub) waitLine(t *testing.T, d time.Duration, want ...string) string {
 	t.Helper()
 	var found string
-	eventually(t, d, fmt.Sprintf("mosquitto_sub line with %q", want), func() bool {
+	testkit.Eventually(t, d, fmt.Sprintf("mosquitto_sub line with %q", want), func() bool {
 		for _, l := range strings.Split(s.out.String(), "\n") {
 			ok := true
 			for _, w := range want {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // saveInPlace rewrites name as an editor that does not rename does:
@@ -75,7 +76,7 @@ func TestE2ERuleFileSavedInPlace(t *testing.T) {
 			}
 			saveInPlace(t, name, text, pause)
 		}
-		eventually(t, 20*time.Second, fmt.Sprintf("round %d applied", round), func() bool {
+		testkit.Eventually(t, 20*time.Second, fmt.Sprintf("round %d applied", round), func() bool {
 			out, _ := run(t, 20*time.Second, ".", client, "-m", "post", "-e", "x", b.coapURL(fmt.Sprintf("/r%d", round)))
 			return !strings.Contains(out, "4.04")
 		})
@@ -112,7 +113,7 @@ func TestE2ESIGHUPAppliesAnEditTheWatcherCannotSee(t *testing.T) {
 		out, _ := run(t, 20*time.Second, ".", client, "-m", "post", "-e", "x", b.coapURL(path))
 		return !strings.Contains(out, "4.04")
 	}
-	eventually(t, 20*time.Second, "rules through the link applied", func() bool { return posts("/alerts/d") })
+	testkit.Eventually(t, 20*time.Second, "rules through the link applied", func() bool { return posts("/alerts/d") })
 
 	// An edit behind the link makes no event the bridge watches.
 	tmp := real + ".tmp"
@@ -127,5 +128,5 @@ func TestE2ESIGHUPAppliesAnEditTheWatcherCannotSee(t *testing.T) {
 	if err := b.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "edit applied on SIGHUP", func() bool { return posts("/late") })
+	testkit.Eventually(t, 20*time.Second, "edit applied on SIGHUP", func() bool { return posts("/late") })
 }

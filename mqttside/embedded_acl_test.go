@@ -10,6 +10,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func writeAuthFile(t *testing.T, users map[string]string, body string) string {
@@ -36,7 +38,7 @@ func writeAuthFile(t *testing.T, users map[string]string, body string) string {
 func TestEmbeddedACL(t *testing.T) {
 	checkLeaks(t)
 	authFile := writeAuthFile(t, map[string]string{"alice": "alice-pw", "bob": "bob-pw"}, "")
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	e := newTestEmbedded(t, EmbeddedOptions{AuthFile: authFile, Logger: testLogger(&logs)})
 	url := "tcp://" + e.Addr()
 	ctx := ctxT(t, 10*time.Second)
@@ -79,7 +81,7 @@ func TestEmbeddedACL(t *testing.T) {
 	waitTok(t, alice.Publish("sensors/bob/t", 0, false, "forged"))   // denied: not her topic
 	waitTok(t, alice.Publish("sensors/alice/secret", 0, false, "s")) // denied by deny pattern
 	waitTok(t, alice.Publish("sensors/alice/t", 0, false, "ok"))     // allowed
-	eventually(t, 5*time.Second, "allowed publish", func() bool { return inbox.count() >= 1 })
+	testkit.Eventually(t, 5*time.Second, "allowed publish", func() bool { return inbox.count() >= 1 })
 	if got := strings.Join(inbox.payloads(), ","); got != "ok" {
 		t.Errorf("inline subscriber got %q, want only \"ok\"", got)
 	}

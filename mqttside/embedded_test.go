@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -136,7 +137,7 @@ func TestEmbeddedExternalClients(t *testing.T) {
 				"-t", "ext/#", "-q", "1", "-C", "3", "-v")
 			done <- result{out, err}
 		}()
-		eventually(t, 5*time.Second, "mosquitto_sub subscribed", func() bool {
+		testkit.Eventually(t, 5*time.Second, "mosquitto_sub subscribed", func() bool {
 			return e.srv.Topics.Subscribers("ext/x").Subscriptions["ext-sub"].Filter != ""
 		})
 		for i := range 3 {
@@ -165,7 +166,7 @@ func TestEmbeddedExternalClients(t *testing.T) {
 				t.Fatalf("mosquitto_pub: %v: %s", err, out)
 			}
 		}
-		eventually(t, 5*time.Second, "3 deliveries", func() bool { return col.count() == 3 })
+		testkit.Eventually(t, 5*time.Second, "3 deliveries", func() bool { return col.count() == 3 })
 		if got := strings.Join(col.payloads(), ","); got != "hello0,hello1,hello2" {
 			t.Fatalf("got %s", got)
 		}
@@ -191,7 +192,7 @@ func TestEmbeddedExternalClients(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitTok(t, c.Publish("from-paho", 1, false, "y"))
-		eventually(t, 5*time.Second, "inline got paho publish", func() bool { return col.count() == 1 })
+		testkit.Eventually(t, 5*time.Second, "inline got paho publish", func() bool { return col.count() == 1 })
 	})
 
 	t.Run("$SYS topics", func(t *testing.T) {
@@ -278,7 +279,7 @@ func TestEmbeddedWebSocket(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, "both directions", func() bool { return inline.count() == 3 && down.count() == 3 })
+	testkit.Eventually(t, 5*time.Second, "both directions", func() bool { return inline.count() == 3 && down.count() == 3 })
 	for _, c := range []*collector{inline, down} {
 		if ps := c.payloads(); ps[0] != "a" || ps[1] != big || ps[2] != "c" {
 			t.Errorf("payloads out of order or damaged: %d %d %d bytes", len(ps[0]), len(ps[1]), len(ps[2]))
@@ -388,7 +389,7 @@ func TestRemoteSecureWebSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	// mochi acknowledges a QoS 1 publish before routing it: wait.
-	eventually(t, 5*time.Second, "delivery", func() bool { return inline.count() == 1 })
+	testkit.Eventually(t, 5*time.Second, "delivery", func() bool { return inline.count() == 1 })
 	if got := inline.payloads(); got[0] != "over tls" {
 		t.Fatalf("got %v", got)
 	}

@@ -1,26 +1,19 @@
 package mqttside
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/goleak"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // checkLeaks fails the test if goroutines started by it are still running
@@ -29,24 +22,6 @@ func checkLeaks(t *testing.T) {
 	t.Helper()
 	opts := []goleak.Option{goleak.IgnoreCurrent()}
 	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func testLogger(w io.Writer) *slog.Logger {
@@ -126,8 +101,8 @@ func ctxT(tb testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// testCA writes a CA and a server certificate for 127.0.0.1/localhost
-// into dir and returns the paths.
+// testCA writes a CA certificate and a server certificate for localhost
+// and 127.0.0.1 with its key into dir and returns the paths.
 func testCA(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
 	ca, cert, key, _, _ := testPKI(tb, dir)
 	return ca, cert, key
@@ -136,76 +111,12 @@ func testCA(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
 // testPKI is testCA plus a client certificate signed by the same CA.
 func testPKI(tb testing.TB, dir string) (caFile, certFile, keyFile, clientCert, clientKey string) {
 	tb.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "bridge test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	write := func(name, typ string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
-			tb.Fatal(err)
-		}
-		return p
-	}
-	ckey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(3),
-		Subject:      pkix.Name{CommonName: "bridge"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	cder, err := x509.CreateCertificate(rand.Reader, ctmpl, ca, &ckey.PublicKey, caKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ckeyDER, err := x509.MarshalECPrivateKey(ckey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", der),
-		write("server.key", "EC PRIVATE KEY", keyDER),
-		write("client.pem", "CERTIFICATE", cder), write("client.key", "EC PRIVATE KEY", ckeyDER)
+	ca := testkit.NewCA(tb, "bridge test CA")
+	certFile, keyFile = testkit.WritePair(tb, dir, "server", ca.Issue(tb, testkit.Leaf{CN: "localhost",
+		Usage: x509.ExtKeyUsageServerAuth, DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}))
+	clientCert, clientKey = testkit.WritePair(tb, dir, "client", ca.Issue(tb, testkit.Leaf{CN: "bridge",
+		Usage: x509.ExtKeyUsageClientAuth}))
+	return ca.WriteCert(tb, dir, "ca.pem"), certFile, keyFile, clientCert, clientKey
 }
 
 // proxy is a TCP relay whose connections a test can cut, to simulate a

@@ -3,10 +3,12 @@ package mqttside
 import (
 	"strings"
 	"testing"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestPacketFilter(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.SyncBuffer
 	l := newPacketFilter(testLogger(&buf)).With("component", "mochi", "pk", "early-secret")
 	l.Warn("error processing packet", "error", "boom", "pk", struct{ Password string }{"hunter2"}, "client", "c1")
 	l.Debug("failed publishing packet", "packet", "payload-bytes", "client", "c2")

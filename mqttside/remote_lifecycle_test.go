@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestRemoteCloseSettlesBufferedMessages(t *testing.T) {
 	checkLeaks(t)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	r := newTestRemote(t, RemoteOptions{Broker: fmt.Sprintf("tcp://127.0.0.1:%d", peer.FreeTCPPort(t)), Logger: testLogger(&logs)})
 	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
@@ -28,7 +29,7 @@ func TestRemoteCloseSettlesBufferedMessages(t *testing.T) {
 	}
 	waiting := make(chan error, 1)
 	go func() { waiting <- r.Publish(context.Background(), Message{Topic: "c/b", QoS: 1}) }()
-	eventually(t, time.Second, "second message buffered", func() bool { return r.Stats().BufferDepth == 2 })
+	testkit.Eventually(t, time.Second, "second message buffered", func() bool { return r.Stats().BufferDepth == 2 })
 
 	start := time.Now()
 	if err := r.Close(ctxT(t, 200*time.Millisecond)); err != nil {
@@ -96,7 +97,7 @@ func TestRemoteUnsubscribeAndRefusedSubscription(t *testing.T) {
 	if err := r.Publish(ctx, Message{Topic: "open/a/1", QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "first delivery", func() bool { return col.count() == 1 })
+	testkit.Eventually(t, 5*time.Second, "first delivery", func() bool { return col.count() == 1 })
 	if err := r.Unsubscribe(ctx, "open/a/#"); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestRemoteUnsubscribeAndRefusedSubscription(t *testing.T) {
 	if err := r.Publish(ctx, Message{Topic: "open/marker", QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "marker", func() bool { return marker.count() == 1 })
+	testkit.Eventually(t, 5*time.Second, "marker", func() bool { return marker.count() == 1 })
 	if col.count() != 1 {
 		t.Fatalf("delivery after Unsubscribe: %v", col.payloads())
 	}
@@ -181,7 +182,7 @@ func TestRemoteStartContextEndsFirst(t *testing.T) {
 			c.Close()
 		}
 	})
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	r := newTestRemote(t, RemoteOptions{Broker: "tcp://" + ln.Addr().String(), Logger: testLogger(&logs)})
 	start := time.Now()
 	if err := r.Start(ctxT(t, 100*time.Millisecond)); err != nil {
@@ -211,7 +212,7 @@ func TestRemoteRefusedSubscriptionMadeOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newTestEmbedded(t, EmbeddedOptions{AuthFile: auth})
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	r := newTestRemote(t, RemoteOptions{Broker: "tcp://" + e.Addr(), StatusTopic: "-", Logger: testLogger(&logs)})
 	ctx := ctxT(t, 10*time.Second)
 	open, closed := newCollector(), newCollector()
@@ -238,7 +239,7 @@ func TestRemoteRefusedSubscriptionMadeOffline(t *testing.T) {
 		t.Error("refused subscription kept")
 	}
 	// The SUBSCRIBE for open/# may still be on its way: publish until it lands.
-	eventually(t, 5*time.Second, "allowed subscription works", func() bool {
+	testkit.Eventually(t, 5*time.Second, "allowed subscription works", func() bool {
 		if err := e.Publish(ctx, Message{Topic: "open/x", QoS: 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +263,7 @@ func TestRemoteCloseWithinDeadlineBrokerDead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			checkLeaks(t)
 			m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			r := newTestRemote(t, RemoteOptions{Broker: m.URL(), Logger: testLogger(&logs)})
 			if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
 				t.Fatal(err)
@@ -275,7 +276,7 @@ func TestRemoteCloseWithinDeadlineBrokerDead(t *testing.T) {
 					results <- r.Publish(context.Background(), Message{Topic: "dead/t", Payload: []byte{byte(i)}, QoS: 1})
 				}()
 			}
-			eventually(t, 5*time.Second, "publishes accepted", func() bool {
+			testkit.Eventually(t, 5*time.Second, "publishes accepted", func() bool {
 				r.mu.Lock()
 				defer r.mu.Unlock()
 				return r.outstanding == n

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -82,7 +83,7 @@ func TestRemoteBrokerKilledMidStream(t *testing.T) {
 	}()
 	<-half
 	m.Kill()
-	eventually(t, 5*time.Second, "client notices the outage", func() bool { return r.State() == StateDisconnected })
+	testkit.Eventually(t, 5*time.Second, "client notices the outage", func() bool { return r.State() == StateDisconnected })
 	time.Sleep(500 * time.Millisecond)
 	restartAt := time.Now()
 	m.Restart()
@@ -172,7 +173,7 @@ func TestRemoteManualAckRedelivery(t *testing.T) {
 	pub := rawClient(t, m.URL(), "ack-pub", true, nil)
 	waitTok(t, pub.Publish("ack/x", 1, false, "hold"))
 	waitTok(t, pub.Publish("ack/x", 1, false, "ok"))
-	eventually(t, 5*time.Second, "first deliveries", func() bool { return col.count() >= 2 })
+	testkit.Eventually(t, 5*time.Second, "first deliveries", func() bool { return col.count() >= 2 })
 	// A SUBSCRIBE round trip on the same connection: the PUBACK for "ok",
 	// queued before it, has reached the broker when the SUBACK is back.
 	if err := r.Subscribe(ctxT(t, 5*time.Second), "ack-sync", 1, newCollector()); err != nil {
@@ -180,9 +181,9 @@ func TestRemoteManualAckRedelivery(t *testing.T) {
 	}
 
 	p.Cut() // network failure: the broker keeps the session
-	eventually(t, 5*time.Second, "reconnect", func() bool { return r.Stats().Reconnects >= 1 && r.State() == StateConnected })
+	testkit.Eventually(t, 5*time.Second, "reconnect", func() bool { return r.Stats().Reconnects >= 1 && r.State() == StateConnected })
 	waitTok(t, pub.Publish("ack/x", 1, false, "after"))
-	eventually(t, 5*time.Second, "redelivery and marker", func() bool {
+	testkit.Eventually(t, 5*time.Second, "redelivery and marker", func() bool {
 		ps := strings.Join(col.payloads(), ",")
 		return strings.Count(ps, "hold") >= 2 && strings.Contains(ps, "after")
 	})
@@ -227,9 +228,9 @@ func TestRemoteStatusAndLastWill(t *testing.T) {
 	if err := r.Start(ctxT(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "online", func() bool { return last() == "online" })
+	testkit.Eventually(t, 5*time.Second, "online", func() bool { return last() == "online" })
 	p.Close() // connection dies and cannot come back
-	eventually(t, 10*time.Second, "last will offline", func() bool { return last() == "offline" })
+	testkit.Eventually(t, 10*time.Second, "last will offline", func() bool { return last() == "offline" })
 	if err := r.Close(ctxT(t, 2*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestRemoteTLS(t *testing.T) {
 			if err := r.Publish(ctxT(t, 5*time.Second), Message{Topic: "tls/t", Payload: []byte("secure"), QoS: 1}); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 5*time.Second, "tls delivery", func() bool { return col.count() == 1 })
+			testkit.Eventually(t, 5*time.Second, "tls delivery", func() bool { return col.count() == 1 })
 		}
 	})
 	t.Run("unknown CA refused", func(t *testing.T) {
@@ -301,7 +302,7 @@ func TestRemoteTLS(t *testing.T) {
 		if err := r.Start(ctxT(t, 5*time.Second)); err != nil || r.State() != StateConnected {
 			t.Fatalf("with client certificate: %v, state %v", err, r.State())
 		}
-		var logs syncBuffer
+		var logs testkit.SyncBuffer
 		anon := newTestRemote(t, RemoteOptions{Broker: murl, ClientID: "no-cert", TLS: TLSOptions{CAFile: ca},
 			Logger: testLogger(&logs)})
 		err := anon.Start(ctxT(t, 5*time.Second))
@@ -346,13 +347,13 @@ func TestRemoteResubscribesAfterBrokerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Kill()
-	eventually(t, 5*time.Second, "disconnected", func() bool { return r.State() == StateDisconnected })
+	testkit.Eventually(t, 5*time.Second, "disconnected", func() bool { return r.State() == StateDisconnected })
 	m.Restart()
-	eventually(t, 10*time.Second, "reconnected", func() bool { return r.State() == StateConnected })
+	testkit.Eventually(t, 10*time.Second, "reconnected", func() bool { return r.State() == StateConnected })
 
 	pub := rawClient(t, m.URL(), "re-pub", true, nil)
 	// The SUBSCRIBE is sent right after CONNACK; publish until it lands.
-	eventually(t, 5*time.Second, "delivery after resubscription", func() bool {
+	testkit.Eventually(t, 5*time.Second, "delivery after resubscription", func() bool {
 		waitTok(t, pub.Publish("re/x", 1, false, "back"))
 		return col.count() > 0
 	})
@@ -390,12 +391,12 @@ func TestRemoteOverlappingSubscriptionsShareAck(t *testing.T) {
 	}
 	pub := rawClient(t, m.URL(), "ov-pub", true, nil)
 	waitTok(t, pub.Publish("ov/x", 1, false, "m"))
-	eventually(t, 5*time.Second, "both deliveries", func() bool { return wide.count() == 1 && narrow.count() == 1 })
+	testkit.Eventually(t, 5*time.Second, "both deliveries", func() bool { return wide.count() == 1 && narrow.count() == 1 })
 	if wide.deliveries()[0].Filter != "ov/#" || narrow.deliveries()[0].Filter != "ov/+" {
 		t.Fatalf("filters %q %q", wide.deliveries()[0].Filter, narrow.deliveries()[0].Filter)
 	}
 	p.Cut()
-	eventually(t, 10*time.Second, "redelivery to both", func() bool { return wide.count() == 2 && narrow.count() == 2 })
+	testkit.Eventually(t, 10*time.Second, "redelivery to both", func() bool { return wide.count() == 2 && narrow.count() == 2 })
 	for _, c := range []*collector{wide, narrow} {
 		if !c.deliveries()[1].Duplicate {
 			t.Error("redelivery without DUP")
@@ -406,9 +407,9 @@ func TestRemoteOverlappingSubscriptionsShareAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Cut()
-	eventually(t, 10*time.Second, "reconnect", func() bool { return r.Stats().Reconnects >= 2 && r.State() == StateConnected })
+	testkit.Eventually(t, 10*time.Second, "reconnect", func() bool { return r.Stats().Reconnects >= 2 && r.State() == StateConnected })
 	waitTok(t, pub.Publish("ov/marker", 1, false, "end"))
-	eventually(t, 5*time.Second, "marker", func() bool { return wide.count() >= 3 && narrow.count() >= 3 })
+	testkit.Eventually(t, 5*time.Second, "marker", func() bool { return wide.count() >= 3 && narrow.count() >= 3 })
 	want := "m,m,end"
 	if w, n := strings.Join(wide.payloads(), ","), strings.Join(narrow.payloads(), ","); w != want || n != want {
 		t.Fatalf("after full ack: wide %s narrow %s, want %s each", w, n, want)
@@ -437,7 +438,7 @@ func TestRemotePublishOrWithdraw(t *testing.T) {
 		t.Fatalf("with the broker up: %v", err)
 	}
 	m.Kill()
-	eventually(t, 5*time.Second, "disconnected", func() bool { return r.State() == StateDisconnected })
+	testkit.Eventually(t, 5*time.Second, "disconnected", func() bool { return r.State() == StateDisconnected })
 
 	err := r.PublishOrWithdraw(ctxT(t, 100*time.Millisecond), Message{Topic: "wd/x", Payload: []byte("withdrawn"), QoS: 1})
 	if !errors.Is(err, ErrWithdrawn) || errors.Is(err, ErrPending) {
@@ -452,11 +453,11 @@ func TestRemotePublishOrWithdraw(t *testing.T) {
 	}
 
 	m.Restart()
-	eventually(t, 10*time.Second, "reconnected", func() bool { return r.State() == StateConnected })
+	testkit.Eventually(t, 10*time.Second, "reconnected", func() bool { return r.State() == StateConnected })
 	if err := r.PublishOrWithdraw(ctxT(t, 5*time.Second), Message{Topic: "wd/x", Payload: []byte("marker"), QoS: 1}); err != nil {
 		t.Fatalf("after the restart: %v", err)
 	}
-	eventually(t, 5*time.Second, "marker", func() bool { return col.count() >= 2 })
+	testkit.Eventually(t, 5*time.Second, "marker", func() bool { return col.count() >= 2 })
 	if got := strings.Join(col.payloads(), ","); got != "kept,marker" {
 		t.Fatalf("delivered %s, want kept,marker (the withdrawn message must never be published)", got)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // TestRemoteReconnectsToFlappingBroker stops and restarts the broker
@@ -16,7 +17,7 @@ import (
 func TestRemoteReconnectsToFlappingBroker(t *testing.T) {
 	checkLeaks(t)
 	m := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	connected := make(chan time.Time, 16)
 	r := newTestRemote(t, RemoteOptions{
 		Broker:     m.URL(),
@@ -53,7 +54,7 @@ func TestRemoteReconnectsToFlappingBroker(t *testing.T) {
 			how = "SIGTERM"
 			m.Stop()
 		}
-		eventually(t, 5*time.Second, "client notices the outage", func() bool { return r.State() != StateConnected })
+		testkit.Eventually(t, 5*time.Second, "client notices the outage", func() bool { return r.State() != StateConnected })
 		time.Sleep(down) // the outage itself, not a synchronisation
 		m.Restart()
 		back := time.Now()
@@ -69,7 +70,7 @@ func TestRemoteReconnectsToFlappingBroker(t *testing.T) {
 	if st := r.Stats(); st.Reconnects != uint64(len(downs)) || st.ConnectAttempts <= st.Reconnects+1 {
 		t.Errorf("stats %+v: want %d reconnects and the failed attempts counted", st, len(downs))
 	}
-	eventually(t, 5*time.Second, "one info line per connection", func() bool {
+	testkit.Eventually(t, 5*time.Second, "one info line per connection", func() bool {
 		return strings.Count(logs.String(), "level=INFO msg=\"mqtt connected\"") == len(downs)+1
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func newTestRemote(t *testing.T, o RemoteOptions) *Remote {
@@ -63,7 +64,7 @@ func TestRemotePubSubEachQoS(t *testing.T) {
 					t.Fatalf("publish %d: %v", i, err)
 				}
 			}
-			eventually(t, 5*time.Second, "all messages", func() bool { return col.count() >= n })
+			testkit.Eventually(t, 5*time.Second, "all messages", func() bool { return col.count() >= n })
 			if got := col.payloads(); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("received %v\nwant %v", got, want)
 			}
@@ -131,7 +132,7 @@ func TestRemoteRejectsBadInput(t *testing.T) {
 func TestRemoteBadCredentials(t *testing.T) {
 	checkLeaks(t)
 	m := peer.StartMosquitto(t, 0, "allow_anonymous false\n")
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	r := newTestRemote(t, RemoteOptions{Broker: m.URL(), Username: "bridge", Password: "wrong-password",
 		Logger: testLogger(&logs)})
 	start := time.Now()
@@ -159,7 +160,7 @@ func TestRemoteBadCredentials(t *testing.T) {
 func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 	checkLeaks(t)
 	port := peer.FreeTCPPort(t)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	var (
 		events    sync.Map
 		failEvent sync.Once
@@ -204,7 +205,7 @@ func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 		go func() {
 			results <- r.Publish(context.Background(), Message{Topic: "buf/t", Payload: []byte{byte('0' + i)}, QoS: 1})
 		}()
-		eventually(t, time.Second, "message buffered", func() bool { return r.Stats().BufferDepth == i+1 })
+		testkit.Eventually(t, time.Second, "message buffered", func() bool { return r.Stats().BufferDepth == i+1 })
 	}
 	// Full of QoS 1: a QoS 1 publish is refused, a QoS 0 one dropped.
 	if err := r.Publish(ctxT(t, time.Second), Message{Topic: "buf/t", QoS: 1}); !errors.Is(err, ErrBufferFull) {
@@ -222,7 +223,7 @@ func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 	// makes the subscription registered while offline, and delivers the
 	// buffer in order.
 	peer.StartMosquitto(t, port, "allow_anonymous true\n")
-	eventually(t, 10*time.Second, "connected", func() bool { return r.State() == StateConnected })
+	testkit.Eventually(t, 10*time.Second, "connected", func() bool { return r.State() == StateConnected })
 	for range 3 {
 		select {
 		case err := <-results:
@@ -233,7 +234,7 @@ func TestRemoteUnreachableAtStartThenBuffers(t *testing.T) {
 			t.Fatal("buffered publish not settled after reconnect")
 		}
 	}
-	eventually(t, 5*time.Second, "buffered messages delivered", func() bool { return col.count() >= 3 })
+	testkit.Eventually(t, 5*time.Second, "buffered messages delivered", func() bool { return col.count() >= 3 })
 	if got := strings.Join(col.payloads(), ""); got != "012" {
 		t.Errorf("received %q, want \"012\" in order", got)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/fxamacker/cbor/v2"
 	"go.uber.org/goleak"
 )
@@ -32,18 +33,6 @@ func verifyNoLeaks(t *testing.T) {
 	t.Cleanup(func() {
 		goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("os/signal.signal_recv"), goleak.IgnoreTopFunction("os/signal.loop"))
 	})
-}
-
-// waitUntil polls cond until it holds or d passes.
-func waitUntil(t *testing.T, d time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // serveCoap serves h on conn until cleanup.
@@ -343,7 +332,7 @@ func TestCoapObserveCountAndDeregister(t *testing.T) {
 		t.Errorf("verbose shows %d notifications:\n%s", n, errOut)
 	}
 	// RFC 7641 §3.6: the command deregisters when it stops.
-	waitUntil(t, 2*time.Second, func() bool { return dev.obs.Observers("/obs") == 0 }, "deregistration")
+	testkit.Eventually(t, 2*time.Second, "deregistration", func() bool { return dev.obs.Observers("/obs") == 0 })
 }
 
 // TestCoapObserveEndedByServer: an error notification ends the observation
@@ -351,10 +340,10 @@ func TestCoapObserveCountAndDeregister(t *testing.T) {
 func TestCoapObserveEndedByServer(t *testing.T) {
 	verifyNoLeaks(t)
 	dev, base, _ := startTestDevice(t, nil)
-	var out, errb syncBuffer
+	var out, errb testkit.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- execute([]string{"coap", "observe", base + "/ending"}, &out, &errb) }()
-	waitUntil(t, 5*time.Second, func() bool { return dev.obs.Observers("/ending") == 1 }, "registration")
+	testkit.Eventually(t, 5*time.Second, "registration", func() bool { return dev.obs.Observers("/ending") == 1 })
 	dev.mu.Lock()
 	dev.gone = true
 	dev.mu.Unlock()
@@ -377,11 +366,11 @@ func TestCoapObserveEndedByServer(t *testing.T) {
 func TestCoapObserveSIGTERM(t *testing.T) {
 	verifyNoLeaks(t)
 	dev, base, _ := startTestDevice(t, nil)
-	var out, errb syncBuffer
+	var out, errb testkit.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- execute([]string{"coap", "observe", base + "/obs"}, &out, &errb) }()
 	// The signal handler is installed before the registration is sent.
-	waitUntil(t, 5*time.Second, func() bool { return strings.Count(out.String(), "n=") >= 3 }, "notifications")
+	testkit.Eventually(t, 5*time.Second, "notifications", func() bool { return strings.Count(out.String(), "n=") >= 3 })
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -557,11 +546,11 @@ func TestCoapInteropLibcoapServer(t *testing.T) {
 	verifyNoLeaks(t)
 	base := fmt.Sprintf("coap://%s", peer.StartCoapServer(t))
 	var out, errOut string
-	waitUntil(t, 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, "coap-server-notls to answer", func() bool {
 		var code int
 		code, out, errOut = runCLI(t, "coap", "get", "--timeout", "300ms", base+"/")
 		return code == 0
-	}, "coap-server-notls to answer")
+	})
 	if !strings.Contains(out, "libcoap") {
 		t.Errorf("index %q", out)
 	}

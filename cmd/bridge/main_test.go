@@ -69,6 +69,28 @@ format = "xml"
 	}
 }
 
+// TestCheckPrintsEachConfigErrorOnce: every problem is one line of
+// output, even when several keys of a section are wrong.
+func TestCheckPrintsEachConfigErrorOnce(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "bad.toml", `[mqtt]
+buffer_size = -1
+max_payload = -1
+cert_file = "client.pem"
+`)
+	var out, errb bytes.Buffer
+	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %q", code, errb.String())
+	}
+	for _, key := range []string{"mqtt.buffer_size: must not be negative", "mqtt.max_payload: must not be negative", "mqtt.cert_file: cert_file and key_file go together"} {
+		if n := strings.Count(errb.String(), key); n != 1 {
+			t.Errorf("%q printed %d times, want once; stderr:\n%s", key, n, errb.String())
+		}
+	}
+	if lines := strings.Count(strings.TrimSpace(errb.String()), "\n") + 1; lines != 3 {
+		t.Errorf("stderr has %d lines, want 3:\n%s", lines, errb.String())
+	}
+}
+
 func TestCheckMissingExplicitConfig(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := execute([]string{"check", "--config", filepath.Join(t.TempDir(), "nope.toml")}, &out, &errb)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
@@ -246,7 +246,7 @@ func TestSimFleetObserve(t *testing.T) {
 			}
 		}
 		// RFC 7641 §3.6: the cancels deregistered the observers.
-		waitUntil(t, 2*time.Second, func() bool { return d.Observers(simPathTemp)+d.Observers(simPathHumidity) == 0 }, "deregistration")
+		testkit.Eventually(t, 2*time.Second, "deregistration", func() bool { return d.Observers(simPathTemp)+d.Observers(simPathHumidity) == 0 })
 	}
 }
 
@@ -276,7 +276,7 @@ func TestSimFleetRebootDropsObservers(t *testing.T) {
 	if _, err := c.Put(context.Background(), devURL(d, simPathLED), message.TextPlain, []byte("on")); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 2*time.Second, func() bool { return d.Observers(simPathTemp) == 1 }, "registration")
+	testkit.Eventually(t, 2*time.Second, "registration", func() bool { return d.Observers(simPathTemp) == 1 })
 
 	if err := f.Reboot(0); err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestSimRebootRestartsObserveNumbers(t *testing.T) {
 		defer d.netMu.Unlock()
 		return d.cur.ticks.Load()
 	}
-	waitUntil(t, 5*time.Second, func() bool { return ticks() >= 20 }, "20 sensor updates")
+	testkit.Eventually(t, 5*time.Second, "20 sensor updates", func() bool { return ticks() >= 20 })
 	c := newTestClient(t)
 	before := observeN(t, c, devURL(d, simPathTemp), 1)[0].Seq
 	if err := f.Reboot(0); err != nil {
@@ -341,11 +341,11 @@ func TestSimFleetRebootEvery(t *testing.T) {
 	verifyNoLeaks(t)
 	f := startFleet(t, simOptions{Devices: 1, RebootEvery: 100 * time.Millisecond})
 	d := f.Devices()[0]
-	waitUntil(t, 3*time.Second, func() bool {
+	testkit.Eventually(t, 3*time.Second, "periodic reboots", func() bool {
 		d.netMu.Lock()
 		defer d.netMu.Unlock()
 		return d.boots >= 3
-	}, "periodic reboots")
+	})
 	c := newTestClient(t)
 	resp, err := c.Get(context.Background(), devURL(d, simPathBattery))
 	if err != nil || resp.Code != message.Content {
@@ -525,39 +525,21 @@ func TestSimPortInUse(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSimCommandSignals runs "bridge sim" in-process: SIGUSR1 reboots the
 // devices and SIGTERM stops it with exit code 0.
 func TestSimCommandSignals(t *testing.T) {
 	verifyNoLeaks(t)
-	var out, errb syncBuffer
+	var out, errb testkit.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- execute([]string{"sim", "--devices", "2", "--base-port", "0", "--interval", "50ms", "--seed", "5"}, &out, &errb)
 	}()
 	// The signal handlers are installed before the fleet reports running.
-	waitUntil(t, 5*time.Second, func() bool { return strings.Contains(errb.String(), "sim fleet running") }, "fleet start")
+	testkit.Eventually(t, 5*time.Second, "fleet start", func() bool { return strings.Contains(errb.String(), "sim fleet running") })
 	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 5*time.Second, func() bool { return strings.Count(errb.String(), "sim device rebooted") == 2 }, "reboot on SIGUSR1")
+	testkit.Eventually(t, 5*time.Second, "reboot on SIGUSR1", func() bool { return strings.Count(errb.String(), "sim device rebooted") == 2 })
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func benchHandshakes(b *testing.B, scfg ServerConfig, cred Credentials) {
@@ -42,11 +44,11 @@ func BenchmarkHandshakePSK(b *testing.B) {
 // BenchmarkHandshakeECDSA measures mutual-certificate ECDHE-ECDSA P-256
 // handshakes over loopback.
 func BenchmarkHandshakeECDSA(b *testing.B) {
-	ca := newPKI(b, "bench CA")
-	sc := ca.issue(b, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageServerAuth})
-	cc := ca.issue(b, leafOpts{cn: "dev", usage: x509.ExtKeyUsageClientAuth})
-	benchHandshakes(b, ServerConfig{Certificate: &sc, ClientCAs: ca.pool, Limits: Limits{Logger: discardLogger()}},
-		Credentials{Certificate: &cc, RootCAs: ca.pool})
+	ca := testkit.NewCA(b, "bench CA")
+	sc := ca.Issue(b, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageServerAuth})
+	cc := ca.Issue(b, testkit.Leaf{CN: "dev", Usage: x509.ExtKeyUsageClientAuth})
+	benchHandshakes(b, ServerConfig{Certificate: &sc, ClientCAs: ca.Pool, Limits: Limits{Logger: discardLogger()}},
+		Credentials{Certificate: &cc, RootCAs: ca.Pool})
 }
 
 func benchRoundTrips(b *testing.B, cli net.PacketConn, addr net.Addr) {

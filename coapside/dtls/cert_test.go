@@ -7,17 +7,19 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestCertificateHandshakes(t *testing.T) {
-	ca := newPKI(t, "bridge test CA")
-	other := newPKI(t, "some other CA")
-	serverCert := ca.issue(t, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageServerAuth, ips: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	good := ca.issue(t, leafOpts{cn: "greenhouse-1", usage: x509.ExtKeyUsageClientAuth})
-	untrusted := other.issue(t, leafOpts{cn: "greenhouse-1", usage: x509.ExtKeyUsageClientAuth})
-	expired := ca.issue(t, leafOpts{cn: "greenhouse-1", usage: x509.ExtKeyUsageClientAuth,
-		notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-24 * time.Hour)})
-	pinned := other.issue(t, leafOpts{cn: "pinned-device", usage: x509.ExtKeyUsageClientAuth})
+	ca := testkit.NewCA(t, "bridge test CA")
+	other := testkit.NewCA(t, "some other CA")
+	serverCert := ca.Issue(t, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageServerAuth, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	good := ca.Issue(t, testkit.Leaf{CN: "greenhouse-1", Usage: x509.ExtKeyUsageClientAuth})
+	untrusted := other.Issue(t, testkit.Leaf{CN: "greenhouse-1", Usage: x509.ExtKeyUsageClientAuth})
+	expired := ca.Issue(t, testkit.Leaf{CN: "greenhouse-1", Usage: x509.ExtKeyUsageClientAuth,
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	pinned := other.Issue(t, testkit.Leaf{CN: "pinned-device", Usage: x509.ExtKeyUsageClientAuth})
 
 	tests := []struct {
 		name         string
@@ -28,21 +30,21 @@ func TestCertificateHandshakes(t *testing.T) {
 		wantIdentity string
 		wantServer   FailReason // checked when wantIdentity == ""
 	}{
-		{name: "ccm8", suite: DefaultCertSuites[0], clientCert: &good, clientRoots: ca.pool, wantIdentity: "greenhouse-1"},
-		{name: "ccm", suite: DefaultCertSuites[1], clientCert: &good, clientRoots: ca.pool, wantIdentity: "greenhouse-1"},
-		{name: "gcm", suite: DefaultCertSuites[2], clientCert: &good, clientRoots: ca.pool, wantIdentity: "greenhouse-1"},
-		{name: "gcm384", suite: DefaultCertSuites[3], clientCert: &good, clientRoots: ca.pool, wantIdentity: "greenhouse-1"},
-		{name: "pinned client", clientCert: &pinned, clientRoots: ca.pool, wantIdentity: "pinned-device"},
+		{name: "ccm8", suite: DefaultCertSuites[0], clientCert: &good, clientRoots: ca.Pool, wantIdentity: "greenhouse-1"},
+		{name: "ccm", suite: DefaultCertSuites[1], clientCert: &good, clientRoots: ca.Pool, wantIdentity: "greenhouse-1"},
+		{name: "gcm", suite: DefaultCertSuites[2], clientCert: &good, clientRoots: ca.Pool, wantIdentity: "greenhouse-1"},
+		{name: "gcm384", suite: DefaultCertSuites[3], clientCert: &good, clientRoots: ca.Pool, wantIdentity: "greenhouse-1"},
+		{name: "pinned client", clientCert: &pinned, clientRoots: ca.Pool, wantIdentity: "pinned-device"},
 		{name: "server pinned by client", clientCert: &good, clientPins: []Pin{PinOf(serverCert.Leaf)}, wantIdentity: "greenhouse-1"},
-		{name: "untrusted client", clientCert: &untrusted, clientRoots: ca.pool, wantServer: FailBadCert},
-		{name: "expired client", clientCert: &expired, clientRoots: ca.pool, wantServer: FailBadCert},
-		{name: "no client cert", clientRoots: ca.pool, wantServer: FailBadCert},
+		{name: "untrusted client", clientCert: &untrusted, clientRoots: ca.Pool, wantServer: FailBadCert},
+		{name: "expired client", clientCert: &expired, clientRoots: ca.Pool, wantServer: FailBadCert},
+		{name: "no client cert", clientRoots: ca.Pool, wantServer: FailBadCert},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			scfg := ServerConfig{
 				Certificate: &serverCert,
-				ClientCAs:   ca.pool,
+				ClientCAs:   ca.Pool,
 				ClientPins:  []Pin{PinOf(pinned.Leaf)},
 				Limits:      fastLimits(t),
 			}
@@ -73,7 +75,7 @@ func TestCertificateHandshakes(t *testing.T) {
 			if !errors.Is(err, ErrHandshake) {
 				t.Fatalf("err = %v, want handshake failure", err)
 			}
-			eventually(t, 3*time.Second, "server failure counted", func() bool { return srv.Stats().TotalFailed() == 1 })
+			testkit.Eventually(t, 3*time.Second, "server failure counted", func() bool { return srv.Stats().TotalFailed() == 1 })
 			if st := srv.Stats(); st.Failed(tt.wantServer) != 1 || st.SessionsActive != 0 {
 				t.Fatalf("server stats %+v, want one %v", st, tt.wantServer)
 			}
@@ -84,20 +86,20 @@ func TestCertificateHandshakes(t *testing.T) {
 // TestClientRejectsServer: the client side refuses untrusted, expired or
 // unpinned server certificates and reports bad_cert.
 func TestClientRejectsServer(t *testing.T) {
-	ca := newPKI(t, "CA")
-	other := newPKI(t, "other CA")
-	good := ca.issue(t, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageServerAuth})
-	expired := ca.issue(t, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageServerAuth,
-		notBefore: time.Now().Add(-48 * time.Hour), notAfter: time.Now().Add(-time.Hour)})
+	ca := testkit.NewCA(t, "CA")
+	other := testkit.NewCA(t, "other CA")
+	good := ca.Issue(t, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageServerAuth})
+	expired := ca.Issue(t, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageServerAuth,
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	tests := []struct {
 		name   string
 		server tls.Certificate
 		cred   Credentials
 	}{
-		{name: "untrusted", server: good, cred: Credentials{RootCAs: other.pool}},
-		{name: "expired", server: expired, cred: Credentials{RootCAs: ca.pool}},
-		{name: "wrong pin", server: good, cred: Credentials{Pins: []Pin{PinOf(ca.cert)}}},
-		{name: "wrong name", server: good, cred: Credentials{RootCAs: ca.pool, ServerName: "elsewhere.example"}},
+		{name: "untrusted", server: good, cred: Credentials{RootCAs: other.Pool}},
+		{name: "expired", server: expired, cred: Credentials{RootCAs: ca.Pool}},
+		{name: "wrong pin", server: good, cred: Credentials{Pins: []Pin{PinOf(ca.Cert)}}},
+		{name: "wrong name", server: good, cred: Credentials{RootCAs: ca.Pool, ServerName: "elsewhere.example"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,17 +119,17 @@ func TestClientRejectsServer(t *testing.T) {
 
 // TestMixedPSKAndCert serves PSK and certificate clients on one listener.
 func TestMixedPSKAndCert(t *testing.T) {
-	ca := newPKI(t, "CA")
-	serverCert := ca.issue(t, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageServerAuth})
-	dev := ca.issue(t, leafOpts{cn: "cert-device", usage: x509.ExtKeyUsageClientAuth})
+	ca := testkit.NewCA(t, "CA")
+	serverCert := ca.Issue(t, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageServerAuth})
+	dev := ca.Issue(t, testkit.Leaf{CN: "cert-device", Usage: x509.ExtKeyUsageClientAuth})
 	scfg := pskServerConfig(t)
 	scfg.Certificate = &serverCert
-	scfg.ClientCAs = ca.pool
+	scfg.ClientCAs = ca.Pool
 	srv := startServer(t, scfg)
 	done := echo(t, srv)
 	defer func() { _ = srv.Close(); <-done }()
 	pskCli := startClient(t, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}, Limits: fastLimits(t)})
-	certCli := startClient(t, ClientConfig{Credentials: Credentials{Certificate: &dev, RootCAs: ca.pool}, Limits: fastLimits(t)})
+	certCli := startClient(t, ClientConfig{Credentials: Credentials{Certificate: &dev, RootCAs: ca.Pool}, Limits: fastLimits(t)})
 	for _, c := range []struct {
 		cli *ClientConn
 		id  string
@@ -142,15 +144,15 @@ func TestMixedPSKAndCert(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	ca := newPKI(t, "CA")
-	c := ca.issue(t, leafOpts{cn: "x", usage: x509.ExtKeyUsageServerAuth})
+	ca := testkit.NewCA(t, "CA")
+	c := ca.Issue(t, testkit.Leaf{CN: "x", Usage: x509.ExtKeyUsageServerAuth})
 	rsaLike := tls.Certificate{Certificate: c.Certificate, PrivateKey: "not a key"}
 	serverTests := []ServerConfig{
 		{},
 		{IdentityHint: "h", Certificate: &c},
 		{Certificate: &rsaLike},
 		{Certificate: &tls.Certificate{}},
-		{PSK: NewPSKStore(nil), ClientCAs: ca.pool},
+		{PSK: NewPSKStore(nil), ClientCAs: ca.Pool},
 	}
 	for i, cfg := range serverTests {
 		if _, err := Listen("udp", "127.0.0.1:0", cfg); !errors.Is(err, ErrConfig) {
@@ -178,7 +180,7 @@ func TestConfigValidation(t *testing.T) {
 	if _, err := ParsePin("sha256:00"); !errors.Is(err, ErrConfig) {
 		t.Error("short pin accepted")
 	}
-	p := PinOf(ca.cert)
+	p := PinOf(ca.Cert)
 	if q, err := ParsePin(p.String()); err != nil || q != p {
 		t.Errorf("pin round trip: %v %v", q, err)
 	}

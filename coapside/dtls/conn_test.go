@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func pskServerConfig(t testing.TB) ServerConfig {
@@ -164,7 +165,7 @@ func TestServerCloseSession(t *testing.T) {
 	if srv.CloseSession(cli.LocalAddr()) {
 		t.Fatal("second CloseSession found a session")
 	}
-	eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
+	testkit.Eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
 	if got, err := roundTrip(t, cli, srv.LocalAddr(), "b"); err != nil || got != "echo:b" {
 		t.Fatalf("after close: %q, %v", got, err)
 	}
@@ -174,5 +175,5 @@ func TestServerCloseSession(t *testing.T) {
 	if !cli.CloseSession(srv.LocalAddr()) {
 		t.Fatal("client CloseSession found no session")
 	}
-	eventually(t, 2*time.Second, "server saw close_notify", func() bool { return srv.Stats().SessionsActive == 0 })
+	testkit.Eventually(t, 2*time.Second, "server saw close_notify", func() bool { return srv.Stats().SessionsActive == 0 })
 }

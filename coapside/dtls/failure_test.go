@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // TestPSKHandshakeFailures runs clients with bad credentials against one
@@ -37,7 +39,7 @@ func TestPSKHandshakeFailures(t *testing.T) {
 			if !errors.As(err, &he) || !errors.Is(err, ErrHandshake) {
 				t.Fatalf("WriteTo err = %v, want *HandshakeError", err)
 			}
-			eventually(t, 3*time.Second, "server failure counted", func() bool {
+			testkit.Eventually(t, 3*time.Second, "server failure counted", func() bool {
 				return srv.Stats().TotalFailed() == 1
 			})
 			st := srv.Stats()
@@ -99,7 +101,7 @@ func TestPlaintextToDTLSPort(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 2*time.Second, "drops counted", func() bool {
+	testkit.Eventually(t, 2*time.Second, "drops counted", func() bool {
 		st := srv.Stats()
 		return st.DroppedNotDTLS == 3 && st.DroppedUnknownPeer == 1
 	})
@@ -139,7 +141,7 @@ func TestGarbageClientHello(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 2*time.Second, "malformed hellos counted", func() bool {
+	testkit.Eventually(t, 2*time.Second, "malformed hellos counted", func() bool {
 		return srv.Stats().RefusedMalformed == uint64(len(bad))
 	})
 	_ = raw.SetReadDeadline(time.Now().Add(150 * time.Millisecond))
@@ -183,8 +185,8 @@ func TestCookieTimeout(t *testing.T) {
 	if _, err := raw.Write(buildHello(helloParts{exts: extBlock(extEMS, extCurves)})); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "handshake started", func() bool { return srv.Stats().HandshakesActive == 1 })
-	eventually(t, 2*time.Second, "handshake slot released", func() bool {
+	testkit.Eventually(t, time.Second, "handshake started", func() bool { return srv.Stats().HandshakesActive == 1 })
+	testkit.Eventually(t, 2*time.Second, "handshake slot released", func() bool {
 		st := srv.Stats()
 		return st.HandshakesActive == 0 && st.Failed(FailTimeout) == 1
 	})
@@ -234,7 +236,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	if !errors.As(err, &he) || he.Reason != FailTimeout {
 		t.Fatalf("client: %v, want timeout handshake error", err)
 	}
-	eventually(t, 2*time.Second, "server timeout counted", func() bool { return srv.Stats().Failed(FailTimeout) == 1 })
+	testkit.Eventually(t, 2*time.Second, "server timeout counted", func() bool { return srv.Stats().Failed(FailTimeout) == 1 })
 	if el := time.Since(start); el > 2*time.Second {
 		t.Fatalf("timeout took %v", el)
 	}
@@ -269,7 +271,7 @@ func TestRetryBackoff(t *testing.T) {
 	if _, err := cli.WriteTo([]byte("3"), srv.LocalAddr()); !errors.Is(err, ErrHandshake) {
 		t.Fatalf("third write: %v", err)
 	}
-	eventually(t, 2*time.Second, "second real attempt", func() bool { return srv.Stats().Failed(FailUnknownIdentity) == 2 })
+	testkit.Eventually(t, 2*time.Second, "second real attempt", func() bool { return srv.Stats().Failed(FailUnknownIdentity) == 2 })
 	if cs := cli.Stats(); cs.TotalFailed() != 2 {
 		t.Fatalf("client attempts %d, want 2", cs.TotalFailed())
 	}

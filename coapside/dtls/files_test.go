@@ -7,17 +7,16 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestLoadServerConfigAndCredentials(t *testing.T) {
 	dir := t.TempDir()
-	ca := newPKI(t, "files CA")
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := writePEM(t, dir, "server", ca.issue(t, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageServerAuth}))
-	devCert, devKey := writePEM(t, dir, "dev", ca.issue(t, leafOpts{cn: "dev", usage: x509.ExtKeyUsageClientAuth}))
+	ca := testkit.NewCA(t, "files CA")
+	caFile := ca.WriteCert(t, dir, "ca.pem")
+	certFile, keyFile := testkit.WritePair(t, dir, "server", ca.Issue(t, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageServerAuth}))
+	devCert, devKey := testkit.WritePair(t, dir, "dev", ca.Issue(t, testkit.Leaf{CN: "dev", Usage: x509.ExtKeyUsageClientAuth}))
 	pskFile := filepath.Join(dir, "psk.toml")
 	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"dev\"\nkey = \"hex:0011\"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -68,7 +67,7 @@ func TestLoadServerConfigAndCredentials(t *testing.T) {
 	}{
 		{name: "psk", dev: DeviceFiles{PSKIdentity: "dev", PSK: "base64:ABEi"}},
 		{name: "cert", dev: DeviceFiles{CertFile: devCert, KeyFile: devKey, CAFile: caFile}},
-		{name: "pin only", dev: DeviceFiles{Pins: []string{PinOf(ca.cert).String()}}},
+		{name: "pin only", dev: DeviceFiles{Pins: []string{PinOf(ca.Cert).String()}}},
 		{name: "psk without key", dev: DeviceFiles{PSKIdentity: "dev"}, wantErr: ErrConfig},
 		{name: "bad key", dev: DeviceFiles{PSKIdentity: "dev", PSK: "hex:xyz"}, wantErr: ErrKey},
 		{name: "bad pin", dev: DeviceFiles{Pins: []string{"sha256:12"}}, wantErr: ErrConfig},

@@ -8,14 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // The interop tests run libcoap's GnuTLS binaries against our conns. The
@@ -121,13 +120,13 @@ func TestInteropLibcoapClientPSK(t *testing.T) {
 	if strings.Contains(out, "hello") {
 		t.Fatalf("wrong key answered: %q", out)
 	}
-	eventually(t, 5*time.Second, "bad psk counted", func() bool { return srv.Stats().Failed(FailBadPSK) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "bad psk counted", func() bool { return srv.Stats().Failed(FailBadPSK) >= 1 })
 
 	out, _ = runLibcoapClient(t, "-m", "get", "-B", "3", "-k", "secretPSK", "-u", "stranger", url)
 	if strings.Contains(out, "hello") {
 		t.Fatalf("unknown identity answered: %q", out)
 	}
-	eventually(t, 5*time.Second, "unknown identity counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "unknown identity counted", func() bool {
 		return srv.Stats().Failed(FailUnknownIdentity) >= 1
 	})
 }
@@ -135,18 +134,15 @@ func TestInteropLibcoapClientPSK(t *testing.T) {
 func TestInteropLibcoapClientCert(t *testing.T) {
 	peer.Require(t, "coap-client-gnutls")
 	dir := t.TempDir()
-	ca := newPKI(t, "interop CA")
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	serverCert := ca.issue(t, leafOpts{cn: "127.0.0.1", usage: x509.ExtKeyUsageServerAuth, ips: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	dev := ca.issue(t, leafOpts{cn: "cert-device", usage: x509.ExtKeyUsageClientAuth})
-	devCert, devKey := writePEM(t, dir, "dev", dev)
-	stranger := newPKI(t, "stranger CA").issue(t, leafOpts{cn: "cert-device", usage: x509.ExtKeyUsageClientAuth})
-	strCert, strKey := writePEM(t, dir, "stranger", stranger)
+	ca := testkit.NewCA(t, "interop CA")
+	caFile := ca.WriteCert(t, dir, "ca.pem")
+	serverCert := ca.Issue(t, testkit.Leaf{CN: "127.0.0.1", Usage: x509.ExtKeyUsageServerAuth, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	dev := ca.Issue(t, testkit.Leaf{CN: "cert-device", Usage: x509.ExtKeyUsageClientAuth})
+	devCert, devKey := testkit.WritePair(t, dir, "dev", dev)
+	stranger := testkit.NewCA(t, "stranger CA").Issue(t, testkit.Leaf{CN: "cert-device", Usage: x509.ExtKeyUsageClientAuth})
+	strCert, strKey := testkit.WritePair(t, dir, "stranger", stranger)
 
-	srv := startServer(t, ServerConfig{Certificate: &serverCert, ClientCAs: ca.pool, Limits: fastLimits(t)})
+	srv := startServer(t, ServerConfig{Certificate: &serverCert, ClientCAs: ca.Pool, Limits: fastLimits(t)})
 	done := coapRespond(srv)
 	defer func() { _ = srv.Close(); <-done }()
 	url := fmt.Sprintf("coaps://127.0.0.1:%d/x", srv.LocalAddr().(*net.UDPAddr).Port)
@@ -159,7 +155,7 @@ func TestInteropLibcoapClientCert(t *testing.T) {
 	if strings.Contains(out, "hello") {
 		t.Fatalf("untrusted client certificate answered: %q", out)
 	}
-	eventually(t, 5*time.Second, "bad cert counted", func() bool { return srv.Stats().Failed(FailBadCert) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "bad cert counted", func() bool { return srv.Stats().Failed(FailBadCert) >= 1 })
 }
 
 // startLibcoapServer runs coap-server-gnutls with args on a free port pair
@@ -247,18 +243,15 @@ func TestInteropLibcoapServerPSK(t *testing.T) {
 func TestInteropLibcoapServerCert(t *testing.T) {
 	peer.Require(t, "coap-server-gnutls")
 	dir := t.TempDir()
-	ca := newPKI(t, "interop CA")
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srvCert, srvKey := writePEM(t, dir, "server", ca.issue(t, leafOpts{cn: "libcoap-server",
-		usage: x509.ExtKeyUsageServerAuth, ips: []net.IP{net.IPv4(127, 0, 0, 1)}}))
+	ca := testkit.NewCA(t, "interop CA")
+	caFile := ca.WriteCert(t, dir, "ca.pem")
+	srvCert, srvKey := testkit.WritePair(t, dir, "server", ca.Issue(t, testkit.Leaf{CN: "libcoap-server",
+		Usage: x509.ExtKeyUsageServerAuth, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}))
 	addr := startLibcoapServer(t, "-c", srvCert, "-j", srvKey, "-C", caFile)
-	dev := ca.issue(t, leafOpts{cn: "bridge", usage: x509.ExtKeyUsageClientAuth})
+	dev := ca.Issue(t, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageClientAuth})
 
 	cli := startClient(t, ClientConfig{
-		Credentials: Credentials{Certificate: &dev, RootCAs: ca.pool},
+		Credentials: Credentials{Certificate: &dev, RootCAs: ca.Pool},
 		Limits:      libcoapClientLimits(t),
 	})
 	code, payload, err := coapExchange(t, cli, addr)
@@ -269,9 +262,9 @@ func TestInteropLibcoapServerCert(t *testing.T) {
 		t.Fatalf("server identity %q %v", id, ok)
 	}
 
-	other := newPKI(t, "other CA")
+	other := testkit.NewCA(t, "other CA")
 	distrust := startClient(t, ClientConfig{
-		Credentials: Credentials{Certificate: &dev, RootCAs: other.pool},
+		Credentials: Credentials{Certificate: &dev, RootCAs: other.Pool},
 		Limits:      libcoapClientLimits(t),
 	})
 	_, _, err = coapExchange(t, distrust, addr)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // TestHandshakeFlood opens 200 sockets that each send a ClientHello and
@@ -42,7 +44,7 @@ func TestHandshakeFlood(t *testing.T) {
 		}
 		peak = max(peak, srv.Stats().HandshakesActive)
 	}
-	eventually(t, 2*time.Second, "all hellos handled", func() bool {
+	testkit.Eventually(t, 2*time.Second, "all hellos handled", func() bool {
 		st := srv.Stats()
 		peak = max(peak, st.HandshakesActive)
 		return st.RefusedLimit+uint64(st.HandshakesActive)+st.TotalFailed() >= sockets
@@ -53,7 +55,7 @@ func TestHandshakeFlood(t *testing.T) {
 	if st := srv.Stats(); st.RefusedLimit < sockets-uint64(scfg.MaxHandshakes) {
 		t.Fatalf("refused %d, want at least %d", st.RefusedLimit, sockets-scfg.MaxHandshakes)
 	}
-	eventually(t, 5*time.Second, "slots released", func() bool {
+	testkit.Eventually(t, 5*time.Second, "slots released", func() bool {
 		st := srv.Stats()
 		return st.HandshakesActive == 0 && st.SessionsActive == 0
 	})
@@ -110,12 +112,12 @@ func TestIdleExpiry(t *testing.T) {
 	if _, err := roundTrip(t, cli, srv.LocalAddr(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "server session expired", func() bool {
+	testkit.Eventually(t, 2*time.Second, "server session expired", func() bool {
 		st := srv.Stats()
 		return st.SessionsExpired == 1 && st.SessionsActive == 0
 	})
 	// The server's close_notify ends the client's session too.
-	eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
+	testkit.Eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
 	if got, err := roundTrip(t, cli, srv.LocalAddr(), "b"); err != nil || got != "echo:b" {
 		t.Fatalf("after expiry: %q, %v", got, err)
 	}
@@ -136,7 +138,7 @@ func TestClientIdleExpiry(t *testing.T) {
 	if _, err := roundTrip(t, cli, srv.LocalAddr(), "a"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "client session expired", func() bool {
+	testkit.Eventually(t, 2*time.Second, "client session expired", func() bool {
 		cs := cli.Stats()
 		return cs.SessionsExpired == 1 && cs.SessionsActive == 0
 	})
@@ -205,7 +207,7 @@ func TestPeerRestartSamePort(t *testing.T) {
 	if got, err := roundTrip(t, second, srv.LocalAddr(), "2"); err != nil || got != "echo:2" {
 		t.Fatalf("after restart: %q, %v", got, err)
 	}
-	eventually(t, 2*time.Second, "old session gone", func() bool { return srv.Stats().SessionsActive == 1 })
+	testkit.Eventually(t, 2*time.Second, "old session gone", func() bool { return srv.Stats().SessionsActive == 1 })
 	if st := srv.Stats(); st.SessionsReplaced != 1 || st.HandshakesOK != 2 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -230,7 +232,7 @@ func TestSpoofedHelloKeepsSession(t *testing.T) {
 	if _, err := cli.ep.pc.WriteTo(buildHello(helloParts{exts: extBlock(extEMS, extCurves)}), srv.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "side handshake started and abandoned", func() bool {
+	testkit.Eventually(t, 2*time.Second, "side handshake started and abandoned", func() bool {
 		return srv.Stats().Failed(FailTimeout) == 1 && srv.Stats().HandshakesActive == 0
 	})
 	if got, err := roundTrip(t, cli, srv.LocalAddr(), "b"); err != nil || got != "echo:b" {
@@ -262,15 +264,15 @@ func TestCloseReleasesEverything(t *testing.T) {
 	}
 	raw, _ := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
 	_, _ = raw.Write(buildHello(helloParts{exts: extBlock(extEMS, extCurves)}))
-	eventually(t, time.Second, "pending handshake", func() bool { return srv.Stats().HandshakesActive == 1 })
+	testkit.Eventually(t, time.Second, "pending handshake", func() bool { return srv.Stats().HandshakesActive == 1 })
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
 	<-done
-	eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
+	testkit.Eventually(t, 2*time.Second, "client saw close_notify", func() bool { return cli.Stats().SessionsActive == 0 })
 	_ = cli.Close()
 	_ = raw.Close()
-	eventually(t, 2*time.Second, "goroutines back", func() bool { return runtime.NumGoroutine() <= before })
+	testkit.Eventually(t, 2*time.Second, "goroutines back", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // TestClientRedialsRestartedServer: a server restarted on the same port
@@ -303,7 +305,7 @@ func TestClientRedialsRestartedServer(t *testing.T) {
 	if _, err := cli.WriteTo([]byte("lost"), srv2.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "stray record dropped by new server", func() bool {
+	testkit.Eventually(t, 2*time.Second, "stray record dropped by new server", func() bool {
 		return srv2.Stats().DroppedUnknownPeer >= 1
 	})
 	time.Sleep(400 * time.Millisecond) // past DeadAfter with no answer

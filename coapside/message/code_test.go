@@ -73,3 +73,14 @@ func TestParseCodeAndMethod(t *testing.T) {
 		t.Fatal("lower-case method accepted")
 	}
 }
+
+// TestCodeDotted: every code prints as class "." two-digit detail
+// (RFC 7252 §3, "c.dd"), which command replies carry as their code.
+func TestCodeDotted(t *testing.T) {
+	for i := range 256 {
+		c := Code(i)
+		if got, want := c.Dotted(), fmt.Sprintf("%d.%02d", i>>5, i&0x1f); got != want {
+			t.Fatalf("Code(%#x).Dotted() = %q, want %q", i, got, want)
+		}
+	}
+}

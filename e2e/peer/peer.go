@@ -5,7 +5,6 @@
 package peer
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // StrictEnv is the environment variable that turns a missing peer from a
@@ -82,7 +83,7 @@ type Mosquitto struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	out    *bytes.Buffer
+	out    *testkit.SyncBuffer
 }
 
 // StartMosquitto writes a config with a listener on a loopback port (0: a
@@ -140,7 +141,7 @@ func (m *Mosquitto) URL() string { return "tcp://" + m.Addr() }
 func (m *Mosquitto) start() {
 	m.tb.Helper()
 	m.mu.Lock()
-	m.out = new(bytes.Buffer)
+	m.out = new(testkit.SyncBuffer)
 	m.cmd = exec.Command(m.bin, "-c", m.conf)
 	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
 	if err := m.cmd.Start(); err != nil {
@@ -235,7 +236,7 @@ type CoapServer struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	out    *bytes.Buffer
+	out    *testkit.SyncBuffer
 }
 
 // StartCoapServerProcess is StartCoapServer returning the process, for tests
@@ -257,7 +258,7 @@ func StartCoapServerProcess(tb testing.TB, extra ...string) *CoapServer {
 func (s *CoapServer) start() {
 	s.tb.Helper()
 	s.mu.Lock()
-	s.out = new(bytes.Buffer)
+	s.out = new(testkit.SyncBuffer)
 	s.cmd = exec.Command(s.bin, s.args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {

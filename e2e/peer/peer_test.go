@@ -2,7 +2,11 @@ package peer
 
 import (
 	"fmt"
+	"net"
 	"testing"
+	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // recorder stands in for a test, recording how it was ended.
@@ -30,4 +34,23 @@ func TestUnavailable(t *testing.T) {
 	if r.fatal == "" || r.skip != "" {
 		t.Errorf("with %s=1: skip %q, fatal %q; want a failure", StrictEnv, r.skip, r.fatal)
 	}
+}
+
+// TestCoapServerOutputWhileRunning reads a server's output while it is
+// still writing it, as a failing test does; -race checks the buffer.
+func TestCoapServerOutputWhileRunning(t *testing.T) {
+	s := StartCoapServerProcess(t, "-v", "7") // debug: a line per datagram
+	c, err := net.DialUDP("udp", nil, s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 50 {
+		// An empty CON, a CoAP ping (RFC 7252 §4.3), each with its own MID.
+		if _, err := c.Write([]byte{0x40, 0x00, 0x20, byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Output()
+	}
+	testkit.Eventually(t, 5*time.Second, "the server to log the pings", func() bool { return len(s.Output()) > 0 })
 }
