@@ -38,7 +38,7 @@ func TestResourceServesLatestMessage(t *testing.T) {
 		resp, err = c.Get(ctx, tb.coapURL("/config/d2"))
 		return err == nil && resp.Code == message.Content && string(resp.Payload) == `other`
 	})
-	eventually(t, 5*time.Second, "d1's latest value, kept apart from d2's", func() bool {
+	testkit.Eventually(t, 5*time.Second, "d1's latest value, kept apart from d2's", func() bool {
 		resp, err = c.Get(ctx, tb.coapURL("/config/d1"))
 		return err == nil && resp.Code == message.Content && string(resp.Payload) == `{"interval":2}`
 	})
