@@ -132,7 +132,7 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 	default:
 		n.stats.SendErrors++
 		n.opts.Logger.LogAttrs(ctx, slog.LevelDebug, "observe notification failed",
-			slog.String("path", msg.Path), slog.String("endpoint", msg.Endpoint), slog.Any("error", err))
+			slog.String("path", msg.Path), slog.String("endpoint", msg.Endpoint), slog.Any("err", err))
 	}
 	removed := false
 	if reason != nil && !o.removed {
