@@ -281,9 +281,8 @@ func (c *commands) request(cmd *command) (*coapside.Request, error) {
 	payload := cmd.delivery.Payload
 	var cf *message.MediaType
 	if rule.ContentFormat != nil {
-		mt := message.MediaType(*rule.ContentFormat)
-		cf = &mt
-		if *rule.ContentFormat == rules.CBOR {
+		cf = rule.ContentFormat
+		if *cf == message.AppCBOR {
 			p, err := rules.JSONToCBOR(payload)
 			if err != nil {
 				return nil, err
@@ -300,7 +299,7 @@ func (c *commands) request(cmd *command) (*coapside.Request, error) {
 		segs[i] = url.PathEscape(s)
 	}
 	raw := scheme + "://" + cmd.target.Host + "/" + strings.Join(segs, "/")
-	req, err := coapside.NewRequest(message.Code(rule.Method), raw, payload)
+	req, err := coapside.NewRequest(rule.Method, raw, payload)
 	if err != nil {
 		return nil, err
 	}

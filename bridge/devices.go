@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,34 +89,28 @@ func (d *deviceClients) credentialsFor(addr net.Addr) (dtls.Credentials, error) 
 	return dtls.Credentials{}, fmt.Errorf("%w: no coaps device at %s", errNoCredentials, addr)
 }
 
-// deviceCredentials turns a device entry's security settings into DTLS
-// credentials.
+// deviceCredentials builds a device's DTLS credentials from its entry
+// (PSK, or certificate with CA file and/or pins) with the one builder the
+// CLI uses too. Loading the rules builds them once to report mistakes
+// (checkRules); a handshake builds them again, reading the files then.
 func deviceCredentials(dev *rules.Device) (dtls.Credentials, error) {
-	var c dtls.Credentials
-	if dev.PSKIdentity != "" {
-		c.PSKIdentity = dev.PSKIdentity
-		c.PSK = dtls.NewSecret(dev.PSK.Bytes())
-	}
-	if dev.CertFile != "" {
-		cert, err := dtls.LoadCertificate(dev.CertFile, dev.KeyFile)
-		if err != nil {
-			return c, fmt.Errorf("device %s: %w", dev.Name, err)
-		}
-		c.Certificate = &cert
-	}
-	if dev.CAFile != "" {
-		pool, err := dtls.LoadCertPool(dev.CAFile)
-		if err != nil {
-			return c, fmt.Errorf("device %s: %w", dev.Name, err)
-		}
-		c.RootCAs = pool
-	} else if dev.CertFile != "" {
-		c.RootCAs = x509.NewCertPool() // verify against nothing rather than trust anything
-	}
-	if c.PSKIdentity == "" && c.Certificate == nil && c.RootCAs == nil {
-		return c, fmt.Errorf("%w: %s", errNoCredentials, dev.Name)
+	c, err := dtls.LoadCredentials(deviceFiles(dev))
+	if err != nil {
+		return dtls.Credentials{}, fmt.Errorf("device %s: %w", dev.Name, err)
 	}
 	return c, nil
+}
+
+// deviceFiles are the DTLS settings of a device entry.
+func deviceFiles(dev *rules.Device) dtls.DeviceFiles {
+	return dtls.DeviceFiles{
+		PSKIdentity: dev.PSKIdentity,
+		PSK:         dev.PSK,
+		CertFile:    dev.CertFile,
+		KeyFile:     dev.KeyFile,
+		CAFile:      dev.CAFile,
+		Pins:        dev.Pins,
+	}
 }
 
 // Do sends req to a device over the transport its scheme needs.

@@ -2,8 +2,9 @@ package rules
 
 import (
 	"fmt"
-	"net"
 	"strings"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 // Set is a loaded, validated and indexed rule set. It is immutable after
@@ -15,7 +16,6 @@ type Set struct {
 	Poll      []*Poll
 	Commands  []*Command
 	Resources []*Resource
-	PSKs      []*PSK
 
 	devices  map[string]*Device
 	routes   *Index[*Route]
@@ -47,18 +47,18 @@ func (r *Route) Path() Pattern {
 
 // Allows reports whether the route takes the method: an ingress its
 // methods, a resource GET and FETCH (RFC 8132 §2).
-func (r *Route) Allows(m Method) bool {
+func (r *Route) Allows(m message.Code) bool {
 	if r.Ingress != nil {
 		return r.Ingress.Allows(m)
 	}
-	return m == GET || m == FETCH
+	return m == message.GET || m == message.FETCH
 }
 
-func (r *Route) methods() []Method {
+func (r *Route) methods() []message.Code {
 	if r.Ingress != nil {
 		return r.Ingress.Methods
 	}
-	return []Method{GET, FETCH}
+	return []message.Code{message.GET, message.FETCH}
 }
 
 func (r *Route) describe() string {
@@ -86,7 +86,7 @@ func (s *Set) Device(name string) (*Device, bool) {
 // (4.04), ErrMethodNotAllowed (4.05) or, for a segment bound to a capture
 // that cannot stand as one topic level (see CheckSegment), ErrEscape
 // (4.00). Captures are appended to dst.
-func (s *Set) MatchPath(m Method, segs []string, dst Captures) (*Route, Captures, error) {
+func (s *Set) MatchPath(m message.Code, segs []string, dst Captures) (*Route, Captures, error) {
 	r, caps, ok, matched := s.routes.Match(segs, func(r *Route) bool { return r.Allows(m) }, dst)
 	switch {
 	case ok:
@@ -136,14 +136,7 @@ func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 		t.Device, t.Secure, t.Host = d, d.Secure, d.Host
 		return t, nil
 	}
-	t.Host = u.host
-	if _, _, err := net.SplitHostPort(u.host); err != nil {
-		port := defaultPort
-		if u.secure {
-			port = defaultSecurePort
-		}
-		t.Host = net.JoinHostPort(strings.Trim(u.host, "[]"), port)
-	}
+	t.Host = u.authority.Addr()
 	return t, nil
 }
 
