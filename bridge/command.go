@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -157,8 +156,11 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	target, err := set.Target(rule, caps)
 	if err != nil {
 		reason := reasonEscape
-		if errors.Is(err, rules.ErrUnknownDevice) {
+		switch {
+		case errors.Is(err, rules.ErrUnknownDevice):
 			reason = reasonUnknownDevice
+		case errors.Is(err, coapside.ErrInvalidURL):
+			reason = reasonConvert // a segment too long for a Uri-Path option
 		}
 		c.finish(cmd, commandResult{Status: "error", Error: err.Error()}, reason)
 		return
@@ -248,7 +250,7 @@ func (c *commands) execute(cmd *command) {
 	res.URL = req.URL.String()
 	ctx, cancel := context.WithTimeout(c.ctx, rule.Timeout)
 	start := time.Now()
-	resp, err := b.devices.Do(ctx, cmd.target.Secure, req)
+	resp, err := b.devices.doFor(ctx, cmd.target.Device, cmd.target.Secure, req)
 	cancel()
 	res.RTTMillis = float64(time.Since(start).Microseconds()) / 1000
 	name := deviceName(cmd.target)
@@ -275,13 +277,14 @@ func (c *commands) execute(cmd *command) {
 	}
 }
 
-// request builds the CoAP request for a command.
+// request builds the CoAP request for a command from its target: the
+// address and Uri-* options rendered once (rules.Set.Target), the method,
+// and the payload with its Content-Format (JSON converted for cbor).
 func (c *commands) request(cmd *command) (*coapside.Request, error) {
 	rule := cmd.rule
 	payload := cmd.delivery.Payload
-	var cf *message.MediaType
-	if rule.ContentFormat != nil {
-		cf = rule.ContentFormat
+	opts := cmd.target.Options
+	if cf := rule.ContentFormat; cf != nil {
 		if *cf == message.AppCBOR {
 			p, err := rules.JSONToCBOR(payload)
 			if err != nil {
@@ -289,24 +292,15 @@ func (c *commands) request(cmd *command) (*coapside.Request, error) {
 			}
 			payload = p
 		}
+		opts = opts.SetContentFormat(*cf)
 	}
-	scheme := "coap"
-	if cmd.target.Secure {
-		scheme = "coaps"
-	}
-	segs := make([]string, len(cmd.target.Path))
-	for i, s := range cmd.target.Path {
-		segs[i] = url.PathEscape(s)
-	}
-	raw := scheme + "://" + cmd.target.Host + "/" + strings.Join(segs, "/")
-	req, err := coapside.NewRequest(rule.Method, raw, payload)
-	if err != nil {
-		return nil, err
-	}
-	if cf != nil {
-		req.Options = req.Options.SetContentFormat(*cf)
-	}
-	return req, nil
+	return &coapside.Request{
+		Method:  rule.Method,
+		Type:    message.Confirmable,
+		Options: opts,
+		Payload: payload,
+		URL:     cmd.target.URL(),
+	}, nil
 }
 
 // fillResponse copies a device's response into a result.

@@ -29,10 +29,14 @@ type deviceClients struct {
 	secure     *coapside.Client
 	secureConn *dtls.ClientConn
 	closed     bool
+	// peers maps a resolved coaps address to the name of the device last
+	// sent to there, so the handshake finds the device's credentials
+	// without resolving every device's host again.
+	peers map[string]string
 }
 
 func newDeviceClients(set *atomic.Pointer[rules.Set], opts coapside.EndpointOptions, log *slog.Logger) *deviceClients {
-	return &deviceClients{opts: opts, log: log, set: set}
+	return &deviceClients{opts: opts, log: log, set: set, peers: map[string]string{}}
 }
 
 // client returns the client for a scheme, creating it on first use.
@@ -70,11 +74,32 @@ func (d *deviceClients) client(secure bool) (*coapside.Client, error) {
 	return d.secure, nil
 }
 
-// credentialsFor finds the coaps device at addr in the running rule set.
+// bind records that dev is the device at the resolved address addr.
+func (d *deviceClients) bind(addr net.Addr, dev *rules.Device) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.peers) >= maxPeers {
+		clear(d.peers) // devices that moved address; the live ones bind again
+	}
+	d.peers[addr.String()] = dev.Name
+}
+
+// maxPeers bounds the address-to-device table.
+const maxPeers = 1 << 16
+
+// credentialsFor finds the coaps device at addr in the running rule set:
+// the device a request to addr was addressed to, or else (a literal coaps
+// host in a command url) the device whose host resolves to addr.
 func (d *deviceClients) credentialsFor(addr net.Addr) (dtls.Credentials, error) {
 	set := d.set.Load()
 	if set == nil {
 		return dtls.Credentials{}, errNoCredentials
+	}
+	d.mu.Lock()
+	name, bound := d.peers[addr.String()]
+	d.mu.Unlock()
+	if dev, ok := set.Device(name); bound && ok && dev.Secure {
+		return deviceCredentials(dev)
 	}
 	for _, dev := range set.Devices {
 		if !dev.Secure {
@@ -115,16 +140,27 @@ func deviceFiles(dev *rules.Device) dtls.DeviceFiles {
 
 // Do sends req to a device over the transport its scheme needs.
 func (d *deviceClients) Do(ctx context.Context, secure bool, req *coapside.Request) (*coapside.Response, error) {
+	return d.doFor(ctx, nil, secure, req)
+}
+
+// doFor sends req to dev (nil for a literal host). The address is resolved
+// once and kept in req.Peer; for coaps the DTLS session is made first,
+// with dev's credentials, so a refused handshake is reported as such.
+func (d *deviceClients) doFor(ctx context.Context, dev *rules.Device, secure bool, req *coapside.Request) (*coapside.Response, error) {
 	c, err := d.client(secure)
 	if err != nil {
 		return nil, err
 	}
-	if secure {
-		addr, err := c.Resolve(ctx, req)
-		if err != nil {
+	if req.Peer == nil {
+		if req.Peer, err = c.Resolve(ctx, req); err != nil {
 			return nil, err
 		}
-		if err := d.handshake(ctx, addr); err != nil {
+	}
+	if secure {
+		if dev != nil {
+			d.bind(req.Peer, dev)
+		}
+		if err := d.handshake(ctx, req.Peer); err != nil {
 			return nil, err
 		}
 	}
@@ -142,6 +178,7 @@ func (d *deviceClients) clientFor(ctx context.Context, dev *rules.Device) (*coap
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", dev.Name, err)
 	}
+	d.bind(addr, dev)
 	return c, d.handshake(ctx, addr)
 }
 

@@ -2,9 +2,11 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
 )
 
 // Set is a loaded, validated and indexed rule set. It is immutable after
@@ -108,9 +110,11 @@ func (s *Set) MatchCommand(topic string, dst Captures) (*Command, Captures, bool
 	return s.commands.MatchTopic(topic, nil, dst)
 }
 
-// Target renders a command's URL. A host capture must name a registered
-// device (ErrUnknownDevice): an MQTT publisher can pick among devices, never
-// an arbitrary address. A device's own url decides scheme and address.
+// Target renders a command's destination: its address and request options.
+// A host capture must name a registered device (ErrUnknownDevice): an MQTT
+// publisher can pick among devices, never an arbitrary address. A device's
+// own url decides scheme and address. A path segment longer than a CoAP
+// option allows fails with uri.ErrInvalidURL.
 func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 	u := c.URL
 	path, err := u.path.RenderSegments(caps)
@@ -132,11 +136,16 @@ func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 		}
 		name = v
 	}
+	var host message.Options
 	if d, ok := s.devices[name]; ok {
-		t.Device, t.Secure, t.Host = d, d.Secure, d.Host
-		return t, nil
+		t.Device, t.Secure, t.Host, host = d, d.Secure, d.Host, d.Options
+	} else {
+		t.Host, host = u.authority.Addr(), u.authority.Options()
 	}
-	t.Host = u.authority.Addr()
+	// A copy: the device's options are shared by every command to it.
+	if t.Options, err = uri.AppendPath(slices.Clone(host), path); err != nil {
+		return Target{}, err
+	}
 	return t, nil
 }
 

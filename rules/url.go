@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/coapside/uri"
 )
 
@@ -123,7 +124,9 @@ func (t URLTemplate) captures() []Segment {
 	return out
 }
 
-// Target is a rendered command destination.
+// Target is a command's destination, built once per command: the address
+// to send to and the request options naming the resource, ready to go on
+// the wire without a URL round trip.
 type Target struct {
 	// Device is the registry entry when the host names a device; its
 	// address, scheme and credentials apply.
@@ -134,4 +137,22 @@ type Target struct {
 	Host string
 	// Path holds the Uri-Path option values (RFC 7252 §6.4).
 	Path []string
+	// Options are the request's Uri-Host, Uri-Port and Uri-Path options
+	// (RFC 7252 §6.4).
+	Options message.Options
+}
+
+// URL returns the target as a coap:// or coaps:// URL, for results and
+// logs; each path segment is percent-encoded.
+func (t Target) URL() *url.URL {
+	escaped := make([]string, len(t.Path))
+	for i, p := range t.Path {
+		escaped[i] = url.PathEscape(p)
+	}
+	return &url.URL{
+		Scheme:  uri.SchemeName(t.Secure),
+		Host:    t.Host,
+		Path:    "/" + strings.Join(t.Path, "/"),
+		RawPath: "/" + strings.Join(escaped, "/"),
+	}
 }
