@@ -65,11 +65,15 @@ type commands struct {
 	queue  map[string]*deviceQueue // device not answering -> its waiting commands
 	depth  int                     // commands in all queues
 	closed bool                    // Close called: start no more goroutines
+
+	// live holds the filters the bridge is subscribed to (see ServeMQTT).
+	liveMu sync.RWMutex
+	live   map[string]bool
 }
 
 func newCommands(b *Bridge) *commands {
 	ctx, stop := context.WithCancel(context.Background())
-	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string]*deviceQueue{}}
+	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string]*deviceQueue{}, live: map[string]bool{}}
 	for i := 0; i < b.opts.CommandWorkers; i++ {
 		c.wg.Add(1)
 		go c.worker()
@@ -133,8 +137,32 @@ func (c *commands) abandon(cmd *command, res commandResult) bool {
 	return false
 }
 
+// setLive records whether the bridge is subscribed to a filter: set once
+// the subscription is made, cleared before it is removed.
+func (c *commands) setLive(filter string, live bool) {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	if live {
+		c.live[filter] = true
+	} else {
+		delete(c.live, filter)
+	}
+}
+
+func (c *commands) isLive(filter string) bool {
+	c.liveMu.RLock()
+	defer c.liveMu.RUnlock()
+	return c.live[filter]
+}
+
 // ServeMQTT receives a delivery on a command filter and queues it for the
 // workers; when the backlog is full it waits for room (back-pressure).
+//
+// The topic is matched once, here, to the most specific command rule. A
+// message whose topic also matches a less specific filter arrives once per
+// filter; only the delivery on the matched rule's own filter runs the
+// command, the others are acknowledged. Until that filter is subscribed
+// (a reload adding it), the delivery on the other filter runs it instead.
 func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	set := c.b.set.Load()
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
@@ -142,6 +170,11 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		// A filter from a rule removed by a reload: nothing handles it now.
 		c.b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
 		c.b.log.Warn("command dropped: no rule matches", "topic", d.Topic)
+		d.Ack()
+		return
+	}
+	if f := rule.Filter.Filter(); f != d.Filter && c.isLive(f) {
+		c.b.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
 		d.Ack()
 		return
 	}
