@@ -455,6 +455,7 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 
 	var errs []error
 	for _, s := range d.Subscriptions.Removed {
+		b.commands.setLive(s.Filter, false)
 		if err := b.mqtt.Unsubscribe(ctx, s.Filter); err != nil {
 			b.log.Warn("unsubscribe failed", "filter", s.Filter, "err", err)
 		}
@@ -462,7 +463,9 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 	subscribe := func(s rules.Subscription) {
 		if err := b.mqtt.Subscribe(ctx, s.Filter, s.QoS, mqttside.HandlerFunc(b.serveMQTT)); err != nil {
 			errs = append(errs, fmt.Errorf("subscribe %s (rule %s): %w", s.Filter, s.Rule, err))
+			return
 		}
+		b.commands.setLive(s.Filter, true)
 	}
 	for _, u := range d.Subscriptions.Changed {
 		subscribe(u.New) // a new QoS replaces the subscription

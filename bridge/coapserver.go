@@ -22,8 +22,7 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		w.SetCode(message.ServiceUnavailable)
 		return
 	}
-	method, ok := ruleMethod(r.Method)
-	if !ok {
+	if !r.Method.IsRequest() {
 		w.SetCode(message.MethodNotAllowed)
 		return
 	}
@@ -33,7 +32,7 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		b.serveWellKnownCore(w, r, set, identity)
 		return
 	}
-	route, caps, err := set.MatchPath(method, segs, nil)
+	route, caps, err := set.MatchPath(r.Method, segs, nil)
 	switch {
 	case errors.Is(err, rules.ErrMethodNotAllowed):
 		b.metrics.errors.WithLabelValues("", reasonMethod).Inc()
@@ -115,13 +114,4 @@ func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, ru
 		// payload (RFC 7252 §5.5.2) that tells the device why.
 		coapside.Error(w, err)
 	}
-}
-
-// ruleMethod maps a CoAP request code to a rules.Method: the method's value
-// is the code detail of class 0 (RFC 7252 §12.1.1).
-func ruleMethod(c message.Code) (rules.Method, bool) {
-	if c == 0 || c>>5 != 0 {
-		return 0, false
-	}
-	return rules.Method(c & 0x1f), true
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -66,11 +65,15 @@ type commands struct {
 	queue  map[string]*deviceQueue // device not answering -> its waiting commands
 	depth  int                     // commands in all queues
 	closed bool                    // Close called: start no more goroutines
+
+	// live holds the filters the bridge is subscribed to (see ServeMQTT).
+	liveMu sync.RWMutex
+	live   map[string]bool
 }
 
 func newCommands(b *Bridge) *commands {
 	ctx, stop := context.WithCancel(context.Background())
-	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string]*deviceQueue{}}
+	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string]*deviceQueue{}, live: map[string]bool{}}
 	for i := 0; i < b.opts.CommandWorkers; i++ {
 		c.wg.Add(1)
 		go c.worker()
@@ -134,8 +137,32 @@ func (c *commands) abandon(cmd *command, res commandResult) bool {
 	return false
 }
 
+// setLive records whether the bridge is subscribed to a filter: set once
+// the subscription is made, cleared before it is removed.
+func (c *commands) setLive(filter string, live bool) {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	if live {
+		c.live[filter] = true
+	} else {
+		delete(c.live, filter)
+	}
+}
+
+func (c *commands) isLive(filter string) bool {
+	c.liveMu.RLock()
+	defer c.liveMu.RUnlock()
+	return c.live[filter]
+}
+
 // ServeMQTT receives a delivery on a command filter and queues it for the
 // workers; when the backlog is full it waits for room (back-pressure).
+//
+// The topic is matched once, here, to the most specific command rule. A
+// message whose topic also matches a less specific filter arrives once per
+// filter; only the delivery on the matched rule's own filter runs the
+// command, the others are acknowledged. Until that filter is subscribed
+// (a reload adding it), the delivery on the other filter runs it instead.
 func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	set := c.b.set.Load()
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
@@ -143,6 +170,11 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		// A filter from a rule removed by a reload: nothing handles it now.
 		c.b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
 		c.b.log.Warn("command dropped: no rule matches", "topic", d.Topic)
+		d.Ack()
+		return
+	}
+	if f := rule.Filter.Filter(); f != d.Filter && c.isLive(f) {
+		c.b.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
 		d.Ack()
 		return
 	}
@@ -157,8 +189,11 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	target, err := set.Target(rule, caps)
 	if err != nil {
 		reason := reasonEscape
-		if errors.Is(err, rules.ErrUnknownDevice) {
+		switch {
+		case errors.Is(err, rules.ErrUnknownDevice):
 			reason = reasonUnknownDevice
+		case errors.Is(err, coapside.ErrInvalidURL):
+			reason = reasonConvert // a segment too long for a Uri-Path option
 		}
 		c.finish(cmd, commandResult{Status: "error", Error: err.Error()}, reason)
 		return
@@ -248,7 +283,7 @@ func (c *commands) execute(cmd *command) {
 	res.URL = req.URL.String()
 	ctx, cancel := context.WithTimeout(c.ctx, rule.Timeout)
 	start := time.Now()
-	resp, err := b.devices.Do(ctx, cmd.target.Secure, req)
+	resp, err := b.devices.doFor(ctx, cmd.target.Device, cmd.target.Secure, req)
 	cancel()
 	res.RTTMillis = float64(time.Since(start).Microseconds()) / 1000
 	name := deviceName(cmd.target)
@@ -275,39 +310,30 @@ func (c *commands) execute(cmd *command) {
 	}
 }
 
-// request builds the CoAP request for a command.
+// request builds the CoAP request for a command from its target: the
+// address and Uri-* options rendered once (rules.Set.Target), the method,
+// and the payload with its Content-Format (JSON converted for cbor).
 func (c *commands) request(cmd *command) (*coapside.Request, error) {
 	rule := cmd.rule
 	payload := cmd.delivery.Payload
-	var cf *message.MediaType
-	if rule.ContentFormat != nil {
-		mt := message.MediaType(*rule.ContentFormat)
-		cf = &mt
-		if *rule.ContentFormat == rules.CBOR {
+	opts := cmd.target.Options
+	if cf := rule.ContentFormat; cf != nil {
+		if *cf == message.AppCBOR {
 			p, err := rules.JSONToCBOR(payload)
 			if err != nil {
 				return nil, err
 			}
 			payload = p
 		}
+		opts = opts.SetContentFormat(*cf)
 	}
-	scheme := "coap"
-	if cmd.target.Secure {
-		scheme = "coaps"
-	}
-	segs := make([]string, len(cmd.target.Path))
-	for i, s := range cmd.target.Path {
-		segs[i] = url.PathEscape(s)
-	}
-	raw := scheme + "://" + cmd.target.Host + "/" + strings.Join(segs, "/")
-	req, err := coapside.NewRequest(message.Code(rule.Method), raw, payload)
-	if err != nil {
-		return nil, err
-	}
-	if cf != nil {
-		req.Options = req.Options.SetContentFormat(*cf)
-	}
-	return req, nil
+	return &coapside.Request{
+		Method:  rule.Method,
+		Type:    message.Confirmable,
+		Options: opts,
+		Payload: payload,
+		URL:     cmd.target.URL(),
+	}, nil
 }
 
 // fillResponse copies a device's response into a result.

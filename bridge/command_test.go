@@ -472,3 +472,77 @@ func TestCommandShutdownLeavesRemoteCommandsToBroker(t *testing.T) {
 		return len(seen) == 4
 	})
 }
+
+// TestCommandOverlappingFiltersRunOnce: a topic that matches a command
+// filter and a less specific one arrives once per subscription; the topic
+// is matched once, to the most specific rule, and the device gets one
+// request, whichever broker delivers.
+func TestCommandOverlappingFiltersRunOnce(t *testing.T) {
+	for _, remote := range []bool{false, true} {
+		name := "embedded broker"
+		if remote {
+			name = "mosquitto"
+		}
+		t.Run(name, func(t *testing.T) {
+			dev := startDevice(t, "")
+			for _, p := range []string{"PUT /led", "PUT /any/led", "PUT /mark"} {
+				dev.mux.HandleFunc(p, func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+			}
+			var broker string
+			tb := startBridge(t, fmt.Sprintf(`
+[[device]]
+name = "dev1"
+url  = "coap://%s"
+
+[[command]]
+name           = "led"
+filter         = "cmd/{device}/led"
+method         = "PUT"
+url            = "coap://{device}/led"
+response_topic = "replies/led"
+
+[[command]]
+name           = "any"
+filter         = "cmd/{device}/{what...}"
+method         = "PUT"
+url            = "coap://{device}/any/{what...}"
+response_topic = "replies/any"
+
+[[command]]
+name           = "mark"
+filter         = "mark/{device}"
+method         = "PUT"
+url            = "coap://{device}/mark"
+response_topic = "replies/mark"
+`, dev.addr), func(c *Config, o *Options) {
+				// One worker takes the commands in the order they came.
+				o.CommandWorkers = 1
+				if remote {
+					broker = peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
+					c.MQTT.Broker = "tcp://" + broker
+					c.MQTT.ClientID = fmt.Sprintf("bridge-overlap-%d", time.Now().UnixNano())
+					c.MQTT.Embedded.Listen = ""
+				}
+			})
+			if !remote {
+				broker = tb.MQTTAddr()
+			}
+			replies := subscribe(t, broker, "replies/#", 1)
+			publish(t, broker, "cmd/dev1/led", 1, false, "on")
+			publish(t, broker, "mark/dev1", 1, false, "x")
+			// Every delivery of the first message was handed to the worker
+			// before the marker's.
+			for replies.next(t, 10*time.Second).Topic() != "replies/mark" {
+			}
+			dev.mu.Lock()
+			defer dev.mu.Unlock()
+			var paths []string
+			for _, r := range dev.requests {
+				paths = append(paths, r.path)
+			}
+			if strings.Join(paths, " ") != "/led /mark" {
+				t.Fatalf("device got %v, want one /led and the marker", paths)
+			}
+		})
+	}
+}

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/coap-mqtt/bridge/mqttside"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // Config is the bridge's configuration, as loaded from config.toml (and the
@@ -47,10 +47,10 @@ type DTLSConfig struct {
 type MQTTConfig struct {
 	// Broker is "embedded" or the URL of an existing broker
 	// (tcp://, ssl://, tls://, ws://, wss://).
-	Broker   string `mapstructure:"broker"`
-	ClientID string `mapstructure:"client_id"`
-	Username string `mapstructure:"username"`
-	Password Secret `mapstructure:"password"`
+	Broker   string      `mapstructure:"broker"`
+	ClientID string      `mapstructure:"client_id"`
+	Username string      `mapstructure:"username"`
+	Password keys.Secret `mapstructure:"password"` // never logged; Reveal returns it
 	// TLS for ssl://, tls://, mqtts:// and wss:// brokers.
 	CAFile     string `mapstructure:"ca_file"`
 	CertFile   string `mapstructure:"cert_file"`
@@ -89,10 +89,6 @@ type LogConfig struct {
 	Level  string `mapstructure:"level"`  // debug|info|warn|error
 	Format string `mapstructure:"format"` // text|json
 }
-
-// Secret is a string that never appears in logs or formatted output (the
-// MQTT password); Reveal returns the value.
-type Secret = mqttside.Secret
 
 // Defaults returns the built-in configuration: standalone, embedded broker,
 // CoAP on :5683, metrics on :9100.

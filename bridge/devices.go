@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,10 +29,14 @@ type deviceClients struct {
 	secure     *coapside.Client
 	secureConn *dtls.ClientConn
 	closed     bool
+	// peers maps a resolved coaps address to the name of the device last
+	// sent to there, so the handshake finds the device's credentials
+	// without resolving every device's host again.
+	peers map[string]string
 }
 
 func newDeviceClients(set *atomic.Pointer[rules.Set], opts coapside.EndpointOptions, log *slog.Logger) *deviceClients {
-	return &deviceClients{opts: opts, log: log, set: set}
+	return &deviceClients{opts: opts, log: log, set: set, peers: map[string]string{}}
 }
 
 // client returns the client for a scheme, creating it on first use.
@@ -71,11 +74,32 @@ func (d *deviceClients) client(secure bool) (*coapside.Client, error) {
 	return d.secure, nil
 }
 
-// credentialsFor finds the coaps device at addr in the running rule set.
+// bind records that dev is the device at the resolved address addr.
+func (d *deviceClients) bind(addr net.Addr, dev *rules.Device) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.peers) >= maxPeers {
+		clear(d.peers) // devices that moved address; the live ones bind again
+	}
+	d.peers[addr.String()] = dev.Name
+}
+
+// maxPeers bounds the address-to-device table.
+const maxPeers = 1 << 16
+
+// credentialsFor finds the coaps device at addr in the running rule set:
+// the device a request to addr was addressed to, or else (a literal coaps
+// host in a command url) the device whose host resolves to addr.
 func (d *deviceClients) credentialsFor(addr net.Addr) (dtls.Credentials, error) {
 	set := d.set.Load()
 	if set == nil {
 		return dtls.Credentials{}, errNoCredentials
+	}
+	d.mu.Lock()
+	name, bound := d.peers[addr.String()]
+	d.mu.Unlock()
+	if dev, ok := set.Device(name); bound && ok && dev.Secure {
+		return deviceCredentials(dev)
 	}
 	for _, dev := range set.Devices {
 		if !dev.Secure {
@@ -90,48 +114,53 @@ func (d *deviceClients) credentialsFor(addr net.Addr) (dtls.Credentials, error) 
 	return dtls.Credentials{}, fmt.Errorf("%w: no coaps device at %s", errNoCredentials, addr)
 }
 
-// deviceCredentials turns a device entry's security settings into DTLS
-// credentials.
+// deviceCredentials builds a device's DTLS credentials from its entry
+// (PSK, or certificate with CA file and/or pins) with the one builder the
+// CLI uses too. Loading the rules builds them once to report mistakes
+// (checkRules); a handshake builds them again, reading the files then.
 func deviceCredentials(dev *rules.Device) (dtls.Credentials, error) {
-	var c dtls.Credentials
-	if dev.PSKIdentity != "" {
-		c.PSKIdentity = dev.PSKIdentity
-		c.PSK = dtls.NewSecret(dev.PSK.Bytes())
-	}
-	if dev.CertFile != "" {
-		cert, err := dtls.LoadCertificate(dev.CertFile, dev.KeyFile)
-		if err != nil {
-			return c, fmt.Errorf("device %s: %w", dev.Name, err)
-		}
-		c.Certificate = &cert
-	}
-	if dev.CAFile != "" {
-		pool, err := dtls.LoadCertPool(dev.CAFile)
-		if err != nil {
-			return c, fmt.Errorf("device %s: %w", dev.Name, err)
-		}
-		c.RootCAs = pool
-	} else if dev.CertFile != "" {
-		c.RootCAs = x509.NewCertPool() // verify against nothing rather than trust anything
-	}
-	if c.PSKIdentity == "" && c.Certificate == nil && c.RootCAs == nil {
-		return c, fmt.Errorf("%w: %s", errNoCredentials, dev.Name)
+	c, err := dtls.LoadCredentials(deviceFiles(dev))
+	if err != nil {
+		return dtls.Credentials{}, fmt.Errorf("device %s: %w", dev.Name, err)
 	}
 	return c, nil
 }
 
+// deviceFiles are the DTLS settings of a device entry.
+func deviceFiles(dev *rules.Device) dtls.DeviceFiles {
+	return dtls.DeviceFiles{
+		PSKIdentity: dev.PSKIdentity,
+		PSK:         dev.PSK,
+		CertFile:    dev.CertFile,
+		KeyFile:     dev.KeyFile,
+		CAFile:      dev.CAFile,
+		Pins:        dev.Pins,
+	}
+}
+
 // Do sends req to a device over the transport its scheme needs.
 func (d *deviceClients) Do(ctx context.Context, secure bool, req *coapside.Request) (*coapside.Response, error) {
+	return d.doFor(ctx, nil, secure, req)
+}
+
+// doFor sends req to dev (nil for a literal host). The address is resolved
+// once and kept in req.Peer; for coaps the DTLS session is made first,
+// with dev's credentials, so a refused handshake is reported as such.
+func (d *deviceClients) doFor(ctx context.Context, dev *rules.Device, secure bool, req *coapside.Request) (*coapside.Response, error) {
 	c, err := d.client(secure)
 	if err != nil {
 		return nil, err
 	}
-	if secure {
-		addr, err := c.Resolve(ctx, req)
-		if err != nil {
+	if req.Peer == nil {
+		if req.Peer, err = c.Resolve(ctx, req); err != nil {
 			return nil, err
 		}
-		if err := d.handshake(ctx, addr); err != nil {
+	}
+	if secure {
+		if dev != nil {
+			d.bind(req.Peer, dev)
+		}
+		if err := d.handshake(ctx, req.Peer); err != nil {
 			return nil, err
 		}
 	}
@@ -149,6 +178,7 @@ func (d *deviceClients) clientFor(ctx context.Context, dev *rules.Device) (*coap
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", dev.Name, err)
 	}
+	d.bind(addr, dev)
 	return c, d.handshake(ctx, addr)
 }
 

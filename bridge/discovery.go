@@ -57,7 +57,7 @@ func (b *Bridge) discoveryResources(set *rules.Set, identity string) []linkforma
 			if err != nil {
 				continue
 			}
-			if route, _, err := set.MatchPath(rules.GET, segs, nil); err != nil || route.Resource != rule {
+			if route, _, err := set.MatchPath(message.GET, segs, nil); err != nil || route.Resource != rule {
 				continue
 			}
 			path := linkPath(segs)

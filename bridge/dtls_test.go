@@ -14,6 +14,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/coap-mqtt/bridge/keys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -35,7 +36,7 @@ topic   = "who/{identity}/{x}"
 func pskClient(t *testing.T, identity, key string) *coapside.Client {
 	t.Helper()
 	conn, err := dtls.NewClientConn("127.0.0.1:0", dtls.ClientConfig{
-		Credentials: dtls.Credentials{PSKIdentity: identity, PSK: dtls.NewSecret([]byte(key))},
+		Credentials: dtls.Credentials{PSKIdentity: identity, PSK: keys.Secret(key)},
 		Limits:      dtls.Limits{HandshakeTimeout: 3 * time.Second},
 	})
 	if err != nil {
@@ -112,7 +113,7 @@ key      = "hex:00112233445566778899aabbccddeeff"
 // TestCoapsDeviceCommand reaches a device over DTLS with its PSK
 // from the device registry.
 func TestCoapsDeviceCommand(t *testing.T) {
-	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": dtls.NewSecret([]byte("device-key"))})
+	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": keys.Secret("device-key")})
 	conn, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: psk})
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +188,7 @@ topic   = "temp/{device}"
 // failed poll and keeps trying. The device would answer on /temp, so with
 // the right key a value would be published.
 func TestCoapsDeviceWrongKey(t *testing.T) {
-	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": dtls.NewSecret([]byte("device-key"))})
+	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": keys.Secret("device-key")})
 	conn, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: psk, Limits: dtls.Limits{HandshakeTimeout: time.Second}})
 	if err != nil {
 		t.Fatal(err)

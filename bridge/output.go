@@ -45,7 +45,7 @@ func (e *outcomeError) Unwrap() []error { return []error{e.code, e.err} }
 func buildMessage(out *rules.Output, caps rules.Captures, in *inbound) (mqttside.Message, error) {
 	p := rules.Payload{Data: in.Payload}
 	if in.ContentFormat >= 0 {
-		p.Format, p.HasFormat = rules.ContentFormat(in.ContentFormat), true
+		p.Format, p.HasFormat = message.MediaType(in.ContentFormat), true
 	}
 	if in.Identity != "" {
 		caps = caps.With("identity", in.Identity)
@@ -62,7 +62,7 @@ func buildMessage(out *rules.Output, caps rules.Captures, in *inbound) (mqttside
 	case out.Payload == rules.PayloadJSON || out.Transform != nil:
 		m.ContentType = "application/json"
 	case p.HasFormat:
-		m.ContentType = message.MediaType(p.Format).String()
+		m.ContentType = p.Format.String()
 	}
 	return m, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
@@ -21,7 +22,10 @@ func loadRules(cfg Config, files *rules.Files) (*rules.Set, error) {
 
 // checkRules reports, as rules.Errors with file:line, the rules cfg gives
 // no way to fire: ingress and resource rules without a CoAP listener, and
-// identity rules without a coaps listener to authenticate clients.
+// identity rules without a coaps listener to authenticate clients; and
+// coaps devices whose DTLS credentials do not build (a certificate or CA
+// file that does not load, a certificate that is not ECDSA, an identity
+// too long).
 func checkRules(cfg Config, set *rules.Set) error {
 	var es rules.Errors
 	check := func(kind rules.Kind, name string, pos rules.Pos, identity string) {
@@ -41,6 +45,14 @@ func checkRules(cfg Config, set *rules.Set) error {
 	}
 	for _, r := range set.Resources {
 		check(rules.KindResource, r.Name, r.Pos, r.Identity)
+	}
+	for _, dev := range set.Devices {
+		if !dev.Secure {
+			continue
+		}
+		if _, err := dtls.LoadCredentials(deviceFiles(dev)); err != nil {
+			es = append(es, rules.Error{File: dev.Pos.File, Line: dev.Pos.Line, Msg: fmt.Sprintf("[[device]] %q: %v", dev.Name, err)})
+		}
 	}
 	if len(es) == 0 {
 		return nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
 )
 
 // ClientOptions configures a Client.
@@ -144,7 +145,7 @@ func (c *Client) Resolve(ctx context.Context, req *Request) (net.Addr, error) {
 	if err != nil || len(addrs) == 0 {
 		return nil, fmt.Errorf("coap: resolve %q: %w", req.URL.Hostname(), err)
 	}
-	_, port, _ := net.SplitHostPort(URLAddr(req.URL))
+	_, port, _ := net.SplitHostPort(uri.Addr(req.URL))
 	pa, err := net.ResolveUDPAddr("udp", net.JoinHostPort(addrs[0].Unmap().String(), port))
 	if err != nil {
 		return nil, fmt.Errorf("coap: resolve: %w", err)

@@ -1,6 +1,10 @@
 package coapside
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/coap-mqtt/bridge/coapside/uri"
+)
 
 // Sentinel errors of the message layer, client and server.
 var (
@@ -19,8 +23,9 @@ var (
 	ErrTooManyPeers = errors.New("coap: peer table full")
 	// ErrTokenInUse means a token is already registered for the peer.
 	ErrTokenInUse = errors.New("coap: token already registered")
-	// ErrInvalidURL means a URL cannot be mapped to CoAP options (RFC 7252 §6.4).
-	ErrInvalidURL = errors.New("coap: invalid URL")
+	// ErrInvalidURL means a URL cannot be mapped to CoAP options (RFC 7252
+	// §6.4); it is uri.ErrInvalidURL.
+	ErrInvalidURL = uri.ErrInvalidURL
 	// ErrMessageType means a message of the wrong type was given (e.g. ACK to Send).
 	ErrMessageType = errors.New("coap: invalid message type for operation")
 	// ErrStalled means a listener has stopped reading its conn (Server.Health).

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
 )
 
 // Request is a CoAP request: received by a server, or built with NewRequest
@@ -45,7 +46,7 @@ type pathValue struct{ name, value string }
 // NewRequest builds a client request for a coap:// URL (RFC 7252 §6.4).
 // The request is confirmable; set Type to message.NonConfirmable for NON.
 func NewRequest(method message.Code, rawURL string, payload []byte) (*Request, error) {
-	u, opts, err := ParseURL(rawURL)
+	u, opts, err := uri.Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // ACL decides who may connect to the embedded broker and which topics
@@ -49,12 +51,12 @@ type ACL struct {
 
 // ACLEntry is the anonymous table or one user.
 type ACLEntry struct {
-	Name      string   `toml:"name"`
-	Password  Secret   `toml:"password"` // bcrypt hash
-	Networks  []string `toml:"networks"`
-	Publish   []string `toml:"publish"`
-	Subscribe []string `toml:"subscribe"`
-	Deny      []string `toml:"deny"`
+	Name      string      `toml:"name"`
+	Password  keys.Secret `toml:"password"` // bcrypt hash
+	Networks  []string    `toml:"networks"`
+	Publish   []string    `toml:"publish"`
+	Subscribe []string    `toml:"subscribe"`
+	Deny      []string    `toml:"deny"`
 
 	nets []netip.Prefix
 }

@@ -44,7 +44,7 @@
 //	[mqtt]                      Options
 //	broker                      Broker ("embedded" or a broker URL)
 //	client_id                   ClientID
-//	username, password          Username, Password (a Secret: never logged)
+//	username, password          Username, Password (a keys.Secret: never logged)
 //	tls.ca_file                 TLS.CAFile
 //	tls.cert_file, tls.key_file TLS.CertFile, TLS.KeyFile
 //	tls.server_name             TLS.ServerName

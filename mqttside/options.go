@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // Defaults applied by SetDefaults.
@@ -32,7 +34,7 @@ type Options struct {
 	Broker   string
 	ClientID string
 	Username string
-	Password Secret
+	Password keys.Secret
 	TLS      TLSOptions
 	// BufferSize bounds the offline buffer (remote) in messages.
 	BufferSize int
@@ -98,7 +100,7 @@ type RemoteOptions struct {
 	Broker   string
 	ClientID string
 	Username string
-	Password Secret
+	Password keys.Secret
 	TLS      TLSOptions
 
 	BufferSize  int // offline buffer, messages

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 func TestStatsRecord(t *testing.T) {
@@ -59,12 +61,12 @@ where = "payload > 1"
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
-				r, caps, err := s.MatchPath(POST, []string{"x", fmt.Sprintf("d%d", g)}, nil)
+				r, caps, err := s.MatchPath(message.POST, []string{"x", fmt.Sprintf("d%d", g)}, nil)
 				if err != nil {
 					errs <- err
 					return
 				}
-				_, keep, err := r.Ingress.Prepare(caps, Message{Payload: Payload{Data: []byte(fmt.Sprint(i)), Format: TextPlain, HasFormat: true}, Time: testNow})
+				_, keep, err := r.Ingress.Prepare(caps, Message{Payload: Payload{Data: []byte(fmt.Sprint(i)), Format: message.TextPlain, HasFormat: true}, Time: testNow})
 				if err != nil || keep != (i > 1) {
 					errs <- fmt.Errorf("prepare %d: keep %v err %v", i, keep, err)
 					return

@@ -8,17 +8,18 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
-// keys lists the keys each section accepts.
-var keys = map[string][]string{
-	"device":   {"name", "url", "psk_identity", "psk", "cert_file", "key_file", "ca_file"},
+// sectionKeys lists the keys each section accepts.
+var sectionKeys = map[string][]string{
+	"device":   {"name", "url", "psk_identity", "psk", "cert_file", "key_file", "ca_file", "pins"},
 	"ingress":  {"name", "path", "methods", "topic", "qos", "retain", "payload", "where", "transform", "identity", "rt", "if"},
 	"observe":  {"name", "devices", "paths", "discover", "topic", "qos", "retain", "payload", "where", "transform"},
 	"poll":     {"name", "devices", "paths", "interval", "on_change", "topic", "qos", "retain", "payload", "where", "transform"},
 	"command":  {"name", "filter", "method", "url", "response_topic", "timeout", "qos", "content_format"},
 	"resource": {"name", "path", "topic", "identity", "content_format", "rt", "if"},
-	"psk":      {"identity", "key"},
 }
 
 // dec reads the typed keys of one entry, reporting problems as it goes.
@@ -40,7 +41,7 @@ func (x *dec) what() string {
 
 // checkKeys reports keys the section does not accept.
 func (x *dec) checkKeys() {
-	allowed := keys[x.e.section]
+	allowed := sectionKeys[x.e.section]
 	for _, f := range x.e.fields {
 		if !contains(allowed, f.key) {
 			x.d.addf(x.pos(f.line), "unknown key %q in [[%s]]%s", clip(f.key), x.e.section, suggest(f.key, allowed))
@@ -168,21 +169,24 @@ func (x *dec) pattern(key string, syn Syntax, required bool) (Pattern, bool) {
 	return p, true
 }
 
-func (x *dec) contentFormat() *ContentFormat {
+func (x *dec) contentFormat() *message.MediaType {
 	f := x.get("content_format", false)
 	if f == nil {
 		return nil
 	}
-	var cf ContentFormat
+	var cf message.MediaType
 	var err error
 	switch f.val.kind {
 	case vString:
-		cf, err = ParseContentFormat(f.val.str)
+		var ok bool
+		if cf, ok = message.ParseContentFormat(f.val.str); !ok {
+			err = fmt.Errorf("unknown content format %q (want text, json, cbor, senml+json, senml+cbor, octet-stream, ... or a number)", clip(f.val.str))
+		}
 	case vInt:
 		if f.val.i < 0 || f.val.i > 65535 {
 			err = fmt.Errorf("content format %d is outside 0-65535", f.val.i)
 		}
-		cf = ContentFormat(f.val.i)
+		cf = message.MediaType(f.val.i)
 	default:
 		x.typeErr(f, "a string or an integer")
 		return nil

@@ -12,5 +12,11 @@
 // the rest (last only; '#' in an MQTT filter). Rendering checks every
 // captured value so it cannot leave its segment (ErrEscape).
 //
+// The CoAP and key vocabulary is not written here: methods and
+// Content-Formats are coapside/message's Code and MediaType, coap URIs and
+// default ports coapside/uri's, key syntax, SPKI pins and the Secret type
+// package keys's. rules imports those pure leaves and nothing else of the
+// module (TestImportBoundary), never the CoAP stack, DTLS or MQTT.
+//
 // A loaded Set is immutable and safe for concurrent use.
 package rules

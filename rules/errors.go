@@ -40,6 +40,4 @@ var (
 	// ErrExpr reports an expression that failed at run time or produced a
 	// value of the wrong type.
 	ErrExpr = errors.New("rules: expression failed")
-	// ErrBadKey reports a malformed pre-shared key.
-	ErrBadKey = errors.New("rules: bad key")
 )

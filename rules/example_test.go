@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
@@ -31,9 +32,9 @@ url    = "coap://{device}/{resource...}"
 	}
 
 	// CoAP → MQTT: a device POSTs to /telemetry/greenhouse-1/temp.
-	route, caps, _ := set.MatchPath(rules.POST, []string{"telemetry", "greenhouse-1", "temp"}, nil)
+	route, caps, _ := set.MatchPath(message.POST, []string{"telemetry", "greenhouse-1", "temp"}, nil)
 	pub, _, _ := route.Ingress.Prepare(caps, rules.Message{
-		Payload: rules.Payload{Data: []byte("21.5"), Format: rules.TextPlain, HasFormat: true},
+		Payload: rules.Payload{Data: []byte("21.5"), Format: message.TextPlain, HasFormat: true},
 		Time:    time.Now(),
 	})
 	fmt.Println(pub.Topic, string(pub.Payload))

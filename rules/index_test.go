@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 func mustLoad(t testing.TB, src string) *Set {
@@ -52,35 +54,35 @@ topic = "a/{device}/{metric}"
 func TestMatchPath(t *testing.T) {
 	s := mustLoad(t, routeRules)
 	tests := []struct {
-		method Method
+		method message.Code
 		path   string
 		rule   string
 		caps   string
 		err    error
 	}{
-		{POST, "t/gh2/humidity", "generic", "device=gh2 metric=humidity", nil},
-		{POST, "t/gh2/temp", "temp", "device=gh2", nil},
-		{PUT, "t/gh1/temp", "exact", "", nil},
-		{GET, "t/gh1/temp", "read", "device=gh1 metric=temp", nil},
-		{POST, "fw/d1/a/b/c", "firmware", "device=d1 rest=a/b/c", nil},
-		{POST, "fw/d1", "", "", ErrNoRoute},
-		{POST, "", "root", "", nil},
-		{POST, "t/gh1", "", "", ErrNoRoute},
-		{POST, "t/gh1/temp/x", "", "", ErrNoRoute},
-		{DELETE, "t/gh1/temp", "", "", ErrMethodNotAllowed},
-		{GET, "fw/d1/x", "", "", ErrMethodNotAllowed},
+		{message.POST, "t/gh2/humidity", "generic", "device=gh2 metric=humidity", nil},
+		{message.POST, "t/gh2/temp", "temp", "device=gh2", nil},
+		{message.PUT, "t/gh1/temp", "exact", "", nil},
+		{message.GET, "t/gh1/temp", "read", "device=gh1 metric=temp", nil},
+		{message.POST, "fw/d1/a/b/c", "firmware", "device=d1 rest=a/b/c", nil},
+		{message.POST, "fw/d1", "", "", ErrNoRoute},
+		{message.POST, "", "root", "", nil},
+		{message.POST, "t/gh1", "", "", ErrNoRoute},
+		{message.POST, "t/gh1/temp/x", "", "", ErrNoRoute},
+		{message.DELETE, "t/gh1/temp", "", "", ErrMethodNotAllowed},
+		{message.GET, "fw/d1/x", "", "", ErrMethodNotAllowed},
 		// One segment "a/b" (Uri-Path a%2Fb) must not read as two.
-		{POST, "fw/d1/a%2Fb", "", "", ErrEscape},
-		{POST, "fw/d1/x/a%2Fb", "", "", ErrEscape},
-		{POST, "fw/d1/a+b", "", "", ErrEscape},
-		{POST, "fw/d1/%23", "", "", ErrEscape},
-		{POST, "fw/d1/x//y", "", "", ErrEscape},
-		{POST, "fw/d1/x/", "", "", ErrEscape},
-		{POST, "fw/d1/%00", "", "", ErrEscape},
-		{POST, "fw/d1/..", "", "", ErrEscape},
-		{POST, "t/a%2Fb/temp", "", "", ErrEscape},
-		{POST, "t/+/temp", "", "", ErrEscape},
-		{POST, "fw/+/x", "", "", ErrEscape},
+		{message.POST, "fw/d1/a%2Fb", "", "", ErrEscape},
+		{message.POST, "fw/d1/x/a%2Fb", "", "", ErrEscape},
+		{message.POST, "fw/d1/a+b", "", "", ErrEscape},
+		{message.POST, "fw/d1/%23", "", "", ErrEscape},
+		{message.POST, "fw/d1/x//y", "", "", ErrEscape},
+		{message.POST, "fw/d1/x/", "", "", ErrEscape},
+		{message.POST, "fw/d1/%00", "", "", ErrEscape},
+		{message.POST, "fw/d1/..", "", "", ErrEscape},
+		{message.POST, "t/a%2Fb/temp", "", "", ErrEscape},
+		{message.POST, "t/+/temp", "", "", ErrEscape},
+		{message.POST, "fw/+/x", "", "", ErrEscape},
 	}
 	for _, tc := range tests {
 		var segs []string
@@ -337,7 +339,7 @@ func uniquePaths(src string) string {
 
 func TestLargeSetLoads(t *testing.T) {
 	s := buildLarge(t, 2000)
-	r, caps, err := s.MatchPath(POST, []string{"site7", "r1907", "d", "temp"}, nil)
+	r, caps, err := s.MatchPath(message.POST, []string{"site7", "r1907", "d", "temp"}, nil)
 	if err != nil || r.Name() != "in1907" || capsString(caps) != "device=d metric=temp" {
 		t.Fatalf("match = %v %v %v", r, caps, err)
 	}
@@ -354,7 +356,7 @@ func BenchmarkMatchPath10k(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		_, caps, err := s.MatchPath(POST, segs, buf[:0])
+		_, caps, err := s.MatchPath(message.POST, segs, buf[:0])
 		if err != nil {
 			b.Fatal(err)
 		}

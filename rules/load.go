@@ -117,15 +117,9 @@ func (f *Files) Same(g *Files) bool {
 	return true
 }
 
-// readLimited reads a file of at most MaxFileSize bytes without reading more
-// than one byte past the limit.
-func readLimited(name string) ([]byte, error) {
-	data, _, err := readFile(name)
-	return data, err
-}
-
-// readFile is readLimited that also returns the file's modification time,
-// taken before reading.
+// readFile reads a file of at most MaxFileSize bytes without reading more
+// than one byte past the limit, and returns its modification time, taken
+// before reading.
 func readFile(name string) ([]byte, time.Time, error) {
 	f, err := os.Open(name)
 	if err != nil {
@@ -164,6 +158,12 @@ func parse(srcs []Source, d *diags) (*Set, error) {
 	for _, src := range srcs {
 		for _, e := range parseDocument(src.Name, src.Data, d) {
 			x := &dec{e: e, d: d, dir: src.Dir}
+			if Kind(e.section) == KindPSK {
+				// Keys in a rule file would be read and never used: the
+				// coaps listener takes its keys from the psk_file alone.
+				d.addf(e.pos, "[[psk]] is not a rule: pre-shared keys of the coaps listener go in the file that coap.dtls.psk_file names (a rule glob must not match that file)")
+				continue
+			}
 			x.checkKeys()
 			switch Kind(e.section) {
 			case KindDevice:
@@ -178,8 +178,6 @@ func parse(srcs []Source, d *diags) (*Set, error) {
 				s.Commands = append(s.Commands, x.command())
 			case KindResource:
 				s.Resources = append(s.Resources, x.resource())
-			case KindPSK:
-				s.PSKs = append(s.PSKs, x.psk())
 			}
 		}
 	}
@@ -188,34 +186,4 @@ func parse(srcs []Source, d *diags) (*Set, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// LoadPSKFile reads a key file holding only [[psk]] entries (the DTLS
-// server's psk_file).
-func LoadPSKFile(name string) ([]*PSK, error) {
-	data, err := readLimited(name)
-	if err != nil {
-		return nil, Errors{{File: name, Msg: err.Error()}}
-	}
-	return ParsePSKs(Source{Name: name, Data: data})
-}
-
-// ParsePSKs loads [[psk]] entries; any other section is an error.
-func ParsePSKs(src Source) ([]*PSK, error) {
-	var d diags
-	var out []*PSK
-	for _, e := range parseDocument(src.Name, src.Data, &d) {
-		if e.section != string(KindPSK) {
-			d.addf(e.pos, "a key file holds [[psk]] entries only, not [[%s]]", e.section)
-			continue
-		}
-		x := &dec{e: e, d: &d}
-		x.checkKeys()
-		out = append(out, x.psk())
-	}
-	checkPSKs(out, &d)
-	if err := d.err(); err != nil {
-		return nil, err
-	}
-	return out, nil
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/bad/*.err golden files")
@@ -19,9 +21,6 @@ func TestGoodFilesLoad(t *testing.T) {
 	}
 	if got := len(s.Devices); got != 3 {
 		t.Errorf("devices = %d, want 3", got)
-	}
-	if got := len(s.PSKs); got != 3 {
-		t.Errorf("psks = %d, want 3", got)
 	}
 	d, ok := s.Device("meter-2")
 	if !ok {
@@ -62,11 +61,11 @@ func TestDesignExample(t *testing.T) {
 		t.Fatalf("rule counts: %d %d %d %d %d", len(s.Ingress), len(s.Observe), len(s.Poll), len(s.Commands), len(s.Resources))
 	}
 	in := s.Ingress[0]
-	if in.Pos.Line != 7 || in.QoS != 1 || len(in.Methods) != 2 || in.Methods[0] != POST {
+	if in.Pos.Line != 7 || in.QoS != 1 || len(in.Methods) != 2 || in.Methods[0] != message.POST {
 		t.Errorf("ingress = %+v", in)
 	}
 	c := s.Commands[0]
-	if c.Timeout.String() != "10s" || c.Method != PUT || c.Filter.Filter() != "cmd/+/#" {
+	if c.Timeout.String() != "10s" || c.Method != message.PUT || c.Filter.Filter() != "cmd/+/#" {
 		t.Errorf("command = %+v", c)
 	}
 	if got := len(s.Watches()); got != 3 {

@@ -3,6 +3,9 @@ package rules
 import (
 	"fmt"
 	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // Kind names a section of a rule file.
@@ -16,7 +19,10 @@ const (
 	KindPoll     Kind = "poll"
 	KindCommand  Kind = "command"
 	KindResource Kind = "resource"
-	KindPSK      Kind = "psk"
+	// KindPSK is not a rule: pre-shared keys of the coaps listener are in
+	// the psk_file (keys.ParsePSKFile), and a [[psk]] in a rule file is an
+	// error that says so.
+	KindPSK Kind = "psk"
 )
 
 // Hash identifies the content of a rule as written: two rules with equal
@@ -51,16 +57,24 @@ type Device struct {
 	Secure bool
 	// Host is host:port, with the default port (5683, or 5684 for coaps)
 	// filled in (RFC 7252 §6.1, §6.2).
-	Host        string
+	Host string
+	// Options are the Uri-Host and Uri-Port options a request to the
+	// device carries (RFC 7252 §6.4), from url.
+	Options message.Options
+	// PSKIdentity and PSK, or CertFile and KeyFile with CAFile and/or Pins,
+	// are the device's DTLS trust (coaps only): the bridge builds its
+	// credentials from them with dtls.LoadCredentials.
 	PSKIdentity string
-	PSK         Secret
+	PSK         keys.Secret
 	// CertFile, KeyFile and CAFile are resolved against the rule file's
 	// directory.
 	CertFile string
 	KeyFile  string
 	CAFile   string
-	Pos      Pos
-	hash     Hash
+	// Pins accept the device's certificate by its public key.
+	Pins []keys.Pin
+	Pos  Pos
+	hash Hash
 }
 
 // Output is what every CoAP → MQTT rule shares: where and how to publish.
@@ -82,7 +96,7 @@ type Output struct {
 type Ingress struct {
 	Name    string
 	Path    Pattern
-	Methods []Method
+	Methods []message.Code
 	// Identity, when set, is the capture whose value must equal the
 	// authenticated DTLS identity ("identity = \"{device}\"").
 	Identity string
@@ -132,7 +146,7 @@ const DefaultCommandTimeout = 30 * time.Second
 type Command struct {
 	Name   string
 	Filter Pattern
-	Method Method
+	Method message.Code
 	URL    URLTemplate
 	// ResponseTopic, when set, receives the device's response.
 	ResponseTopic Pattern
@@ -141,7 +155,7 @@ type Command struct {
 	QoS byte
 	// ContentFormat, when set, is sent with the request; CBOR converts the
 	// MQTT JSON payload to CBOR (see JSONToCBOR).
-	ContentFormat *ContentFormat
+	ContentFormat *message.MediaType
 	Pos           Pos
 	hash          Hash
 }
@@ -156,7 +170,7 @@ type Resource struct {
 	// Identity is as for Ingress.
 	Identity string
 	// ContentFormat, when set, is announced to CoAP clients.
-	ContentFormat *ContentFormat
+	ContentFormat *message.MediaType
 	// ResourceTypes and Interfaces are the rt and if attributes of the
 	// rule's paths on /.well-known/core (RFC 6690 §3.1, §3.2).
 	ResourceTypes []string
@@ -190,7 +204,7 @@ func (r *Resource) CheckIdentity(caps Captures, identity string) error {
 }
 
 // Allows reports whether the ingress rule accepts the method.
-func (r *Ingress) Allows(m Method) bool {
+func (r *Ingress) Allows(m message.Code) bool {
 	for _, x := range r.Methods {
 		if x == m {
 			return true

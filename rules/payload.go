@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 // Limits on decoded CBOR, so a small hostile payload cannot expand into a
@@ -51,7 +53,7 @@ type Payload struct {
 	Data []byte
 	// Format is meaningful only when HasFormat is true (RFC 7252 §5.10.3:
 	// the option may be absent).
-	Format    ContentFormat
+	Format    message.MediaType
 	HasFormat bool
 }
 
@@ -69,13 +71,13 @@ type Payload struct {
 // Anything else fails with ErrContentFormat, and bytes that do not parse as
 // their format fail with ErrConvert.
 func ToJSON(p Payload, now time.Time) ([]byte, error) {
-	if (p.HasFormat && p.Format == JSON) || (!p.HasFormat && json.Valid(p.Data)) {
+	if (p.HasFormat && p.Format == message.AppJSON) || (!p.HasFormat && json.Valid(p.Data)) {
 		if !json.Valid(p.Data) {
 			return nil, fmt.Errorf("%w: invalid JSON", ErrConvert)
 		}
 		return p.Data, nil
 	}
-	if !p.HasFormat || p.Format == TextPlain {
+	if !p.HasFormat || p.Format == message.TextPlain {
 		return textToJSON(p.Data)
 	}
 	v, err := Decode(p, now)
@@ -100,15 +102,15 @@ func Decode(p Payload, now time.Time) (any, error) {
 		return decodeText(p.Data)
 	}
 	switch p.Format {
-	case JSON:
+	case message.AppJSON:
 		return decodeJSON(p.Data)
-	case CBOR:
+	case message.AppCBOR:
 		var v any
 		if err := cborDec.Unmarshal(p.Data, &v); err != nil {
 			return nil, fmt.Errorf("%w: cbor: %v", ErrConvert, err)
 		}
 		return cborToJSON(v, 0)
-	case SenMLJSON, SenMLCBOR:
+	case message.AppSenMLJSON, message.AppSenMLCBOR:
 		recs, err := ResolveSenML(p, now)
 		if err != nil {
 			return nil, err
@@ -118,15 +120,15 @@ func Decode(p Payload, now time.Time) (any, error) {
 			out[i] = r.toMap()
 		}
 		return out, nil
-	case TextPlain:
+	case message.TextPlain:
 		return decodeText(p.Data)
-	case LinkFormat, XML:
+	case message.AppLinkFormat, message.AppXML:
 		if !utf8.Valid(p.Data) {
-			return nil, fmt.Errorf("%w: %s payload is not UTF-8", ErrConvert, p.Format)
+			return nil, fmt.Errorf("%w: %s payload is not UTF-8", ErrConvert, p.Format.ShortName())
 		}
 		return string(p.Data), nil
 	}
-	return nil, fmt.Errorf("%w: %s", ErrContentFormat, p.Format)
+	return nil, fmt.Errorf("%w: %s", ErrContentFormat, p.Format.ShortName())
 }
 
 func decodeJSON(b []byte) (any, error) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 func TestPrepare(t *testing.T) {
@@ -44,7 +46,7 @@ where = "payload.on"
 		byName[r.Name] = r
 	}
 	jsonMsg := func(b string) Message {
-		return Message{Payload: Payload{Data: []byte(b), Format: JSON, HasFormat: true}, Path: "/x", Device: "gh1", Identity: "id-1", Time: testNow}
+		return Message{Payload: Payload{Data: []byte(b), Format: message.AppJSON, HasFormat: true}, Path: "/x", Device: "gh1", Identity: "id-1", Time: testNow}
 	}
 	tests := []struct {
 		rule    string
@@ -57,8 +59,8 @@ where = "payload.on"
 	}{
 		{"plain", Captures{{"device", "gh1"}, {"metric", "temp"}}, Message{Payload: Payload{Data: []byte{1, 2}}}, "p/gh1/temp", "\x01\x02", true, nil},
 		{"plain", Captures{{"device", "gh1/x"}, {"metric", "temp"}}, Message{}, "", "", false, ErrEscape},
-		{"json", Captures{{"device", "gh1"}}, Message{Payload: Payload{Data: []byte("21.5"), Format: TextPlain, HasFormat: true}}, "j/gh1", "21.5", true, nil},
-		{"json", Captures{{"device", "gh1"}}, Message{Payload: Payload{Data: []byte{0xff}, Format: CBOR, HasFormat: true}}, "", "", false, ErrConvert},
+		{"json", Captures{{"device", "gh1"}}, Message{Payload: Payload{Data: []byte("21.5"), Format: message.TextPlain, HasFormat: true}}, "j/gh1", "21.5", true, nil},
+		{"json", Captures{{"device", "gh1"}}, Message{Payload: Payload{Data: []byte{0xff}, Format: message.AppCBOR, HasFormat: true}}, "", "", false, ErrConvert},
 		{"filtered", Captures{{"device", "gh1"}}, jsonMsg(`{"temp": 25}`), "f/gh1", `{"temp": 25}`, true, nil},
 		{"filtered", Captures{{"device", "gh1"}}, jsonMsg(`{"temp": 15}`), "", "", false, nil},
 		{"filtered", Captures{{"device", "blocked"}}, jsonMsg(`{"temp": 25}`), "", "", false, nil},

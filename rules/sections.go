@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // MinPollInterval is the shortest poll interval a rule may set, so a typo
@@ -55,48 +58,50 @@ func (x *dec) device() *Device {
 	r.Name = name
 	if u, line, ok := x.str("url", true); ok {
 		r.URL = u
-		var err error
-		if r.Secure, r.Host, err = parseDeviceURL(u); err != nil {
+		a, err := parseDeviceURL(u)
+		if err != nil {
 			x.d.addf(x.pos(line), "key \"url\": %v", err)
 			return r
 		}
+		r.Secure, r.Host, r.Options = a.Secure, a.Addr(), a.Options()
 	}
 	r.PSKIdentity, _, _ = x.str("psk_identity", false)
 	if k, line, ok := x.str("psk", false); ok {
-		sec, err := ParseKey(k)
+		sec, err := keys.ParseKey(k)
 		if err != nil {
-			x.d.addf(x.pos(line), "key \"psk\": %s", strings.TrimPrefix(err.Error(), "rules: "))
+			x.d.addf(x.pos(line), "key \"psk\": %s", strings.TrimPrefix(err.Error(), "keys: "))
 		}
 		r.PSK = sec
 	}
 	r.CertFile, r.KeyFile, r.CAFile = x.file("cert_file"), x.file("key_file"), x.file("ca_file")
-	psk := x.e.byKey["psk_identity"] != nil || x.e.byKey["psk"] != nil
-	cert := x.e.byKey["cert_file"] != nil || x.e.byKey["key_file"] != nil || x.e.byKey["ca_file"] != nil
+	if ps, line, ok := x.strs("pins", false); ok {
+		for _, s := range ps {
+			pin, err := keys.ParsePin(s)
+			if err != nil {
+				x.d.addf(x.pos(line), "key \"pins\": %q: %s", clip(s), strings.TrimPrefix(err.Error(), "keys: "))
+				continue
+			}
+			r.Pins = append(r.Pins, pin)
+		}
+	}
+	has := func(k string) bool { return x.e.byKey[k] != nil }
+	psk := has("psk_identity") || has("psk")
+	cert := has("cert_file") || has("key_file") || has("ca_file") || has("pins")
 	switch {
 	case r.URL == "" || r.Host == "":
 	case !r.Secure && (psk || cert):
 		x.d.addf(x.e.pos, "%s: credentials need a coaps:// url", x.what())
 	case psk && cert:
 		x.d.addf(x.e.pos, "%s: set either psk_identity and psk or cert_file and key_file, not both", x.what())
-	case psk && (x.e.byKey["psk_identity"] == nil || x.e.byKey["psk"] == nil):
+	case psk && (!has("psk_identity") || !has("psk")):
 		x.d.addf(x.e.pos, "%s: psk_identity and psk go together", x.what())
-	case cert && (x.e.byKey["cert_file"] == nil || x.e.byKey["key_file"] == nil):
+	case cert && (!has("cert_file") || !has("key_file")):
 		x.d.addf(x.e.pos, "%s: cert_file and key_file go together", x.what())
+	case cert && !has("ca_file") && !has("pins"):
+		// Without them no certificate of the device could be trusted.
+		x.d.addf(x.e.pos, "%s: cert_file and key_file need ca_file or pins to verify the device's certificate", x.what())
 	case r.Secure && !psk && !cert:
 		x.d.addf(x.e.pos, "%s: a coaps:// device needs psk_identity and psk, or cert_file and key_file", x.what())
-	}
-	return r
-}
-
-func (x *dec) psk() *PSK {
-	r := &PSK{Pos: x.e.pos}
-	r.Identity, _, _ = x.str("identity", true)
-	if k, line, ok := x.str("key", true); ok {
-		sec, err := ParseKey(k)
-		if err != nil {
-			x.d.addf(x.pos(line), "key \"key\": %s", strings.TrimPrefix(err.Error(), "rules: "))
-		}
-		r.Key = sec
 	}
 	return r
 }
@@ -163,15 +168,15 @@ func (x *dec) ingress() *Ingress {
 	r := &Ingress{Pos: x.e.pos, hash: x.hash()}
 	r.Name, _, _ = x.str("name", true)
 	r.Path, _ = x.pattern("path", PathSyntax, true)
-	r.Methods = []Method{POST, PUT}
+	r.Methods = []message.Code{message.POST, message.PUT}
 	if ms, line, ok := x.strs("methods", false); ok {
 		r.Methods = r.Methods[:0]
 		for _, s := range ms {
-			m, err := ParseMethod(s)
+			m, err := parseMethod(s)
 			switch {
 			case err != nil:
 				x.d.addf(x.pos(line), "key \"methods\": %v", err)
-			case m == GET || m == FETCH || m == DELETE:
+			case m == message.GET || m == message.FETCH || m == message.DELETE:
 				x.d.addf(x.pos(line), "key \"methods\": ingress takes POST, PUT, PATCH or iPATCH; serve %s with [[resource]] or [[command]]", m)
 			default:
 				r.Methods = append(r.Methods, m)
@@ -247,7 +252,7 @@ func (x *dec) command() *Command {
 	r.Name, _, _ = x.str("name", true)
 	r.Filter = x.topic("filter", true, true)
 	if s, line, ok := x.str("method", true); ok {
-		m, err := ParseMethod(s)
+		m, err := parseMethod(s)
 		if err != nil {
 			x.d.addf(x.pos(line), "key \"method\": %v", err)
 		}
@@ -314,6 +319,14 @@ const (
 	sharePrefix = "$share"
 	sysPrefix   = "$SYS"
 )
+
+// parseMethod reads a method name as message.ParseMethod does (any case).
+func parseMethod(s string) (message.Code, error) {
+	if m, ok := message.ParseMethod(s); ok {
+		return m, nil
+	}
+	return 0, fmt.Errorf("unknown method %q (want GET, POST, PUT, DELETE, FETCH, PATCH or iPATCH)", clip(s))
+}
 
 // ruleName returns the name used in cross-rule messages.
 func ruleName(kind Kind, name string) string { return fmt.Sprintf("[[%s]] %q", kind, name) }

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 // SenML labels by CBOR label number (RFC 8428 §6, Table 6).
@@ -76,13 +78,13 @@ func (r SenMLRecord) toMap() map[string]any {
 func ResolveSenML(p Payload, now time.Time) ([]SenMLRecord, error) {
 	var raw []map[string]any
 	switch p.Format {
-	case SenMLJSON:
+	case message.AppSenMLJSON:
 		var pack []map[string]any
 		if err := json.Unmarshal(p.Data, &pack); err != nil {
 			return nil, fmt.Errorf("%w: senml+json: %v", ErrConvert, err)
 		}
 		raw = pack
-	case SenMLCBOR:
+	case message.AppSenMLCBOR:
 		var pack []map[any]any
 		if err := cborDec.Unmarshal(p.Data, &pack); err != nil {
 			return nil, fmt.Errorf("%w: senml+cbor: %v", ErrConvert, err)
@@ -113,9 +115,9 @@ func ResolveSenML(p Payload, now time.Time) ([]SenMLRecord, error) {
 			raw[i] = m
 		}
 	default:
-		return nil, fmt.Errorf("%w: %s is not SenML", ErrContentFormat, p.Format)
+		return nil, fmt.Errorf("%w: %s is not SenML", ErrContentFormat, p.Format.ShortName())
 	}
-	return resolve(raw, p.Format == SenMLCBOR, now)
+	return resolve(raw, p.Format == message.AppSenMLCBOR, now)
 }
 
 // senmlBase carries base fields from record to record (RFC 8428 §4.1).

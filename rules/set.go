@@ -2,8 +2,11 @@ package rules
 
 import (
 	"fmt"
-	"net"
+	"slices"
 	"strings"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
 )
 
 // Set is a loaded, validated and indexed rule set. It is immutable after
@@ -15,7 +18,6 @@ type Set struct {
 	Poll      []*Poll
 	Commands  []*Command
 	Resources []*Resource
-	PSKs      []*PSK
 
 	devices  map[string]*Device
 	routes   *Index[*Route]
@@ -47,18 +49,18 @@ func (r *Route) Path() Pattern {
 
 // Allows reports whether the route takes the method: an ingress its
 // methods, a resource GET and FETCH (RFC 8132 §2).
-func (r *Route) Allows(m Method) bool {
+func (r *Route) Allows(m message.Code) bool {
 	if r.Ingress != nil {
 		return r.Ingress.Allows(m)
 	}
-	return m == GET || m == FETCH
+	return m == message.GET || m == message.FETCH
 }
 
-func (r *Route) methods() []Method {
+func (r *Route) methods() []message.Code {
 	if r.Ingress != nil {
 		return r.Ingress.Methods
 	}
-	return []Method{GET, FETCH}
+	return []message.Code{message.GET, message.FETCH}
 }
 
 func (r *Route) describe() string {
@@ -86,7 +88,7 @@ func (s *Set) Device(name string) (*Device, bool) {
 // (4.04), ErrMethodNotAllowed (4.05) or, for a segment bound to a capture
 // that cannot stand as one topic level (see CheckSegment), ErrEscape
 // (4.00). Captures are appended to dst.
-func (s *Set) MatchPath(m Method, segs []string, dst Captures) (*Route, Captures, error) {
+func (s *Set) MatchPath(m message.Code, segs []string, dst Captures) (*Route, Captures, error) {
 	r, caps, ok, matched := s.routes.Match(segs, func(r *Route) bool { return r.Allows(m) }, dst)
 	switch {
 	case ok:
@@ -108,9 +110,11 @@ func (s *Set) MatchCommand(topic string, dst Captures) (*Command, Captures, bool
 	return s.commands.MatchTopic(topic, nil, dst)
 }
 
-// Target renders a command's URL. A host capture must name a registered
-// device (ErrUnknownDevice): an MQTT publisher can pick among devices, never
-// an arbitrary address. A device's own url decides scheme and address.
+// Target renders a command's destination: its address and request options.
+// A host capture must name a registered device (ErrUnknownDevice): an MQTT
+// publisher can pick among devices, never an arbitrary address. A device's
+// own url decides scheme and address. A path segment longer than a CoAP
+// option allows fails with uri.ErrInvalidURL.
 func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 	u := c.URL
 	path, err := u.path.RenderSegments(caps)
@@ -132,17 +136,15 @@ func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 		}
 		name = v
 	}
+	var host message.Options
 	if d, ok := s.devices[name]; ok {
-		t.Device, t.Secure, t.Host = d, d.Secure, d.Host
-		return t, nil
+		t.Device, t.Secure, t.Host, host = d, d.Secure, d.Host, d.Options
+	} else {
+		t.Host, host = u.authority.Addr(), u.authority.Options()
 	}
-	t.Host = u.host
-	if _, _, err := net.SplitHostPort(u.host); err != nil {
-		port := defaultPort
-		if u.secure {
-			port = defaultSecurePort
-		}
-		t.Host = net.JoinHostPort(strings.Trim(u.host, "[]"), port)
+	// A copy: the device's options are shared by every command to it.
+	if t.Options, err = uri.AppendPath(slices.Clone(host), path); err != nil {
+		return Target{}, err
 	}
 	return t, nil
 }

@@ -3,23 +3,19 @@ package rules
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
-)
 
-// Default CoAP ports (RFC 7252 §6.1, §6.2).
-const (
-	defaultPort       = "5683"
-	defaultSecurePort = "5684"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
 )
 
 // parseDeviceURL checks a device address: coap:// or coaps://, a host, an
-// optional port, nothing else. It returns host:port with the default port
-// filled in.
-func parseDeviceURL(s string) (secure bool, hostport string, err error) {
+// optional port, nothing else. The scheme, its default port and the host
+// and port rules are the uri package's.
+func parseDeviceURL(s string) (uri.Authority, error) {
 	if !strings.Contains(s, "://") {
-		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
+		return uri.Authority{}, fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
 	}
 	u, err := url.Parse(s)
 	if err != nil {
@@ -27,31 +23,26 @@ func parseDeviceURL(s string) (secure bool, hostport string, err error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return false, "", fmt.Errorf("bad url %q: %v", clip(s), err)
+		return uri.Authority{}, fmt.Errorf("bad url %q: %v", clip(s), err)
 	}
-	switch u.Scheme {
-	case "coap":
-	case "coaps":
-		secure = true
-	case "":
-		return false, "", fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
-	default:
-		return false, "", fmt.Errorf("bad url %q: scheme %q is not coap or coaps", clip(s), clip(u.Scheme))
+	secure, ok := uri.Scheme(u.Scheme)
+	switch {
+	case u.Scheme == "":
+		return uri.Authority{}, fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
+	case !ok:
+		return uri.Authority{}, fmt.Errorf("bad url %q: scheme %q is not coap or coaps", clip(s), clip(u.Scheme))
 	}
 	if u.Opaque != "" || u.Hostname() == "" {
-		return false, "", fmt.Errorf("bad url %q: missing host", clip(s))
+		return uri.Authority{}, fmt.Errorf("bad url %q: missing host", clip(s))
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return false, "", fmt.Errorf("bad url %q: a device url is scheme://host[:port] only", clip(s))
+		return uri.Authority{}, fmt.Errorf("bad url %q: a device url is scheme://host[:port] only", clip(s))
 	}
-	port := u.Port()
-	if port == "" {
-		port = defaultPort
-		if secure {
-			port = defaultSecurePort
-		}
+	a, err := uri.ParseAuthority(secure, u.Host)
+	if err != nil {
+		return uri.Authority{}, fmt.Errorf("bad url %q: %s", clip(s), strings.TrimPrefix(err.Error(), uri.ErrInvalidURL.Error()+": "))
 	}
-	return secure, net.JoinHostPort(u.Hostname(), port), nil
+	return a, nil
 }
 
 // URLTemplate is a command's target: "coap://{device}/{resource...}". The host
@@ -62,8 +53,11 @@ type URLTemplate struct {
 	secure bool
 	// hostCapture is the capture naming the device, or "".
 	hostCapture string
-	host        string
-	path        Pattern
+	// host is a literal host as written: a device name or host[:port],
+	// whose address and options are authority.
+	host      string
+	authority uri.Authority
+	path      Pattern
 }
 
 // ParseURLTemplate parses a command URL template.
@@ -73,11 +67,7 @@ func ParseURLTemplate(s string) (URLTemplate, error) {
 	if !ok {
 		return t, fmt.Errorf("bad url %q: missing scheme coap:// or coaps://", clip(s))
 	}
-	switch scheme {
-	case "coap":
-	case "coaps":
-		t.secure = true
-	default:
+	if t.secure, ok = uri.Scheme(scheme); !ok {
 		return t, fmt.Errorf("bad url %q: scheme %q is not coap or coaps", clip(s), clip(scheme))
 	}
 	if strings.ContainsAny(rest, "?#") {
@@ -97,11 +87,11 @@ func ParseURLTemplate(s string) (URLTemplate, error) {
 		}
 		t.hostCapture = name
 	default:
-		u, err := url.Parse(scheme + "://" + authority)
-		if err != nil || u.Hostname() == "" || u.User != nil {
+		a, err := uri.ParseAuthority(t.secure, authority)
+		if err != nil {
 			return t, fmt.Errorf("bad url %q: bad host %q", clip(s), clip(authority))
 		}
-		t.host = authority
+		t.host, t.authority = authority, a
 	}
 	p, err := ParsePath(path)
 	if err != nil {
@@ -134,7 +124,9 @@ func (t URLTemplate) captures() []Segment {
 	return out
 }
 
-// Target is a rendered command destination.
+// Target is a command's destination, built once per command: the address
+// to send to and the request options naming the resource, ready to go on
+// the wire without a URL round trip.
 type Target struct {
 	// Device is the registry entry when the host names a device; its
 	// address, scheme and credentials apply.
@@ -145,4 +137,22 @@ type Target struct {
 	Host string
 	// Path holds the Uri-Path option values (RFC 7252 §6.4).
 	Path []string
+	// Options are the request's Uri-Host, Uri-Port and Uri-Path options
+	// (RFC 7252 §6.4).
+	Options message.Options
+}
+
+// URL returns the target as a coap:// or coaps:// URL, for results and
+// logs; each path segment is percent-encoded.
+func (t Target) URL() *url.URL {
+	escaped := make([]string, len(t.Path))
+	for i, p := range t.Path {
+		escaped[i] = url.PathEscape(p)
+	}
+	return &url.URL{
+		Scheme:  uri.SchemeName(t.Secure),
+		Host:    t.Host,
+		Path:    "/" + strings.Join(t.Path, "/"),
+		RawPath: "/" + strings.Join(escaped, "/"),
+	}
 }

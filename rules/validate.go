@@ -4,13 +4,14 @@ import (
 	"net"
 	"sort"
 	"strings"
+
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 // validate runs the checks that span rules and files, then builds the
 // indexes.
 func validate(s *Set, d *diags) {
 	checkNames(s, d)
-	checkPSKs(s.PSKs, d)
 	checkDevices(s, d)
 	checkCaptures(s, d)
 	checkWatches(s, d)
@@ -67,20 +68,6 @@ func checkNames(s *Set, d *diags) {
 			continue
 		}
 		s.devices[dev.Name] = dev
-	}
-}
-
-func checkPSKs(list []*PSK, d *diags) {
-	first := map[string]*PSK{}
-	for _, p := range list {
-		if p.Identity == "" {
-			continue
-		}
-		if q, dup := first[p.Identity]; dup {
-			d.addf(p.Pos, "duplicate psk identity %q: also at %s", p.Identity, q.Pos)
-			continue
-		}
-		first[p.Identity] = p
 	}
 }
 
@@ -220,7 +207,7 @@ func checkWatches(s *Set, d *diags) {
 	}
 }
 
-func intersects(a, b []Method) bool {
+func intersects(a, b []message.Code) bool {
 	for _, x := range a {
 		for _, y := range b {
 			if x == y {

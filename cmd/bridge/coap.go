@@ -42,6 +42,7 @@ type coapFlags struct {
 	cert          string
 	key           string
 	ca            string
+	pins          []string
 	verbose       bool
 	raw           bool
 	count         int
@@ -63,14 +64,14 @@ func newCoapCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Send CoAP requests to a device (debugging client)",
 		Long: `A CoAP client for poking devices: coap:// over UDP, coaps:// over DTLS with
 a pre-shared key (--psk-identity, --psk-key) or certificates (--cert, --key,
---ca). The response payload goes to stdout, made readable by its
+--ca, --pin). The response payload goes to stdout, made readable by its
 Content-Format: JSON pretty-printed, CBOR and SenML decoded to JSON, binary
 as a hex dump (--raw prints the bytes as they are). -v shows the request and
 response messages (type, code, message ID, token, options) on stderr.
 
 Content formats (-t, --accept) are given by number, by a registered name
 such as application/json, or by one of these short names:
-` + wrapWords(strings.Join(contentFormatList(), ", "), 76, "  ") + `
+` + wrapWords(strings.Join(message.ContentFormatNames(), ", "), 76, "  ") + `
 
 Keys (--psk-key): hex:00112233..., base64:ABEiMw==, or a plain string.
 
@@ -102,6 +103,7 @@ Keys (--psk-key): hex:00112233..., base64:ABEiMw==, or a plain string.
 	pf.StringVar(&f.cert, "cert", "", "client certificate PEM file (coaps://)")
 	pf.StringVar(&f.key, "key", "", "client private key PEM file (coaps://)")
 	pf.StringVar(&f.ca, "ca", "", "CA certificates PEM file to verify the server (coaps://)")
+	pf.StringArrayVar(&f.pins, "pin", nil, `accept the server's certificate by its key: "sha256:<hex of the SPKI digest>" (coaps://; repeatable)`)
 	pf.BoolVarP(&f.verbose, "verbose", "v", false, "show request and response messages on stderr")
 	pf.BoolVar(&f.raw, "raw", false, "print payloads as raw bytes, without decoding")
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 func TestCoapDTLSCertificates(t *testing.T) {
@@ -29,6 +30,11 @@ func TestCoapDTLSCertificates(t *testing.T) {
 	}
 	startTestDevice(t, sc)
 	url := "coaps://" + sc.LocalAddr().String() + "/text"
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := keys.PinOf(leaf).String()
 
 	tests := []struct {
 		name   string
@@ -40,6 +46,9 @@ func TestCoapDTLSCertificates(t *testing.T) {
 		{name: "untrusted server", args: []string{"--timeout", "2s", "--cert", cliCert, "--key", cliKey, "--ca", otherFile}, code: exitTransport, stderr: "DTLS handshake"},
 		{name: "no client certificate", args: []string{"--timeout", "2s", "--ca", caFile}, code: exitTransport, stderr: "DTLS handshake"},
 		{name: "cert without key", args: []string{"--cert", cliCert, "--ca", caFile}, code: exitUsage, stderr: "go together"},
+		{name: "server pinned", args: []string{"--cert", cliCert, "--key", cliKey, "--pin", pin}},
+		{name: "wrong pin", args: []string{"--timeout", "2s", "--cert", cliCert, "--key", cliKey, "--pin", keys.PinOf(other.Cert).String()}, code: exitTransport, stderr: "DTLS handshake"},
+		{name: "bad pin", args: []string{"--cert", cliCert, "--key", cliKey, "--pin", "sha256:00"}, code: exitUsage, stderr: "bad pin"},
 		{name: "missing ca file", args: []string{"--cert", cliCert, "--key", cliKey, "--ca", filepath.Join(dir, "nope.pem")}, code: exitUsage, stderr: "nope.pem"},
 	}
 	for _, tc := range tests {

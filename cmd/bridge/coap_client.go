@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -16,15 +17,23 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // errUsage marks errors that are the caller's fault (exit code 2).
 var errUsage = errors.New("usage")
 
-// coapSession is a client for one command run.
+// coapSession is a client for one command run, with the URL parsed once.
 type coapSession struct {
 	client *coapside.Client
 	flags  *coapFlags
+	url    *url.URL
+	// opts are the URL's Uri-* options (RFC 7252 §6.4).
+	opts message.Options
+	// peer is the server's address, resolved once for coaps (the DTLS
+	// session is with that address); nil for coap, where Do resolves.
+	peer net.Addr
 }
 
 // newCoapSession validates the URL and flags and opens a client: plain UDP
@@ -34,7 +43,7 @@ type coapSession struct {
 // key or an untrusted certificate is reported as such rather than as a
 // request that timed out.
 func newCoapSession(ctx context.Context, f *coapFlags, rawURL string) (*coapSession, error) {
-	u, _, err := coapside.ParseURL(rawURL)
+	u, uopts, err := uri.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -51,27 +60,21 @@ func newCoapSession(ctx context.Context, f *coapFlags, rawURL string) (*coapSess
 			return nil, fmt.Errorf("%w: --accept: %w", errUsage, err)
 		}
 	}
-	secure := f.pskIdentity != "" || f.pskKey != "" || f.cert != "" || f.key != "" || f.ca != ""
+	secure := f.pskIdentity != "" || f.pskKey != "" || f.cert != "" || f.key != "" || f.ca != "" || len(f.pins) > 0
 	opts := coapside.ClientOptions{Timeout: f.timeout}
+	var conn *dtls.ClientConn
 	switch {
 	case u.Scheme == "coaps":
-		creds, err := dtls.LoadCredentials(dtls.DeviceFiles{
-			PSKIdentity: f.pskIdentity, PSK: f.pskKey,
-			CertFile: f.cert, KeyFile: f.key, CAFile: f.ca,
-		})
+		creds, err := coapsCredentials(f)
 		if err != nil {
 			return nil, fmt.Errorf("%w: coaps credentials: %w", errUsage, err)
 		}
-		conn, err := dtls.NewClientConn("", dtls.ClientConfig{
+		conn, err = dtls.NewClientConn("", dtls.ClientConfig{
 			Credentials: creds,
 			Limits:      dtls.Limits{HandshakeTimeout: f.timeout},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errUsage, err)
-		}
-		if err := handshake(ctx, conn, u, f.timeout); err != nil {
-			_ = conn.Close()
-			return nil, err
 		}
 		opts.Conn = conn
 	case secure:
@@ -84,24 +87,65 @@ func newCoapSession(ctx context.Context, f *coapFlags, rawURL string) (*coapSess
 		}
 		return nil, err
 	}
-	return &coapSession{client: c, flags: f}, nil
+	s := &coapSession{client: c, flags: f, url: u, opts: uopts}
+	if conn != nil {
+		if s.peer, err = handshake(ctx, c, conn, u, f.timeout); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
-// handshake establishes the DTLS session with the URL's server.
-func handshake(ctx context.Context, conn *dtls.ClientConn, u *url.URL, timeout time.Duration) error {
-	addr, err := net.ResolveUDPAddr("udp", coapside.URLAddr(u))
-	if err != nil {
-		return fmt.Errorf("resolve %s: %w", u.Host, err)
+// coapsCredentials builds the DTLS credentials of the flags with the
+// builder the bridge uses for its devices.
+func coapsCredentials(f *coapFlags) (dtls.Credentials, error) {
+	d := dtls.DeviceFiles{PSKIdentity: f.pskIdentity, CertFile: f.cert, KeyFile: f.key, CAFile: f.ca}
+	if f.pskKey != "" {
+		k, err := keys.ParseKey(f.pskKey)
+		if err != nil {
+			return dtls.Credentials{}, err
+		}
+		d.PSK = k
 	}
+	for _, s := range f.pins {
+		p, err := keys.ParsePin(s)
+		if err != nil {
+			return dtls.Credentials{}, err
+		}
+		d.Pins = append(d.Pins, p)
+	}
+	return dtls.LoadCredentials(d)
+}
+
+// handshake resolves the URL's server, as the client does for requests,
+// and establishes the DTLS session with it; it returns the address.
+func handshake(ctx context.Context, c *coapside.Client, conn *dtls.ClientConn, u *url.URL, timeout time.Duration) (net.Addr, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := conn.Handshake(ctx, addr); err != nil {
-		return fmt.Errorf("DTLS handshake with %s: %w", addr, err)
+	addr, err := c.Resolve(ctx, &coapside.Request{URL: u})
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", u.Host, err)
 	}
-	return nil
+	if err := conn.Handshake(ctx, addr); err != nil {
+		return nil, fmt.Errorf("DTLS handshake with %s: %w", addr, err)
+	}
+	return addr, nil
+}
+
+// request builds a request for the session's URL.
+func (s *coapSession) request(method message.Code, payload []byte) *coapside.Request {
+	return &coapside.Request{
+		Method:  method,
+		Type:    message.Confirmable,
+		Options: slices.Clone(s.opts),
+		Payload: payload,
+		URL:     s.url,
+		Peer:    s.peer,
+	}
 }
 
 // requestOptions turns --non and --accept into request options.
@@ -154,10 +198,7 @@ func runCoapRequest(ctx context.Context, f *coapFlags, method message.Code, rawU
 	}
 	defer s.client.Close()
 
-	req, err := coapside.NewRequest(method, rawURL, payload)
-	if err != nil {
-		return exitCode(stderr, fmt.Errorf("%w: %w", errUsage, err))
-	}
+	req := s.request(method, payload)
 	if f.non {
 		req.Type = message.NonConfirmable // RFC 7252 §2.2
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -16,60 +15,14 @@ import (
 	"github.com/coap-mqtt/bridge/rules"
 )
 
-// contentFormatNames are the short names accepted by -t and --accept, beside
-// the registered names ("application/json") and plain numbers that
-// message.ParseMediaType understands (RFC 7252 §12.3).
-var contentFormatNames = map[string]message.MediaType{
-	"text":          message.TextPlain,
-	"text/plain":    message.TextPlain,
-	"link-format":   message.AppLinkFormat,
-	"link":          message.AppLinkFormat,
-	"xml":           message.AppXML,
-	"octet-stream":  message.AppOctets,
-	"octets":        message.AppOctets,
-	"binary":        message.AppOctets,
-	"exi":           message.AppEXI,
-	"json":          message.AppJSON,
-	"json-patch":    message.AppJSONPatch,
-	"merge-patch":   message.AppMergePatch,
-	"cbor":          message.AppCBOR,
-	"cwt":           message.AppCWT,
-	"senml":         message.AppSenMLJSON,
-	"senml+json":    message.AppSenMLJSON,
-	"sensml+json":   message.AppSenSMLJSON,
-	"senml+cbor":    message.AppSenMLCBOR,
-	"sensml+cbor":   message.AppSenSMLCBOR,
-	"senml-exi":     message.AppSenMLEXI,
-	"senml+xml":     message.AppSenMLXML,
-	"cose-encrypt0": message.AppCoseEncrypt0,
-}
-
-// parseContentFormat resolves a -t/--accept value: a short name, a
-// registered name or a decimal Content-Format number.
+// parseContentFormat resolves a -t/--accept value as rule files read
+// content_format: a short name, a registered name or a decimal
+// Content-Format number (message.ParseContentFormat).
 func parseContentFormat(s string) (message.MediaType, error) {
-	key := strings.ToLower(strings.TrimSpace(s))
-	if mt, ok := contentFormatNames[key]; ok {
+	if mt, ok := message.ParseContentFormat(s); ok {
 		return mt, nil
 	}
-	if mt, ok := message.ParseMediaType(key); ok {
-		return mt, nil
-	}
-	if n, err := strconv.ParseUint(key, 10, 16); err == nil {
-		return message.MediaType(n), nil
-	}
-	return 0, fmt.Errorf("unknown content format %q (want a number or one of %s)", s, strings.Join(contentFormatList(), ", "))
-}
-
-// contentFormatList returns the short names in sorted order, for help texts.
-func contentFormatList() []string {
-	names := make([]string, 0, len(contentFormatNames))
-	for n := range contentFormatNames {
-		if !strings.Contains(n, "/") {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	return names
+	return 0, fmt.Errorf("unknown content format %q (want a number or one of %s)", s, strings.Join(message.ContentFormatNames(), ", "))
 }
 
 // mediaTypeLabel names a Content-Format for display: "application/json (50)".
@@ -112,7 +65,7 @@ func displayPayload(mt message.MediaType, has bool, payload []byte) ([]byte, err
 		case message.AppJSON, message.AppSenMLJSON, message.AppSenSMLJSON,
 			message.AppCBOR, message.AppSenMLCBOR, message.AppSenSMLCBOR,
 			message.AppJSONPatch, message.AppMergePatch:
-			js, err := rules.ToJSON(rules.Payload{Data: payload, Format: rules.ContentFormat(mt), HasFormat: true}, time.Now())
+			js, err := rules.ToJSON(rules.Payload{Data: payload, Format: mt, HasFormat: true}, time.Now())
 			if err != nil {
 				// Formats ToJSON does not know but that are JSON text.
 				if json.Valid(payload) {

@@ -21,6 +21,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/coap-mqtt/bridge/keys"
 	"github.com/fxamacker/cbor/v2"
 	"go.uber.org/goleak"
 )
@@ -405,7 +406,7 @@ func TestCoapObserveDuration(t *testing.T) {
 
 func TestCoapDTLS(t *testing.T) {
 	verifyNoLeaks(t)
-	key := dtls.NewSecret([]byte{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77})
+	key := keys.NewSecret([]byte{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77})
 	sc, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: dtls.NewPSKStore(map[string]dtls.Secret{"dev-1": key})})
 	if err != nil {
 		t.Fatal(err)

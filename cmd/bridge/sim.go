@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/bridge"
-	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/keys"
 	"github.com/spf13/cobra"
 )
 
@@ -85,7 +85,7 @@ SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
 				return usageError(stderr, "--format: %v", err)
 			}
 			if pskKey != "" {
-				if o.PSK, err = dtls.ParseKey(pskKey); err != nil {
+				if o.PSK, err = keys.ParseKey(pskKey); err != nil {
 					return usageError(stderr, "--psk-key: %v", err)
 				}
 			}

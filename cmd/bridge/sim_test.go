@@ -17,9 +17,9 @@ import (
 	"github.com/coap-mqtt/bridge/e2e/peer"
 
 	"github.com/coap-mqtt/bridge/coapside"
-	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/coap-mqtt/bridge/keys"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
@@ -375,7 +375,7 @@ func TestSimFormats(t *testing.T) {
 			if cf != tc.cf {
 				t.Fatalf("Content-Format %v, want %v", cf, tc.cf)
 			}
-			v, err := rules.Decode(rules.Payload{Data: resp.Payload, Format: rules.ContentFormat(cf), HasFormat: true}, time.Now())
+			v, err := rules.Decode(rules.Payload{Data: resp.Payload, Format: cf, HasFormat: true}, time.Now())
 			if err != nil {
 				t.Fatalf("payload %q: %v", resp.Payload, err)
 			}
@@ -561,7 +561,7 @@ func TestSimCommandSignals(t *testing.T) {
 
 func TestSimDTLS(t *testing.T) {
 	verifyNoLeaks(t)
-	key, err := dtls.ParseKey("hex:a0a1a2a3a4a5a6a7")
+	key, err := keys.ParseKey("hex:a0a1a2a3a4a5a6a7")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,42 +1,14 @@
 package dtls
 
 import (
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"os"
-	"strings"
 	"time"
+
+	"github.com/coap-mqtt/bridge/keys"
 )
-
-// Pin is the SHA-256 digest of a certificate's SubjectPublicKeyInfo. A pinned
-// peer is accepted by its key alone, like an RFC 7250 raw public key: chain,
-// issuer and validity dates are not consulted.
-type Pin [sha256.Size]byte
-
-// PinOf returns the pin of a certificate.
-func PinOf(c *x509.Certificate) Pin {
-	return sha256.Sum256(c.RawSubjectPublicKeyInfo)
-}
-
-// ParsePin parses "sha256:<64 hex digits>" (the prefix is optional).
-func ParsePin(s string) (Pin, error) {
-	var p Pin
-	b, err := hex.DecodeString(strings.TrimPrefix(s, "sha256:"))
-	if err != nil {
-		return p, fmt.Errorf("%w: pin: %w", ErrConfig, err)
-	}
-	if len(b) != len(p) {
-		return p, fmt.Errorf("%w: pin: want %d bytes, got %d", ErrConfig, len(p), len(b))
-	}
-	copy(p[:], b)
-	return p, nil
-}
-
-// String returns "sha256:<hex>".
-func (p Pin) String() string { return "sha256:" + hex.EncodeToString(p[:]) }
 
 // LoadCertificate reads a PEM certificate chain and its private key.
 func LoadCertificate(certFile, keyFile string) (tls.Certificate, error) {
@@ -98,11 +70,11 @@ func (v *certVerifier) verify(raw [][]byte) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCertificate, err)
 	}
-	if _, ok := v.pins[PinOf(leaf)]; ok {
+	if _, ok := v.pins[keys.PinOf(leaf)]; ok {
 		return leaf, nil
 	}
 	if v.roots == nil {
-		return nil, fmt.Errorf("%w: key %s is not pinned", ErrBadCertificate, PinOf(leaf))
+		return nil, fmt.Errorf("%w: key %s is not pinned", ErrBadCertificate, keys.PinOf(leaf))
 	}
 	inter := x509.NewCertPool()
 	for _, r := range raw[1:] {
@@ -131,5 +103,5 @@ func certIdentity(c *x509.Certificate) string {
 	if c.Subject.CommonName != "" {
 		return c.Subject.CommonName
 	}
-	return PinOf(c).String()
+	return keys.PinOf(c).String()
 }

@@ -10,13 +10,14 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // TestCoAPOverDTLS runs the project's CoAP server and client over the DTLS
 // conns: the seam is net.PacketConn, and the handler sees the PSK identity
 // through coapside.PeerIdentityProvider.
 func TestCoAPOverDTLS(t *testing.T) {
-	key, err := dtls.ParseKey("hex:00112233445566778899aabbccddeeff")
+	key, err := keys.ParseKey("hex:00112233445566778899aabbccddeeff")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,9 +27,12 @@
 //	coapClient, err := coapside.NewClient(coapside.ClientOptions{Conn: cli})
 //
 // Authentication is by pre-shared key (PSKStore, loaded from a psk_file; see
-// ParsePSKFile) or by X.509 ECDSA certificates verified against a CA pool,
-// or accepted by SPKI pin (raw-public-key style). Keys are Secret values,
-// which never print.
+// keys.ParsePSKFile) or by X.509 ECDSA certificates verified against a CA
+// pool, or accepted by SPKI pin (raw-public-key style). Key syntax, the
+// psk_file format, pins and the Secret type (which never prints) live in
+// the pion-free package keys, which the rule loader shares; Secret and Pin
+// are re-exported here. LoadCredentials is the one builder of a device's
+// trust (PSK, certificate, CA file, pins).
 //
 // Protection of the listener: nothing is allocated for a datagram from an
 // unknown address unless it is a well-formed ClientHello (plaintext CoAP,

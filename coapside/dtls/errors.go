@@ -1,6 +1,10 @@
 package dtls
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/coap-mqtt/bridge/keys"
+)
 
 // Sentinel errors returned (wrapped) by this package.
 var (
@@ -23,10 +27,9 @@ var (
 	ErrLimit = errors.New("dtls: limit reached")
 	// ErrConfig is returned for an invalid configuration.
 	ErrConfig = errors.New("dtls: invalid config")
-	// ErrKey is returned for a key that cannot be parsed.
-	ErrKey = errors.New("dtls: invalid key")
-	// ErrPSKFile is returned for a psk_file that cannot be read or parsed.
-	ErrPSKFile = errors.New("dtls: invalid psk file")
+	// ErrPSKFile is returned for a psk_file that cannot be read or parsed
+	// (keys.ErrPSKFile).
+	ErrPSKFile = keys.ErrPSKFile
 	// ErrNotDTLS is returned by record inspection for bytes that are not a
 	// DTLS record.
 	ErrNotDTLS = errors.New("dtls: not a dtls record")

@@ -10,6 +10,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 // CoAP over DTLS with a pre-shared key (RFC 7252 §9.1.3.1): both ends are
@@ -17,7 +18,7 @@ import (
 // and a handler learns who the device is from Request.PeerIdentity. A key
 // is a Secret, which never prints.
 func Example() {
-	key, err := dtls.ParseKey("hex:00112233445566778899aabbccddeeff")
+	key, err := keys.ParseKey("hex:00112233445566778899aabbccddeeff")
 	if err != nil {
 		log.Fatal(err)
 	}

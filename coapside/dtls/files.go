@@ -54,32 +54,29 @@ func LoadServerConfig(f ServerFiles, limits Limits) (ServerConfig, error) {
 	return cfg, nil
 }
 
-// DeviceFiles are the DTLS settings of a [[device]] entry with a coaps://
-// URL: a PSK identity and key (key syntax of ParseKey), or certificate files.
+// DeviceFiles are the DTLS trust settings of one server (a [[device]] with
+// a coaps:// URL, or the command line of "bridge coap"): a PSK identity and
+// key, or a client certificate and the CA file and/or SPKI pins that
+// verify the server's certificate. Keys and pins arrive parsed
+// (keys.ParseKey, keys.ParsePin): the rule loader parses them with the
+// file:line of a mistake.
 type DeviceFiles struct {
 	PSKIdentity string
-	PSK         string
+	PSK         Secret
 	CertFile    string
 	KeyFile     string
 	// CAFile verifies the device's certificate.
 	CAFile string
-	// Pins accept a device certificate by key ("sha256:<hex>").
-	Pins []string
+	// Pins accept a device certificate by key.
+	Pins []Pin
 }
 
-// LoadCredentials turns device settings into validated Credentials.
+// LoadCredentials turns device settings into validated Credentials: the one
+// builder of a device's DTLS trust, used by the bridge and the CLI. It
+// reads the certificate files; a certificate needs a way to verify the
+// device (CAFile or Pins), a PSK identity needs its key.
 func LoadCredentials(d DeviceFiles) (Credentials, error) {
-	var cr Credentials
-	if d.PSKIdentity != "" || d.PSK != "" {
-		cr.PSKIdentity = d.PSKIdentity
-		if d.PSK != "" {
-			k, err := ParseKey(d.PSK)
-			if err != nil {
-				return Credentials{}, err
-			}
-			cr.PSK = k
-		}
-	}
+	cr := Credentials{PSKIdentity: d.PSKIdentity, PSK: d.PSK, Pins: d.Pins}
 	if (d.CertFile == "") != (d.KeyFile == "") {
 		return Credentials{}, fmt.Errorf("%w: cert_file and key_file go together", ErrConfig)
 	}
@@ -96,13 +93,6 @@ func LoadCredentials(d DeviceFiles) (Credentials, error) {
 			return Credentials{}, err
 		}
 		cr.RootCAs = pool
-	}
-	for _, p := range d.Pins {
-		pin, err := ParsePin(p)
-		if err != nil {
-			return Credentials{}, err
-		}
-		cr.Pins = append(cr.Pins, pin)
 	}
 	if err := cr.Validate(); err != nil {
 		return Credentials{}, err

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 func TestLoadServerConfigAndCredentials(t *testing.T) {
@@ -65,12 +67,14 @@ func TestLoadServerConfigAndCredentials(t *testing.T) {
 		dev     DeviceFiles
 		wantErr error
 	}{
-		{name: "psk", dev: DeviceFiles{PSKIdentity: "dev", PSK: "base64:ABEi"}},
+		{name: "psk", dev: DeviceFiles{PSKIdentity: "dev", PSK: mustKey(t, "base64:ABEi")}},
 		{name: "cert", dev: DeviceFiles{CertFile: devCert, KeyFile: devKey, CAFile: caFile}},
-		{name: "pin only", dev: DeviceFiles{Pins: []string{PinOf(ca.Cert).String()}}},
+		{name: "pin only", dev: DeviceFiles{Pins: []Pin{keys.PinOf(ca.Cert)}}},
+		{name: "cert and pin", dev: DeviceFiles{CertFile: devCert, KeyFile: devKey, Pins: []Pin{keys.PinOf(ca.Cert)}}},
 		{name: "psk without key", dev: DeviceFiles{PSKIdentity: "dev"}, wantErr: ErrConfig},
-		{name: "bad key", dev: DeviceFiles{PSKIdentity: "dev", PSK: "hex:xyz"}, wantErr: ErrKey},
-		{name: "bad pin", dev: DeviceFiles{Pins: []string{"sha256:12"}}, wantErr: ErrConfig},
+		{name: "key without identity", dev: DeviceFiles{PSK: mustKey(t, "k")}, wantErr: ErrConfig},
+		{name: "long identity", dev: DeviceFiles{PSKIdentity: strings.Repeat("i", MaxIdentityLen+1), PSK: mustKey(t, "k")}, wantErr: ErrConfig},
+		{name: "cert without key", dev: DeviceFiles{CertFile: devCert, CAFile: caFile}, wantErr: ErrConfig},
 		{name: "cert without trust", dev: DeviceFiles{CertFile: devCert, KeyFile: devKey}, wantErr: ErrConfig},
 		{name: "missing ca", dev: DeviceFiles{CAFile: missing}, wantErr: ErrConfig},
 	}
@@ -85,26 +89,6 @@ func TestLoadServerConfigAndCredentials(t *testing.T) {
 			}
 		})
 	}
-}
-
-func FuzzParsePin(f *testing.F) {
-	f.Add("sha256:" + "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
-	f.Add("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
-	f.Add("sha256:zz")
-	f.Add("")
-	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParsePin(s)
-		if err != nil {
-			if !errors.Is(err, ErrConfig) {
-				t.Fatalf("error not wrapped: %v", err)
-			}
-			return
-		}
-		q, err := ParsePin(p.String())
-		if err != nil || q != p {
-			t.Fatalf("round trip of %q: %v %v", s, q, err)
-		}
-	})
 }
 
 func TestLimitsDefaults(t *testing.T) {

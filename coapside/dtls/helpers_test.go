@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/coap-mqtt/bridge/keys"
 )
 
 func TestMain(m *testing.M) {
@@ -39,7 +41,7 @@ func fastLimits(t testing.TB) Limits {
 
 func mustKey(t testing.TB, s string) Secret {
 	t.Helper()
-	k, err := ParseKey(s)
+	k, err := keys.ParseKey(s)
 	if err != nil {
 		t.Fatal(err)
 	}

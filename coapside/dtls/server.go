@@ -244,7 +244,7 @@ func (s *ServerConn) sessionConfig(sess *session, hello helloInfo) *pdtls.Config
 				return nil, fmt.Errorf("%w: %q", ErrUnknownIdentity, identity)
 			}
 			sess.pskKnown.Store(true)
-			return key.b, nil
+			return key.Bytes(), nil
 		}
 	}
 	if s.verifier.enabled() {

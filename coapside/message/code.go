@@ -1,6 +1,9 @@
 package message
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Code is the 8-bit CoAP code: a 3-bit class and a 5-bit detail, written
 // "c.dd" (RFC 7252 §3, §12.1).
@@ -119,24 +122,15 @@ func (c Code) String() string {
 // It equals String, so fmt's %v prints the same either way.
 func (c Code) Error() string { return c.String() }
 
-// ParseMethod returns the method code for "GET", "POST", "PUT", "DELETE",
-// "FETCH", "PATCH" or "IPATCH" (case-sensitive upper case).
+// ParseMethod returns the method code for a method name: GET, POST, PUT,
+// DELETE, FETCH, PATCH or iPATCH (RFC 7252 §12.1.1, RFC 8132), in any
+// case. This is the one reading of method names, used by rule files and
+// ServeMux patterns alike.
 func ParseMethod(s string) (Code, bool) {
-	switch s {
-	case "GET":
-		return GET, true
-	case "POST":
-		return POST, true
-	case "PUT":
-		return PUT, true
-	case "DELETE":
-		return DELETE, true
-	case "FETCH":
-		return FETCH, true
-	case "PATCH":
-		return PATCH, true
-	case "IPATCH", "iPATCH":
-		return IPATCH, true
+	for c := GET; c <= IPATCH; c++ {
+		if strings.EqualFold(codeNames[c], s) {
+			return c, true
+		}
 	}
 	return 0, false
 }

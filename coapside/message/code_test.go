@@ -66,11 +66,19 @@ func TestParseCodeAndMethod(t *testing.T) {
 			t.Fatalf("ParseCode(%q) ok", bad)
 		}
 	}
-	if c, ok := ParseMethod("DELETE"); !ok || c != DELETE {
-		t.Fatal("DELETE")
+	// One case rule for every reader of method names: any case.
+	for _, tt := range []struct {
+		in   string
+		want Code
+	}{{"DELETE", DELETE}, {"get", GET}, {"Post", POST}, {"PUT", PUT}, {"fetch", FETCH}, {"PATCH", PATCH}, {"iPATCH", IPATCH}, {"IPATCH", IPATCH}, {"ipatch", IPATCH}} {
+		if c, ok := ParseMethod(tt.in); !ok || c != tt.want {
+			t.Errorf("ParseMethod(%q) = %v, %v", tt.in, c, ok)
+		}
 	}
-	if _, ok := ParseMethod("get"); ok {
-		t.Fatal("lower-case method accepted")
+	for _, bad := range []string{"", "LINK", "Empty", "Content", "0.01", "GET "} {
+		if c, ok := ParseMethod(bad); ok {
+			t.Errorf("ParseMethod(%q) = %v", bad, c)
+		}
 	}
 }
 

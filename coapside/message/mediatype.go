@@ -1,6 +1,10 @@
 package message
 
-import "strconv"
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // MediaType is a Content-Format identifier (RFC 7252 §12.3, IANA "CoAP
 // Content-Formats" registry).
@@ -78,4 +82,86 @@ func ParseMediaType(s string) (MediaType, bool) {
 		return 0, false
 	}
 	return MediaType(n), true
+}
+
+// shortNames are the names rule files and the command line use for the
+// common Content-Formats; ShortName prints them.
+var shortNames = map[MediaType]string{
+	TextPlain:     "text",
+	AppLinkFormat: "link-format",
+	AppXML:        "xml",
+	AppOctets:     "octet-stream",
+	AppEXI:        "exi",
+	AppJSON:       "json",
+	AppCBOR:       "cbor",
+	AppSenMLJSON:  "senml+json",
+	AppSenMLCBOR:  "senml+cbor",
+}
+
+// contentFormatByName maps every name ParseContentFormat accepts, lower
+// case: the short names, their aliases and the registered names.
+var contentFormatByName = func() map[string]MediaType {
+	m := map[string]MediaType{
+		"text/plain":    TextPlain,
+		"link":          AppLinkFormat,
+		"octets":        AppOctets,
+		"binary":        AppOctets,
+		"json-patch":    AppJSONPatch,
+		"merge-patch":   AppMergePatch,
+		"cwt":           AppCWT,
+		"senml":         AppSenMLJSON,
+		"sensml+json":   AppSenSMLJSON,
+		"sensml+cbor":   AppSenSMLCBOR,
+		"senml-exi":     AppSenMLEXI,
+		"senml+xml":     AppSenMLXML,
+		"cose-encrypt0": AppCoseEncrypt0,
+	}
+	for mt, n := range shortNames {
+		m[n] = mt
+	}
+	for mt, n := range mediaTypeNames {
+		m[n] = mt
+	}
+	return m
+}()
+
+// ParseContentFormat reads a Content-Format as a person writes it, in a
+// rule file or on the command line: a short name ("json", "cbor",
+// "senml+json", "text", ...; see ContentFormatNames), a registered name
+// ("application/json", "text/plain"), either in any case, or a number
+// 0-65535. MQTT content types go through the stricter ParseMediaType.
+func ParseContentFormat(s string) (MediaType, bool) {
+	name := strings.ToLower(strings.TrimSpace(s))
+	if mt, ok := contentFormatByName[name]; ok {
+		return mt, true
+	}
+	if mt, ok := contentFormatByName[strings.TrimPrefix(name, "application/")]; ok {
+		return mt, true
+	}
+	if n, err := strconv.ParseUint(name, 10, 16); err == nil {
+		return MediaType(n), true
+	}
+	return 0, false
+}
+
+// ContentFormatNames lists, sorted, the short names ParseContentFormat
+// accepts besides registered names and numbers.
+func ContentFormatNames() []string {
+	var names []string
+	for n := range contentFormatByName {
+		if !strings.Contains(n, "/") && !strings.Contains(n, " ") {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// ShortName returns the short name of a common Content-Format ("json",
+// "cbor", "senml+json", ...) or, for any other, its number.
+func (mt MediaType) ShortName() string {
+	if n, ok := shortNames[mt]; ok {
+		return n
+	}
+	return strconv.Itoa(int(mt))
 }

@@ -3,6 +3,8 @@ package message
 import (
 	"bytes"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -201,5 +203,45 @@ func TestMediaType(t *testing.T) {
 	}
 	if _, ok := ParseMediaType("image/png"); ok {
 		t.Fatal("unknown name parsed")
+	}
+}
+
+// TestParseContentFormat: the names rule files (content_format) and the
+// command line (-t, --accept) accept, one table for both.
+func TestParseContentFormat(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want MediaType
+	}{
+		{"text", TextPlain}, {"text/plain", TextPlain}, {"text/plain;charset=utf-8", TextPlain},
+		{"json", AppJSON}, {"JSON", AppJSON}, {" json ", AppJSON}, {"application/json", AppJSON}, {"Application/CBOR", AppCBOR},
+		{"cbor", AppCBOR}, {"senml+json", AppSenMLJSON}, {"senml", AppSenMLJSON}, {"senml+cbor", AppSenMLCBOR},
+		{"link-format", AppLinkFormat}, {"link", AppLinkFormat}, {"octet-stream", AppOctets}, {"octets", AppOctets},
+		{"binary", AppOctets}, {"xml", AppXML}, {"exi", AppEXI}, {"json-patch", AppJSONPatch}, {"cwt", AppCWT},
+		{"cose-encrypt0", AppCoseEncrypt0}, {"application/cose; cose-type=\"cose-encrypt0\"", AppCoseEncrypt0},
+		{"112", AppSenMLCBOR}, {"11542", 11542}, {"65535", 65535}, {"0", TextPlain},
+	} {
+		if got, ok := ParseContentFormat(tt.in); !ok || got != tt.want {
+			t.Errorf("ParseContentFormat(%q) = %v, %v; want %v", tt.in, got, ok, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "yaml", "65536", "70000", "-1", "image/png", "application/"} {
+		if got, ok := ParseContentFormat(bad); ok {
+			t.Errorf("ParseContentFormat(%q) = %v", bad, got)
+		}
+	}
+	names := ContentFormatNames()
+	for i, n := range names {
+		if mt, ok := ParseContentFormat(n); !ok || strings.Contains(n, "/") || (i > 0 && names[i-1] >= n) {
+			t.Errorf("name %q (%v, %v) in %v", n, mt, ok, names)
+		}
+	}
+	for _, mt := range []MediaType{TextPlain, AppJSON, AppCBOR, AppSenMLJSON, AppSenMLCBOR, AppLinkFormat, AppOctets, AppXML, AppEXI} {
+		if back, ok := ParseContentFormat(mt.ShortName()); !ok || back != mt || mt.ShortName() == strconv.Itoa(int(mt)) {
+			t.Errorf("%v: short name %q reads back as %v", uint16(mt), mt.ShortName(), back)
+		}
+	}
+	if AppJSONPatch.ShortName() != "51" || MediaType(11542).ShortName() != "11542" {
+		t.Errorf("short name of a format without one: %q %q", AppJSONPatch.ShortName(), MediaType(11542).ShortName())
 	}
 }

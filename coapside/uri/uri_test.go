@@ -1,4 +1,4 @@
-package coapside
+package uri
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
-func TestParseURL(t *testing.T) {
+func TestParse(t *testing.T) {
 	type opt struct {
 		id message.OptionID
 		v  string
@@ -38,7 +38,7 @@ func TestParseURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
-			u, opts, err := ParseURL(tt.url)
+			u, opts, err := Parse(tt.url)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -49,8 +49,8 @@ func TestParseURL(t *testing.T) {
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("options %v\nwant %v", got, tt.want)
 			}
-			if a := URLAddr(u); a != tt.addr {
-				t.Fatalf("URLAddr = %q want %q", a, tt.addr)
+			if a := Addr(u); a != tt.addr {
+				t.Fatalf("Addr = %q want %q", a, tt.addr)
 			}
 		})
 	}
@@ -67,13 +67,13 @@ func TestParseURLErrors(t *testing.T) {
 		"coap://127.0.0.1/%zz",
 		"coap://127.0.0.1/?%zz",
 	} {
-		if _, _, err := ParseURL(raw); !errors.Is(err, ErrInvalidURL) {
-			t.Errorf("ParseURL(%q) err = %v", raw, err)
+		if _, _, err := Parse(raw); !errors.Is(err, ErrInvalidURL) {
+			t.Errorf("Parse(%q) err = %v", raw, err)
 		}
 	}
 }
 
-func TestBuildURL(t *testing.T) {
+func TestBuild(t *testing.T) {
 	peer4 := netip.MustParseAddrPort("192.0.2.1:5683")
 	peer6 := netip.MustParseAddrPort("[2001:db8::1]:61616")
 	tests := []struct {
@@ -96,7 +96,7 @@ func TestBuildURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := BuildURL(tt.scheme, tt.peer, tt.opts); got != tt.want {
+			if got := Build(tt.scheme, tt.peer, tt.opts); got != tt.want {
 				t.Fatalf("got %q want %q", got, tt.want)
 			}
 		})
@@ -105,24 +105,24 @@ func TestBuildURL(t *testing.T) {
 
 // FuzzParseURL checks that URL parsing never panics and that accepted URLs
 // round-trip through BuildURL to the same options.
-func FuzzParseURL(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, s := range []string{"coap://h/a/b?x=1", "coap://[::1]:5700/%2F", "coaps://127.0.0.1/", "coap://x/%zz"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		u, opts, err := ParseURL(raw)
+		u, opts, err := Parse(raw)
 		if err != nil {
 			return
 		}
 		// The peer carries the URL's port; its address matters only for IP literals.
-		_, ps, _ := net.SplitHostPort(URLAddr(u))
+		_, ps, _ := net.SplitHostPort(Addr(u))
 		port, _ := strconv.Atoi(ps)
 		peer := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
-		if ap, err := netip.ParseAddrPort(URLAddr(u)); err == nil {
+		if ap, err := netip.ParseAddrPort(Addr(u)); err == nil {
 			peer = ap
 		}
-		again := BuildURL(u.Scheme, peer, opts)
-		_, opts2, err := ParseURL(again)
+		again := Build(u.Scheme, peer, opts)
+		_, opts2, err := Parse(again)
 		if err != nil {
 			t.Fatalf("rebuilt %q from %q does not parse: %v", again, raw, err)
 		}
@@ -135,4 +135,68 @@ func FuzzParseURL(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestScheme(t *testing.T) {
+	for _, tt := range []struct {
+		in         string
+		secure, ok bool
+	}{{"coap", false, true}, {"COAPS", true, true}, {"coaps", true, true}, {"http", false, false}, {"", false, false}} {
+		if s, ok := Scheme(tt.in); s != tt.secure || ok != tt.ok {
+			t.Errorf("Scheme(%q) = %v, %v", tt.in, s, ok)
+		}
+	}
+	if DefaultPortOf(false) != 5683 || DefaultPortOf(true) != 5684 || SchemeName(true) != "coaps" || SchemeName(false) != "coap" {
+		t.Error("default ports or scheme names")
+	}
+}
+
+// TestAuthorityOptions: the options built from an authority are those Parse
+// finds in the same URL, so a request built from parts equals one parsed
+// from a string.
+func TestAuthorityOptions(t *testing.T) {
+	for _, tt := range []struct {
+		secure   bool
+		hostport string
+		addr     string
+	}{
+		{false, "127.0.0.1", "127.0.0.1:5683"},
+		{false, "127.0.0.1:5683", "127.0.0.1:5683"},
+		{false, "127.0.0.1:5690", "127.0.0.1:5690"},
+		{true, "127.0.0.1", "127.0.0.1:5684"},
+		{true, "127.0.0.1:5683", "127.0.0.1:5683"},
+		{false, "[::1]", "[::1]:5683"},
+		{false, "[::1]:5700", "[::1]:5700"},
+		{false, "Example.COM", "Example.COM:5683"},
+		{true, "sensor.local:5684", "sensor.local:5684"},
+	} {
+		a, err := ParseAuthority(tt.secure, tt.hostport)
+		if err != nil {
+			t.Fatalf("ParseAuthority(%q): %v", tt.hostport, err)
+		}
+		if a.Addr() != tt.addr {
+			t.Errorf("ParseAuthority(%q).Addr() = %q, want %q", tt.hostport, a.Addr(), tt.addr)
+		}
+		segs := []string{"a b", "c/d", ""}
+		built, err := AppendPath(a.Options(), segs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := SchemeName(tt.secure) + "://" + tt.hostport + "/a%20b/c%2Fd/"
+		_, parsed, err := Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(built, parsed) {
+			t.Errorf("%s: built %v, parsed %v", raw, built, parsed)
+		}
+	}
+	for _, bad := range []string{"", "u@h", "h:0", "h:70000", "h:x", "h/p", "h?q", "bad host"} {
+		if _, err := ParseAuthority(false, bad); !errors.Is(err, ErrInvalidURL) {
+			t.Errorf("ParseAuthority(%q) err = %v", bad, err)
+		}
+	}
+	if _, err := AppendPath(nil, []string{string(make([]byte, 256))}); !errors.Is(err, ErrInvalidURL) {
+		t.Errorf("256-byte segment: %v", err)
+	}
 }
