@@ -342,7 +342,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// once the bridge is up is never missed.
 	rl.w = b.watchRules()
 	sup.start("watches", b.watches)
-	b.applyWatches(first, b.set.Load())
+	b.applyWatches(ctx, first, b.set.Load())
 
 	if err := b.listenCoAP(); err != nil {
 		return err
@@ -433,7 +433,7 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	d := rules.Compare(old, new)
 	err := b.applySubscriptions(ctx, d, new)
-	b.applyWatches(d, new)
+	b.applyWatches(ctx, d, new)
 	return err
 }
 
@@ -469,8 +469,8 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 
 // applyWatches applies the watch part of d (observations and polls) and
 // logs what changed.
-func (b *Bridge) applyWatches(d rules.Diff, new *rules.Set) {
-	wa, wr, wc, wk := b.watches.apply(new.Watches())
+func (b *Bridge) applyWatches(ctx context.Context, d rules.Diff, new *rules.Set) {
+	wa, wr, wc, wk := b.watches.apply(ctx, new.Watches())
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
 		b.log.Info("rules applied",

@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/mqttside"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // noPanic calls f and fails the test if it panics.
@@ -205,4 +207,57 @@ timeout        = "200ms"
 		b.devices.Close() // as the bridge does next; the workers made its client
 	})
 	checkRunGoroutines(t, label)
+}
+
+// TestShutdownDuringReloadThatEndsAnObservation: a reload removes the
+// observation of a device that died, and waits for the deregistration the
+// device never answers (RFC 7252 default timing: tens of seconds); a
+// shutdown meanwhile still ends within ShutdownGrace.
+func TestShutdownDuringReloadThatEndsAnObservation(t *testing.T) {
+	dev := peer.StartCoapServerProcess(t)
+	device := fmt.Sprintf(`
+[[device]]
+name = "dev0"
+url  = "coap://%s"
+`, dev.Addr)
+	tb := startBridge(t, device+`
+[[observe]]
+name    = "time"
+devices = ["dev0"]
+paths   = ["/time"]
+topic   = "time/{device}"
+`, func(_ *Config, o *Options) {
+		o.CoAP = coapside.EndpointOptions{} // RFC 7252 defaults
+	})
+	eventually(t, 10*time.Second, "observing", func() bool { return testutil.ToFloat64(tb.metrics.observations) == 1 })
+	run := tb.watchRun("observe dev0 /time")
+	if run == nil {
+		t.Fatal("no observation of dev0 /time")
+	}
+	dev.Kill()
+	tb.writeRules(t, device)
+	eventually(t, 10*time.Second, "the reload ending the observation", func() bool { return tb.watchRun("observe dev0 /time") == nil })
+	select {
+	case <-run.done:
+		t.Fatal("the observation ended at once; the test needs it waiting for its deregistration")
+	default:
+	}
+
+	start := time.Now()
+	tb.cancel()
+	select {
+	case err := <-tb.done:
+		tb.done <- nil // for the cleanup's stop
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		// The reload gives way at once: the shutdown's steps keep their
+		// budget, and the deregistration its share of it.
+		if took := time.Since(start); took >= ShutdownGrace-shutdownMargin {
+			t.Errorf("shutdown took %v: the reload used up its budget (%v)", took.Round(time.Millisecond), ShutdownGrace-shutdownMargin)
+		}
+	case <-time.After(ShutdownGrace + 2*time.Second):
+		t.Fatal("Run did not return within ShutdownGrace")
+	}
+	checkRunGoroutines(t, tb.label)
 }

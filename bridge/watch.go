@@ -168,13 +168,19 @@ func (wt *watcher) Shutdown(ctx context.Context) error {
 
 // apply moves the running groups to the rule set's watches: new groups
 // start, vanished ones stop, groups whose device or timing changed restart,
-// and the rest keep running with the new rules.
-func (wt *watcher) apply(ws []rules.Watch) (added, removed, restarted, kept int) {
+// and the rest keep running with the new rules. It waits for the stopped
+// groups (an observation waits for the answer to its deregistration) until
+// ctx ends; Shutdown waits for any still running.
+func (wt *watcher) apply(ctx context.Context, ws []rules.Watch) (added, removed, restarted, kept int) {
 	want := groupWatches(ws)
 	var stopped []*watchRun
 	defer func() { // wait outside the lock: a stopping run may be in group()
 		for _, run := range stopped {
-			<-run.done
+			select {
+			case <-run.done:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	wt.mu.Lock()
