@@ -218,8 +218,10 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		return nil, err
 	}
 	b.commands = newCommands(&b.set, b.mqtt, b.devices, b.metrics, logger, opts, limit)
-	b.watches = newWatcher(b.devices, b.outs, b.deviceSeen, b.metrics, logger, opts)
-	b.coap = newIngress(&b.set, b.outs, b.resources, b.deviceSeen, b.metrics, logger, opts)
+	// A device that answers or pushes is online: commands waiting for it
+	// are sent.
+	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
+	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.http = newHTTPSide(reg, b.live, b.health.notReady)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -514,10 +516,6 @@ func (b *Bridge) serveMQTT(d *mqttside.Delivery) {
 	}
 	d.Ack()
 }
-
-// deviceSeen records that a device answered or pushed: commands waiting for
-// it are sent.
-func (b *Bridge) deviceSeen(name string) { b.commands.markOnline(name) }
 
 func (b *Bridge) onMQTTEvent(e mqttside.Event) {
 	b.health.set("mqtt", e.State == mqttside.StateConnected)
