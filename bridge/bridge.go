@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +19,6 @@ import (
 	"github.com/coap-mqtt/bridge/rules"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // ShutdownGrace bounds how long a graceful shutdown may take.
@@ -124,7 +122,16 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Bridge is one running instance. Create it with New and start it with Run.
+// Bridge is one running instance. Create it with New and start it with
+// Run. Its parts each get only what they use, and Run supervises them:
+//
+//   - ingress: the CoAP server; device pushes are published through outs;
+//   - resources: resource rules, fed by MQTT and read over CoAP;
+//   - commands: MQTT messages sent to devices, with per-device queues;
+//   - watches: observations, polls and discovery of device resources;
+//   - the HTTP side (/metrics, /healthz, /readyz) and the rule reloader.
+//
+// Every exported method may be called before, during and after Run.
 type Bridge struct {
 	cfg     Config
 	opts    Options
@@ -139,14 +146,18 @@ type Bridge struct {
 	reloadCh    chan struct{}
 	applied     *ruleFiles // the files the running rules came from
 	rejected    *ruleFiles // the files of the last reload if it was rejected or refused
-	mqtt        mqttside.Client
-	devices     *deviceClients
-	commands    *commands
-	resources   *resourceCache
-	watches     *watcher
-	coap        *coapside.Server
-	obs         *coapside.ObserveServer
-	liveCheck   atomic.Pointer[func() error] // replaces the CoAP listener check in tests
+
+	mqtt      *mqttLink // the MQTT client, made by Run
+	devices   *deviceClients
+	outs      *outputs
+	resources *resources
+	commands  *commands
+	watches   *watcher
+	coap      *ingress
+	http      *httpSide
+	liveCheck atomic.Pointer[func() error] // replaces the CoAP listener check in tests
+
+	state atomic.Int32 // stateNew … stateStopped
 
 	mu       sync.Mutex
 	psk      *dtls.PSKStore // the coaps listener's keys, reloaded with the rules
@@ -154,6 +165,16 @@ type Bridge struct {
 	coapAddr net.Addr
 	dtlsAddr net.Addr
 }
+
+// A Bridge's states: Run moves it from new through starting, running and
+// stopping to stopped.
+const (
+	stateNew int32 = iota
+	stateStarting
+	stateRunning
+	stateStopping
+	stateStopped
+)
 
 // New validates cfg, loads its rules and prepares a bridge; nothing listens
 // until Run.
@@ -179,27 +200,36 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b := &Bridge{
-		cfg:       cfg,
-		opts:      opts,
-		log:       logger,
-		reg:       reg,
-		metrics:   newMetrics(reg),
-		health:    newHealth(),
-		resources: newResourceCache(opts.ResourceCacheSize),
-		reloadCh:  make(chan struct{}, 1),
-		applied:   files,
+		cfg:      cfg,
+		opts:     opts,
+		log:      logger,
+		reg:      reg,
+		metrics:  newMetrics(reg),
+		health:   newHealth(),
+		reloadCh: make(chan struct{}, 1),
+		applied:  files,
+		mqtt:     &mqttLink{},
 	}
-	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: logger, MaxAge: opts.ResourceMaxAge})
-	if err != nil {
+	b.set.Store(set)
+	limit := maxPayload(cfg.MQTT)
+	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
+	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
+	if b.resources, err = newResources(&b.set, b.metrics, logger, opts, limit); err != nil {
 		return nil, err
 	}
-	b.obs = obs
+	b.commands = newCommands(&b.set, b.mqtt, b.devices, b.metrics, logger, opts, limit)
+	// A device that answers or pushes is online: commands waiting for it
+	// are sent.
+	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
+	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
+	b.http = newHTTPSide(reg, b.live, b.health.notReady)
+	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bridge_observers_active",
 		Help: "CoAP clients observing the bridge's resource rules.",
 	}, func() float64 { return float64(obs.Stats().Observers) })
 	reg.MustRegister(b.metrics.observers)
-	b.set.Store(set)
+	b.registerCoAPMetrics(b.coap.srv)
 	return b, nil
 }
 
@@ -226,7 +256,7 @@ func LoadRules(cfg Config) (*rules.Set, error) {
 }
 
 // HTTPAddr returns the bound address of the metrics/health endpoint, or nil
-// before it listens.
+// when it does not listen (before Run, after Run returned).
 func (b *Bridge) HTTPAddr() net.Addr {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -248,36 +278,42 @@ func (b *Bridge) DTLSAddr() net.Addr {
 }
 
 // MQTTAddr returns the embedded broker's TCP address, or "" for a remote
-// broker or before it listens.
+// broker, and when the broker does not listen (before Run, after Run
+// returned).
 func (b *Bridge) MQTTAddr() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if e, ok := b.mqtt.(*mqttside.Embedded); ok {
-		return e.Addr()
+	if b.state.Load() == stateStopped {
+		return ""
 	}
-	return ""
+	return b.mqtt.addr()
 }
 
-// Ready reports whether every component is up (MQTT connected, CoAP
-// listening).
-func (b *Bridge) Ready() bool { return len(b.health.notReady()) == 0 }
+// Ready reports whether the bridge runs and every component is up (MQTT
+// connected, CoAP listening); it is false before Run and once Run is
+// shutting down.
+func (b *Bridge) Ready() bool {
+	return b.running() && len(b.health.notReady()) == 0
+}
 
-// Run starts every component and blocks until ctx ends, then shuts down
-// within ShutdownGrace: the CoAP server stops taking requests, observations
-// are cancelled, in-flight publishes are flushed. It returns nil on a clean
-// shutdown and an error when a component cannot start.
+// running reports whether Run has started everything and is not shutting
+// down.
+func (b *Bridge) running() bool { return b.state.Load() == stateRunning }
+
+// Run starts every part and blocks until ctx ends, then shuts down within
+// ShutdownGrace: the CoAP server stops taking requests, observations are
+// cancelled, commands in progress are answered, in-flight publishes are
+// flushed. It returns nil on a clean shutdown and an error when a part
+// cannot start or fails; every goroutine it started has ended by then. A
+// Bridge runs once: another call returns ErrAlreadyRun.
 func (b *Bridge) Run(ctx context.Context) error {
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	defer cancelRun()
-	errc := make(chan error, 4)
-	var srv *http.Server
-	var servers sync.WaitGroup
-	defer func() { // on every return path: everything started is stopped
+	if !b.state.CompareAndSwap(stateNew, stateStarting) {
+		return ErrAlreadyRun
+	}
+	sup := newSupervisor(b.log)
+	rl := &reloader{b: b}
+	defer func() { // on every return path: every part is shut down
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownGrace-shutdownMargin)
 		defer cancel()
-		b.shutdown(sctx, srv)
-		cancelRun()
-		servers.Wait()
+		b.shutdown(sctx, sup, rl)
 	}()
 
 	b.health.set("mqtt", false)
@@ -285,14 +321,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
-	b.mu.Lock()
-	b.mqtt = mc
-	b.mu.Unlock()
+	b.mqtt.attach(mc)
 	b.registerMQTTMetrics(mc)
 
-	b.devices = newDeviceClients(&b.set, b.opts.CoAP, b.log)
-	b.commands = newCommands(b)
-	b.watches = newWatcher(runCtx, b)
+	sup.start("resources", b.resources)
+	sup.start("commands", b.commands)
 	// Subscribe before connecting: a remote broker delivers the commands it
 	// kept in the bridge's session (while the bridge was down) right after
 	// CONNACK, and a message that finds no subscription would be
@@ -309,39 +342,50 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	// Watch the rule files before anything reports ready, so an edit made
 	// once the bridge is up is never missed.
-	rw := b.watchRules()
-	loopOwnsWatcher := false
-	defer func() {
-		if rw != nil && !loopOwnsWatcher {
-			rw.Close()
-		}
-	}()
-	b.applyWatches(first, b.set.Load())
+	rl.w = b.watchRules()
+	sup.start("watches", b.watches)
+	b.applyWatches(ctx, first, b.set.Load())
 
-	servers.Add(1)
-	go func() {
-		defer servers.Done()
-		b.obs.Run(runCtx)
-	}()
-	b.coap = &coapside.Server{Handler: routeHandler{b}, Options: coapside.ServerOptions{EndpointOptions: b.opts.CoAP}}
-	b.coap.Options.Logger = b.log
-	b.registerCoAPMetrics(b.coap)
+	if err := b.listenCoAP(); err != nil {
+		return err
+	}
+	sup.start("coap", b.coap)
+	if l := b.cfg.HTTP.Listen; l != "" {
+		addr, err := b.http.listen(l)
+		if err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.httpAddr = addr
+		b.mu.Unlock()
+		sup.start("http", b.http)
+		b.log.Info("http listening", "addr", addr.String(), "paths", "/metrics /healthz /readyz")
+	}
+	b.state.Store(stateRunning)
+	sup.start("reload", rl)
+	b.log.Info("bridge running", "rules", b.metricsRuleCount(), "broker", b.cfg.MQTT.Broker)
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-sup.failed:
+		return err
+	}
+}
+
+// listenCoAP opens the CoAP listeners the config names and hands them to
+// the CoAP server.
+func (b *Bridge) listenCoAP() error {
 	if l := b.cfg.CoAP.Listen; l != "" {
 		b.health.set("coap", false)
 		conn, err := net.ListenPacket("udp", l)
 		if err != nil {
 			return fmt.Errorf("coap listen %s: %w", l, err)
 		}
+		b.coap.add("coap", conn)
 		b.mu.Lock()
 		b.coapAddr = conn.LocalAddr()
 		b.mu.Unlock()
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			if err := b.coap.Serve(conn); err != nil && !errors.Is(err, coapside.ErrClosed) {
-				errc <- fmt.Errorf("coap: %w", err)
-			}
-		}()
 		b.health.set("coap", true)
 		b.log.Info("coap listening", "addr", conn.LocalAddr().String())
 	}
@@ -350,87 +394,39 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		b.coap.add("coaps", conn)
 		b.mu.Lock()
 		b.dtlsAddr = conn.LocalAddr()
 		b.mu.Unlock()
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			if err := b.coap.Serve(conn); err != nil && !errors.Is(err, coapside.ErrClosed) {
-				errc <- fmt.Errorf("coaps: %w", err)
-			}
-		}()
 		b.log.Info("coaps listening", "addr", conn.LocalAddr().String())
 	}
-
-	if b.cfg.HTTP.Listen != "" {
-		ln, err := net.Listen("tcp", b.cfg.HTTP.Listen)
-		if err != nil {
-			return fmt.Errorf("http listen %s: %w", b.cfg.HTTP.Listen, err)
-		}
-		b.mu.Lock()
-		b.httpAddr = ln.Addr()
-		b.mu.Unlock()
-		srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-		servers.Add(1)
-		go func() {
-			defer servers.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("http: %w", err)
-			}
-		}()
-		b.log.Info("http listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
-	}
-	reloadCtx, stopReload := context.WithCancel(runCtx)
-	reloadDone := make(chan struct{})
-	loopOwnsWatcher = true
-	go func() {
-		defer close(reloadDone)
-		b.reloadLoop(reloadCtx, rw)
-	}()
-	defer func() { // runs before the shutdown above: no reload races it
-		stopReload()
-		<-reloadDone
-	}()
-	b.log.Info("bridge running", "rules", b.metricsRuleCount(), "broker", b.cfg.MQTT.Broker)
-
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-errc:
-		return err
-	}
+	return nil
 }
 
-// shutdown stops intake first, then the work in progress, then flushes MQTT.
-func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
+// shutdown stops intake first, then the work in progress, then flushes
+// MQTT, within ctx, and waits for every part's Run to return.
+func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
+	b.state.Store(stateStopping)
 	b.log.Info("shutting down")
-	if b.coap != nil {
-		cctx, cancel := context.WithTimeout(ctx, drainRequests)
-		if err := b.coap.Shutdown(cctx); err != nil {
-			b.log.Warn("coap shutdown: requests cut short", "err", err)
-		}
-		cancel()
+	sup.stop(ctx, "reload", rl) // no reload races the shutdown
+	if err := sup.stop(ctx, "coap", b.coap); err != nil {
+		b.log.Warn("coap shutdown: requests cut short", "err", err)
 	}
-	if b.watches != nil {
-		b.watches.stop(ctx)
+	sup.stop(ctx, "watches", b.watches)
+	sup.stop(ctx, "commands", b.commands)
+	if err := b.mqtt.Close(ctx); err != nil {
+		b.log.Warn("mqtt close", "err", err)
 	}
-	if b.commands != nil {
-		b.commands.Close(ctx)
+	b.devices.Close()
+	if err := sup.stop(ctx, "http", b.http); err != nil {
+		b.log.Warn("http shutdown", "err", err)
 	}
-	if b.mqtt != nil {
-		if err := b.mqtt.Close(ctx); err != nil {
-			b.log.Warn("mqtt close", "err", err)
-		}
-	}
-	if b.devices != nil {
-		b.devices.Close()
-	}
-	if srv != nil {
-		if err := srv.Shutdown(ctx); err != nil {
-			b.log.Warn("http shutdown", "err", err)
-		}
-	}
+	sup.stop(ctx, "resources", b.resources)
+	sup.wait(shutdownMargin / 2)
+	b.mu.Lock()
+	b.httpAddr, b.coapAddr, b.dtlsAddr = nil, nil, nil
+	b.mu.Unlock()
+	b.state.Store(stateStopped)
 }
 
 // apply moves the running subscriptions and watches from the old rule set
@@ -439,7 +435,7 @@ func (b *Bridge) shutdown(ctx context.Context, srv *http.Server) {
 func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	d := rules.Compare(old, new)
 	err := b.applySubscriptions(ctx, d, new)
-	b.applyWatches(d, new)
+	b.applyWatches(ctx, d, new)
 	return err
 }
 
@@ -478,8 +474,8 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 
 // applyWatches applies the watch part of d (observations and polls) and
 // logs what changed.
-func (b *Bridge) applyWatches(d rules.Diff, new *rules.Set) {
-	wa, wr, wc, wk := b.watches.apply(new.Watches())
+func (b *Bridge) applyWatches(ctx context.Context, d rules.Diff, new *rules.Set) {
+	wa, wr, wc, wk := b.watches.apply(ctx, new.Watches())
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
 		b.log.Info("rules applied",
@@ -515,29 +511,13 @@ func (b *Bridge) serveMQTT(d *mqttside.Delivery) {
 		mask = (*k)[d.Filter]
 	}
 	if mask&needResource != 0 {
-		if limit := b.maxPayload(); len(d.Payload) > limit {
-			// A remote broker delivers whatever it accepted.
-			b.metrics.errors.WithLabelValues("", reasonTooLarge).Inc()
-			b.log.Warn("mqtt message not kept for resource rules: payload too large",
-				"topic", d.Topic, "bytes", len(d.Payload), "limit", limit)
-		} else {
-			b.resources.store(d)
-			b.notifyObservers(d.Topic)
-		}
+		b.resources.keep(d)
 	}
 	if mask&needCommand != 0 {
 		b.commands.ServeMQTT(d) // acknowledges when the CoAP exchange ends
 		return
 	}
 	d.Ack()
-}
-
-// deviceSeen records that a device answered or pushed: commands waiting for
-// it are sent.
-func (b *Bridge) deviceSeen(name string) {
-	if b.commands != nil {
-		b.commands.markOnline(name)
-	}
 }
 
 func (b *Bridge) onMQTTEvent(e mqttside.Event) {
@@ -553,31 +533,4 @@ func (b *Bridge) metricsRuleCount() int { return b.metricsRuleCountOf(b.set.Load
 
 func (b *Bridge) metricsRuleCountOf(s *rules.Set) int {
 	return len(s.Ingress) + len(s.Observe) + len(s.Poll) + len(s.Commands) + len(s.Resources)
-}
-
-func (b *Bridge) httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := b.live(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not live: %v\n", err)
-			return
-		}
-		w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := b.live(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not live: %v\n", err)
-			return
-		}
-		if missing := b.health.notReady(); len(missing) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %v\n", missing)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
-	return mux
 }

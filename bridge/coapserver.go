@@ -1,7 +1,13 @@
 package bridge
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
@@ -9,15 +15,119 @@ import (
 	"github.com/coap-mqtt/bridge/rules"
 )
 
-// routeHandler is the bridge's CoAP server handler: it routes requests by the
-// running rule set's ingress and resource paths.
-type routeHandler struct{ b *Bridge }
+// ingress is the bridge's CoAP server. It routes requests by the running
+// rule set's paths: a device's push to an ingress rule is published to
+// MQTT, a GET on a resource rule's path or /.well-known/core is answered
+// by resources.
+type ingress struct {
+	set         *atomic.Pointer[rules.Set]
+	out         *outputs
+	res         *resources
+	seen        func(device string) // a device pushed: its waiting commands go out
+	metrics     *metrics
+	log         *slog.Logger
+	retryMaxAge uint32 // Max-Age sent with 5.03 (Options.RetryMaxAge)
+	srv         *coapside.Server
+
+	mu        sync.Mutex
+	listeners []listener // added before Run
+	serving   bool       // Run has handed the listeners to the server
+	closed    bool
+	wg        sync.WaitGroup // one per listener being served
+}
+
+// listener is one socket of the CoAP server.
+type listener struct {
+	scheme string // "coap" or "coaps", the prefix of its errors
+	conn   net.PacketConn
+}
+
+func newIngress(set *atomic.Pointer[rules.Set], out *outputs, res *resources, seen func(string), m *metrics, log *slog.Logger, opts Options) *ingress {
+	in := &ingress{set: set, out: out, res: res, seen: seen, metrics: m, log: log, retryMaxAge: opts.RetryMaxAge}
+	in.srv = &coapside.Server{Handler: in, Options: coapside.ServerOptions{EndpointOptions: opts.CoAP}}
+	in.srv.Options.Logger = log
+	return in
+}
+
+// add gives the server a socket to serve once Run is called; Shutdown
+// closes it if Run never is.
+func (in *ingress) add(scheme string, conn net.PacketConn) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		_ = conn.Close()
+		return
+	}
+	in.listeners = append(in.listeners, listener{scheme, conn})
+}
+
+// Run serves the sockets given with add until Shutdown. It returns the
+// first error that stops a socket being served, or nil once shut down.
+func (in *ingress) Run(context.Context) error {
+	in.mu.Lock()
+	if in.closed || in.serving {
+		in.mu.Unlock()
+		return nil
+	}
+	in.serving = true
+	ls := in.listeners
+	in.wg.Add(len(ls))
+	in.mu.Unlock()
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() {
+			defer in.wg.Done()
+			errc <- in.serve(l)
+		}()
+	}
+	for range ls {
+		if err := <-errc; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serve serves one socket; the server's own end after Shutdown
+// (ErrServerClosed) is not an error.
+func (in *ingress) serve(l listener) error {
+	err := in.srv.Serve(l.conn)
+	if err == nil || errors.Is(err, coapside.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", l.scheme, err)
+}
+
+// Shutdown stops taking requests (new ones get 5.03) and gives those in
+// progress drainRequests (within ctx) to finish: then their context ends,
+// so what they had not published is withdrawn. It returns once every
+// socket is closed and no handler runs.
+func (in *ingress) Shutdown(ctx context.Context) error {
+	in.mu.Lock()
+	in.closed = true
+	serving := in.serving
+	ls := in.listeners
+	in.mu.Unlock()
+	if !serving {
+		for _, l := range ls {
+			_ = l.conn.Close()
+		}
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, drainRequests)
+	defer cancel()
+	err := in.srv.Shutdown(cctx)
+	in.wg.Wait() // Serve returns once its endpoint, handlers included, is done
+	return err
+}
+
+// live reports a listener that has stopped reading its socket.
+func (in *ingress) live() error { return in.srv.Health() }
 
 // ServeCOAP implements coapside.Handler.
-func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
-	b := h.b
+func (in *ingress) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
 	received := time.Now()
-	set := b.set.Load()
+	set := in.set.Load()
 	if set == nil {
 		w.SetCode(message.ServiceUnavailable)
 		return
@@ -29,25 +139,25 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 	segs := r.Options.Strings(message.URIPath)
 	if isWellKnownCore(segs) {
 		identity, _ := r.PeerIdentity()
-		b.serveWellKnownCore(w, r, set, identity)
+		in.res.serveWellKnownCore(w, r, set, identity)
 		return
 	}
 	route, caps, err := set.MatchPath(r.Method, segs, nil)
 	switch {
 	case errors.Is(err, rules.ErrMethodNotAllowed):
-		b.metrics.errors.WithLabelValues("", reasonMethod).Inc()
+		in.metrics.errors.WithLabelValues("", reasonMethod).Inc()
 		w.SetCode(message.MethodNotAllowed)
 		return
 	case errors.Is(err, rules.ErrEscape):
 		// A captured segment that would change the topic's levels.
-		b.metrics.errors.WithLabelValues("", reasonEscape).Inc()
-		b.log.Warn("request refused: path segment", "peer", r.Peer.String(), "path", r.Path(), "err", err)
+		in.metrics.errors.WithLabelValues("", reasonEscape).Inc()
+		in.log.Warn("request refused: path segment", "peer", r.Peer.String(), "path", r.Path(), "err", err)
 		w.SetCode(message.BadRequest)
 		w.SetContentFormat(message.TextPlain)
 		w.Write([]byte(err.Error()))
 		return
 	case err != nil:
-		b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
+		in.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
 		w.SetCode(message.NotFound)
 		return
 	}
@@ -59,8 +169,8 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		idErr = route.Resource.CheckIdentity(caps, identity)
 	}
 	if idErr != nil {
-		b.metrics.errors.WithLabelValues(route.Name(), reasonIdentity).Inc()
-		b.log.Warn("request refused: identity", "rule", route.Name(), "peer", r.Peer.String(), "err", idErr)
+		in.metrics.errors.WithLabelValues(route.Name(), reasonIdentity).Inc()
+		in.log.Warn("request refused: identity", "rule", route.Name(), "peer", r.Peer.String(), "err", idErr)
 		if identity == "" {
 			w.SetCode(message.Unauthorized) // RFC 7252 §5.9.2.2
 		} else {
@@ -69,13 +179,10 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 		return
 	}
 	if route.Ingress != nil {
-		b.serveIngress(w, r, route.Ingress, caps, identity, received)
+		in.serveIngress(w, r, route.Ingress, caps, identity, received)
 		return
 	}
-	rule := route.Resource
-	b.obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		b.serveResource(w, r, rule, caps)
-	})).ServeCOAP(w, r)
+	in.res.serve(w, r, route.Resource, caps)
 }
 
 // serveIngress publishes a device's push. The device hears 2.04 Changed
@@ -83,8 +190,8 @@ func (h routeHandler) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) 
 // for a message that is not and never will be (see publishOutput), so its
 // retry cannot make a duplicate. A slow answer goes out as a separate
 // response after an empty ACK (coapside's SeparateAfter).
-func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Ingress, caps rules.Captures, identity string, received time.Time) {
-	in := &inbound{
+func (in *ingress) serveIngress(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Ingress, caps rules.Captures, identity string, received time.Time) {
+	msg := &inbound{
 		Payload:       r.Payload,
 		ContentFormat: -1,
 		Path:          r.Path(),
@@ -93,22 +200,22 @@ func (b *Bridge) serveIngress(w coapside.ResponseWriter, r *coapside.Request, ru
 		Confirm:       true,
 	}
 	if cf, ok := r.Options.ContentFormat(); ok {
-		in.ContentFormat = int(cf)
+		msg.ContentFormat = int(cf)
 	}
 	if d, ok := caps.Get("device"); ok {
-		in.Device = d
+		msg.Device = d
 	}
-	err := b.publishOutput(r.Context(), rule.Name, &rule.Output, caps, in)
+	err := in.out.publish(r.Context(), rule.Name, &rule.Output, caps, msg)
 	switch {
 	case err == nil, errors.Is(err, errFiltered):
 		w.SetCode(message.Changed)
-		if in.Device != "" {
-			b.deviceSeen(in.Device)
+		if msg.Device != "" {
+			in.seen(msg.Device)
 		}
 	default:
 		if errors.Is(err, message.ServiceUnavailable) {
 			o := w.Options()
-			*o = o.SetUint(message.MaxAge, b.opts.RetryMaxAge)
+			*o = o.SetUint(message.MaxAge, in.retryMaxAge)
 		}
 		// The outcome's code (5.00 for anything else) with a diagnostic
 		// payload (RFC 7252 §5.5.2) that tells the device why.

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -52,55 +54,91 @@ type command struct {
 // backoff, and later commands to it wait in a bounded per-device queue
 // until it is seen again or they expire (see command_queue.go).
 type commands struct {
-	b    *Bridge
+	set        *atomic.Pointer[rules.Set]
+	pub        publisher
+	devices    *deviceClients
+	metrics    *metrics
+	log        *slog.Logger
+	opts       Options
+	maxPayload int // largest command payload taken (mqtt.max_payload)
+
 	work chan *command
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // workers, the expiry loop, probes and drains
+	// ctx bounds the exchanges with devices; Shutdown ends it first.
 	ctx  context.Context
 	stop context.CancelFunc
+	// publishCtx bounds publishing outcomes; it ends when the shutdown's
+	// own deadline does, so no outcome waits for the broker beyond it.
+	publishCtx  context.Context
+	stopPublish context.CancelFunc
 	// handMu is held (read) while ServeMQTT hands a command to the
-	// backlog, so that Close knows when nothing more can join it.
+	// backlog, so that Shutdown knows when nothing more can join it.
 	handMu sync.RWMutex
 
-	mu     sync.Mutex
-	queue  map[string]*deviceQueue // device not answering -> its waiting commands
-	depth  int                     // commands in all queues
-	closed bool                    // Close called: start no more goroutines
+	mu      sync.Mutex
+	queue   map[string]*deviceQueue // device not answering -> its waiting commands
+	depth   int                     // commands in all queues
+	started bool                    // Run started the workers
+	closed  bool                    // Shutdown called: start no more goroutines
 
 	// live holds the filters the bridge is subscribed to (see ServeMQTT).
 	liveMu sync.RWMutex
 	live   map[string]bool
 }
 
-func newCommands(b *Bridge) *commands {
+func newCommands(set *atomic.Pointer[rules.Set], pub publisher, devices *deviceClients, m *metrics, log *slog.Logger, opts Options, maxPayload int) *commands {
 	ctx, stop := context.WithCancel(context.Background())
-	c := &commands{b: b, work: make(chan *command, b.opts.CommandBacklog), ctx: ctx, stop: stop, queue: map[string]*deviceQueue{}, live: map[string]bool{}}
-	for i := 0; i < b.opts.CommandWorkers; i++ {
+	pctx, stopPublish := context.WithCancel(context.Background())
+	return &commands{
+		set: set, pub: pub, devices: devices, metrics: m, log: log, opts: opts, maxPayload: maxPayload,
+		work: make(chan *command, opts.CommandBacklog),
+		ctx:  ctx, stop: stop, publishCtx: pctx, stopPublish: stopPublish,
+		queue: map[string]*deviceQueue{}, live: map[string]bool{},
+	}
+}
+
+// Run starts the workers and the expiry of queued commands, and returns
+// when Shutdown begins (which waits for them).
+func (c *commands) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed || c.started {
+		c.mu.Unlock()
+		return nil
+	}
+	c.started = true
+	for i := 0; i < c.opts.CommandWorkers; i++ {
 		c.wg.Add(1)
 		go c.worker()
 	}
 	c.wg.Add(1)
 	go c.expireLoop()
-	return c
+	c.mu.Unlock()
+	select {
+	case <-c.ctx.Done():
+	case <-ctx.Done():
+		c.stop() // not shut down: nothing is given up gracefully
+		c.stopPublish()
+	}
+	return nil
 }
 
-// Close cancels the exchanges in progress and stops the workers (waiting
-// until ctx ends at most). Commands not sent, or cancelled, are given up
-// (see abandon); those queued for offline devices are answered as expired.
-func (c *commands) Close(ctx context.Context) {
+// Shutdown cancels the exchanges in progress and waits for the workers,
+// probes and drains to end: each publishes the outcome of the command in
+// hand. When ctx ends first, publishing is cut short too, so Shutdown
+// returns soon after ctx's deadline and never before its goroutines are
+// gone. Commands not sent, or cancelled, are given up (see abandon); those
+// queued for offline devices are answered as expired.
+func (c *commands) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
 	c.stop()
+	defer context.AfterFunc(ctx, c.stopPublish)()
 	// Wait for ServeMQTT calls handing a command over: from now on they
 	// see the bridge closing and nothing joins the backlog.
 	c.handMu.Lock()
 	c.handMu.Unlock()
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	c.wg.Wait()
 	left := 0
 	for _, cmd := range c.backlog() {
 		if c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}) {
@@ -108,19 +146,20 @@ func (c *commands) Close(ctx context.Context) {
 		}
 	}
 	if left > 0 {
-		c.b.log.Info("commands not sent left to the broker for redelivery", "commands", left)
+		c.log.Info("commands not sent left to the broker for redelivery", "commands", left)
 	}
 	c.mu.Lock()
 	q := c.queue
 	c.queue = map[string]*deviceQueue{}
 	c.depth = 0
 	c.mu.Unlock()
-	c.b.metrics.queueDepth.Set(0)
+	c.metrics.queueDepth.Set(0)
 	for _, dq := range q {
 		for _, cmd := range dq.cmds {
 			c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
 		}
 	}
+	return nil
 }
 
 // abandon gives up a command because the bridge is shutting down. A
@@ -130,7 +169,7 @@ func (c *commands) Close(ctx context.Context) {
 // answered with res.
 func (c *commands) abandon(cmd *command, res commandResult) bool {
 	if cmd.delivery.Redeliverable() {
-		c.b.log.Debug("command left to the broker for redelivery", "rule", cmd.rule.Name, "topic", cmd.delivery.Topic)
+		c.log.Debug("command left to the broker for redelivery", "rule", cmd.rule.Name, "topic", cmd.delivery.Topic)
 		return true
 	}
 	c.finish(cmd, res, reasonExpired)
@@ -164,22 +203,22 @@ func (c *commands) isLive(filter string) bool {
 // command, the others are acknowledged. Until that filter is subscribed
 // (a reload adding it), the delivery on the other filter runs it instead.
 func (c *commands) ServeMQTT(d *mqttside.Delivery) {
-	set := c.b.set.Load()
+	set := c.set.Load()
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
 	if !ok {
 		// A filter from a rule removed by a reload: nothing handles it now.
-		c.b.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
-		c.b.log.Warn("command dropped: no rule matches", "topic", d.Topic)
+		c.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
+		c.log.Warn("command dropped: no rule matches", "topic", d.Topic)
 		d.Ack()
 		return
 	}
 	if f := rule.Filter.Filter(); f != d.Filter && c.isLive(f) {
-		c.b.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
+		c.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
 		d.Ack()
 		return
 	}
 	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now()}
-	if limit := c.b.maxPayload(); len(d.Payload) > limit {
+	if limit := c.maxPayload; len(d.Payload) > limit {
 		// A remote broker delivers whatever it accepted; the embedded
 		// broker refuses such a publish itself.
 		c.finish(cmd, commandResult{Status: "error",
@@ -220,7 +259,7 @@ func (c *commands) hand(cmd *command) bool {
 		return true
 	default:
 	}
-	c.b.metrics.backpressure.Inc()
+	c.metrics.backpressure.Inc()
 	select {
 	case c.work <- cmd:
 		return true
@@ -271,7 +310,6 @@ func deviceName(t rules.Target) string {
 
 // execute sends one command and publishes its outcome.
 func (c *commands) execute(cmd *command) {
-	b := c.b
 	rule := cmd.rule
 	res := commandResult{Method: rule.Method.String()}
 	req, err := c.request(cmd)
@@ -283,7 +321,7 @@ func (c *commands) execute(cmd *command) {
 	res.URL = req.URL.String()
 	ctx, cancel := context.WithTimeout(c.ctx, rule.Timeout)
 	start := time.Now()
-	resp, err := b.devices.doFor(ctx, cmd.target.Device, cmd.target.Secure, req)
+	resp, err := c.devices.doFor(ctx, cmd.target.Device, cmd.target.Secure, req)
 	cancel()
 	res.RTTMillis = float64(time.Since(start).Microseconds()) / 1000
 	name := deviceName(cmd.target)
@@ -293,7 +331,7 @@ func (c *commands) execute(cmd *command) {
 			c.markOnline(name)
 		}
 		fillResponse(&res, resp)
-		b.metrics.latency.WithLabelValues(rule.Name, dirMQTTToCoAP).Observe(time.Since(cmd.received).Seconds())
+		c.metrics.latency.WithLabelValues(rule.Name, dirMQTTToCoAP).Observe(time.Since(cmd.received).Seconds())
 		c.finish(cmd, res, "")
 	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		if name != "" {
@@ -365,7 +403,6 @@ func fillResponse(res *commandResult, resp *coapside.Response) {
 // acknowledges the MQTT message, so a QoS 1 command is acknowledged after its
 // CoAP exchange ends.
 func (c *commands) finish(cmd *command, res commandResult, reason string) {
-	b := c.b
 	rule := cmd.rule
 	res.Rule, res.Topic = rule.Name, cmd.delivery.Topic
 	if res.Device == "" {
@@ -375,29 +412,29 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 		res.Method = rule.Method.String()
 	}
 	if reason == "" {
-		b.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
+		c.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
 	} else {
-		b.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
-		b.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
+		c.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
+		c.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
 	}
 	body, _ := json.Marshal(res)
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.PublishTimeout)
+	ctx, cancel := context.WithTimeout(c.publishCtx, c.opts.PublishTimeout)
 	defer cancel()
 	if !rule.ResponseTopic.IsZero() {
 		topic, err := replyTopic(rule.ResponseTopic, cmd.caps)
 		if err == nil {
-			err = b.mqtt.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS, ContentType: "application/json"})
+			err = c.pub.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS, ContentType: "application/json"})
 		}
 		if err != nil {
-			b.metrics.errors.WithLabelValues(rule.Name, reasonPublish).Inc()
-			b.log.Warn("command response not published", "rule", rule.Name, "err", err)
+			c.metrics.errors.WithLabelValues(rule.Name, reasonPublish).Inc()
+			c.log.Warn("command response not published", "rule", rule.Name, "err", err)
 		}
 	}
 	if rt := cmd.delivery.ResponseTopic; rt != "" {
-		err := b.mqtt.Publish(ctx, mqttside.Message{Topic: rt, Payload: body, QoS: rule.QoS,
+		err := c.pub.Publish(ctx, mqttside.Message{Topic: rt, Payload: body, QoS: rule.QoS,
 			CorrelationData: cmd.delivery.CorrelationData, ContentType: "application/json"})
 		if err != nil {
-			b.log.Warn("command response not published to MQTT 5 response topic", "rule", rule.Name, "err", err)
+			c.log.Warn("command response not published to MQTT 5 response topic", "rule", rule.Name, "err", err)
 		}
 	}
 	cmd.delivery.Ack()

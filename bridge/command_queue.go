@@ -50,10 +50,10 @@ func (c *commands) markOffline(name string) {
 	case !ok:
 		dq = &deviceQueue{}
 		c.queue[name] = dq
-		c.b.log.Info("device offline: queueing its commands", "device", name)
+		c.log.Info("device offline: queueing its commands", "device", name)
 	default:
 		dq.draining = false
-		c.b.log.Info("device offline again: queueing its commands", "device", name, "queued_commands", len(dq.cmds))
+		c.log.Info("device offline again: queueing its commands", "device", name, "queued_commands", len(dq.cmds))
 	}
 	if c.closed {
 		return
@@ -77,14 +77,14 @@ func (c *commands) markOnline(name string) {
 		dq.stopProbe()
 		dq.stopProbe = nil
 	}
-	c.b.log.Info("device seen again", "device", name, "queued_commands", len(dq.cmds))
+	c.log.Info("device seen again", "device", name, "queued_commands", len(dq.cmds))
 	dq.draining = true
 	switch {
 	case dq.drainer:
 		// The drain goroutine still runs and carries on.
 	case len(dq.cmds) == 0:
 		delete(c.queue, name)
-	case !c.closed: // once closed, Close answers the queue
+	case !c.closed: // once closed, Shutdown answers the queue
 		dq.drainer = true
 		c.wg.Add(1)
 		go c.drain(name)
@@ -99,12 +99,12 @@ func (c *commands) drain(name string) {
 		c.mu.Lock()
 		dq, ok := c.queue[name]
 		switch {
-		case !ok: // taken by Close
+		case !ok: // taken by Shutdown
 			c.mu.Unlock()
 			return
 		case !dq.draining || c.ctx.Err() != nil:
 			// Offline again (the probe is back in charge), or closing
-			// (Close answers what is left).
+			// (Shutdown answers what is left).
 			dq.drainer = false
 			c.mu.Unlock()
 			return
@@ -117,7 +117,7 @@ func (c *commands) drain(name string) {
 		dq.cmds[0] = nil
 		dq.cmds = dq.cmds[1:]
 		c.depth--
-		c.b.metrics.queueDepth.Set(float64(c.depth))
+		c.metrics.queueDepth.Set(float64(c.depth))
 		c.mu.Unlock()
 		c.execute(cmd)
 	}
@@ -133,14 +133,14 @@ func (c *commands) enqueue(name string, cmd *command) {
 		c.execute(cmd)
 		return
 	}
-	if len(dq.cmds) >= c.b.opts.CommandQueue {
+	if len(dq.cmds) >= c.opts.CommandQueue {
 		c.mu.Unlock()
 		c.finish(cmd, commandResult{Status: "error", Error: "device offline and its command queue is full"}, reasonQueueFull)
 		return
 	}
 	dq.cmds = append(dq.cmds, cmd)
 	c.depth++
-	c.b.metrics.queueDepth.Set(float64(c.depth))
+	c.metrics.queueDepth.Set(float64(c.depth))
 	c.mu.Unlock()
 	// The bridge now holds the command until the device is back or the
 	// command expires, and publishes that outcome. Acknowledging now keeps
@@ -156,21 +156,21 @@ func (c *commands) enqueue(name string, cmd *command) {
 // device that answers is marked online.
 func (c *commands) probe(ctx context.Context, name string) {
 	defer c.wg.Done()
-	bo := backoff{min: c.b.opts.ProbeMin, max: max(c.b.opts.ProbeMax, c.b.opts.ProbeMin)}
+	bo := backoff{min: c.opts.ProbeMin, max: max(c.opts.ProbeMax, c.opts.ProbeMin)}
 	for sleep(ctx, bo.next()) {
-		dev, ok := c.b.set.Load().Device(name)
+		dev, ok := c.set.Load().Device(name)
 		if !ok {
 			c.forget(name)
 			return
 		}
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		alive := c.b.devices.Ping(pctx, dev.Secure, dev.Host)
+		alive := c.devices.Ping(pctx, dev.Secure, dev.Host)
 		cancel()
 		if alive {
 			c.markOnline(name)
 			return
 		}
-		c.b.log.Debug("device still offline", "device", name)
+		c.log.Debug("device still offline", "device", name)
 	}
 }
 
@@ -185,7 +185,7 @@ func (c *commands) forget(name string) {
 	}
 	delete(c.queue, name)
 	c.depth -= len(dq.cmds)
-	c.b.metrics.queueDepth.Set(float64(c.depth))
+	c.metrics.queueDepth.Set(float64(c.depth))
 	c.mu.Unlock()
 	for _, cmd := range dq.cmds {
 		c.finish(cmd, commandResult{Status: "error", Error: "device removed from the rules"}, reasonUnknownDevice)
@@ -196,7 +196,7 @@ func (c *commands) forget(name string) {
 // expired, checking every second (or every quarter of the TTL if shorter).
 func (c *commands) expireLoop() {
 	defer c.wg.Done()
-	t := time.NewTicker(min(c.b.opts.CommandQueueTTL/4, time.Second))
+	t := time.NewTicker(min(c.opts.CommandQueueTTL/4, time.Second))
 	defer t.Stop()
 	for {
 		select {
@@ -208,7 +208,7 @@ func (c *commands) expireLoop() {
 			for _, dq := range c.queue {
 				keep := dq.cmds[:0]
 				for _, cmd := range dq.cmds {
-					if now.Sub(cmd.received) > c.b.opts.CommandQueueTTL {
+					if now.Sub(cmd.received) > c.opts.CommandQueueTTL {
 						expired = append(expired, cmd)
 					} else {
 						keep = append(keep, cmd)
@@ -218,7 +218,7 @@ func (c *commands) expireLoop() {
 				dq.cmds = keep
 			}
 			c.depth -= len(expired)
-			c.b.metrics.queueDepth.Set(float64(c.depth))
+			c.metrics.queueDepth.Set(float64(c.depth))
 			c.mu.Unlock()
 			for _, cmd := range expired {
 				c.finish(cmd, commandResult{Status: "expired", Error: "device stayed offline"}, reasonExpired)

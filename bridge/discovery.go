@@ -20,12 +20,12 @@ func isWellKnownCore(segs []string) bool {
 // the bridge's CoAP server offers, filtered by the request's queries
 // (§4.1): every concrete path of a resource rule that has a value, and the
 // ingress rules the operator described with rt or if.
-func (b *Bridge) serveWellKnownCore(w coapside.ResponseWriter, r *coapside.Request, set *rules.Set, identity string) {
+func (rs *resources) serveWellKnownCore(w coapside.ResponseWriter, r *coapside.Request, set *rules.Set, identity string) {
 	if r.Method != message.GET {
 		w.SetCode(message.MethodNotAllowed)
 		return
 	}
-	coapside.WriteWellKnownCore(w, r, b.discoveryResources(set, identity))
+	coapside.WriteWellKnownCore(w, r, rs.discoveryResources(set, identity))
 }
 
 // discoveryResources lists the links of /.well-known/core for a requester
@@ -41,10 +41,10 @@ func (b *Bridge) serveWellKnownCore(w coapside.ResponseWriter, r *coapside.Reque
 // the operator describes it with rt or if, by its path as written; a
 // capture that identity = "{capture}" binds is filled in with the
 // requester's identity.
-func (b *Bridge) discoveryResources(set *rules.Set, identity string) []linkformat.Resource {
+func (rs *resources) discoveryResources(set *rules.Set, identity string) []linkformat.Resource {
 	var out []linkformat.Resource
 	seen := map[string]bool{}
-	for _, topic := range b.resources.topics() {
+	for _, topic := range rs.cache.topics() {
 		for _, m := range set.MatchResources(topic) {
 			rule := m.Rule
 			if rule.CheckIdentity(m.Captures, identity) != nil {
@@ -71,7 +71,7 @@ func (b *Bridge) discoveryResources(set *rules.Set, identity string) []linkforma
 				Interfaces:    rule.Interfaces,
 				Observable:    true,
 			}
-			if mt, ok := b.resourceFormat(rule, topic); ok {
+			if mt, ok := rs.resourceFormat(rule, topic); ok {
 				res.ContentFormats = []uint16{uint16(mt)}
 			}
 			out = append(out, res)
@@ -93,11 +93,11 @@ func (b *Bridge) discoveryResources(set *rules.Set, identity string) []linkforma
 
 // resourceFormat is the Content-Format a GET on rule's path answers with
 // for the latest message on topic (see serveResource).
-func (b *Bridge) resourceFormat(rule *rules.Resource, topic string) (message.MediaType, bool) {
+func (rs *resources) resourceFormat(rule *rules.Resource, topic string) (message.MediaType, bool) {
 	if rule.ContentFormat != nil {
 		return message.MediaType(*rule.ContentFormat), true
 	}
-	v, ok := b.resources.get(topic)
+	v, ok := rs.cache.get(topic)
 	if !ok || v.contentType == "" {
 		return 0, false
 	}

@@ -10,6 +10,14 @@ var (
 	// psk_file) that held rules is now empty: the reload is refused.
 	ErrEmptiedFile = errors.New("bridge: rule file emptied")
 
+	// ErrNotRunning is returned by Reload when Run has not started the
+	// bridge yet, or has begun shutting it down.
+	ErrNotRunning = errors.New("bridge: not running")
+
+	// ErrAlreadyRun is returned by a second call of Run: a Bridge runs
+	// once.
+	ErrAlreadyRun = errors.New("bridge: Run already called")
+
 	// ErrRulesUnsettled is returned by Reload when the rule files kept
 	// changing while it waited for them to settle.
 	ErrRulesUnsettled = errors.New("bridge: rule files keep changing")

@@ -42,8 +42,5 @@ func (b *Bridge) live() error {
 	if f := b.liveCheck.Load(); f != nil {
 		return (*f)()
 	}
-	if b.coap == nil {
-		return nil
-	}
-	return b.coap.Health()
+	return b.coap.live()
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -22,9 +23,11 @@ import (
 // loopback port, a CoAP server on a loopback port and the given rules.
 type testBridge struct {
 	*Bridge
-	cancel context.CancelFunc
-	done   chan error
-	dir    string
+	cancel   context.CancelFunc
+	done     chan error
+	dir      string
+	label    string // pprof label of the goroutines Run starts
+	warnings *warnRecorder
 }
 
 // startBridge writes rulesText to a rule file and runs a bridge on it.
@@ -48,14 +51,15 @@ func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *t
 	if mod != nil {
 		mod(&cfg, &opts)
 	}
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	b, err := NewWithOptions(cfg, opts, logger)
+	warnings := newWarnRecorder(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := NewWithOptions(cfg, opts, slog.New(warnings))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tb := &testBridge{Bridge: b, cancel: cancel, done: make(chan error, 1), dir: dir}
-	go func() { tb.done <- b.Run(ctx) }()
+	tb := &testBridge{Bridge: b, cancel: cancel, done: make(chan error, 1), dir: dir, warnings: warnings}
+	tb.label = fmt.Sprintf("%s/%d", t.Name(), time.Now().UnixNano())
+	go pprof.Do(ctx, pprof.Labels(runLabel, tb.label), func(ctx context.Context) { tb.done <- b.Run(ctx) })
 	t.Cleanup(func() { tb.stop(t) })
 	testkit.Eventually(t, 5*time.Second, "bridge ready", func() bool {
 		return b.Ready() && (cfg.CoAP.Listen == "" || b.CoAPAddr() != nil) && (cfg.HTTP.Listen == "" || b.HTTPAddr() != nil)
@@ -71,6 +75,7 @@ func (tb *testBridge) stop(t *testing.T) {
 			t.Errorf("bridge Run: %v", err)
 		}
 		tb.done <- nil // let a second stop return at once
+		checkRunGoroutines(t, tb.label)
 	case <-time.After(ShutdownGrace + 2*time.Second):
 		t.Error("bridge did not stop in time")
 	}
@@ -182,4 +187,88 @@ func (s *subscriber) waitFor(t *testing.T, d time.Duration, topic, payload strin
 			t.Fatalf("no %q on %s within %v", payload, topic, d)
 		}
 	}
+}
+
+// runLabel is the pprof label a test gives the goroutine that calls Run:
+// every goroutine Run starts, and every goroutine those start, inherit it.
+const runLabel = "bridge-run"
+
+// checkRunGoroutines fails the test when goroutines started by the Run
+// labelled label are still alive (a second after Run returned, the time a
+// goroutine that has signalled its end needs to exit).
+func checkRunGoroutines(t *testing.T, label string) {
+	t.Helper()
+	var left []string
+	deadline := time.Now().Add(time.Second)
+	for {
+		left = runGoroutines(label)
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("%d goroutines started by Run outlive it:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+}
+
+// runGoroutines returns the stacks of the live goroutines labelled label.
+func runGoroutines(label string) []string {
+	var sb strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&sb, 1)
+	want := fmt.Sprintf("%q:%q", runLabel, label)
+	var out []string
+	for _, g := range strings.Split(sb.String(), "\n\n") {
+		if strings.Contains(g, "# labels: {") && strings.Contains(g, want) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// warnRecorder is a slog handler that keeps the messages logged at Warn
+// and above, with their attributes, and passes every record on.
+type warnRecorder struct {
+	slog.Handler
+	attrs []slog.Attr // from WithAttrs
+	mu    *sync.Mutex
+	msgs  *[]string
+}
+
+func (h *warnRecorder) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		var sb strings.Builder
+		sb.WriteString(r.Level.String() + " " + r.Message)
+		add := func(a slog.Attr) bool {
+			sb.WriteString(" " + a.String())
+			return true
+		}
+		for _, a := range h.attrs {
+			add(a)
+		}
+		r.Attrs(add)
+		h.mu.Lock()
+		*h.msgs = append(*h.msgs, sb.String())
+		h.mu.Unlock()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *warnRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &warnRecorder{Handler: h.Handler.WithAttrs(as), attrs: append(h.attrs[:len(h.attrs):len(h.attrs)], as...), mu: h.mu, msgs: h.msgs}
+}
+
+func (h *warnRecorder) WithGroup(name string) slog.Handler {
+	return &warnRecorder{Handler: h.Handler.WithGroup(name), attrs: h.attrs, mu: h.mu, msgs: h.msgs}
+}
+
+func newWarnRecorder(next slog.Handler) *warnRecorder {
+	return &warnRecorder{Handler: next, mu: &sync.Mutex{}, msgs: &[]string{}}
+}
+
+// logged returns the messages recorded so far.
+func (h *warnRecorder) logged() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), *h.msgs...)
 }

@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"context"
 	"log/slog"
+	"sync"
 
 	"github.com/coap-mqtt/bridge/mqttside"
 )
@@ -42,9 +44,91 @@ func mqttOptions(c MQTTConfig, log *slog.Logger, onEvent mqttside.EventFunc) mqt
 }
 
 // maxPayload is the largest MQTT payload the bridge takes (mqtt.max_payload).
-func (b *Bridge) maxPayload() int {
-	if b.cfg.MQTT.MaxPayload > 0 {
-		return b.cfg.MQTT.MaxPayload
+func maxPayload(c MQTTConfig) int {
+	if c.MaxPayload > 0 {
+		return c.MaxPayload
 	}
 	return mqttside.DefaultMaxPayload
+}
+
+// publisher is what the bridge's parts need of the MQTT client: handing a
+// message to the broker (see mqttside.Client).
+type publisher interface {
+	Publish(ctx context.Context, m mqttside.Message) error
+	PublishOrWithdraw(ctx context.Context, m mqttside.Message) error
+}
+
+// mqttLink is the bridge's MQTT client as the parts see it. The client is
+// made by Run (its options may fail to load, which Run reports); before
+// and after, a publish or subscription fails with mqttside.ErrClosed.
+type mqttLink struct {
+	mu sync.RWMutex
+	c  mqttside.Client
+}
+
+// attach makes c the client every call goes to.
+func (l *mqttLink) attach(c mqttside.Client) {
+	l.mu.Lock()
+	l.c = c
+	l.mu.Unlock()
+}
+
+// client returns the client, or nil before Run made one.
+func (l *mqttLink) client() mqttside.Client {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.c
+}
+
+// Publish implements publisher.
+func (l *mqttLink) Publish(ctx context.Context, m mqttside.Message) error {
+	c := l.client()
+	if c == nil {
+		return mqttside.ErrClosed
+	}
+	return c.Publish(ctx, m)
+}
+
+// PublishOrWithdraw implements publisher.
+func (l *mqttLink) PublishOrWithdraw(ctx context.Context, m mqttside.Message) error {
+	c := l.client()
+	if c == nil {
+		return mqttside.ErrClosed
+	}
+	return c.PublishOrWithdraw(ctx, m)
+}
+
+// Subscribe registers h for filter (see mqttside.Client).
+func (l *mqttLink) Subscribe(ctx context.Context, filter string, qos byte, h mqttside.Handler) error {
+	c := l.client()
+	if c == nil {
+		return mqttside.ErrClosed
+	}
+	return c.Subscribe(ctx, filter, qos, h)
+}
+
+// Unsubscribe removes the subscription for filter.
+func (l *mqttLink) Unsubscribe(ctx context.Context, filter string) error {
+	c := l.client()
+	if c == nil {
+		return mqttside.ErrClosed
+	}
+	return c.Unsubscribe(ctx, filter)
+}
+
+// Close flushes and closes the client, until ctx ends.
+func (l *mqttLink) Close(ctx context.Context) error {
+	c := l.client()
+	if c == nil {
+		return nil
+	}
+	return c.Close(ctx)
+}
+
+// addr is the embedded broker's TCP address, or "".
+func (l *mqttLink) addr() string {
+	if e, ok := l.client().(*mqttside.Embedded); ok {
+		return e.Addr()
+	}
+	return ""
 }

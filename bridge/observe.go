@@ -18,12 +18,11 @@ import (
 // exponential backoff and jitter. A resource that is not observable is
 // polled instead, and observing is tried again after a while.
 func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
-	b := wt.b
-	bo := backoff{min: b.opts.ReobserveMin, max: b.opts.ReobserveMax}
-	flog := failureLog{log: b.log}
+	bo := backoff{min: wt.opts.ReobserveMin, max: wt.opts.ReobserveMax}
+	flog := failureLog{log: wt.log}
 	for ctx.Err() == nil {
 		g := wt.group(run)
-		client, err := b.devices.clientFor(ctx, g.device)
+		client, err := wt.devices.clientFor(ctx, g.device)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -46,7 +45,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		}
 		obs, err := client.ObserveRequest(ctx, req, func(n coapside.Notification) {
 			cur := wt.group(run)
-			b.deviceSeen(cur.device.Name)
+			wt.seen(cur.device.Name)
 			if n.Code.Class() != 2 {
 				return // the observation ends; the loop counts it and re-observes
 			}
@@ -56,7 +55,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, coapside.ErrNotObservable):
-			b.log.Info("resource not observable: polling", "device", g.device.Name, "path", path, "interval", b.opts.ObserveFallbackInterval)
+			wt.log.Info("resource not observable: polling", "device", g.device.Name, "path", path, "interval", wt.opts.ObserveFallbackInterval)
 			wt.fallbackPoll(ctx, run, path)
 			continue
 		case err != nil:
@@ -70,7 +69,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		bo.reset()
 		wt.observationUp(1)
 		flog.ok("observing again", "device", g.device.Name, "path", path)
-		b.log.Debug("observing", "device", g.device.Name, "path", path)
+		wt.log.Debug("observing", "device", g.device.Name, "path", path)
 		select {
 		case <-ctx.Done():
 			// The observation deregisters itself (GET Observe=1) when its
@@ -98,16 +97,15 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 // rebooted) is logged, and the deregistration at the end waits no longer
 // than the shutdown allows.
 func (wt *watcher) observationOptions(device, path string) coapside.ObservationOptions {
-	b := wt.b
-	stale := b.metrics.staleDropped.WithLabelValues(device)
+	stale := wt.metrics.staleDropped.WithLabelValues(device)
 	return coapside.ObservationOptions{
 		CancelContext: wt.drain,
 		OnStale: func(seq, latest uint32) {
 			stale.Inc()
-			b.log.Debug("observe: stale notification dropped", "device", device, "path", path, "seq", seq, "latest", latest)
+			wt.log.Debug("observe: stale notification dropped", "device", device, "path", path, "seq", seq, "latest", latest)
 		},
 		OnRestart: func(seq, previous uint32) {
-			b.log.Info("observe sequence restarted", "device", device, "path", path, "seq", seq, "previous", previous)
+			wt.log.Info("observe sequence restarted", "device", device, "path", path, "seq", seq, "previous", previous)
 		},
 	}
 }
@@ -115,10 +113,10 @@ func (wt *watcher) observationOptions(device, path string) coapside.ObservationO
 // countError counts one failure against every rule of a group.
 func (wt *watcher) countError(g *watchGroup, reason string) {
 	for _, o := range g.observes {
-		wt.b.metrics.errors.WithLabelValues(o.Name, reason).Inc()
+		wt.metrics.errors.WithLabelValues(o.Name, reason).Inc()
 	}
 	for _, p := range g.polls {
-		wt.b.metrics.errors.WithLabelValues(p.Name, reason).Inc()
+		wt.metrics.errors.WithLabelValues(p.Name, reason).Inc()
 	}
 }
 
@@ -127,8 +125,8 @@ func (wt *watcher) countError(g *watchGroup, reason string) {
 func (wt *watcher) fallbackPoll(ctx context.Context, run *watchRun, path string) {
 	var last []byte
 	have := false
-	for i := 0; i < wt.b.opts.FallbackRounds; i++ {
-		if !sleep(ctx, wt.b.opts.ObserveFallbackInterval+jitter(wt.b.opts.ObserveFallbackInterval/10)) {
+	for i := 0; i < wt.opts.FallbackRounds; i++ {
+		if !sleep(ctx, wt.opts.ObserveFallbackInterval+jitter(wt.opts.ObserveFallbackInterval/10)) {
 			return
 		}
 		g := wt.group(run)
@@ -137,7 +135,7 @@ func (wt *watcher) fallbackPoll(ctx context.Context, run *watchRun, path string)
 			wt.countError(g, reasonOf(err))
 			continue
 		}
-		wt.b.deviceSeen(g.device.Name)
+		wt.seen(g.device.Name)
 		if resp.Code.Class() != 2 {
 			wt.countError(g, reasonCoAP)
 			continue
@@ -154,7 +152,6 @@ func (wt *watcher) fallbackPoll(ctx context.Context, run *watchRun, path string)
 // /.well-known/core and keeps one observation per listed observable
 // resource, refreshing the list every DiscoveryRefresh.
 func (wt *watcher) discover(ctx context.Context, run *watchRun) {
-	b := wt.b
 	type child struct {
 		cancel context.CancelFunc
 		done   chan struct{}
@@ -168,15 +165,15 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 			<-c.done
 		}
 	}()
-	bo := backoff{min: b.opts.ReobserveMin, max: b.opts.ReobserveMax}
-	flog := failureLog{log: b.log}
+	bo := backoff{min: wt.opts.ReobserveMin, max: wt.opts.ReobserveMax}
+	flog := failureLog{log: wt.log}
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		rule := g.observes[0]
-		client, err := b.devices.clientFor(ctx, g.device)
+		client, err := wt.devices.clientFor(ctx, g.device)
 		var links []string
 		if err == nil {
-			dctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+			dctx, cancel := context.WithTimeout(ctx, wt.opts.RequestTimeout)
 			var ls []linkTarget
 			ls, err = discoverPaths(dctx, client, resourceURL(g.device, ""), rule.Discover)
 			cancel()
@@ -197,7 +194,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 		}
 		bo.reset()
 		flog.ok("discovery recovered", "rule", rule.Name, "device", g.device.Name)
-		b.deviceSeen(g.device.Name)
+		wt.seen(g.device.Name)
 		want := map[string]bool{}
 		for _, p := range links {
 			want[p] = true
@@ -223,8 +220,8 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 		for _, c := range gone {
 			<-c.done
 		}
-		b.log.Info("discovered", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "resources", len(children))
-		if !sleep(ctx, b.opts.DiscoveryRefresh) {
+		wt.log.Info("discovered", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "resources", len(children))
+		if !sleep(ctx, wt.opts.DiscoveryRefresh) {
 			return
 		}
 	}
@@ -257,9 +254,9 @@ func (wt *watcher) get(ctx context.Context, g *watchGroup, path string) (*coapsi
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, wt.b.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, wt.opts.RequestTimeout)
 	defer cancel()
-	return wt.b.devices.Do(ctx, g.device.Secure, req)
+	return wt.devices.Do(ctx, g.device.Secure, req)
 }
 
 // responseNotification views a plain response as a notification.

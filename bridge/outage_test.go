@@ -182,7 +182,7 @@ retain  = true
 			t.Fatalf("device %d during the outage: %v %v, want 5.03", i, codes[i], errs[i])
 		}
 	}
-	if got := tb.mqtt.Stats().Withdrawn; got != devices+1 {
+	if got := tb.mqtt.client().Stats().Withdrawn; got != devices+1 {
 		t.Errorf("withdrawn %d, want %d", got, devices+1)
 	}
 	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("q1", reasonPublishTimeout)); got != devices+1 {

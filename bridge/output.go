@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
@@ -79,7 +80,19 @@ func classifyPrepareError(err error) error {
 	return &outcomeError{reasonEscape, message.BadRequest, err} // ErrEscape, ErrMissingCapture
 }
 
-// publishOutput builds and publishes one message for a rule and records the
+// outputs publishes what devices send (pushes, notifications, poll
+// answers) to MQTT by a rule's output settings, and counts the outcome.
+type outputs struct {
+	pub     publisher
+	metrics *metrics
+	log     *slog.Logger
+	// publishTimeout bounds waiting for the broker to acknowledge a
+	// message whose sender waits for the outcome; handoverTimeout bounds
+	// handing any other message to the client (Options).
+	publishTimeout, handoverTimeout time.Duration
+}
+
+// publish builds and publishes one message for a rule and records the
 // result in the metrics. It returns nil once the message is certain to be
 // published (see below), errFiltered, or an *outcomeError.
 //
@@ -90,25 +103,25 @@ func classifyPrepareError(err error) error {
 // buffer, so a 5.03 always means "not published, send it again" and a
 // retry cannot create a duplicate. Any other message counts as published
 // once it is in the client or its offline buffer.
-func (b *Bridge) publishOutput(ctx context.Context, rule string, out *rules.Output, caps rules.Captures, in *inbound) error {
+func (o *outputs) publish(ctx context.Context, rule string, out *rules.Output, caps rules.Captures, in *inbound) error {
 	m, err := buildMessage(out, caps, in)
 	if err == nil {
 		confirm := in.Confirm && m.QoS > 0
-		timeout := b.opts.PublishTimeout
+		timeout := o.publishTimeout
 		if !confirm {
 			// Taken into the client (or its offline buffer) is enough.
-			timeout = min(timeout, b.opts.HandoverTimeout)
+			timeout = min(timeout, o.handoverTimeout)
 		}
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		if confirm {
-			err = b.mqtt.PublishOrWithdraw(pctx, m)
+			err = o.pub.PublishOrWithdraw(pctx, m)
 		} else {
-			err = b.mqtt.Publish(pctx, m)
+			err = o.pub.Publish(pctx, m)
 		}
 		cancel()
 		if errors.Is(err, mqttside.ErrPending) {
 			// Accepted and not withdrawable: it is delivered on reconnect.
-			b.metrics.buffered.WithLabelValues(rule).Inc()
+			o.metrics.buffered.WithLabelValues(rule).Inc()
 			err = nil
 		}
 		if err != nil {
@@ -118,13 +131,13 @@ func (b *Bridge) publishOutput(ctx context.Context, rule string, out *rules.Outp
 	var oe *outcomeError
 	switch {
 	case err == nil:
-		b.metrics.messages.WithLabelValues(rule, dirCoAPToMQTT).Inc()
-		b.metrics.latency.WithLabelValues(rule, dirCoAPToMQTT).Observe(time.Since(in.Received).Seconds())
+		o.metrics.messages.WithLabelValues(rule, dirCoAPToMQTT).Inc()
+		o.metrics.latency.WithLabelValues(rule, dirCoAPToMQTT).Observe(time.Since(in.Received).Seconds())
 	case errors.Is(err, errFiltered):
-		b.metrics.filtered.WithLabelValues(rule).Inc()
+		o.metrics.filtered.WithLabelValues(rule).Inc()
 	case errors.As(err, &oe):
-		b.metrics.errors.WithLabelValues(rule, oe.reason).Inc()
-		b.log.Warn("message not published", "rule", rule, "path", in.Path, "device", in.Device, "reason", oe.reason, "err", oe.err)
+		o.metrics.errors.WithLabelValues(rule, oe.reason).Inc()
+		o.log.Warn("message not published", "rule", rule, "path", in.Path, "device", in.Device, "reason", oe.reason, "err", oe.err)
 	}
 	return err
 }

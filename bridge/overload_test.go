@@ -34,7 +34,7 @@ func TestFloodedIngressKeepsServing(t *testing.T) {
 		f.Path = []string{"telemetry", "flood", "temp"}
 		f.Length = 500 * time.Millisecond
 		sent := f.Run(t, addr)
-		before := tb.coap.Stats().Received
+		before := tb.coap.srv.Stats().Received
 		payload := []byte{byte('a' + i)}
 		deadline := time.Now().Add(15 * time.Second)
 		for {
@@ -53,14 +53,14 @@ func TestFloodedIngressKeepsServing(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		sub.waitFor(t, 10*time.Second, "sensors/check/temp", string(payload))
-		if after := tb.coap.Stats().Received; after <= before {
+		if after := tb.coap.srv.Stats().Received; after <= before {
 			t.Fatalf("run %d: received counter frozen at %d", i, after)
 		}
 		if code, body := get(t, base+"/healthz"); code != 200 {
 			t.Fatalf("run %d: /healthz = %d %q", i, code, body)
 		}
 	}
-	if n := tb.coap.Stats().ReaderRestarts; n != 0 {
+	if n := tb.coap.srv.Stats().ReaderRestarts; n != 0 {
 		t.Errorf("the CoAP watchdog restarted readers %d times; the pool lost its readers", n)
 	}
 }

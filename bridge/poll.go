@@ -9,11 +9,10 @@ import (
 // with ±10% jitter; one poll is in flight at a time. A rule with on_change
 // publishes only values that differ from the last one it published.
 func (wt *watcher) poll(ctx context.Context, run *watchRun) {
-	b := wt.b
 	last := map[string][]byte{} // per rule
 	path := wt.group(run).path
 	first := true
-	flog := failureLog{log: b.log}
+	flog := failureLog{log: wt.log}
 	for {
 		g := wt.group(run)
 		interval := g.interval()
@@ -34,7 +33,7 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 			flog.fail("poll failed", "device", g.device.Name, "path", path, "err", err)
 			continue
 		}
-		b.deviceSeen(g.device.Name)
+		wt.seen(g.device.Name)
 		if resp.Code.Class() == 2 {
 			flog.ok("poll recovered", "device", g.device.Name, "path", path)
 		}

@@ -94,7 +94,13 @@ func emptied(prev, cur *ruleFiles) []string {
 // In each case the running rules stay, and the files are looked at again
 // until they change, so the next good state is applied without waiting for
 // another edit.
+//
+// Reload returns ErrNotRunning, and reads nothing, unless Run has started
+// the bridge and is not shutting it down.
 func (b *Bridge) Reload(ctx context.Context) error {
+	if !b.running() {
+		return ErrNotRunning
+	}
 	b.reloadMu.Lock()
 	defer b.reloadMu.Unlock()
 	files, err := b.settledFiles(ctx)
@@ -139,6 +145,9 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		}
 		b.rejected = files
 		return err
+	}
+	if !b.running() { // the shutdown began while the files settled
+		return ErrNotRunning
 	}
 	b.applied, b.rejected = files, nil
 	if err := b.apply(ctx, b.set.Load(), set); err != nil {
@@ -191,7 +200,8 @@ func (b *Bridge) retryPending() bool {
 }
 
 // TriggerReload asks a running bridge to reload its rules (SIGHUP does this);
-// it never blocks.
+// it never blocks. A request made before Run is served once Run is up; one
+// made after Run returned is ignored.
 func (b *Bridge) TriggerReload() {
 	select {
 	case b.reloadCh <- struct{}{}:
@@ -217,6 +227,34 @@ func (b *Bridge) watchRules() *fsnotify.Watcher {
 		}
 	}
 	return w
+}
+
+// reloader is the part that runs reloadLoop.
+type reloader struct {
+	b   *Bridge
+	w   *fsnotify.Watcher // the rule folders' watcher; nil when none
+	run runState
+}
+
+// Run reloads on TriggerReload and rule file changes until Shutdown.
+func (r *reloader) Run(ctx context.Context) error {
+	ctx, ok := r.run.begin(ctx)
+	if !ok {
+		return nil
+	}
+	defer r.run.end()
+	r.b.reloadLoop(ctx, r.w)
+	return nil
+}
+
+// Shutdown ends the reload loop and waits for it; the context of a reload
+// in progress ends.
+func (r *reloader) Shutdown(ctx context.Context) error {
+	err := r.run.stop(ctx)
+	if !r.run.began() && r.w != nil {
+		r.w.Close() // Run, which closes it, never ran
+	}
+	return err
 }
 
 // reloadLoop reloads on TriggerReload and once a watched rule file has

@@ -1,7 +1,10 @@
 package bridge
 
 import (
+	"context"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
@@ -73,27 +76,94 @@ func (c *resourceCache) topics() []string {
 	return out
 }
 
+// resources runs resource rules: it keeps the latest MQTT message on the
+// topics they read, answers GETs on their paths (observable, RFC 7641),
+// lists them in /.well-known/core and notifies their CoAP observers when a
+// new message arrives.
+type resources struct {
+	set        *atomic.Pointer[rules.Set]
+	cache      *resourceCache
+	obs        *coapside.ObserveServer
+	metrics    *metrics
+	log        *slog.Logger
+	maxAge     uint32 // Max-Age of the responses (Options.ResourceMaxAge)
+	maxPayload int    // largest MQTT payload kept (mqtt.max_payload)
+	run        runState
+}
+
+func newResources(set *atomic.Pointer[rules.Set], m *metrics, log *slog.Logger, opts Options, maxPayload int) (*resources, error) {
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: log, MaxAge: opts.ResourceMaxAge})
+	if err != nil {
+		return nil, err
+	}
+	return &resources{
+		set:        set,
+		cache:      newResourceCache(opts.ResourceCacheSize),
+		obs:        obs,
+		metrics:    m,
+		log:        log,
+		maxAge:     opts.ResourceMaxAge,
+		maxPayload: maxPayload,
+	}, nil
+}
+
+// Run sends the notifications to observers until Shutdown.
+func (rs *resources) Run(ctx context.Context) error {
+	ctx, ok := rs.run.begin(ctx)
+	if !ok {
+		return nil
+	}
+	defer rs.run.end()
+	_ = rs.obs.Run(ctx) // returns ctx's error when it ends
+	return nil
+}
+
+// Shutdown stops sending notifications.
+func (rs *resources) Shutdown(ctx context.Context) error { return rs.run.stop(ctx) }
+
+// keep stores a message delivered on a resource rule's subscription and
+// notifies the observers of the paths it feeds.
+func (rs *resources) keep(d *mqttside.Delivery) {
+	if len(d.Payload) > rs.maxPayload {
+		// A remote broker delivers whatever it accepted.
+		rs.metrics.errors.WithLabelValues("", reasonTooLarge).Inc()
+		rs.log.Warn("mqtt message not kept for resource rules: payload too large",
+			"topic", d.Topic, "bytes", len(d.Payload), "limit", rs.maxPayload)
+		return
+	}
+	rs.cache.store(d)
+	rs.notifyObservers(d.Topic)
+}
+
+// serve answers a request routed to a resource rule: observable, with the
+// latest message on the rule's topic.
+func (rs *resources) serve(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Resource, caps rules.Captures) {
+	rs.obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		rs.serveResource(w, r, rule, caps)
+	})).ServeCOAP(w, r)
+}
+
 // serveResource answers a GET on a resource rule with the latest message on
 // its topic (4.04 before the first), with Max-Age.
-func (b *Bridge) serveResource(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Resource, caps rules.Captures) {
+func (rs *resources) serveResource(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Resource, caps rules.Captures) {
 	if r.Method != message.GET {
 		w.SetCode(message.MethodNotAllowed)
 		return
 	}
 	topic, err := rule.Topic.Render(caps)
 	if err != nil {
-		b.metrics.errors.WithLabelValues(rule.Name, reasonEscape).Inc()
+		rs.metrics.errors.WithLabelValues(rule.Name, reasonEscape).Inc()
 		w.SetCode(message.BadRequest)
 		return
 	}
-	v, ok := b.resources.get(topic)
+	v, ok := rs.cache.get(topic)
 	if !ok {
 		w.SetCode(message.NotFound)
 		return
 	}
 	w.SetCode(message.Content)
 	o := w.Options()
-	*o = o.SetUint(message.MaxAge, b.opts.ResourceMaxAge)
+	*o = o.SetUint(message.MaxAge, rs.maxAge)
 	switch {
 	case rule.ContentFormat != nil:
 		w.SetContentFormat(message.MediaType(*rule.ContentFormat))
@@ -103,22 +173,22 @@ func (b *Bridge) serveResource(w coapside.ResponseWriter, r *coapside.Request, r
 		}
 	}
 	w.Write(v.payload)
-	b.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
+	rs.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
 }
 
 // notifyObservers tells the CoAP observers of every resource path fed by
 // topic that a new message arrived (RFC 7641 §4.2).
-func (b *Bridge) notifyObservers(topic string) {
-	for _, m := range b.set.Load().MatchResources(topic) {
+func (rs *resources) notifyObservers(topic string) {
+	for _, m := range rs.set.Load().MatchResources(topic) {
 		segs, err := m.Rule.Path.RenderSegments(m.Captures)
 		if err != nil {
-			b.metrics.errors.WithLabelValues(m.Rule.Name, reasonEscape).Inc()
+			rs.metrics.errors.WithLabelValues(m.Rule.Name, reasonEscape).Inc()
 			continue
 		}
 		var o message.Options
 		for _, s := range segs {
 			o = o.AddString(message.URIPath, s)
 		}
-		b.obs.Notify(o.Path())
+		rs.obs.Notify(o.Path())
 	}
 }

@@ -106,11 +106,20 @@ func groupWatches(ws []rules.Watch) map[string]*watchGroup {
 	return out
 }
 
-// watcher runs one goroutine per watch group and starts, stops and updates
-// them as the rule set changes.
+// watcher runs one goroutine per watch group (observations, polls,
+// discovery) and starts, stops and updates them as the rule set changes.
+// What devices send is published through out.
 type watcher struct {
-	b   *Bridge
-	ctx context.Context
+	devices *deviceClients
+	out     *outputs
+	seen    func(device string) // a device answered: its waiting commands go out
+	metrics *metrics
+	log     *slog.Logger
+	opts    Options
+
+	// ctx is the parent of every watch; Shutdown ends it.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// drain ends when observations must stop waiting for the answers to
 	// their deregistrations: at the shutdown's share for it (see stop).
 	drain    context.Context
@@ -119,7 +128,8 @@ type watcher struct {
 	mu      sync.Mutex
 	running map[string]*watchRun
 	wg      sync.WaitGroup
-	active  int // observations established now
+	active  int  // observations established now
+	closed  bool // Shutdown called: start no more watches
 }
 
 type watchRun struct {
@@ -128,24 +138,56 @@ type watchRun struct {
 	done   chan struct{}
 }
 
-func newWatcher(ctx context.Context, b *Bridge) *watcher {
+func newWatcher(devices *deviceClients, out *outputs, seen func(string), m *metrics, log *slog.Logger, opts Options) *watcher {
+	ctx, cancel := context.WithCancel(context.Background())
 	drain, endDrain := context.WithCancel(context.Background())
-	return &watcher{b: b, ctx: ctx, drain: drain, endDrain: endDrain, running: map[string]*watchRun{}}
+	return &watcher{
+		devices: devices, out: out, seen: seen, metrics: m, log: log, opts: opts,
+		ctx: ctx, cancel: cancel, drain: drain, endDrain: endDrain,
+		running: map[string]*watchRun{},
+	}
+}
+
+// Run returns when Shutdown begins. The watches run in goroutines that
+// apply starts and Shutdown waits for.
+func (wt *watcher) Run(ctx context.Context) error {
+	select {
+	case <-wt.ctx.Done():
+	case <-ctx.Done():
+		wt.cancel() // not shut down: the watches end at once
+		wt.endDrain()
+	}
+	return nil
+}
+
+// Shutdown ends every watch and waits for them (see stop).
+func (wt *watcher) Shutdown(ctx context.Context) error {
+	wt.stop(ctx)
+	return nil
 }
 
 // apply moves the running groups to the rule set's watches: new groups
 // start, vanished ones stop, groups whose device or timing changed restart,
-// and the rest keep running with the new rules.
-func (wt *watcher) apply(ws []rules.Watch) (added, removed, restarted, kept int) {
+// and the rest keep running with the new rules. It waits for the stopped
+// groups (an observation waits for the answer to its deregistration) until
+// ctx ends; Shutdown waits for any still running.
+func (wt *watcher) apply(ctx context.Context, ws []rules.Watch) (added, removed, restarted, kept int) {
 	want := groupWatches(ws)
 	var stopped []*watchRun
 	defer func() { // wait outside the lock: a stopping run may be in group()
 		for _, run := range stopped {
-			<-run.done
+			select {
+			case <-run.done:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
+	if wt.closed {
+		return 0, 0, 0, 0
+	}
 	for k, run := range wt.running {
 		g, ok := want[k]
 		if ok && run.g.sameWork(g) {
@@ -208,6 +250,8 @@ func (wt *watcher) stop(ctx context.Context) {
 	defer cancel()
 	defer context.AfterFunc(dctx, wt.endDrain)()
 	wt.mu.Lock()
+	wt.closed = true
+	wt.cancel()
 	for k, run := range wt.running {
 		run.cancel()
 		delete(wt.running, k)
@@ -229,7 +273,7 @@ func (wt *watcher) observationUp(delta int) {
 	wt.active += delta
 	n := wt.active
 	wt.mu.Unlock()
-	wt.b.metrics.observations.Set(float64(n))
+	wt.metrics.observations.Set(float64(n))
 }
 
 // publish sends one device representation to MQTT for every rule in rs.
@@ -249,7 +293,7 @@ func (wt *watcher) publish(ctx context.Context, g *watchGroup, path string, n *c
 	}
 	caps := rules.Captures{{Name: "device", Value: g.device.Name}, {Name: "path", Value: strings.TrimPrefix(path, "/")}}
 	for _, r := range rs {
-		_ = wt.b.publishOutput(ctx, r.name, r.out, caps, in) // counted and logged there
+		_ = wt.out.publish(ctx, r.name, r.out, caps, in) // counted and logged there
 	}
 }
 
