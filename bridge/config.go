@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 )
 
 // Config is the bridge's configuration, as loaded from config.toml (and the

@@ -12,9 +12,9 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
-	"github.com/coap-mqtt/bridge/keys"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 

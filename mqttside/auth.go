@@ -12,7 +12,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 )
 
 // ACL decides who may connect to the embedded broker and which topics

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 )
 
 // Defaults applied by SetDefaults.

@@ -9,7 +9,7 @@ import (
 
 // TestImportBoundary keeps the rule loader on the pure side of the CoAP
 // stack: from this module it may import only the codec vocabulary
-// (coapside/message), coap URIs (coapside/uri) and key syntax (keys),
+// (coapside/message), coap URIs (coapside/uri) and key syntax (coapside/dtls/keys),
 // never the coapside root, the DTLS transport (pion), mqttside or bridge.
 func TestImportBoundary(t *testing.T) {
 	goTool, err := exec.LookPath("go")
@@ -21,7 +21,7 @@ func TestImportBoundary(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	const module = "github.com/coap-mqtt/bridge"
-	allowed := []string{module + "/rules", module + "/coapside/message", module + "/coapside/uri", module + "/keys"}
+	allowed := []string{module + "/rules", module + "/coapside/message", module + "/coapside/uri", module + "/coapside/dtls/keys"}
 	var seen []string
 	for _, p := range strings.Fields(string(out)) {
 		switch {
@@ -33,7 +33,7 @@ func TestImportBoundary(t *testing.T) {
 			seen = append(seen, p)
 		}
 	}
-	if !slices.Contains(seen, module+"/keys") || !slices.Contains(seen, module+"/coapside/message") {
+	if !slices.Contains(seen, module+"/coapside/dtls/keys") || !slices.Contains(seen, module+"/coapside/message") {
 		t.Errorf("go list found %v: the check is not looking at rules", seen)
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
-	"github.com/coap-mqtt/bridge/keys"
 )
 
 func writeFiles(t *testing.T, files map[string]string) string {

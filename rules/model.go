@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
-	"github.com/coap-mqtt/bridge/keys"
 )
 
 // Kind names a section of a rule file.

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
-	"github.com/coap-mqtt/bridge/keys"
 )
 
 // MinPollInterval is the shortest poll interval a rule may set, so a typo

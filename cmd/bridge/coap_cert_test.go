@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
-	"github.com/coap-mqtt/bridge/keys"
 )
 
 func TestCoapDTLSCertificates(t *testing.T) {

@@ -15,10 +15,10 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/coapside/uri"
-	"github.com/coap-mqtt/bridge/keys"
 )
 
 // errUsage marks errors that are the caller's fault (exit code 2).

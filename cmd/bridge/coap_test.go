@@ -18,10 +18,10 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
-	"github.com/coap-mqtt/bridge/keys"
 	"github.com/fxamacker/cbor/v2"
 	"go.uber.org/goleak"
 )

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/bridge"
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/spf13/cobra"
 )
 

@@ -17,9 +17,9 @@ import (
 	"github.com/coap-mqtt/bridge/e2e/peer"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
-	"github.com/coap-mqtt/bridge/keys"
 	"github.com/coap-mqtt/bridge/rules"
 )
 

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
-	"github.com/coap-mqtt/bridge/keys"
 )
 
 func TestCertificateHandshakes(t *testing.T) {

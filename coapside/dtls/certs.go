@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 )
 
 // LoadCertificate reads a PEM certificate chain and its private key.

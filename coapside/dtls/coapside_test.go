@@ -10,7 +10,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 )
 
 // TestCoAPOverDTLS runs the project's CoAP server and client over the DTLS

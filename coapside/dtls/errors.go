@@ -3,7 +3,7 @@ package dtls
 import (
 	"errors"
 
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 )
 
 // Sentinel errors returned (wrapped) by this package.

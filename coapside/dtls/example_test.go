@@ -9,8 +9,8 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
-	"github.com/coap-mqtt/bridge/keys"
 )
 
 // CoAP over DTLS with a pre-shared key (RFC 7252 §9.1.3.1): both ends are

@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/coap-mqtt/bridge/keys"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 )
 
 func TestMain(m *testing.M) {

@@ -1,6 +1,6 @@
 package dtls
 
-import "github.com/coap-mqtt/bridge/keys"
+import "github.com/coap-mqtt/bridge/coapside/dtls/keys"
 
 // Secret is the key material of a pre-shared key; it never prints (see
 // keys.Secret). Parse key syntax with keys.ParseKey.
