@@ -51,7 +51,7 @@ func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *t
 	if mod != nil {
 		mod(&cfg, &opts)
 	}
-	warnings := newWarnRecorder(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	warnings := newWarnRecorder(slog.NewTextHandler(testkit.LogWriter{TB: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b, err := NewWithOptions(cfg, opts, slog.New(warnings))
 	if err != nil {
 		t.Fatal(err)
@@ -84,14 +84,6 @@ func (tb *testBridge) stop(t *testing.T) {
 // coapURL is the URL of path on the bridge's CoAP server.
 func (tb *testBridge) coapURL(path string) string {
 	return "coap://" + tb.CoAPAddr().String() + path
-}
-
-// testWriter sends log lines to t.Log, so they show only for failing tests.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // subscriber is an external MQTT client collecting messages.

@@ -177,7 +177,7 @@ timeout        = "200ms"
 	cfg := testConfig()
 	cfg.File = filepath.Join(dir, "config.toml")
 	cfg.Rules = []string{"rules.toml"}
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := slog.New(slog.NewTextHandler(testkit.LogWriter{TB: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b, err := NewWithOptions(cfg, Options{PublishTimeout: time.Minute, CommandWorkers: 2}, logger)
 	if err != nil {
 		t.Fatal(err)

@@ -9,25 +9,19 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testLogger writes to the test log at Debug when -v is set.
+// testLogger writes to the test log at Info when -v is set.
 func testLogger(t testing.TB) *slog.Logger {
 	if !testing.Verbose() {
 		return discardLogger()
 	}
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
+	return slog.New(slog.NewTextHandler(testkit.LogWriter{TB: t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // fastLimits are short timeouts for tests.
