@@ -50,26 +50,60 @@ func Unavailable(tb testing.TB, format string, args ...any) {
 	tb.Skip(msg)
 }
 
-// FreeTCPPort returns a loopback TCP port that was free a moment ago.
-func FreeTCPPort(tb testing.TB) int {
+// handedOut holds the ports Free*Port returned in this process: the kernel
+// may hand the same ephemeral port to two listeners opened and closed in a
+// row, and two components of one test given one port collide.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
+// freePort asks the kernel for a loopback port of network until it gets one
+// this process has not handed out before.
+func freePort(tb testing.TB, network string) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		var port int
+		switch network {
+		case "tcp":
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				tb.Fatal(err)
+			}
+			port = l.Addr().(*net.TCPAddr).Port
+			l.Close()
+		default:
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				tb.Fatal(err)
+			}
+			port = c.LocalAddr().(*net.UDPAddr).Port
+			c.Close()
+		}
+		key := network + "/" + strconv.Itoa(port)
+		if !handedOut.ports[key] {
+			handedOut.ports[key] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	tb.Fatalf("no %s port that was not handed out before", network)
+	return 0
 }
 
-// FreeUDPPort returns a loopback UDP port that was free a moment ago.
+// FreeTCPPort returns a loopback TCP port that was free a moment ago and
+// was not returned before in this process.
+func FreeTCPPort(tb testing.TB) int {
+	tb.Helper()
+	return freePort(tb, "tcp")
+}
+
+// FreeUDPPort returns a loopback UDP port that was free a moment ago and
+// was not returned before in this process.
 func FreeUDPPort(tb testing.TB) int {
 	tb.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	return freePort(tb, "udp")
 }
 
 // Mosquitto is a broker process started by a test on a loopback port.

