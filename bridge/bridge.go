@@ -142,6 +142,7 @@ type Bridge struct {
 
 	set         atomic.Pointer[rules.Set]
 	filterKinds atomic.Pointer[map[string]kindMask] // MQTT filter -> rule kinds that need it
+	subs        *subscribed                         // the filters subscribed to
 	reloadMu    sync.Mutex                          // serialises reloads; guards applied and rejected
 	reloadCh    chan struct{}
 	applied     *ruleFiles // the files the running rules came from
@@ -209,15 +210,16 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		reloadCh: make(chan struct{}, 1),
 		applied:  files,
 		mqtt:     &mqttLink{},
+		subs:     newSubscribed(),
 	}
 	b.set.Store(set)
 	limit := maxPayload(cfg.MQTT)
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
 	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
-	if b.resources, err = newResources(&b.set, b.metrics, logger, opts, limit); err != nil {
+	if b.resources, err = newResources(&b.set, b.subs, b.metrics, logger, opts, limit); err != nil {
 		return nil, err
 	}
-	b.commands = newCommands(&b.set, b.mqtt, b.devices, b.metrics, logger, opts, limit)
+	b.commands = newCommands(&b.set, b.subs, b.mqtt, b.devices, b.metrics, logger, opts, limit)
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
 	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
@@ -451,7 +453,7 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 
 	var errs []error
 	for _, s := range d.Subscriptions.Removed {
-		b.commands.setLive(s.Filter, false)
+		b.subs.set(s.Filter, false)
 		if err := b.mqtt.Unsubscribe(ctx, s.Filter); err != nil {
 			b.log.Warn("unsubscribe failed", "filter", s.Filter, "err", err)
 		}
@@ -461,7 +463,7 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 			errs = append(errs, fmt.Errorf("subscribe %s (rule %s): %w", s.Filter, s.Rule, err))
 			return
 		}
-		b.commands.setLive(s.Filter, true)
+		b.subs.set(s.Filter, true)
 	}
 	for _, u := range d.Subscriptions.Changed {
 		subscribe(u.New) // a new QoS replaces the subscription

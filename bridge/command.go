@@ -81,19 +81,18 @@ type commands struct {
 	started bool                    // Run started the workers
 	closed  bool                    // Shutdown called: start no more goroutines
 
-	// live holds the filters the bridge is subscribed to (see ServeMQTT).
-	liveMu sync.RWMutex
-	live   map[string]bool
+	// subs holds the filters the bridge is subscribed to (see ServeMQTT).
+	subs *subscribed
 }
 
-func newCommands(set *atomic.Pointer[rules.Set], pub publisher, devices *deviceClients, m *metrics, log *slog.Logger, opts Options, maxPayload int) *commands {
+func newCommands(set *atomic.Pointer[rules.Set], subs *subscribed, pub publisher, devices *deviceClients, m *metrics, log *slog.Logger, opts Options, maxPayload int) *commands {
 	ctx, stop := context.WithCancel(context.Background())
 	pctx, stopPublish := context.WithCancel(context.Background())
 	return &commands{
-		set: set, pub: pub, devices: devices, metrics: m, log: log, opts: opts, maxPayload: maxPayload,
+		set: set, subs: subs, pub: pub, devices: devices, metrics: m, log: log, opts: opts, maxPayload: maxPayload,
 		work: make(chan *command, opts.CommandBacklog),
 		ctx:  ctx, stop: stop, publishCtx: pctx, stopPublish: stopPublish,
-		queue: map[string]*deviceQueue{}, live: map[string]bool{},
+		queue: map[string]*deviceQueue{},
 	}
 }
 
@@ -177,24 +176,6 @@ func (c *commands) abandon(cmd *command, res commandResult) bool {
 	return false
 }
 
-// setLive records whether the bridge is subscribed to a filter: set once
-// the subscription is made, cleared before it is removed.
-func (c *commands) setLive(filter string, live bool) {
-	c.liveMu.Lock()
-	defer c.liveMu.Unlock()
-	if live {
-		c.live[filter] = true
-	} else {
-		delete(c.live, filter)
-	}
-}
-
-func (c *commands) isLive(filter string) bool {
-	c.liveMu.RLock()
-	defer c.liveMu.RUnlock()
-	return c.live[filter]
-}
-
 // ServeMQTT receives a delivery on a command filter and queues it for the
 // workers; when the backlog is full it waits for room (back-pressure).
 //
@@ -213,7 +194,7 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		d.Ack()
 		return
 	}
-	if f := rule.Filter.Filter(); f != d.Filter && c.isLive(f) {
+	if !c.subs.handles(d.Filter, rule.Filter.Filter()) {
 		c.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
 		d.Ack()
 		return

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
@@ -33,10 +36,46 @@ type deviceClients struct {
 	// sent to there, so the handshake finds the device's credentials
 	// without resolving every device's host again.
 	peers map[string]string
+
+	// lookup resolves a host name to its addresses, best first: every
+	// address the bridge sends to a device is resolved by it (resolve).
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 func newDeviceClients(set *atomic.Pointer[rules.Set], opts coapside.EndpointOptions, log *slog.Logger) *deviceClients {
-	return &deviceClients{opts: opts, log: log, set: set, peers: map[string]string{}}
+	return &deviceClients{opts: opts, log: log, set: set, peers: map[string]string{}, lookup: lookupHost}
+}
+
+// lookupHost resolves a host name with the system's resolver.
+func lookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
+
+// resolve turns a device's "host:port" into the one address a request,
+// its DTLS handshake and a ping all go to: an IP literal as it is, a host
+// name as its first address (the resolver orders them, RFC 6724), so for
+// a name with IPv4 and IPv6 addresses one family is chosen once.
+func (d *deviceClients) resolve(ctx context.Context, hostport string) (*net.UDPAddr, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %q: %w", hostport, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %q: port: %w", hostport, err)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		addrs, lerr := d.lookup(ctx, host)
+		if lerr == nil && len(addrs) == 0 {
+			lerr = errors.New("no address")
+		}
+		if lerr != nil {
+			return nil, fmt.Errorf("resolve %q: %w", host, lerr)
+		}
+		ip = addrs[0]
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), uint16(p))), nil
 }
 
 // client returns the client for a scheme, creating it on first use.
@@ -105,7 +144,7 @@ func (d *deviceClients) credentialsFor(addr net.Addr) (dtls.Credentials, error) 
 		if !dev.Secure {
 			continue
 		}
-		ua, err := net.ResolveUDPAddr("udp", dev.Host)
+		ua, err := d.resolve(context.Background(), dev.Host)
 		if err != nil || ua.String() != addr.String() {
 			continue
 		}
@@ -138,21 +177,31 @@ func deviceFiles(dev *rules.Device) dtls.DeviceFiles {
 	}
 }
 
-// Do sends req to a device over the transport its scheme needs.
-func (d *deviceClients) Do(ctx context.Context, secure bool, req *coapside.Request) (*coapside.Response, error) {
-	return d.doFor(ctx, nil, secure, req)
+// doFor sends req to dev (nil for a literal host); see prepare.
+func (d *deviceClients) doFor(ctx context.Context, dev *rules.Device, secure bool, req *coapside.Request) (*coapside.Response, error) {
+	c, err := d.prepare(ctx, dev, secure, req)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(ctx, req)
 }
 
-// doFor sends req to dev (nil for a literal host). The address is resolved
-// once and kept in req.Peer; for coaps the DTLS session is made first,
-// with dev's credentials, so a refused handshake is reported as such.
-func (d *deviceClients) doFor(ctx context.Context, dev *rules.Device, secure bool, req *coapside.Request) (*coapside.Response, error) {
+// prepare readies req for dev (nil for a literal host) and returns the
+// client to send it with. The address is resolved once (resolve) and kept
+// in req.Peer, so everything sent for the request goes to that one
+// address; for coaps the DTLS session with it is made first, with dev's
+// credentials, so a refused handshake is reported as such rather than as
+// a request timeout.
+func (d *deviceClients) prepare(ctx context.Context, dev *rules.Device, secure bool, req *coapside.Request) (*coapside.Client, error) {
 	c, err := d.client(secure)
 	if err != nil {
 		return nil, err
 	}
 	if req.Peer == nil {
-		if req.Peer, err = c.Resolve(ctx, req); err != nil {
+		if req.URL == nil {
+			return nil, fmt.Errorf("%w: request has neither Peer nor URL", coapside.ErrInvalidURL)
+		}
+		if req.Peer, err = d.resolve(ctx, uri.Addr(req.URL)); err != nil {
 			return nil, err
 		}
 	}
@@ -164,27 +213,11 @@ func (d *deviceClients) doFor(ctx context.Context, dev *rules.Device, secure boo
 			return nil, err
 		}
 	}
-	return c.Do(ctx, req)
-}
-
-// clientFor returns the client for a device, with a DTLS session already
-// established for a coaps device.
-func (d *deviceClients) clientFor(ctx context.Context, dev *rules.Device) (*coapside.Client, error) {
-	c, err := d.client(dev.Secure)
-	if err != nil || !dev.Secure {
-		return c, err
-	}
-	addr, err := net.ResolveUDPAddr("udp", dev.Host)
-	if err != nil {
-		return nil, fmt.Errorf("device %s: %w", dev.Name, err)
-	}
-	d.bind(addr, dev)
-	return c, d.handshake(ctx, addr)
+	return c, nil
 }
 
 // handshake makes sure a DTLS session with addr exists (a no-op when one
-// does), so a refused handshake is reported as such rather than as a
-// request timeout.
+// does).
 func (d *deviceClients) handshake(ctx context.Context, addr net.Addr) error {
 	d.mu.Lock()
 	conn := d.secureConn
@@ -220,7 +253,7 @@ func (d *deviceClients) Ping(ctx context.Context, secure bool, host string) bool
 	if err != nil {
 		return false
 	}
-	addr, err := net.ResolveUDPAddr("udp", host)
+	addr, err := d.resolve(ctx, host)
 	if err != nil {
 		return false
 	}

@@ -185,7 +185,7 @@ timeout        = "200ms"
 	pub := &stuckPublisher{entered: make(chan string, 1)}
 	label := fmt.Sprintf("%s/%d", t.Name(), time.Now().UnixNano())
 	pprof.Do(t.Context(), pprof.Labels(runLabel, label), func(context.Context) {
-		c := newCommands(&b.set, pub, b.devices, b.metrics, logger, b.opts, maxPayload(cfg.MQTT))
+		c := newCommands(&b.set, b.subs, pub, b.devices, b.metrics, logger, b.opts, maxPayload(cfg.MQTT))
 		runDone := make(chan error, 1)
 		go func() { runDone <- c.Run(context.Background()) }()
 		c.ServeMQTT(&mqttside.Delivery{Message: mqttside.Message{Topic: "cmd/dev1/led", Payload: []byte("on"), QoS: 1}, Filter: "cmd/+/#"})

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
-	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 // observe keeps an RFC 7641 observation on a device resource for the group's
@@ -22,22 +21,22 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 	flog := failureLog{log: wt.log}
 	for ctx.Err() == nil {
 		g := wt.group(run)
-		client, err := wt.devices.clientFor(ctx, g.device)
+		req, err := deviceRequest(g.device, path)
+		if err != nil {
+			wt.countError(g, reasonCoAP)
+			flog.fail("observe: bad resource path", "device", g.device.Name, "path", path, "err", err)
+			if !sleep(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		client, err := wt.devices.prepare(ctx, g.device, g.device.Secure, req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			wt.countError(g, reasonCoAP)
 			flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
-			if !sleep(ctx, bo.next()) {
-				return
-			}
-			continue
-		}
-		req, err := coapside.NewRequest(message.GET, resourceURL(g.device, path), nil)
-		if err != nil {
-			wt.countError(g, reasonCoAP)
-			flog.fail("observe: bad resource URL", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
 			}
@@ -170,12 +169,16 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		rule := g.observes[0]
-		client, err := wt.devices.clientFor(ctx, g.device)
 		var links []string
+		req, err := deviceRequest(g.device, "")
+		var client *coapside.Client
+		if err == nil {
+			client, err = wt.devices.prepare(ctx, g.device, g.device.Secure, req)
+		}
 		if err == nil {
 			dctx, cancel := context.WithTimeout(ctx, wt.opts.RequestTimeout)
 			var ls []linkTarget
-			ls, err = discoverPaths(dctx, client, resourceURL(g.device, ""), rule.Discover)
+			ls, err = discoverPaths(dctx, client, req, rule.Discover)
 			cancel()
 			for _, l := range ls {
 				links = append(links, string(l))
@@ -231,9 +234,10 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 type linkTarget string
 
 // discoverPaths lists the paths of the observable resources on a device
-// matching query (RFC 6690 §4.1).
-func discoverPaths(ctx context.Context, c *coapside.Client, base, query string) ([]linkTarget, error) {
-	links, err := c.Discover(ctx, base, query, "obs")
+// matching query (RFC 6690 §4.1), asking with req (the device's
+// /.well-known/core once Discover has added the path).
+func discoverPaths(ctx context.Context, c *coapside.Client, req *coapside.Request, query string) ([]linkTarget, error) {
+	links, err := c.DiscoverRequest(ctx, req, query, "obs")
 	if err != nil {
 		return nil, err
 	}
@@ -250,13 +254,13 @@ func discoverPaths(ctx context.Context, c *coapside.Client, base, query string) 
 
 // get performs one GET on a device resource.
 func (wt *watcher) get(ctx context.Context, g *watchGroup, path string) (*coapside.Response, error) {
-	req, err := coapside.NewRequest(message.GET, resourceURL(g.device, path), nil)
+	req, err := deviceRequest(g.device, path)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, wt.opts.RequestTimeout)
 	defer cancel()
-	return wt.devices.Do(ctx, g.device.Secure, req)
+	return wt.devices.doFor(ctx, g.device, g.device.Secure, req)
 }
 
 // responseNotification views a plain response as a notification.

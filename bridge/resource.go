@@ -82,6 +82,7 @@ func (c *resourceCache) topics() []string {
 // new message arrives.
 type resources struct {
 	set        *atomic.Pointer[rules.Set]
+	subs       *subscribed // the filters subscribed to (see keep)
 	cache      *resourceCache
 	obs        *coapside.ObserveServer
 	metrics    *metrics
@@ -91,13 +92,14 @@ type resources struct {
 	run        runState
 }
 
-func newResources(set *atomic.Pointer[rules.Set], m *metrics, log *slog.Logger, opts Options, maxPayload int) (*resources, error) {
+func newResources(set *atomic.Pointer[rules.Set], subs *subscribed, m *metrics, log *slog.Logger, opts Options, maxPayload int) (*resources, error) {
 	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: log, MaxAge: opts.ResourceMaxAge})
 	if err != nil {
 		return nil, err
 	}
 	return &resources{
 		set:        set,
+		subs:       subs,
 		cache:      newResourceCache(opts.ResourceCacheSize),
 		obs:        obs,
 		metrics:    m,
@@ -122,8 +124,20 @@ func (rs *resources) Run(ctx context.Context) error {
 func (rs *resources) Shutdown(ctx context.Context) error { return rs.run.stop(ctx) }
 
 // keep stores a message delivered on a resource rule's subscription and
-// notifies the observers of the paths it feeds.
+// notifies the observers of the paths it feeds. A topic matching several
+// resource rules' filters (config/+ and config/#) arrives once per filter:
+// only the copy on the first matching rule's filter that is subscribed is
+// kept, so observers hear of each message once.
 func (rs *resources) keep(d *mqttside.Delivery) {
+	matches := rs.set.Load().MatchResources(d.Topic)
+	filters := make([]string, len(matches))
+	for i, m := range matches {
+		filters[i] = m.Rule.Topic.Filter()
+	}
+	if !rs.subs.handles(d.Filter, filters...) {
+		rs.log.Debug("mqtt message delivered on another resource filter too", "topic", d.Topic, "filter", d.Filter)
+		return
+	}
 	if len(d.Payload) > rs.maxPayload {
 		// A remote broker delivers whatever it accepted.
 		rs.metrics.errors.WithLabelValues("", reasonTooLarge).Inc()
@@ -132,7 +146,7 @@ func (rs *resources) keep(d *mqttside.Delivery) {
 		return
 	}
 	rs.cache.store(d)
-	rs.notifyObservers(d.Topic)
+	rs.notifyObservers(matches)
 }
 
 // serve answers a request routed to a resource rule: observable, with the
@@ -177,9 +191,9 @@ func (rs *resources) serveResource(w coapside.ResponseWriter, r *coapside.Reques
 }
 
 // notifyObservers tells the CoAP observers of every resource path fed by
-// topic that a new message arrived (RFC 7641 §4.2).
-func (rs *resources) notifyObservers(topic string) {
-	for _, m := range rs.set.Load().MatchResources(topic) {
+// the matched rules that a new message arrived (RFC 7641 §4.2).
+func (rs *resources) notifyObservers(matches []rules.ResourceMatch) {
+	for _, m := range matches {
 		segs, err := m.Rule.Path.RenderSegments(m.Captures)
 		if err != nil {
 			rs.metrics.errors.WithLabelValues(m.Rule.Name, reasonEscape).Inc()

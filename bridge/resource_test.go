@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -66,37 +67,9 @@ func TestResourceObserveStreamsMessages(t *testing.T) {
 		return err == nil && resp.Code == message.Content
 	})
 
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	token := []byte{9, 8, 7, 6}
-	reg := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: 77, Token: token}
-	reg.Options = reg.Options.SetPath("/config/d1").SetUint(message.Observe, 0)
-	wire, _ := reg.MarshalBinary()
-	if _, err := conn.WriteTo(wire, tb.CoAPAddr()); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 1500)
-	read := func() *message.Message {
-		t.Helper()
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, _, err := conn.ReadFrom(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := message.Decode(append([]byte(nil), buf[:n]...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m.Type == message.Confirmable { // acknowledge CON notifications
-			ack := &message.Message{Type: message.Acknowledgement, MessageID: m.MessageID}
-			w, _ := ack.MarshalBinary()
-			conn.WriteTo(w, tb.CoAPAddr())
-		}
-		return m
-	}
+	obs := observeRaw(t, tb.CoAPAddr(), "/config/d1", token)
+	read := obs.next
 	first := read()
 	seq, ok := first.Options.Observe()
 	if !ok || string(first.Payload) != "v0" || string(first.Token) != string(token) {
@@ -117,8 +90,131 @@ func TestResourceObserveStreamsMessages(t *testing.T) {
 	}
 	// Another device's topic does not notify this observer.
 	publish(t, tb.MQTTAddr(), "config/d2", 0, false, "other")
-	conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, _, err := conn.ReadFrom(buf); err == nil {
-		t.Fatalf("unexpected notification %x", buf[:n])
+	obs.none(300 * time.Millisecond)
+}
+
+// rawObserver is a CoAP observer of a bridge resource, on its own socket.
+type rawObserver struct {
+	t    *testing.T
+	conn net.PacketConn
+	addr net.Addr
+	buf  []byte
+}
+
+// observeRaw registers a raw CoAP observer of path on the bridge at addr;
+// its next method reads the registration's response first.
+func observeRaw(t *testing.T, addr net.Addr, path string, token []byte) *rawObserver {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	reg := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: 77, Token: token}
+	reg.Options = reg.Options.SetPath(path).SetUint(message.Observe, 0)
+	wire, _ := reg.MarshalBinary()
+	if _, err := conn.WriteTo(wire, addr); err != nil {
+		t.Fatal(err)
+	}
+	return &rawObserver{t: t, conn: conn, addr: addr, buf: make([]byte, 1500)}
+}
+
+// next reads the next response or notification, acknowledging a
+// confirmable one.
+func (o *rawObserver) next() *message.Message {
+	o.t.Helper()
+	o.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := o.conn.ReadFrom(o.buf)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	m, err := message.Decode(append([]byte(nil), o.buf[:n]...))
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	if m.Type == message.Confirmable { // acknowledge CON notifications
+		ack := &message.Message{Type: message.Acknowledgement, MessageID: m.MessageID}
+		w, _ := ack.MarshalBinary()
+		o.conn.WriteTo(w, o.addr)
+	}
+	return m
+}
+
+// none fails if a message arrives within d.
+func (o *rawObserver) none(d time.Duration) {
+	o.t.Helper()
+	o.conn.SetReadDeadline(time.Now().Add(d))
+	if n, _, err := o.conn.ReadFrom(o.buf); err == nil {
+		o.t.Fatalf("unexpected notification %x", o.buf[:n])
+	}
+}
+
+// TestResourceOverlappingFiltersNotifyOnce: a topic matching two resource
+// rules' filters (config/+ and config/#) is delivered once per filter; the
+// message is kept once and every observer hears of it once, whichever
+// broker delivers.
+func TestResourceOverlappingFiltersNotifyOnce(t *testing.T) {
+	for _, remote := range []bool{false, true} {
+		name := "embedded broker"
+		if remote {
+			name = "mosquitto"
+		}
+		t.Run(name, func(t *testing.T) {
+			var broker string
+			tb := startBridge(t, resourceRules+`
+[[resource]]
+name  = "all-config"
+path  = "/all/{rest...}"
+topic = "config/{rest...}"
+`, func(c *Config, o *Options) {
+				if remote {
+					broker = peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
+					c.MQTT.Broker = "tcp://" + broker
+					c.MQTT.ClientID = fmt.Sprintf("bridge-resource-overlap-%d", time.Now().UnixNano())
+					c.MQTT.Embedded.Listen = ""
+				}
+			})
+			if !remote {
+				broker = tb.MQTTAddr()
+			}
+			publish(t, broker, "config/d1", 1, false, "v0")
+			c := newCoAPClient(t)
+			testkit.Eventually(t, 5*time.Second, "first value", func() bool {
+				resp, err := c.Get(t.Context(), tb.coapURL("/config/d1"))
+				return err == nil && resp.Code == message.Content
+			})
+			byRule := observeRaw(t, tb.CoAPAddr(), "/config/d1", []byte{1})
+			byRest := observeRaw(t, tb.CoAPAddr(), "/all/d1", []byte{2})
+			for _, o := range []*rawObserver{byRule, byRest} {
+				if first := o.next(); string(first.Payload) != "v0" {
+					t.Fatalf("registration response %q, want v0", first.Payload)
+				}
+			}
+			// Every notification renders the resource once, counted in
+			// bridge_messages_total; a notification still waiting to be
+			// sent is replaced by a newer one, so the count, not what the
+			// observers read, tells how often they were notified.
+			served := func() (n float64) {
+				for _, rule := range []string{"config", "all-config"} {
+					n += testutil.ToFloat64(tb.metrics.messages.WithLabelValues(rule, dirMQTTToCoAP))
+				}
+				return n
+			}
+			before := served()
+			values := []string{"v1", "v2", "v3"}
+			for _, v := range values {
+				publish(t, broker, "config/d1", 1, false, v)
+				for _, o := range []*rawObserver{byRule, byRest} {
+					if n := o.next(); string(n.Payload) != v {
+						t.Fatalf("notification %q, want %q", n.Payload, v)
+					}
+				}
+			}
+			// v3 reached both observers, so the bridge has taken every
+			// copy of v1 and v2 the broker sent before it.
+			if got, want := served()-before, float64(2*len(values)); got != want {
+				t.Fatalf("%v notifications for %d messages to 2 observers, want %v", got, len(values), want)
+			}
+		})
 	}
 }

@@ -6,12 +6,15 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/coapside/uri"
 	"github.com/coap-mqtt/bridge/rules"
 )
 
@@ -311,14 +314,26 @@ func observeOutputs(os []*rules.Observe) []ruleOutput {
 	return out
 }
 
-// resourceURL is the coap(s):// URL of a device resource.
-func resourceURL(d *rules.Device, path string) string {
-	scheme := "coap"
-	if d.Secure {
-		scheme = "coaps"
+// deviceRequest builds the GET of a device resource the way a command's
+// request is built: the device's own Uri-Host and Uri-Port options
+// (rules.Device.Options) and one Uri-Path per segment of path, with no URL
+// to parse back. URL names the target in logs and errors; the address is
+// resolved once, when the request is prepared (deviceClients.prepare).
+func deviceRequest(d *rules.Device, path string) (*coapside.Request, error) {
+	var segs []string
+	if p := strings.TrimPrefix(path, "/"); p != "" {
+		segs = strings.Split(p, "/")
 	}
-	u := url.URL{Scheme: scheme, Host: d.Host, Path: path}
-	return u.String()
+	// A copy: the device's options are shared by every request to it.
+	opts, err := uri.AppendPath(slices.Clone(d.Options), segs)
+	if err != nil {
+		return nil, err
+	}
+	u := &url.URL{Scheme: uri.SchemeName(d.Secure), Host: d.Host}
+	if len(segs) > 0 {
+		u.Path = "/" + strings.Join(segs, "/")
+	}
+	return &coapside.Request{Method: message.GET, Type: message.Confirmable, Options: opts, URL: u}, nil
 }
 
 // reasonOf maps a request error to a metric reason.

@@ -124,11 +124,19 @@ func WriteWellKnownCore(w ResponseWriter, r *Request, resources []linkformat.Res
 // are only applied locally. A url without a path means
 // /.well-known/core; a long answer is fetched block-wise.
 func (c *Client) Discover(ctx context.Context, url string, query ...string) ([]linkformat.Link, error) {
-	filters, err := linkformat.ParseFilters(query)
+	req, err := NewRequest(message.GET, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	req, err := NewRequest(message.GET, url, nil)
+	return c.DiscoverRequest(ctx, req, query...)
+}
+
+// DiscoverRequest is Discover with the request built by the caller: a GET
+// whose Uri-Host and Uri-Port options (and Peer, when already resolved)
+// name the server. Uri-Path /.well-known/core is added when it has none,
+// and the name=value queries as Uri-Query.
+func (c *Client) DiscoverRequest(ctx context.Context, req *Request, query ...string) ([]linkformat.Link, error) {
+	filters, err := linkformat.ParseFilters(query)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +154,7 @@ func (c *Client) Discover(ctx context.Context, url string, query ...string) ([]l
 	if err != nil {
 		return nil, err
 	}
+	url := target(req, resp.Peer)
 	if resp.Code != message.Content {
 		return nil, fmt.Errorf("coap discover %s: %w", url, resp.Code)
 	}
