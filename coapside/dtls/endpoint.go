@@ -362,7 +362,7 @@ func (ep *endpoint) newCandidate(old *session) (*session, error) {
 	}
 	s := newSession(ep, old.key, old.addr)
 	s.replaces = old
-	old.cand.Store(s) // checked above under ep.mu, which every writer holds
+	old.cand.Store(s) // checked nil above; only this function sets it, under ep.mu
 	ep.takeSlotLocked(s)
 	ep.sessWG.Add(1) // released by the session's run
 	if victim != nil {
