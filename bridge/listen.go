@@ -48,6 +48,8 @@ func (b *Bridge) registerDTLSMetrics(conn *dtls.ServerConn) {
 		counter("bridge_dtls_sessions_expired_total", "DTLS sessions closed for being idle.", func(s dtls.Stats) uint64 { return s.SessionsExpired }),
 		counter("bridge_dtls_refused_limit_total", "Handshakes refused by the handshake or session limit.", func(s dtls.Stats) uint64 { return s.RefusedLimit }),
 		counter("bridge_dtls_refused_malformed_total", "Malformed ClientHellos refused.", func(s dtls.Stats) uint64 { return s.RefusedMalformed }),
+		counter("bridge_dtls_refused_cookie_total", "ClientHellos refused for a cookie no handshake in progress issued.", func(s dtls.Stats) uint64 { return s.RefusedCookie }),
+		counter("bridge_dtls_handshakes_evicted_total", "Handshakes without a returned cookie ended to make room for a new ClientHello.", func(s dtls.Stats) uint64 { return s.HandshakesEvicted }),
 		counter("bridge_dtls_dropped_not_dtls_total", "Datagrams to the DTLS port that were not DTLS (e.g. plaintext CoAP).", func(s dtls.Stats) uint64 { return s.DroppedNotDTLS }),
 	}
 	failed := prometheus.NewDesc("bridge_dtls_handshakes_failed_total", "Failed DTLS handshakes, by reason.", []string{"reason"}, nil)

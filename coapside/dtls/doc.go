@@ -35,11 +35,20 @@
 // trust (PSK, certificate, CA file, pins).
 //
 // Protection of the listener: nothing is allocated for a datagram from an
-// unknown address unless it is a well-formed ClientHello (plaintext CoAP,
-// stray records and malformed hellos are dropped and counted); the first
-// ClientHello is answered with a HelloVerifyRequest cookie (RFC 6347 §4.2.1)
-// and a client that does not return it within CookieTimeout loses its slot;
-// concurrent handshakes, sessions, handshake time and idle time are bounded.
+// unknown address unless it is a well-formed ClientHello without a cookie
+// (plaintext CoAP, stray records, malformed hellos and hellos carrying a
+// cookie no handshake in progress issued are dropped and counted). The first
+// ClientHello is answered with a HelloVerifyRequest cookie (RFC 6347 §4.2.1);
+// until the client returns that exact cookie its handshake only borrows a
+// slot: at MaxHandshakes or MaxSessions a new ClientHello evicts the oldest
+// such handshake, so a spoofed-source flood cannot keep out a client that
+// answers, and an unanswered handshake ends after CookieTimeout. pion/dtls v2
+// keeps state from the first ClientHello (its cookie is random and checked
+// against its own state, and its handshake numbering starts at that hello),
+// so the cookie cannot be checked statelessly in front of it. Handshake
+// failures are logged at Warn at most once a second per reason and counted
+// always; concurrent handshakes, sessions, handshake time and idle time are
+// bounded.
 // Stats exposes the counters for metrics.
 //
 // Connection ID (RFC 9146) is not available: pion/dtls v2 does not implement

@@ -1,6 +1,7 @@
 package dtls
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,9 @@ type endpointOptions struct {
 	// does not, so a session whose peer has gone quiet (for example a
 	// restarted server that forgot it) expires and is dialled again.
 	touchOnWrite bool
+	// evictUnverified lets a new ClientHello take the handshake slot of
+	// the oldest handshake whose peer has not returned its cookie (server).
+	evictUnverified bool
 }
 
 // dropKind indexes the rate limiter for per-datagram log lines.
@@ -45,6 +49,7 @@ const (
 	dropMalformed
 	dropLimit
 	dropQueueFull
+	dropStaleCookie
 	numDropKinds
 )
 
@@ -63,6 +68,9 @@ type endpoint struct {
 	peers       map[peerKey]*session
 	handshaking int
 	closing     bool
+	// unverified holds the handshakes (*session) whose peer has not yet
+	// returned the HelloVerifyRequest cookie, oldest first.
+	unverified list.List
 
 	inbound chan datagram
 	rd      *deadline
@@ -77,7 +85,8 @@ type endpoint struct {
 	wg        sync.WaitGroup // read loop and janitor
 	sessWG    sync.WaitGroup // session goroutines
 	closeOnce sync.Once
-	lastLog   [numDropKinds]atomic.Int64
+	dropLog   [numDropKinds]logGate
+	failLog   [numFailReasons]logGate
 }
 
 func newEndpoint(pc net.PacketConn, opt endpointOptions) *endpoint {
@@ -180,7 +189,8 @@ func (ep *endpoint) deliverTo(s *session, b []byte, addr net.Addr) {
 }
 
 // noteDrop logs a dropped datagram: at Warn at most once a second per kind
-// (so a flood cannot flood the log), otherwise at Debug.
+// (so a flood cannot flood the log), otherwise at Debug. The counters are
+// kept by the callers.
 func (ep *endpoint) noteDrop(kind dropKind, addr net.Addr, err error) {
 	msg := [...]string{
 		dropNotDTLS:     "dtls dropped datagram: not a dtls handshake",
@@ -188,13 +198,9 @@ func (ep *endpoint) noteDrop(kind dropKind, addr net.Addr, err error) {
 		dropMalformed:   "dtls refused malformed client hello",
 		dropLimit:       "dtls refused handshake: limit reached",
 		dropQueueFull:   "dtls dropped datagram: peer queue full",
+		dropStaleCookie: "dtls refused client hello: cookie without handshake in progress",
 	}[kind]
-	level := slog.LevelDebug
-	now := time.Now().UnixNano()
-	last := ep.lastLog[kind].Load()
-	if now-last >= int64(time.Second) && ep.lastLog[kind].CompareAndSwap(last, now) {
-		level = slog.LevelWarn
-	}
+	level, suppressed := ep.dropLog[kind].level()
 	if !ep.log.Enabled(context.Background(), level) {
 		return
 	}
@@ -202,7 +208,43 @@ func (ep *endpoint) noteDrop(kind dropKind, addr net.Addr, err error) {
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
 	ep.log.Log(context.Background(), level, msg, attrs...)
+}
+
+// noteFailure logs a failed handshake: at Warn at most once a second per
+// reason, otherwise at Debug, so that a flood of abandoned handshakes costs
+// a bounded number of log lines. The caller counts it.
+func (ep *endpoint) noteFailure(s *session, reason FailReason, err error) {
+	level, suppressed := ep.failLog[reason].level()
+	if !ep.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []any{"peer", s.addr.String(), "reason", reason.String(), "identity", s.identity(),
+		"role", ep.opt.role, "key_used", s.pskKnown.Load(), "err", err}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	ep.log.Log(context.Background(), level, "dtls handshake failed", attrs...)
+}
+
+// logGate lets one event a second through at Warn and reports how many
+// were held back at Debug since the last one.
+type logGate struct {
+	last       atomic.Int64 // unix nanos of the last Warn
+	suppressed atomic.Uint64
+}
+
+func (g *logGate) level() (slog.Level, uint64) {
+	now := time.Now().UnixNano()
+	last := g.last.Load()
+	if now-last >= int64(time.Second) && g.last.CompareAndSwap(last, now) {
+		return slog.LevelWarn, g.suppressed.Swap(0)
+	}
+	g.suppressed.Add(1)
+	return slog.LevelDebug, 0
 }
 
 // newSession registers a session for key, enforcing the limits. It returns
@@ -216,20 +258,84 @@ func (ep *endpoint) newSession(key peerKey, addr net.Addr) (s *session, created 
 	if s := ep.peers[key]; s != nil {
 		return s, false, nil
 	}
-	if ep.handshaking >= ep.opt.maxHandshakes {
+	var victim *session
+	if ep.handshaking >= ep.opt.maxHandshakes || len(ep.peers) >= ep.opt.maxSessions {
+		victim = ep.evictLocked()
+	}
+	if victim == nil && ep.handshaking >= ep.opt.maxHandshakes {
 		ep.stats.refusedLimit.Add(1)
 		return nil, false, fmt.Errorf("%w: %d handshakes in progress", ErrLimit, ep.handshaking)
 	}
-	if len(ep.peers) >= ep.opt.maxSessions {
+	if victim == nil && len(ep.peers) >= ep.opt.maxSessions {
 		ep.stats.refusedLimit.Add(1)
 		return nil, false, fmt.Errorf("%w: %d sessions", ErrLimit, len(ep.peers))
 	}
 	s = newSession(ep, key, addr)
 	ep.peers[key] = s
+	ep.takeSlotLocked(s)
+	ep.sessWG.Add(1) // released by the session's run
+	if victim != nil {
+		victim.end(endEvicted) // does not block or take ep.mu
+	}
+	return s, true, nil
+}
+
+// takeSlotLocked counts s as a handshake in progress and, on a server,
+// as waiting for its cookie.
+func (ep *endpoint) takeSlotLocked(s *session) {
+	s.slot = true
 	ep.handshaking++
 	ep.stats.handshakesActive.Add(1)
-	ep.sessWG.Add(1) // released by the session's run
-	return s, true, nil
+	if ep.opt.evictUnverified {
+		s.pending = ep.unverified.PushBack(s)
+	}
+}
+
+// evictLocked frees the slot of the oldest handshake whose peer has not
+// returned its cookie, so that a spoofed-source flood of ClientHellos can
+// never keep a new peer out: an unverified handshake holds its slot only
+// until a newer ClientHello needs it. A peer that returns the cookie
+// (RFC 6347 §4.2.1) leaves this queue at once and keeps its slot. The
+// caller ends the returned session after the table is updated.
+func (ep *endpoint) evictLocked() *session {
+	e := ep.unverified.Front()
+	if e == nil {
+		return nil
+	}
+	s := e.Value.(*session)
+	ep.releaseSlotLocked(s)
+	if ep.peers[s.key] == s {
+		delete(ep.peers, s.key)
+	}
+	if s.replaces != nil {
+		s.replaces.cand.CompareAndSwap(s, nil)
+	}
+	ep.stats.handshakesEvicted.Add(1)
+	return s
+}
+
+// releaseSlotLocked undoes takeSlotLocked; it is idempotent.
+func (ep *endpoint) releaseSlotLocked(s *session) {
+	if s.pending != nil {
+		ep.unverified.Remove(s.pending)
+		s.pending = nil
+	}
+	if s.slot {
+		s.slot = false
+		ep.handshaking--
+		ep.stats.handshakesActive.Add(-1)
+	}
+}
+
+// cookieReturned marks s as verified: its peer returned the cookie, so its
+// slot can no longer be taken by a newer ClientHello.
+func (ep *endpoint) cookieReturned(s *session) {
+	ep.mu.Lock()
+	if s.pending != nil {
+		ep.unverified.Remove(s.pending)
+		s.pending = nil
+	}
+	ep.mu.Unlock()
 }
 
 // newCandidate registers a handshake that will replace old when it
@@ -244,18 +350,24 @@ func (ep *endpoint) newCandidate(old *session) (*session, error) {
 	if ep.peers[old.key] != old {
 		return nil, ErrNoSession
 	}
+	if old.cand.Load() != nil {
+		return nil, fmt.Errorf("%w: handshake already running", ErrLimit)
+	}
+	var victim *session
 	if ep.handshaking >= ep.opt.maxHandshakes {
-		ep.stats.refusedLimit.Add(1)
-		return nil, fmt.Errorf("%w: %d handshakes in progress", ErrLimit, ep.handshaking)
+		if victim = ep.evictLocked(); victim == nil {
+			ep.stats.refusedLimit.Add(1)
+			return nil, fmt.Errorf("%w: %d handshakes in progress", ErrLimit, ep.handshaking)
+		}
 	}
 	s := newSession(ep, old.key, old.addr)
 	s.replaces = old
-	if !old.cand.CompareAndSwap(nil, s) {
-		return nil, fmt.Errorf("%w: handshake already running", ErrLimit)
-	}
-	ep.handshaking++
-	ep.stats.handshakesActive.Add(1)
+	old.cand.Store(s) // checked nil above; only this function sets it, under ep.mu
+	ep.takeSlotLocked(s)
 	ep.sessWG.Add(1) // released by the session's run
+	if victim != nil {
+		victim.end(endEvicted)
+	}
 	return s, nil
 }
 
@@ -275,12 +387,11 @@ func (ep *endpoint) promote(s *session) {
 		"old_identity", old.identity(), "identity", s.identity())
 }
 
-// handshakeDone releases a handshake slot.
-func (ep *endpoint) handshakeDone() {
+// handshakeDone releases the handshake slot of s, unless it was evicted.
+func (ep *endpoint) handshakeDone(s *session) {
 	ep.mu.Lock()
-	ep.handshaking--
+	ep.releaseSlotLocked(s)
 	ep.mu.Unlock()
-	ep.stats.handshakesActive.Add(-1)
 }
 
 // lookup returns the session for addr, if any.

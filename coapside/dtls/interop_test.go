@@ -273,3 +273,50 @@ func TestInteropLibcoapServerCert(t *testing.T) {
 		t.Fatalf("untrusted server: %v, want bad_cert", err)
 	}
 }
+
+// TestInteropLibcoapClientDuringFlood: coap-client-gnutls, which returns
+// the cookie like any RFC 6347 client, completes its handshake and request
+// within one second (its -B limit) while 2,000 ClientHellos from other
+// ports arrive.
+func TestInteropLibcoapClientDuringFlood(t *testing.T) {
+	peer.Require(t, "coap-client-gnutls")
+	if testing.Short() {
+		t.Skip("flood")
+	}
+	scfg := ServerConfig{
+		PSK:          NewPSKStore(map[string]Secret{"libcoap-dev": mustKey(t, "secretPSK")}),
+		IdentityHint: "bridge",
+		Limits:       Limits{Logger: testLogger(t)}, // the bridge's defaults
+	}
+	srv := startServer(t, scfg)
+	done := coapRespond(srv)
+	defer func() { _ = srv.Close(); <-done }()
+	url := fmt.Sprintf("coaps://127.0.0.1:%d/x", srv.LocalAddr().(*net.UDPAddr).Port)
+
+	flooded := flood(t, srv.LocalAddr(), 2000, 4*time.Second)
+	testkit.Eventually(t, 5*time.Second, "flood fills the handshake slots", func() bool {
+		return srv.Stats().HandshakesActive >= 128
+	})
+	// A run every 700 ms until the flood is over.
+	var took []time.Duration
+	tick := time.NewTicker(700 * time.Millisecond)
+	defer tick.Stop()
+	for running := true; running; {
+		select {
+		case <-flooded:
+			running = false
+		case <-tick.C:
+			t0 := time.Now()
+			out, err := runLibcoapClient(t, "-m", "get", "-B", "1", "-k", "secretPSK", "-u", "libcoap-dev", url)
+			if err != nil || !strings.Contains(out, "hello libcoap-dev") {
+				t.Fatalf("coap-client during flood: err=%v output=%q stats %+v", err, out, srv.Stats())
+			}
+			took = append(took, time.Since(t0))
+		}
+	}
+	st := srv.Stats()
+	t.Logf("coap-client-gnutls runs during the flood took %v; stats %+v", took, st)
+	if len(took) < 3 || st.HandshakesOK != uint64(len(took)) || st.RefusedLimit != 0 || st.HandshakesEvicted < 1000 {
+		t.Fatalf("%d runs, stats %+v", len(took), st)
+	}
+}

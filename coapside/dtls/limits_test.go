@@ -12,9 +12,10 @@ import (
 )
 
 // TestHandshakeFlood opens 200 sockets that each send a ClientHello and
-// never continue. The handshake limit holds, the excess is refused and
-// counted, every slot is released by the cookie timeout, and a real client
-// still gets through afterwards.
+// never continue. The handshake limit holds, the excess evicts the oldest
+// handshakes still waiting for their cookie (counted), every slot is
+// released by the cookie timeout, and a real client still gets through
+// afterwards.
 func TestHandshakeFlood(t *testing.T) {
 	const sockets = 200
 	scfg := pskServerConfig(t)
@@ -47,13 +48,13 @@ func TestHandshakeFlood(t *testing.T) {
 	testkit.Eventually(t, 2*time.Second, "all hellos handled", func() bool {
 		st := srv.Stats()
 		peak = max(peak, st.HandshakesActive)
-		return st.RefusedLimit+uint64(st.HandshakesActive)+st.TotalFailed() >= sockets
+		return st.HandshakesEvicted+uint64(st.HandshakesActive)+st.TotalFailed() >= sockets
 	})
 	if peak > int64(scfg.MaxHandshakes) {
 		t.Fatalf("peak handshakes %d > limit %d", peak, scfg.MaxHandshakes)
 	}
-	if st := srv.Stats(); st.RefusedLimit < sockets-uint64(scfg.MaxHandshakes) {
-		t.Fatalf("refused %d, want at least %d", st.RefusedLimit, sockets-scfg.MaxHandshakes)
+	if st := srv.Stats(); st.HandshakesEvicted < sockets-uint64(scfg.MaxHandshakes) || st.RefusedLimit != 0 {
+		t.Fatalf("evicted %d, want at least %d; refused %d", st.HandshakesEvicted, sockets-scfg.MaxHandshakes, st.RefusedLimit)
 	}
 	testkit.Eventually(t, 5*time.Second, "slots released", func() bool {
 		st := srv.Stats()

@@ -47,6 +47,9 @@ type peerConn struct {
 	// the deadline leaves the loop blocked until Close closes this conn,
 	// after the alert went out.
 	established atomic.Bool
+	// watch, when set before the handshake starts, sees every datagram
+	// written before the session is established.
+	watch func([]byte)
 }
 
 func newPeerConn(pc net.PacketConn, remote net.Addr, queue int) *peerConn {
@@ -99,6 +102,9 @@ func (c *peerConn) Read(p []byte) (int, error) {
 func (c *peerConn) Write(p []byte) (int, error) {
 	if c.wclosed.Load() {
 		return 0, net.ErrClosed
+	}
+	if c.watch != nil && !c.established.Load() {
+		c.watch(p)
 	}
 	return c.pc.WriteTo(p, c.remote)
 }

@@ -34,8 +34,10 @@ type ServerConfig struct {
 	// DefaultCertSuites, by what is configured).
 	CipherSuites []CipherSuite
 	// CookieTimeout aborts a handshake whose client has not returned the
-	// HelloVerifyRequest cookie (RFC 6347 §4.2.1) in this time, so spoofed
-	// ClientHellos hold a handshake slot only briefly. Default 3s.
+	// HelloVerifyRequest cookie (RFC 6347 §4.2.1) in this time. Until the
+	// cookie is back such a handshake never keeps a newer ClientHello out:
+	// at MaxHandshakes or MaxSessions the oldest of them is evicted
+	// (Stats.HandshakesEvicted). Default 3s.
 	CookieTimeout time.Duration
 	// Now is the clock for certificate validity. Default time.Now.
 	Now func() time.Time
@@ -140,7 +142,9 @@ func NewServerConn(pc net.PacketConn, cfg ServerConfig) (*ServerConn, error) {
 		// checks the CertificateVerify signature (proof of the key).
 		s.base.ClientAuth = pdtls.RequireAnyClientCert
 	}
-	s.ep = newEndpoint(pc, cfg.endpointOptions(roleServer, true))
+	opt := cfg.endpointOptions(roleServer, true)
+	opt.evictUnverified = true
+	s.ep = newEndpoint(pc, opt)
 	s.ep.onUnknown = s.unknownPeer
 	s.ep.onRehandshake = s.rehandshake
 	s.ep.start()
@@ -167,6 +171,14 @@ func (s *ServerConn) unknownPeer(b []byte, addr net.Addr, key peerKey) {
 		ep.stats.refusedMalformed.Add(1)
 		ep.noteDrop(dropMalformed, addr, err)
 		return
+	case hasCookie(b):
+		// RFC 6347 §4.2.1: a cookie answers the HelloVerifyRequest of a
+		// handshake in progress; without one (never started, timed out or
+		// evicted) pion could not accept it, and a forged cookie must not
+		// buy a slot. The client starts over with a fresh ClientHello.
+		ep.stats.refusedCookie.Add(1)
+		ep.noteDrop(dropStaleCookie, addr, nil)
+		return
 	}
 	sess, created, err := ep.newSession(key, addr)
 	if err != nil {
@@ -190,6 +202,11 @@ func (s *ServerConn) rehandshake(old *session, b []byte, addr net.Addr) {
 	if err != nil {
 		return // isNewHandshake checked it
 	}
+	if hasCookie(b) {
+		ep.stats.refusedCookie.Add(1) // as in unknownPeer
+		ep.noteDrop(dropStaleCookie, addr, nil)
+		return
+	}
 	sess, err := ep.newCandidate(old)
 	if err != nil {
 		if errors.Is(err, ErrLimit) {
@@ -201,11 +218,11 @@ func (s *ServerConn) rehandshake(old *session, b []byte, addr net.Addr) {
 }
 
 // startHandshake feeds the first datagram to a new session and runs its
-// handshake with the cookie timer armed.
+// handshake with the cookie timer armed. The HelloVerifyRequest pion sends
+// is read on its way out, so that only the return of that exact cookie
+// verifies the peer (session.observeHandshakeRecord).
 func (s *ServerConn) startHandshake(sess *session, info helloInfo, b []byte) {
-	if info.cookie {
-		sess.cookieSeen.Store(true)
-	}
+	sess.raw.watch = sess.watchCookie
 	s.ep.deliverTo(sess, b, sess.addr)
 	cfg := s.sessionConfig(sess, info)
 	cookieTimer := time.AfterFunc(s.cfg.CookieTimeout, func() {

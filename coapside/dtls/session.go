@@ -1,7 +1,9 @@
 package dtls
 
 import (
+	"container/list"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"io"
 	"net"
@@ -28,6 +30,7 @@ const (
 	endClosed
 	endShutdown
 	endDead
+	endEvicted
 )
 
 func (r endReason) String() string {
@@ -42,6 +45,8 @@ func (r endReason) String() string {
 		return "shutdown"
 	case endDead:
 		return "no answer"
+	case endEvicted:
+		return "evicted"
 	default:
 		return "peer"
 	}
@@ -81,8 +86,17 @@ type session struct {
 	pskUnknown   atomic.Bool // the server did not know the identity
 	certFailed   atomic.Bool // our verifier rejected the peer certificate
 	sawEncrypted atomic.Bool // the peer sent an epoch >= 1 record
-	cookieSeen   atomic.Bool // the peer returned a HelloVerifyRequest cookie
+	cookieSeen   atomic.Bool // the peer returned the HelloVerifyRequest cookie
 	cookieLate   atomic.Bool // the cookie timer aborted the handshake
+
+	// issued is the cookie this end sent in its HelloVerifyRequest; a
+	// ClientHello returning it proves the peer receives at its address.
+	issued atomic.Pointer[[]byte]
+
+	// Guarded by ep.mu: whether the session holds a handshake slot, and
+	// its place among the handshakes still waiting for their cookie.
+	slot    bool
+	pending *list.Element
 }
 
 func newSession(ep *endpoint, key peerKey, addr net.Addr) *session {
@@ -153,17 +167,35 @@ func (s *session) stopped() bool {
 }
 
 // observeHandshakeRecord notes evidence while the handshake runs: encrypted
-// records (the peer's Finished) and the return of the cookie.
+// records (the peer's Finished) and the return of the cookie this end
+// issued (RFC 6347 §4.2.1). Only the exact cookie counts: any other value
+// could be forged without receiving anything.
 func (s *session) observeHandshakeRecord(b []byte) {
 	if maxEpoch(b) > 0 {
 		s.sawEncrypted.Store(true)
 		return
 	}
-	e := recordEpoch(b)
-	if e == 0 && !s.cookieSeen.Load() {
-		if info, err := inspectHello(b); err == nil && (info.cookie || info.fragment) {
-			s.cookieSeen.Store(true)
-		}
+	if s.cookieSeen.Load() {
+		return
+	}
+	issued := s.issued.Load()
+	if issued == nil {
+		return
+	}
+	if c, ok := helloCookie(b); ok && subtle.ConstantTimeCompare(c, *issued) == 1 {
+		s.cookieSeen.Store(true)
+		s.ep.cookieReturned(s)
+	}
+}
+
+// watchCookie records the cookie of an outgoing HelloVerifyRequest.
+func (s *session) watchCookie(p []byte) {
+	if s.issued.Load() != nil {
+		return
+	}
+	if c, ok := verifyRequestCookie(p); ok {
+		c = append([]byte(nil), c...)
+		s.issued.Store(&c)
 	}
 }
 
@@ -187,7 +219,7 @@ func (s *session) run(hs handshakeFunc) {
 	defer ep.sessWG.Done()
 	conn, err := hs(s.hsCtx, s.raw)
 	s.hsCancel()
-	ep.handshakeDone()
+	ep.handshakeDone(s)
 	if err != nil {
 		s.fail(err)
 		return
@@ -250,10 +282,11 @@ func (s *session) fail(err error) {
 	why := endReason(s.why.Load())
 	reason := s.classify(err)
 	s.err = &HandshakeError{Reason: reason, Peer: s.addr.String(), Err: err}
-	if why != endShutdown && why != endClosed && !ep.closed() { // else not the peer's failure
+	// Not the peer's failure: this end shut down, closed or evicted it
+	// (evictions have their own counter).
+	if why != endShutdown && why != endClosed && why != endEvicted && !ep.closed() {
 		ep.stats.handshakesFailed[reason].Add(1)
-		ep.log.Warn("dtls handshake failed", "peer", s.addr.String(), "reason", reason.String(),
-			"identity", s.identity(), "role", ep.opt.role, "key_used", s.pskKnown.Load(), "err", err)
+		ep.noteFailure(s, reason, err)
 	}
 	close(s.ready) // after the counters, so a waiter sees them
 }

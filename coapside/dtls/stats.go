@@ -69,13 +69,24 @@ type Stats struct {
 	// new handshake from the same address (RFC 6347 §4.2.8).
 	SessionsReplaced uint64
 	// RefusedLimit counts handshakes refused because MaxHandshakes or
-	// MaxSessions was reached.
+	// MaxSessions was reached and no handshake waiting for its cookie could
+	// be evicted.
 	RefusedLimit uint64
 	// BackoffRefusals counts client writes refused at once because the
 	// last handshake with that server failed within RetryBackoff.
 	BackoffRefusals uint64
 	// RefusedMalformed counts ClientHellos refused because they did not parse.
 	RefusedMalformed uint64
+	// RefusedCookie counts ClientHellos carrying a cookie from an address
+	// with no handshake in progress. Only the handshake that issued a
+	// cookie can accept it, so such a hello is refused before any state is
+	// allocated (a forged cookie must not buy a handshake slot).
+	RefusedCookie uint64
+	// HandshakesEvicted counts handshakes whose peer had not returned the
+	// HelloVerifyRequest cookie (RFC 6347 §4.2.1) and that were ended to
+	// give their slot to a newer ClientHello because MaxHandshakes or
+	// MaxSessions was reached. They are not counted as failed.
+	HandshakesEvicted uint64
 	// DroppedNotDTLS counts datagrams from unknown peers that were not a DTLS
 	// ClientHello (plaintext CoAP sent to the DTLS port, stray records).
 	DroppedNotDTLS uint64
@@ -108,20 +119,22 @@ func (s Stats) TotalFailed() uint64 {
 
 // counters is the live, atomic form of Stats.
 type counters struct {
-	handshakesOK     atomic.Uint64
-	handshakesFailed [numFailReasons]atomic.Uint64
-	handshakesActive atomic.Int64
-	sessionsActive   atomic.Int64
-	sessionsExpired  atomic.Uint64
-	sessionsReplaced atomic.Uint64
-	sessionsDead     atomic.Uint64
-	refusedLimit     atomic.Uint64
-	refusedMalformed atomic.Uint64
-	backoffRefusals  atomic.Uint64
-	droppedNotDTLS   atomic.Uint64
-	droppedUnknown   atomic.Uint64
-	droppedQueueFull atomic.Uint64
-	readErrors       atomic.Uint64
+	handshakesOK      atomic.Uint64
+	handshakesFailed  [numFailReasons]atomic.Uint64
+	handshakesActive  atomic.Int64
+	sessionsActive    atomic.Int64
+	sessionsExpired   atomic.Uint64
+	sessionsReplaced  atomic.Uint64
+	sessionsDead      atomic.Uint64
+	refusedLimit      atomic.Uint64
+	refusedMalformed  atomic.Uint64
+	refusedCookie     atomic.Uint64
+	handshakesEvicted atomic.Uint64
+	backoffRefusals   atomic.Uint64
+	droppedNotDTLS    atomic.Uint64
+	droppedUnknown    atomic.Uint64
+	droppedQueueFull  atomic.Uint64
+	readErrors        atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -134,6 +147,8 @@ func (c *counters) snapshot() Stats {
 		SessionsDead:       c.sessionsDead.Load(),
 		RefusedLimit:       c.refusedLimit.Load(),
 		RefusedMalformed:   c.refusedMalformed.Load(),
+		RefusedCookie:      c.refusedCookie.Load(),
+		HandshakesEvicted:  c.handshakesEvicted.Load(),
 		BackoffRefusals:    c.backoffRefusals.Load(),
 		DroppedNotDTLS:     c.droppedNotDTLS.Load(),
 		DroppedQueueFull:   c.droppedQueueFull.Load(),

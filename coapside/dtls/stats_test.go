@@ -22,6 +22,8 @@ func TestStatsSnapshotComplete(t *testing.T) {
 	c.droppedQueueFull.Store(11)
 	c.readErrors.Store(12)
 	c.backoffRefusals.Store(13)
+	c.refusedCookie.Store(14)
+	c.handshakesEvicted.Store(15)
 	for r := range c.handshakesFailed {
 		c.handshakesFailed[r].Store(uint64(100 + r))
 	}
