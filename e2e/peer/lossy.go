@@ -3,6 +3,7 @@ package peer
 import (
 	"container/heap"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -86,11 +87,11 @@ func NewLossyProxy(cfg LossyConfig) (*LossyProxy, error) {
 	}
 	la, err := net.ResolveUDPAddr("udp", listen)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("lossy proxy: %w", err)
 	}
 	conn, err := net.ListenUDP("udp", la)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("lossy proxy: %w", err)
 	}
 	p := &LossyProxy{
 		conn:     conn,
@@ -143,29 +144,32 @@ func (p *LossyProxy) readClients() {
 			}
 			continue
 		}
-		up := p.session(from)
-		if up == nil {
-			return // closing
+		up, err := p.session(from)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue // no socket for this client: as good as lost
 		}
 		p.to.submit(buf[:n], func(b []byte) { _, _ = up.Write(b) })
 	}
 }
 
 // session returns the socket towards the target for client, opening it and
-// its reader on first use; nil once the proxy is closing.
-func (p *LossyProxy) session(client *net.UDPAddr) *net.UDPConn {
+// its reader on first use; net.ErrClosed once the proxy is closing.
+func (p *LossyProxy) session(client *net.UDPAddr) (*net.UDPConn, error) {
 	key := client.String()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil
+		return nil, net.ErrClosed
 	}
 	if up := p.sessions[key]; up != nil {
-		return up
+		return up, nil
 	}
 	up, err := net.DialUDP("udp", nil, p.target)
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("lossy proxy: %w", err)
 	}
 	p.sessions[key] = up
 	back := *client
@@ -184,7 +188,7 @@ func (p *LossyProxy) session(client *net.UDPAddr) *net.UDPConn {
 			p.from.submit(buf[:n], func(b []byte) { _, _ = p.conn.WriteToUDP(b, &back) })
 		}
 	}()
-	return up
+	return up, nil
 }
 
 // line impairs the datagrams going one way and sends them when due.
