@@ -45,58 +45,6 @@ qos     = 1
 `, dev1)
 }
 
-// tally counts occurrences by key.
-type tally struct {
-	mu sync.Mutex
-	m  map[string]int
-	n  int
-}
-
-func newTally() *tally { return &tally{m: map[string]int{}} }
-
-func (c *tally) add(key string) {
-	c.mu.Lock()
-	c.m[key]++
-	c.n++
-	c.mu.Unlock()
-}
-
-func (c *tally) total() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
-
-func (c *tally) has(key string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[key] > 0
-}
-
-// check fails the test unless every key in want was seen exactly once and
-// nothing else was seen.
-func (c *tally) check(t *testing.T, what string, want []string) {
-	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var off []string
-	expected := map[string]bool{}
-	for _, k := range want {
-		expected[k] = true
-		if c.m[k] != 1 {
-			off = append(off, fmt.Sprintf("%q×%d", k, c.m[k]))
-		}
-	}
-	for k, v := range c.m {
-		if !expected[k] {
-			off = append(off, fmt.Sprintf("unexpected %q×%d", k, v))
-		}
-	}
-	if len(off) > 0 || c.n != len(want) {
-		t.Errorf("%s: %d in all, want %d, each once; off: %v", what, c.n, len(want), off)
-	}
-}
-
 // numbered is format applied to 0..n-1 and then to "last".
 func numbered(format string, n int) []string {
 	keys := make([]string, 0, n+1)
@@ -129,7 +77,7 @@ func TestCommandsAndIngressExactlyOnceUnderLoss(t *testing.T) {
 	bridgeCoAP.SeparateAfter = time.Microsecond
 
 	// dev1: a device counting its handler runs per command number.
-	handled := newTally()
+	handled := &testkit.Tally{}
 	devConn, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +85,7 @@ func TestCommandsAndIngressExactlyOnceUnderLoss(t *testing.T) {
 	dev := &coapside.Server{
 		Options: coapside.ServerOptions{EndpointOptions: coap},
 		Handler: coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-			handled.add(r.Path() + "=" + string(r.Payload))
+			handled.Add(r.Path() + "=" + string(r.Payload))
 			if strings.HasSuffix(r.Path(), "0") {
 				// A slow device: the empty ACK and the response travel
 				// apart (RFC 7252 §5.2.2).
@@ -161,15 +109,15 @@ func TestCommandsAndIngressExactlyOnceUnderLoss(t *testing.T) {
 		Target: tb.CoAPAddr().(*net.UDPAddr), Seed: 2, ToTarget: imp, FromTarget: imp,
 	})
 
-	results, published := newTally(), newTally()
-	watch := func(filter string, c *tally, key func(paho.Message) string) {
+	results, published := &testkit.Tally{}, &testkit.Tally{}
+	watch := func(filter string, c *testkit.Tally, key func(paho.Message) string) {
 		opts := paho.NewClientOptions().AddBroker("tcp://" + tb.MQTTAddr()).SetClientID("watch-" + strings.TrimSuffix(filter, "/#"))
 		cl := paho.NewClient(opts)
 		if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatalf("connect: %v", tok.Error())
 		}
 		t.Cleanup(func() { cl.Disconnect(100) })
-		tok := cl.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) { c.add(key(m)) })
+		tok := cl.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) { c.Add(key(m)) })
 		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatalf("subscribe %s: %v", filter, tok.Error())
 		}
@@ -234,8 +182,8 @@ func TestCommandsAndIngressExactlyOnceUnderLoss(t *testing.T) {
 	for err := range pushErrs {
 		t.Error(err)
 	}
-	testkit.Eventually(t, 60*time.Second, "a result for every command", func() bool { return results.total() >= n })
-	testkit.Eventually(t, 10*time.Second, "every push published", func() bool { return published.total() >= n })
+	testkit.Eventually(t, 60*time.Second, "a result for every command", func() bool { return results.Total() >= n })
+	testkit.Eventually(t, 10*time.Second, "every push published", func() bool { return published.Total() >= n })
 	elapsed := time.Since(start)
 
 	// Anything still held by a proxy (a late duplicate) reaches its peer
@@ -255,12 +203,12 @@ func TestCommandsAndIngressExactlyOnceUnderLoss(t *testing.T) {
 		t.Fatalf("last command: %v", tok.Error())
 	}
 	testkit.Eventually(t, 20*time.Second, "last result and last push", func() bool {
-		return results.has(`replies/dev1/last ok "done last"`) && published.has("sensors/dev2/last=last")
+		return results.Has(`replies/dev1/last ok "done last"`) && published.Has("sensors/dev2/last=last")
 	})
 
-	handled.check(t, "device handler runs", numbered("/led/%[1]s=%[1]s", n))
-	results.check(t, "results published", numbered(`replies/dev1/%[1]s ok "done %[1]s"`, n))
-	published.check(t, "pushes published", numbered("sensors/dev2/%[1]s=%[1]s", n))
+	handled.Check(t, "device handler runs", numbered("/led/%[1]s=%[1]s", n))
+	results.Check(t, "results published", numbered(`replies/dev1/%[1]s ok "done %[1]s"`, n))
+	published.Check(t, "pushes published", numbered("sensors/dev2/%[1]s=%[1]s", n))
 
 	// The proxies did impair both ways of both paths.
 	for name, p := range map[string]*peer.LossyProxy{"bridge->device": toDev, "device->bridge": toBridge} {
