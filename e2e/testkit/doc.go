@@ -1,7 +1,7 @@
 // Package testkit holds the helpers every package's tests share: waiting
 // for a condition (Eventually), a log sink that a writer goroutine and the
-// test may use at once (SyncBuffer), and a throwaway certificate authority
-// (CA).
+// test may use at once (SyncBuffer), a throwaway certificate authority
+// (CA), and a Tally of messages that must each be seen once.
 //
 // It imports nothing of the bridge, so the tests of any package, including
 // internal tests of coapside's leaves, can use it without an import cycle.

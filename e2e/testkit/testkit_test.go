@@ -27,6 +27,8 @@ func (r *recorder) Fatalf(format string, a ...any) {
 	runtime.Goexit()
 }
 
+func (r *recorder) Errorf(format string, a ...any) { r.fatal = fmt.Sprintf(format, a...) }
+
 // run calls f with a recorder on a goroutine of its own, so a Fatalf ends
 // only that goroutine.
 func run(t *testing.T, f func(tb testing.TB)) string {
@@ -119,5 +121,32 @@ func TestCA(t *testing.T) {
 	}
 	if pool := x509.NewCertPool(); !pool.AppendCertsFromPEM(b) || filepath.Base(caFile) != "ca.pem" {
 		t.Errorf("CA file %s does not load", caFile)
+	}
+}
+
+func TestTally(t *testing.T) {
+	var c Tally
+	for _, k := range []string{"a", "b", "b"} {
+		c.Add(k)
+	}
+	if c.Total() != 3 || !c.Has("b") || c.Has("z") {
+		t.Fatalf("total %d, has b %v, has z %v", c.Total(), c.Has("b"), c.Has("z"))
+	}
+	msg := run(t, func(tb testing.TB) { c.Check(tb, "letters", []string{"a", "b", "c"}) })
+	for _, part := range []string{"letters: 3 in all, want 3", `"b"×2`, `"c"×0`} {
+		if !strings.Contains(msg, part) {
+			t.Errorf("failure %q lacks %s", msg, part)
+		}
+	}
+	c = Tally{}
+	c.Add("a")
+	c.Add("x")
+	if msg := run(t, func(tb testing.TB) { c.Check(tb, "letters", []string{"a"}) }); !strings.Contains(msg, `unexpected "x"×1`) {
+		t.Errorf("failure %q does not name the unexpected key", msg)
+	}
+	c = Tally{}
+	c.Add("a")
+	if msg := run(t, func(tb testing.TB) { c.Check(tb, "letters", []string{"a"}) }); msg != "" {
+		t.Errorf("exact tally failed: %q", msg)
 	}
 }
