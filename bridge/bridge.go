@@ -222,6 +222,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	// are sent.
 	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
+	b.coap.rateLimit(cfg.CoAP)
 	b.http = newHTTPSide(reg, b.live, b.health.notReady)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
