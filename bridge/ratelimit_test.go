@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -89,5 +91,38 @@ func TestCoAPRateLimitConfig(t *testing.T) {
 				t.Fatalf("rate limit off: %d of %d answered, %d 4.29, %v counted as limited", answered, n, tooMany, limited)
 			}
 		})
+	}
+}
+
+// TestCoAPRateLimitAppliesToDTLSPeers: the limit counts requests per DTLS
+// peer address too; beyond the burst a device gets 4.29 with Max-Age.
+func TestCoAPRateLimitAppliesToDTLSPeers(t *testing.T) {
+	pskFile := filepath.Join(t.TempDir(), "psk.toml")
+	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"dev1\"\nkey = \"secret-1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, secureRules, func(c *Config, _ *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+		c.CoAP.RateLimit = 0.1 // a token every 10 s
+		c.CoAP.RateBurst = 2
+	})
+	dev1 := pskClient(t, "dev1", "secret-1")
+	url := "coaps://" + tb.DTLSAddr().String() + "/who/x"
+	for i := range 2 {
+		resp, err := dev1.Post(t.Context(), url, message.TextPlain, []byte("ok"))
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("request %d within the burst: %v %v", i, resp, err)
+		}
+	}
+	resp, err := dev1.Post(t.Context(), url, message.TextPlain, []byte("over the limit"))
+	if err != nil || resp.Code != message.TooManyRequests {
+		t.Fatalf("request beyond the burst: %v %v, want 4.29", resp, err)
+	}
+	if age, err := resp.Options.Uint(message.MaxAge); err != nil || age < 1 || age > 10 {
+		t.Fatalf("Max-Age %d (%v), want 1..10 s", age, err)
+	}
+	if got := counterValue(t, tb.reg, "bridge_coap_rate_limited_total"); got != 1 {
+		t.Fatalf("bridge_coap_rate_limited_total = %v, want 1", got)
 	}
 }
