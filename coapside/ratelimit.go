@@ -213,39 +213,55 @@ func (e *Endpoint) rateLimited(r *reader, data []byte, from *peerAddr) bool {
 }
 
 // sendTooMany answers a refused request with 4.29 and Max-Age, as an ACK
-// for a CON and as a NON for a NON. The answer is never larger than the
-// request (RFC 7252 §11.3): when it would be, nothing is sent.
+// for a CON and as a NON for a NON; nothing when the request asks for no
+// 4.xx (RFC 7967) or the answer would be larger than the request.
 func (e *Endpoint) sendTooMany(r *reader, data []byte, from *peerAddr, maxAge uint32) {
 	m := &r.msg
 	if err := m.Unmarshal(data); err != nil {
 		return // malformed: not worth an answer
 	}
-	con := m.Type == message.Confirmable
-	if noResponse(m.Options, message.TooManyRequests) { // RFC 7967
-		if con {
-			r.out = appendEmpty(r.out[:0], message.Acknowledgement, m.MessageID)
-			e.writeR(r, r.out, from)
-		}
-		return
-	}
-	resp := message.Message{Code: message.TooManyRequests, Token: m.Token, Type: message.Acknowledgement, MessageID: m.MessageID}
-	resp.Options = resp.Options.SetUint(message.MaxAge, maxAge)
-	if !con {
-		resp.Type = message.NonConfirmable
-		mid, err := e.peers.nextMID(from.key, time.Now())
-		if err != nil {
+	var mid uint16
+	if m.Type != message.Confirmable {
+		var err error
+		if mid, err = e.peers.nextMID(from.key, time.Now()); err != nil {
 			return
 		}
-		resp.MessageID = mid
 	}
-	out, err := resp.AppendBinary(r.out[:0])
-	if err != nil {
-		return
-	}
+	out, ok := appendTooMany(r.out[:0], m, len(data), maxAge, mid)
 	r.out = out
-	if len(out) > len(data) {
+	if !ok {
 		return
 	}
-	e.stats.RateLimitReplies.Add(1)
+	if out[1] == byte(message.TooManyRequests) {
+		e.stats.RateLimitReplies.Add(1)
+	}
 	e.writeR(r, out, from)
+}
+
+// appendTooMany appends the answer to request m (reqLen bytes on the wire)
+// refused by the rate limit: 4.29 Too Many Requests with Max-Age (RFC 8516
+// §4), piggybacked on the ACK of a CON or as a NON with message ID mid; an
+// empty ACK when a CON asks for no 4.xx answer (RFC 7967). ok is false
+// when nothing is to be sent: a NON asking for no 4.xx, or an answer that
+// would be larger than the request, which a spoofed source must not be
+// able to amplify (RFC 7252 §11.3).
+func appendTooMany(dst []byte, m *message.Message, reqLen int, maxAge uint32, mid uint16) (out []byte, ok bool) {
+	con := m.Type == message.Confirmable
+	if noResponse(m.Options, message.TooManyRequests) {
+		if !con {
+			return dst, false
+		}
+		return appendEmpty(dst, message.Acknowledgement, m.MessageID), true
+	}
+	resp := message.Message{Code: message.TooManyRequests, Token: m.Token, Type: message.Acknowledgement, MessageID: m.MessageID}
+	if !con {
+		resp.Type, resp.MessageID = message.NonConfirmable, mid
+	}
+	resp.Options = resp.Options.SetUint(message.MaxAge, maxAge)
+	start := len(dst)
+	out, err := resp.AppendBinary(dst)
+	if err != nil || len(out)-start > reqLen {
+		return dst, false
+	}
+	return out, true
 }

@@ -1,8 +1,11 @@
 package coapside
 
 import (
+	"context"
+	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,3 +278,79 @@ func BenchmarkRateLimitDrop(b *testing.B) {
 		b.Fatalf("rate limited %d of %d", e.Stats().RateLimited.Load(), b.N)
 	}
 }
+
+// FuzzRateLimitAnswer feeds arbitrary datagrams to the rate limiter's
+// header check and answer: whatever comes in, a request is recognised only
+// by a valid request header, and an answer is a well-formed 4.29 (or an
+// empty ACK) no larger than the datagram it answers.
+func FuzzRateLimitAnswer(f *testing.F) {
+	f.Add([]byte{0x42, 0x01, 0x12, 0x34, 0xaa, 0xbb, 0xb4, 't', 'e', 'm', 'p'}, uint32(1))
+	f.Add([]byte{0x51, 0x02, 0, 1, 0x7, 0xd2, 0x88, 0x00, 0xff, 'x'}, uint32(300))
+	f.Add([]byte{0x40, 0x01, 0, 1}, uint32(1))
+	f.Fuzz(func(t *testing.T, data []byte, maxAge uint32) {
+		req := isRequestHeader(data)
+		var m message.Message
+		if err := m.Unmarshal(data); err != nil {
+			return
+		}
+		if req != (m.Code.IsRequest() && (m.Type == message.Confirmable || m.Type == message.NonConfirmable)) {
+			t.Fatalf("header check %v for %v %v", req, m.Type, m.Code)
+		}
+		if !req {
+			return
+		}
+		out, ok := appendTooMany(nil, &m, len(data), maxAge, 7)
+		if !ok {
+			return
+		}
+		if len(out) > len(data) {
+			t.Fatalf("answer of %d bytes to a request of %d", len(out), len(data))
+		}
+		a, err := message.Decode(out)
+		if err != nil {
+			t.Fatalf("answer % x does not decode: %v", out, err)
+		}
+		if a.Code == message.Empty {
+			if a.Type != message.Acknowledgement || m.Type != message.Confirmable {
+				t.Fatalf("empty %v to a %v", a.Type, m.Type)
+			}
+			return
+		}
+		age, err := a.Options.Uint(message.MaxAge)
+		if a.Code != message.TooManyRequests || err != nil || age != maxAge || string(a.Token) != string(m.Token) {
+			t.Fatalf("answer %v Max-Age %d (%v), want 4.29 with %d and token % x", a, age, err, maxAge, m.Token)
+		}
+	})
+}
+
+// TestRateLimitLogIsBounded: a long flood of refusals is logged once per
+// interval, not per datagram, and counted every time.
+func TestRateLimitLogIsBounded(t *testing.T) {
+	var lines atomic.Int64
+	log := slog.New(countHandler{n: &lines})
+	opts := fastOpts()
+	opts.Logger = log
+	srv, addr := startServer(t, NotFoundHandler(), ServerOptions{EndpointOptions: opts, RateLimit: 0.001, RateBurst: 1})
+	p := newRawPeer(t, addr)
+	// In groups of 50, so the socket buffer never overflows.
+	for i := range 500 {
+		p.send([]byte{0x50, 0x01, byte(i >> 8), byte(i)})
+		if i%50 == 49 {
+			testkit.Eventually(t, 5*time.Second, "datagrams read", func() bool { return srv.Stats().Received == uint64(i+1) })
+		}
+	}
+	if st := srv.Stats(); st.RateLimited != 499 {
+		t.Fatalf("%d of 500 refused, want 499", st.RateLimited)
+	}
+	if n := lines.Load(); n != 1 {
+		t.Fatalf("%d warnings for 499 refusals within %v, want 1", n, rateLogEvery)
+	}
+}
+
+// countHandler counts records at warn level and above.
+type countHandler struct{ n *atomic.Int64 }
+
+func (h countHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h countHandler) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h countHandler) WithGroup(string) slog.Handler                { return h }
