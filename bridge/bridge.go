@@ -224,6 +224,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	// are sent.
 	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
+	b.coap.rateLimit(cfg.CoAP)
 	b.http = newHTTPSide(reg, b.live, b.health.notReady)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -375,6 +376,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 }
 
+// coapReadBuffer is the receive buffer asked for the CoAP UDP socket.
+const coapReadBuffer = 4 << 20
+
 // listenCoAP opens the CoAP listeners the config names and hands them to
 // the CoAP server.
 func (b *Bridge) listenCoAP() error {
@@ -383,6 +387,12 @@ func (b *Bridge) listenCoAP() error {
 		conn, err := net.ListenPacket("udp", l)
 		if err != nil {
 			return fmt.Errorf("coap listen %s: %w", l, err)
+		}
+		// A large receive buffer absorbs a flood's bursts, so the rate
+		// limit, not the kernel, decides whose datagrams are dropped; the
+		// kernel caps it at net.core.rmem_max.
+		if u, ok := conn.(*net.UDPConn); ok {
+			_ = u.SetReadBuffer(coapReadBuffer)
 		}
 		b.coap.add("coap", conn)
 		b.mu.Lock()

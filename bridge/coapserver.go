@@ -49,6 +49,13 @@ func newIngress(set *atomic.Pointer[rules.Set], out *outputs, res *resources, se
 	return in
 }
 
+// rateLimit applies coap.rate_limit and coap.rate_burst to every listener
+// of the server (per source address; DTLS peers included).
+func (in *ingress) rateLimit(c CoAPConfig) {
+	in.srv.Options.RateLimit = c.RateLimit
+	in.srv.Options.RateBurst = c.RateBurst
+}
+
 // add gives the server a socket to serve once Run is called; Shutdown
 // closes it if Run never is.
 func (in *ingress) add(scheme string, conn net.PacketConn) {

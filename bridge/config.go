@@ -30,8 +30,15 @@ type Config struct {
 // CoAPConfig configures the bridge's own CoAP server.
 type CoAPConfig struct {
 	// Listen is the UDP address of the CoAP server; "" disables it.
-	Listen string     `mapstructure:"listen"`
-	DTLS   DTLSConfig `mapstructure:"dtls"`
+	Listen string `mapstructure:"listen"`
+	// RateLimit is the requests per second allowed from each source
+	// address, on the UDP and the DTLS listener alike; 0 turns it off.
+	// Beyond it a source gets 4.29 Too Many Requests with Max-Age, once per
+	// Max-Age period, and is otherwise dropped.
+	RateLimit float64 `mapstructure:"rate_limit"`
+	// RateBurst is each source's bucket size; 0 means RateLimit.
+	RateBurst int        `mapstructure:"rate_burst"`
+	DTLS      DTLSConfig `mapstructure:"dtls"`
 }
 
 // DTLSConfig configures the coaps listener.
@@ -179,6 +186,12 @@ func (c *Config) Validate() error {
 	}
 	if (c.CoAP.DTLS.CertFile == "") != (c.CoAP.DTLS.KeyFile == "") {
 		add("coap.dtls.cert_file", "cert_file and key_file go together")
+	}
+	if c.CoAP.RateLimit < 0 {
+		add("coap.rate_limit", "must not be negative (requests/s per source address; 0 turns the limit off), got %v", c.CoAP.RateLimit)
+	}
+	if c.CoAP.RateBurst < 0 {
+		add("coap.rate_burst", "must not be negative (0 means rate_limit), got %d", c.CoAP.RateBurst)
 	}
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":

@@ -27,6 +27,9 @@ func TestValidate(t *testing.T) {
 			"http.listen", "log.level", "log.format"}},
 		{"mqtt section", func(c *Config) { c.MQTT.BufferSize = -1; c.MQTT.MaxPayload = -1; c.MQTT.CertFile = "c.pem" }, []string{
 			"mqtt.buffer_size", "mqtt.max_payload", "mqtt.cert_file"}},
+		{"rate limit", func(c *Config) { c.CoAP.RateLimit = 0.5; c.CoAP.RateBurst = 10 }, nil},
+		{"negative rate limit", func(c *Config) { c.CoAP.RateLimit = -1; c.CoAP.RateBurst = -2 }, []string{
+			"coap.rate_limit: must not be negative", "coap.rate_burst: must not be negative"}},
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
 	}
 	for _, tt := range tests {

@@ -94,6 +94,8 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 		counter("bridge_coap_bad_option_total", "Requests answered 4.02 Bad Option.", func(s coapside.StatsSnapshot) uint64 { return s.BadOption }),
 		counter("bridge_coap_duplicates_total", "Duplicate messages detected (answered from the cache or ignored).", func(s coapside.StatsSnapshot) uint64 { return s.Duplicates }),
 		counter("bridge_coap_reader_restarts_total", "Times a CoAP listener had stopped reading and its watchdog started a reader.", func(s coapside.StatsSnapshot) uint64 { return s.ReaderRestarts }),
+		counter("bridge_coap_rate_limited_total", "Requests refused by the per-source rate limit (coap.rate_limit): answered 4.29 or dropped.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimited }),
+		counter("bridge_coap_rate_limit_evictions_total", "Sources whose rate-limit bucket was evicted because the source table was full.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimitEvictions }),
 		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
 	)
 }

@@ -73,6 +73,8 @@ type serverConfig struct {
 	maxConcurrent  int
 	overloadMaxAge uint32
 	idleReaders    int
+	limiter        *rateLimiter // nil: no per-source rate limit
+	rateLogged     atomic.Int64 // unix ns of the last rate-limit log line
 }
 
 // NewEndpoint starts a message layer on conn. Requests that arrive are
@@ -355,6 +357,9 @@ func (e *Endpoint) watchReaders(now time.Time) {
 // serveDatagram processes one received datagram (RFC 7252 §4).
 func (e *Endpoint) serveDatagram(r *reader, data []byte, from peerAddr) {
 	e.stats.Received.Add(1)
+	if e.srv != nil && e.srv.limiter != nil && e.rateLimited(r, data, &from) {
+		return // shed before any decoding
+	}
 	if len(data) > e.p.MaxMessageSize {
 		e.rejectOversize(r, data, from)
 		return

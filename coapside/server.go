@@ -18,6 +18,17 @@ type ServerOptions struct {
 	MaxConcurrent int
 	// OverloadMaxAge is the Max-Age in seconds sent with 5.03 (5).
 	OverloadMaxAge uint32
+	// RateLimit is the requests per second allowed from each source
+	// address (its IP; the port is not part of it) on each socket; 0 turns
+	// it off. Beyond it a source gets 4.29 Too Many Requests with Max-Age
+	// (RFC 8516) once per Max-Age period and is otherwise dropped silently,
+	// before anything is decoded.
+	RateLimit float64
+	// RateBurst is the size of each source's token bucket; 0 means RateLimit.
+	RateBurst int
+	// RateLimitSources bounds the sources tracked per socket (4096); beyond
+	// it the bucket nearest to full is evicted.
+	RateLimitSources int
 	// IdleReaders is how many idle read goroutines are kept per socket (2).
 	IdleReaders int
 	// Blockwise configures the block-wise layer (RFC 7959) every handler
@@ -60,6 +71,7 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		maxConcurrent:  o.MaxConcurrent,
 		overloadMaxAge: o.OverloadMaxAge,
 		idleReaders:    o.IdleReaders,
+		limiter:        newRateLimiter(o.RateLimit, o.RateBurst, o.RateLimitSources),
 	}
 	if cfg.maxConcurrent <= 0 {
 		cfg.maxConcurrent = DefaultMaxConcurrent

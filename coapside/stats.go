@@ -30,6 +30,9 @@ type Stats struct {
 	RequestsHandled    atomic.Uint64 // requests passed to the handler
 	StolenDatagrams    atomic.Uint64 // datagrams handed to a worker because a handler in their batch was slow
 	ReaderRestarts     atomic.Uint64 // readers started by the watchdog because the conn was no longer read
+	RateLimited        atomic.Uint64 // requests refused by the per-source rate limit (answered 4.29 or dropped)
+	RateLimitReplies   atomic.Uint64 // 4.29 Too Many Requests sent (RFC 8516)
+	RateLimitEvictions atomic.Uint64 // live rate-limit buckets evicted because the source table was full
 }
 
 // StatsSnapshot is a plain copy of Stats.
@@ -40,6 +43,7 @@ type StatsSnapshot struct {
 	Pings, UnmatchedAcks, UnmatchedResponses, SeparateResponses           uint64
 	Overloaded, WriteErrors, ReadErrors, QueueOverflows, RequestsHandled  uint64
 	StolenDatagrams, ReaderRestarts                                       uint64
+	RateLimited, RateLimitReplies, RateLimitEvictions                     uint64
 }
 
 // Snapshot returns the current counter values.
@@ -56,6 +60,8 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		Overloaded: s.Overloaded.Load(), WriteErrors: s.WriteErrors.Load(), ReadErrors: s.ReadErrors.Load(),
 		QueueOverflows: s.QueueOverflows.Load(), RequestsHandled: s.RequestsHandled.Load(),
 		StolenDatagrams: s.StolenDatagrams.Load(), ReaderRestarts: s.ReaderRestarts.Load(),
+		RateLimited: s.RateLimited.Load(), RateLimitReplies: s.RateLimitReplies.Load(),
+		RateLimitEvictions: s.RateLimitEvictions.Load(),
 	}
 }
 
@@ -86,4 +92,7 @@ func (s *StatsSnapshot) add(o StatsSnapshot) {
 	s.RequestsHandled += o.RequestsHandled
 	s.StolenDatagrams += o.StolenDatagrams
 	s.ReaderRestarts += o.ReaderRestarts
+	s.RateLimited += o.RateLimited
+	s.RateLimitReplies += o.RateLimitReplies
+	s.RateLimitEvictions += o.RateLimitEvictions
 }

@@ -25,10 +25,11 @@ type bridgeProc struct {
 
 // bridgeSetup configures startBridgeBin.
 type bridgeSetup struct {
-	rules  string // rule file text (rules/e2e.toml)
-	broker string // "" = embedded on a free port; else a tcp:// URL
-	extra  string // appended to config.toml (more [coap.dtls] keys, ...)
-	dtls   bool   // open a coaps listener
+	rules  string   // rule file text (rules/e2e.toml)
+	broker string   // "" = embedded on a free port; else a tcp:// URL
+	extra  string   // appended to config.toml (more [coap.dtls] keys, ...)
+	dtls   bool     // open a coaps listener
+	env    []string // extra environment, e.g. BRIDGE_COAP_RATE_LIMIT=100
 }
 
 // startBridgeBin writes a config and rule file in a temp dir and runs the
@@ -74,7 +75,7 @@ level = "debug"
 	if err := os.WriteFile(filepath.Join(b.dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b.proc = start(t, b.dir, nil, bridgeBin(t), "run")
+	b.proc = start(t, b.dir, s.env, bridgeBin(t), "run")
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", b.httpPort), 20*time.Second)
 	return b
 }
