@@ -319,13 +319,14 @@ func (e *Endpoint) readReturned() {
 }
 
 // stallAfter is how long an open endpoint may have no goroutine inside a
-// read call, and no read returning, before it counts as stalled.
-const stallAfter = 2 * time.Second
+// read call, and no read returning, before it counts as stalled although it
+// still has readers (they are stuck, or starved of CPU that long).
+const stallAfter = 10 * time.Second
 
 // Stalled reports whether the endpoint has stopped reading its conn: it is
-// open, no goroutine is inside a read call, and none returned for
-// stallAfter. A healthy endpoint always keeps one reader parked in read or
-// busy serving what it just read.
+// open, no goroutine is inside a read call, and either no reader is left at
+// all or none has returned from a read for stallAfter. A healthy endpoint
+// always keeps one reader parked in read or busy serving what it just read.
 func (e *Endpoint) Stalled() bool {
 	return e.stalledAt(time.Now())
 }
@@ -334,7 +335,10 @@ func (e *Endpoint) stalledAt(now time.Time) bool {
 	if e.closing.Load() || e.reading.Load() > 0 {
 		return false
 	}
-	return now.Sub(time.Unix(0, e.lastRead.Load())) > stallAfter
+	e.poolMu.Lock()
+	readers := e.total
+	e.poolMu.Unlock()
+	return readers == 0 || now.Sub(time.Unix(0, e.lastRead.Load())) > stallAfter
 }
 
 // watchReaders is the endpoint's own watchdog, run by the sweep: a stalled

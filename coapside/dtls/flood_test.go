@@ -86,8 +86,11 @@ func TestHandshakeFloodLegitimateClient(t *testing.T) {
 		select {
 		case <-flooded:
 		case <-tick.C:
+			// The bound is generous for a loaded machine and the race
+			// detector; the times are logged (≈1 ms here) and the
+			// issue's figures come from the built binary, not this test.
 			lim := fastLimits(t)
-			lim.HandshakeTimeout = time.Second
+			lim.HandshakeTimeout = 5 * time.Second
 			cli := startClient(t, ClientConfig{
 				Credentials: Credentials{PSKIdentity: "dev-1", PSK: mustKey(t, "hex:00112233445566778899aabbccddeeff")},
 				Limits:      lim,
