@@ -111,6 +111,12 @@ topic = "config/{device}"
 `
 	b := startBridgeBin(t, bridgeSetup{rules: rules})
 	mqttPub(t, b.mqttPort, "config/d1", "v0", "-q", "1")
+	// The embedded broker acknowledges mosquitto_pub before it hands the
+	// message to the bridge: wait until the bridge holds it.
+	testkit.Eventually(t, 10*time.Second, "the bridge to hold v0", func() bool {
+		out, code := run(t, 10*time.Second, ".", client, "-m", "get", b.coapURL("/config/d1"))
+		return code == 0 && strings.Contains(out, "v0")
+	})
 	obs := start(t, ".", nil, client, "-s", "8", "-m", "get", b.coapURL("/config/d1"))
 	testkit.Eventually(t, 10*time.Second, "first representation", func() bool { return strings.Contains(obs.out.String(), "v0") })
 	for _, v := range []string{"v1", "v2"} {

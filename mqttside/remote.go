@@ -36,8 +36,12 @@ type Remote struct {
 	subs        map[string]remoteSub
 	unsubs      map[string]bool // to send on the next connect
 	outstanding int             // accepted, not yet settled
-	closing     bool
-	started     bool
+	// live holds every accepted message not yet settled, wherever it is
+	// (buffer, dispatcher, Paho): Close settles what is left of it, and a
+	// message is settled once only.
+	live    map[*pending]struct{}
+	closing bool
+	started bool
 
 	up       chan struct{} // closed by the first onConnect
 	upOnce   sync.Once
@@ -80,6 +84,7 @@ func NewRemote(opts RemoteOptions) (*Remote, error) {
 		broker:   u.Redacted(),
 		log:      opts.Logger.With("broker", u.Redacted()),
 		buf:      newOfflineBuffer(opts.BufferSize),
+		live:     map[*pending]struct{}{},
 		subs:     make(map[string]remoteSub),
 		unsubs:   make(map[string]bool),
 		up:       make(chan struct{}),
@@ -208,9 +213,15 @@ func (r *Remote) Close(ctx context.Context) error {
 	r.setState(StateClosed, nil)
 	r.shutdown(ctx)
 
+	// Whatever is not settled now never will be by the goroutines, which
+	// may still be stopping: the buffer, and a message a goroutine held at
+	// the deadline (a late settlement of it is a no-op).
 	r.mu.Lock()
-	var lost []*pending
-	for p := r.buf.Pop(); p != nil; p = r.buf.Pop() {
+	for r.buf.Len() > 0 {
+		r.buf.Pop()
+	}
+	lost := make([]*pending, 0, len(r.live))
+	for p := range r.live {
 		lost = append(lost, p)
 	}
 	r.mu.Unlock()

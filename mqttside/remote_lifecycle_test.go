@@ -288,7 +288,10 @@ func TestRemoteCloseWithinDeadlineBrokerDead(t *testing.T) {
 			if err := r.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if late := time.Since(deadline); late > 0 {
+			// Close stops waiting at its deadline; what follows it (the
+			// goroutines it no longer waits for) takes no time, but a loaded
+			// machine may run Close's goroutine a little late.
+			if late := time.Since(deadline); late > 200*time.Millisecond {
 				t.Errorf("Close returned %v after its deadline", late.Round(time.Millisecond))
 			}
 			for range n {

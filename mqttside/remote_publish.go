@@ -43,7 +43,7 @@ func (r *Remote) PublishOrWithdraw(ctx context.Context, m Message) error {
 	r.mu.Lock()
 	removed := r.buf.Remove(p)
 	if removed {
-		r.outstanding--
+		r.forgetLocked(p)
 	}
 	handed := p.handed
 	r.mu.Unlock()
@@ -81,12 +81,13 @@ func (r *Remote) enqueue(m Message) (*pending, error) {
 	evicted, err := r.buf.Push(p)
 	if err == nil {
 		r.outstanding++
+		r.live[p] = struct{}{}
 		if r.State() != StateConnected {
 			r.cnt.buffered.Add(1)
 		}
 	}
-	if evicted != nil {
-		r.outstanding--
+	if evicted != nil && !r.forgetLocked(evicted) {
+		evicted = nil
 	}
 	r.mu.Unlock()
 
@@ -259,15 +260,37 @@ func (r *Remote) settleToken(f inflightPub) {
 		return
 	default:
 	}
+	r.mu.Lock()
+	first := r.forgetLocked(f.p)
+	r.mu.Unlock()
+	if !first {
+		return
+	}
 	r.cnt.requeued.Add(1)
 	r.log.Debug("mqtt publish interrupted, kept for resend", "topic", f.p.msg.Topic, "err", err)
 	f.p.done <- fmt.Errorf("%w: resent after reconnect: %w", ErrPending, err)
-	r.mu.Lock()
-	r.outstanding--
-	r.mu.Unlock()
 }
 
+// forgetLocked removes p from the messages not yet settled and reports
+// whether it was still there: only the first settlement of a message
+// counts and reaches its publisher. r.mu held.
+func (r *Remote) forgetLocked(p *pending) bool {
+	if _, ok := r.live[p]; !ok {
+		return false
+	}
+	delete(r.live, p)
+	r.outstanding--
+	return true
+}
+
+// settleOne reports the outcome of p to its publisher, once.
 func (r *Remote) settleOne(p *pending, err error) {
+	r.mu.Lock()
+	first := r.forgetLocked(p)
+	r.mu.Unlock()
+	if !first {
+		return
+	}
 	if err == nil {
 		r.cnt.published.Add(1)
 	} else {
@@ -278,7 +301,4 @@ func (r *Remote) settleOne(p *pending, err error) {
 		}
 	}
 	p.done <- err
-	r.mu.Lock()
-	r.outstanding--
-	r.mu.Unlock()
 }
