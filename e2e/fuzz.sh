@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the module's fuzz targets, each for DURATION (a go test -fuzztime
 # value such as 3s, 2m or 10m), at most FUZZ_JOBS (default 2) at a time with
-# FUZZ_PARALLEL (default 1) fuzzing workers each.
+# FUZZ_PARALLEL (default 1) fuzzing workers each. FUZZ_MINIMIZE (default
+# 10s) bounds the time go test spends shrinking each new input.
 #
 #   e2e/fuzz.sh DURATION [PACKAGE_DIR|TARGET ...]
 #
@@ -22,6 +23,7 @@ duration=$1
 shift
 jobs_max=${FUZZ_JOBS:-2}
 parallel=${FUZZ_PARALLEL:-1}
+minimize=${FUZZ_MINIMIZE:-10s}
 logdir=${FUZZ_LOGDIR:-$(mktemp -d -t bridge-fuzz.XXXXXX)}
 mkdir -p "$logdir"
 
@@ -74,7 +76,7 @@ run_one() {
 	local pkg=$1 name=$2 log
 	log="$logdir/$(tr '/.' '__' <<<"${pkg#./}")-$name.log"
 	local start=$SECONDS
-	if go test -run '^$' -fuzz "^$name\$" -fuzztime "$duration" -parallel "$parallel" "$pkg" >"$log" 2>&1; then
+	if go test -run '^$' -fuzz "^$name\$" -fuzztime "$duration" -fuzzminimizetime "$minimize" -parallel "$parallel" "$pkg" >"$log" 2>&1; then
 		echo "ok   $pkg $name ($((SECONDS - start))s)"
 		return 0
 	fi
