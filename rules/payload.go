@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"strconv"
@@ -273,7 +274,7 @@ func JSONToCBOR(b []byte) ([]byte, error) {
 	if err := d.Decode(&v); err != nil {
 		return nil, fmt.Errorf("%w: json: %v", ErrConvert, err)
 	}
-	if _, err := d.Token(); err == nil {
+	if _, err := d.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: json: data after the value", ErrConvert)
 	}
 	cv, err := jsonToCBORValue(v)

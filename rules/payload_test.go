@@ -152,6 +152,9 @@ func TestJSONToCBOR(t *testing.T) {
 		{`[-1.5e309]`, "", true},
 		{`{"a":`, "", true},
 		{`1 2`, "", true},
+		{`0A0`, "", true}, // not JSON after the first value
+		{`{"on":true}x`, "", true},
+		{" [1] \n", "8101", false},
 	}
 	for _, tc := range tests {
 		got, err := JSONToCBOR([]byte(tc.in))
