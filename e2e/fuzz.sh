@@ -69,6 +69,11 @@ if [ ${#want_names[@]} -gt 0 ]; then
 	targets=("${selected[@]}")
 fi
 [ ${#targets[@]} -gt 0 ] || { echo "no fuzz target matched" >&2; exit 1; }
+
+# Take the packages in turn, so that the targets running together come from
+# different packages and no package's instrumented test binary is built
+# twice at once.
+mapfile -t targets < <(printf '%s\n' "${targets[@]}" | awk '{n[$1]++; print n[$1], NR, $0}' | sort -n -k1,1 -k2,2 | cut -d' ' -f3-)
 echo "== fuzzing ${#targets[@]} targets for $duration each, $jobs_max at a time (logs: $logdir)"
 
 # run_one PKG NAME: fuzz one target; its exit status is go test's.
