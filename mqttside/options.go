@@ -221,6 +221,10 @@ func brokerURL(s string) (*url.URL, error) {
 	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
 		return nil, fmt.Errorf("%w: broker url %q: port out of range", ErrInvalidOptions, u.Redacted())
 	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		// url.Parse lets through hosts such as "]0" that no dialer takes.
+		return nil, fmt.Errorf("%w: broker url %q: bad host: %w", ErrInvalidOptions, u.Redacted(), err)
+	}
 	u.Scheme = scheme
 	return u, nil
 }

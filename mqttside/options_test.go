@@ -28,7 +28,7 @@ func TestBrokerURL(t *testing.T) {
 			t.Errorf("brokerURL(%q) = %s, want %s", tt.in, got, tt.want)
 		}
 	}
-	for _, bad := range []string{"", "broker:1883", "http://broker", "tcp://", "tcp://:1883", "unix:///tmp/s", "%zz", "tcp://h:0", "tcp://h:65536"} {
+	for _, bad := range []string{"", "broker:1883", "http://broker", "tcp://", "tcp://:1883", "unix:///tmp/s", "%zz", "tcp://h:0", "tcp://h:65536", "wss://]0", "tcp://a]b:1883"} {
 		if _, err := brokerURL(bad); !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("brokerURL(%q) = %v, want ErrInvalidOptions", bad, err)
 		}

@@ -201,8 +201,9 @@ func (x *dec) contentFormat() *message.MediaType {
 // linkAttr reads rt or if: one or more values separated by spaces, as in
 // link-format (RFC 6690 §3.1, §3.2), such as "temperature" or
 // "oic.r.temperature sensor". A value is printable ASCII without quotes,
-// backslashes, commas, semicolons or angle brackets, so it reads the same
-// in a /.well-known/core document and in a query filter (§4.1).
+// backslashes, commas, semicolons, angle brackets or '*', so it reads the
+// same in a /.well-known/core document and in a query filter (§4.1, where a
+// trailing '*' asks for a prefix and any other '*' is refused).
 func (x *dec) linkAttr(key string) []string {
 	s, line, ok := x.str(key, false)
 	if !ok {
@@ -214,7 +215,7 @@ func (x *dec) linkAttr(key string) []string {
 			continue
 		}
 		for i := 0; i < len(v); i++ {
-			if c := v[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"\\,;<>", c) >= 0 {
+			if c := v[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"\\,;<>*", c) >= 0 {
 				x.d.addf(x.pos(line), "key %q: %q: byte %q is not allowed (separate values with spaces)", key, clip(v), c)
 				return nil
 			}

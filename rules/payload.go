@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"strconv"
@@ -262,8 +263,10 @@ func cborKey(k any) (string, error) {
 }
 
 // JSONToCBOR re-encodes a JSON document as CBOR (RFC 8949 §6.2) for commands
-// whose rule sets content_format = "cbor". Integers stay integers; other
-// numbers become floats.
+// whose rule sets content_format = "cbor". Integers stay integers, as
+// bignums (tags 2 and 3) beyond 64 bits; other numbers become floats, and a
+// number beyond the float64 range fails with ErrConvert rather than turning
+// into an infinity.
 func JSONToCBOR(b []byte) ([]byte, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
@@ -271,37 +274,65 @@ func JSONToCBOR(b []byte) ([]byte, error) {
 	if err := d.Decode(&v); err != nil {
 		return nil, fmt.Errorf("%w: json: %v", ErrConvert, err)
 	}
-	if _, err := d.Token(); err == nil {
+	if _, err := d.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: json: data after the value", ErrConvert)
 	}
-	out, err := cborEnc.Marshal(jsonToCBORValue(v))
+	cv, err := jsonToCBORValue(v)
+	if err != nil {
+		return nil, err
+	}
+	out, err := cborEnc.Marshal(cv)
 	if err != nil {
 		return nil, fmt.Errorf("%w: cbor: %v", ErrConvert, err)
 	}
 	return out, nil
 }
 
-func jsonToCBORValue(v any) any {
+func jsonToCBORValue(v any) (any, error) {
 	switch x := v.(type) {
 	case json.Number:
-		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
-		}
-		if u, err := strconv.ParseUint(string(x), 10, 64); err == nil {
-			return u
-		}
-		f, _ := strconv.ParseFloat(string(x), 64)
-		return f
+		return jsonNumberToCBOR(x)
 	case []any:
 		for i := range x {
-			x[i] = jsonToCBORValue(x[i])
+			c, err := jsonToCBORValue(x[i])
+			if err != nil {
+				return nil, err
+			}
+			x[i] = c
 		}
-		return x
+		return x, nil
 	case map[string]any:
 		for k := range x {
-			x[k] = jsonToCBORValue(x[k])
+			c, err := jsonToCBORValue(x[k])
+			if err != nil {
+				return nil, err
+			}
+			x[k] = c
 		}
-		return x
+		return x, nil
 	}
-	return v
+	return v, nil
+}
+
+// jsonNumberToCBOR maps a JSON number onto the CBOR number that holds it
+// exactly: an integer (major type 0 or 1, or a bignum, RFC 8949 §3.4.3), or
+// a float.
+func jsonNumberToCBOR(n json.Number) (any, error) {
+	s := string(n)
+	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return i, nil
+	}
+	if u, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return u, nil
+	}
+	if !strings.ContainsAny(s, ".eE") {
+		if bi, ok := new(big.Int).SetString(s, 10); ok {
+			return bi, nil
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: json: number %s is out of range", ErrConvert, clip(s))
+	}
+	return f, nil
 }

@@ -144,8 +144,17 @@ func TestJSONToCBOR(t *testing.T) {
 		{`{"on":true,"level":3}`, "a262 6f6ef5 656c6576656c03", false},
 		{`[1.5,-2,"x",null]`, "84 f93e00 21 6178 f6", false},
 		{`18446744073709551615`, "1bffffffffffffffff", false},
+		// RFC 8949 §3.4.3: integers beyond 64 bits become bignums, not floats.
+		{`18446744073709551616`, "c249010000000000000000", false},
+		{`-18446744073709551617`, "c349010000000000000000", false},
+		// Beyond the float64 range: refused, not sent as an infinity.
+		{`1e400`, "", true},
+		{`[-1.5e309]`, "", true},
 		{`{"a":`, "", true},
 		{`1 2`, "", true},
+		{`0A0`, "", true}, // not JSON after the first value
+		{`{"on":true}x`, "", true},
+		{" [1] \n", "8101", false},
 	}
 	for _, tc := range tests {
 		got, err := JSONToCBOR([]byte(tc.in))

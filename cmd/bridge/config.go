@@ -49,6 +49,7 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 	}
 
 	var errs []string
+	pos := &positions{file: file}
 	knownSet := make(map[string]bool, len(known))
 	for _, k := range known {
 		knownSet[k] = true
@@ -61,7 +62,7 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		if s := rules.Suggest(k, known); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
 		}
-		errs = append(errs, position(file, k)+msg)
+		errs = append(errs, pos.at(k)+msg)
 	}
 
 	var cfg bridge.Config
@@ -78,7 +79,7 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		var ces bridge.ConfigErrors
 		if errors.As(err, &ces) {
 			for _, ce := range ces {
-				errs = append(errs, position(file, ce.Key)+ce.Error())
+				errs = append(errs, pos.at(ce.Key)+ce.Error())
 			}
 		} else {
 			errs = append(errs, err.Error())
@@ -102,26 +103,37 @@ func displayName(file string) string {
 	return file
 }
 
-// position returns "file:line: " for the line where the dotted key is set
-// in the TOML file, "file: " when it is not found there (a default or an
-// environment override), or "config: " without a file.
-func position(file, key string) string {
-	if file == "" {
-		return "config: "
-	}
-	if line := keyLine(file, key); line > 0 {
-		return fmt.Sprintf("%s:%d: ", file, line)
-	}
-	return file + ": "
+// positions finds where keys are written in a config file, reading it once
+// however many problems are reported.
+type positions struct {
+	file  string
+	lines map[string]int // dotted key → first line; nil until read
 }
 
-// keyLine finds the line of a dotted key in a TOML file by tracking table
-// headers; it understands the plain `[table]` / `key = value` shape that
-// config files use, and returns 0 when the key is not written there.
-func keyLine(file, key string) int {
+// at returns "file:line: " for the line where the dotted key is set in the
+// TOML file, "file: " when it is not found there (a default or an
+// environment override), or "config: " without a file.
+func (p *positions) at(key string) string {
+	if p.file == "" {
+		return "config: "
+	}
+	if p.lines == nil {
+		p.lines = keyLines(p.file)
+	}
+	if line := p.lines[key]; line > 0 {
+		return fmt.Sprintf("%s:%d: ", p.file, line)
+	}
+	return p.file + ": "
+}
+
+// keyLines maps each dotted key written in a TOML file to the first line
+// that sets it, tracking table headers; it understands the plain `[table]` /
+// `key = value` shape that config files use.
+func keyLines(file string) map[string]int {
+	lines := map[string]int{}
 	f, err := os.Open(file)
 	if err != nil {
-		return 0
+		return lines
 	}
 	defer f.Close()
 	table := ""
@@ -140,11 +152,11 @@ func keyLine(file, key string) int {
 		if table != "" {
 			full = table + "." + full
 		}
-		if full == key {
-			return n
+		if _, seen := lines[full]; !seen {
+			lines[full] = n
 		}
 	}
-	return 0
+	return lines
 }
 
 // knownKeys lists the dotted keys of a config struct from its mapstructure tags.

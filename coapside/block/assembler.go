@@ -1,6 +1,7 @@
 package block
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"time"
@@ -204,9 +205,11 @@ func (a *Assembler) Receive(key Key, req Request) Decision {
 				Err: fmt.Errorf("%w: block %s without a transfer in progress", ErrUnexpectedBlock, blk)}
 		}
 		if offset == t.lastOffset && blk.Num == t.lastNum && blk.SZX == t.lastSZX &&
-			len(req.Payload) == t.lastLen {
+			len(req.Payload) == t.lastLen && bytes.Equal(req.Payload, t.buf[t.lastOffset:]) {
 			// A repeated block (its response was lost): answer again
-			// without appending.
+			// without appending. With More cleared it ends the body
+			// there; other bytes at this offset fall through to the
+			// out-of-order check below.
 			a.touchLocked(t, now)
 			return a.answerLocked(t, resp)
 		}

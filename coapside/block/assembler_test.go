@@ -338,3 +338,31 @@ func TestAssemblerSeparateKeys(t *testing.T) {
 		t.Fatalf("bodies mixed up: %x / %x", d1.Body, d2.Body)
 	}
 }
+
+// TestAssemblerRepeatedLastBlock: a block sent again at the offset of the
+// last one is a repeat only when its bytes are the same; it may then end
+// the body there (More cleared). Different bytes at that offset are blocks
+// out of order (RFC 7959 §2.9.2), never a body mixing old and new bytes.
+func TestAssemblerRepeatedLastBlock(t *testing.T) {
+	src := body(2048)
+	first := []step{
+		{num: 0, more: true, szx: 6, from: 0, to: 1024, code: message.Continue, block1: opt(0, true, 6)},
+		{num: 2, more: true, szx: 5, from: 1024, to: 1536, code: message.Continue, block1: opt(2, true, 5)},
+	}
+	t.Run("same bytes end the body", func(t *testing.T) {
+		a, _ := newAssembler(t, AssemblerOptions{})
+		d := runSteps(t, a, src, append(first[:2:2],
+			step{num: 2, more: false, szx: 5, from: 1024, to: 1536, block1: opt(2, false, 5)}))
+		if !bytes.Equal(d.Body, src[:1536]) {
+			t.Fatalf("body %d bytes, want the first 1536", len(d.Body))
+		}
+	})
+	t.Run("other bytes are out of order", func(t *testing.T) {
+		a, _ := newAssembler(t, AssemblerOptions{})
+		runSteps(t, a, src, append(first[:2:2],
+			step{num: 2, more: false, szx: 5, from: 1536, to: 2048, code: message.RequestEntityIncomplete}))
+		if st := a.Stats(); st.Active != 0 || st.Buffered != 0 {
+			t.Fatalf("transfer kept: %+v", st)
+		}
+	})
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestConfigPositionsReadFileOnce: error positions come from one reading of
+// the config file, so a file with many bad keys is checked in time linear
+// in its size rather than read again for every problem.
+func TestConfigPositionsReadFileOnce(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("[coap]\nlisten = \":5683\"\n")
+	for i := range 100 {
+		fmt.Fprintf(&b, "k%d = 1\n", i)
+	}
+	file := writeFile(t, t.TempDir(), "config.toml", b.String())
+	p := &positions{file: file}
+	if got, want := p.at("coap.listen"), file+":2: "; got != want {
+		t.Fatalf("coap.listen at %q, want %q", got, want)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	// Read once: later problems are still positioned without the file.
+	if got, want := p.at("coap.k99"), file+":102: "; got != want {
+		t.Fatalf("coap.k99 at %q, want %q", got, want)
+	}
+	if got, want := p.at("coap.missing"), file+": "; got != want {
+		t.Fatalf("unwritten key at %q, want %q", got, want)
+	}
+	if got, want := (&positions{}).at("x"), "config: "; got != want {
+		t.Fatalf("no file: %q, want %q", got, want)
+	}
+}
