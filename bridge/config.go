@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
+	"github.com/coap-mqtt/bridge/mqttside"
 )
 
 // Config is the bridge's configuration, as loaded from config.toml (and the
@@ -198,15 +200,13 @@ func (c *Config) Validate() error {
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)
 		checkAddr("mqtt.embedded.websocket", c.MQTT.Embedded.Websocket, true)
 	default:
-		u, err := url.Parse(b)
-		if err != nil || u.Host == "" {
-			add("mqtt.broker", "must be \"embedded\" or a broker URL like tcp://host:1883, got %q", b)
-			break
-		}
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-		default:
-			add("mqtt.broker", "unsupported scheme %q (want tcp, ssl, tls, ws or wss)", u.Scheme)
+		_, err := mqttside.ParseBrokerURL(b)
+		switch {
+		case errors.Is(err, mqttside.ErrBrokerScheme) && strings.Contains(b, "://"):
+			u, _ := url.Parse(b)
+			add("mqtt.broker", "unsupported scheme %q (want tcp, mqtt, ssl, tls, mqtts, ws or wss)", u.Scheme)
+		case err != nil:
+			add("mqtt.broker", "must be \"embedded\" or a broker URL like tcp://host:1883, got %q (%v)", b, err)
 		}
 	}
 	if c.MQTT.BufferSize < 0 {

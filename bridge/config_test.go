@@ -58,3 +58,17 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateBrokerURLAsTheClientDoes: a broker URL the MQTT client would
+// refuse at start is refused by the config check too.
+func TestValidateBrokerURLAsTheClientDoes(t *testing.T) {
+	for _, broker := range []string{"wss://]0", "tcp://host:0", "tcp://host:99999", "tcp://"} {
+		c := Defaults()
+		c.MQTT.Broker = broker
+		c.SetDefaults()
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "mqtt.broker") {
+			t.Errorf("broker %q: %v, want an mqtt.broker error", broker, err)
+		}
+	}
+}

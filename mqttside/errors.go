@@ -4,6 +4,9 @@ import "errors"
 
 // Sentinel errors. Functions wrap them with %w; test with errors.Is.
 var (
+	// ErrBrokerScheme reports a broker URL whose scheme is not one the
+	// client speaks.
+	ErrBrokerScheme = errors.New("mqtt: unsupported broker url scheme")
 	// ErrInvalidTopic reports a topic name that may not be published to.
 	ErrInvalidTopic = errors.New("mqtt: invalid topic name")
 	// ErrInvalidFilter reports a malformed topic filter.

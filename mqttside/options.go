@@ -191,8 +191,11 @@ func (o *RemoteOptions) Validate() error {
 	return nil
 }
 
-// brokerURL parses and normalises a broker URL, adding the scheme's
-// default port when missing.
+// ParseBrokerURL parses and normalises a remote broker URL (tcp, mqtt, ssl,
+// tls, mqtts, ws, wss), adding the scheme's default port when missing. The
+// config check and the client use it, so both accept the same URLs.
+func ParseBrokerURL(s string) (*url.URL, error) { return brokerURL(s) }
+
 func brokerURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -210,8 +213,8 @@ func brokerURL(s string) (*url.URL, error) {
 	case "wss":
 		port = "443"
 	default:
-		return nil, fmt.Errorf("%w: broker url %q: scheme must be tcp, mqtt, ssl, tls, mqtts, ws or wss",
-			ErrInvalidOptions, u.Redacted())
+		return nil, fmt.Errorf("%w: %w %q (want tcp, mqtt, ssl, tls, mqtts, ws or wss)",
+			ErrInvalidOptions, ErrBrokerScheme, u.Scheme)
 	}
 	if u.Hostname() == "" {
 		return nil, fmt.Errorf("%w: broker url %q: missing host", ErrInvalidOptions, u.Redacted())
