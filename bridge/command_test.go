@@ -265,9 +265,7 @@ func TestOverMaxPayloadFromRemoteBroker(t *testing.T) {
 	dev := startDevice(t, "")
 	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
 	tb := startBridge(t, commandRules(dev.addr.String())+resourceRules, func(c *Config, _ *Options) {
-		c.MQTT.Broker = "tcp://" + broker.Addr()
-		c.MQTT.ClientID = fmt.Sprintf("bridge-maxpayload-%d", time.Now().UnixNano())
-		c.MQTT.Embedded.Listen = ""
+		useRemoteBroker(c, broker.Addr(), "bridge-maxpayload")
 		c.MQTT.MaxPayload = 1024
 	})
 	replies := subscribe(t, broker.Addr(), "replies/#", 1)
@@ -519,9 +517,7 @@ response_topic = "replies/mark"
 				o.CommandWorkers = 1
 				if remote {
 					broker = peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
-					c.MQTT.Broker = "tcp://" + broker
-					c.MQTT.ClientID = fmt.Sprintf("bridge-overlap-%d", time.Now().UnixNano())
-					c.MQTT.Embedded.Listen = ""
+					useRemoteBroker(c, broker, "bridge-overlap")
 				}
 			})
 			if !remote {

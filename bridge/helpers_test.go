@@ -30,6 +30,14 @@ type testBridge struct {
 	warnings *warnRecorder
 }
 
+// useRemoteBroker points c at the broker at addr (host:port) with a client
+// ID of its own, made from name, and no embedded broker.
+func useRemoteBroker(c *Config, addr, name string) {
+	c.MQTT.Broker = "tcp://" + addr
+	c.MQTT.ClientID = fmt.Sprintf("%s-%d", name, time.Now().UnixNano())
+	c.MQTT.Embedded.Listen = ""
+}
+
 // startBridge writes rulesText to a rule file and runs a bridge on it.
 func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *testBridge {
 	t.Helper()

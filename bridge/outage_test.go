@@ -37,9 +37,7 @@ topic   = "q1/{n}"
 qos     = 1
 `
 	tb := startBridge(t, rules, func(c *Config, o *Options) {
-		c.MQTT.Broker = "tcp://" + broker.Addr()
-		c.MQTT.ClientID = fmt.Sprintf("bridge-outage-%d", time.Now().UnixNano())
-		c.MQTT.Embedded.Listen = ""
+		useRemoteBroker(c, broker.Addr(), "bridge-outage")
 		o.PublishTimeout = 500 * time.Millisecond
 		o.HandoverTimeout = 100 * time.Millisecond
 	})
@@ -106,9 +104,7 @@ qos     = 1
 retain  = true
 `
 	tb := startBridge(t, rules, func(c *Config, o *Options) {
-		c.MQTT.Broker = "tcp://" + broker.Addr()
-		c.MQTT.ClientID = fmt.Sprintf("bridge-q1-%d", time.Now().UnixNano())
-		c.MQTT.Embedded.Listen = ""
+		useRemoteBroker(c, broker.Addr(), "bridge-q1")
 		o.PublishTimeout = 3 * time.Second  // longer than a device's ACK_TIMEOUT
 		o.CoAP = coapside.EndpointOptions{} // the defaults devices meet
 	})
@@ -218,9 +214,7 @@ methods = ["POST"]
 topic   = "q0/{n}"
 `
 	tb := startBridge(t, rules, func(c *Config, _ *Options) {
-		c.MQTT.Broker = "tcp://" + broker.Addr()
-		c.MQTT.ClientID = fmt.Sprintf("bridge-shutdown-%d", time.Now().UnixNano())
-		c.MQTT.Embedded.Listen = ""
+		useRemoteBroker(c, broker.Addr(), "bridge-shutdown")
 	})
 	c := newCoAPClient(t)
 	broker.Kill()

@@ -169,9 +169,7 @@ topic = "config/{rest...}"
 `, func(c *Config, o *Options) {
 				if remote {
 					broker = peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
-					c.MQTT.Broker = "tcp://" + broker
-					c.MQTT.ClientID = fmt.Sprintf("bridge-resource-overlap-%d", time.Now().UnixNano())
-					c.MQTT.Embedded.Listen = ""
+					useRemoteBroker(c, broker, "bridge-resource-overlap")
 				}
 			})
 			if !remote {
