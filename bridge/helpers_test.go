@@ -38,8 +38,9 @@ func useRemoteBroker(c *Config, addr, name string) {
 	c.MQTT.Embedded.Listen = ""
 }
 
-// startBridge writes rulesText to a rule file and runs a bridge on it.
-func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *testBridge {
+// ruleFileConfig writes rulesText to a rule file in a new folder and
+// returns a config using it, with every listener on a free loopback port.
+func ruleFileConfig(t *testing.T, rulesText string) (Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "rules.toml"), []byte(rulesText), 0o644); err != nil {
@@ -51,6 +52,13 @@ func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *t
 	cfg.CoAP.Listen = "127.0.0.1:0"
 	cfg.MQTT.Embedded.Listen = "127.0.0.1:0"
 	cfg.HTTP.Listen = "127.0.0.1:0"
+	return cfg, dir
+}
+
+// startBridge writes rulesText to a rule file and runs a bridge on it.
+func startBridge(t *testing.T, rulesText string, mod func(*Config, *Options)) *testBridge {
+	t.Helper()
+	cfg, dir := ruleFileConfig(t, rulesText)
 	opts := Options{
 		PublishTimeout:  2 * time.Second,
 		CommandQueueTTL: 10 * time.Second,

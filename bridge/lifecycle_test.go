@@ -67,16 +67,7 @@ func checkIdle(t *testing.T, b *Bridge, when string) {
 // that New returned and Run has not started, and on one whose Run has
 // returned; Run runs once.
 func TestBridgeMethodsOutsideRun(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "rules.toml"), []byte(ingressRules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Defaults()
-	cfg.File = filepath.Join(dir, "config.toml")
-	cfg.Rules = []string{"rules.toml"}
-	cfg.CoAP.Listen = "127.0.0.1:0"
-	cfg.MQTT.Embedded.Listen = "127.0.0.1:0"
-	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg, _ := ruleFileConfig(t, ingressRules)
 	b, err := NewWithOptions(cfg, Options{noFileWatch: true}, nil)
 	if err != nil {
 		t.Fatal(err)
