@@ -33,6 +33,12 @@ func startServer(t *testing.T, h Handler, opts ServerOptions) (*Server, *net.UDP
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startServerOn(t, conn, h, opts)
+}
+
+// startServerOn serves h on conn until the test ends.
+func startServerOn(t *testing.T, conn net.PacketConn, h Handler, opts ServerOptions) (*Server, *net.UDPAddr) {
+	t.Helper()
 	s := &Server{Handler: h, Options: opts}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()

@@ -377,12 +377,11 @@ func (s *ObserveServer) notification(n *observe.Notification, szx uint8) *messag
 }
 
 // sendNON sends a NON notification and remembers its message ID, so an RST
-// answering it removes the observer.
+// answering it removes the observer. The ID is remembered before the write:
+// a peer's RST can arrive before the write call returns.
 func (s *ObserveServer) sendNON(t obsTarget, o observe.Observer, m *message.Message, done func(error)) {
-	err := t.ep.SendAsync(t.addr, m, nil)
-	if err == nil {
-		s.resets.remember(obsID{o.Endpoint, o.Token}, m.MessageID)
-	}
+	id := obsID{o.Endpoint, o.Token}
+	err := t.ep.sendNoted(t.addr, m, func(mid uint16) { s.resets.remember(id, mid) })
 	done(err)
 	if errors.Is(err, ErrClosed) {
 		s.n.Deregister(o.Endpoint, []byte(o.Token)) // its endpoint is gone

@@ -44,6 +44,16 @@ func (c *counterResource) ServeCOAP(w ResponseWriter, _ *Request) {
 // notifier until cleanup.
 func startObserveServer(t *testing.T, opts ObserveOptions, res Handler) (*ObserveServer, *net.UDPAddr) {
 	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startObserveServerOn(t, conn, opts, res)
+}
+
+// startObserveServerOn is startObserveServer on conn.
+func startObserveServerOn(t *testing.T, conn net.PacketConn, opts ObserveOptions, res Handler) (*ObserveServer, *net.UDPAddr) {
+	t.Helper()
 	obs, err := NewObserveServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +65,7 @@ func startObserveServer(t *testing.T, opts ObserveOptions, res Handler) (*Observ
 	mux.Handle("GET /obs", obs.Observable(res))
 	eo := tolerantOpts() // CON notifications give up after about 3 s
 	eo.SeparateAfter = time.Second
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: eo})
+	_, addr := startServerOn(t, conn, mux, ServerOptions{EndpointOptions: eo})
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -176,6 +186,52 @@ func TestObserveServerDeregisterOnReaction(t *testing.T) {
 				t.Errorf("observers %d", n)
 			}
 		})
+	}
+}
+
+// lateWriteConn is a socket whose writes return only after delay: the
+// datagram is on the wire, and the peer's answer can arrive, before the
+// writer learns that it was sent.
+type lateWriteConn struct {
+	net.PacketConn
+	delay time.Duration
+}
+
+func (c lateWriteConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	n, err := c.PacketConn.WriteTo(b, addr)
+	time.Sleep(c.delay)
+	return n, err
+}
+
+// TestObserveServerResetOvertakesWrite answers a NON notification with RST
+// while the server's write call is still returning: the observer is removed
+// all the same.
+func TestObserveServerResetOvertakesWrite(t *testing.T) {
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := make(chan error, 4)
+	res := &counterResource{value: []byte("a")}
+	obs, addr := startObserveServerOn(t, lateWriteConn{conn, 100 * time.Millisecond}, ObserveOptions{
+		ConEvery:     100,
+		OnDeregister: func(_ observe.Observer, r error) { reasons <- r },
+	}, res)
+	p := newRawPeer(t, addr)
+	register(t, p, 1, []byte{7}, nil)
+	obs.Notify("/obs")
+	m := p.mustRecv(2 * time.Second)
+	if m.Type != message.NonConfirmable {
+		t.Fatalf("notification type %v, want NON", m.Type)
+	}
+	p.sendMsg(&message.Message{Type: message.Reset, MessageID: m.MessageID})
+	select {
+	case r := <-reasons:
+		if !errors.Is(r, observe.ErrReset) {
+			t.Errorf("reason %v, want %v", r, observe.ErrReset)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("observer not removed by an RST that arrived during the write")
 	}
 }
 

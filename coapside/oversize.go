@@ -39,5 +39,5 @@ func (e *Endpoint) rejectOversize(r *reader, data []byte, from peerAddr) {
 		return
 	}
 	resp.Type = message.NonConfirmable
-	_, _ = e.transmit(from, &resp, nil, nstartNone)
+	_, _ = e.transmit(from, &resp, nil, nstartNone, nil)
 }

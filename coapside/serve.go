@@ -237,7 +237,7 @@ func (x *serverExchange) finish(r *reader) {
 	} else {
 		resp.Type = message.NonConfirmable
 	}
-	if _, err := e.transmit(x.from, &resp, nil, nstartNone); err != nil {
+	if _, err := e.transmit(x.from, &resp, nil, nstartNone, nil); err != nil {
 		e.log.Debug("coap response not sent", "peer", x.from.netAddr().String(), "err", err)
 	}
 }
@@ -269,5 +269,5 @@ func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref
 	}
 	resp.Type = message.NonConfirmable
 	resp.Token = append([]byte(nil), m.Token...)
-	_, _ = e.transmit(from, &resp, nil, nstartNone)
+	_, _ = e.transmit(from, &resp, nil, nstartNone, nil)
 }

@@ -203,7 +203,7 @@ func (e *Endpoint) exchange(pk peerAddr, m *message.Message, fn ResponseFunc) (f
 			}
 		}
 	}
-	og, err := e.transmit(pk, m, cb, nstartRequest)
+	og, err := e.transmit(pk, m, cb, nstartRequest, nil)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -231,7 +231,7 @@ func (e *Endpoint) exchange(pk peerAddr, m *message.Message, fn ResponseFunc) (f
 // (RFC 7641 §4.2) and other messages outside a request/response pair.
 func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) (*message.Message, error) {
 	if m.Type == message.NonConfirmable {
-		_, err := e.transmit(resolvePeer(peer), m, nil, nstartNone)
+		_, err := e.transmit(resolvePeer(peer), m, nil, nstartNone, nil)
 		return nil, err
 	}
 	type result struct {
@@ -239,7 +239,7 @@ func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) 
 		ack *message.Message
 	}
 	ch := make(chan result, 1)
-	og, err := e.transmit(resolvePeer(peer), m, func(o Outcome, ack *message.Message) { ch <- result{o, ack} }, nstartCON)
+	og, err := e.transmit(resolvePeer(peer), m, func(o Outcome, ack *message.Message) { ch <- result{o, ack} }, nstartCON, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,14 @@ func (e *Endpoint) Send(ctx context.Context, peer net.Addr, m *message.Message) 
 // ResetByPeer, TimedOut or Closed; for a NON ResetByPeer if an RST arrives
 // within NON_LIFETIME, else NoReply. CONs respect NSTART.
 func (e *Endpoint) SendAsync(peer net.Addr, m *message.Message, cb OutcomeFunc) error {
-	_, err := e.transmit(resolvePeer(peer), m, cb, nstartCON)
+	_, err := e.transmit(resolvePeer(peer), m, cb, nstartCON, nil)
+	return err
+}
+
+// sendNoted is SendAsync without an outcome callback whose noted learns the
+// message ID before the datagram is written.
+func (e *Endpoint) sendNoted(peer net.Addr, m *message.Message, noted func(mid uint16)) error {
+	_, err := e.transmit(resolvePeer(peer), m, nil, nstartCON, noted)
 	return err
 }
 

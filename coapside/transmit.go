@@ -94,9 +94,6 @@ func (e *Endpoint) initialTimeout() time.Duration {
 	return base + time.Duration(rand.Float64()*span)
 }
 
-// transmit encodes m for peer with a fresh message ID and sends it. CONs are
-// retransmitted until ACK, RST or MAX_RETRANSMIT; mode says whether it waits
-// for a free NSTART slot of the peer (RFC 7252 §4.7).
 // nstartMode says which messages of a transmission take an NSTART slot.
 type nstartMode uint8
 
@@ -106,7 +103,12 @@ const (
 	nstartRequest                   // CONs and NON requests; a NON's slot is freed by its response or cancel
 )
 
-func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, mode nstartMode) (*outgoing, error) {
+// transmit encodes m for peer with a fresh message ID and sends it. CONs are
+// retransmitted until ACK, RST or MAX_RETRANSMIT; mode says whether it waits
+// for a free NSTART slot of the peer (RFC 7252 §4.7). noted, when not nil,
+// learns the message ID before the datagram is written, so a reply that
+// overtakes the write's return still finds what it answers.
+func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, mode nstartMode, noted func(mid uint16)) (*outgoing, error) {
 	if e.closing.Load() {
 		return nil, ErrClosed
 	}
@@ -122,6 +124,9 @@ func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, m
 	data, err := m.MarshalBinary()
 	if err != nil {
 		return nil, err
+	}
+	if noted != nil {
+		noted(mid)
 	}
 	og := &outgoing{
 		e:    e,
