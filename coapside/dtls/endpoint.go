@@ -9,8 +9,9 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/coap-mqtt/bridge/coapside/internal/loggate"
 )
 
 // datagram is one decrypted application datagram and its sender.
@@ -85,8 +86,8 @@ type endpoint struct {
 	wg        sync.WaitGroup // read loop and janitor
 	sessWG    sync.WaitGroup // session goroutines
 	closeOnce sync.Once
-	dropLog   [numDropKinds]logGate
-	failLog   [numFailReasons]logGate
+	dropLog   [numDropKinds]loggate.Gate
+	failLog   [numFailReasons]loggate.Gate
 }
 
 func newEndpoint(pc net.PacketConn, opt endpointOptions) *endpoint {
@@ -200,7 +201,7 @@ func (ep *endpoint) noteDrop(kind dropKind, addr net.Addr, err error) {
 		dropQueueFull:   "dtls dropped datagram: peer queue full",
 		dropStaleCookie: "dtls refused client hello: cookie without handshake in progress",
 	}[kind]
-	level, suppressed := ep.dropLog[kind].level()
+	level, suppressed := ep.dropLog[kind].Level()
 	if !ep.log.Enabled(context.Background(), level) {
 		return
 	}
@@ -218,7 +219,7 @@ func (ep *endpoint) noteDrop(kind dropKind, addr net.Addr, err error) {
 // reason, otherwise at Debug, so that a flood of abandoned handshakes costs
 // a bounded number of log lines. The caller counts it.
 func (ep *endpoint) noteFailure(s *session, reason FailReason, err error) {
-	level, suppressed := ep.failLog[reason].level()
+	level, suppressed := ep.failLog[reason].Level()
 	if !ep.log.Enabled(context.Background(), level) {
 		return
 	}
@@ -228,23 +229,6 @@ func (ep *endpoint) noteFailure(s *session, reason FailReason, err error) {
 		attrs = append(attrs, "suppressed", suppressed)
 	}
 	ep.log.Log(context.Background(), level, "dtls handshake failed", attrs...)
-}
-
-// logGate lets one event a second through at Warn and reports how many
-// were held back at Debug since the last one.
-type logGate struct {
-	last       atomic.Int64 // unix nanos of the last Warn
-	suppressed atomic.Uint64
-}
-
-func (g *logGate) level() (slog.Level, uint64) {
-	now := time.Now().UnixNano()
-	last := g.last.Load()
-	if now-last >= int64(time.Second) && g.last.CompareAndSwap(last, now) {
-		return slog.LevelWarn, g.suppressed.Swap(0)
-	}
-	g.suppressed.Add(1)
-	return slog.LevelDebug, 0
 }
 
 // newSession registers a session for key, enforcing the limits. It returns
