@@ -11,9 +11,11 @@ import (
 
 // Defaults for AssemblerOptions.
 const (
-	DefaultMaxBodySize      = 1 << 20
-	DefaultMaxTransfers     = 256
-	DefaultMaxBufferedBytes = 16 << 20
+	DefaultMaxBodySize  = 1 << 20
+	DefaultMaxTransfers = 256
+	// DefaultMaxTransfersPerSource is one source's share of MaxTransfers.
+	DefaultMaxTransfersPerSource = 16
+	DefaultMaxBufferedBytes      = 16 << 20
 	// DefaultLifetime is EXCHANGE_LIFETIME (RFC 7252 §4.8.2), the time after
 	// which an idle transfer is considered abandoned.
 	DefaultLifetime = 247 * time.Second
@@ -28,6 +30,17 @@ type Key struct {
 	Peer string
 	Path string
 	Tag  string
+	// Source is the client's host (its IP address, without the port), the
+	// unit MaxTransfersPerSource counts by; "" counts with Peer.
+	Source string
+}
+
+// source is what MaxTransfersPerSource counts k by.
+func (k Key) source() string {
+	if k.Source != "" {
+		return k.Source
+	}
+	return k.Peer
 }
 
 // AssemblerOptions configure an Assembler. Zero values take the defaults.
@@ -38,6 +51,11 @@ type AssemblerOptions struct {
 	// MaxTransfers bounds concurrent transfers; a new one beyond it gets
 	// 5.03. Default 256.
 	MaxTransfers int
+	// MaxTransfersPerSource bounds the concurrent transfers of one source
+	// (Key.Source), so that one host cannot hold every slot of
+	// MaxTransfers; a new one beyond it gets 5.03. Default
+	// DefaultMaxTransfersPerSource, at most MaxTransfers.
+	MaxTransfersPerSource int
 	// MaxBufferedBytes bounds the bytes held across all transfers; a block
 	// that would exceed it gets 5.03. Default 16 MiB.
 	MaxBufferedBytes int
@@ -93,9 +111,15 @@ type AssemblerStats struct {
 	TooLarge   uint64 // 4.13 answers
 	BadBlocks  uint64 // 4.00 answers: payload length not matching SZX
 	Rejected   uint64 // 5.03 answers: too many transfers or bytes
-	Expired    uint64 // transfers dropped after Lifetime idle
-	Active     int    // transfers in progress now
-	Buffered   int    // bytes held now
+	// RejectedPerSource counts the 5.03 answers (among Rejected) to a
+	// source at MaxTransfersPerSource.
+	RejectedPerSource uint64
+	// RejectedTransfers counts the 5.03 answers (among Rejected) at
+	// MaxTransfers.
+	RejectedTransfers uint64
+	Expired           uint64 // transfers dropped after Lifetime idle
+	Active            int    // transfers in progress now
+	Buffered          int    // bytes held now
 }
 
 type transfer struct {
@@ -118,6 +142,7 @@ type Assembler struct {
 
 	mu        sync.Mutex
 	transfers map[Key]*transfer
+	perSource map[string]int // transfers in progress per Key.source()
 	oldest    *transfer
 	newest    *transfer
 	buffered  int
@@ -132,6 +157,10 @@ func NewAssembler(opts AssemblerOptions) (*Assembler, error) {
 	if opts.MaxTransfers <= 0 {
 		opts.MaxTransfers = DefaultMaxTransfers
 	}
+	if opts.MaxTransfersPerSource <= 0 {
+		opts.MaxTransfersPerSource = DefaultMaxTransfersPerSource
+	}
+	opts.MaxTransfersPerSource = min(opts.MaxTransfersPerSource, opts.MaxTransfers)
 	if opts.MaxBufferedBytes <= 0 {
 		opts.MaxBufferedBytes = DefaultMaxBufferedBytes
 	}
@@ -148,7 +177,7 @@ func NewAssembler(opts AssemblerOptions) (*Assembler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("block size: %w", err)
 	}
-	return &Assembler{opts: opts, szx: szx, transfers: make(map[Key]*transfer)}, nil
+	return &Assembler{opts: opts, szx: szx, transfers: make(map[Key]*transfer), perSource: make(map[string]int)}, nil
 }
 
 // Receive processes one block of a request body and returns the answer.
@@ -190,13 +219,23 @@ func (a *Assembler) Receive(key Key, req Request) Decision {
 			return Decision{Complete: true, Body: append([]byte(nil), req.Payload...),
 				Block1: resp, HasBlock1: true}
 		}
+		if n := a.perSource[key.source()]; n >= a.opts.MaxTransfersPerSource {
+			// Checked first: a source at its own limit is told so even
+			// when the total is reached too.
+			a.stats.Rejected++
+			a.stats.RejectedPerSource++
+			return Decision{Code: message.ServiceUnavailable,
+				Err: fmt.Errorf("%w: %d transfers in progress from %s", ErrTransfersPerSource, n, key.source())}
+		}
 		if len(a.transfers) >= a.opts.MaxTransfers {
 			a.stats.Rejected++
+			a.stats.RejectedTransfers++
 			return Decision{Code: message.ServiceUnavailable,
-				Err: fmt.Errorf("block: %d transfers in progress", len(a.transfers))}
+				Err: fmt.Errorf("%w: %d transfers in progress", ErrTransfers, len(a.transfers))}
 		}
 		t = &transfer{key: key}
 		a.transfers[key] = t
+		a.perSource[key.source()]++
 		a.stats.Started++
 	} else {
 		if t == nil {
@@ -324,4 +363,10 @@ func (a *Assembler) dropLocked(key Key) {
 	a.unlinkLocked(t)
 	a.buffered -= len(t.buf)
 	delete(a.transfers, key)
+	src := key.source()
+	if a.perSource[src] <= 1 {
+		delete(a.perSource, src)
+	} else {
+		a.perSource[src]--
+	}
 }

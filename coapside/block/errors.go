@@ -24,6 +24,11 @@ var (
 	// ErrUnexpectedBlock reports a response block that does not continue the
 	// body received so far.
 	ErrUnexpectedBlock = errors.New("block: unexpected block")
+	// ErrTransfers reports a new transfer refused at MaxTransfers.
+	ErrTransfers = errors.New("block: too many transfers in progress")
+	// ErrTransfersPerSource reports a new transfer refused at
+	// MaxTransfersPerSource.
+	ErrTransfersPerSource = errors.New("block: too many transfers in progress from one source")
 	// ErrTooLarge reports a body over the configured maximum.
 	ErrTooLarge = errors.New("block: body too large")
 	// ErrETagChanged reports that the representation changed more often
