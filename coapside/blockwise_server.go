@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,16 @@ type BlockwiseOptions struct {
 	MaxBodySize int
 	// MaxTransfers bounds concurrent Block1 transfers (256).
 	MaxTransfers int
-	// Lifetime is how long an idle Block1 transfer is kept (EXCHANGE_LIFETIME).
+	// MaxTransfersPerSource bounds the concurrent Block1 transfers of one
+	// source address, so one host cannot hold every slot of MaxTransfers
+	// (block.DefaultMaxTransfersPerSource).
+	MaxTransfersPerSource int
+	// Lifetime is how long an idle Block1 transfer is kept before it is
+	// reclaimed as abandoned (EXCHANGE_LIFETIME).
 	Lifetime time.Duration
+	// Logger receives the bounded log of refused transfers; nil takes the
+	// server's.
+	Logger *slog.Logger
 }
 
 // blockOverhead is the room kept for header, token and options when deriving
@@ -59,6 +68,9 @@ type Blockwise struct {
 
 	sweepEvery time.Duration
 	lastSweep  atomic.Int64 // unix nanoseconds
+
+	log    *slog.Logger
+	limits limitCounter
 }
 
 // NewBlockwise wraps next. maxMessageSize is the endpoint's MaxMessageSize
@@ -76,10 +88,11 @@ func NewBlockwise(next Handler, opts BlockwiseOptions, maxMessageSize int) (*Blo
 		return nil, fmt.Errorf("coap blockwise: %w", err)
 	}
 	asm, err := block.NewAssembler(block.AssemblerOptions{
-		MaxBodySize:  opts.MaxBodySize,
-		MaxTransfers: opts.MaxTransfers,
-		BlockSize:    size,
-		Lifetime:     opts.Lifetime,
+		MaxBodySize:           opts.MaxBodySize,
+		MaxTransfers:          opts.MaxTransfers,
+		MaxTransfersPerSource: opts.MaxTransfersPerSource,
+		BlockSize:             size,
+		Lifetime:              opts.Lifetime,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("coap blockwise: %w", err)
@@ -88,7 +101,11 @@ func NewBlockwise(next Handler, opts BlockwiseOptions, maxMessageSize int) (*Blo
 	if lifetime <= 0 {
 		lifetime = block.DefaultLifetime
 	}
-	b := &Blockwise{next: next, asm: asm, szx: szx, size: size, sweepEvery: lifetime / 4}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Blockwise{next: next, asm: asm, szx: szx, size: size, sweepEvery: lifetime / 4, log: log}
 	b.lastSweep.Store(time.Now().UnixNano())
 	return b, nil
 }
@@ -110,6 +127,25 @@ func (b *Blockwise) BlockSize() int { return b.size }
 // Stats returns the Block1 assembler counters.
 func (b *Blockwise) Stats() block.AssemblerStats { return b.asm.Stats() }
 
+// LimitHits returns how often each Block1 limit refused a block.
+func (b *Blockwise) LimitHits() LimitHits { return b.limits.snapshot() }
+
+// noteLimit counts and logs a block refused by a limit.
+func (b *Blockwise) noteLimit(d *block.Decision, r *Request) {
+	var l Limit
+	switch {
+	case errors.Is(d.Err, block.ErrTransfersPerSource):
+		l = LimitBlock1TransfersPerSource
+	case errors.Is(d.Err, block.ErrTransfers):
+		l = LimitBlock1Transfers
+	case errors.Is(d.Err, block.ErrTooLarge):
+		l = LimitBlock1Size
+	default:
+		return
+	}
+	b.limits.hit(b.log, l, r.Peer, "path", r.Path(), "err", d.Err)
+}
+
 // Sweep drops Block1 transfers idle past their lifetime and returns how many.
 // Every block sweeps, and so does any request once a quarter lifetime has
 // passed; call Sweep to free memory when all traffic stops.
@@ -129,6 +165,9 @@ func (b *Blockwise) ServeCOAP(w ResponseWriter, r *Request) {
 		size1, _ := r.Options.Uint(message.Size1)
 		d := b.asm.Receive(transferKey(r), block.Request{Block: opt, Payload: r.Payload, Size1: size1})
 		if !d.Complete {
+			if d.Code.IsError() {
+				b.noteLimit(&d, r)
+			}
 			writeDecision(w, &d)
 			return
 		}
@@ -245,11 +284,12 @@ func transferKey(r *Request) block.Key {
 		sb.WriteString(q)
 	}
 	tag, _ := r.Options.Get(message.RequestTag)
-	peer := ""
+	peer, source := "", ""
 	if r.Peer != nil {
 		peer = r.Peer.String()
+		source = sourceOf(r.Peer).String()
 	}
-	return block.Key{Peer: peer, Path: sb.String(), Tag: string(tag)}
+	return block.Key{Peer: peer, Path: sb.String(), Tag: string(tag), Source: source}
 }
 
 // writeDecision answers one Block1 block that did not complete the body.
@@ -279,7 +319,11 @@ func (s *Server) wrapBlockwise(h Handler) (Handler, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bw == nil {
-		bw, err := NewBlockwise(h, o.Blockwise, o.MaxMessageSize)
+		bo := o.Blockwise
+		if bo.Logger == nil {
+			bo.Logger = o.Logger
+		}
+		bw, err := NewBlockwise(h, bo, o.MaxMessageSize)
 		if err != nil {
 			return nil, err
 		}

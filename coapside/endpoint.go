@@ -33,6 +33,10 @@ type Endpoint struct {
 	dedup *dedupTable
 	sched *scheduler
 
+	// limits counts and logs the sends refused by a resource limit of
+	// the endpoint (pending_per_peer).
+	limits limitCounter
+
 	mu      sync.Mutex
 	pending map[dedupKey]*outgoing // our CON/NON awaiting ACK/RST, by (peer, MID)
 	tokens  map[tokenKey]*tokenReg // response routing by (peer, token)
@@ -114,6 +118,10 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 
 // Stats returns the endpoint's counters.
 func (e *Endpoint) Stats() *Stats { return &e.stats }
+
+// LimitHits returns how often each resource limit of the endpoint refused
+// something (only LimitPendingPerPeer is the endpoint's).
+func (e *Endpoint) LimitHits() LimitHits { return e.limits.snapshot() }
 
 // Conn returns the underlying PacketConn (for example to query a DTLS peer identity).
 func (e *Endpoint) Conn() net.PacketConn { return e.conn }

@@ -157,6 +157,7 @@ func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, m
 		default:
 			t.mu.Unlock()
 			e.stats.QueueOverflows.Add(1)
+			e.limits.hit(e.log, LimitPendingPerPeer, peer.netAddr(), "queued", e.p.MaxQueuePerPeer)
 			return nil, ErrPeerBusy
 		}
 		t.mu.Unlock()
