@@ -26,6 +26,18 @@ type ObserveOptions struct {
 	// MaxObservers bounds registrations across all resources (100,000).
 	// Beyond it a GET with Observe=0 is answered without Observe (§4.1).
 	MaxObservers int
+	// MaxObserversPerSource bounds the registrations of one source address
+	// (DefaultMaxObserversPerSource, at most MaxObservers), so that one
+	// host cannot take every slot of MaxObservers. Beyond it, too, a
+	// registration is answered without Observe.
+	MaxObserversPerSource int
+	// CheckInterval, when set, bounds how long an observer goes without a
+	// confirmed contact: one that has acknowledged no confirmable
+	// notification for this long gets the current state as a confirmable
+	// notification even when the resource has not changed, and is removed
+	// when that times out or is reset (RFC 7641 §4.5). It also caps
+	// ConInterval. 0 leaves liveness to ConEvery and ConInterval.
+	CheckInterval time.Duration
 	// Workers is the number of notification workers (4*GOMAXPROCS).
 	Workers int
 	// MaxAge is the Max-Age (seconds) put on notifications whose state has
@@ -65,6 +77,8 @@ type ObserveServer struct {
 
 	downgraded atomic.Uint64 // CON notifications sent as NON (peer queue full)
 	resets     *resetMemory  // recent NON notifications, to match RSTs
+	quota      *sourceQuota  // observers per source and in total
+	limits     limitCounter
 
 	mu      sync.Mutex
 	targets map[obsID]obsTarget  // where each observer's notifications go
@@ -109,14 +123,24 @@ func NewObserveServer(opts ObserveOptions) (*ObserveServer, error) {
 		paths:   make(map[string]*obsRoute),
 		resets:  newResetMemory(opts.ResetMemory),
 	}
+	if opts.MaxObservers <= 0 {
+		opts.MaxObservers = observe.DefaultMaxObservers
+	}
+	if opts.MaxObserversPerSource <= 0 {
+		opts.MaxObserversPerSource = DefaultMaxObserversPerSource
+	}
+	s.opts = opts
+	s.quota = newSourceQuota(opts.MaxObserversPerSource, opts.MaxObservers)
 	s.n = observe.New(notifySender{s}, observe.Options{
-		Workers:      opts.Workers,
-		ConEvery:     opts.ConEvery,
-		ConInterval:  opts.ConInterval,
-		MaxObservers: opts.MaxObservers,
-		OnDeregister: s.deregistered,
-		FirstSeq:     opts.FirstSeq,
-		Logger:       log,
+		Workers:       opts.Workers,
+		ConEvery:      opts.ConEvery,
+		ConInterval:   opts.ConInterval,
+		MaxObservers:  opts.MaxObservers,
+		CheckInterval: opts.CheckInterval,
+		Current:       s.current,
+		OnDeregister:  s.deregistered,
+		FirstSeq:      opts.FirstSeq,
+		Logger:        log,
 	})
 	return s, nil
 }
@@ -127,6 +151,10 @@ func (s *ObserveServer) Run(ctx context.Context) error { return s.n.Run(ctx) }
 
 // Stats returns the notifier's counters.
 func (s *ObserveServer) Stats() observe.Stats { return s.n.Stats() }
+
+// LimitHits returns how often MaxObservers and MaxObserversPerSource
+// refused a registration.
+func (s *ObserveServer) LimitHits() LimitHits { return s.limits.snapshot() }
 
 // Downgraded returns how many confirmable notifications went out as NON
 // because the client's NSTART queue was full.
@@ -184,7 +212,23 @@ func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, key st
 	path := r.Path()
 	id := obsID{key, string(r.Token)}
 	s.watchResets(r.Endpoint())
+	src := sourceOf(r.Peer)
 	s.mu.Lock()
+	if _, again := s.targets[id]; !again {
+		// A re-registration replaces its observer; a new one takes a
+		// unit of the source's and the total quota.
+		if v := s.quota.acquire(src); v != quotaOK {
+			s.mu.Unlock()
+			l := LimitObservers
+			if v == quotaPerSource {
+				l = LimitObserversPerSource
+			}
+			s.limits.hit(s.log, l, r.Peer, "path", path)
+			// RFC 7641 §4.1: answered without Observe.
+			h.ServeCOAP(w, r)
+			return
+		}
+	}
 	s.targets[id] = obsTarget{ep: r.Endpoint(), addr: r.Peer, szx: szx}
 	route := s.paths[path]
 	if route == nil {
@@ -199,7 +243,10 @@ func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, key st
 		// RFC 7641 §4.1: a server unable to add the observer answers
 		// without Observe; the client falls back to polling.
 		s.mu.Lock()
-		delete(s.targets, id)
+		if t, ok := s.targets[id]; ok {
+			delete(s.targets, id)
+			s.quota.release(sourceOf(t.addr))
+		}
 		s.mu.Unlock()
 		s.log.Debug("coap observe registration refused", "path", path, "err", err)
 		h.ServeCOAP(w, r)
@@ -230,7 +277,11 @@ func (s *ObserveServer) deregistered(o observe.Observer, reason error) {
 	s.mu.Lock()
 	if !errors.Is(reason, observe.ErrReplaced) {
 		// A replacement has the same endpoint and token: its target stays.
-		delete(s.targets, obsID{o.Endpoint, o.Token})
+		id := obsID{o.Endpoint, o.Token}
+		if t, ok := s.targets[id]; ok {
+			delete(s.targets, id)
+			s.quota.release(sourceOf(t.addr))
+		}
 	}
 	if s.n.Observers(o.Path) == 0 {
 		delete(s.paths, o.Path)
@@ -248,6 +299,17 @@ func (s *ObserveServer) deregistered(o observe.Observer, reason error) {
 // Accept of individual registrations are not told apart: all observers of a
 // path get the same representation.
 func (s *ObserveServer) Notify(path string) int {
+	st, ok := s.current(path)
+	if !ok {
+		return 0
+	}
+	return s.n.Notify(path, st)
+}
+
+// current runs the observable handler of path (with the latest
+// registration request, without Observe) for the resource's state; ok is
+// false when path has no handler.
+func (s *ObserveServer) current(path string) (st observe.State, ok bool) {
 	s.mu.Lock()
 	route := s.paths[path]
 	var req Request
@@ -257,19 +319,19 @@ func (s *ObserveServer) Notify(path string) int {
 	}
 	s.mu.Unlock()
 	if h == nil {
-		return 0
+		return st, false
 	}
 	req.Options = req.Options.Clone().Del(message.Observe).Del(message.Block2)
 	var w responseWriter
 	h.ServeCOAP(&w, &req)
-	st := observe.State{Code: w.code, Payload: w.payload}
+	st = observe.State{Code: w.code, Payload: w.payload}
 	if cf, ok := w.opts.ContentFormat(); ok {
 		st.ContentFormat = uint16(cf)
 	}
 	if w.opts.Has(message.MaxAge) {
 		st.MaxAge = w.opts.MaxAge()
 	}
-	return s.n.Notify(path, st)
+	return st, true
 }
 
 // NotifyState sends st to every observer of path without running a handler.

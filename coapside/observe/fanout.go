@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 // Notify hands a new state of path to every observer of it and returns how
@@ -19,6 +20,7 @@ func (n *Notifier) Notify(path string, st State) int {
 	if res == nil || n.closed {
 		return 0
 	}
+	res.last = s
 	for _, o := range res.observers {
 		if o.pending != nil {
 			n.stats.Superseded++
@@ -55,6 +57,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range n.opts.Workers {
 		wg.Go(func() { n.work(ctx) })
+	}
+	if n.opts.CheckInterval > 0 {
+		wg.Go(func() { n.checkLoop(ctx) })
 	}
 	<-ctx.Done()
 	n.mu.Lock()
@@ -148,6 +153,94 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 	n.mu.Unlock()
 	if removed {
 		n.deregistered(msg.Observer, reason)
+	}
+}
+
+// checkLoop runs check every quarter CheckInterval until ctx ends.
+func (n *Notifier) checkLoop(ctx context.Context) {
+	t := time.NewTicker(max(n.opts.CheckInterval/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.check()
+		}
+	}
+}
+
+// check queues the latest state, as a confirmable notification, for every
+// idle observer whose last confirmed contact is CheckInterval old, so an
+// observer that has gone away (its socket closed, its host down) is found
+// by a CON that is never acknowledged or is reset, even when the resource
+// does not change (RFC 7641 §4.5: the server checks the client's
+// interest with a confirmable notification).
+func (n *Notifier) check() {
+	now := n.opts.Now().UnixNano()
+	var need []string // due resources without a notified state
+	n.mu.Lock()
+	for path, res := range n.resources {
+		if !n.dueLocked(res, now) {
+			continue
+		}
+		if res.last == nil {
+			need = append(need, path)
+			continue
+		}
+		n.checkLocked(res, now)
+	}
+	n.mu.Unlock()
+	if n.opts.Current == nil {
+		return
+	}
+	for _, path := range need {
+		st, ok := n.opts.Current(path) // runs a handler: no lock held
+		if !ok {
+			continue
+		}
+		n.mu.Lock()
+		if res := n.resources[path]; res != nil && !n.closed {
+			if res.last == nil {
+				res.last = &st
+			}
+			n.checkLocked(res, now)
+		}
+		n.mu.Unlock()
+	}
+}
+
+// dueLocked reports whether an idle observer of res needs a check at now.
+func (n *Notifier) dueLocked(res *resource, now int64) bool {
+	for _, o := range res.observers {
+		if n.idleDueLocked(o, now) {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Notifier) idleDueLocked(o *observer, now int64) bool {
+	return !o.inflight && !o.queued && o.pending == nil && !o.removed &&
+		now-o.lastCON >= int64(n.opts.CheckInterval)
+}
+
+// checkLocked queues res's latest state for its idle observers due a check;
+// the worker sends it confirmable, their last confirmed contact being at
+// least ConInterval old.
+func (n *Notifier) checkLocked(res *resource, now int64) {
+	queued := false
+	for _, o := range res.observers {
+		if !n.idleDueLocked(o, now) {
+			continue
+		}
+		o.pending = res.last
+		n.enqueueLocked(o)
+		n.stats.Checks++
+		queued = true
+	}
+	if queued {
+		n.cond.Broadcast()
 	}
 }
 

@@ -33,6 +33,17 @@ type Options struct {
 	// MaxObservers bounds registrations across all resources. Default
 	// 100,000.
 	MaxObservers int
+	// CheckInterval, when set, bounds how long an observer may go without a
+	// confirmed contact even when its resource does not change: Run
+	// checks the observers every quarter interval and sends one whose last
+	// confirmed contact is CheckInterval old the resource's latest state
+	// as a confirmable notification, so an observer that is gone is
+	// removed when that times out (RFC 7641 §4.5). ConInterval is capped
+	// at CheckInterval. 0 checks nothing.
+	CheckInterval time.Duration
+	// Current, if set, gives the state of path for a check when no state
+	// was notified since its first registration; ok false skips it.
+	Current func(path string) (st State, ok bool)
 	// OnDeregister, if set, is called (without locks held) whenever an
 	// observer is removed, with the reason: ErrReset, ErrTimeout, ErrFinal,
 	// ErrDeregistered, or ErrReplaced.
@@ -125,6 +136,7 @@ type Stats struct {
 	Timeouts     uint64 // observers removed after an unacknowledged CON
 	SendErrors   uint64 // other Sender errors (observer kept)
 	Deregistered uint64 // all removals, any reason
+	Checks       uint64 // confirmable notifications of an unchanged state sent to check an observer (CheckInterval)
 }
 
 type obsKey struct{ endpoint, token string }
@@ -132,6 +144,7 @@ type obsKey struct{ endpoint, token string }
 type resource struct {
 	path      string
 	observers []*observer
+	last      *State // the latest state notified, for checks; nil before
 }
 
 // observer is one registration's state. Guarded by Notifier.mu.
@@ -184,6 +197,9 @@ func New(s Sender, opts Options) *Notifier {
 	}
 	if opts.ConInterval <= 0 {
 		opts.ConInterval = DefaultConInterval
+	}
+	if opts.CheckInterval > 0 {
+		opts.ConInterval = min(opts.ConInterval, opts.CheckInterval)
 	}
 	if opts.MaxObservers <= 0 {
 		opts.MaxObservers = DefaultMaxObservers
