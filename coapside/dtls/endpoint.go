@@ -27,6 +27,7 @@ type endpointOptions struct {
 	handshakeTimeout time.Duration
 	idleTimeout      time.Duration // <= 0: never expire
 	maxHandshakes    int
+	maxPerSource     int // handshakes in progress per source address
 	maxSessions      int
 	queueLen         int
 	readQueueLen     int
@@ -68,6 +69,7 @@ type endpoint struct {
 	mu          sync.Mutex
 	peers       map[peerKey]*session
 	handshaking int
+	bySource    map[sourceKey]int // handshakes in progress per source
 	closing     bool
 	// unverified holds the handshakes (*session) whose peer has not yet
 	// returned the HelloVerifyRequest cookie, oldest first.
@@ -93,15 +95,16 @@ type endpoint struct {
 func newEndpoint(pc net.PacketConn, opt endpointOptions) *endpoint {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &endpoint{
-		opt:     opt,
-		pc:      pc,
-		log:     opt.log,
-		ctx:     ctx,
-		cancel:  cancel,
-		peers:   make(map[peerKey]*session),
-		inbound: make(chan datagram, opt.readQueueLen),
-		rd:      newDeadline(),
-		wd:      newDeadline(),
+		opt:      opt,
+		pc:       pc,
+		log:      opt.log,
+		ctx:      ctx,
+		cancel:   cancel,
+		peers:    make(map[peerKey]*session),
+		bySource: make(map[sourceKey]int),
+		inbound:  make(chan datagram, opt.readQueueLen),
+		rd:       newDeadline(),
+		wd:       newDeadline(),
 	}
 }
 
@@ -242,8 +245,11 @@ func (ep *endpoint) newSession(key peerKey, addr net.Addr) (s *session, created 
 	if s := ep.peers[key]; s != nil {
 		return s, false, nil
 	}
-	var victim *session
-	if ep.handshaking >= ep.opt.maxHandshakes || len(ep.peers) >= ep.opt.maxSessions {
+	victim, err := ep.perSourceLocked(key)
+	if err != nil {
+		return nil, false, err
+	}
+	if victim == nil && (ep.handshaking >= ep.opt.maxHandshakes || len(ep.peers) >= ep.opt.maxSessions) {
 		victim = ep.evictLocked()
 	}
 	if victim == nil && ep.handshaking >= ep.opt.maxHandshakes {
@@ -269,10 +275,40 @@ func (ep *endpoint) newSession(key peerKey, addr net.Addr) (s *session, created 
 func (ep *endpoint) takeSlotLocked(s *session) {
 	s.slot = true
 	ep.handshaking++
+	ep.bySource[s.key.source()]++
 	ep.stats.handshakesActive.Add(1)
 	if ep.opt.evictUnverified {
 		s.pending = ep.unverified.PushBack(s)
 	}
+}
+
+// perSourceLocked applies the per-source handshake limit to a new
+// handshake from key: below it, nothing; at it, the source's own oldest
+// handshake still waiting for its cookie gives up its slot (returned as
+// the victim to end), so a flood from one host only churns its own
+// handshakes; with none to evict the handshake is refused.
+func (ep *endpoint) perSourceLocked(key peerKey) (*session, error) {
+	src := key.source()
+	n := ep.bySource[src]
+	if ep.opt.maxPerSource <= 0 || n < ep.opt.maxPerSource {
+		return nil, nil
+	}
+	for e := ep.unverified.Front(); e != nil; e = e.Next() {
+		if s := e.Value.(*session); s.key.source() == src {
+			ep.evictSessionLocked(s)
+			return s, nil
+		}
+	}
+	ep.stats.refusedLimit.Add(1)
+	ep.stats.refusedPerSource.Add(1)
+	return nil, fmt.Errorf("%w: %d handshakes in progress from %s", ErrLimit, n, srcString(src))
+}
+
+func srcString(k sourceKey) string {
+	if k.other != "" {
+		return k.other
+	}
+	return k.ip.String()
 }
 
 // evictLocked frees the slot of the oldest handshake whose peer has not
@@ -287,6 +323,13 @@ func (ep *endpoint) evictLocked() *session {
 		return nil
 	}
 	s := e.Value.(*session)
+	ep.evictSessionLocked(s)
+	return s
+}
+
+// evictSessionLocked takes the slot and table entry of s, a handshake
+// waiting for its cookie; the caller ends it.
+func (ep *endpoint) evictSessionLocked(s *session) {
 	ep.releaseSlotLocked(s)
 	if ep.peers[s.key] == s {
 		delete(ep.peers, s.key)
@@ -295,7 +338,6 @@ func (ep *endpoint) evictLocked() *session {
 		s.replaces.cand.CompareAndSwap(s, nil)
 	}
 	ep.stats.handshakesEvicted.Add(1)
-	return s
 }
 
 // releaseSlotLocked undoes takeSlotLocked; it is idempotent.
@@ -307,6 +349,11 @@ func (ep *endpoint) releaseSlotLocked(s *session) {
 	if s.slot {
 		s.slot = false
 		ep.handshaking--
+		if src := s.key.source(); ep.bySource[src] <= 1 {
+			delete(ep.bySource, src)
+		} else {
+			ep.bySource[src]--
+		}
 		ep.stats.handshakesActive.Add(-1)
 	}
 }
@@ -337,8 +384,11 @@ func (ep *endpoint) newCandidate(old *session) (*session, error) {
 	if old.cand.Load() != nil {
 		return nil, fmt.Errorf("%w: handshake already running", ErrLimit)
 	}
-	var victim *session
-	if ep.handshaking >= ep.opt.maxHandshakes {
+	victim, err := ep.perSourceLocked(old.key)
+	if err != nil {
+		return nil, err
+	}
+	if victim == nil && ep.handshaking >= ep.opt.maxHandshakes {
 		if victim = ep.evictLocked(); victim == nil {
 			ep.stats.refusedLimit.Add(1)
 			return nil, fmt.Errorf("%w: %d handshakes in progress", ErrLimit, ep.handshaking)

@@ -15,6 +15,12 @@ type Limits struct {
 	FlightInterval time.Duration
 	// MaxHandshakes bounds concurrent handshakes. Default 128.
 	MaxHandshakes int
+	// MaxHandshakesPerSource bounds the concurrent handshakes from one IP
+	// address (any port), so that one host cannot hold every slot of
+	// MaxHandshakes: at the bound a new ClientHello from it takes the slot
+	// of its own oldest handshake still waiting for the cookie, else it is
+	// refused. Default 16, at most MaxHandshakes.
+	MaxHandshakesPerSource int
 	// MaxSessions bounds sessions, established or handshaking. Default 4096.
 	MaxSessions int
 	// IdleTimeout closes a session without traffic for this long. Default
@@ -45,6 +51,10 @@ func (l *Limits) setDefaults() {
 	if l.MaxHandshakes <= 0 {
 		l.MaxHandshakes = 128
 	}
+	if l.MaxHandshakesPerSource <= 0 {
+		l.MaxHandshakesPerSource = 16
+	}
+	l.MaxHandshakesPerSource = min(l.MaxHandshakesPerSource, l.MaxHandshakes)
 	if l.MaxSessions <= 0 {
 		l.MaxSessions = 4096
 	}

@@ -18,6 +18,20 @@ type peerKey struct {
 	other string
 }
 
+// sourceKey is the host part of a peerKey: the unit the per-source
+// handshake limit counts by.
+type sourceKey struct {
+	ip    netip.Addr
+	other string
+}
+
+func (k peerKey) source() sourceKey {
+	if k.other != "" {
+		return sourceKey{other: k.other}
+	}
+	return sourceKey{ip: k.ap.Addr()}
+}
+
 func keyOf(a net.Addr) peerKey {
 	if u, ok := a.(*net.UDPAddr); ok {
 		ap := u.AddrPort()

@@ -144,6 +144,9 @@ func NewServerConn(pc net.PacketConn, cfg ServerConfig) (*ServerConn, error) {
 	}
 	opt := cfg.endpointOptions(roleServer, true)
 	opt.evictUnverified = true
+	// A client's sessions all go to servers it dials; only a listener
+	// bounds handshakes per source.
+	opt.maxPerSource = cfg.MaxHandshakesPerSource
 	s.ep = newEndpoint(pc, opt)
 	s.ep.onUnknown = s.unknownPeer
 	s.ep.onRehandshake = s.rehandshake

@@ -72,6 +72,10 @@ type Stats struct {
 	// MaxSessions was reached and no handshake waiting for its cookie could
 	// be evicted.
 	RefusedLimit uint64
+	// RefusedPerSource counts the handshakes among RefusedLimit refused
+	// because their source address had MaxHandshakesPerSource in progress,
+	// none of them waiting for its cookie.
+	RefusedPerSource uint64
 	// BackoffRefusals counts client writes refused at once because the
 	// last handshake with that server failed within RetryBackoff.
 	BackoffRefusals uint64
@@ -127,6 +131,7 @@ type counters struct {
 	sessionsReplaced  atomic.Uint64
 	sessionsDead      atomic.Uint64
 	refusedLimit      atomic.Uint64
+	refusedPerSource  atomic.Uint64
 	refusedMalformed  atomic.Uint64
 	refusedCookie     atomic.Uint64
 	handshakesEvicted atomic.Uint64
@@ -146,6 +151,7 @@ func (c *counters) snapshot() Stats {
 		SessionsReplaced:   c.sessionsReplaced.Load(),
 		SessionsDead:       c.sessionsDead.Load(),
 		RefusedLimit:       c.refusedLimit.Load(),
+		RefusedPerSource:   c.refusedPerSource.Load(),
 		RefusedMalformed:   c.refusedMalformed.Load(),
 		RefusedCookie:      c.refusedCookie.Load(),
 		HandshakesEvicted:  c.handshakesEvicted.Load(),

@@ -24,6 +24,7 @@ func TestStatsSnapshotComplete(t *testing.T) {
 	c.backoffRefusals.Store(13)
 	c.refusedCookie.Store(14)
 	c.handshakesEvicted.Store(15)
+	c.refusedPerSource.Store(16)
 	for r := range c.handshakesFailed {
 		c.handshakesFailed[r].Store(uint64(100 + r))
 	}
