@@ -216,7 +216,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	limit := maxPayload(cfg.MQTT)
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
 	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
-	if b.resources, err = newResources(&b.set, b.subs, b.metrics, logger, opts, limit); err != nil {
+	if b.resources, err = newResources(&b.set, b.subs, b.metrics, logger, opts, limit, cfg.CoAP.Limits); err != nil {
 		return nil, err
 	}
 	b.commands = newCommands(&b.set, b.subs, b.mqtt, b.devices, b.metrics, logger, opts, limit)
@@ -225,6 +225,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.rateLimit(cfg.CoAP)
+	b.coap.limits(cfg.CoAP, limit)
 	b.http = newHTTPSide(reg, b.live, b.health.notReady)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -56,6 +56,18 @@ func (in *ingress) rateLimit(c CoAPConfig) {
 	in.srv.Options.RateBurst = c.RateBurst
 }
 
+// limits applies coap.limits to the server: Block1 uploads (per source, in
+// total, their idle timeout and a reassembled size of at most maxBody, the
+// MQTT payload limit) and the messages queued per client.
+func (in *ingress) limits(c CoAPConfig, maxBody int) {
+	l := c.Limits.withDefaults()
+	in.srv.Options.Blockwise.MaxBodySize = maxBody
+	in.srv.Options.Blockwise.MaxTransfers = l.Block1Transfers
+	in.srv.Options.Blockwise.MaxTransfersPerSource = l.Block1TransfersPerSource
+	in.srv.Options.Blockwise.Lifetime = l.Block1Timeout
+	in.srv.Options.MaxQueuePerPeer = l.PendingPerPeer
+}
+
 // add gives the server a socket to serve once Run is called; Shutdown
 // closes it if Run never is.
 func (in *ingress) add(scheme string, conn net.PacketConn) {

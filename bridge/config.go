@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/mqttside"
@@ -41,6 +42,125 @@ type CoAPConfig struct {
 	// RateBurst is each source's bucket size; 0 means RateLimit.
 	RateBurst int        `mapstructure:"rate_burst"`
 	DTLS      DTLSConfig `mapstructure:"dtls"`
+	// Limits bounds the state the CoAP server holds for clients.
+	Limits LimitsConfig `mapstructure:"limits"`
+}
+
+// LimitsConfig bounds the state the CoAP server keeps for its clients, per
+// source address and in total, so that one source can never take a whole
+// pool. Zero means the default; a limit that is hit is counted in
+// bridge_coap_limit_hits_total and logged at Warn at most once a second.
+type LimitsConfig struct {
+	// Observers bounds observers of resource rules in total (100,000).
+	Observers int `mapstructure:"observers"`
+	// ObserversPerSource bounds one source address's observers (1,000).
+	ObserversPerSource int `mapstructure:"observers_per_source"`
+	// ObserveCheck is the longest an observer goes without acknowledging
+	// a confirmable notification: then it gets one even when the resource
+	// has not changed, and is removed when that is reset or never
+	// acknowledged (60 s).
+	ObserveCheck time.Duration `mapstructure:"observe_check"`
+	// Block1Transfers bounds Block1 uploads in progress in total (256).
+	Block1Transfers int `mapstructure:"block1_transfers"`
+	// Block1TransfersPerSource bounds one source address's uploads (16).
+	Block1TransfersPerSource int `mapstructure:"block1_transfers_per_source"`
+	// Block1Timeout reclaims an upload idle this long (30 s).
+	Block1Timeout time.Duration `mapstructure:"block1_timeout"`
+	// PendingPerPeer bounds the messages queued for one client behind
+	// NSTART: separate responses and confirmable notifications (64).
+	PendingPerPeer int `mapstructure:"pending_per_peer"`
+	// DTLSHandshakes bounds DTLS handshakes in progress in total (128).
+	DTLSHandshakes int `mapstructure:"dtls_handshakes"`
+	// DTLSHandshakesPerSource bounds one source address's handshakes in
+	// progress (16).
+	DTLSHandshakesPerSource int `mapstructure:"dtls_handshakes_per_source"`
+}
+
+// Default resource limits (coap.limits).
+const (
+	DefaultObservers                = 100_000
+	DefaultObserversPerSource       = 1000
+	DefaultObserveCheck             = 60 * time.Second
+	DefaultBlock1Transfers          = 256
+	DefaultBlock1TransfersPerSource = 16
+	DefaultBlock1Timeout            = 30 * time.Second
+	DefaultPendingPerPeer           = 64
+	DefaultDTLSHandshakes           = 128
+	DefaultDTLSHandshakesPerSource  = 16
+)
+
+// withDefaults returns l with every zero limit set to its default.
+func (l LimitsConfig) withDefaults() LimitsConfig {
+	orig := l
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.Observers, DefaultObservers)
+	def(&l.ObserversPerSource, DefaultObserversPerSource)
+	defDur(&l.ObserveCheck, DefaultObserveCheck)
+	def(&l.Block1Transfers, DefaultBlock1Transfers)
+	def(&l.Block1TransfersPerSource, DefaultBlock1TransfersPerSource)
+	defDur(&l.Block1Timeout, DefaultBlock1Timeout)
+	def(&l.PendingPerPeer, DefaultPendingPerPeer)
+	def(&l.DTLSHandshakes, DefaultDTLSHandshakes)
+	def(&l.DTLSHandshakesPerSource, DefaultDTLSHandshakesPerSource)
+	// A default share never exceeds a smaller total set in the file.
+	if orig.ObserversPerSource == 0 {
+		l.ObserversPerSource = min(l.ObserversPerSource, l.Observers)
+	}
+	if orig.Block1TransfersPerSource == 0 {
+		l.Block1TransfersPerSource = min(l.Block1TransfersPerSource, l.Block1Transfers)
+	}
+	if orig.DTLSHandshakesPerSource == 0 {
+		l.DTLSHandshakesPerSource = min(l.DTLSHandshakesPerSource, l.DTLSHandshakes)
+	}
+	return l
+}
+
+// validate adds a problem for every negative limit and for a per-source
+// limit above its total.
+func (l LimitsConfig) validate(add func(key, format string, args ...any)) {
+	count := func(key string, v int) {
+		if v < 0 {
+			add("coap.limits."+key, "must not be negative (0 means the default), got %d", v)
+		}
+	}
+	dur := func(key string, v time.Duration) {
+		if v < 0 {
+			add("coap.limits."+key, "must not be negative (0 means the default), got %v", v)
+		}
+	}
+	count("observers", l.Observers)
+	count("observers_per_source", l.ObserversPerSource)
+	dur("observe_check", l.ObserveCheck)
+	count("block1_transfers", l.Block1Transfers)
+	count("block1_transfers_per_source", l.Block1TransfersPerSource)
+	dur("block1_timeout", l.Block1Timeout)
+	count("pending_per_peer", l.PendingPerPeer)
+	count("dtls_handshakes", l.DTLSHandshakes)
+	count("dtls_handshakes_per_source", l.DTLSHandshakesPerSource)
+	d := l.withDefaults()
+	perSource := func(key string, v, total int, totalKey string) {
+		if v > total {
+			add("coap.limits."+key, "%d is more than %s (%d): one source could take every slot", v, totalKey, total)
+		}
+	}
+	if l.ObserversPerSource >= 0 && l.Observers >= 0 {
+		perSource("observers_per_source", d.ObserversPerSource, d.Observers, "observers")
+	}
+	if l.Block1TransfersPerSource >= 0 && l.Block1Transfers >= 0 {
+		perSource("block1_transfers_per_source", d.Block1TransfersPerSource, d.Block1Transfers, "block1_transfers")
+	}
+	if l.DTLSHandshakesPerSource >= 0 && l.DTLSHandshakes >= 0 {
+		perSource("dtls_handshakes_per_source", d.DTLSHandshakesPerSource, d.DTLSHandshakes, "dtls_handshakes")
+	}
 }
 
 // DTLSConfig configures the coaps listener.
@@ -195,6 +315,7 @@ func (c *Config) Validate() error {
 	if c.CoAP.RateBurst < 0 {
 		add("coap.rate_burst", "must not be negative (0 means rate_limit), got %d", c.CoAP.RateBurst)
 	}
+	c.CoAP.Limits.validate(add)
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)

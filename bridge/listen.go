@@ -18,7 +18,7 @@ func (b *Bridge) listenDTLS(addr string) (*dtls.ServerConn, error) {
 		CertFile:     c.CertFile,
 		KeyFile:      c.KeyFile,
 		ClientCAFile: c.ClientCAFile,
-	}, dtls.Limits{Logger: b.log})
+	}, b.dtlsLimits())
 	if err != nil {
 		return nil, fmt.Errorf("coap.dtls: %w", err)
 	}
@@ -31,6 +31,12 @@ func (b *Bridge) listenDTLS(addr string) (*dtls.ServerConn, error) {
 	b.mu.Unlock()
 	b.registerDTLSMetrics(conn)
 	return conn, nil
+}
+
+// dtlsLimits are the coaps listener's limits from coap.limits.
+func (b *Bridge) dtlsLimits() dtls.Limits {
+	l := b.cfg.CoAP.Limits.withDefaults()
+	return dtls.Limits{Logger: b.log, MaxHandshakes: l.DTLSHandshakes, MaxHandshakesPerSource: l.DTLSHandshakesPerSource}
 }
 
 // registerDTLSMetrics exports a coaps listener's counters.
@@ -47,6 +53,7 @@ func (b *Bridge) registerDTLSMetrics(conn *dtls.ServerConn) {
 		gauge("bridge_dtls_sessions_active", "Established DTLS sessions.", func(s dtls.Stats) int64 { return s.SessionsActive }),
 		counter("bridge_dtls_sessions_expired_total", "DTLS sessions closed for being idle.", func(s dtls.Stats) uint64 { return s.SessionsExpired }),
 		counter("bridge_dtls_refused_limit_total", "Handshakes refused by the handshake or session limit.", func(s dtls.Stats) uint64 { return s.RefusedLimit }),
+		counter("bridge_dtls_refused_per_source_total", "Handshakes refused because their source address had coap.limits.dtls_handshakes_per_source in progress (among bridge_dtls_refused_limit_total).", func(s dtls.Stats) uint64 { return s.RefusedPerSource }),
 		counter("bridge_dtls_refused_malformed_total", "Malformed ClientHellos refused.", func(s dtls.Stats) uint64 { return s.RefusedMalformed }),
 		counter("bridge_dtls_refused_cookie_total", "ClientHellos refused for a cookie no handshake in progress issued.", func(s dtls.Stats) uint64 { return s.RefusedCookie }),
 		counter("bridge_dtls_handshakes_evicted_total", "Handshakes without a returned cookie ended to make room for a new ClientHello.", func(s dtls.Stats) uint64 { return s.HandshakesEvicted }),
@@ -98,6 +105,34 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 		counter("bridge_coap_rate_limit_evictions_total", "Sources whose rate-limit bucket was evicted because the source table was full.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimitEvictions }),
 		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
 	)
+	b.registerLimitMetrics(srv)
+}
+
+// registerLimitMetrics exports how often each coap.limits limit refused a
+// request: the endpoints' (pending_per_peer), the Block1 layer's and the
+// resource observers'.
+func (b *Bridge) registerLimitMetrics(srv *coapside.Server) {
+	desc := prometheus.NewDesc("bridge_coap_limit_hits_total",
+		"Requests refused by a coap.limits resource limit, by limit (observers, observers_per_source, block1_transfers, block1_transfers_per_source, block1_size, pending_per_peer).",
+		[]string{"limit"}, nil)
+	obs := b.resources.obs
+	b.reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {
+		h := obs.LimitHits()
+		add := func(o coapside.LimitHits) {
+			for i := range h {
+				h[i] += o[i]
+			}
+		}
+		for _, ep := range srv.Endpoints() {
+			add(ep.LimitHits())
+		}
+		if bw := srv.Blockwise(); bw != nil {
+			add(bw.LimitHits())
+		}
+		for _, l := range coapside.Limits() {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(h[l]), l.String())
+		}
+	}})
 }
 
 // registerMQTTMetrics exports the MQTT client's counters.

@@ -92,8 +92,10 @@ type resources struct {
 	run        runState
 }
 
-func newResources(set *atomic.Pointer[rules.Set], subs *subscribed, m *metrics, log *slog.Logger, opts Options, maxPayload int) (*resources, error) {
-	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: log, MaxAge: opts.ResourceMaxAge})
+func newResources(set *atomic.Pointer[rules.Set], subs *subscribed, m *metrics, log *slog.Logger, opts Options, maxPayload int, lim LimitsConfig) (*resources, error) {
+	lim = lim.withDefaults()
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Logger: log, MaxAge: opts.ResourceMaxAge,
+		MaxObservers: lim.Observers, MaxObserversPerSource: lim.ObserversPerSource, CheckInterval: lim.ObserveCheck})
 	if err != nil {
 		return nil, err
 	}
