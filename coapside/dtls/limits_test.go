@@ -317,3 +317,46 @@ func TestClientRedialsRestartedServer(t *testing.T) {
 		t.Fatalf("client stats %+v", cs)
 	}
 }
+
+// TestHandshakesPerSource: one source address (any port) holds at most
+// MaxHandshakesPerSource handshakes in progress; its further ClientHellos
+// take the slots of its own handshakes still waiting for their cookie
+// (counted as evicted), never another source's, though the total limit is
+// far from reached.
+func TestHandshakesPerSource(t *testing.T) {
+	scfg := pskServerConfig(t)
+	scfg.MaxHandshakes = 8
+	scfg.MaxHandshakesPerSource = 2
+	scfg.CookieTimeout = 5 * time.Second // no slot frees by itself during the test
+	srv := startServer(t, scfg)
+	hello := buildHello(helloParts{exts: extBlock(extEMS, extCurves)})
+	other, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)}, srv.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Skipf("cannot bind 127.0.0.2: %v", err)
+	}
+	defer other.Close()
+	if _, err := other.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 2*time.Second, "other source's handshake", func() bool { return srv.Stats().HandshakesActive == 1 })
+	const flood = 5
+	for range flood {
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, srv.LocalAddr().(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 2*time.Second, "flood handled", func() bool {
+		st := srv.Stats()
+		return st.HandshakesEvicted+uint64(st.HandshakesActive) >= flood+1
+	})
+	st := srv.Stats()
+	if st.HandshakesActive != 3 || st.HandshakesEvicted != flood-2 || st.RefusedLimit != 0 {
+		t.Errorf("active %d (want 3: two of the flooding source, one other), evicted %d (want %d), refused %d",
+			st.HandshakesActive, st.HandshakesEvicted, flood-2, st.RefusedLimit)
+	}
+}
