@@ -90,6 +90,40 @@ rate_burst = -1
 	}
 }
 
+// TestCheckRejectsBadLimits: a negative coap.limits value, a per-source
+// share above its total and a bad duration are each reported at the
+// file:line of the key.
+func TestCheckRejectsBadLimits(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "bad.toml", `[coap.limits]
+observers = -1
+block1_transfers = 8
+block1_transfers_per_source = 9
+block1_timeout = "-2s"
+dtls_handshakes_per_source = -3
+`)
+	var out, errb bytes.Buffer
+	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %q", code, errb.String())
+	}
+	for _, w := range []string{
+		cfg + ":2: coap.limits.observers: must not be negative (0 means the default), got -1",
+		cfg + ":4: coap.limits.block1_transfers_per_source: 9 is more than block1_transfers (8): one source could take every slot",
+		cfg + ":5: coap.limits.block1_timeout: must not be negative (0 means the default), got -2s",
+		cfg + ":6: coap.limits.dtls_handshakes_per_source: must not be negative (0 means the default), got -3",
+	} {
+		if !strings.Contains(errb.String(), w) {
+			t.Errorf("stderr lacks %q; got:\n%s", w, errb.String())
+		}
+	}
+	// A smaller total alone is fine: the default share shrinks to it.
+	ok := writeFile(t, t.TempDir(), "ok.toml", "[coap.limits]\nblock1_transfers = 8\nobservers = 10\n")
+	out.Reset()
+	errb.Reset()
+	if code := execute([]string{"check", "--config", ok}, &out, &errb); code != 0 {
+		t.Errorf("exit %d for smaller totals; stderr %q", code, errb.String())
+	}
+}
+
 // TestCheckPrintsEachConfigErrorOnce: every problem is one line of
 // output, even when several keys of a section are wrong.
 func TestCheckPrintsEachConfigErrorOnce(t *testing.T) {
