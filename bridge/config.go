@@ -66,8 +66,9 @@ type LimitsConfig struct {
 	Block1TransfersPerSource int `mapstructure:"block1_transfers_per_source"`
 	// Block1Timeout reclaims an upload idle this long (30 s).
 	Block1Timeout time.Duration `mapstructure:"block1_timeout"`
-	// PendingPerPeer bounds the messages queued for one client behind
-	// NSTART: separate responses and confirmable notifications (64).
+	// PendingPerPeer bounds the confirmable messages queued for one client
+	// behind NSTART, the CON notifications to an observer (64); beyond it
+	// a notification goes out as NON.
 	PendingPerPeer int `mapstructure:"pending_per_peer"`
 	// DTLSHandshakes bounds DTLS handshakes in progress in total (128).
 	DTLSHandshakes int `mapstructure:"dtls_handshakes"`
