@@ -144,6 +144,13 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 		n.removeLocked(o)
 		removed = true
 	}
+	var gone []Observer
+	if reason == ErrTimeout {
+		// A client that acknowledged nothing through every
+		// retransmission is unreachable: its other registrations go
+		// too, at once, instead of one per timed-out notification.
+		gone = n.removeEndpointLocked(msg.Endpoint)
+	}
 	if !n.closed {
 		n.enqueueLocked(o)
 		if o.queued {
@@ -153,6 +160,9 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 	n.mu.Unlock()
 	if removed {
 		n.deregistered(msg.Observer, reason)
+	}
+	for _, g := range gone {
+		n.deregistered(g, reason)
 	}
 }
 

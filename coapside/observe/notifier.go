@@ -133,7 +133,7 @@ type Stats struct {
 	Confirmable  uint64 // of which confirmable
 	Superseded   uint64 // pending states replaced by a newer one before sending
 	Resets       uint64 // observers removed after RST
-	Timeouts     uint64 // observers removed after an unacknowledged CON
+	Timeouts     uint64 // unacknowledged CONs; each removes every observer of its endpoint
 	SendErrors   uint64 // other Sender errors (observer kept)
 	Deregistered uint64 // all removals, any reason
 	Checks       uint64 // confirmable notifications of an unchanged state sent to check an observer (CheckInterval)
@@ -308,19 +308,25 @@ func (n *Notifier) removeKey(k obsKey, reason error) bool {
 // DeregisterEndpoint removes every observer of endpoint, for a peer known to
 // be gone (a closed DTLS session). It returns how many were removed.
 func (n *Notifier) DeregisterEndpoint(endpoint string) int {
-	var gone []Observer
 	n.mu.Lock()
+	gone := n.removeEndpointLocked(endpoint)
+	n.mu.Unlock()
+	for _, o := range gone {
+		n.deregistered(o, ErrDeregistered)
+	}
+	return len(gone)
+}
+
+// removeEndpointLocked removes every observer of endpoint and returns them.
+func (n *Notifier) removeEndpointLocked(endpoint string) []Observer {
+	var gone []Observer
 	for k, o := range n.index {
 		if k.endpoint == endpoint {
 			gone = append(gone, o.public())
 			n.removeLocked(o)
 		}
 	}
-	n.mu.Unlock()
-	for _, o := range gone {
-		n.deregistered(o, ErrDeregistered)
-	}
-	return len(gone)
+	return gone
 }
 
 // removeLocked unlinks o from its resource and the index.
