@@ -154,3 +154,37 @@ func TestBlockwiseSize1OverLimit(t *testing.T) {
 		t.Errorf("block1_size hits %d", n)
 	}
 }
+
+// TestObserveServerUnreachableClient: when a confirmable notification to a
+// client times out, every registration of that client goes at once, and
+// the CON notifications queued for it behind NSTART are never sent.
+func TestObserveServerUnreachableClient(t *testing.T) {
+	res := &counterResource{value: []byte("v")}
+	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 1}, res)
+	p := newRawPeer(t, addr)
+	const regs = 5
+	for i := range regs {
+		if r := register(t, p, uint16(i+1), []byte{byte(i + 1)}, nil); !r.Options.Has(message.Observe) {
+			t.Fatal("registration refused")
+		}
+	}
+	obs.Notify("/obs")
+	// The client answers nothing from here on.
+	mids := map[uint16]int{}
+	testkit.Eventually(t, 10*time.Second, "every registration removed", func() bool {
+		if m, _, ok := p.recv(50 * time.Millisecond); ok {
+			mids[m.MessageID]++
+		}
+		return obs.Observers("/obs") == 0
+	})
+	for {
+		m, _, ok := p.recv(time.Second)
+		if !ok {
+			break
+		}
+		mids[m.MessageID]++
+	}
+	if len(mids) != 1 {
+		t.Errorf("the client was sent %d distinct notifications (%v), want the first CON only", len(mids), mids)
+	}
+}

@@ -83,6 +83,7 @@ type ObserveServer struct {
 	mu      sync.Mutex
 	targets map[obsID]obsTarget  // where each observer's notifications go
 	paths   map[string]*obsRoute // how to re-run the handler of a path
+	cons    map[obsID]*outgoing  // each observer's latest CON notification
 }
 
 // obsID is an observer's notifier endpoint key and token.
@@ -121,6 +122,7 @@ func NewObserveServer(opts ObserveOptions) (*ObserveServer, error) {
 		szx:     szx,
 		targets: make(map[obsID]obsTarget),
 		paths:   make(map[string]*obsRoute),
+		cons:    make(map[obsID]*outgoing),
 		resets:  newResetMemory(opts.ResetMemory),
 	}
 	if opts.MaxObservers <= 0 {
@@ -275,6 +277,8 @@ func (w *codeWriter) SetCode(c message.Code) {
 // deregistered forgets where a removed observer's notifications went.
 func (s *ObserveServer) deregistered(o observe.Observer, reason error) {
 	s.mu.Lock()
+	con := s.cons[obsID{o.Endpoint, o.Token}]
+	delete(s.cons, obsID{o.Endpoint, o.Token})
 	if !errors.Is(reason, observe.ErrReplaced) {
 		// A replacement has the same endpoint and token: its target stays.
 		id := obsID{o.Endpoint, o.Token}
@@ -287,6 +291,12 @@ func (s *ObserveServer) deregistered(o observe.Observer, reason error) {
 		delete(s.paths, o.Path)
 	}
 	s.mu.Unlock()
+	if con != nil {
+		// A CON notification still queued behind NSTART or being
+		// retransmitted to a removed observer (an unreachable client's
+		// other registrations, say) is not sent on.
+		con.cancel()
+	}
 	s.log.Debug("coap observer removed", "path", o.Path, "peer", o.Endpoint, "reason", reason)
 	if s.opts.OnDeregister != nil {
 		s.opts.OnDeregister(o, reason)
@@ -372,7 +382,8 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 		s.sendNON(t, n.Observer, m, done)
 		return
 	}
-	err := t.ep.SendAsync(t.addr, m, func(o Outcome, _ *message.Message) {
+	id := obsID{n.Endpoint, n.Token}
+	og, err := t.ep.sendCON(t.addr, m, func(o Outcome, _ *message.Message) {
 		switch o {
 		case Acknowledged:
 			done(nil)
@@ -384,6 +395,13 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 			done(o.Err())
 		}
 	})
+	if og != nil {
+		s.mu.Lock()
+		if _, ok := s.targets[id]; ok {
+			s.cons[id] = og // finished already or not: cancel is idempotent
+		}
+		s.mu.Unlock()
+	}
 	if errors.Is(err, ErrClosed) {
 		// The endpoint the client registered on is gone (server shutdown,
 		// closed DTLS listener): so is the registration.

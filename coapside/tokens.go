@@ -261,6 +261,12 @@ func (e *Endpoint) SendAsync(peer net.Addr, m *message.Message, cb OutcomeFunc) 
 	return err
 }
 
+// sendCON is SendAsync for a confirmable message that returns its
+// transmission, so that the caller can cancel it.
+func (e *Endpoint) sendCON(peer net.Addr, m *message.Message, cb OutcomeFunc) (*outgoing, error) {
+	return e.transmit(resolvePeer(peer), m, cb, nstartCON, nil)
+}
+
 // sendNoted is SendAsync without an outcome callback whose noted learns the
 // message ID before the datagram is written.
 func (e *Endpoint) sendNoted(peer net.Addr, m *message.Message, noted func(mid uint16)) error {

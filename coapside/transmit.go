@@ -251,11 +251,14 @@ func (og *outgoing) finish(o Outcome, ack *message.Message) {
 	if og.timer != nil {
 		og.e.sched.cancel(og.timer)
 	}
-	if prev == ogActive && og.nstart {
-		og.e.releaseNStart(og.peer.key)
-	}
+	// The outcome is reported before the slot passes on, so that a
+	// callback that gives up on the peer (cancelling what is queued for
+	// it) does so before the next queued message is sent.
 	if og.cb != nil && !og.silent.Load() {
 		og.cb(o, ack)
+	}
+	if prev == ogActive && og.nstart {
+		og.e.releaseNStart(og.peer.key)
 	}
 }
 
@@ -266,6 +269,13 @@ func (og *outgoing) abandon() {
 		return
 	}
 	og.silent.Store(true)
+	og.untrack()
+	og.finish(Closed, nil)
+}
+
+// cancel ends a transmission that is no longer wanted, queued or not yet
+// acknowledged: it is not (re)transmitted and its callback gets Closed.
+func (og *outgoing) cancel() {
 	og.untrack()
 	og.finish(Closed, nil)
 }

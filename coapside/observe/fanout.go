@@ -134,6 +134,8 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 		reason = ErrTimeout
 	case ctx.Err() != nil:
 		// Shutting down: not the observer's fault.
+	case o.removed:
+		// Canceled because the observer went meanwhile.
 	default:
 		n.stats.SendErrors++
 		n.opts.Logger.LogAttrs(ctx, slog.LevelDebug, "observe notification failed",
