@@ -372,7 +372,9 @@ func TestEchoValues(t *testing.T) {
 func TestVerifiedTableBounded(t *testing.T) {
 	var st Stats
 	tab := newVerifiedTable(2, time.Minute, &st)
-	k := func(port uint16) peerKey { return peerKey{ap: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), port)} }
+	k := func(port uint16) peerKey {
+		return peerKey{ap: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), port)}
+	}
 	now := time.Unix(1_700_000_000, 0)
 	tab.add(k(1), now)
 	tab.add(k(2), now)
