@@ -189,33 +189,73 @@ func truncateUTF8(p []byte, n int) []byte {
 	return p[:n]
 }
 
-// fitBlockSZX returns the largest block size exponent, at most maxSZX, at
-// which the Block2 answer to r fits in r's response limit, and whether one
-// does. It returns maxSZX when r is not bounded or the response already
-// fits.
-func fitBlockSZX(rw *responseWriter, r *Request, b2 block.Option, hasB2 bool, maxSZX uint8) (uint8, bool) {
+// blockFit is how a Block2 answer to an unverified source is cut down to
+// its response limit.
+type blockFit struct {
+	szx       uint8
+	echo      []byte // an Echo value to add, so the next request verifies the source
+	dropSize2 bool   // leave out the unsolicited Size2 of block 0
+}
+
+// apply adds the Echo and drops Size2 as decided.
+func (f blockFit) apply(opts *message.Options) {
+	if f.echo != nil {
+		*opts = opts.SetEcho(f.echo)
+	}
+	if f.dropSize2 {
+		*opts = opts.Del(message.Size2)
+	}
+}
+
+// fitBlock picks the Block2 answer to r that fits r's response limit: the
+// largest block size, at most maxSZX, preferring answers that carry an Echo
+// value (RFC 9175 §2.4: a client that repeats it in its next request
+// proves its address and then gets full-size answers) and then those that
+// keep Size2. It returns maxSZX unchanged when r is not bounded or the
+// answer already fits, and false when no block fits.
+func fitBlock(rw *responseWriter, r *Request, b2 block.Option, hasB2 bool, maxSZX uint8) (blockFit, bool) {
+	none := blockFit{szx: maxSZX}
 	if !r.unverified() {
-		return maxSZX, true
+		return none, true
 	}
 	m := message.Message{Code: rw.code, Token: r.Token}
 	if m.Code == message.Empty {
 		m.Code = defaultCode(r.Method)
 	}
-	for szx := int(maxSZX); szx >= 0; szx-- {
-		s, err := block.SliceBody(rw.payload, b2, hasB2, uint8(szx))
+	askedSize := hasB2 && r.Options.Has(message.Size2)
+	fits := func(f blockFit) (bool, error) {
+		s, err := block.SliceBody(rw.payload, b2, hasB2, f.szx)
 		if err != nil {
-			return maxSZX, true // answered with an error below
+			return false, err
 		}
 		m.Options = rw.opts.Clone()
 		m.Payload = s.Payload
 		if s.Blockwise {
-			setBlock2(&m.Options, s, rw.payload, hasB2 && r.Options.Has(message.Size2))
+			setBlock2(&m.Options, s, rw.payload, askedSize)
+			f.apply(&m.Options)
+		} else if f.echo != nil || f.dropSize2 {
+			return false, nil // the whole body, unchanged, is tried on its own
 		}
-		if m.Size() <= r.limit {
-			return uint8(szx), true
+		return m.Size() <= r.limit, nil
+	}
+	if ok, err := fits(none); ok || err != nil {
+		return none, true // fits as it is, or answered with an error below
+	}
+	echo := r.ep.amp().echo.mint(r.src, time.Now())
+	variants := []blockFit{{echo: echo}, {echo: echo, dropSize2: true}, {}, {dropSize2: true}}
+	if askedSize {
+		// Size2 was asked for (RFC 7959 §4): it stays.
+		variants = []blockFit{{echo: echo}, {}}
+	}
+	for _, v := range variants {
+		for szx := int(maxSZX); szx >= 0; szx-- {
+			v.szx = uint8(szx)
+			if ok, _ := fits(v); ok {
+				return v, true
+			}
 		}
 	}
-	return maxSZX, false
+	return none, false
 }
 
 // verifiedTable remembers source addresses that proved themselves, least

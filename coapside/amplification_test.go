@@ -312,6 +312,25 @@ func TestAmplificationClientAnswersEcho(t *testing.T) {
 		t.Errorf("challenges %d, verified %d; want 1 and 1", st.EchoChallenges, st.EchoVerified)
 	}
 
+	// A GET of a large body: the first answer is a small block with an
+	// Echo; the client asks again with it and gets 1024-byte blocks.
+	before := s.srv.Stats().RequestsHandled
+	resp, err = c.Get(testCtx(t), url+"/big")
+	if err != nil || !bytes.Equal(resp.Payload, s.big) {
+		t.Fatalf("GET /big: %v, %d bytes", err, len(resp.Payload))
+	}
+	if n := s.srv.Stats().RequestsHandled - before; n != 4 {
+		t.Errorf("GET of 4096 bytes took %d requests, want 4 (the client was verified by the POST)", n)
+	}
+	c3 := newBlockClient(t, ClientBlockwiseOptions{})
+	before = s.srv.Stats().RequestsHandled
+	if resp, err = c3.Get(testCtx(t), url+"/big"); err != nil || !bytes.Equal(resp.Payload, s.big) {
+		t.Fatalf("GET /big from a new client: %v", err)
+	}
+	if n := s.srv.Stats().RequestsHandled - before; n != 5 {
+		t.Errorf("GET of 4096 bytes from a new client took %d requests, want 5 (small block with Echo, then 4 of 1024)", n)
+	}
+
 	c2 := newBlockClient(t, ClientBlockwiseOptions{})
 	got := make(chan int, 8)
 	o, err := c2.Observe(testCtx(t), url+"/obs", func(n Notification) { got <- len(n.Payload) })
@@ -350,7 +369,7 @@ func TestEchoValues(t *testing.T) {
 	b := peerKey{ap: netip.MustParseAddrPort("192.0.2.1:5684")}
 	now := time.Unix(1_700_000_000, 0)
 	v := m.mint(a, now)
-	if len(v) != echoLen || !m.valid(v, a, now.Add(30*time.Second)) {
+	if len(v) != echoLen || !m.valid(v, a, now.Add(30*time.Second)) || !m.valid(v, a, now) {
 		t.Fatal("fresh value for its own address refused")
 	}
 	if m.valid(v, b, now) {
@@ -361,7 +380,7 @@ func TestEchoValues(t *testing.T) {
 	}
 	bad := bytes.Clone(v)
 	bad[len(bad)-1] ^= 1
-	if m.valid(bad, a, now) || m.valid(v[:8], a, now) {
+	if m.valid(bad, a, now) || m.valid(v[:6], a, now) {
 		t.Error("altered value accepted")
 	}
 	if newEchoMinter(time.Minute).valid(v, a, now) {

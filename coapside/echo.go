@@ -10,12 +10,17 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
-// echoLen is the length of the Echo values the server issues: a 4-byte
-// timestamp (unix seconds) and an 8-byte truncated HMAC-SHA256 over the
-// timestamp and the source address. 12 bytes keep a challenge (4.01 + Echo,
-// 18 bytes with an empty token) within three times the smallest request
-// that names a resource.
-const echoLen = 12
+// echoLen is the length of the Echo values the server issues: a 2-byte
+// timestamp (unix seconds modulo 2^16) and a 6-byte truncated HMAC-SHA256
+// over the timestamp and the source address. 8 bytes keep a challenge
+// (4.01 + Echo, 14 bytes with an empty token) within three times the
+// smallest request that names a resource, and leave room for an Echo on a
+// small first block.
+const echoLen = 8
+
+// echoMaxLifetime is the longest lifetime a 16-bit timestamp can express
+// without ambiguity.
+const echoMaxLifetime = 1 << 15 * time.Second
 
 // echoMinter issues and checks the server's Echo values (RFC 9175 §2.4).
 // It keeps no state per source: a value is valid for the address it was
@@ -27,7 +32,7 @@ type echoMinter struct {
 }
 
 func newEchoMinter(lifetime time.Duration) *echoMinter {
-	m := &echoMinter{lifetime: lifetime}
+	m := &echoMinter{lifetime: min(lifetime, echoMaxLifetime)}
 	if _, err := rand.Read(m.key[:]); err != nil {
 		// crypto/rand does not fail on supported platforms; a key that
 		// could be guessed would let anyone pass the check.
@@ -37,27 +42,27 @@ func newEchoMinter(lifetime time.Duration) *echoMinter {
 }
 
 // mac computes the truncated HMAC of ts and the source.
-func (m *echoMinter) mac(dst []byte, ts uint32, src peerKey) []byte {
+func (m *echoMinter) mac(dst []byte, ts uint16, src peerKey) []byte {
 	h := hmac.New(sha256.New, m.key[:])
-	var b [4 + 16 + 2]byte
-	binary.BigEndian.PutUint32(b[:4], ts)
+	var b [2 + 16 + 2]byte
+	binary.BigEndian.PutUint16(b[:2], ts)
 	if src.str == "" {
 		a := src.ap.Addr().As16()
-		copy(b[4:20], a[:])
-		binary.BigEndian.PutUint16(b[20:], src.ap.Port())
+		copy(b[2:18], a[:])
+		binary.BigEndian.PutUint16(b[18:], src.ap.Port())
 		h.Write(b[:])
 	} else {
-		h.Write(b[:4])
+		h.Write(b[:2])
 		h.Write([]byte(src.str))
 	}
-	return append(dst, h.Sum(nil)[:echoLen-4]...)
+	return append(dst, h.Sum(nil)[:echoLen-2]...)
 }
 
 // mint returns a fresh Echo value for src.
 func (m *echoMinter) mint(src peerKey, now time.Time) []byte {
-	v := make([]byte, 4, echoLen)
-	ts := uint32(now.Unix())
-	binary.BigEndian.PutUint32(v, ts)
+	v := make([]byte, 2, echoLen)
+	ts := uint16(now.Unix())
+	binary.BigEndian.PutUint16(v, ts)
 	return m.mac(v, ts, src)
 }
 
@@ -67,13 +72,13 @@ func (m *echoMinter) valid(v []byte, src peerKey, now time.Time) bool {
 	if len(v) != echoLen {
 		return false
 	}
-	ts := binary.BigEndian.Uint32(v)
-	age := now.Unix() - int64(ts)
-	if age < -1 || time.Duration(age)*time.Second > m.lifetime {
+	ts := binary.BigEndian.Uint16(v)
+	age := uint16(now.Unix()) - ts // modulo 2^16
+	if time.Duration(age)*time.Second > m.lifetime {
 		return false
 	}
-	var buf [echoLen - 4]byte
-	return hmac.Equal(v[4:], m.mac(buf[:0], ts, src))
+	var buf [echoLen - 2]byte
+	return hmac.Equal(v[2:], m.mac(buf[:0], ts, src))
 }
 
 // echoChallenge returns the Echo value of a 4.01 Unauthorized response

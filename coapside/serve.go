@@ -226,7 +226,7 @@ func (x *serverExchange) finish(r *reader) {
 		return
 	}
 	e.bound(&resp, x.req.limit, x.from.key)
-	if _, ok := echoChallenge(resp.Code, resp.Options); ok {
+	if resp.Options.Has(message.Echo) {
 		e.stats.EchoChallenges.Add(1)
 	}
 	if x.con && x.state.CompareAndSwap(exPending, exResponded) {

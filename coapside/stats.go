@@ -34,7 +34,7 @@ type Stats struct {
 	RateLimitReplies   atomic.Uint64 // 4.29 Too Many Requests sent (RFC 8516)
 	RateLimitEvictions atomic.Uint64 // live rate-limit buckets evicted because the source table was full
 
-	EchoChallenges       atomic.Uint64 // 4.01 + Echo sent to an unverified source (RFC 9175 §2.4)
+	EchoChallenges       atomic.Uint64 // Echo values sent to unverified sources, with 4.01 or a small first block (RFC 9175 §2.4)
 	EchoVerified         atomic.Uint64 // source addresses verified by a returned Echo value
 	EchoRejected         atomic.Uint64 // Echo values that were not ours, not for the source, or expired
 	AmplificationLimited atomic.Uint64 // responses to unverified sources made smaller to keep the amplification bound
