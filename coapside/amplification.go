@@ -138,24 +138,25 @@ func challenge(w ResponseWriter, r *Request) {
 // bounded, i.e. one that has not proved its address.
 func (r *Request) unverified() bool { return r.limit > 0 }
 
-// bound makes resp fit in limit bytes (0: no limit). A success response
-// that is too large becomes a 4.01 Echo challenge; an error response loses
-// its diagnostic payload, as much as needed, and then its options. The
-// result is never larger than limit as long as limit covers the header and
-// token, which the request itself carried. It counts what it changed.
-func (e *Endpoint) bound(resp *message.Message, limit int, src peerKey) {
-	if limit <= 0 {
-		return
+// bound returns resp cut down to fit in limit bytes (0: no limit). A
+// success response that is too large becomes a 4.01 Echo challenge; an
+// error response loses its diagnostic payload, as much as needed, and then
+// its options. The result is never larger than limit as long as limit
+// covers the header and token, which the request itself carried. It counts
+// what it changed. resp is taken and returned by value so that the
+// caller's message stays on its stack.
+func (e *Endpoint) bound(resp message.Message, limit int, src peerKey) message.Message {
+	if limit <= 0 || resp.Size() <= limit {
+		return resp
 	}
-	if resp.Size() > limit {
-		e.stats.AmplificationLimited.Add(1)
-		if !resp.Code.IsError() {
-			resp.Code = message.Unauthorized
-			resp.Options = message.Options(nil).SetEcho(e.amp().echo.mint(src, time.Now()))
-			resp.Payload = nil
-		}
-		trimToFit(resp, limit)
+	e.stats.AmplificationLimited.Add(1)
+	if !resp.Code.IsError() {
+		resp.Code = message.Unauthorized
+		resp.Options = message.Options(nil).SetEcho(e.amp().echo.mint(src, time.Now()))
+		resp.Payload = nil
 	}
+	trimToFit(&resp, limit)
+	return resp
 }
 
 // trimToFit shortens resp's payload, then drops its options, until it fits
@@ -228,9 +229,10 @@ func fitBlock(rw *responseWriter, r *Request, b2 block.Option, hasB2 bool, maxSZ
 		if err != nil {
 			return false, err
 		}
-		m.Options = rw.opts.Clone()
+		m.Options = rw.opts
 		m.Payload = s.Payload
 		if s.Blockwise {
+			m.Options = rw.opts.Clone()
 			setBlock2(&m.Options, s, rw.payload, askedSize)
 			f.apply(&m.Options)
 		} else if f.echo != nil || f.dropSize2 {

@@ -30,7 +30,7 @@ func (e *Endpoint) rejectOversize(r *reader, data []byte, from peerAddr) {
 	if a := e.amp(); a != nil {
 		// The request is larger than MaxMessageSize, so this short answer
 		// is far below the bound; it is bounded all the same.
-		e.bound(&resp, a.factor*len(data), from.key)
+		resp = e.bound(resp, a.factor*len(data), from.key)
 	}
 	if h.Type == message.Confirmable {
 		resp.Type = message.Acknowledgement

@@ -225,7 +225,7 @@ func (x *serverExchange) finish(r *reader) {
 		x.suppress(r)
 		return
 	}
-	e.bound(&resp, x.req.limit, x.from.key)
+	resp = e.bound(resp, x.req.limit, x.from.key)
 	if resp.Options.Has(message.Echo) {
 		e.stats.EchoChallenges.Add(1)
 	}
@@ -268,7 +268,7 @@ func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref
 	if diag != "" {
 		resp.Payload = []byte(diag)
 	}
-	e.bound(&resp, limit, from.key)
+	resp = e.bound(resp, limit, from.key)
 	if m.Type == message.Confirmable {
 		resp.Type = message.Acknowledgement
 		resp.MessageID = m.MessageID
