@@ -14,6 +14,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/coapside/observe"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // ampServer serves every kind of answer the amplification bound must cover:
@@ -413,5 +414,47 @@ func TestVerifiedTableBounded(t *testing.T) {
 	tab.sweep(now.Add(2 * time.Minute))
 	if tab.len() != 0 {
 		t.Errorf("%d entries after the sweep", tab.len())
+	}
+}
+
+// TestAmplificationReregistrationAnswersEcho: when the server has forgotten
+// the client's address by the time the client re-registers, the
+// re-registration is challenged and the client repeats it with the Echo;
+// the observation goes on.
+func TestAmplificationReregistrationAnswersEcho(t *testing.T) {
+	h := HandlerFunc(func(w ResponseWriter, _ *Request) {
+		*w.Options() = w.Options().SetUint(message.MaxAge, 0)
+		_, _ = w.Write([]byte("a"))
+	})
+	obs, stop := startNotifier(t)
+	defer stop()
+	mux := NewServeMux()
+	mux.Handle("GET /obs", obs.Observable(h))
+	srv, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts(),
+		Amplification: AmplificationOptions{VerifiedLifetime: 20 * time.Millisecond}})
+	c := newBlockClient(t, ClientBlockwiseOptions{})
+	fn, ch := collect(64)
+	req, _ := NewRequest(message.GET, fmt.Sprintf("coap://%s/obs", addr), nil)
+	o, err := c.ObserveRequest(testCtx(t), req, fn, ObservationOptions{ReregisterMargin: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Wait()
+	defer o.Cancel(testCtx(t)) //nolint:errcheck // the test is over
+	nextNote(t, ch)
+	testkit.Eventually(t, 5*time.Second, "two re-registrations verified by Echo", func() bool {
+		return srv.Stats().EchoVerified >= 3
+	})
+	if err := o.Err(); err != nil {
+		t.Fatalf("observation ended: %v", err)
+	}
+	obs.NotifyState("/obs", observe.State{Payload: []byte("b")})
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("notification after the challenged re-registrations never arrived")
+		}
+		if n := nextNote(t, ch); string(n.Payload) == "b" {
+			break
+		}
 	}
 }
