@@ -364,6 +364,30 @@ func TestAmplificationDisabled(t *testing.T) {
 	}
 }
 
+// verifiedConn is a transport whose peers proved their address, as DTLS's
+// are.
+type verifiedConn struct{ net.PacketConn }
+
+func (verifiedConn) PeersVerified() bool { return true }
+
+// TestAmplificationNotOnVerifiedTransport: on a conn implementing
+// VerifiedTransport (the DTLS listener), answers are not bounded.
+func TestAmplificationNotOnVerifiedTransport(t *testing.T) {
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := NewServeMux()
+	big := bigBody(4096)
+	mux.HandleFunc("GET /big", func(w ResponseWriter, _ *Request) { _, _ = w.Write(big) })
+	_, addr := startServerOn(t, verifiedConn{conn}, mux, ServerOptions{EndpointOptions: serverTestOpts()})
+	p := newRawPeer(t, addr)
+	p.sendMsg(get(1, []byte{1}, "/big", nil))
+	if m := p.mustRecv(2 * time.Second); len(m.Payload) != 1024 {
+		t.Errorf("verified transport: first block %d bytes, want 1024", len(m.Payload))
+	}
+}
+
 func TestEchoValues(t *testing.T) {
 	m := newEchoMinter(time.Minute)
 	a := peerKey{ap: netip.MustParseAddrPort("192.0.2.1:5683")}
