@@ -106,6 +106,7 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
 	)
 	b.registerLimitMetrics(srv)
+	b.registerAmplificationMetrics(srv, counter)
 }
 
 // registerLimitMetrics exports how often each coap.limits limit refused a
@@ -133,6 +134,25 @@ func (b *Bridge) registerLimitMetrics(srv *coapside.Server) {
 			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(h[l]), l.String())
 		}
 	}})
+}
+
+// registerAmplificationMetrics exports the amplification bound's counters
+// (RFC 7252 §11.3, RFC 9175 Echo) and the verified-address table's size.
+func (b *Bridge) registerAmplificationMetrics(srv *coapside.Server, counter func(string, string, func(coapside.StatsSnapshot) uint64) prometheus.Collector) {
+	b.reg.MustRegister(
+		counter("bridge_coap_echo_challenges_total", "Echo values sent to plain-UDP sources that had not proved their address (with 4.01, or with a small first block).", func(s coapside.StatsSnapshot) uint64 { return s.EchoChallenges }),
+		counter("bridge_coap_echo_verified_total", "Source addresses verified by returning an Echo value.", func(s coapside.StatsSnapshot) uint64 { return s.EchoVerified }),
+		counter("bridge_coap_echo_rejected_total", "Echo values refused: not issued by the bridge, for another address, or expired.", func(s coapside.StatsSnapshot) uint64 { return s.EchoRejected }),
+		counter("bridge_coap_amplification_limited_total", "Answers to unverified sources made smaller (small block, 4.01 + Echo, cut diagnostic, duplicate not replayed) to stay within 3x the request.", func(s coapside.StatsSnapshot) uint64 { return s.AmplificationLimited }),
+		counter("bridge_coap_verified_evictions_total", "Verified source addresses forgotten early because the table was full.", func(s coapside.StatsSnapshot) uint64 { return s.VerifiedEvictions }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bridge_coap_verified_sources", Help: "Verified plain-UDP source addresses remembered."}, func() float64 {
+			n := 0
+			for _, ep := range srv.Endpoints() {
+				n += ep.VerifiedPeers()
+			}
+			return float64(n)
+		}),
+	)
 }
 
 // registerMQTTMetrics exports the MQTT client's counters.

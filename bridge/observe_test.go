@@ -98,6 +98,11 @@ func TestObserveSharedObservationFeedsEveryRule(t *testing.T) {
 	jsonSub := subscribe(t, tb.MQTTAddr(), "json/#", 0)
 	testkit.Eventually(t, 5*time.Second, "one observer on the device", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
 	testkit.Eventually(t, 5*time.Second, "observations gauge at 1", func() bool { return testutil.ToFloat64(tb.metrics.observations) == 1 })
+	// The device, like the bridge, accepts a registration only from an
+	// address that answered its Echo (RFC 9175): the bridge did.
+	if st := dev.srv.Stats(); st.EchoChallenges != 1 || st.EchoVerified != 1 {
+		t.Errorf("device sent %d Echo challenges and verified %d sources, want 1 and 1", st.EchoChallenges, st.EchoVerified)
+	}
 	dev.set(21)
 	obsSub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "21")
 	jsonSub.waitFor(t, 5*time.Second, "json/d1", "21")

@@ -95,14 +95,17 @@ func TestResourceObserveStreamsMessages(t *testing.T) {
 
 // rawObserver is a CoAP observer of a bridge resource, on its own socket.
 type rawObserver struct {
-	t    *testing.T
-	conn net.PacketConn
-	addr net.Addr
-	buf  []byte
+	t     *testing.T
+	conn  net.PacketConn
+	addr  net.Addr
+	buf   []byte
+	first *message.Message // the registration's answer, read by observeRaw
 }
 
 // observeRaw registers a raw CoAP observer of path on the bridge at addr;
-// its next method reads the registration's response first.
+// its next method reads the registration's response first. Like any
+// client of the bridge over plain UDP, it proves its address by repeating
+// the registration with the Echo value of the bridge's 4.01 (RFC 9175).
 func observeRaw(t *testing.T, addr net.Addr, path string, token []byte) *rawObserver {
 	t.Helper()
 	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -116,13 +119,30 @@ func observeRaw(t *testing.T, addr net.Addr, path string, token []byte) *rawObse
 	if _, err := conn.WriteTo(wire, addr); err != nil {
 		t.Fatal(err)
 	}
-	return &rawObserver{t: t, conn: conn, addr: addr, buf: make([]byte, 1500)}
+	o := &rawObserver{t: t, conn: conn, addr: addr, buf: make([]byte, 1500)}
+	first := o.next()
+	echo, ok := first.Options.Echo()
+	if first.Code != message.Unauthorized || !ok {
+		o.first = first
+		return o
+	}
+	reg.MessageID++
+	reg.Options = reg.Options.SetEcho(echo)
+	wire, _ = reg.MarshalBinary()
+	if _, err := conn.WriteTo(wire, addr); err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 // next reads the next response or notification, acknowledging a
 // confirmable one.
 func (o *rawObserver) next() *message.Message {
 	o.t.Helper()
+	if m := o.first; m != nil {
+		o.first = nil
+		return m
+	}
 	o.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, _, err := o.conn.ReadFrom(o.buf)
 	if err != nil {

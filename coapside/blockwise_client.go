@@ -74,6 +74,20 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	if err != nil || !resp.Options.Has(message.Block2) {
 		return resp, err
 	}
+	if echo, ok := resp.Options.Echo(); ok && resp.Code.IsSuccess() && len(req.Payload) <= c.bw.size {
+		// RFC 9175 §2.4: the server cut its answer to small blocks as it
+		// does not know this client's address yet, and sent an Echo value
+		// to prove it with. Asked again with it, it answers in full-size
+		// blocks.
+		again, err := c.doOnce(ctx, blockPart(req, req.Options.Clone().SetEcho(echo), req.Payload))
+		if err != nil {
+			return nil, err
+		}
+		if !again.Options.Has(message.Block2) {
+			return again, nil
+		}
+		resp = again
+	}
 	return c.fetchBlock2(ctx, req, resp)
 }
 

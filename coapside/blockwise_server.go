@@ -222,11 +222,17 @@ func (b *Blockwise) finish(rw *responseWriter, r *Request, block1 *block.Decisio
 	if rw.opts.Has(message.Block2) {
 		return // the handler does its own block-wise transfer
 	}
-	if !hasB2 && len(rw.payload) <= b.size {
+	fit := blockFit{szx: b.szx}
+	if (r.Method == message.GET || r.Method == message.FETCH) && !rw.code.IsError() {
+		// A source that has not proved its address gets blocks small
+		// enough for the amplification bound (RFC 7252 §11.3).
+		fit, _ = fitBlock(rw, r, b2, hasB2, b.szx)
+	}
+	if !hasB2 && len(rw.payload) <= 1<<(fit.szx+4) {
 		return
 	}
 	body := rw.payload
-	s, err := block.SliceBody(body, b2, hasB2, b.szx)
+	s, err := block.SliceBody(body, b2, hasB2, fit.szx)
 	if err != nil {
 		code := message.InternalServerError
 		if errors.Is(err, block.ErrOutOfRange) || errors.Is(err, block.ErrNumRange) {
@@ -242,6 +248,7 @@ func (b *Blockwise) finish(rw *responseWriter, r *Request, block1 *block.Decisio
 		return
 	}
 	setBlock2(&rw.opts, s, body, hasB2 && r.Options.Has(message.Size2))
+	fit.apply(&rw.opts)
 	rw.payload = s.Payload
 }
 

@@ -65,7 +65,11 @@ func newBlockServer(t *testing.T, bw BlockwiseOptions, body []byte) (*rawPeer, c
 		got <- r.Payload
 		w.SetCode(message.Changed)
 	})
-	_, addr := startServer(t, mux, ServerOptions{EndpointOptions: serverTestOpts(), Blockwise: bw})
+	// These tests check RFC 7959 slicing as a client with a verified
+	// address sees it; the amplification bound's smaller blocks for
+	// unverified sources are tested in amplification_test.go.
+	opts := ServerOptions{EndpointOptions: serverTestOpts(), Blockwise: bw, Amplification: AmplificationOptions{Disable: true}}
+	_, addr := startServer(t, mux, opts)
 	return newRawPeer(t, addr), got
 }
 

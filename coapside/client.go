@@ -155,8 +155,27 @@ func (c *Client) Resolve(ctx context.Context, req *Request) (net.Addr, error) {
 
 // doOnce sends req and waits for its response, a transmission failure (ErrReset,
 // ErrTimeout), or the end of ctx. Without a deadline on ctx the client's
-// Timeout applies.
+// Timeout applies. A 4.01 Unauthorized with an Echo option makes it send
+// the request once more with that Echo value (RFC 9175 §2.3): the server
+// wants the client to prove its address, or the request's freshness.
 func (c *Client) doOnce(ctx context.Context, req *Request) (*Response, error) {
+	resp, err := c.exchangeOnce(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	echo, ok := echoChallenge(resp.Code, resp.Options)
+	if !ok {
+		return resp, nil
+	}
+	again := *req
+	again.Options = req.Options.Clone().SetEcho(echo)
+	resp, err = c.exchangeOnce(ctx, &again)
+	req.Token = again.Token
+	return resp, err
+}
+
+// exchangeOnce sends req once and waits for its response.
+func (c *Client) exchangeOnce(ctx context.Context, req *Request) (*Response, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)

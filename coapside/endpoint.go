@@ -79,6 +79,8 @@ type serverConfig struct {
 	idleReaders    int
 	limiter        *rateLimiter // nil: no per-source rate limit
 	rateLogged     atomic.Int64 // unix ns of the last rate-limit log line
+	ampOpts        AmplificationOptions
+	amp            *amplifier // nil: responses are not bounded on this conn
 }
 
 // NewEndpoint starts a message layer on conn. Requests that arrive are
@@ -104,6 +106,9 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 	e.udp, _ = conn.(*net.UDPConn)
 	if e.udp != nil && !p.DisableBatching {
 		e.bconn = newBatchConn(e.udp)
+	}
+	if srv != nil {
+		srv.amp = newAmplifier(srv.ampOpts, conn, &e.stats)
 	}
 	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, &e.stats)
 	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
@@ -186,6 +191,9 @@ func (e *Endpoint) scheduleSweep() {
 	var it *timerItem
 	it = e.sched.schedule(time.Now().Add(every), func(now time.Time) {
 		e.peers.sweep(now)
+		if a := e.amp(); a != nil {
+			a.verified.sweep(now)
+		}
 		e.sched.reschedule(it, now.Add(every))
 	})
 	var watch *timerItem

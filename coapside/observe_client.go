@@ -97,12 +97,15 @@ type Observation struct {
 	// ACK, so the answer comes as a separate response (RFC 7252 §5.2.2).
 	answerDue   bool
 	separateDue bool
-	err         error
-	maxAge      uint32
-	timer       *time.Timer
-	unreg       func()
-	stopCtx     func() bool
-	wg          sync.WaitGroup
+	// echoTried is set once a registration was repeated with the Echo
+	// value of a 4.01 answer, until a registration is answered otherwise.
+	echoTried bool
+	err       error
+	maxAge    uint32
+	timer     *time.Timer
+	unreg     func()
+	stopCtx   func() bool
+	wg        sync.WaitGroup
 }
 
 // ObservationStats counts one observation's events with atomic counters,
@@ -341,6 +344,18 @@ func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool
 	if answer {
 		o.answerDue, o.separateDue = false, false
 	}
+	if echo, ok := echoChallenge(m.Code, m.Options); ok && (answer || !o.gotFirst) && !o.echoTried {
+		// RFC 9175 §2.3: the server wants the registration again with
+		// its Echo value before it accepts it.
+		o.echoTried = true
+		o.answerDue, o.separateDue = o.gotFirst, false
+		o.mu.Unlock()
+		o.registerWithEcho(echo)
+		return true
+	}
+	if answer || !o.gotFirst {
+		o.echoTried = false
+	}
 	restarted := false
 	switch {
 	case !hasSeq:
@@ -476,6 +491,25 @@ func (o *Observation) reregister() {
 			// Acknowledged (the response may follow separately): try
 			// again after another period if no notification comes.
 			o.timer.Reset(o.reregisterIn())
+		}
+		o.mu.Unlock()
+		o.onRegisterOutcome(oc, nil)
+	})
+	if err != nil {
+		o.end(fmt.Errorf("%w: %w", ErrObservationLost, err))
+	}
+}
+
+// registerWithEcho repeats the registration with the Echo value the
+// server sent in a 4.01 (RFC 9175 §2.3).
+func (o *Observation) registerWithEcho(echo []byte) {
+	m := o.req.Message()
+	m.Token = o.token
+	m.Options = o.req.Options.Clone().SetUint(message.Observe, observe.Register).SetEcho(echo)
+	err := o.c.ep.SendAsync(o.peer, m, func(oc Outcome, ack *message.Message) {
+		o.mu.Lock()
+		if oc == Acknowledged && ack != nil && ack.Code == message.Empty && o.answerDue {
+			o.separateDue = true // the answer follows separately
 		}
 		o.mu.Unlock()
 		o.onRegisterOutcome(oc, nil)

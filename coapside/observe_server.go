@@ -205,6 +205,12 @@ func (s *ObserveServer) Observable(h Handler) Handler {
 			h.ServeCOAP(w, r)
 			return
 		}
+		if r.unverified() {
+			// Notifications would go on without further requests: the
+			// source proves its address first (RFC 9175 §2.4).
+			challenge(w, r)
+			return
+		}
 		s.register(w, r, h, key, szx)
 	})
 }

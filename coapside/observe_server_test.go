@@ -82,6 +82,18 @@ func register(t *testing.T, p *rawPeer, mid uint16, token []byte, extra message.
 	m.Options = extra.SetPath("/obs").SetUint(message.Observe, observe.Register)
 	p.sendMsg(m)
 	resp := p.mustRecv(2 * time.Second)
+	if echo, ok := echoChallenge(resp.Code, resp.Options); ok {
+		// The server accepts a registration only from a source that
+		// proved its address (RFC 9175 §2.4): repeat it with the Echo.
+		if resp.MessageID != mid {
+			t.Fatalf("challenge answers mid %d, sent %d", resp.MessageID, mid)
+		}
+		mid ^= 0x8000
+		m.MessageID = mid
+		m.Options = m.Options.SetEcho(echo)
+		p.sendMsg(m)
+		resp = p.mustRecv(2 * time.Second)
+	}
 	if resp.Type != message.Acknowledgement || resp.MessageID != mid || !bytes.Equal(resp.Token, token) {
 		t.Fatalf("registration answer %v", resp)
 	}

@@ -27,6 +27,11 @@ func (e *Endpoint) rejectOversize(r *reader, data []byte, from peerAddr) {
 		Token:   append([]byte(nil), data[4:4+h.TokenLen]...),
 		Payload: []byte("request larger than " + strconv.Itoa(e.p.MaxMessageSize) + " bytes"),
 	}
+	if a := e.amp(); a != nil {
+		// The request is larger than MaxMessageSize, so this short answer
+		// is far below the bound; it is bounded all the same.
+		resp = e.bound(resp, a.factor*len(data), from.key)
+	}
 	if h.Type == message.Confirmable {
 		resp.Type = message.Acknowledgement
 		resp.MessageID = h.MessageID

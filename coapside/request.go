@@ -39,6 +39,8 @@ type Request struct {
 	ep         *Endpoint
 	pathValues []pathValue
 	pattern    string
+	src        peerKey // the sender, as the endpoint keys it
+	limit      int     // largest response datagram allowed; 0 for a verified source
 }
 
 type pathValue struct{ name, value string }

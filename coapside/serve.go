@@ -78,13 +78,20 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 	// RFC 7252 §4.5: duplicates within EXCHANGE_LIFETIME (CON) or NON_LIFETIME
 	// (NON) are not processed again; a CON's cached response is replayed.
 	ref, res, cached := e.dedup.begin(dedupKey{peer: from.key, mid: m.MessageID}, time.Now(), lifetime, r.scratch)
+	// RFC 7252 §11.3: an unverified source gets nothing larger than
+	// limit bytes in answer to this datagram.
+	limit := e.responseLimit(m, len(data), from.key)
 	switch res {
 	case dedupDupBusy:
 		e.stats.Duplicates.Add(1)
 		return
 	case dedupDupReplay:
 		e.stats.Duplicates.Add(1)
-		if con {
+		if con && limit > 0 && len(cached) > limit {
+			// A short datagram reusing the message ID of a longer
+			// request must not fetch the longer one's answer again.
+			e.stats.AmplificationLimited.Add(1)
+		} else if con {
 			e.stats.DuplicateReplays.Add(1)
 			e.writeR(r, cached, &from)
 		}
@@ -97,7 +104,7 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 		e.stats.BadOption.Add(1)
 		e.log.Debug("coap request with unrecognized critical option", "peer", from.netAddr().String(), "option", int(id))
 		if con {
-			e.replyDirect(r, m, from, ref, message.BadOption, 0, "unrecognized critical option "+id.String())
+			e.replyDirect(r, m, from, ref, message.BadOption, 0, "unrecognized critical option "+id.String(), limit)
 			return
 		}
 		e.sendReset(r, from, m.MessageID)
@@ -105,21 +112,21 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 	}
 	// RFC 7252 §5.7.2: this server is not a forward-proxy.
 	if m.Options.Has(message.ProxyURI) || m.Options.Has(message.ProxyScheme) {
-		e.replyDirect(r, m, from, ref, message.ProxyingNotSupported, 0, "")
+		e.replyDirect(r, m, from, ref, message.ProxyingNotSupported, 0, "", limit)
 		return
 	}
 	if e.srv == nil {
-		e.replyDirect(r, m, from, ref, message.NotFound, 0, "")
+		e.replyDirect(r, m, from, ref, message.NotFound, 0, "", limit)
 		return
 	}
 	if e.draining.Load() {
-		e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "shutting down")
+		e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "shutting down", limit)
 		return
 	}
 	if int(e.busy.Add(1)) > e.srv.maxConcurrent {
 		e.busy.Add(-1)
 		e.stats.Overloaded.Add(1)
-		e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "")
+		e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "", limit)
 		return
 	}
 	e.stats.RequestsHandled.Add(1)
@@ -143,6 +150,8 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 		Peer:      from.netAddr(),
 		ctx:       e.baseCtx,
 		ep:        e,
+		src:       from.key,
+		limit:     limit,
 	}
 	x.w.opts = x.w.optStore[:0]
 	x.w.payload = x.w.small[:0]
@@ -216,6 +225,10 @@ func (x *serverExchange) finish(r *reader) {
 		x.suppress(r)
 		return
 	}
+	resp = e.bound(resp, x.req.limit, x.from.key)
+	if resp.Options.Has(message.Echo) {
+		e.stats.EchoChallenges.Add(1)
+	}
 	if x.con && x.state.CompareAndSwap(exPending, exResponded) {
 		e.sched.cancel(&x.timer)
 		resp.Type = message.Acknowledgement
@@ -243,7 +256,7 @@ func (x *serverExchange) finish(r *reader) {
 }
 
 // replyDirect answers a request without running a handler (errors, overload).
-func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref dedupRef, code message.Code, maxAge uint32, diag string) {
+func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref dedupRef, code message.Code, maxAge uint32, diag string, limit int) {
 	if e.replySuppressed(r, m, from, ref, code) { // RFC 7967
 		return
 	}
@@ -255,6 +268,7 @@ func (e *Endpoint) replyDirect(r *reader, m *message.Message, from peerAddr, ref
 	if diag != "" {
 		resp.Payload = []byte(diag)
 	}
+	resp = e.bound(resp, limit, from.key)
 	if m.Type == message.Confirmable {
 		resp.Type = message.Acknowledgement
 		resp.MessageID = m.MessageID

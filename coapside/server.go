@@ -34,6 +34,9 @@ type ServerOptions struct {
 	// Blockwise configures the block-wise layer (RFC 7959) every handler
 	// runs behind.
 	Blockwise BlockwiseOptions
+	// Amplification bounds responses to sources that have not proved their
+	// address (RFC 7252 §11.3, RFC 9175 §2.4).
+	Amplification AmplificationOptions
 }
 
 // Server serves CoAP requests on any number of PacketConns (UDP, DTLS).
@@ -72,6 +75,7 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		overloadMaxAge: o.OverloadMaxAge,
 		idleReaders:    o.IdleReaders,
 		limiter:        newRateLimiter(o.RateLimit, o.RateBurst, o.RateLimitSources),
+		ampOpts:        o.Amplification,
 	}
 	if cfg.maxConcurrent <= 0 {
 		cfg.maxConcurrent = DefaultMaxConcurrent

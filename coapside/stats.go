@@ -33,6 +33,12 @@ type Stats struct {
 	RateLimited        atomic.Uint64 // requests refused by the per-source rate limit (answered 4.29 or dropped)
 	RateLimitReplies   atomic.Uint64 // 4.29 Too Many Requests sent (RFC 8516)
 	RateLimitEvictions atomic.Uint64 // live rate-limit buckets evicted because the source table was full
+
+	EchoChallenges       atomic.Uint64 // Echo values sent to unverified sources, with 4.01 or a small first block (RFC 9175 §2.4)
+	EchoVerified         atomic.Uint64 // source addresses verified by a returned Echo value
+	EchoRejected         atomic.Uint64 // Echo values that were not ours, not for the source, or expired
+	AmplificationLimited atomic.Uint64 // responses to unverified sources made smaller to keep the amplification bound
+	VerifiedEvictions    atomic.Uint64 // verified addresses forgotten early because the table was full
 }
 
 // StatsSnapshot is a plain copy of Stats.
@@ -44,6 +50,8 @@ type StatsSnapshot struct {
 	Overloaded, WriteErrors, ReadErrors, QueueOverflows, RequestsHandled  uint64
 	StolenDatagrams, ReaderRestarts                                       uint64
 	RateLimited, RateLimitReplies, RateLimitEvictions                     uint64
+	EchoChallenges, EchoVerified, EchoRejected                            uint64
+	AmplificationLimited, VerifiedEvictions                               uint64
 }
 
 // Snapshot returns the current counter values.
@@ -62,6 +70,9 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		StolenDatagrams: s.StolenDatagrams.Load(), ReaderRestarts: s.ReaderRestarts.Load(),
 		RateLimited: s.RateLimited.Load(), RateLimitReplies: s.RateLimitReplies.Load(),
 		RateLimitEvictions: s.RateLimitEvictions.Load(),
+		EchoChallenges:     s.EchoChallenges.Load(), EchoVerified: s.EchoVerified.Load(),
+		EchoRejected: s.EchoRejected.Load(), AmplificationLimited: s.AmplificationLimited.Load(),
+		VerifiedEvictions: s.VerifiedEvictions.Load(),
 	}
 }
 
@@ -95,4 +106,9 @@ func (s *StatsSnapshot) add(o StatsSnapshot) {
 	s.RateLimited += o.RateLimited
 	s.RateLimitReplies += o.RateLimitReplies
 	s.RateLimitEvictions += o.RateLimitEvictions
+	s.EchoChallenges += o.EchoChallenges
+	s.EchoVerified += o.EchoVerified
+	s.EchoRejected += o.EchoRejected
+	s.AmplificationLimited += o.AmplificationLimited
+	s.VerifiedEvictions += o.VerifiedEvictions
 }

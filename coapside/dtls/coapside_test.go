@@ -28,6 +28,9 @@ func TestCoAPOverDTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	var _ coapside.PeerIdentityProvider = srvConn
+	// A DTLS peer proved its address with the handshake's cookie: CoAP
+	// answers to it are not held to the amplification bound.
+	var _ coapside.VerifiedTransport = srvConn
 	srv := &coapside.Server{Handler: coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
 		id, ok := r.PeerIdentity()
 		if !ok {

@@ -281,6 +281,11 @@ func (s *ServerConn) sessionConfig(sess *session, hello helloInfo) *pdtls.Config
 	return &cfg
 }
 
+// PeersVerified reports true: a datagram is delivered only from a peer
+// that completed a handshake, whose cookie exchange proved its address
+// (RFC 6347 §4.2.1), so CoAP responses to it need no amplification bound.
+func (s *ServerConn) PeersVerified() bool { return true }
+
 // ReadFrom implements net.PacketConn: the next decrypted datagram from any
 // session, and the peer's address.
 func (s *ServerConn) ReadFrom(p []byte) (int, net.Addr, error) { return s.ep.readFrom(p) }

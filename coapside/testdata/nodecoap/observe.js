@@ -5,10 +5,35 @@
 const coap = require('coap')
 const [mode, arg, secs] = process.argv.slice(2)
 
+// echoOf returns the Echo option (252, RFC 9175) of a 4.01 response, which
+// node-coap does not know: the server wants the request repeated with it.
+function echoOf (res) {
+  if (res.code !== '4.01') return undefined
+  const o = (res.options || []).find((o) => String(o.name) === '252' || o.name === 'Echo')
+  return o && o.value
+}
+
 if (mode === 'client') {
   const u = new URL(arg)
-  const req = coap.request({ hostname: u.hostname, port: Number(u.port), pathname: u.pathname, observe: true })
-  req.on('response', (res) => {
+  const observeOnce = (echo) => {
+    const req = coap.request({ hostname: u.hostname, port: Number(u.port), pathname: u.pathname, observe: true })
+    if (echo) req.setOption('252', echo)
+    req.on('response', (res) => {
+      const e = echoOf(res)
+      if (e && !echo) {
+        console.log('echo challenge')
+        return observeOnce(e) // from the same socket, so the same address
+      }
+      onObserve(res)
+    })
+    req.on('error', (e) => { console.error(e); process.exit(1) })
+    req.end()
+  }
+  observeOnce(undefined)
+}
+
+function onObserve (res) {
+  {
     console.log('code ' + res.code + ' observe ' + (res.headers.Observe !== undefined))
     res.on('data', (d) => console.log('n ' + d.toString()))
     setTimeout(() => {
@@ -16,9 +41,11 @@ if (mode === 'client') {
       res.emit('deregister')
       setTimeout(() => { res.close(); process.exit(0) }, 300)
     }, Number(secs) * 1000)
-  })
-  req.on('error', (e) => { console.error(e); process.exit(1) })
-  req.end()
+  }
+}
+
+if (mode === 'client') {
+  // started above
 } else if (mode === 'server') {
   const server = coap.createServer()
   server.on('request', (req, res) => {
