@@ -150,6 +150,7 @@ type Bridge struct {
 
 	mqtt      *mqttLink // the MQTT client, made by Run
 	devices   *deviceClients
+	learned   *learnedDevices
 	outs      *outputs
 	resources *resources
 	commands  *commands
@@ -214,7 +215,9 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	}
 	b.set.Store(set)
 	limit := maxPayload(cfg.MQTT)
+	b.learned = newLearnedDevices(cfg.Devices.MaxLearned, reg, learnLogger(logger))
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
+	b.devices.learned = b.learned
 	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
 	if b.resources, err = newResources(&b.set, b.subs, b.metrics, logger, opts, limit); err != nil {
 		return nil, err
@@ -224,6 +227,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	// are sent.
 	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
+	b.coap.learned = b.learned
 	b.coap.rateLimit(cfg.CoAP)
 	b.http = newHTTPSide(reg, b.live, b.health.notReady)
 	obs := b.resources.obs

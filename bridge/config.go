@@ -23,6 +23,8 @@ type Config struct {
 	MQTT  MQTTConfig `mapstructure:"mqtt"`
 	HTTP  HTTPConfig `mapstructure:"http"`
 	Log   LogConfig  `mapstructure:"log"`
+	// Devices configures devices learned from their own requests.
+	Devices DevicesConfig `mapstructure:"devices"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -41,6 +43,15 @@ type CoAPConfig struct {
 	// RateBurst is each source's bucket size; 0 means RateLimit.
 	RateBurst int        `mapstructure:"rate_burst"`
 	DTLS      DTLSConfig `mapstructure:"dtls"`
+}
+
+// DevicesConfig configures the devices the bridge learns from their
+// requests (devices behind NAT, reached where they last spoke from).
+type DevicesConfig struct {
+	// MaxLearned bounds the learned devices; once reached, new names are
+	// not learned (counted in bridge_learned_refused_total). 0 means
+	// DefaultMaxLearned.
+	MaxLearned int `mapstructure:"max_learned"`
 }
 
 // DTLSConfig configures the coaps listener.
@@ -194,6 +205,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CoAP.RateBurst < 0 {
 		add("coap.rate_burst", "must not be negative (0 means rate_limit), got %d", c.CoAP.RateBurst)
+	}
+	if c.Devices.MaxLearned < 0 {
+		add("devices.max_learned", "must not be negative (0 means %d), got %d", DefaultMaxLearned, c.Devices.MaxLearned)
 	}
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":

@@ -37,6 +37,10 @@ type deviceClients struct {
 	// without resolving every device's host again.
 	peers map[string]string
 
+	// learned holds the devices reached where they last spoke from
+	// (doTarget); nil: none.
+	learned *learnedDevices
+
 	// lookup resolves a host name to its addresses, best first: every
 	// address the bridge sends to a device is resolved by it (resolve).
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)

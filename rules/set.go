@@ -111,10 +111,11 @@ func (s *Set) MatchCommand(topic string, dst Captures) (*Command, Captures, bool
 }
 
 // Target renders a command's destination: its address and request options.
-// A host capture must name a registered device (ErrUnknownDevice): an MQTT
-// publisher can pick among devices, never an arbitrary address. A device's
-// own url decides scheme and address. A path segment longer than a CoAP
-// option allows fails with uri.ErrInvalidURL.
+// A host capture names a device: a [[device]], whose own url decides scheme
+// and address, or else a device the bridge may have learned (Learned, the
+// rule's scheme): an MQTT publisher can pick among devices, never an
+// arbitrary address. A [[device]] without url is Learned too. A path
+// segment longer than a CoAP option allows fails with uri.ErrInvalidURL.
 func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 	u := c.URL
 	path, err := u.path.RenderSegments(caps)
@@ -131,15 +132,18 @@ func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 		if err := CheckSegment(v); err != nil {
 			return Target{}, fmt.Errorf("{%s}: %w", u.hostCapture, err)
 		}
-		if _, ok := s.devices[v]; !ok {
-			return Target{}, fmt.Errorf("%w: %q", ErrUnknownDevice, v)
-		}
 		name = v
 	}
 	var host message.Options
-	if d, ok := s.devices[name]; ok {
-		t.Device, t.Secure, t.Host, host = d, d.Secure, d.Host, d.Options
-	} else {
+	d, ok := s.devices[name]
+	switch {
+	case ok && d.Host != "":
+		t.Device, t.Name, t.Secure, t.Host, host = d, d.Name, d.Secure, d.Host, d.Options
+	case ok:
+		t.Device, t.Name, t.Learned = d, d.Name, true
+	case u.hostCapture != "":
+		t.Name, t.Learned = name, true
+	default:
 		t.Host, host = u.authority.Addr(), u.authority.Options()
 	}
 	// A copy: the device's options are shared by every command to it.
