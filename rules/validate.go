@@ -84,12 +84,12 @@ func deviceNames(s *Set) []string {
 func checkDevices(s *Set, d *diags) {
 	check := func(kind Kind, name string, pos Pos, devs []string) {
 		for _, dn := range devs {
-			dev, ok := s.devices[dn]
-			switch {
+			switch _, ok := s.devices[dn]; {
+			case dn == AllDevices && len(devs) > 1:
+				d.addf(pos, "%s: devices = [\"*\"] means every device; list no other with it", ruleName(kind, name))
+			case dn == AllDevices:
 			case !ok:
 				d.addf(pos, "%s: unknown device %q%s", ruleName(kind, name), dn, suggest(dn, deviceNames(s)))
-			case dev.URL == "":
-				d.addf(pos, "%s: device %q has no url; %s reaches devices at their url only (a command rule reaches a learned device)", ruleName(kind, name), dn, kind)
 			}
 		}
 	}
