@@ -215,7 +215,11 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	}
 	b.set.Store(set)
 	limit := maxPayload(cfg.MQTT)
-	b.learned = newLearnedDevices(cfg.Devices.MaxLearned, reg, learnLogger(logger))
+	logLearn := learnLogger(logger)
+	b.learned = newLearnedDevices(cfg.Devices.MaxLearned, reg, func(ev LearnEvent) {
+		logLearn(ev)
+		b.onLearn(ev)
+	})
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
 	b.devices.learned = b.learned
 	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
@@ -491,7 +495,7 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 // applyWatches applies the watch part of d (observations and polls) and
 // logs what changed.
 func (b *Bridge) applyWatches(ctx context.Context, d rules.Diff, new *rules.Set) {
-	wa, wr, wc, wk := b.watches.apply(ctx, new.Watches())
+	wa, wr, wc, wk := b.watches.apply(ctx, b.learnedWatches(new))
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
 		b.log.Info("rules applied",

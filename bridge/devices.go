@@ -197,6 +197,16 @@ func (d *deviceClients) doFor(ctx context.Context, dev *rules.Device, secure boo
 // credentials, so a refused handshake is reported as such rather than as
 // a request timeout.
 func (d *deviceClients) prepare(ctx context.Context, dev *rules.Device, secure bool, req *coapside.Request) (*coapside.Client, error) {
+	if dev != nil && dev.Host == "" {
+		// A device without url: where it last spoke from, over either
+		// transport (observe and poll rules name no scheme).
+		c, addr, err := d.learnedClient(dev.Name, 0)
+		if err != nil {
+			return nil, err
+		}
+		req.Peer = addr
+		return c, nil
+	}
 	c, err := d.client(secure)
 	if err != nil {
 		return nil, err

@@ -176,6 +176,17 @@ func (l *learnedDevices) lookup(name string) (LearnedDevice, bool) {
 	return LearnedDevice{Name: name, Addr: e.addr, Endpoint: e.ep, Via: e.via, Authenticated: e.auth, LastSeen: time.Unix(0, e.seen)}, true
 }
 
+// names lists the learned devices.
+func (l *learnedDevices) names() []string {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([]string, 0, len(l.devices))
+	for n := range l.devices {
+		out = append(out, n)
+	}
+	return out
+}
+
 // len is the number of learned devices.
 func (l *learnedDevices) len() int {
 	l.mu.RLock()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,4 +300,60 @@ func TestLearnedLibcoapClientThroughNAT(t *testing.T) {
 	if r.Status != "ok" || r.Code != "4.04" || r.Device != "lib-1" {
 		t.Fatalf("command to the libcoap client behind the NAT: %+v (client output: %s)", r, out.String())
 	}
+}
+
+// TestLearnedDevicesObservedAsLearned: with devices = ["*"] the bridge
+// observes every device as it learns it, through the NAT binding its push
+// opened; after the NAT rebinds it and it pushes again, the observation is
+// made again at the new binding and notifications keep coming.
+func TestLearnedDevicesObservedAsLearned(t *testing.T) {
+	tb := startBridge(t, learnedRules+`
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obsCtx, stopObs := context.WithCancel(context.Background())
+	obsDone := make(chan struct{})
+	go func() { obs.Run(obsCtx); close(obsDone) }()
+	t.Cleanup(func() { stopObs(); <-obsDone })
+	var temp atomic.Int64
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})))
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
+
+	temp.Store(20)
+	dev.pushUp(t, "dev-o", "hello")
+	temps.waitFor(t, 10*time.Second, "temp/dev-o", "20")
+	testkit.Eventually(t, 10*time.Second, "observed through the NAT", func() bool { return obs.Observers("/temp") == 1 })
+	temp.Store(21)
+	obs.Notify("/temp")
+	temps.waitFor(t, 5*time.Second, "temp/dev-o", "21")
+
+	if _, err := nat.Rebind(dev.self()); err != nil {
+		t.Fatal(err)
+	}
+	temp.Store(22)
+	dev.pushUp(t, "dev-o", "back")
+	// The observation made again at the new binding answers with the
+	// current value; later notifications follow.
+	temps.waitFor(t, 10*time.Second, "temp/dev-o", "22")
+	for v := int64(23); v <= 25; v++ {
+		temp.Store(v)
+		obs.Notify("/temp")
+		temps.waitFor(t, 5*time.Second, "temp/dev-o", strconv.FormatInt(v, 10))
+	}
+	// The observation at the old binding is given up (its deregistration
+	// goes nowhere): one is left.
+	testkit.Eventually(t, 20*time.Second, "one observation", func() bool {
+		return testutil.ToFloat64(tb.metrics.observations) == 1
+	})
 }

@@ -23,7 +23,7 @@ func (d *deviceClients) doTarget(ctx context.Context, t rules.Target, req *coaps
 	if !t.Learned {
 		return d.doFor(ctx, t.Device, t.Secure, req)
 	}
-	c, addr, err := d.learnedClient(t.Name, t.Secure)
+	c, addr, err := d.learnedClient(t.Name, viaFor(t.Secure))
 	if err != nil {
 		return nil, err
 	}
@@ -35,8 +35,9 @@ func (d *deviceClients) doTarget(ctx context.Context, t rules.Target, req *coaps
 // the device named name last spoke to, and the address it spoke from:
 // behind NAT, the one path its NAT lets in (a socket of the bridge's own
 // would not be). secure is the scheme the rule asks for; the device must
-// have been learned over it.
-func (d *deviceClients) learnedClient(name string, secure bool) (*coapside.Client, *net.UDPAddr, error) {
+// have been learned over it (want; 0 takes either: observe and poll
+// rules name no scheme).
+func (d *deviceClients) learnedClient(name string, want Via) (*coapside.Client, *net.UDPAddr, error) {
 	if d.learned == nil {
 		return nil, nil, notLearned(name)
 	}
@@ -44,7 +45,7 @@ func (d *deviceClients) learnedClient(name string, secure bool) (*coapside.Clien
 	if !ok {
 		return nil, nil, notLearned(name)
 	}
-	if want := viaFor(secure); ld.Via != want {
+	if want != 0 && ld.Via != want {
 		return nil, nil, fmt.Errorf("device %q spoke over %s, the rule's url asks for %s", name, ld.Via, want)
 	}
 	c, err := coapside.NewClient(coapside.ClientOptions{Endpoint: ld.Endpoint})
