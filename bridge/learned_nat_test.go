@@ -357,3 +357,41 @@ topic   = "temp/{device}"
 		return testutil.ToFloat64(tb.metrics.observations) == 1
 	})
 }
+
+// TestLearnedListedDevicePolledOnceLearned: a [[device]] without url
+// listed in a poll rule is polled as soon as it is learned, here from a
+// GET on a resource rule, through the NAT; until then each poll fails.
+func TestLearnedListedDevicePolledOnceLearned(t *testing.T) {
+	tb := startBridge(t, learnedRules+`
+[[poll]]
+name     = "battery"
+devices  = ["quiet"]
+paths    = ["/battery"]
+interval = "2s"
+topic    = "bat/{device}"
+
+[[resource]]
+name  = "config"
+path  = "/config/{device}"
+topic = "config/{device}"
+`, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	dev.mux.HandleFunc("GET /battery", func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("87")) })
+	bats := subscribe(t, tb.MQTTAddr(), "bat/#", 1)
+	testkit.Eventually(t, 10*time.Second, "poll of a device not learned yet failed", func() bool {
+		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("battery", reasonUnknownDevice)) >= 1
+	})
+
+	resp, err := dev.push.Get(t.Context(), "coap://"+nat.Addr().String()+"/config/quiet")
+	if err != nil || resp.Code.Class() != 2 && resp.Code != message.NotFound {
+		t.Fatalf("GET on the resource rule: %v %v", resp, err)
+	}
+	if ld, ok := tb.learned.lookup("quiet"); !ok || ld.Addr.String() != nat.External(dev.self()).String() {
+		t.Fatalf("a GET on a resource rule did not learn the device: %+v %v", ld, ok)
+	}
+	bats.waitFor(t, 10*time.Second, "bat/quiet", "87")
+	if got := dev.nextRequest(t); got.path != "/battery" || got.from.String() != nat.Addr().String() {
+		t.Fatalf("device got %+v", got)
+	}
+}

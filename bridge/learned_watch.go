@@ -40,15 +40,33 @@ func (wt *watcher) restartLearned(name string) int {
 		return 0
 	}
 	n := 0
-	for k, run := range wt.running {
-		if run.g.device.Name != name || run.g.device.Host != "" {
+	keys := wt.learnedKeys[name]
+	for k := range keys {
+		run, ok := wt.running[k]
+		if !ok || run.g.device.Name != name || run.g.device.Host != "" {
+			delete(keys, k) // stopped by a reload since
 			continue
 		}
 		run.cancel()
 		wt.startLocked(k, run.g)
 		n++
 	}
+	if len(keys) == 0 {
+		delete(wt.learnedKeys, name)
+	}
 	return n
+}
+
+// indexLearnedLocked records that key is a running group of name, a
+// device reached where it was learned, so that restartLearned finds it
+// without going through every running group.
+func (wt *watcher) indexLearnedLocked(name, key string) {
+	keys := wt.learnedKeys[name]
+	if keys == nil {
+		keys = map[string]struct{}{}
+		wt.learnedKeys[name] = keys
+	}
+	keys[key] = struct{}{}
 }
 
 // learnedWatches lists the watches a rule set asks for on the devices
