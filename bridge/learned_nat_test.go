@@ -395,3 +395,27 @@ topic = "config/{device}"
 		t.Fatalf("device got %+v", got)
 	}
 }
+
+// TestLearnedWatchesAddedByReload: a reload that adds a rule with
+// devices = ["*"] starts its watches on the devices learned before it.
+func TestLearnedWatchesAddedByReload(t *testing.T) {
+	tb := startBridge(t, learnedRules, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	dev.mux.HandleFunc("GET /battery", func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("64")) })
+	bats := subscribe(t, tb.MQTTAddr(), "bat/#", 1)
+	dev.pushUp(t, "dev-r", "1")
+
+	tb.writeRules(t, learnedRules+`
+[[poll]]
+name     = "battery"
+devices  = ["*"]
+paths    = ["/battery"]
+interval = "2s"
+topic    = "bat/{device}"
+`)
+	bats.waitFor(t, 15*time.Second, "bat/dev-r", "64")
+	if run := tb.watchRun("poll dev-r /battery"); run == nil {
+		t.Error("no running poll of the learned device")
+	}
+}
