@@ -77,7 +77,9 @@ const (
 // LearnEvent is passed to the registry's hook after every request that
 // named a device.
 type LearnEvent struct {
-	Kind   LearnKind
+	Kind LearnKind
+	// Device is what the request told. Its Name may share memory with
+	// the request (except for Learned): a hook that keeps it clones it.
 	Device LearnedDevice
 	// From is the previous address of a device that Moved.
 	From netip.AddrPort
@@ -104,7 +106,7 @@ type learnedDevices struct {
 	hook func(LearnEvent)
 
 	mu      sync.RWMutex
-	devices map[string]learnedEntry
+	devices map[string]*learnedEntry // entries change in place
 
 	refused *prometheus.CounterVec // reason: full, claim
 }
@@ -113,7 +115,7 @@ func newLearnedDevices(max int, reg prometheus.Registerer, hook func(LearnEvent)
 	if max <= 0 {
 		max = DefaultMaxLearned
 	}
-	l := &learnedDevices{max: max, hook: hook, devices: map[string]learnedEntry{}}
+	l := &learnedDevices{max: max, hook: hook, devices: map[string]*learnedEntry{}}
 	l.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridge_learned_refused_total",
 		Help: "Requests whose device was not learned: full (devices.max_learned reached) or claim (an unauthenticated request naming a device learned over DTLS).",
@@ -131,26 +133,30 @@ func newLearnedDevices(max int, reg prometheus.Registerer, hook func(LearnEvent)
 // learned with authenticated set is moved only by requests that are too.
 func (l *learnedDevices) learn(name string, addr netip.AddrPort, ep *coapside.Endpoint, via Via, authenticated bool, now time.Time) LearnKind {
 	ev := LearnEvent{Device: LearnedDevice{Name: name, Addr: addr, Endpoint: ep, Via: via, Authenticated: authenticated, LastSeen: now}}
+	e := learnedEntry{addr: addr, ep: ep, seen: now.UnixNano(), via: via, auth: authenticated}
 	l.mu.Lock()
 	old, ok := l.devices[name]
 	switch {
 	case !ok && len(l.devices) >= l.max:
 		ev.Kind = RefusedFull
-	case ok && old.auth && !authenticated:
+	case !ok:
+		// The name is a slice of the request's datagram: a copy of its
+		// own keeps the datagram from being retained.
+		ev.Device.Name = strings.Clone(name)
+		ev.Kind = Learned
+		fresh := e // only a new device is allocated
+		l.devices[ev.Device.Name] = &fresh
+	case old.auth && !authenticated:
 		ev.Kind = RefusedClaim
 	default:
-		if !ok {
-			// The name is a slice of the request's datagram: a copy of
-			// its own keeps the datagram from being retained.
-			name = strings.Clone(name)
-			ev.Device.Name = name
-			ev.Kind = Learned
-		} else if old.addr != addr || old.ep != ep || old.via != via {
+		// Updated in place: storing under the request's name again would
+		// make the map keep that (the datagram's) string as its key.
+		if old.addr != addr || old.ep != ep || old.via != via {
 			ev.Kind, ev.From = Moved, old.addr
 		} else {
 			ev.Kind = Seen
 		}
-		l.devices[name] = learnedEntry{addr: addr, ep: ep, seen: now.UnixNano(), via: via, auth: authenticated}
+		*old = e
 	}
 	l.mu.Unlock()
 	switch ev.Kind {

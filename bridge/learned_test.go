@@ -39,6 +39,14 @@ func TestLearnedDevicesLearnMoveSee(t *testing.T) {
 	if _, ok := l.lookup("dev-2"); ok {
 		t.Fatal("a device never seen is known")
 	}
+	// A known device's request costs no allocation (and so keeps nothing
+	// of the request's datagram).
+	quiet := newLearnedDevices(10, nil, nil)
+	quiet.learn("dev-1", a1, ep, ViaUDP, false, t0)
+	name := string([]byte("dev-1"))
+	if n := testing.AllocsPerRun(100, func() { quiet.learn(name, a2, ep, ViaUDP, false, t0) }); n != 0 {
+		t.Errorf("learning a known device allocates %v times", n)
+	}
 }
 
 // TestLearnedDevicesAuthenticatedNotMovedByClaim: a device learned over
