@@ -150,6 +150,7 @@ type Bridge struct {
 
 	mqtt      *mqttLink // the MQTT client, made by Run
 	devices   *deviceClients
+	learned   *learnedDevices
 	outs      *outputs
 	resources *resources
 	commands  *commands
@@ -214,7 +215,13 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	}
 	b.set.Store(set)
 	limit := maxPayload(cfg.MQTT)
+	logLearn := learnLogger(logger)
+	b.learned = newLearnedDevices(cfg.Devices.MaxLearned, reg, func(ev LearnEvent) {
+		logLearn(ev)
+		b.onLearn(ev)
+	})
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
+	b.devices.learned = b.learned
 	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
 	if b.resources, err = newResources(&b.set, b.subs, b.metrics, logger, opts, limit, cfg.CoAP.Limits); err != nil {
 		return nil, err
@@ -224,6 +231,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	// are sent.
 	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
+	b.coap.learned = b.learned
 	b.coap.rateLimit(cfg.CoAP)
 	b.coap.limits(cfg.CoAP, limit)
 	b.http = newHTTPSide(reg, b.live, b.health.notReady)
@@ -488,7 +496,7 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 // applyWatches applies the watch part of d (observations and polls) and
 // logs what changed.
 func (b *Bridge) applyWatches(ctx context.Context, d rules.Diff, new *rules.Set) {
-	wa, wr, wc, wk := b.watches.apply(ctx, new.Watches())
+	wa, wr, wc, wk := b.watches.apply(ctx, b.learnedWatches(new))
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
 		b.log.Info("rules applied",

@@ -24,6 +24,7 @@ type ingress struct {
 	out         *outputs
 	res         *resources
 	seen        func(device string) // a device pushed: its waiting commands go out
+	learned     *learnedDevices     // where devices speak from; nil: not recorded
 	metrics     *metrics
 	log         *slog.Logger
 	retryMaxAge uint32 // Max-Age sent with 5.03 (Options.RetryMaxAge)
@@ -197,11 +198,31 @@ func (in *ingress) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
 		}
 		return
 	}
+	if dev, ok := caps.Get("device"); ok {
+		in.learn(r, dev, identity, received)
+	}
 	if route.Ingress != nil {
 		in.serveIngress(w, r, route.Ingress, caps, identity, received)
 		return
 	}
 	in.res.serve(w, r, route.Resource, caps)
+}
+
+// learn records where device dev spoke from: its request passed the
+// rule's identity check, so a request refused there never moves a device.
+func (in *ingress) learn(r *coapside.Request, dev, identity string, at time.Time) {
+	if in.learned == nil {
+		return
+	}
+	addr, ok := addrPort(r.Peer)
+	if !ok {
+		return
+	}
+	via := ViaUDP
+	if _, secure := r.Conn().(coapside.PeerIdentityProvider); secure {
+		via = ViaDTLS
+	}
+	in.learned.learn(dev, addr, r.Endpoint(), via, identity != "" && identity == dev, at)
 }
 
 // serveIngress publishes a device's push. The device hears 2.04 Changed

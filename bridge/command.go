@@ -283,12 +283,9 @@ func (c *commands) worker() {
 	}
 }
 
-func deviceName(t rules.Target) string {
-	if t.Device == nil {
-		return ""
-	}
-	return t.Device.Name
-}
+// deviceName is the device a target names: a [[device]] or a learned
+// one; "" for a literal address.
+func deviceName(t rules.Target) string { return t.Name }
 
 // execute sends one command and publishes its outcome.
 func (c *commands) execute(cmd *command) {
@@ -303,7 +300,7 @@ func (c *commands) execute(cmd *command) {
 	res.URL = req.URL.String()
 	ctx, cancel := context.WithTimeout(c.ctx, rule.Timeout)
 	start := time.Now()
-	resp, err := c.devices.doFor(ctx, cmd.target.Device, cmd.target.Secure, req)
+	resp, err := c.devices.doTarget(ctx, cmd.target, req)
 	cancel()
 	res.RTTMillis = float64(time.Since(start).Microseconds()) / 1000
 	name := deviceName(cmd.target)
@@ -324,6 +321,10 @@ func (c *commands) execute(cmd *command) {
 	case c.ctx.Err() != nil:
 		res.Status, res.Error = "error", "bridge shutting down during the exchange"
 		c.abandon(cmd, res)
+	case errors.Is(err, rules.ErrUnknownDevice):
+		// A device without url that never spoke to the bridge.
+		res.Status, res.Error = "error", err.Error()
+		c.finish(cmd, res, reasonUnknownDevice)
 	default:
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonCoAP)

@@ -158,14 +158,13 @@ func (c *commands) probe(ctx context.Context, name string) {
 	defer c.wg.Done()
 	bo := backoff{min: c.opts.ProbeMin, max: max(c.opts.ProbeMax, c.opts.ProbeMin)}
 	for sleep(ctx, bo.next()) {
-		dev, ok := c.set.Load().Device(name)
-		if !ok {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		alive, known := c.devices.pingDevice(pctx, c.set.Load(), name)
+		cancel()
+		if !known {
 			c.forget(name)
 			return
 		}
-		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		alive := c.devices.Ping(pctx, dev.Secure, dev.Host)
-		cancel()
 		if alive {
 			c.markOnline(name)
 			return

@@ -24,6 +24,8 @@ type Config struct {
 	MQTT  MQTTConfig `mapstructure:"mqtt"`
 	HTTP  HTTPConfig `mapstructure:"http"`
 	Log   LogConfig  `mapstructure:"log"`
+	// Devices configures devices learned from their own requests.
+	Devices DevicesConfig `mapstructure:"devices"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -162,6 +164,15 @@ func (l LimitsConfig) validate(add func(key, format string, args ...any)) {
 	if l.DTLSHandshakesPerSource >= 0 && l.DTLSHandshakes >= 0 {
 		perSource("dtls_handshakes_per_source", d.DTLSHandshakesPerSource, d.DTLSHandshakes, "dtls_handshakes")
 	}
+}
+
+// DevicesConfig configures the devices the bridge learns from their
+// requests (devices behind NAT, reached where they last spoke from).
+type DevicesConfig struct {
+	// MaxLearned bounds the learned devices; once reached, new names are
+	// not learned (counted in bridge_learned_refused_total). 0 means
+	// DefaultMaxLearned.
+	MaxLearned int `mapstructure:"max_learned"`
 }
 
 // DTLSConfig configures the coaps listener.
@@ -317,6 +328,9 @@ func (c *Config) Validate() error {
 		add("coap.rate_burst", "must not be negative (0 means rate_limit), got %d", c.CoAP.RateBurst)
 	}
 	c.CoAP.Limits.validate(add)
+	if c.Devices.MaxLearned < 0 {
+		add("devices.max_learned", "must not be negative (0 means %d), got %d", DefaultMaxLearned, c.Devices.MaxLearned)
+	}
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)

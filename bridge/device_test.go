@@ -4,9 +4,11 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // fakeDevice is a CoAP server standing in for a device.
@@ -25,6 +27,7 @@ type recorded struct {
 	path    string
 	payload string
 	cf      int
+	from    net.Addr // where the request came from
 }
 
 func startDevice(t *testing.T, addr string) *fakeDevice {
@@ -38,7 +41,7 @@ func startDevice(t *testing.T, addr string) *fakeDevice {
 	}
 	d := &fakeDevice{addr: conn.LocalAddr(), mux: coapside.NewServeMux(), got: make(chan recorded, 100)}
 	d.srv = &coapside.Server{Handler: coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		rec := recorded{method: r.Method, path: r.Path(), payload: string(r.Payload), cf: -1}
+		rec := recorded{method: r.Method, path: r.Path(), payload: string(r.Payload), cf: -1, from: r.Peer}
 		if cf, ok := r.Options.ContentFormat(); ok {
 			rec.cf = int(cf)
 		}
@@ -54,6 +57,18 @@ func startDevice(t *testing.T, addr string) *fakeDevice {
 	go d.srv.Serve(conn)
 	t.Cleanup(func() { d.srv.Close() })
 	return d
+}
+
+// pusher returns a client that sends from the device's own socket, as a
+// device behind NAT does: what it sends opens the path back to it.
+func (d *fakeDevice) pusher(t *testing.T) *coapside.Client {
+	t.Helper()
+	testkit.Eventually(t, 5*time.Second, "device serving", func() bool { return len(d.srv.Endpoints()) == 1 })
+	c, err := coapside.NewClient(coapside.ClientOptions{Endpoint: d.srv.Endpoints()[0], Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func (d *fakeDevice) count() int {

@@ -37,6 +37,10 @@ type deviceClients struct {
 	// without resolving every device's host again.
 	peers map[string]string
 
+	// learned holds the devices reached where they last spoke from
+	// (doTarget); nil: none.
+	learned *learnedDevices
+
 	// lookup resolves a host name to its addresses, best first: every
 	// address the bridge sends to a device is resolved by it (resolve).
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -193,6 +197,16 @@ func (d *deviceClients) doFor(ctx context.Context, dev *rules.Device, secure boo
 // credentials, so a refused handshake is reported as such rather than as
 // a request timeout.
 func (d *deviceClients) prepare(ctx context.Context, dev *rules.Device, secure bool, req *coapside.Request) (*coapside.Client, error) {
+	if dev != nil && dev.Host == "" {
+		// A device without url: where it last spoke from, over either
+		// transport (observe and poll rules name no scheme).
+		c, addr, err := d.learnedClient(dev.Name, 0)
+		if err != nil {
+			return nil, err
+		}
+		req.Peer = addr
+		return c, nil
+	}
 	c, err := d.client(secure)
 	if err != nil {
 		return nil, err

@@ -35,7 +35,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			if ctx.Err() != nil {
 				return
 			}
-			wt.countError(g, reasonCoAP)
+			wt.countError(g, reasonOf(err))
 			flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return

@@ -130,9 +130,12 @@ type watcher struct {
 
 	mu      sync.Mutex
 	running map[string]*watchRun
-	wg      sync.WaitGroup
-	active  int  // observations established now
-	closed  bool // Shutdown called: start no more watches
+	// learnedKeys indexes the running groups of devices without url by
+	// device name (see restartLearned); stale keys are dropped lazily.
+	learnedKeys map[string]map[string]struct{}
+	wg          sync.WaitGroup
+	active      int  // observations established now
+	closed      bool // Shutdown called: start no more watches
 }
 
 type watchRun struct {
@@ -147,7 +150,7 @@ func newWatcher(devices *deviceClients, out *outputs, seen func(string), m *metr
 	return &watcher{
 		devices: devices, out: out, seen: seen, metrics: m, log: log, opts: opts,
 		ctx: ctx, cancel: cancel, drain: drain, endDrain: endDrain,
-		running: map[string]*watchRun{},
+		running: map[string]*watchRun{}, learnedKeys: map[string]map[string]struct{}{},
 	}
 }
 
@@ -224,6 +227,9 @@ func (wt *watcher) startLocked(key string, g *watchGroup) {
 	ctx, cancel := context.WithCancel(wt.ctx)
 	run := &watchRun{g: g, cancel: cancel, done: make(chan struct{})}
 	wt.running[key] = run
+	if g.device.Host == "" {
+		wt.indexLearnedLocked(g.device.Name, key)
+	}
 	wt.wg.Add(1)
 	go func() {
 		defer wt.wg.Done()
@@ -340,6 +346,9 @@ func deviceRequest(d *rules.Device, path string) (*coapside.Request, error) {
 func reasonOf(err error) string {
 	if errors.Is(err, coapside.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		return reasonTimeout
+	}
+	if errors.Is(err, rules.ErrUnknownDevice) {
+		return reasonUnknownDevice // a device without url not learned yet
 	}
 	return reasonCoAP
 }

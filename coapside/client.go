@@ -16,8 +16,16 @@ type ClientOptions struct {
 	// Conn is the transport (for example a DTLS PacketConn); nil opens a UDP
 	// socket on LocalAddr. The client owns it either way.
 	Conn net.PacketConn
-	// LocalAddr is the local UDP address when Conn is nil (":0").
+	// LocalAddr is the local UDP address when Conn and Endpoint are nil
+	// (":0").
 	LocalAddr string
+	// Endpoint, when set, is an existing message layer to send on instead
+	// of a socket of the client's own: a Server's endpoint (see
+	// Request.Endpoint), so a request to a device behind NAT leaves from
+	// the address the device has been talking to. Responses are matched by
+	// token there like any other. The client does not own it: Close leaves
+	// it open, and EndpointOptions, Conn and LocalAddr are not used.
+	Endpoint *Endpoint
 	// Timeout bounds a request whose context has no deadline; default
 	// MAX_TRANSMIT_WAIT (93 s with default parameters).
 	Timeout time.Duration
@@ -29,6 +37,7 @@ type ClientOptions struct {
 // concurrent use by many goroutines.
 type Client struct {
 	ep      *Endpoint
+	shared  bool // ep belongs to someone else (ClientOptions.Endpoint)
 	timeout time.Duration
 	bw      clientBlockwise
 }
@@ -48,6 +57,9 @@ type Response struct {
 // NewClient opens the client's socket (or adopts opts.Conn) and starts its
 // message layer. Close releases it.
 func NewClient(opts ClientOptions) (*Client, error) {
+	if ep := opts.Endpoint; ep != nil {
+		return newClientOn(ep, opts, true)
+	}
 	conn := opts.Conn
 	if conn == nil {
 		laddr := opts.LocalAddr
@@ -60,24 +72,38 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		}
 		conn = c
 	}
-	ep := newEndpoint(conn, opts.EndpointOptions, nil)
+	return newClientOn(newEndpoint(conn, opts.EndpointOptions, nil), opts, false)
+}
+
+// newClientOn builds a client sending on ep; a client that owns ep closes
+// it when it cannot be built.
+func newClientOn(ep *Endpoint, opts ClientOptions, shared bool) (*Client, error) {
 	t := opts.Timeout
 	if t <= 0 {
 		t = ep.p.maxTransmitWait
 	}
 	bw, err := newClientBlockwise(opts.Blockwise, ep.p.MaxMessageSize)
 	if err != nil {
-		_ = ep.Close()
+		if !shared {
+			_ = ep.Close()
+		}
 		return nil, err
 	}
-	return &Client{ep: ep, timeout: t, bw: bw}, nil
+	return &Client{ep: ep, shared: shared, timeout: t, bw: bw}, nil
 }
 
 // Endpoint returns the client's message layer (for Observe and block-wise).
 func (c *Client) Endpoint() *Endpoint { return c.ep }
 
-// Close stops the client and closes its socket; pending requests fail with ErrClosed.
-func (c *Client) Close() error { return c.ep.Close() }
+// Close stops the client and closes its socket; pending requests fail with
+// ErrClosed. A client on a shared Endpoint (ClientOptions.Endpoint) leaves
+// it open: its owner closes it.
+func (c *Client) Close() error {
+	if c.shared {
+		return nil
+	}
+	return c.ep.Close()
+}
 
 // RequestOption adjusts a request built by Get, Post, Put or Delete.
 type RequestOption func(*Request)

@@ -128,6 +128,9 @@ url          = "coaps://10.0.0.2"
 psk_identity = "lock"
 psk          = "hex:0011"
 
+[[device]]
+name = "roamer"
+
 [[command]]
 name   = "generic"
 filter = "cmd/{device}/{resource...}"
@@ -185,20 +188,25 @@ func TestMatchCommand(t *testing.T) {
 func TestTarget(t *testing.T) {
 	s := mustLoad(t, commandRules)
 	tests := []struct {
-		topic  string
-		host   string
-		secure bool
-		device string
-		path   string
-		err    error
+		topic   string
+		host    string
+		secure  bool
+		device  string
+		path    string
+		learned string // the device name the bridge looks up where it learned it
+		err     error
 	}{
-		{"cmd/gh1/led/red", "10.0.0.1:5690", false, "gh1", "led/red", nil},
-		{"cmd/lock/state", "10.0.0.2:5684", true, "lock", "state", nil},
-		{"cmd/evil.example/x", "", false, "", "", ErrUnknownDevice},
-		{"cmd//x", "", false, "", "", ErrEscape},
-		{"cmd/gh1/a/../b", "", false, "", "", ErrEscape},
-		{"anything", "192.0.2.1:5683", false, "", "log", nil},
-		{"$SYS/load", "[2001:db8::1]:5683", false, "", "sys/load", nil},
+		{"cmd/gh1/led/red", "10.0.0.1:5690", false, "gh1", "led/red", "", nil},
+		{"cmd/lock/state", "10.0.0.2:5684", true, "lock", "state", "", nil},
+		// A name that is no [[device]] is a device the bridge may have
+		// learned; never an address.
+		{"cmd/evil.example/x", "", false, "", "x", "evil.example", nil},
+		// A [[device]] without url is reached where it was learned.
+		{"cmd/roamer/led", "", false, "roamer", "led", "roamer", nil},
+		{"cmd//x", "", false, "", "", "", ErrEscape},
+		{"cmd/gh1/a/../b", "", false, "", "", "", ErrEscape},
+		{"anything", "192.0.2.1:5683", false, "", "log", "", nil},
+		{"$SYS/load", "[2001:db8::1]:5683", false, "", "sys/load", "", nil},
 	}
 	for _, tc := range tests {
 		c, caps, ok := s.MatchCommand(tc.topic, nil)
@@ -216,8 +224,15 @@ func TestTarget(t *testing.T) {
 		if tg.Device != nil {
 			dev = tg.Device.Name
 		}
-		if err != nil || tg.Host != tc.host || tg.Secure != tc.secure || dev != tc.device || strings.Join(tg.Path, "/") != tc.path {
+		learned := ""
+		if tg.Learned {
+			learned = tg.Name
+		}
+		if err != nil || tg.Host != tc.host || tg.Secure != tc.secure || dev != tc.device || strings.Join(tg.Path, "/") != tc.path || learned != tc.learned {
 			t.Errorf("%q: target %+v, %v", tc.topic, tg, err)
+		}
+		if tg.Learned && tg.Options.Has(message.URIHost) {
+			t.Errorf("%q: a learned device's request carries Uri-Host: %v", tc.topic, tg.Options)
 		}
 	}
 }

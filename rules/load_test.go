@@ -19,8 +19,11 @@ func TestGoodFilesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("good files do not load:\n%v", err)
 	}
-	if got := len(s.Devices); got != 3 {
-		t.Errorf("devices = %d, want 3", got)
+	if got := len(s.Devices); got != 4 {
+		t.Errorf("devices = %d, want 4", got)
+	}
+	if d, ok := s.Device("tracker-9"); !ok || d.URL != "" || d.Host != "" {
+		t.Errorf("device without url: %+v, %v", d, ok)
 	}
 	d, ok := s.Device("meter-2")
 	if !ok {

@@ -56,7 +56,9 @@ func (x *dec) device() *Device {
 		x.d.addf(x.pos(line), "device name %q: use letters, digits, '.', '_' or '-'", clip(name))
 	}
 	r.Name = name
-	if u, line, ok := x.str("url", true); ok {
+	// Without a url the device is reached where it last spoke from (a
+	// learned device): the bridge's own CoAP port, the path its NAT opened.
+	if u, line, ok := x.str("url", false); ok {
 		r.URL = u
 		a, err := parseDeviceURL(u)
 		if err != nil {
@@ -88,6 +90,8 @@ func (x *dec) device() *Device {
 	psk := has("psk_identity") || has("psk")
 	cert := has("cert_file") || has("key_file") || has("ca_file") || has("pins")
 	switch {
+	case !has("url") && (psk || cert):
+		x.d.addf(x.e.pos, "%s: credentials need a coaps:// url (a device without url is reached where it last spoke from)", x.what())
 	case r.URL == "" || r.Host == "":
 	case !r.Secure && (psk || cert):
 		x.d.addf(x.e.pos, "%s: credentials need a coaps:// url", x.what())

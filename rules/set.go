@@ -111,10 +111,11 @@ func (s *Set) MatchCommand(topic string, dst Captures) (*Command, Captures, bool
 }
 
 // Target renders a command's destination: its address and request options.
-// A host capture must name a registered device (ErrUnknownDevice): an MQTT
-// publisher can pick among devices, never an arbitrary address. A device's
-// own url decides scheme and address. A path segment longer than a CoAP
-// option allows fails with uri.ErrInvalidURL.
+// A host capture names a device: a [[device]], whose own url decides scheme
+// and address, or else a device the bridge may have learned (Learned, the
+// rule's scheme): an MQTT publisher can pick among devices, never an
+// arbitrary address. A [[device]] without url is Learned too. A path
+// segment longer than a CoAP option allows fails with uri.ErrInvalidURL.
 func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 	u := c.URL
 	path, err := u.path.RenderSegments(caps)
@@ -131,15 +132,18 @@ func (s *Set) Target(c *Command, caps Captures) (Target, error) {
 		if err := CheckSegment(v); err != nil {
 			return Target{}, fmt.Errorf("{%s}: %w", u.hostCapture, err)
 		}
-		if _, ok := s.devices[v]; !ok {
-			return Target{}, fmt.Errorf("%w: %q", ErrUnknownDevice, v)
-		}
 		name = v
 	}
 	var host message.Options
-	if d, ok := s.devices[name]; ok {
-		t.Device, t.Secure, t.Host, host = d, d.Secure, d.Host, d.Options
-	} else {
+	d, ok := s.devices[name]
+	switch {
+	case ok && d.Host != "":
+		t.Device, t.Name, t.Secure, t.Host, host = d, d.Name, d.Secure, d.Host, d.Options
+	case ok:
+		t.Device, t.Name, t.Learned = d, d.Name, true
+	case u.hostCapture != "":
+		t.Name, t.Learned = name, true
+	default:
 		t.Host, host = u.authority.Addr(), u.authority.Options()
 	}
 	// A copy: the device's options are shared by every command to it.
@@ -209,32 +213,88 @@ func (w Watch) Captures() Captures {
 	return Captures{{Name: "device", Value: w.Device.Name}, {Name: "path", Value: strings.TrimPrefix(w.Path, "/")}}
 }
 
+// AllDevices in an observe or poll rule's devices ("*") stands for every
+// device the bridge learns, as it learns it (see LearnedWatches).
+const AllDevices = "*"
+
 // Watches lists every device resource observed or polled, and one watch per
-// device of each observe rule using discover.
+// device of each observe rule using discover. A [[device]] without url is
+// listed too: the bridge reaches it once it has learned where it is.
+// Devices covered by AllDevices are not: see LearnedWatches.
 func (s *Set) Watches() []Watch {
 	var out []Watch
 	for _, o := range s.Observe {
 		for _, dn := range o.Devices {
-			d, ok := s.devices[dn]
-			if !ok {
-				continue
-			}
-			if o.Discover != "" {
-				out = append(out, Watch{Device: d, Observe: o})
-			}
-			for _, p := range o.Paths {
-				out = append(out, Watch{Device: d, Path: p, Observe: o})
+			if d, ok := s.devices[dn]; ok {
+				out = appendObserveWatches(out, o, d)
 			}
 		}
 	}
 	for _, o := range s.Poll {
 		for _, dn := range o.Devices {
-			for _, p := range o.Paths {
-				if d, ok := s.devices[dn]; ok {
-					out = append(out, Watch{Device: d, Path: p, Poll: o})
-				}
+			if d, ok := s.devices[dn]; ok {
+				out = appendPollWatches(out, o, d)
 			}
 		}
+	}
+	return out
+}
+
+// LearnedWatches lists the watches of the rules with devices = ["*"] for
+// the learned device name: its [[device]] entry when it has one, else a
+// device without url (reached where it was learned).
+func (s *Set) LearnedWatches(name string) []Watch {
+	var d *Device
+	var out []Watch
+	dev := func() *Device {
+		if d == nil {
+			if d = s.devices[name]; d == nil {
+				d = &Device{Name: name}
+			}
+		}
+		return d
+	}
+	for _, o := range s.Observe {
+		if slices.Equal(o.Devices, []string{AllDevices}) {
+			out = appendObserveWatches(out, o, dev())
+		}
+	}
+	for _, o := range s.Poll {
+		if slices.Equal(o.Devices, []string{AllDevices}) {
+			out = appendPollWatches(out, o, dev())
+		}
+	}
+	return out
+}
+
+// HasLearnedWatches reports whether a rule has devices = ["*"].
+func (s *Set) HasLearnedWatches() bool {
+	for _, o := range s.Observe {
+		if slices.Equal(o.Devices, []string{AllDevices}) {
+			return true
+		}
+	}
+	for _, o := range s.Poll {
+		if slices.Equal(o.Devices, []string{AllDevices}) {
+			return true
+		}
+	}
+	return false
+}
+
+func appendObserveWatches(out []Watch, o *Observe, d *Device) []Watch {
+	if o.Discover != "" {
+		out = append(out, Watch{Device: d, Observe: o})
+	}
+	for _, p := range o.Paths {
+		out = append(out, Watch{Device: d, Path: p, Observe: o})
+	}
+	return out
+}
+
+func appendPollWatches(out []Watch, o *Poll, d *Device) []Watch {
+	for _, p := range o.Paths {
+		out = append(out, Watch{Device: d, Path: p, Poll: o})
 	}
 	return out
 }

@@ -131,9 +131,16 @@ type Target struct {
 	// Device is the registry entry when the host names a device; its
 	// address, scheme and credentials apply.
 	Device *Device
+	// Name is the device the host names: a [[device]] (Device set) or,
+	// from a host capture, any name ("" for a literal address).
+	Name string
+	// Learned: the rules hold no address for Name (a device without url,
+	// or a name that is no [[device]]); the bridge sends to where the
+	// device last spoke from, or fails when it never did.
+	Learned bool
 	// Secure is true for coaps.
 	Secure bool
-	// Host is host:port.
+	// Host is host:port; "" when Learned.
 	Host string
 	// Path holds the Uri-Path option values (RFC 7252 §6.4).
 	Path []string
@@ -149,9 +156,13 @@ func (t Target) URL() *url.URL {
 	for i, p := range t.Path {
 		escaped[i] = url.PathEscape(p)
 	}
+	host := t.Host
+	if t.Learned {
+		host = t.Name
+	}
 	return &url.URL{
 		Scheme:  uri.SchemeName(t.Secure),
-		Host:    t.Host,
+		Host:    host,
 		Path:    "/" + strings.Join(t.Path, "/"),
 		RawPath: "/" + strings.Join(escaped, "/"),
 	}

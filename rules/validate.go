@@ -84,7 +84,11 @@ func deviceNames(s *Set) []string {
 func checkDevices(s *Set, d *diags) {
 	check := func(kind Kind, name string, pos Pos, devs []string) {
 		for _, dn := range devs {
-			if _, ok := s.devices[dn]; !ok {
+			switch _, ok := s.devices[dn]; {
+			case dn == AllDevices && len(devs) > 1:
+				d.addf(pos, "%s: devices = [\"*\"] means every device; list no other with it", ruleName(kind, name))
+			case dn == AllDevices:
+			case !ok:
 				d.addf(pos, "%s: unknown device %q%s", ruleName(kind, name), dn, suggest(dn, deviceNames(s)))
 			}
 		}
@@ -110,7 +114,7 @@ func checkDevices(s *Set, d *diags) {
 		}
 		dev, ok := s.devices[host]
 		switch {
-		case ok && dev.Secure != c.URL.secure:
+		case ok && dev.URL != "" && dev.Secure != c.URL.secure:
 			d.addf(c.Pos, "%s: url %q uses a different scheme than device %q (%s)", what, c.URL, dev.Name, dev.URL)
 		case !ok && net.ParseIP(strings.Trim(host, "[]")) == nil && !strings.Contains(host, ".") && host != "localhost":
 			// A bare single-label name is almost always a device name.

@@ -36,6 +36,13 @@ type LossyConfig struct {
 	Seed uint64
 	// ToTarget impairs client -> target, FromTarget target -> client.
 	ToTarget, FromTarget Impairment
+	// IdleTimeout, when set, makes the proxy behave like a NAT's UDP
+	// bindings: a client's socket towards the target (its binding) is
+	// closed once the client has sent nothing for this long, so the
+	// target cannot reach the client until it sends again, from a new
+	// port. Only client -> target traffic keeps a binding, as with
+	// carrier NAT.
+	IdleTimeout time.Duration
 }
 
 // LossyCounts counts what a LossyProxy did to the datagrams going one way.
@@ -50,16 +57,22 @@ type LossyCounts struct {
 // LossyProxy is a UDP proxy for tests that loses, duplicates, delays and
 // reorders datagrams between clients and one target. Each client address
 // gets its own socket towards the target, so the target sees one peer per
-// client and answers reach the client that asked.
+// client and answers reach the client that asked. That makes it a NAT as
+// well (see StartNAT): each client's source port is rewritten, only the
+// target can answer through a binding, bindings expire when idle
+// (IdleTimeout) and Rebind moves a client to a new port. Loopback only.
 type LossyProxy struct {
 	conn   *net.UDPConn
 	target *net.UDPAddr
 	to     *line
 	from   *line
+	idle   time.Duration
 
 	mu       sync.Mutex
-	sessions map[string]*net.UDPConn // client address -> socket towards target
+	sessions map[string]*session // client address -> its binding
 	closed   bool
+	expired  atomic.Uint64
+	stopIdle chan struct{}
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -81,6 +94,9 @@ func NewLossyProxy(cfg LossyConfig) (*LossyProxy, error) {
 	if cfg.Target == nil {
 		return nil, errors.New("lossy proxy: no target")
 	}
+	if !cfg.Target.IP.IsLoopback() {
+		return nil, fmt.Errorf("lossy proxy: target %v is not a loopback address", cfg.Target)
+	}
 	listen := cfg.Listen
 	if listen == "" {
 		listen = "127.0.0.1:0"
@@ -88,6 +104,9 @@ func NewLossyProxy(cfg LossyConfig) (*LossyProxy, error) {
 	la, err := net.ResolveUDPAddr("udp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("lossy proxy: %w", err)
+	}
+	if !la.IP.IsLoopback() {
+		return nil, fmt.Errorf("lossy proxy: listen address %q is not a loopback address", listen)
 	}
 	conn, err := net.ListenUDP("udp", la)
 	if err != nil {
@@ -98,13 +117,25 @@ func NewLossyProxy(cfg LossyConfig) (*LossyProxy, error) {
 		target:   cfg.Target,
 		to:       newLine(cfg.ToTarget, cfg.Seed, 1),
 		from:     newLine(cfg.FromTarget, cfg.Seed, 2),
-		sessions: map[string]*net.UDPConn{},
+		idle:     cfg.IdleTimeout,
+		sessions: map[string]*session{},
+		stopIdle: make(chan struct{}),
 	}
 	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.to.run() }()
 	go func() { defer p.wg.Done(); p.from.run() }()
 	go func() { defer p.wg.Done(); p.readClients() }()
+	if p.idle > 0 {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.expireIdle() }()
+	}
 	return p, nil
+}
+
+// session is one client's binding: its socket towards the target.
+type session struct {
+	up      *net.UDPConn
+	lastOut atomic.Int64 // unix ns of the client's latest datagram
 }
 
 // Addr is the address clients send to.
@@ -122,9 +153,10 @@ func (p *LossyProxy) Close() error {
 		p.mu.Lock()
 		p.closed = true
 		for _, s := range p.sessions {
-			s.Close()
+			s.up.Close()
 		}
 		p.mu.Unlock()
+		close(p.stopIdle)
 		p.conn.Close()
 		p.to.stop()
 		p.from.stop()
@@ -156,7 +188,8 @@ func (p *LossyProxy) readClients() {
 }
 
 // session returns the socket towards the target for client, opening it and
-// its reader on first use; net.ErrClosed once the proxy is closing.
+// its reader on first use; net.ErrClosed once the proxy is closing. Each
+// call counts as the client sending (it keeps the binding).
 func (p *LossyProxy) session(client *net.UDPAddr) (*net.UDPConn, error) {
 	key := client.String()
 	p.mu.Lock()
@@ -164,14 +197,25 @@ func (p *LossyProxy) session(client *net.UDPAddr) (*net.UDPConn, error) {
 	if p.closed {
 		return nil, net.ErrClosed
 	}
-	if up := p.sessions[key]; up != nil {
-		return up, nil
+	s := p.sessions[key]
+	if s == nil {
+		var err error
+		if s, err = p.openLocked(client); err != nil {
+			return nil, err
+		}
+		p.sessions[key] = s
 	}
+	s.lastOut.Store(time.Now().UnixNano())
+	return s.up, nil
+}
+
+// openLocked opens a binding for client: a socket towards the target and
+// its reader, which hands what the target sends to the client.
+func (p *LossyProxy) openLocked(client *net.UDPAddr) (*session, error) {
 	up, err := net.DialUDP("udp", nil, p.target)
 	if err != nil {
 		return nil, fmt.Errorf("lossy proxy: %w", err)
 	}
-	p.sessions[key] = up
 	back := *client
 	p.wg.Add(1)
 	go func() {
@@ -188,7 +232,68 @@ func (p *LossyProxy) session(client *net.UDPAddr) (*net.UDPConn, error) {
 			p.from.submit(buf[:n], func(b []byte) { _, _ = p.conn.WriteToUDP(b, &back) })
 		}
 	}()
-	return up, nil
+	return &session{up: up}, nil
+}
+
+// External returns the address the target sees client at (its binding),
+// or nil when the client has none (never sent, or expired).
+func (p *LossyProxy) External(client *net.UDPAddr) *net.UDPAddr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.sessions[client.String()]; s != nil {
+		return s.up.LocalAddr().(*net.UDPAddr)
+	}
+	return nil
+}
+
+// Rebind gives client a new binding at once, as a NAT that reassigns a
+// port: the old port closes (what the target sends there is lost) and the
+// client's next datagram reaches the target from the new one, which it
+// returns. The new port is opened before the old one closes, so they
+// differ.
+func (p *LossyProxy) Rebind(client *net.UDPAddr) (*net.UDPAddr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, net.ErrClosed
+	}
+	s, err := p.openLocked(client)
+	if err != nil {
+		return nil, err
+	}
+	s.lastOut.Store(time.Now().UnixNano())
+	key := client.String()
+	if old := p.sessions[key]; old != nil {
+		old.up.Close()
+	}
+	p.sessions[key] = s
+	return s.up.LocalAddr().(*net.UDPAddr), nil
+}
+
+// Expired counts the bindings closed by IdleTimeout.
+func (p *LossyProxy) Expired() uint64 { return p.expired.Load() }
+
+// expireIdle closes the bindings whose client has been silent for
+// IdleTimeout, checking a few times per IdleTimeout.
+func (p *LossyProxy) expireIdle() {
+	t := time.NewTicker(max(p.idle/8, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stopIdle:
+			return
+		case now := <-t.C:
+			p.mu.Lock()
+			for key, s := range p.sessions {
+				if now.UnixNano()-s.lastOut.Load() >= int64(p.idle) {
+					s.up.Close()
+					delete(p.sessions, key)
+					p.expired.Add(1)
+				}
+			}
+			p.mu.Unlock()
+		}
+	}
 }
 
 // line impairs the datagrams going one way and sends them when due.

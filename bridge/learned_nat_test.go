@@ -1,0 +1,421 @@
+package bridge
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
+)
+
+// learnedRules name no device: devices are learned from their pushes and
+// commanded where they last pushed from.
+const learnedRules = `
+[[device]]
+name = "quiet"                     # no url, never heard from
+
+[[ingress]]
+name    = "up"
+path    = "/up/{device}"
+methods = ["POST"]
+topic   = "up/{device}"
+
+[[command]]
+name           = "down"
+filter         = "cmd/{device}/{resource...}"
+method         = "PUT"
+url            = "coap://{device}/{resource...}"
+response_topic = "replies/{device}/{resource...}"
+timeout        = "2s"
+`
+
+// natDevice is a device behind the test NAT: it pushes and serves from
+// one socket, so a request reaches it only through the binding its
+// pushes opened.
+type natDevice struct {
+	*fakeDevice
+	push *coapside.Client
+	nat  *peer.LossyProxy
+}
+
+func startNATDevice(t *testing.T, nat *peer.LossyProxy) *natDevice {
+	t.Helper()
+	d := startDevice(t, "")
+	d.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	return &natDevice{fakeDevice: d, push: d.pusher(t), nat: nat}
+}
+
+// pushUp posts a reading to the bridge through the NAT.
+func (d *natDevice) pushUp(t *testing.T, name, value string) {
+	t.Helper()
+	resp, err := d.push.Post(t.Context(), "coap://"+d.nat.Addr().String()+"/up/"+name, message.TextPlain, []byte(value))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("push through the NAT: %v %v", resp, err)
+	}
+}
+
+// self is the device's own address, behind the NAT.
+func (d *natDevice) self() *net.UDPAddr { return d.addr.(*net.UDPAddr) }
+
+// nextRequest waits for the device's next request.
+func (d *natDevice) nextRequest(t *testing.T) recorded {
+	t.Helper()
+	select {
+	case r := <-d.got:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("the device got no request")
+		return recorded{}
+	}
+}
+
+// TestLearnedDeviceCommandedThroughNAT: a device with no url pushes
+// through a NAT; a command reaches it through the NAT's binding, from the
+// bridge's own CoAP port; after the NAT rebinds it and it pushes again,
+// commands follow it to the new binding.
+func TestLearnedDeviceCommandedThroughNAT(t *testing.T) {
+	tb := startBridge(t, learnedRules, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	ups := subscribe(t, tb.MQTTAddr(), "up/#", 1)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	dev.pushUp(t, "dev-a", "21.5")
+	ups.waitFor(t, 5*time.Second, "up/dev-a", "21.5")
+	binding := nat.External(dev.self())
+	if ld, ok := tb.learned.lookup("dev-a"); !ok || ld.Addr.String() != binding.String() || ld.Via != ViaUDP {
+		t.Fatalf("learned %+v %v, want the NAT binding %v over udp", ld, ok, binding)
+	}
+
+	sent := time.Now()
+	publish(t, tb.MQTTAddr(), "cmd/dev-a/led", 1, false, "on")
+	got := dev.nextRequest(t)
+	t.Logf("command delivered %v after its MQTT publish", time.Since(sent))
+	if got.method != message.PUT || got.path != "/led" || got.payload != "on" {
+		t.Fatalf("device got %+v", got)
+	}
+	// Through the NAT: the request came to the device from the NAT, so it
+	// left the bridge towards the binding the push opened.
+	if got.from.String() != nat.Addr().String() {
+		t.Fatalf("command came from %v, want the NAT %v", got.from, nat.Addr())
+	}
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" || r.Code != "2.04" || r.Device != "dev-a" {
+		t.Fatalf("result %+v", r)
+	}
+
+	// The NAT gives the device a new port; its next push moves it.
+	moved, err := nat.Rebind(dev.self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.pushUp(t, "dev-a", "21.7")
+	ups.waitFor(t, 5*time.Second, "up/dev-a", "21.7")
+	if ld, _ := tb.learned.lookup("dev-a"); ld.Addr.String() != moved.String() {
+		t.Fatalf("after the rebinding the device is at %v, want %v", ld.Addr, moved)
+	}
+	publish(t, tb.MQTTAddr(), "cmd/dev-a/led", 1, false, "off")
+	if got := dev.nextRequest(t); got.payload != "off" || got.from.String() != nat.Addr().String() {
+		t.Fatalf("after the rebinding the device got %+v", got)
+	}
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("result after the rebinding %+v", r)
+	}
+}
+
+// TestLearnedDeviceUnreachableAfterNATExpiry: once the NAT has dropped a
+// silent device's binding, a command times out with a result that says
+// so; later commands wait and go out right after its next push.
+func TestLearnedDeviceUnreachableAfterNATExpiry(t *testing.T) {
+	tb := startBridge(t, learnedRules, func(_ *Config, o *Options) { o.CommandQueueTTL = time.Minute })
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 500*time.Millisecond)
+	dev := startNATDevice(t, nat)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	dev.pushUp(t, "dev-b", "1")
+	testkit.Eventually(t, 10*time.Second, "NAT binding expired", func() bool { return nat.External(dev.self()) == nil })
+	publish(t, tb.MQTTAddr(), "cmd/dev-b/led", 1, false, "lost")
+	r := decodeResult(t, replies.next(t, 10*time.Second).Payload())
+	if r.Status != "timeout" || r.Device != "dev-b" || !strings.Contains(r.Error, "no response") {
+		t.Fatalf("command behind an expired binding: %+v", r)
+	}
+	if n := dev.count(); n != 0 {
+		t.Fatalf("the device got %d requests through an expired binding", n)
+	}
+
+	publish(t, tb.MQTTAddr(), "cmd/dev-b/led", 1, false, "later")
+	testkit.Eventually(t, 5*time.Second, "command queued", func() bool {
+		return testutil.ToFloat64(tb.metrics.queueDepth) == 1
+	})
+	pushed := time.Now()
+	dev.pushUp(t, "dev-b", "2")
+	if got := dev.nextRequest(t); got.payload != "later" || got.from.String() != nat.Addr().String() {
+		t.Fatalf("after the push the device got %+v", got)
+	}
+	t.Logf("queued command delivered %v after the push", time.Since(pushed))
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("queued command result %+v", r)
+	}
+}
+
+// TestLearnedCommandForDeviceNeverSeen: a command for a device with no url
+// that never spoke gets an error result naming it, counted, at once.
+func TestLearnedCommandForDeviceNeverSeen(t *testing.T) {
+	tb := startBridge(t, learnedRules, nil)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	for i, name := range []string{"ghost", "quiet"} { // no [[device]]; a [[device]] without url
+		publish(t, tb.MQTTAddr(), "cmd/"+name+"/led", 1, false, "on")
+		r := decodeResult(t, replies.next(t, 5*time.Second).Payload())
+		if r.Status != "error" || r.Device != name || !strings.Contains(r.Error, `"`+name+`"`) || !strings.Contains(r.Error, "has not spoken") {
+			t.Fatalf("command for %s: %+v", name, r)
+		}
+		if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("down", reasonUnknownDevice)); got != float64(i+1) {
+			t.Errorf("unknown device errors %v, want %d", got, i+1)
+		}
+	}
+}
+
+// TestLearnedClaimOverPlainUDPDoesNotMoveDevice: a device learned over
+// DTLS with its identity keeps its endpoint when a plain UDP request
+// claims its name: refused 4.01 on a rule that requires identity (as
+// before learning existed), and published but not learned on a rule that
+// does not. A coaps command then still reaches it on its DTLS session.
+func TestLearnedClaimOverPlainUDPDoesNotMoveDevice(t *testing.T) {
+	dir := t.TempDir()
+	pskFile := filepath.Join(dir, "psk.toml")
+	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"dev1\"\nkey = \"secret-1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, secureRules+`
+[[ingress]]
+name    = "open"
+path    = "/open/{device}"
+methods = ["POST"]
+topic   = "open/{device}"
+
+[[command]]
+name           = "secure-down"
+filter         = "scmd/{device}/{resource...}"
+method         = "PUT"
+url            = "coaps://{device}/{resource...}"
+response_topic = "sreplies/{device}/{resource...}"
+timeout        = "2s"
+`, func(c *Config, _ *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+	})
+	ctx := t.Context()
+	dev1 := pskClient(t, "dev1", "secret-1")
+	resp, err := dev1.Post(ctx, "coaps://"+tb.DTLSAddr().String()+"/secure/dev1", message.TextPlain, []byte("ok"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("dev1 over DTLS: %v %v", resp, err)
+	}
+	real, ok := tb.learned.lookup("dev1")
+	if !ok || real.Via != ViaDTLS || !real.Authenticated {
+		t.Fatalf("learned %+v %v, want dev1 over dtls, authenticated", real, ok)
+	}
+
+	thief := newCoAPClient(t)
+	resp, err = thief.Post(ctx, tb.coapURL("/secure/dev1"), message.TextPlain, []byte("mine"))
+	if err != nil || resp.Code != message.Unauthorized {
+		t.Fatalf("plain UDP claim on an identity rule: %v %v, want 4.01", resp, err)
+	}
+	// Refused on identity: not learned either, for a name not yet known.
+	resp, err = thief.Post(ctx, tb.coapURL("/secure/dev9"), message.TextPlain, []byte("mine"))
+	if err != nil || resp.Code != message.Unauthorized {
+		t.Fatalf("plain UDP request on an identity rule: %v %v, want 4.01", resp, err)
+	}
+	if ld, ok := tb.learned.lookup("dev9"); ok {
+		t.Fatalf("a request refused on identity was learned: %+v", ld)
+	}
+	resp, err = thief.Post(ctx, tb.coapURL("/open/dev1"), message.TextPlain, []byte("mine"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("plain UDP on a rule without identity: %v %v, want 2.04", resp, err)
+	}
+	if got, _ := tb.learned.lookup("dev1"); got.Addr != real.Addr || got.Via != ViaDTLS || got.Endpoint != real.Endpoint {
+		t.Fatalf("after plain UDP claims dev1 is at %v over %v, want %v over dtls", got.Addr, got.Via, real.Addr)
+	}
+	if n := testutil.ToFloat64(tb.learned.refused.WithLabelValues("claim")); n != 1 {
+		t.Errorf("refused claims %v, want 1", n)
+	}
+
+	// The command goes over dev1's own session; a client endpoint answers
+	// a request 4.04, which is proof enough that it got there.
+	replies := subscribe(t, tb.MQTTAddr(), "sreplies/#", 1)
+	publish(t, tb.MQTTAddr(), "scmd/dev1/led", 1, false, "on")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" || r.Code != "4.04" {
+		t.Fatalf("coaps command to the learned device: %+v", r)
+	}
+}
+
+// TestLearnedLibcoapClientThroughNAT: libcoap's coap-client pushes
+// through the NAT; the bridge learns the NAT's binding, not the client's
+// own port, and a command while the client still runs reaches libcoap
+// through that binding and comes back with its answer.
+func TestLearnedLibcoapClientThroughNAT(t *testing.T) {
+	client := peer.Require(t, "coap-client-notls")
+	tb := startBridge(t, learnedRules, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	ups := subscribe(t, tb.MQTTAddr(), "up/#", 1)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	port := peer.FreeUDPPort(t)
+	self := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+
+	// -G 8: the push is repeated every second from the same socket, so
+	// the client is there to be reached for a while.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, client, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-G", "8", "-B", "10",
+		"-m", "post", "-e", "7", "coap://"+nat.Addr().String()+"/up/lib-1")
+	var out testkit.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+
+	ups.waitFor(t, 10*time.Second, "up/lib-1", "7")
+	binding := nat.External(self)
+	if binding == nil || binding.Port == port {
+		t.Fatalf("NAT binding of the client: %v (client port %d)", binding, port)
+	}
+	if ld, ok := tb.learned.lookup("lib-1"); !ok || ld.Addr.String() != binding.String() {
+		t.Fatalf("learned %+v %v, want the NAT binding %v", ld, ok, binding)
+	}
+	publish(t, tb.MQTTAddr(), "cmd/lib-1/led", 1, false, "on")
+	// libcoap's client serves no resources: its 4.04 is the proof that
+	// the request got through the binding to it and back.
+	r := decodeResult(t, replies.next(t, 10*time.Second).Payload())
+	if r.Status != "ok" || r.Code != "4.04" || r.Device != "lib-1" {
+		t.Fatalf("command to the libcoap client behind the NAT: %+v (client output: %s)", r, out.String())
+	}
+}
+
+// TestLearnedDevicesObservedAsLearned: with devices = ["*"] the bridge
+// observes every device as it learns it, through the NAT binding its push
+// opened; after the NAT rebinds it and it pushes again, the observation is
+// made again at the new binding and notifications keep coming.
+func TestLearnedDevicesObservedAsLearned(t *testing.T) {
+	tb := startBridge(t, learnedRules+`
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obsCtx, stopObs := context.WithCancel(context.Background())
+	obsDone := make(chan struct{})
+	go func() { obs.Run(obsCtx); close(obsDone) }()
+	t.Cleanup(func() { stopObs(); <-obsDone })
+	var temp atomic.Int64
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})))
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
+
+	temp.Store(20)
+	dev.pushUp(t, "dev-o", "hello")
+	temps.waitFor(t, 10*time.Second, "temp/dev-o", "20")
+	testkit.Eventually(t, 10*time.Second, "observed through the NAT", func() bool { return obs.Observers("/temp") == 1 })
+	temp.Store(21)
+	obs.Notify("/temp")
+	temps.waitFor(t, 5*time.Second, "temp/dev-o", "21")
+
+	if _, err := nat.Rebind(dev.self()); err != nil {
+		t.Fatal(err)
+	}
+	temp.Store(22)
+	dev.pushUp(t, "dev-o", "back")
+	// The observation made again at the new binding answers with the
+	// current value; later notifications follow.
+	temps.waitFor(t, 10*time.Second, "temp/dev-o", "22")
+	for v := int64(23); v <= 25; v++ {
+		temp.Store(v)
+		obs.Notify("/temp")
+		temps.waitFor(t, 5*time.Second, "temp/dev-o", strconv.FormatInt(v, 10))
+	}
+	// The observation at the old binding is given up (its deregistration
+	// goes nowhere): one is left.
+	testkit.Eventually(t, 20*time.Second, "one observation", func() bool {
+		return testutil.ToFloat64(tb.metrics.observations) == 1
+	})
+}
+
+// TestLearnedListedDevicePolledOnceLearned: a [[device]] without url
+// listed in a poll rule is polled as soon as it is learned, here from a
+// GET on a resource rule, through the NAT; until then each poll fails.
+func TestLearnedListedDevicePolledOnceLearned(t *testing.T) {
+	tb := startBridge(t, learnedRules+`
+[[poll]]
+name     = "battery"
+devices  = ["quiet"]
+paths    = ["/battery"]
+interval = "2s"
+topic    = "bat/{device}"
+
+[[resource]]
+name  = "config"
+path  = "/config/{device}"
+topic = "config/{device}"
+`, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	dev.mux.HandleFunc("GET /battery", func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("87")) })
+	bats := subscribe(t, tb.MQTTAddr(), "bat/#", 1)
+	testkit.Eventually(t, 10*time.Second, "poll of a device not learned yet failed", func() bool {
+		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("battery", reasonUnknownDevice)) >= 1
+	})
+
+	resp, err := dev.push.Get(t.Context(), "coap://"+nat.Addr().String()+"/config/quiet")
+	if err != nil || resp.Code.Class() != 2 && resp.Code != message.NotFound {
+		t.Fatalf("GET on the resource rule: %v %v", resp, err)
+	}
+	if ld, ok := tb.learned.lookup("quiet"); !ok || ld.Addr.String() != nat.External(dev.self()).String() {
+		t.Fatalf("a GET on a resource rule did not learn the device: %+v %v", ld, ok)
+	}
+	bats.waitFor(t, 10*time.Second, "bat/quiet", "87")
+	if got := dev.nextRequest(t); got.path != "/battery" || got.from.String() != nat.Addr().String() {
+		t.Fatalf("device got %+v", got)
+	}
+}
+
+// TestLearnedWatchesAddedByReload: a reload that adds a rule with
+// devices = ["*"] starts its watches on the devices learned before it.
+func TestLearnedWatchesAddedByReload(t *testing.T) {
+	tb := startBridge(t, learnedRules, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	dev.mux.HandleFunc("GET /battery", func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("64")) })
+	bats := subscribe(t, tb.MQTTAddr(), "bat/#", 1)
+	dev.pushUp(t, "dev-r", "1")
+
+	tb.writeRules(t, learnedRules+`
+[[poll]]
+name     = "battery"
+devices  = ["*"]
+paths    = ["/battery"]
+interval = "2s"
+topic    = "bat/{device}"
+`)
+	bats.waitFor(t, 15*time.Second, "bat/dev-r", "64")
+	if run := tb.watchRun("poll dev-r /battery"); run == nil {
+		t.Error("no running poll of the learned device")
+	}
+}

@@ -1,0 +1,135 @@
+package bridge
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/coap-mqtt/bridge/coapside"
+)
+
+func TestLearnedDevicesLearnMoveSee(t *testing.T) {
+	var events []LearnEvent
+	l := newLearnedDevices(10, prometheus.NewRegistry(), func(ev LearnEvent) { events = append(events, ev) })
+	ep := &coapside.Endpoint{}
+	a1 := netip.MustParseAddrPort("192.0.2.1:40000")
+	a2 := netip.MustParseAddrPort("192.0.2.1:40001")
+	t0 := time.Unix(1000, 0)
+	if k := l.learn("dev-1", a1, ep, ViaUDP, false, t0); k != Learned {
+		t.Fatalf("first request: %v, want Learned", k)
+	}
+	if k := l.learn("dev-1", a1, ep, ViaUDP, false, t0.Add(time.Second)); k != Seen {
+		t.Fatalf("same address: %v, want Seen", k)
+	}
+	if k := l.learn("dev-1", a2, ep, ViaUDP, false, t0.Add(2*time.Second)); k != Moved {
+		t.Fatalf("new address (NAT rebinding): %v, want Moved", k)
+	}
+	d, ok := l.lookup("dev-1")
+	if !ok || d.Addr != a2 || d.Endpoint != ep || d.Via != ViaUDP || !d.LastSeen.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("lookup after the move = %+v %v", d, ok)
+	}
+	if len(events) != 3 || events[2].Kind != Moved || events[2].From != a1 || events[2].Device.Addr != a2 {
+		t.Fatalf("hook events = %+v", events)
+	}
+	if _, ok := l.lookup("dev-2"); ok {
+		t.Fatal("a device never seen is known")
+	}
+	// A known device's request costs no allocation (and so keeps nothing
+	// of the request's datagram).
+	quiet := newLearnedDevices(10, nil, nil)
+	quiet.learn("dev-1", a1, ep, ViaUDP, false, t0)
+	name := string([]byte("dev-1"))
+	if n := testing.AllocsPerRun(100, func() { quiet.learn(name, a2, ep, ViaUDP, false, t0) }); n != 0 {
+		t.Errorf("learning a known device allocates %v times", n)
+	}
+}
+
+// TestLearnedDevicesAuthenticatedNotMovedByClaim: a device learned over
+// DTLS with its identity is not moved by a plain request naming it.
+func TestLearnedDevicesAuthenticatedNotMovedByClaim(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	l := newLearnedDevices(10, reg, nil)
+	ep := &coapside.Endpoint{}
+	real := netip.MustParseAddrPort("192.0.2.1:40000")
+	thief := netip.MustParseAddrPort("198.51.100.9:5683")
+	l.learn("lock", real, ep, ViaDTLS, true, time.Now())
+	if k := l.learn("lock", thief, ep, ViaUDP, false, time.Now()); k != RefusedClaim {
+		t.Fatalf("unauthenticated claim: %v, want RefusedClaim", k)
+	}
+	if d, _ := l.lookup("lock"); d.Addr != real || d.Via != ViaDTLS {
+		t.Fatalf("after a claim the device is at %v over %v, want %v over dtls", d.Addr, d.Via, real)
+	}
+	if n := testutil.ToFloat64(l.refused.WithLabelValues("claim")); n != 1 {
+		t.Errorf("refused claims counted %v, want 1", n)
+	}
+	moved := netip.MustParseAddrPort("192.0.2.1:40002")
+	if k := l.learn("lock", moved, ep, ViaDTLS, true, time.Now()); k != Moved {
+		t.Fatalf("authenticated move: %v, want Moved", k)
+	}
+}
+
+func TestLearnedDevicesBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	l := newLearnedDevices(2, reg, nil)
+	a := netip.MustParseAddrPort("192.0.2.1:1")
+	l.learn("a", a, nil, ViaUDP, false, time.Now())
+	l.learn("b", a, nil, ViaUDP, false, time.Now())
+	if k := l.learn("c", a, nil, ViaUDP, false, time.Now()); k != RefusedFull {
+		t.Fatalf("third device in a registry of two: %v, want RefusedFull", k)
+	}
+	if _, ok := l.lookup("c"); ok {
+		t.Fatal("a refused device was recorded")
+	}
+	// Known devices still move while the registry is full.
+	b2 := netip.MustParseAddrPort("192.0.2.1:2")
+	if k := l.learn("b", b2, nil, ViaUDP, false, time.Now()); k != Moved {
+		t.Fatalf("known device in a full registry: %v, want Moved", k)
+	}
+	if n := testutil.ToFloat64(l.refused.WithLabelValues("full")); n != 1 {
+		t.Errorf("refused (full) counted %v, want 1", n)
+	}
+	if n, err := testutil.GatherAndCount(reg, "bridge_learned_devices"); err != nil || n != 1 {
+		t.Errorf("bridge_learned_devices: %d series, %v", n, err)
+	}
+}
+
+// TestLearnedMemoryPerDevice measures the heap a learned device costs at
+// 100k devices (names like "field-sensor-012345", IPv4 sources) and
+// checks it stays within a budget that lets a small bridge hold a fleet.
+func TestLearnedMemoryPerDevice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates a 100k-device registry")
+	}
+	const n = 100_000
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("field-sensor-%06d", i)
+	}
+	ep := &coapside.Endpoint{}
+	now := time.Now()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	l := newLearnedDevices(n, nil, nil)
+	for i, name := range names {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(i))
+		l.learn(name, addr, ep, ViaUDP, false, now)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("learned devices: %d, heap %.0f bytes per device (name of %d bytes included)", l.len(), per, len(names[0]))
+	if l.len() != n {
+		t.Fatalf("learned %d devices, want %d", l.len(), n)
+	}
+	if per > 400 {
+		t.Errorf("a learned device costs %.0f bytes of heap, budget 400", per)
+	}
+	runtime.KeepAlive(names)
+	runtime.KeepAlive(l)
+}
