@@ -115,7 +115,8 @@ func TestAmplificationBoundOverEveryPath(t *testing.T) {
 		{"POST to ingress, empty", &message.Message{Type: message.Confirmable, Code: message.POST, MessageID: 9, Token: []byte{1}, Options: message.Options{}.SetPath("/telemetry/d1/t")}, nil},
 		{"unknown critical option (4.02)", ampGet(10, "/config/d1", message.Options{}.Set(9, []byte{1})), nil},
 		{"Block1 out of order (4.08)", &message.Message{Type: message.Confirmable, Code: message.POST, MessageID: 11, Token: []byte{1},
-			Options: message.Options{}.SetPath("/telemetry/d1/t").SetUint(message.Block1, 5<<4|1<<3|0), Payload: []byte("0123456789abcdef")}, nil},
+			Options: message.Options{}.SetPath("/telemetry/d1/t").SetUint(message.Block1, 5<<4|1<<3), // NUM 5, M, SZX 0
+			Payload: []byte("0123456789abcdef")}, nil},
 		{"discovery", ampGet(12, "/.well-known/core", nil), nil},
 		{"discovery, Block2 0 SZX 6", ampGet(13, "/.well-known/core", block2(t, 0, 6)), nil},
 		{"discovery ?rt=config", ampGet(14, "/.well-known/core", message.Options{}.AddString(message.URIQuery, "rt=config")), nil},
