@@ -66,10 +66,10 @@ const (
 // Flatness: the median of the last third of the samples under load may
 // exceed the middle third's by this fraction plus the absolute slack.
 const (
-	soakFlatFraction   = 0.10
+	soakFlatFraction   = 0.05
 	soakFlatRSSKB      = 8 * 1024
 	soakFlatGoroutines = 25
-	soakFlatFDs        = 10
+	soakFlatFDs        = 5
 )
 
 // TestSoak runs the built bridge for BRIDGE_SOAK (e2e/soak.sh) against
@@ -659,6 +659,7 @@ func (s *soak) commandResult(dev int, status, errText string) {
 	c.results++
 	if !ok {
 		c.extras++ // a redelivered command's second result (at least once)
+		s.t.Logf("a second result for sim-%d: %s", dev, status)
 	}
 	c.statuses[status]++
 	c.mu.Unlock()
@@ -741,6 +742,7 @@ type soakSample struct {
 	notes      int64 // device notifications published so far
 	pushes     int   // pushes answered 2.04 so far
 	commands   int   // command results so far
+	skipped    int64 // pushes not offered so far: the device had soakPushPending queued
 	events     string
 }
 
@@ -751,8 +753,12 @@ func (s *soak) sample() {
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
+	at := time.Since(s.begin).Round(time.Second)
+	if s.begin.IsZero() {
+		at = -soakSampleEvery // at rest before the load
+	}
 	smp := soakSample{
-		at: time.Since(s.begin).Round(time.Second), rssKB: procRSS(t, pid), fds: procFDs(t, pid),
+		at: at, rssKB: procRSS(t, pid), fds: procFDs(t, pid),
 		goroutines: int(m["go_goroutines"]), heapKB: int64(m["go_memstats_heap_inuse_bytes"] / 1024),
 	}
 	s.devices.mu.Lock()
@@ -770,13 +776,15 @@ func (s *soak) sample() {
 	s.commands.mu.Lock()
 	smp.commands = s.commands.results
 	s.commands.mu.Unlock()
+	smp.skipped = s.pushSkipped.Load()
 	s.mu.Lock()
 	smp.events = strings.Join(s.events, " ")
 	s.events = nil
 	s.samples = append(s.samples, smp)
 	s.mu.Unlock()
-	t.Logf("sample %4ds: rss %6d KiB, goroutines %5d, fds %4d, heap %6d KiB, pushes %7d, notifications %7d, command results %5d %s",
-		int(smp.at.Seconds()), smp.rssKB, smp.goroutines, smp.fds, smp.heapKB, smp.pushes, smp.notes, smp.commands, smp.events)
+	t.Logf("sample %4ds: rss %6d KiB, goroutines %5d, fds %4d, heap %6d KiB, pushes %7d (%d skipped), notifications %7d, command results %5d %s",
+		int(smp.at.Seconds()), smp.rssKB, smp.goroutines, smp.fds, smp.heapKB, smp.pushes, smp.skipped, smp.notes, smp.commands, smp.events)
+	t.Logf("  bridge counters: %s", soakCounters(m))
 	if n, ex := s.devices.openGaps(time.Now()); n > 0 {
 		t.Logf("  %d devices silent past %v, e.g. %s", n, soakGapLimit, ex)
 	}
@@ -788,6 +796,13 @@ func (s *soak) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopWatches = cancel
 	t.Cleanup(cancel)
+	// At rest, once the peak ramp's exchanges ended: the baseline the
+	// bridge must come back to after the load.
+	time.Sleep(soakSampleEvery) // the ramp's separate responses and publishes finish
+	s.mu.Lock()
+	s.events = append(s.events, "at rest before the load")
+	s.mu.Unlock()
+	s.sample()
 	s.begin = time.Now()
 	s.beginNs.Store(s.begin.UnixNano())
 	for _, p := range s.pushers {
@@ -970,38 +985,27 @@ func (s *soak) report() {
 		path = filepath.Join(os.TempDir(), fmt.Sprintf("bridge-soak-%s.csv", time.Now().Format("20060102-150405")))
 	}
 	var csv strings.Builder
-	csv.WriteString("seconds,rss_kib,goroutines,open_fds,heap_inuse_kib,pushes_accepted,notifications,command_results,events\n")
+	csv.WriteString("seconds,rss_kib,goroutines,open_fds,heap_inuse_kib,pushes_accepted,pushes_skipped,notifications,command_results,events\n")
 	var table strings.Builder
-	fmt.Fprintf(&table, "%7s %9s %10s %5s %9s %9s %9s %8s  %s\n", "t(s)", "rss(KiB)", "goroutines", "fds", "heap(KiB)", "pushes", "notes", "commands", "events")
+	fmt.Fprintf(&table, "%6s %9s %10s %4s %9s %8s %7s %8s %8s  %s\n", "t(s)", "rss(KiB)", "goroutines", "fds", "heap(KiB)", "pushes", "skipped", "notes", "commands", "events")
 	for _, m := range s.samples {
-		fmt.Fprintf(&csv, "%d,%d,%d,%d,%d,%d,%d,%d,%q\n", int(m.at.Seconds()), m.rssKB, m.goroutines, m.fds, m.heapKB, m.pushes, m.notes, m.commands, m.events)
-		fmt.Fprintf(&table, "%7d %9d %10d %5d %9d %9d %9d %8d  %s\n", int(m.at.Seconds()), m.rssKB, m.goroutines, m.fds, m.heapKB, m.pushes, m.notes, m.commands, m.events)
+		fmt.Fprintf(&csv, "%d,%d,%d,%d,%d,%d,%d,%d,%d,%q\n", int(m.at.Seconds()), m.rssKB, m.goroutines, m.fds, m.heapKB, m.pushes, m.skipped, m.notes, m.commands, m.events)
+		fmt.Fprintf(&table, "%6d %9d %10d %4d %9d %8d %7d %8d %8d  %s\n", int(m.at.Seconds()), m.rssKB, m.goroutines, m.fds, m.heapKB, m.pushes, m.skipped, m.notes, m.commands, m.events)
 	}
 	if err := os.WriteFile(path, []byte(csv.String()), 0o644); err != nil {
 		t.Errorf("write the curve: %v", err)
 	}
 	t.Logf("curve (also %s):\n%s", path, table.String())
 
-	// The loaded samples: every one but the resting sample after the load.
-	loaded := s.samples[:len(s.samples)-1]
-	third := len(loaded) / 3
-	var verdicts []string
-	flat := true
-	if third < 2 {
-		verdicts = append(verdicts, "too few samples for a verdict")
-	} else {
-		mid, last := loaded[third:2*third], loaded[len(loaded)-third:]
-		check := func(name string, get func(soakSample) float64, slack float64) {
-			a, b := median(mid, get), median(last, get)
-			limit := a*(1+soakFlatFraction) + slack
-			ok := b <= limit
-			flat = flat && ok
-			verdicts = append(verdicts, fmt.Sprintf("%s: middle third %.0f, last third %.0f, limit %.0f: %s", name, a, b, limit, map[bool]string{true: "flat", false: "GROWING"}[ok]))
-		}
-		check("rss KiB", func(m soakSample) float64 { return float64(m.rssKB) }, soakFlatRSSKB)
-		check("goroutines", func(m soakSample) float64 { return float64(m.goroutines) }, soakFlatGoroutines)
-		check("open fds", func(m soakSample) float64 { return float64(m.fds) }, soakFlatFDs)
-	}
+	// The loaded samples: every one but the resting ones before and after.
+	loaded := s.samples[1 : len(s.samples)-1]
+	verdicts, flat := flatness(loaded)
+	before, after := s.samples[0], s.samples[len(s.samples)-1]
+	restOK := after.goroutines <= before.goroutines+soakFlatGoroutines && after.fds <= before.fds+soakFlatFDs
+	flat = flat && restOK
+	verdicts = append(verdicts, fmt.Sprintf("at rest before and after the load: goroutines %d -> %d (limit +%d), fds %d -> %d (limit +%d), rss %d -> %d KiB: %s",
+		before.goroutines, after.goroutines, soakFlatGoroutines, before.fds, after.fds, soakFlatFDs, before.rssKB, after.rssKB,
+		map[bool]string{true: "back to the baseline", false: "LEFT OVER"}[restOK]))
 	s.commands.mu.Lock()
 	cmds := fmt.Sprintf("%d commands, %d results (%v), %d extra results of redelivered commands", s.commands.sent, s.commands.results, s.commands.statuses, s.commands.extras)
 	s.commands.mu.Unlock()
@@ -1045,6 +1049,45 @@ func (s *soak) report() {
 	if !flat {
 		t.Errorf("the curve is not flat")
 	}
+}
+
+// flatness compares the median of the last third of the samples with the
+// middle third's for RSS, goroutines and descriptors; a series is growing
+// when it exceeds the middle by soakFlatFraction plus its slack. The first
+// third is the warm-up. With fewer than six samples there is no verdict.
+func flatness(samples []soakSample) (verdicts []string, flat bool) {
+	third := len(samples) / 3
+	if third < 2 {
+		return []string{"too few samples for a verdict"}, true
+	}
+	mid, last := samples[third:2*third], samples[len(samples)-third:]
+	flat = true
+	check := func(name string, get func(soakSample) float64, slack float64) {
+		a, b := median(mid, get), median(last, get)
+		limit := a*(1+soakFlatFraction) + slack
+		ok := b <= limit
+		flat = flat && ok
+		verdicts = append(verdicts, fmt.Sprintf("%s: middle third %.0f, last third %.0f, limit %.0f: %s", name, a, b, limit, map[bool]string{true: "flat", false: "GROWING"}[ok]))
+	}
+	check("rss KiB", func(m soakSample) float64 { return float64(m.rssKB) }, soakFlatRSSKB)
+	check("goroutines", func(m soakSample) float64 { return float64(m.goroutines) }, soakFlatGoroutines)
+	check("open fds", func(m soakSample) float64 { return float64(m.fds) }, soakFlatFDs)
+	return verdicts, flat
+}
+
+// soakCounters picks the bridge's counters that explain a soak's curve.
+func soakCounters(m map[string]float64) string {
+	var out []string
+	for _, k := range []string{
+		"bridge_coap_received_total", "bridge_coap_overloaded_total", "bridge_coap_duplicates_total",
+		"bridge_coap_retransmissions_total", "bridge_coap_timeouts_total", "bridge_coap_rate_limited_total",
+		"bridge_observations_active", "bridge_observers_active", "bridge_command_queue_depth",
+		"bridge_mqtt_withdrawn_total", "bridge_mqtt_reconnects_total", "bridge_mqtt_offline_buffer_depth",
+		`bridge_reloads_total{result="ok"}`,
+	} {
+		out = append(out, fmt.Sprintf("%s=%.0f", strings.TrimPrefix(k, "bridge_"), m[k]))
+	}
+	return strings.Join(out, " ")
 }
 
 // median is the middle value of get over ms: one sample taken during a
@@ -1114,4 +1157,48 @@ func procFDs(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return len(fds)
+}
+
+// TestSoakFlatness: the soak's verdict passes a flat curve with spikes (a
+// flood, a restart) and fails one that keeps growing in any series.
+func TestSoakFlatness(t *testing.T) {
+	curve := func(grow func(i int, m *soakSample)) []soakSample {
+		var ms []soakSample
+		for i := range 60 { // a 10-minute soak's samples
+			m := soakSample{rssKB: 60000 + int64(i%3)*500, goroutines: 1100 + i%4, fds: 15}
+			if i == 30 || i == 45 || i == 50 {
+				m.rssKB, m.goroutines, m.fds = 90000, 1600, 40 // an event's sample
+			}
+			grow(i, &m)
+			ms = append(ms, m)
+		}
+		return ms
+	}
+	if v, flat := flatness(curve(func(int, *soakSample) {})); !flat {
+		t.Errorf("a flat curve with spikes judged growing: %v", v)
+	}
+	for name, grow := range map[string]func(i int, m *soakSample){
+		"rss":        func(i int, m *soakSample) { m.rssKB += int64(i) * 1024 },
+		"goroutines": func(i int, m *soakSample) { m.goroutines += 8 * i },
+		"fds":        func(i int, m *soakSample) { m.fds += i },
+	} {
+		if v, flat := flatness(curve(grow)); flat {
+			t.Errorf("%s growing steadily judged flat: %v", name, v)
+		}
+	}
+	if _, flat := flatness(curve(func(int, *soakSample) {})[:5]); !flat {
+		t.Error("five samples: want no verdict, not a failure")
+	}
+}
+
+// TestSoakScriptRejectsBadDuration: e2e/soak.sh refuses what is not a
+// duration before it starts anything.
+func TestSoakScriptRejectsBadDuration(t *testing.T) {
+	bash := peer.Require(t, "bash")
+	for _, d := range []string{"10", "ten", "5x", "-1m"} {
+		out, code := run(t, 10*time.Second, ".", bash, "soak.sh", d)
+		if code != 2 || !strings.Contains(out, "usage:") {
+			t.Errorf("soak.sh %q: exit %d %q, want 2 and the usage", d, code, out)
+		}
+	}
 }
