@@ -126,7 +126,8 @@ type soak struct {
 	devices  soakDevices
 	commands soakCommands
 
-	peak, rate float64 // pushes/s
+	peak, rate float64       // pushes/s
+	restAfter  time.Duration // how long the bridge took to come to rest after the load
 
 	stop        chan struct{}  // closed when the load stops
 	load        sync.WaitGroup // the load generators
@@ -798,7 +799,21 @@ func (s *soak) run() {
 	t.Cleanup(cancel)
 	// At rest, once the peak ramp's exchanges ended: the baseline the
 	// bridge must come back to after the load.
-	time.Sleep(soakSampleEvery) // the ramp's separate responses and publishes finish
+	// The count has settled when five polls a second apart agree within 5.
+	prev, stable := -100, 0
+	for deadline := time.Now().Add(30 * time.Second); stable < 4 && time.Now().Before(deadline); {
+		time.Sleep(time.Second) // polling pace
+		m, err := scrapeMetrics(s.bridge.httpPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := int(m["go_goroutines"])
+		if n-prev <= 5 && prev-n <= 5 {
+			stable++
+		} else {
+			prev, stable = n, 0
+		}
+	}
 	s.mu.Lock()
 	s.events = append(s.events, "at rest before the load")
 	s.mu.Unlock()
@@ -971,9 +986,24 @@ func (s *soak) drain() {
 			tp.mu.Unlock()
 		}
 	}
-	// After the load: the bridge at rest.
-	time.Sleep(soakSampleEvery) // let the last exchanges expire before the resting sample
+	// After the load: the bridge at rest. Goroutines of the last exchanges
+	// and re-registrations end within seconds; what a leak holds stays, so
+	// the resting sample is taken once the baseline is back, or after a
+	// minute.
 	s.event("load stopped")
+	base := s.samples[0]
+	settled := time.Now()
+	for deadline := settled.Add(time.Minute); time.Now().Before(deadline); {
+		m, err := scrapeMetrics(s.bridge.httpPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int(m["go_goroutines"]) <= base.goroutines+soakFlatGoroutines && procFDs(t, s.bridge.cmd.Process.Pid) <= base.fds+soakFlatFDs {
+			break
+		}
+		time.Sleep(time.Second) // polling pace
+	}
+	s.restAfter = time.Since(settled).Round(time.Second)
 	s.sample()
 }
 
@@ -1003,8 +1033,8 @@ func (s *soak) report() {
 	before, after := s.samples[0], s.samples[len(s.samples)-1]
 	restOK := after.goroutines <= before.goroutines+soakFlatGoroutines && after.fds <= before.fds+soakFlatFDs
 	flat = flat && restOK
-	verdicts = append(verdicts, fmt.Sprintf("at rest before and after the load: goroutines %d -> %d (limit +%d), fds %d -> %d (limit +%d), rss %d -> %d KiB: %s",
-		before.goroutines, after.goroutines, soakFlatGoroutines, before.fds, after.fds, soakFlatFDs, before.rssKB, after.rssKB,
+	verdicts = append(verdicts, fmt.Sprintf("at rest before and %v after the load: goroutines %d -> %d (limit +%d), fds %d -> %d (limit +%d), rss %d -> %d KiB: %s",
+		s.restAfter, before.goroutines, after.goroutines, soakFlatGoroutines, before.fds, after.fds, soakFlatFDs, before.rssKB, after.rssKB,
 		map[bool]string{true: "back to the baseline", false: "LEFT OVER"}[restOK]))
 	s.commands.mu.Lock()
 	cmds := fmt.Sprintf("%d commands, %d results (%v), %d extra results of redelivered commands", s.commands.sent, s.commands.results, s.commands.statuses, s.commands.extras)
