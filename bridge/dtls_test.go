@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -124,14 +123,7 @@ func TestCoapsDeviceCommand(t *testing.T) {
 		dev.got <- recorded{method: r.Method, path: r.Path(), payload: string(r.Payload) + " from " + id}
 		w.SetCode(message.Changed)
 	})
-	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obsCtx, stopObs := context.WithCancel(context.Background())
-	obsDone := make(chan struct{})
-	go func() { obs.Run(obsCtx); close(obsDone) }()
-	t.Cleanup(func() { stopObs(); <-obsDone })
+	obs := runObserveServer(t)
 	var temp atomic.Int64
 	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
 		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))

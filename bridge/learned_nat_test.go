@@ -316,14 +316,7 @@ topic   = "temp/{device}"
 `, nil)
 	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
 	dev := startNATDevice(t, nat)
-	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	obsCtx, stopObs := context.WithCancel(context.Background())
-	obsDone := make(chan struct{})
-	go func() { obs.Run(obsCtx); close(obsDone) }()
-	t.Cleanup(func() { stopObs(); <-obsDone })
+	obs := runObserveServer(t)
 	var temp atomic.Int64
 	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
 		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))

@@ -33,6 +33,21 @@ func startObservableDevice(t *testing.T, addr string, maxAge uint32) *observable
 	return startObservableDeviceFrom(t, addr, maxAge, nil)
 }
 
+// runObserveServer runs an ObserveServer with default options until the
+// test ends.
+func runObserveServer(t *testing.T) *coapside.ObserveServer {
+	t.Helper()
+	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { obs.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return obs
+}
+
 // startObservableDeviceFrom is startObservableDevice with the Observe value
 // of new registrations taken from firstSeq (nil: the clock), as a device
 // counts them from power-up.

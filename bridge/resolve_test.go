@@ -153,14 +153,7 @@ topic   = "temp/{device}"
 			t.Fatal(err)
 		}
 		mux := coapside.NewServeMux()
-		obs, err := coapside.NewObserveServer(coapside.ObserveOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		obsCtx, stopObs := context.WithCancel(context.Background())
-		obsDone := make(chan struct{})
-		go func() { obs.Run(obsCtx); close(obsDone) }()
-		t.Cleanup(func() { stopObs(); <-obsDone })
+		obs := runObserveServer(t)
 		var temp atomic.Int64
 		mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
 			w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
