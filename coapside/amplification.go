@@ -84,14 +84,13 @@ func newAmplifier(o AmplificationOptions, conn net.PacketConn, stats *Stats) *am
 }
 
 // responseLimit returns the largest response datagram allowed for a
-// request of n bytes from src, or 0 when src is verified. A valid Echo
-// option in the request verifies src.
-func (e *Endpoint) responseLimit(m *message.Message, n int, src peerKey) int {
+// request of n bytes from src received at now, or 0 when src is verified.
+// A valid Echo option in the request verifies src.
+func (e *Endpoint) responseLimit(m *message.Message, n int, src peerKey, now time.Time) int {
 	a := e.amp()
 	if a == nil {
 		return 0
 	}
-	now := time.Now()
 	if a.verified.seen(src, now) {
 		return 0
 	}

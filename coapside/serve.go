@@ -77,10 +77,11 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 	}
 	// RFC 7252 §4.5: duplicates within EXCHANGE_LIFETIME (CON) or NON_LIFETIME
 	// (NON) are not processed again; a CON's cached response is replayed.
-	ref, res, cached := e.dedup.begin(dedupKey{peer: from.key, mid: m.MessageID}, time.Now(), lifetime, r.scratch)
+	now := time.Now()
+	ref, res, cached := e.dedup.begin(dedupKey{peer: from.key, mid: m.MessageID}, now, lifetime, r.scratch)
 	// RFC 7252 §11.3: an unverified source gets nothing larger than
 	// limit bytes in answer to this datagram.
-	limit := e.responseLimit(m, len(data), from.key)
+	limit := e.responseLimit(m, len(data), from.key, now)
 	switch res {
 	case dedupDupBusy:
 		e.stats.Duplicates.Add(1)
