@@ -56,11 +56,27 @@ observer, restarts the Observe sequence numbers from a low value (they
 count sensor updates since the boot, as on a device without a clock) and
 the listeners (same ports), and switches the LED off.
 
+Devices in the field push, often from behind NAT, and sleep. With
+--push URL every device POSTs its three readings (metrics temp, humidity
+and battery, in --format) to URL, {device} and {metric} filled in, for
+example coap://127.0.0.1:5683/telemetry/{device}/{metric}: first at once,
+then every --interval. It pushes from the one UDP socket it serves its
+resources on, so a NAT binding opened by a push lets the bridge's answers
+and commands back in (the bridge learns the device where it spoke from).
+--sleep PERIOD adds a duty cycle: the device wakes every PERIOD, pushes,
+listens for --awake (5s by default, the bridge's devices.awake default),
+then closes its socket: until its next wake nothing reaches it, as on a
+node whose radio is off. Every PUT it carries out is logged ("sim
+command"). Pushes go over plain coap:// only. --name-prefix names the
+devices, so that several sim processes can feed one bridge.
+
 SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
 1 that a listener could not be opened (for example a port in use).`,
 		Example: `  bridge sim --devices 3 --base-port 5690 --interval 2s
   bridge sim --devices 10 --format senml --reboot-every 2m
-  bridge sim --psk-key hex:00112233445566778899aabbccddeeff`,
+  bridge sim --psk-key hex:00112233445566778899aabbccddeeff
+  bridge sim --devices 1 --name-prefix sleepy- --base-port 5700 \
+    --push 'coap://127.0.0.1:5683/telemetry/{device}/{metric}' --sleep 30s --awake 5s`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError(stderr, "sim takes no arguments, got %q", args)
@@ -89,6 +105,9 @@ SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
 					return usageError(stderr, "--psk-key: %v", err)
 				}
 			}
+			if cmd.Flags().Changed("awake") && o.Sleep == 0 {
+				return usageError(stderr, "--awake needs --sleep")
+			}
 			if seed == 0 {
 				seed = time.Now().UnixNano()
 			}
@@ -112,6 +131,10 @@ SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
 	fl.StringVar(&format, "format", "text", "sensor payload format: text, json, cbor or senml")
 	fl.Int64Var(&seed, "seed", 0, "random seed for reproducible data (0: from the clock)")
 	fl.DurationVar(&o.RebootEvery, "reboot-every", 0, "reboot every device this often (0: never; SIGUSR1 reboots at once)")
+	fl.StringVar(&o.NamePrefix, "name-prefix", "sim-", "device i is named this prefix followed by i")
+	fl.StringVar(&o.Push, "push", "", "POST readings to this coap:// URL template ({device}, {metric}) instead of waiting to be observed")
+	fl.DurationVar(&o.Sleep, "sleep", 0, "with --push: wake every PERIOD, push, listen for --awake, then stop receiving (0: always awake)")
+	fl.DurationVar(&o.Awake, "awake", 5*time.Second, "with --sleep: how long a device listens after each wake's push")
 	fl.StringVar(&logLevel, "log-level", "info", "debug|info|warn|error")
 	fl.StringVar(&logFormat, "log-format", "text", "text|json")
 	return cmd

@@ -8,7 +8,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +51,7 @@ type simDevice struct {
 	dtlsAddr *net.UDPAddr // coaps address, nil without a PSK
 	cur      *simBoot     // the running incarnation, nil while down
 	boots    int
+	asleep   bool // the radio is off (--sleep): cur is nil until the next wake
 }
 
 // simBoot is one incarnation of a device's network side: rebooting throws
@@ -223,6 +223,15 @@ func (d *simDevice) stop() {
 func (d *simDevice) reboot() error {
 	d.netMu.Lock()
 	defer d.netMu.Unlock()
+	if d.asleep {
+		// Asleep, nothing listens: the reboot only resets the state; the
+		// next wake opens the socket.
+		d.stateMu.Lock()
+		d.led = false
+		d.stateMu.Unlock()
+		d.log.Info("sim device rebooted", "observers_dropped", 0, "boot", d.boots)
+		return nil
+	}
 	if d.cur == nil {
 		return errSimStopped
 	}
@@ -295,8 +304,10 @@ func (d *simDevice) mux(obs *coapside.ObserveServer) *coapside.ServeMux {
 		d.led = on
 		d.stateMu.Unlock()
 		w.SetCode(message.Changed)
+		// One line per command carried out (a retransmitted request is
+		// answered from the deduplication cache and not seen here).
+		d.log.Info("sim command", "path", simPathLED, "state", ledText(on), "changed", changed, "by", r.Peer.String())
 		if changed {
-			d.log.Info("sim led switched", "state", ledText(on), "by", r.Peer.String())
 			obs.Notify(simPathLED)
 		}
 	})
@@ -308,6 +319,3 @@ func (d *simDevice) writeRepresentation(w coapside.ResponseWriter, mt message.Me
 	*w.Options() = w.Options().SetUint(message.MaxAge, d.maxAge())
 	_, _ = w.Write(p)
 }
-
-// simDeviceName is the name of device i.
-func simDeviceName(i int) string { return "sim-" + strconv.Itoa(i) }

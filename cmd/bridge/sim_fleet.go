@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -43,6 +44,18 @@ type simOptions struct {
 	Seed uint64
 	// RebootEvery, when positive, reboots every device at this period.
 	RebootEvery time.Duration
+	// NamePrefix names device i NamePrefix+i ("sim-" when empty).
+	NamePrefix string
+	// Push, when set, is a coap:// URL template ({device}, {metric}) the
+	// devices POST their readings to, from the socket they serve on:
+	// every Interval, or at every wake with Sleep.
+	Push string
+	// Sleep, when positive (Push only), is the duty cycle: the device wakes
+	// every Sleep, pushes, listens for Awake and closes its socket until the
+	// next wake.
+	Sleep time.Duration
+	// Awake is the listening window after each wake's push; default 5 s.
+	Awake time.Duration
 	// Logger receives what happens; nil discards.
 	Logger *slog.Logger
 }
@@ -60,8 +73,14 @@ func (o *simOptions) validate() error {
 	if o.RebootEvery < 0 {
 		return fmt.Errorf("%w: --reboot-every must not be negative", errSimOptions)
 	}
+	if err := o.validatePush(); err != nil {
+		return err
+	}
 	if o.Format == "" {
 		o.Format = simText
+	}
+	if o.NamePrefix == "" {
+		o.NamePrefix = "sim-"
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -82,6 +101,35 @@ func (o *simOptions) validate() error {
 		if err := check("--dtls-base-port", o.DTLSBasePort); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// validatePush checks the push and duty-cycle options together.
+func (o *simOptions) validatePush() error {
+	if o.Push == "" {
+		if o.Sleep != 0 {
+			return fmt.Errorf("%w: --sleep needs --push: a sleeping device is only reached after it pushes", errSimOptions)
+		}
+		return nil
+	}
+	if err := validatePushURL(o.Push); err != nil {
+		return err
+	}
+	if !o.PSK.IsZero() {
+		return fmt.Errorf("%w: --psk-key with --push: pushing devices speak plain CoAP only", errSimOptions)
+	}
+	if o.Sleep < 0 {
+		return fmt.Errorf("%w: --sleep must not be negative", errSimOptions)
+	}
+	if o.Awake == 0 {
+		o.Awake = 5 * time.Second
+	}
+	if o.Awake < 0 {
+		return fmt.Errorf("%w: --awake must be positive", errSimOptions)
+	}
+	if o.Sleep > 0 && o.Awake >= o.Sleep {
+		return fmt.Errorf("%w: --awake %v must be shorter than --sleep %v", errSimOptions, o.Awake, o.Sleep)
 	}
 	return nil
 }
@@ -118,7 +166,7 @@ func newSimFleet(o simOptions) (*simFleet, error) {
 			}
 			daddr = &net.UDPAddr{IP: host, Port: dport}
 		}
-		f.devices = append(f.devices, newSimDevice(simDeviceName(i), fmt.Sprintf("%s%d", o.PSKIdentityPrefix, i),
+		f.devices = append(f.devices, newSimDevice(o.NamePrefix+strconv.Itoa(i), fmt.Sprintf("%s%d", o.PSKIdentityPrefix, i),
 			&net.UDPAddr{IP: host, Port: port}, daddr, &f.opts, o.Seed, i))
 	}
 	return f, nil
@@ -156,7 +204,14 @@ func (f *simFleet) Start(ctx context.Context) error {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			f.runClock(ctx, d)
+			switch {
+			case f.opts.Sleep > 0:
+				f.runSleepy(ctx, d)
+			case f.opts.Push != "":
+				f.runPush(ctx, d)
+			default:
+				f.runClock(ctx, d)
+			}
 		}()
 	}
 	if f.opts.RebootEvery > 0 {
@@ -175,7 +230,14 @@ func (f *simFleet) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	f.opts.Logger.Info("sim fleet running", "devices", len(f.devices), "interval", f.opts.Interval, "format", string(f.opts.Format), "seed", f.opts.Seed)
+	attrs := []any{"devices", len(f.devices), "interval", f.opts.Interval, "format", string(f.opts.Format), "seed", f.opts.Seed}
+	if f.opts.Push != "" {
+		attrs = append(attrs, "push", f.opts.Push)
+	}
+	if f.opts.Sleep > 0 {
+		attrs = append(attrs, "sleep", f.opts.Sleep, "awake", f.opts.Awake)
+	}
+	f.opts.Logger.Info("sim fleet running", attrs...)
 	return nil
 }
 
