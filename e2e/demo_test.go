@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // freeUDPRange finds n consecutive free UDP ports on 127.0.0.1.
@@ -37,13 +39,13 @@ func freeUDPRange(t *testing.T, n int) int {
 	return 0
 }
 
-// TestE2EDemoTopology runs what docker-compose.yml runs, as local
-// processes: mosquitto, `bridge sim` with three devices and the bridge in
-// remote-broker mode on rules/demo.toml (its device ports moved to free
-// ones), and checks the demo's flows.
-func TestE2EDemoTopology(t *testing.T) {
-	brokerPort := startMosquitto(t)
-	base := freeUDPRange(t, 3)
+// startDemo runs mosquitto, `bridge sim` with three devices and the bridge
+// in remote-broker mode on rules/demo.toml (its device ports moved to free
+// ones, from base on), and a subscriber to everything.
+func startDemo(t *testing.T) (brokerPort, base int, b *bridgeProc, sub *mqttSub) {
+	t.Helper()
+	brokerPort = startMosquitto(t)
+	base = freeUDPRange(t, 3)
 	demo, err := os.ReadFile("../rules/demo.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +59,17 @@ func TestE2EDemoTopology(t *testing.T) {
 		rules = strings.ReplaceAll(rules, from, fmt.Sprintf("127.0.0.1:%d", base+i))
 	}
 	start(t, ".", nil, bridgeBin(t), "sim", "--devices", "3", "--base-port", strconv.Itoa(base), "--listen-host", "127.0.0.1", "--interval", "500ms", "--seed", "7")
-	b := startBridgeBin(t, bridgeSetup{rules: rules, broker: fmt.Sprintf("tcp://127.0.0.1:%d", brokerPort)})
-	sub := startSub(t, brokerPort, "#")
+	b = startBridgeBin(t, bridgeSetup{rules: rules, broker: fmt.Sprintf("tcp://127.0.0.1:%d", brokerPort)})
+	sub = startSub(t, brokerPort, "#")
+	return brokerPort, base, b, sub
+}
+
+// TestE2EDemoTopology runs what docker-compose.yml runs, as local
+// processes: mosquitto, `bridge sim` with three devices and the bridge in
+// remote-broker mode on rules/demo.toml (its device ports moved to free
+// ones), and checks the demo's flows.
+func TestE2EDemoTopology(t *testing.T) {
+	brokerPort, base, b, sub := startDemo(t)
 
 	// Observations of every device's climate resources, as JSON numbers.
 	for i := 0; i < 3; i++ {
@@ -84,6 +95,91 @@ func TestE2EDemoTopology(t *testing.T) {
 	}
 	sub.waitLine(t, 10*time.Second, "sensors/sim-2/voltage 3.3")
 	// The bridge stops cleanly.
+	if code := b.stop(t, 5*time.Second); code != 0 {
+		t.Fatalf("bridge exit code %d", code)
+	}
+}
+
+// TestE2EDemoSleepyDevice runs the demo's pushing, sleepy device
+// (sleepy-0: `bridge sim --push ... --sleep ...` as in docker-compose.yml)
+// beside the demo topology and commands it through MQTT while it sleeps:
+// the result ok arrives after its next wake and the device carries the
+// command out once.
+//
+// Two bridge behaviours pass: a command to a sleeping device may wait for
+// its next push at once (queue mode, possibly announced by a queued
+// result), or, as a device that does not answer, end timeout, which marks
+// the device offline so that the command published again waits for its
+// next push.
+func TestE2EDemoSleepyDevice(t *testing.T) {
+	const sleep, awake = 4 * time.Second, time.Second
+	const ruleTimeout = 10 * time.Second // the actuators command rule in rules/demo.toml
+	brokerPort, _, b, sub := startDemo(t)
+	port := freeUDPRange(t, 1)
+	sim := start(t, ".", nil, bridgeBin(t), "sim", "--devices", "1", "--name-prefix", "sleepy-",
+		"--base-port", strconv.Itoa(port), "--listen-host", "127.0.0.1", "--seed", "9",
+		"--push", b.coapURL("/telemetry/{device}/{metric}"), "--sleep", sleep.String(), "--awake", awake.String())
+
+	// Its pushes reach MQTT through the demo's telemetry ingress, which
+	// also makes the bridge learn where it speaks from.
+	for _, m := range []string{"temp", "humidity", "battery"} {
+		sub.waitLine(t, 20*time.Second, "sensors/sleepy-0/"+m+" ")
+	}
+	// Right after an awake window closes the device sleeps for
+	// sleep-awake: the command is published then.
+	asleep := func() int { return strings.Count(sim.out.String(), `msg="sim device asleep"`) }
+	n := asleep()
+	testkit.Eventually(t, 2*sleep, "sleepy-0 asleep", func() bool { return asleep() > n })
+	wakes := strings.Count(sim.out.String(), `msg="sim device awake"`)
+	published := time.Now()
+	mqttPub(t, brokerPort, "cmd/sleepy-0/actuators/led", "on", "-q", "1")
+
+	const reply = "replies/sleepy-0/actuators/led "
+	bound := ruleTimeout + 4*sleep
+	seen, republished := 0, false
+	testkit.Eventually(t, bound+10*time.Second, "an ok result for sleepy-0", func() bool {
+		var replies []string
+		for _, l := range strings.Split(sub.out.String(), "\n") {
+			if strings.HasPrefix(l, reply) {
+				replies = append(replies, l)
+			}
+		}
+		for _, l := range replies[seen:] {
+			seen++
+			switch {
+			case strings.Contains(l, `"status":"ok"`):
+				if !strings.Contains(l, `"code":"2.04"`) {
+					t.Fatalf("ok result without 2.04: %s", l)
+				}
+				return true
+			case strings.Contains(l, `"status":"queued"`):
+			case strings.Contains(l, `"status":"timeout"`) && !republished:
+				republished = true
+				mqttPub(t, brokerPort, "cmd/sleepy-0/actuators/led", "on", "-q", "1")
+			default:
+				t.Fatalf("unexpected command result: %s", l)
+			}
+		}
+		return false
+	})
+	if d := time.Since(published); d > bound {
+		t.Errorf("ok result %v after the command, want within %v", d, bound)
+	} else {
+		t.Logf("ok result %v after the command (published again after a timeout: %v)", d.Round(time.Millisecond), republished)
+	}
+	// The device carried the command out once, in a later awake window
+	// than the one before the publish.
+	logs := sim.out.String()
+	if c := strings.Count(logs, `msg="sim command"`); c != 1 {
+		t.Fatalf("sleepy-0 logged %d commands, want 1:\n%s", c, logs)
+	}
+	before := logs[:strings.Index(logs, `msg="sim command"`)]
+	if w := strings.Count(before, `msg="sim device awake"`); w <= wakes {
+		t.Errorf("command carried out in the awake window it was published after (wake %d)", w)
+	}
+	if !strings.Contains(logs, "state=on") {
+		t.Errorf("sleepy-0 did not switch its LED on:\n%s", logs)
+	}
 	if code := b.stop(t, 5*time.Second); code != 0 {
 		t.Fatalf("bridge exit code %d", code)
 	}

@@ -178,10 +178,10 @@ func (f *simFleet) pushOnce(ctx context.Context, d *simDevice, bound time.Durati
 func (f *simFleet) runSleepy(ctx context.Context, d *simDevice) {
 	wake := time.Now()
 	for {
+		d.log.Info("sim device awake", "window", f.opts.Awake)
 		// A push gets at most the period, less the awake window, so a
 		// bridge that does not answer does not stretch the cycle.
 		f.pushOnce(ctx, d, f.opts.Sleep-f.opts.Awake)
-		d.log.Info("sim device awake", "window", f.opts.Awake)
 		if !sleepCtx(ctx, f.opts.Awake) {
 			return
 		}
