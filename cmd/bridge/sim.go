@@ -67,8 +67,11 @@ and commands back in (the bridge learns the device where it spoke from).
 listens for --awake (5s by default, the bridge's devices.awake default),
 then closes its socket: until its next wake nothing reaches it, as on a
 node whose radio is off. Every PUT it carries out is logged ("sim
-command"). Pushes go over plain coap:// only. --name-prefix names the
-devices, so that several sim processes can feed one bridge.
+command"). A coaps:// URL needs --psk-key: the device's one socket is then
+a DTLS client with identity --psk-identity-prefix + i, it serves the
+bridge's requests on the session its push opened, has no coaps listener,
+and handshakes again after each sleep. --name-prefix names the devices,
+so that several sim processes can feed one bridge.
 
 SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
 1 that a listener could not be opened (for example a port in use).`,
@@ -132,7 +135,7 @@ SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,
 	fl.Int64Var(&seed, "seed", 0, "random seed for reproducible data (0: from the clock)")
 	fl.DurationVar(&o.RebootEvery, "reboot-every", 0, "reboot every device this often (0: never; SIGUSR1 reboots at once)")
 	fl.StringVar(&o.NamePrefix, "name-prefix", "sim-", "device i is named this prefix followed by i")
-	fl.StringVar(&o.Push, "push", "", "POST readings to this coap:// URL template ({device}, {metric}) instead of waiting to be observed")
+	fl.StringVar(&o.Push, "push", "", "POST readings to this coap:// or coaps:// URL template ({device}, {metric}) instead of waiting to be observed")
 	fl.DurationVar(&o.Sleep, "sleep", 0, "with --push: wake every PERIOD, push, listen for --awake, then stop receiving (0: always awake)")
 	fl.DurationVar(&o.Awake, "awake", 5*time.Second, "with --sleep: how long a device listens after each wake's push")
 	fl.StringVar(&logLevel, "log-level", "info", "debug|info|warn|error")

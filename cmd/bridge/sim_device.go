@@ -35,6 +35,10 @@ type simDevice struct {
 	interval time.Duration
 	psk      dtls.Secret
 	log      *slog.Logger
+	// pushDTLS: the device pushes over coaps (--push coaps://): its one
+	// socket is a DTLS client with the PSK identity, and it serves its
+	// resources on the sessions it opens.
+	pushDTLS bool
 
 	stateMu sync.Mutex
 	rng     *rand.Rand
@@ -73,6 +77,7 @@ func newSimDevice(name, identity string, addr, dtlsAddr *net.UDPAddr, o *simOpti
 		name: name, identity: identity, format: o.Format, interval: o.Interval,
 		psk: o.PSK, log: o.Logger.With("device", name),
 		rng: r, addr: addr, dtlsAddr: dtlsAddr,
+		pushDTLS: o.pushesDTLS(),
 	}
 	sp := 19 + r.Float64()*4
 	d.temp = sensorModel{value: sp, setPoint: sp, drift: 0.08, noise: 0.04, min: -40, max: 85}
@@ -164,7 +169,20 @@ func (d *simDevice) bootLocked() error {
 		return fmt.Errorf("sim %s: listen %s: %w", d.name, d.addr, err)
 	}
 	d.addr = conn.LocalAddr().(*net.UDPAddr)
-	d.serve(b, conn)
+	if d.pushDTLS {
+		cc, err := dtls.NewClientConnOn(conn, dtls.ClientConfig{
+			Credentials: dtls.Credentials{PSKIdentity: d.identity, PSK: d.psk},
+		})
+		if err != nil {
+			_ = conn.Close()
+			cancel()
+			b.wg.Wait()
+			return fmt.Errorf("sim %s: coaps client: %w", d.name, err)
+		}
+		d.serve(b, cc)
+	} else {
+		d.serve(b, conn)
+	}
 	if d.dtlsAddr != nil {
 		udp, err := net.ListenUDP("udp", d.dtlsAddr)
 		if err == nil {

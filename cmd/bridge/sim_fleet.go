@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,9 +47,11 @@ type simOptions struct {
 	RebootEvery time.Duration
 	// NamePrefix names device i NamePrefix+i ("sim-" when empty).
 	NamePrefix string
-	// Push, when set, is a coap:// URL template ({device}, {metric}) the
-	// devices POST their readings to, from the socket they serve on:
-	// every Interval, or at every wake with Sleep.
+	// Push, when set, is a coap:// or coaps:// URL template ({device},
+	// {metric}) the devices POST their readings to, from the socket they
+	// serve on: every Interval, or at every wake with Sleep. Over coaps the
+	// device is a DTLS client with its PSK identity and serves on the
+	// sessions it opens; it has no coaps listener.
 	Push string
 	// Sleep, when positive (Push only), is the duty cycle: the device wakes
 	// every Sleep, pushes, listens for Awake and closes its socket until the
@@ -94,7 +97,7 @@ func (o *simOptions) validate() error {
 	if err := check("--base-port", o.BasePort); err != nil {
 		return err
 	}
-	if !o.PSK.IsZero() {
+	if !o.PSK.IsZero() && o.Push == "" {
 		if o.DTLSBasePort == 0 && o.BasePort != 0 {
 			o.DTLSBasePort = o.BasePort + o.Devices
 		}
@@ -103,6 +106,11 @@ func (o *simOptions) validate() error {
 		}
 	}
 	return nil
+}
+
+// pushesDTLS reports whether the devices push over coaps.
+func (o *simOptions) pushesDTLS() bool {
+	return strings.HasPrefix(strings.ToLower(o.Push), "coaps://")
 }
 
 // validatePush checks the push and duty-cycle options together.
@@ -116,8 +124,13 @@ func (o *simOptions) validatePush() error {
 	if err := validatePushURL(o.Push); err != nil {
 		return err
 	}
-	if !o.PSK.IsZero() {
-		return fmt.Errorf("%w: --psk-key with --push: pushing devices speak plain CoAP only", errSimOptions)
+	switch {
+	case o.pushesDTLS() && o.PSK.IsZero():
+		return fmt.Errorf("%w: --push coaps:// needs --psk-key", errSimOptions)
+	case !o.pushesDTLS() && !o.PSK.IsZero():
+		return fmt.Errorf("%w: --psk-key with a coap:// --push: push to a coaps:// URL", errSimOptions)
+	case o.DTLSBasePort != 0:
+		return fmt.Errorf("%w: --dtls-base-port with --push: a pushing device has one socket, on --base-port", errSimOptions)
 	}
 	if o.Sleep < 0 {
 		return fmt.Errorf("%w: --sleep must not be negative", errSimOptions)
@@ -159,7 +172,7 @@ func newSimFleet(o simOptions) (*simFleet, error) {
 			port = o.BasePort + i
 		}
 		var daddr *net.UDPAddr
-		if !o.PSK.IsZero() {
+		if !o.PSK.IsZero() && o.Push == "" {
 			dport := 0
 			if o.DTLSBasePort != 0 {
 				dport = o.DTLSBasePort + i

@@ -38,14 +38,11 @@ var simReadings = []simReading{
 	{"battery", "%EL", func(d *simDevice) float64 { return d.batV }},
 }
 
-// validatePushURL checks a --push URL template: coap:// with {device} and
-// {metric}, a valid CoAP URL once they are filled in.
+// validatePushURL checks a --push URL template: coap:// or coaps:// with
+// {device} and {metric}, a valid CoAP URL once they are filled in.
 func validatePushURL(tmpl string) error {
-	if strings.HasPrefix(strings.ToLower(tmpl), "coaps://") {
-		return fmt.Errorf("%w: --push: coaps:// is not supported, pushes go over coap:// (plain UDP)", errSimOptions)
-	}
-	if !strings.HasPrefix(strings.ToLower(tmpl), "coap://") {
-		return fmt.Errorf("%w: --push: want a coap:// URL, got %q", errSimOptions, tmpl)
+	if l := strings.ToLower(tmpl); !strings.HasPrefix(l, "coap://") && !strings.HasPrefix(l, "coaps://") {
+		return fmt.Errorf("%w: --push: want a coap:// or coaps:// URL, got %q", errSimOptions, tmpl)
 	}
 	for _, p := range []string{simPushDevice, simPushMetric} {
 		if !strings.Contains(tmpl, p) {

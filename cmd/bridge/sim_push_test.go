@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
@@ -17,6 +19,7 @@ import (
 // simPush is one request received by a test ingress.
 type simPush struct {
 	path, payload string
+	identity      string // the DTLS PSK identity, "" over plain UDP
 	cf            message.MediaType
 	peer          net.Addr
 	ep            *coapside.Endpoint
@@ -31,10 +34,19 @@ func startIngress(t *testing.T) (*net.UDPAddr, <-chan simPush) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startIngressOn(t, conn)
+}
+
+// startIngressOn is startIngress on conn (a DTLS server, say).
+func startIngressOn(t *testing.T, conn net.PacketConn) (*net.UDPAddr, <-chan simPush) {
+	t.Helper()
 	pushes := make(chan simPush, 256)
 	serveCoap(t, coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
 		cf, _ := r.Options.ContentFormat()
 		p := simPush{path: r.Options.Path(), payload: string(r.Payload), cf: cf, peer: r.Peer, ep: r.Endpoint(), at: time.Now()}
+		if sc, ok := r.Conn().(*dtls.ServerConn); ok {
+			p.identity, _ = sc.PeerIdentity(r.Peer)
+		}
 		select {
 		case pushes <- p:
 		default:
@@ -83,12 +95,13 @@ func TestSimPushOptionsRejected(t *testing.T) {
 		{"awake not shorter than sleep", []string{"--push", url, "--sleep", "5s", "--awake", "5s"}, "shorter than --sleep"},
 		{"negative awake", []string{"--push", url, "--sleep", "5s", "--awake", "-1s"}, "--awake"},
 		{"negative sleep", []string{"--push", url, "--sleep", "-5s"}, "--sleep"},
-		{"coaps push", []string{"--push", "coaps://127.0.0.1:5684/t/{device}/{metric}"}, "coaps:// is not supported"},
-		{"http push", []string{"--push", "http://127.0.0.1/t/{device}/{metric}"}, "want a coap:// URL"},
+		{"coaps push without key", []string{"--push", "coaps://127.0.0.1:5684/t/{device}/{metric}"}, "--push coaps:// needs --psk-key"},
+		{"dtls port with push", []string{"--push", "coaps://127.0.0.1:5684/t/{device}/{metric}", "--psk-key", "k", "--dtls-base-port", "5800"}, "--dtls-base-port with --push"},
+		{"http push", []string{"--push", "http://127.0.0.1/t/{device}/{metric}"}, "want a coap:// or coaps:// URL"},
 		{"no device", []string{"--push", "coap://127.0.0.1/t/{metric}"}, "{device}"},
 		{"no metric", []string{"--push", "coap://127.0.0.1/t/{device}"}, "{metric}"},
 		{"bad host", []string{"--push", "coap://[::1/t/{device}/{metric}"}, "--push"},
-		{"psk with push", []string{"--push", url, "--psk-key", "k"}, "--psk-key with --push"},
+		{"psk with plain push", []string{"--push", url, "--psk-key", "k"}, "--psk-key with a coap:// --push"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,6 +151,60 @@ func TestSimPushFromServingSocket(t *testing.T) {
 	}
 	if !ledOf(d) {
 		t.Error("LED still off after the command")
+	}
+}
+
+// TestSimPushDTLS: over coaps the device is a DTLS client with its PSK
+// identity on its one socket; a command comes back on the session its push
+// opened, and after a sleep (socket closed, session gone) the next wake
+// handshakes again from the same port and is reachable again.
+func TestSimPushDTLS(t *testing.T) {
+	verifyNoLeaks(t)
+	key, err := keys.ParseKey("hex:a0a1a2a3a4a5a6a7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := dtls.NewServerConn(udp, dtls.ServerConfig{PSK: dtls.NewPSKStore(map[string]dtls.Secret{"node-0": key})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingress, pushes := startIngressOn(t, sc)
+	var logs testkit.SyncBuffer
+	f := startFleet(t, simOptions{Devices: 1, Interval: time.Hour, Sleep: 2 * time.Second, Awake: time.Second,
+		PSK: key, PSKIdentityPrefix: "node-",
+		Push:   "coaps://" + ingress.String() + "/up/{device}/{metric}",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	d := f.Devices()[0]
+	if d.DTLSAddr() != nil {
+		t.Errorf("a pushing device has a coaps listener at %v", d.DTLSAddr())
+	}
+	for i, state := range []string{"on", "off"} {
+		p := nextPush(t, pushes, 10*time.Second)
+		if p.peer.String() != d.Addr().String() || p.identity != "node-0" {
+			t.Fatalf("wake %d: push from %v identity %q, want %v node-0", i, p.peer, p.identity, d.Addr())
+		}
+		resp, err := commandLED(t, p, state, 5*time.Second)
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("wake %d: command on the push's session: %v %v", i, resp, err)
+		}
+		if ledOf(d) != (state == "on") {
+			t.Errorf("wake %d: LED not %s", i, state)
+		}
+		for range 2 {
+			nextPush(t, pushes, 5*time.Second)
+		}
+		if i == 0 {
+			testkit.Eventually(t, 10*time.Second, "device asleep", func() bool { return strings.Contains(logs.String(), "sim device asleep") })
+		}
+	}
+	// The second wake's session is a new handshake from the same address
+	// (RFC 6347 §4.2.8), not the first one carried over.
+	if st := sc.Stats(); st.HandshakesOK != 2 || st.SessionsActive != 1 {
+		t.Errorf("handshakes %d, sessions %d; want 2 handshakes, 1 session", st.HandshakesOK, st.SessionsActive)
 	}
 }
 
