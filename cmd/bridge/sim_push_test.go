@@ -174,7 +174,7 @@ func TestSimPushDTLS(t *testing.T) {
 	}
 	ingress, pushes := startIngressOn(t, sc)
 	var logs testkit.SyncBuffer
-	f := startFleet(t, simOptions{Devices: 1, Interval: time.Hour, Sleep: 2 * time.Second, Awake: time.Second,
+	f := startFleet(t, simOptions{Devices: 1, Interval: time.Hour, Sleep: 2500 * time.Millisecond, Awake: 1500 * time.Millisecond,
 		PSK: key, PSKIdentityPrefix: "node-",
 		Push:   "coaps://" + ingress.String() + "/up/{device}/{metric}",
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -214,7 +214,7 @@ func TestSimPushDTLS(t *testing.T) {
 func TestSimSleepBehindNAT(t *testing.T) {
 	verifyNoLeaks(t)
 	ingress, pushes := startIngress(t)
-	const sleep, awake, idle = 3 * time.Second, 1200 * time.Millisecond, 500 * time.Millisecond
+	const sleep, awake, idle = 4 * time.Second, 1200 * time.Millisecond, 500 * time.Millisecond
 	nat := peer.StartNAT(t, ingress, idle)
 	var logs testkit.SyncBuffer
 	f := startFleet(t, simOptions{Devices: 1, Interval: time.Hour, Sleep: sleep, Awake: awake,
@@ -266,7 +266,7 @@ func TestSimSleepyReboot(t *testing.T) {
 	verifyNoLeaks(t)
 	ingress, pushes := startIngress(t)
 	var logs testkit.SyncBuffer
-	f := startFleet(t, simOptions{Devices: 1, Interval: time.Hour, Sleep: time.Second, Awake: 300 * time.Millisecond,
+	f := startFleet(t, simOptions{Devices: 1, Interval: time.Hour, Sleep: 2 * time.Second, Awake: time.Second,
 		Push:   "coap://" + ingress.String() + "/up/{device}/{metric}",
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	d := f.Devices()[0]
