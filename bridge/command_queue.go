@@ -65,8 +65,11 @@ func (c *commands) markOffline(name string) {
 }
 
 // markOnline ends the wait for a device: its queued commands are sent, in
-// order, by a drain goroutine.
+// order, by a drain goroutine. Every sign of life comes through here (a
+// push, a notification, a poll or ping answer, a command answered), so it
+// also tells presence the device is online.
 func (c *commands) markOnline(name string) {
+	c.presence.answered(name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	dq, ok := c.queue[name]
