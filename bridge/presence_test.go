@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/coap-mqtt/bridge/mqttside"
 )
@@ -406,4 +408,105 @@ func TestOfflineReason(t *testing.T) {
 			t.Errorf("offlineReason(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
+}
+
+// TestPresenceThroughBrokerOutage runs the bridge against mosquitto:
+// documents that change while the broker is down wait in the offline
+// buffer and are retained once it is back; when the bridge stops, the
+// device's document stays as it was and the bridge's status topic says
+// offline.
+func TestPresenceThroughBrokerOutage(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	var clientID string
+	tb := startBridge(t, presenceIngressRules, func(c *Config, o *Options) {
+		useRemoteBroker(c, broker.Addr(), "bridge-presence")
+		clientID = c.MQTT.ClientID
+		withPresence(300*time.Millisecond, time.Second)(c, o)
+	})
+	c := newCoAPClient(t)
+	push := func() {
+		t.Helper()
+		resp, err := c.Post(t.Context(), tb.coapURL("/telemetry/dev3/temp"), message.TextPlain, []byte("1"))
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("push: %v %v", resp, err)
+		}
+	}
+	push()
+	testkit.Eventually(t, 10*time.Second, "online document published", func() bool {
+		return testutil.ToFloat64(tb.presence.publishes.WithLabelValues("published")) >= 1
+	})
+
+	// Asleep, then offline, while the broker is down.
+	broker.Kill()
+	testkit.Eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
+	testkit.Eventually(t, 10*time.Second, "offline document buffered", func() bool {
+		return testutil.ToFloat64(tb.presence.devicesGauge.WithLabelValues("offline")) == 1 &&
+			testutil.ToFloat64(tb.presence.publishes.WithLabelValues("buffered")) >= 1
+	})
+	broker.Restart()
+	testkit.Eventually(t, 30*time.Second, "ready after the broker is back", tb.Ready)
+	var d presenceDoc
+	testkit.Eventually(t, 10*time.Second, "the offline document retained", func() bool {
+		d = retainedPresence(t, broker.Addr(), "dev3")
+		return d.State == "offline"
+	})
+	if d.Reason != offlineSilent {
+		t.Errorf("retained %+v, want reason %q", d, offlineSilent)
+	}
+
+	// Online again, then the bridge stops: the document is not rewritten.
+	sub := subscribe(t, broker.Addr(), "devices/dev3/status", 1)
+	presenceOf(t, sub.next(t, 5*time.Second)) // the retained offline one
+	push()
+	online, _ := nextPresence(t, sub, "online")
+	tb.stop(t)
+	status := subscribe(t, broker.Addr(), clientID+"/status", 1)
+	if m := status.next(t, 5*time.Second); string(m.Payload()) != "offline" || !m.Retained() {
+		t.Errorf("bridge status %q (retained %v), want a retained offline", m.Payload(), m.Retained())
+	}
+	if got := retainedPresence(t, broker.Addr(), "dev3"); got.State == "offline" {
+		// asleep may have been published before the stop; offline cannot
+		t.Errorf("retained after the stop: %+v, want the document of before (%+v or asleep)", got, online)
+	}
+}
+
+// TestPresenceCommandedDevice: a listed device that does not answer a
+// command is offline (timeout); once it answers again (the bridge's
+// probe of offline devices) it is online.
+func TestPresenceCommandedDevice(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0") // swallows everything: the device is down
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := silent.LocalAddr().String()
+	tb := startBridge(t, commandRules(addr), func(c *Config, o *Options) {
+		withPresence(300*time.Millisecond, time.Second)(c, o)
+		o.ProbeMin, o.ProbeMax = 100*time.Millisecond, 200*time.Millisecond
+	})
+	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "on")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "timeout" {
+		t.Fatalf("result %+v, want timeout", r)
+	}
+	off, _ := nextPresence(t, sub, "offline")
+	if off.Reason != offlineTimeout || off.Address != addr || off.Via != "udp" || off.LastSeen != "" {
+		t.Errorf("offline document %+v, want reason %q at %s via udp, never seen", off, offlineTimeout, addr)
+	}
+
+	silent.Close()
+	dev := startDevice(t, addr)
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	back, _ := nextPresence(t, sub, "online")
+	if back.Reason != "" || back.LastSeen == "" {
+		t.Errorf("back online: %+v", back)
+	}
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "off")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("result %+v, want ok", r)
+	}
+	// Listed devices do not fall asleep; an answer while online publishes
+	// nothing.
+	sub.none(t, time.Second)
 }
