@@ -233,7 +233,12 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.commands.presence = b.presence
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
-	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
+	// Presence hears of pushes from the learned registry, which knows
+	// whether a request proved the device's name; here only of answers.
+	b.watches = newWatcher(b.devices, b.outs, func(name string) {
+		b.presence.answered(name)
+		b.commands.markOnline(name)
+	}, b.metrics, logger, opts)
 	b.watches.presence = b.presence
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.learned = b.learned

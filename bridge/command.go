@@ -309,6 +309,7 @@ func (c *commands) execute(cmd *command) {
 	switch {
 	case err == nil:
 		if name != "" {
+			c.presence.answered(name)
 			c.markOnline(name)
 		}
 		fillResponse(&res, resp)

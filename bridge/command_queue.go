@@ -65,11 +65,8 @@ func (c *commands) markOffline(name string) {
 }
 
 // markOnline ends the wait for a device: its queued commands are sent, in
-// order, by a drain goroutine. Every sign of life comes through here (a
-// push, a notification, a poll or ping answer, a command answered), so it
-// also tells presence the device is online.
+// order, by a drain goroutine.
 func (c *commands) markOnline(name string) {
-	c.presence.answered(name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	dq, ok := c.queue[name]
@@ -169,6 +166,7 @@ func (c *commands) probe(ctx context.Context, name string) {
 			return
 		}
 		if alive {
+			c.presence.answered(name)
 			c.markOnline(name)
 			return
 		}

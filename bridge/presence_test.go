@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -509,4 +511,48 @@ func TestPresenceCommandedDevice(t *testing.T) {
 	// Listed devices do not fall asleep; an answer while online publishes
 	// nothing.
 	sub.none(t, time.Second)
+}
+
+// TestPresenceDTLSDeviceNotRevivedByClaim: a device learned over DTLS
+// with its identity is online via dtls; a plain UDP request that claims
+// its name (served on a rule without identity, not learned) does not make
+// it online again once it is asleep.
+func TestPresenceDTLSDeviceNotRevivedByClaim(t *testing.T) {
+	dir := t.TempDir()
+	pskFile := filepath.Join(dir, "psk.toml")
+	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"dev1\"\nkey = \"secret-1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, secureRules+`
+[[ingress]]
+name    = "open"
+path    = "/open/{device}"
+methods = ["POST"]
+topic   = "open/{device}"
+`, func(c *Config, o *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+		withPresence(300*time.Millisecond, time.Minute)(c, o)
+	})
+	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+	dev1 := pskClient(t, "dev1", "secret-1")
+	resp, err := dev1.Post(t.Context(), "coaps://"+tb.DTLSAddr().String()+"/secure/dev1", message.TextPlain, []byte("ok"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("dev1 over DTLS: %v %v", resp, err)
+	}
+	d, _ := nextPresence(t, sub, "online")
+	if d.Via != "dtls" || d.Address != dev1.Endpoint().LocalAddr().String() {
+		t.Errorf("presence %+v, want via dtls from %s", d, dev1.Endpoint().LocalAddr())
+	}
+	nextPresence(t, sub, "asleep")
+
+	thief := newCoAPClient(t)
+	resp, err = thief.Post(t.Context(), tb.coapURL("/open/dev1"), message.TextPlain, []byte("mine"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("plain UDP claim on a rule without identity: %v %v, want 2.04", resp, err)
+	}
+	sub.none(t, time.Second)
+	if got := retainedPresence(t, tb.MQTTAddr(), "dev1"); got.State != "asleep" {
+		t.Errorf("after a plain UDP claim: %+v, want asleep", got)
+	}
 }
