@@ -556,3 +556,37 @@ topic   = "open/{device}"
 		t.Errorf("after a plain UDP claim: %+v, want asleep", got)
 	}
 }
+
+// TestPresencePolledDevice: a polled device is online while it answers,
+// offline (timeout) when it stops, and online again when it is back;
+// polls in between publish nothing.
+func TestPresencePolledDevice(t *testing.T) {
+	battery := func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("90")) }
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("GET /battery", battery)
+	addr := dev.addr.String()
+	tb := startBridge(t, fmt.Sprintf(`
+[[device]]
+name = "p1"
+url  = "coap://%s"
+
+[[poll]]
+name     = "battery"
+devices  = ["p1"]
+paths    = ["/battery"]
+interval = "100ms"
+topic    = "battery/{device}"
+`, addr), withPresence(50*time.Millisecond, 200*time.Millisecond))
+	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+	nextPresence(t, sub, "online")
+	sub.none(t, 500*time.Millisecond) // five polls, past offline_after: no change
+
+	dev.srv.Close()
+	off, _ := nextPresence(t, sub, "offline")
+	if off.Reason != offlineTimeout || off.Address != addr {
+		t.Errorf("offline document %+v, want reason %q at %s", off, offlineTimeout, addr)
+	}
+	dev = startDevice(t, addr)
+	dev.mux.HandleFunc("GET /battery", battery)
+	nextPresence(t, sub, "online")
+}
