@@ -45,6 +45,34 @@ func withPresence(awake, offlineAfter time.Duration) func(*Config, *Options) {
 	}
 }
 
+// presenceBroker starts a mosquitto for a test whose presence documents
+// change while it subscribes: the embedded broker (mochi) reads the
+// retained messages for a new subscription without a lock, a race the
+// detector reports (mochi-mqtt/server#200). mod points the bridge at it.
+func presenceBroker(t *testing.T, awake, offlineAfter time.Duration) (*peer.Mosquitto, func(*Config, *Options)) {
+	t.Helper()
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	return broker, func(c *Config, o *Options) {
+		useRemoteBroker(c, broker.Addr(), "bridge-presence")
+		withPresence(awake, offlineAfter)(c, o)
+	}
+}
+
+// waitPortFree waits until the UDP address a stopped device used can be
+// bound again, for the device to come back there: on a busy machine
+// another socket may hold the port for a moment.
+func waitPortFree(t *testing.T, addr string) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, "port "+addr+" free again", func() bool {
+		c, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+}
+
 // presenceOf decodes a presence document.
 func presenceOf(t *testing.T, m paho.Message) presenceDoc {
 	t.Helper()
@@ -85,7 +113,8 @@ func nextPresence(t *testing.T, sub *subscriber, state string) (presenceDoc, tim
 // offline_after did, and online again with its next push.
 func TestPresenceLearnedOnlineAsleepOfflineAndBack(t *testing.T) {
 	const awake, offlineAfter = 300 * time.Millisecond, time.Second
-	tb := startBridge(t, presenceIngressRules, withPresence(awake, offlineAfter))
+	broker, mod := presenceBroker(t, awake, offlineAfter)
+	tb := startBridge(t, presenceIngressRules, mod)
 	c := newCoAPClient(t)
 	push := func() time.Time {
 		t.Helper()
@@ -100,7 +129,7 @@ func TestPresenceLearnedOnlineAsleepOfflineAndBack(t *testing.T) {
 	self := c.Endpoint().LocalAddr().String()
 
 	// Read after the fact: the document is retained.
-	d := retainedPresence(t, tb.MQTTAddr(), "dev1")
+	d := retainedPresence(t, broker.Addr(), "dev1")
 	if d.State != "online" && d.State != "asleep" { // a slow machine may have passed awake already
 		t.Fatalf("retained presence %+v, want online", d)
 	}
@@ -114,7 +143,7 @@ func TestPresenceLearnedOnlineAsleepOfflineAndBack(t *testing.T) {
 
 	// From the retained document on: online → asleep → offline, each
 	// only once its threshold passed.
-	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+	sub := subscribe(t, broker.Addr(), "devices/+/status", 1)
 	state := presenceOf(t, sub.next(t, 5*time.Second)).State
 	var off presenceDoc
 	var at time.Time
@@ -135,7 +164,7 @@ func TestPresenceLearnedOnlineAsleepOfflineAndBack(t *testing.T) {
 	if off.Reason != offlineSilent || off.LastSeen != d.LastSeen || off.Address != self {
 		t.Errorf("offline document %+v, want reason %q, last_seen %s and address %s", off, offlineSilent, d.LastSeen, self)
 	}
-	if got := retainedPresence(t, tb.MQTTAddr(), "dev1"); got != off {
+	if got := retainedPresence(t, broker.Addr(), "dev1"); got != off {
 		t.Errorf("retained %+v, want the offline document %+v", got, off)
 	}
 
@@ -183,11 +212,12 @@ func TestPresenceNotRepublishedOnEveryUplink(t *testing.T) {
 func TestPresenceObservedDevice(t *testing.T) {
 	dev := startObservableDevice(t, "", 1) // Max-Age 1 s: silence is noticed fast
 	addr := dev.addr.String()
-	tb := startBridge(t, observeRules(dev.addr), func(c *Config, o *Options) {
-		withPresence(300*time.Millisecond, time.Second)(c, o)
+	broker, mod := presenceBroker(t, 300*time.Millisecond, time.Second)
+	startBridge(t, observeRules(dev.addr), func(c *Config, o *Options) {
+		mod(c, o)
 		o.ReobserveMin, o.ReobserveMax = 50*time.Millisecond, 200*time.Millisecond
 	})
-	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+	sub := subscribe(t, broker.Addr(), "devices/+/status", 1)
 	d, _ := nextPresence(t, sub, "online")
 	if d.Address != addr || d.Via != "udp" || d.LastSeen == "" {
 		t.Errorf("presence %+v, want address %s via udp with last_seen", d, addr)
@@ -202,10 +232,11 @@ func TestPresenceObservedDevice(t *testing.T) {
 	if off.Reason != offlineTimeout || off.Address != addr {
 		t.Errorf("offline document %+v, want reason %q at %s", off, offlineTimeout, addr)
 	}
-	if got := retainedPresence(t, tb.MQTTAddr(), "d1"); got != off {
+	if got := retainedPresence(t, broker.Addr(), "d1"); got != off {
 		t.Errorf("retained %+v, want %+v", got, off)
 	}
 
+	waitPortFree(t, addr)
 	startObservableDevice(t, addr, 1)
 	back, _ := nextPresence(t, sub, "online")
 	if back.Reason != "" || back.Address != addr {
@@ -498,6 +529,7 @@ func TestPresenceCommandedDevice(t *testing.T) {
 	}
 
 	silent.Close()
+	waitPortFree(t, addr)
 	dev := startDevice(t, addr)
 	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
 	back, _ := nextPresence(t, sub, "online")
@@ -565,7 +597,8 @@ func TestPresencePolledDevice(t *testing.T) {
 	dev := startDevice(t, "")
 	dev.mux.HandleFunc("GET /battery", battery)
 	addr := dev.addr.String()
-	tb := startBridge(t, fmt.Sprintf(`
+	broker, mod := presenceBroker(t, 50*time.Millisecond, 200*time.Millisecond)
+	startBridge(t, fmt.Sprintf(`
 [[device]]
 name = "p1"
 url  = "coap://%s"
@@ -576,8 +609,8 @@ devices  = ["p1"]
 paths    = ["/battery"]
 interval = "100ms"
 topic    = "battery/{device}"
-`, addr), withPresence(50*time.Millisecond, 200*time.Millisecond))
-	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+`, addr), mod)
+	sub := subscribe(t, broker.Addr(), "devices/+/status", 1)
 	nextPresence(t, sub, "online")
 	sub.none(t, 500*time.Millisecond) // five polls, past offline_after: no change
 
@@ -586,6 +619,7 @@ topic    = "battery/{device}"
 	if off.Reason != offlineTimeout || off.Address != addr {
 		t.Errorf("offline document %+v, want reason %q at %s", off, offlineTimeout, addr)
 	}
+	waitPortFree(t, addr)
 	dev = startDevice(t, addr)
 	dev.mux.HandleFunc("GET /battery", battery)
 	nextPresence(t, sub, "online")
