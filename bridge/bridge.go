@@ -151,6 +151,7 @@ type Bridge struct {
 	mqtt      *mqttLink // the MQTT client, made by Run
 	devices   *deviceClients
 	learned   *learnedDevices
+	presence  *presence // nil without devices.presence_topic
 	outs      *outputs
 	resources *resources
 	commands  *commands
@@ -216,9 +217,11 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.set.Store(set)
 	limit := maxPayload(cfg.MQTT)
 	logLearn := learnLogger(logger)
+	b.presence = newPresence(cfg.Devices, b.mqtt, b.locateDevice, reg, logger)
 	b.learned = newLearnedDevices(cfg.Devices.MaxLearned, reg, func(ev LearnEvent) {
 		logLearn(ev)
 		b.onLearn(ev)
+		b.presence.learn(ev)
 	})
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
 	b.devices.learned = b.learned
@@ -227,9 +230,16 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		return nil, err
 	}
 	b.commands = newCommands(&b.set, b.subs, b.mqtt, b.devices, b.metrics, logger, opts, limit)
+	b.commands.presence = b.presence
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
-	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
+	// Presence hears of pushes from the learned registry, which knows
+	// whether a request proved the device's name; here only of answers.
+	b.watches = newWatcher(b.devices, b.outs, func(name string) {
+		b.presence.answered(name)
+		b.commands.markOnline(name)
+	}, b.metrics, logger, opts)
+	b.watches.presence = b.presence
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.learned = b.learned
 	b.coap.rateLimit(cfg.CoAP)
@@ -337,6 +347,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.registerMQTTMetrics(mc)
 
 	sup.start("resources", b.resources)
+	if b.presence != nil {
+		sup.start("presence", b.presence)
+	}
 	sup.start("commands", b.commands)
 	// Subscribe before connecting: a remote broker delivers the commands it
 	// kept in the bridge's session (while the bridge was down) right after
@@ -435,6 +448,11 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 	}
 	sup.stop(ctx, "watches", b.watches)
 	sup.stop(ctx, "commands", b.commands)
+	if b.presence != nil {
+		// The documents of the last changes go out; the others stay as
+		// they are (the status topic says the bridge is gone).
+		sup.stop(ctx, "presence", b.presence)
+	}
 	if err := b.mqtt.Close(ctx); err != nil {
 		b.log.Warn("mqtt close", "err", err)
 	}

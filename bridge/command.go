@@ -61,6 +61,8 @@ type commands struct {
 	log        *slog.Logger
 	opts       Options
 	maxPayload int // largest command payload taken (mqtt.max_payload)
+	// presence learns from every answer and timeout (nil: not tracked).
+	presence *presence
 
 	work chan *command
 	wg   sync.WaitGroup // workers, the expiry loop, probes and drains
@@ -307,6 +309,7 @@ func (c *commands) execute(cmd *command) {
 	switch {
 	case err == nil:
 		if name != "" {
+			c.presence.answered(name)
 			c.markOnline(name)
 		}
 		fillResponse(&res, resp)
@@ -315,6 +318,7 @@ func (c *commands) execute(cmd *command) {
 	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		if name != "" {
 			c.markOffline(name)
+			c.presence.unreachable(name, err)
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
 		c.finish(cmd, res, reasonTimeout)
@@ -326,6 +330,9 @@ func (c *commands) execute(cmd *command) {
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonUnknownDevice)
 	default:
+		if name != "" {
+			c.presence.unreachable(name, err)
+		}
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonCoAP)
 	}

@@ -166,6 +166,7 @@ func (c *commands) probe(ctx context.Context, name string) {
 			return
 		}
 		if alive {
+			c.presence.answered(name)
 			c.markOnline(name)
 			return
 		}

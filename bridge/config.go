@@ -173,6 +173,49 @@ type DevicesConfig struct {
 	// not learned (counted in bridge_learned_refused_total). 0 means
 	// DefaultMaxLearned.
 	MaxLearned int `mapstructure:"max_learned"`
+	// Awake is how long a device that pushes stays reachable after its
+	// latest request: online within it, asleep after. 0 means DefaultAwake.
+	Awake time.Duration `mapstructure:"awake"`
+	// OfflineAfter is how long a device that pushes may stay silent
+	// before it is offline; longer than Awake. 0 means DefaultOfflineAfter.
+	OfflineAfter time.Duration `mapstructure:"offline_after"`
+	// PresenceTopic is the topic template ({device}) of each device's
+	// retained presence document; "" publishes none.
+	PresenceTopic string `mapstructure:"presence_topic"`
+}
+
+// presenceThresholds returns Awake and OfflineAfter with their defaults.
+func (d DevicesConfig) presenceThresholds() (awake, offlineAfter time.Duration) {
+	awake, offlineAfter = d.Awake, d.OfflineAfter
+	if awake == 0 {
+		awake = DefaultAwake
+	}
+	if offlineAfter == 0 {
+		offlineAfter = DefaultOfflineAfter
+	}
+	return awake, offlineAfter
+}
+
+// validate adds a problem for a negative threshold, thresholds in the
+// wrong order and a presence topic that is not a {device} template.
+func (d DevicesConfig) validate(add func(key, format string, args ...any)) {
+	if d.MaxLearned < 0 {
+		add("devices.max_learned", "must not be negative (0 means %d), got %d", DefaultMaxLearned, d.MaxLearned)
+	}
+	if d.Awake < 0 {
+		add("devices.awake", "must not be negative (0 means %v), got %v", DefaultAwake, d.Awake)
+	}
+	if d.OfflineAfter < 0 {
+		add("devices.offline_after", "must not be negative (0 means %v), got %v", DefaultOfflineAfter, d.OfflineAfter)
+	}
+	if awake, offline := d.presenceThresholds(); d.Awake >= 0 && d.OfflineAfter >= 0 && offline <= awake {
+		add("devices.offline_after", "%v must be longer than devices.awake (%v): a silent device is asleep before it is offline", offline, awake)
+	}
+	if d.PresenceTopic != "" {
+		if _, err := parsePresenceTopic(d.PresenceTopic); err != nil {
+			add("devices.presence_topic", "%q: %v", d.PresenceTopic, err)
+		}
+	}
 }
 
 // DTLSConfig configures the coaps listener.
@@ -328,9 +371,7 @@ func (c *Config) Validate() error {
 		add("coap.rate_burst", "must not be negative (0 means rate_limit), got %d", c.CoAP.RateBurst)
 	}
 	c.CoAP.Limits.validate(add)
-	if c.Devices.MaxLearned < 0 {
-		add("devices.max_learned", "must not be negative (0 means %d), got %d", DefaultMaxLearned, c.Devices.MaxLearned)
-	}
+	c.Devices.validate(add)
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)

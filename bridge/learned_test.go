@@ -133,3 +133,24 @@ func TestLearnedMemoryPerDevice(t *testing.T) {
 	runtime.KeepAlive(names)
 	runtime.KeepAlive(l)
 }
+
+// TestLearnedLookupWhileLearning: lookups run while requests move the
+// device (the race detector checks that entries are read under the lock).
+func TestLearnedLookupWhileLearning(t *testing.T) {
+	l := newLearnedDevices(10, nil, nil)
+	ep := &coapside.Endpoint{}
+	l.learn("d", netip.MustParseAddrPort("10.0.0.1:1"), ep, ViaUDP, false, time.Now())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			l.learn("d", netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(i+1)), ep, ViaUDP, false, time.Now())
+		}
+	}()
+	for range 1000 {
+		if d, ok := l.lookup("d"); !ok || d.Addr.Port() == 0 {
+			t.Fatalf("lookup %+v %v", d, ok)
+		}
+	}
+	<-done
+}

@@ -36,6 +36,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 				return
 			}
 			wt.countError(g, reasonOf(err))
+			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
@@ -59,6 +60,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			continue
 		case err != nil:
 			wt.countError(g, reasonOf(err))
+			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("observe failed", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
@@ -132,6 +134,7 @@ func (wt *watcher) fallbackPoll(ctx context.Context, run *watchRun, path string)
 		resp, err := wt.get(ctx, g, path)
 		if err != nil {
 			wt.countError(g, reasonOf(err))
+			wt.presence.unreachable(g.device.Name, err)
 			continue
 		}
 		wt.seen(g.device.Name)
@@ -189,6 +192,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 				return
 			}
 			wt.countError(g, reasonOf(err))
+			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("discovery failed", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return

@@ -30,6 +30,7 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 				return
 			}
 			wt.countError(g, reasonOf(err))
+			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("poll failed", "device", g.device.Name, "path", path, "err", err)
 			continue
 		}

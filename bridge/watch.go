@@ -116,9 +116,11 @@ type watcher struct {
 	devices *deviceClients
 	out     *outputs
 	seen    func(device string) // a device answered: its waiting commands go out
-	metrics *metrics
-	log     *slog.Logger
-	opts    Options
+	// presence hears of requests to devices that failed (nil: not tracked).
+	presence *presence
+	metrics  *metrics
+	log      *slog.Logger
+	opts     Options
 
 	// ctx is the parent of every watch; Shutdown ends it.
 	ctx    context.Context
