@@ -38,6 +38,11 @@ name  = "config"
 path  = "/config/{device}"
 topic = "config/{device}"
 
+[[resource]]
+name  = "mine"
+path  = "/mine/{x}"
+topic = "mine/{identity}/{x}"
+
 [[command]]
 name           = "actuators"
 filter         = "cmd/{device}/{resource...}"
@@ -200,6 +205,11 @@ func TestRouteResourceAndDiscovery(t *testing.T) {
 	v := routeJSONOut(t, cfg, 0, "coap", "GET", "/config/sim-0")
 	if at(t, v, "action") != "read" || at(t, v, "read_topic") != "config/sim-0" || at(t, v, "rule", "kind") != "resource" {
 		t.Fatalf("resource: %v", v)
+	}
+	// {identity} in a resource topic is the coaps client's identity.
+	v = routeJSONOut(t, cfg, 0, "coap", "GET", "/mine/cfg", "--identity", "dev1")
+	if at(t, v, "read_topic") != "mine/dev1/cfg" {
+		t.Fatalf("identity in the topic: %v", v)
 	}
 	v = routeJSONOut(t, cfg, 0, "coap", "GET", "coap://127.0.0.1/.well-known/core?rt=config")
 	if at(t, v, "action") != "discovery" || at(t, v, "code") != "2.05 Content" {
