@@ -47,7 +47,7 @@ type routeFlags struct {
 func newRouteCmd(cfgPath *string, stdout, stderr io.Writer) *cobra.Command {
 	f := &routeFlags{}
 	cmd := &cobra.Command{
-		Use:   "route coap METHOD PATH | route mqtt TOPIC",
+		Use:   "route coap|mqtt ARGS",
 		Short: "Show which rule takes a CoAP request or MQTT publish, and what it becomes (no network)",
 		Long: `A dry run through the rules of the config (--config, as bridge run and bridge
 check load them), with no socket opened: the same matching, conversion,
@@ -58,8 +58,10 @@ where and transform, and command targeting as the running bridge.
                            where and transform, QoS and retain; the topic a
                            resource rule reads; discovery; or the code the
                            client hears and the nearest rules
-  route mqtt TOPIC         a publish on a command topic: the command rule,
-                           device, method, URI, content format, response topic
+  route mqtt TOPIC         an MQTT publish: the command rule, device, method,
+                           URI, content format and response topic; the
+                           resource rules that keep it; or the nearest
+                           command rules
 
 ` + routeExitHelp,
 		Example: `  bridge route coap POST /telemetry/gh-1/temp --payload 21.5 -t text/plain
@@ -103,8 +105,8 @@ where and transform, and command targeting as the running bridge.
 	coapCmd.Flags().StringVar(&f.identity, "identity", "", "the client's DTLS identity (PSK identity or certificate CN), as on coaps")
 	mqttCmd := &cobra.Command{
 		Use:   "mqtt TOPIC",
-		Short: "Route an MQTT publish through the command rules",
-		Long:  "Route an MQTT publish on TOPIC through the command rules.\n\n" + routeExitHelp,
+		Short: "Route an MQTT publish through the command and resource rules",
+		Long:  "Route an MQTT publish on TOPIC through the command and resource rules.\n\n" + routeExitHelp,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageError(stderr, "want exactly one TOPIC, got %d arguments", len(args))
