@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -321,7 +322,7 @@ func coapJSON(p bridge.CoAPProbe, r *bridge.CoAPRoute) *coapRouteJSON {
 		Routed: r.Routed(),
 		Action: string(r.Action),
 		Method: p.Method.String(),
-		Path:   "/" + strings.Join(p.Path, "/"),
+		Path:   escapedPath(p.Path),
 		Code:   r.Code.String(),
 		Reason: r.Reason,
 	}
@@ -451,6 +452,16 @@ func mqttJSON(topic string, r *bridge.MQTTRoute) *mqttRouteJSON {
 	return out
 }
 
+// escapedPath writes Uri-Path values as a URL path, each segment
+// percent-encoded, so a segment holding '/' shows as %2F.
+func escapedPath(segs []string) string {
+	esc := make([]string, len(segs))
+	for i, s := range segs {
+		esc[i] = url.PathEscape(s)
+	}
+	return "/" + strings.Join(esc, "/")
+}
+
 func writeJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -515,7 +526,7 @@ func writeCoAPText(w io.Writer, r *coapRouteJSON) {
 	if r.Note != "" {
 		row("note", r.Note)
 	}
-	if r.Error != "" && len(r.Candidates) == 0 {
+	if r.Error != "" && r.Error != r.Code && len(r.Candidates) == 0 {
 		row("error", r.Error)
 	}
 	if r.Reason != "" {

@@ -187,7 +187,13 @@ func TestRouteNotRouted(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	v := routeJSONOut(t, cfg, 1, "coap", "GET", "/telemetry/gh-1/temp")
+	// A segment bound to a capture that holds '/' is refused, as the
+	// server refuses it: 4.00, counted as escape.
+	v := routeJSONOut(t, cfg, 1, "coap", "POST", "/telemetry/a%2Fb/temp", "-p", "1")
+	if at(t, v, "path") != "/telemetry/a%2Fb/temp" || at(t, v, "code") != "4.00 Bad Request" || at(t, v, "reason") != "escape" {
+		t.Fatalf("escape: %v", v)
+	}
+	v = routeJSONOut(t, cfg, 1, "coap", "GET", "/telemetry/gh-1/temp")
 	cs, _ := at(t, v, "candidates").([]any)
 	if at(t, v, "code") != "4.05 Method Not Allowed" || len(cs) != 3 {
 		t.Fatalf("method: %v", v)
