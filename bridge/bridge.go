@@ -259,16 +259,21 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 // anything, and returns a one-line summary. A rule error is a rules.Errors
 // listing every "file:line: message".
 func Check(cfg Config) (string, error) {
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return "", err
-	}
-	set, err := LoadRules(cfg)
+	set, err := checkedRules(cfg)
 	if err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%d devices, %d ingress, %d observe, %d poll, %d command, %d resource rules",
 		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources)), nil
+}
+
+// checkedRules validates cfg and loads its rules.
+func checkedRules(cfg Config) (*rules.Set, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return LoadRules(cfg)
 }
 
 // LoadRules loads the rule files cfg names (relative globs are taken from

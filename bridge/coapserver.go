@@ -157,55 +157,47 @@ func (in *ingress) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
 		return
 	}
 	segs := r.Options.Strings(message.URIPath)
-	if isWellKnownCore(segs) {
-		identity, _ := r.PeerIdentity()
+	identity, _ := r.PeerIdentity()
+	d := decideCoAP(set, r.Method, segs, identity)
+	switch d.action {
+	case actDiscovery:
 		in.res.serveWellKnownCore(w, r, set, identity)
 		return
-	}
-	route, caps, err := set.MatchPath(r.Method, segs, nil)
-	switch {
-	case errors.Is(err, rules.ErrMethodNotAllowed):
-		in.metrics.errors.WithLabelValues("", reasonMethod).Inc()
-		w.SetCode(message.MethodNotAllowed)
-		return
-	case errors.Is(err, rules.ErrEscape):
-		// A captured segment that would change the topic's levels.
-		in.metrics.errors.WithLabelValues("", reasonEscape).Inc()
-		in.log.Warn("request refused: path segment", "peer", r.Peer.String(), "path", r.Path(), "err", err)
-		w.SetCode(message.BadRequest)
-		w.SetContentFormat(message.TextPlain)
-		w.Write([]byte(err.Error()))
-		return
-	case err != nil:
-		in.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
-		w.SetCode(message.NotFound)
+	case actRefuse:
+		in.refuse(w, r, d)
 		return
 	}
-	identity, _ := r.PeerIdentity()
-	var idErr error
-	if route.Ingress != nil {
-		idErr = route.Ingress.CheckIdentity(caps, identity)
-	} else {
-		idErr = route.Resource.CheckIdentity(caps, identity)
-	}
-	if idErr != nil {
-		in.metrics.errors.WithLabelValues(route.Name(), reasonIdentity).Inc()
-		in.log.Warn("request refused: identity", "rule", route.Name(), "peer", r.Peer.String(), "err", idErr)
-		if identity == "" {
-			w.SetCode(message.Unauthorized) // RFC 7252 §5.9.2.2
-		} else {
-			w.SetCode(message.Forbidden)
-		}
-		return
-	}
-	if dev, ok := caps.Get("device"); ok {
+	if dev, ok := d.caps.Get("device"); ok {
 		in.learn(r, dev, identity, received)
 	}
-	if route.Ingress != nil {
-		in.serveIngress(w, r, route.Ingress, caps, identity, received)
+	if d.action == actIngress {
+		in.serveIngress(w, r, d.route.Ingress, d.caps, identity, received)
 		return
 	}
-	in.res.serve(w, r, route.Resource, caps)
+	in.res.serve(w, r, d.route.Resource, bindIdentity(d.caps, identity))
+}
+
+// refuse answers a request the rules do not take, counts it and logs
+// what an operator needs to know.
+func (in *ingress) refuse(w coapside.ResponseWriter, r *coapside.Request, d coapDecision) {
+	if d.reason != "" {
+		rule := ""
+		if d.route != nil {
+			rule = d.route.Name()
+		}
+		in.metrics.errors.WithLabelValues(rule, d.reason).Inc()
+	}
+	switch d.reason {
+	case reasonEscape:
+		in.log.Warn("request refused: path segment", "peer", r.Peer.String(), "path", r.Path(), "err", d.err)
+	case reasonIdentity:
+		in.log.Warn("request refused: identity", "rule", d.route.Name(), "peer", r.Peer.String(), "err", d.err)
+	}
+	w.SetCode(d.code)
+	if d.reason == reasonEscape {
+		w.SetContentFormat(message.TextPlain)
+		w.Write([]byte(d.err.Error()))
+	}
 }
 
 // learn records where device dev spoke from: its request passed the
@@ -231,20 +223,11 @@ func (in *ingress) learn(r *coapside.Request, dev, identity string, at time.Time
 // retry cannot make a duplicate. A slow answer goes out as a separate
 // response after an empty ACK (coapside's SeparateAfter).
 func (in *ingress) serveIngress(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Ingress, caps rules.Captures, identity string, received time.Time) {
-	msg := &inbound{
-		Payload:       r.Payload,
-		ContentFormat: -1,
-		Path:          r.Path(),
-		Identity:      identity,
-		Received:      received,
-		Confirm:       true,
+	cf := -1
+	if f, ok := r.Options.ContentFormat(); ok {
+		cf = int(f)
 	}
-	if cf, ok := r.Options.ContentFormat(); ok {
-		msg.ContentFormat = int(cf)
-	}
-	if d, ok := caps.Get("device"); ok {
-		msg.Device = d
-	}
+	msg := pushInbound(r.Payload, cf, r.Path(), identity, caps, received)
 	err := in.out.publish(r.Context(), rule.Name, &rule.Output, caps, msg)
 	switch {
 	case err == nil, errors.Is(err, errFiltered):

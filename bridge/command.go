@@ -202,22 +202,8 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		return
 	}
 	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now()}
-	if limit := c.maxPayload; len(d.Payload) > limit {
-		// A remote broker delivers whatever it accepted; the embedded
-		// broker refuses such a publish itself.
-		c.finish(cmd, commandResult{Status: "error",
-			Error: fmt.Sprintf("payload of %d bytes exceeds mqtt.max_payload (%d)", len(d.Payload), limit)}, reasonTooLarge)
-		return
-	}
-	target, err := set.Target(rule, caps)
+	target, reason, err := planCommand(set, rule, caps, d.Payload, c.maxPayload)
 	if err != nil {
-		reason := reasonEscape
-		switch {
-		case errors.Is(err, rules.ErrUnknownDevice):
-			reason = reasonUnknownDevice
-		case errors.Is(err, coapside.ErrInvalidURL):
-			reason = reasonConvert // a segment too long for a Uri-Path option
-		}
 		c.finish(cmd, commandResult{Status: "error", Error: err.Error()}, reason)
 		return
 	}
@@ -293,7 +279,7 @@ func deviceName(t rules.Target) string { return t.Name }
 func (c *commands) execute(cmd *command) {
 	rule := cmd.rule
 	res := commandResult{Method: rule.Method.String()}
-	req, err := c.request(cmd)
+	req, err := commandRequest(rule, cmd.target, cmd.delivery.Payload)
 	if err != nil {
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonConvert)
@@ -336,32 +322,6 @@ func (c *commands) execute(cmd *command) {
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonCoAP)
 	}
-}
-
-// request builds the CoAP request for a command from its target: the
-// address and Uri-* options rendered once (rules.Set.Target), the method,
-// and the payload with its Content-Format (JSON converted for cbor).
-func (c *commands) request(cmd *command) (*coapside.Request, error) {
-	rule := cmd.rule
-	payload := cmd.delivery.Payload
-	opts := cmd.target.Options
-	if cf := rule.ContentFormat; cf != nil {
-		if *cf == message.AppCBOR {
-			p, err := rules.JSONToCBOR(payload)
-			if err != nil {
-				return nil, err
-			}
-			payload = p
-		}
-		opts = opts.SetContentFormat(*cf)
-	}
-	return &coapside.Request{
-		Method:  rule.Method,
-		Type:    message.Confirmable,
-		Options: opts,
-		Payload: payload,
-		URL:     cmd.target.URL(),
-	}, nil
 }
 
 // fillResponse copies a device's response into a result.

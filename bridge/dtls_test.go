@@ -247,3 +247,38 @@ func TestReloadKeepsTheKeysOfAnEmptiedPSKFile(t *testing.T) {
 		t.Fatalf("dev1 after its psk_file was emptied: %v %v", resp, err)
 	}
 }
+
+// TestDTLSIdentityInResourceTopic: a resource rule whose topic uses
+// {identity} reads the topic of the authenticated client, as an ingress
+// rule publishes to it.
+func TestDTLSIdentityInResourceTopic(t *testing.T) {
+	pskFile := filepath.Join(t.TempDir(), "psk.toml")
+	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"dev1\"\nkey = \"secret-1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, `
+[[resource]]
+name  = "mine"
+path  = "/mine/{x}"
+topic = "mine/{identity}/{x}"
+`, func(c *Config, _ *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+	})
+	publish(t, tb.MQTTAddr(), "mine/dev1/cfg", 1, false, "v1")
+	dev1 := pskClient(t, "dev1", "secret-1")
+	url := "coaps://" + tb.DTLSAddr().String() + "/mine/cfg"
+	var last string
+	testkit.Eventually(t, 10*time.Second, "dev1 reads mine/dev1/cfg", func() bool {
+		resp, err := dev1.Get(t.Context(), url)
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		last = resp.Code.String()
+		return resp.Code == message.Content && string(resp.Payload) == "v1"
+	})
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("mine", reasonEscape)); got != 0 {
+		t.Errorf("escape errors %v (last answer %s), want 0", got, last)
+	}
+}

@@ -42,21 +42,20 @@ func (e *outcomeError) Unwrap() []error { return []error{e.code, e.err} }
 // buildMessage turns an inbound payload into the MQTT message rule out
 // publishes (rules.Output.Prepare: topic, where, conversion, transform). It
 // returns errFiltered when where is false and an *outcomeError when the
-// message cannot be published.
-func buildMessage(out *rules.Output, caps rules.Captures, in *inbound) (mqttside.Message, error) {
+// message cannot be published. tr, when not nil, records the steps.
+func buildMessage(out *rules.Output, caps rules.Captures, in *inbound, tr *rules.Trace) (mqttside.Message, error) {
 	p := rules.Payload{Data: in.Payload}
 	if in.ContentFormat >= 0 {
 		p.Format, p.HasFormat = message.MediaType(in.ContentFormat), true
 	}
-	if in.Identity != "" {
-		caps = caps.With("identity", in.Identity)
-	}
-	pub, keep, err := out.Prepare(caps, rules.Message{Payload: p, Path: in.Path, Device: in.Device, Identity: in.Identity, Time: in.Received})
+	caps = bindIdentity(caps, in.Identity)
+	pub, keep, err := out.PrepareTrace(caps, rules.Message{Payload: p, Path: in.Path, Device: in.Device, Identity: in.Identity, Time: in.Received}, tr)
 	switch {
 	case err != nil:
 		return mqttside.Message{}, classifyPrepareError(err)
 	case !keep:
-		return mqttside.Message{}, errFiltered
+		// Where the message would have gone, for a dry run's report.
+		return mqttside.Message{Topic: pub.Topic, QoS: pub.QoS, Retain: pub.Retain}, errFiltered
 	}
 	m := mqttside.Message{Topic: pub.Topic, Payload: pub.Payload, QoS: pub.QoS, Retain: pub.Retain}
 	switch {
@@ -104,7 +103,7 @@ type outputs struct {
 // retry cannot create a duplicate. Any other message counts as published
 // once it is in the client or its offline buffer.
 func (o *outputs) publish(ctx context.Context, rule string, out *rules.Output, caps rules.Captures, in *inbound) error {
-	m, err := buildMessage(out, caps, in)
+	m, err := buildMessage(out, caps, in, nil)
 	if err == nil {
 		confirm := in.Confirm && m.QoS > 0
 		timeout := o.publishTimeout

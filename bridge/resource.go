@@ -162,14 +162,12 @@ func (rs *resources) serve(w coapside.ResponseWriter, r *coapside.Request, rule 
 // serveResource answers a GET on a resource rule with the latest message on
 // its topic (4.04 before the first), with Max-Age.
 func (rs *resources) serveResource(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Resource, caps rules.Captures) {
-	if r.Method != message.GET {
-		w.SetCode(message.MethodNotAllowed)
-		return
-	}
-	topic, err := rule.Topic.Render(caps)
+	topic, err := readTopic(rule, r.Method, caps)
 	if err != nil {
-		rs.metrics.errors.WithLabelValues(rule.Name, reasonEscape).Inc()
-		w.SetCode(message.BadRequest)
+		if reason := outcomeReason(err); reason != "" {
+			rs.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
+		}
+		w.SetCode(codeOf(err))
 		return
 	}
 	v, ok := rs.cache.get(topic)

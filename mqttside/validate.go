@@ -15,3 +15,10 @@ func validateMessage(m Message, maxPayload int, allowEmptyLevels bool) error {
 	}
 	return nil
 }
+
+// ValidateMessage applies the checks a client makes before publishing m
+// (topic, QoS, payload size), for a caller that wants the verdict without
+// publishing: a dry run through the bridge's rules.
+func ValidateMessage(m Message, maxPayload int, allowEmptyLevels bool) error {
+	return validateMessage(m, maxPayload, allowEmptyLevels)
+}

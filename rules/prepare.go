@@ -28,12 +28,30 @@ type Publication struct {
 	Retain  bool
 }
 
+// Trace records the steps of one Prepare for a dry run (bridge route):
+// what where and transform saw and decided. The zero value is ready.
+type Trace struct {
+	// Decoded is the payload as expressions see it (see Decode); set
+	// only when the rule has where or transform.
+	Decoded any
+	// WhereRan is set when where was evaluated; Where is its verdict.
+	WhereRan, Where bool
+	// TransformRan is set when transform ran; Transformed is its result.
+	TransformRan bool
+	Transformed  any
+}
+
 // Prepare applies a CoAP → MQTT rule to one message: it renders the topic
 // from the captures, evaluates where (keep is false when it drops the
 // message), converts the payload and applies transform. Failures wrap
 // ErrEscape, ErrMissingCapture, ErrConvert, ErrContentFormat or ErrExpr;
 // the caller counts and logs them.
 func (o *Output) Prepare(caps Captures, m Message) (pub Publication, keep bool, err error) {
+	return o.PrepareTrace(caps, m, nil)
+}
+
+// PrepareTrace is Prepare recording its steps in tr (nil records nothing).
+func (o *Output) PrepareTrace(caps Captures, m Message, tr *Trace) (pub Publication, keep bool, err error) {
 	topic, err := o.Topic.Render(caps)
 	if err != nil {
 		return pub, false, err
@@ -51,6 +69,9 @@ func (o *Output) Prepare(caps Captures, m Message) (pub Publication, keep bool, 
 	if err != nil {
 		return pub, false, err
 	}
+	if tr != nil {
+		tr.Decoded = v
+	}
 	cf := -1
 	if m.Payload.HasFormat {
 		cf = int(m.Payload.Format)
@@ -67,6 +88,9 @@ func (o *Output) Prepare(caps Captures, m Message) (pub Publication, keep bool, 
 	}
 	if o.Where != nil {
 		ok, err := o.Where.Match(env)
+		if tr != nil && err == nil {
+			tr.WhereRan, tr.Where = true, ok
+		}
 		if err != nil || !ok {
 			return pub, false, err
 		}
@@ -76,6 +100,9 @@ func (o *Output) Prepare(caps Captures, m Message) (pub Publication, keep bool, 
 		out, err := o.Transform.Run(env)
 		if err != nil {
 			return pub, false, err
+		}
+		if tr != nil {
+			tr.TransformRan, tr.Transformed = true, out
 		}
 		if pub.Payload, err = json.Marshal(out); err != nil {
 			return pub, false, fmt.Errorf("%w: transform result: %v", ErrExpr, err)

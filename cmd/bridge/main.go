@@ -2,6 +2,7 @@
 //
 //	bridge [run] [--config config.toml]   run the bridge (default command)
 //	bridge check [--config config.toml]   validate config and rules
+//	bridge route coap|mqtt ...            dry run of a message through the rules
 //	bridge version                        print version information
 package main
 
@@ -92,7 +93,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintln(stdout, versionString())
 		},
 	}
-	root.AddCommand(run, check, ver, newHealthCmd(stdout), newCoapCmd(stdout, stderr), newSimCmd(stdout, stderr))
+	root.AddCommand(run, check, ver, newHealthCmd(stdout), newCoapCmd(stdout, stderr), newSimCmd(stdout, stderr), newRouteCmd(&cfgPath, stdout, stderr))
 	return root
 }
 
