@@ -173,7 +173,25 @@ type DevicesConfig struct {
 	// not learned (counted in bridge_learned_refused_total). 0 means
 	// DefaultMaxLearned.
 	MaxLearned int `mapstructure:"max_learned"`
+	// Awake is how long a learned device listens after each of its
+	// uplinks; a command for one silent for longer is queued until its
+	// next uplink (queue mode). 0 means DefaultAwake.
+	Awake time.Duration `mapstructure:"awake"`
+	// QueueSize bounds the commands held per device while it sleeps or is
+	// offline; 0 means DefaultQueueSize.
+	QueueSize int `mapstructure:"queue_size"`
+	// QueueTTL is how long a command may wait in a device's queue before
+	// it is answered expired; 0 means DefaultQueueTTL. A command rule's
+	// queue_ttl and an MQTT 5 message expiry shorten it.
+	QueueTTL time.Duration `mapstructure:"queue_ttl"`
 }
+
+// Defaults of the devices section's queue mode.
+const (
+	DefaultAwake     = 5 * time.Second
+	DefaultQueueSize = 100
+	DefaultQueueTTL  = 10 * time.Minute
+)
 
 // DTLSConfig configures the coaps listener.
 type DTLSConfig struct {
@@ -330,6 +348,15 @@ func (c *Config) Validate() error {
 	c.CoAP.Limits.validate(add)
 	if c.Devices.MaxLearned < 0 {
 		add("devices.max_learned", "must not be negative (0 means %d), got %d", DefaultMaxLearned, c.Devices.MaxLearned)
+	}
+	if c.Devices.Awake < 0 {
+		add("devices.awake", "must not be negative (0 means %v), got %v", DefaultAwake, c.Devices.Awake)
+	}
+	if c.Devices.QueueSize < 0 {
+		add("devices.queue_size", "must not be negative (0 means %d), got %d", DefaultQueueSize, c.Devices.QueueSize)
+	}
+	if c.Devices.QueueTTL < 0 {
+		add("devices.queue_ttl", "must not be negative (0 means %v), got %v", DefaultQueueTTL, c.Devices.QueueTTL)
 	}
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
