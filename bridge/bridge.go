@@ -56,10 +56,15 @@ type Options struct {
 	CommandWorkers int
 	// CommandBacklog bounds commands waiting for a worker (1024).
 	CommandBacklog int
-	// CommandQueue bounds commands held per offline device (100).
+	// CommandQueue bounds commands held per sleeping or offline device
+	// (devices.queue_size, 100).
 	CommandQueue int
-	// CommandQueueTTL expires commands held for an offline device (10m).
+	// CommandQueueTTL expires commands held for a sleeping or offline
+	// device (devices.queue_ttl, 10m).
 	CommandQueueTTL time.Duration
+	// Awake is how long a learned device is reachable after each of its
+	// requests to the bridge (devices.awake, 5s).
+	Awake time.Duration
 	// ProbeMin and ProbeMax bound the backoff between CoAP pings to a
 	// device marked offline: the first is sent within ProbeMin after it
 	// stopped answering, then the interval doubles up to ProbeMax (2s, 1m).
@@ -87,6 +92,19 @@ type Options struct {
 	noFileWatch bool // reload only on TriggerReload (tests)
 }
 
+// fromDevices takes the queue mode keys set in the devices section.
+func (o *Options) fromDevices(d DevicesConfig) {
+	if d.Awake > 0 {
+		o.Awake = d.Awake
+	}
+	if d.QueueSize > 0 {
+		o.CommandQueue = d.QueueSize
+	}
+	if d.QueueTTL > 0 {
+		o.CommandQueueTTL = d.QueueTTL
+	}
+}
+
 func (o *Options) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -101,7 +119,8 @@ func (o *Options) setDefaults() {
 	def(&o.PublishTimeout, 5*time.Second)
 	def(&o.HandoverTimeout, time.Second)
 	def(&o.RequestTimeout, 10*time.Second)
-	def(&o.CommandQueueTTL, 10*time.Minute)
+	def(&o.CommandQueueTTL, DefaultQueueTTL)
+	def(&o.Awake, DefaultAwake)
 	def(&o.ProbeMin, 2*time.Second)
 	def(&o.ProbeMax, time.Minute)
 	def(&o.ObserveFallbackInterval, 30*time.Second)
@@ -112,7 +131,7 @@ func (o *Options) setDefaults() {
 	defInt(&o.FallbackRounds, 10)
 	defInt(&o.CommandWorkers, 32)
 	defInt(&o.CommandBacklog, 1024)
-	defInt(&o.CommandQueue, 100)
+	defInt(&o.CommandQueue, DefaultQueueSize)
 	defInt(&o.ResourceCacheSize, 10000)
 	if o.RetryMaxAge == 0 {
 		o.RetryMaxAge = 5
@@ -198,6 +217,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	if err != nil {
 		return nil, err
 	}
+	opts.fromDevices(cfg.Devices)
 	opts.setDefaults()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

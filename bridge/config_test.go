@@ -31,8 +31,16 @@ func TestValidate(t *testing.T) {
 		{"rate limit", func(c *Config) { c.CoAP.RateLimit = 0.5; c.CoAP.RateBurst = 10 }, nil},
 		{"negative rate limit", func(c *Config) { c.CoAP.RateLimit = -1; c.CoAP.RateBurst = -2 }, []string{
 			"coap.rate_limit: must not be negative", "coap.rate_burst: must not be negative"}},
-		{"queue mode", func(c *Config) { c.Devices.Awake = time.Second; c.Devices.QueueSize = 5; c.Devices.QueueTTL = time.Minute }, nil},
-		{"negative queue mode keys", func(c *Config) { c.Devices.Awake = -time.Second; c.Devices.QueueSize = -1; c.Devices.QueueTTL = -time.Minute }, []string{
+		{"queue mode", func(c *Config) {
+			c.Devices.Awake = time.Second
+			c.Devices.QueueSize = 5
+			c.Devices.QueueTTL = time.Minute
+		}, nil},
+		{"negative queue mode keys", func(c *Config) {
+			c.Devices.Awake = -time.Second
+			c.Devices.QueueSize = -1
+			c.Devices.QueueTTL = -time.Minute
+		}, []string{
 			"devices.awake: must not be negative (0 means 5s), got -1s",
 			"devices.queue_size: must not be negative (0 means 100), got -1",
 			"devices.queue_ttl: must not be negative (0 means 10m0s), got -1m0s"}},
