@@ -174,7 +174,11 @@ func (l *learnedDevices) learn(name string, addr netip.AddrPort, ep *coapside.En
 // lookup returns what is known of device name.
 func (l *learnedDevices) lookup(name string) (LearnedDevice, bool) {
 	l.mu.RLock()
-	e, ok := l.devices[name]
+	p, ok := l.devices[name]
+	var e learnedEntry
+	if ok {
+		e = *p // copied under the lock: learn updates entries in place
+	}
 	l.mu.RUnlock()
 	if !ok {
 		return LearnedDevice{}, false
