@@ -170,6 +170,8 @@ type Bridge struct {
 	mqtt      *mqttLink // the MQTT client, made by Run
 	devices   *deviceClients
 	learned   *learnedDevices
+	keeper    *stateKeeper   // state.dir
+	restored  []savedCommand // from state.dir, queued again once MQTT is up
 	outs      *outputs
 	resources *resources
 	commands  *commands
@@ -236,17 +238,25 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.set.Store(set)
 	limit := maxPayload(cfg.MQTT)
 	logLearn := learnLogger(logger)
+	b.keeper = newStateKeeper(cfg.State.Dir, logger)
+	b.keeper.snap = b.snapshot
 	b.learned = newLearnedDevices(cfg.Devices.MaxLearned, reg, func(ev LearnEvent) {
 		logLearn(ev)
 		b.onLearn(ev)
+		if ev.Kind == Learned || ev.Kind == Moved {
+			b.keeper.touch()
+		}
 	})
+	b.restored = b.restoreState()
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
 	b.devices.learned = b.learned
+	b.devices.serverEndpoint = b.serverUDPEndpoint
 	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
 	if b.resources, err = newResources(&b.set, b.subs, b.metrics, logger, opts, limit, cfg.CoAP.Limits); err != nil {
 		return nil, err
 	}
 	b.commands = newCommands(&b.set, b.subs, b.mqtt, b.devices, b.metrics, logger, opts, limit)
+	b.commands.keep, b.commands.changed = b.keeper.enabled(), b.keeper.touch
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
 	b.watches = newWatcher(b.devices, b.outs, b.commands.markOnline, b.metrics, logger, opts)
@@ -372,6 +382,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if mc.State() == mqttside.StateConnected {
 		b.health.set("mqtt", true)
 	}
+	// Commands saved at the last shutdown wait again; their results can
+	// be published now.
+	b.commands.restoreCommands(b.restored)
+	b.restored = nil
+	sup.start("state", b.keeper)
 	// Watch the rule files before anything reports ready, so an edit made
 	// once the bridge is up is never missed.
 	rl.w = b.watchRules()
@@ -455,6 +470,8 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 	}
 	sup.stop(ctx, "watches", b.watches)
 	sup.stop(ctx, "commands", b.commands)
+	sup.stop(ctx, "state", b.keeper)
+	b.keeper.save() // the queues as Shutdown left them
 	if err := b.mqtt.Close(ctx); err != nil {
 		b.log.Warn("mqtt close", "err", err)
 	}

@@ -97,6 +97,12 @@ type commands struct {
 	// expiryWake tells the expiry loop it moved earlier.
 	nextExpiry time.Time
 	expiryWake chan struct{}
+	// keep: state.dir is set, so Shutdown keeps the commands announced
+	// queued (in kept, for the state file) instead of answering them.
+	keep bool
+	kept []*command
+	// changed is told when the queues change (the state keeper); nil: no one.
+	changed func()
 
 	// subs holds the filters the bridge is subscribed to (see ServeMQTT).
 	subs *subscribed
@@ -143,7 +149,8 @@ func (c *commands) Run(ctx context.Context) error {
 // hand. When ctx ends first, publishing is cut short too, so Shutdown
 // returns soon after ctx's deadline and never before its goroutines are
 // gone. Commands not sent, or cancelled, are given up (see abandon); those
-// announced queued for sleeping or offline devices are answered as expired.
+// announced queued for sleeping or offline devices are answered as expired,
+// or, with state.dir, kept for the state file.
 func (c *commands) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed = true
@@ -174,6 +181,12 @@ func (c *commands) Shutdown(ctx context.Context) error {
 	for _, dq := range q {
 		for _, cmd := range dq.cmds {
 			res := commandResult{Status: "expired", Error: "bridge shutting down"}
+			if c.keep && cmd.announced != nil {
+				c.mu.Lock()
+				c.kept = append(c.kept, cmd) // saved; sent after the restart
+				c.mu.Unlock()
+				continue
+			}
 			if cmd.announced == nil {
 				// Never acknowledged (it was about to go to an awake
 				// device): the broker may deliver it again.
@@ -429,6 +442,7 @@ func fillResponse(res *commandResult, resp *coapside.Response) {
 func (c *commands) finish(cmd *command, res commandResult, reason string) {
 	if ch := cmd.announced; ch != nil {
 		<-ch // its queued result goes first
+		c.touch()
 	}
 	rule := cmd.rule
 	if reason == "" {
@@ -474,6 +488,13 @@ func (c *commands) publishResult(cmd *command, res *commandResult) {
 		if err != nil {
 			c.log.Warn("command response not published to MQTT 5 response topic", "rule", rule.Name, "err", err)
 		}
+	}
+}
+
+// touch tells the state keeper that the queues changed.
+func (c *commands) touch() {
+	if c.changed != nil {
+		c.changed()
 	}
 }
 

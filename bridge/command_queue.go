@@ -306,6 +306,9 @@ func (c *commands) announce(qs []queuedCommand) {
 		cmd.delivery.Ack()
 		close(cmd.announced)
 	}
+	if len(qs) > 0 {
+		c.touch()
+	}
 }
 
 // probe pings an offline device soon after it stopped answering, then

@@ -26,6 +26,8 @@ type Config struct {
 	Log   LogConfig  `mapstructure:"log"`
 	// Devices configures devices learned from their own requests.
 	Devices DevicesConfig `mapstructure:"devices"`
+	// State keeps learned devices and queued commands across restarts.
+	State StateConfig `mapstructure:"state"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -193,6 +195,14 @@ const (
 	DefaultQueueTTL  = 10 * time.Minute
 )
 
+// StateConfig configures what the bridge keeps on disk.
+type StateConfig struct {
+	// Dir holds the learned devices and the commands queued for sleeping
+	// or offline devices (one file, replaced atomically); "" keeps them in
+	// memory only. It must be an existing, writable directory.
+	Dir string `mapstructure:"dir"`
+}
+
 // DTLSConfig configures the coaps listener.
 type DTLSConfig struct {
 	Listen       string `mapstructure:"listen"`
@@ -354,6 +364,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Devices.QueueSize < 0 {
 		add("devices.queue_size", "must not be negative (0 means %d), got %d", DefaultQueueSize, c.Devices.QueueSize)
+	}
+	if d := c.State.Dir; d != "" {
+		if err := checkStateDir(d); err != nil {
+			add("state.dir", "%v", err)
+		}
 	}
 	if c.Devices.QueueTTL < 0 {
 		add("devices.queue_ttl", "must not be negative (0 means %v), got %v", DefaultQueueTTL, c.Devices.QueueTTL)

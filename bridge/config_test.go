@@ -44,6 +44,10 @@ func TestValidate(t *testing.T) {
 			"devices.awake: must not be negative (0 means 5s), got -1s",
 			"devices.queue_size: must not be negative (0 means 100), got -1",
 			"devices.queue_ttl: must not be negative (0 means 10m0s), got -1m0s"}},
+		{"state dir missing", func(c *Config) { c.State.Dir = "/nonexistent/bridge-state" }, []string{
+			"state.dir: stat /nonexistent/bridge-state: no such file or directory"}},
+		{"state dir a file", func(c *Config) { c.State.Dir = "config_test.go" }, []string{"state.dir: config_test.go is not a directory"}},
+		{"state dir", func(c *Config) { c.State.Dir = "." }, nil},
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
 	}
 	for _, tt := range tests {

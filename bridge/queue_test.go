@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -511,4 +512,77 @@ func readMQTT(t *testing.T, r io.Reader) (byte, []byte) {
 		t.Fatalf("read body: %v", err)
 	}
 	return typ, body
+}
+
+// TestStateQueuedCommandsSurviveRestart: with state.dir, a bridge that
+// stops keeps the learned device and the commands queued for it (they
+// are not answered expired); the next bridge on the same port and dir
+// knows the device before it speaks again and sends the commands after
+// its next uplink, in order, each ending ok.
+func TestStateQueuedCommandsSurviveRestart(t *testing.T) {
+	stateDir := t.TempDir()
+	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := probe.LocalAddr().String()
+	probe.Close()
+	mod := func(c *Config, o *Options) {
+		c.CoAP.Listen = listen
+		c.State.Dir = stateDir
+		c.Devices.Awake = 500 * time.Millisecond
+	}
+	first := startBridge(t, sleepyRules(""), mod)
+	// In-process, so it hears the results published while the broker
+	// stops.
+	results := make(chan []byte, 10)
+	if err := first.mqtt.Subscribe(t.Context(), "replies/#", 1, mqttside.HandlerFunc(func(d *mqttside.Delivery) { results <- d.Payload })); err != nil {
+		t.Fatal(err)
+	}
+	dev := startSleepyDevice(t, first.CoAPAddr(), "sleepy", time.Second, time.Second, 0)
+	dev.waitAsleep(t)
+	publishInOrder(t, first.MQTTAddr(), "cmd/sleepy/n/", 3)
+	for i := range 3 {
+		select {
+		case p := <-results:
+			if r := decodeResult(t, p); r.Status != "queued" || r.Position != i+1 {
+				t.Fatalf("result %d: %+v, want queued", i, r)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no result %d", i)
+		}
+	}
+	first.stop(t)
+	select {
+	case p := <-results:
+		t.Fatalf("a result at shutdown: %s (the commands should have been kept)", p)
+	default:
+	}
+	st, err := readState(filepath.Join(stateDir, stateFileName))
+	if err != nil || len(st.Devices) != 1 || len(st.Commands) != 3 {
+		t.Fatalf("state file: %d devices, %d commands, %v", len(st.Devices), len(st.Commands), err)
+	}
+
+	second := startBridge(t, sleepyRules(""), mod)
+	if ld, ok := second.learned.lookup("sleepy"); !ok || ld.Addr.String() != dev.conn.LocalAddr().String() {
+		t.Fatalf("restored device %+v %v, want it at %v", ld, ok, dev.conn.LocalAddr())
+	}
+	if depth := testutil.ToFloat64(second.metrics.queueDepth); depth != 3 {
+		t.Fatalf("%v commands queued after the restart, want 3", depth)
+	}
+	replies := subscribe(t, second.MQTTAddr(), "replies/#", 1)
+	dev.wakeCycle()
+	for i := range 3 {
+		m := replies.next(t, 10*time.Second)
+		if r := decodeResult(t, m.Payload()); m.Topic() != fmt.Sprint("replies/sleepy/n/", i) || r.Status != "ok" {
+			t.Fatalf("result %d on %s: %+v", i, m.Topic(), r)
+		}
+	}
+	var paths []string
+	for _, d := range dev.requests() {
+		paths = append(paths, d.path)
+	}
+	if !slices.Equal(paths, []string{"/n/0", "/n/1", "/n/2"}) {
+		t.Fatalf("the device got %v", paths)
+	}
 }
