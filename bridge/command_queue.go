@@ -236,11 +236,7 @@ func (c *commands) enqueueLocked(name string, dq *deviceQueue, cmd *command) {
 		c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"})
 		return
 	}
-	if len(dq.cmds) >= c.opts.CommandQueue {
-		empty := len(dq.cmds) == 0 && !dq.drainer && dq.stopProbe == nil
-		if empty { // a queue of size 0 is never created
-			delete(c.queue, name)
-		}
+	if len(dq.cmds) >= c.opts.CommandQueue { // at least 1 (setDefaults)
 		c.mu.Unlock()
 		c.finish(cmd, commandResult{Status: "error",
 			Error: fmt.Sprintf("device %s and its command queue is full (%d commands)", queueState(dq), c.opts.CommandQueue)}, reasonQueueFull)
