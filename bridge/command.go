@@ -65,7 +65,9 @@ func (cmd *command) announce() { cmd.announced = make(chan struct{}) }
 // commands runs command rules: deliveries are queued to a bounded worker
 // pool; a device that does not answer is marked offline, probed with
 // backoff, and later commands to it wait in a bounded per-device queue
-// until it is seen again or they expire (see command_queue.go).
+// until it is seen again or they expire. Commands for a learned device
+// always go through its queue, sent while it is awake after an uplink
+// (queue mode; see command_queue.go).
 type commands struct {
 	set        *atomic.Pointer[rules.Set]
 	pub        publisher
