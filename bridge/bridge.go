@@ -56,10 +56,15 @@ type Options struct {
 	CommandWorkers int
 	// CommandBacklog bounds commands waiting for a worker (1024).
 	CommandBacklog int
-	// CommandQueue bounds commands held per offline device (100).
+	// CommandQueue bounds commands held per sleeping or offline device
+	// (devices.queue_size, 100).
 	CommandQueue int
-	// CommandQueueTTL expires commands held for an offline device (10m).
+	// CommandQueueTTL expires commands held for a sleeping or offline
+	// device (devices.queue_ttl, 10m).
 	CommandQueueTTL time.Duration
+	// Awake is how long a learned device is reachable after each of its
+	// requests to the bridge (devices.awake, 5s).
+	Awake time.Duration
 	// ProbeMin and ProbeMax bound the backoff between CoAP pings to a
 	// device marked offline: the first is sent within ProbeMin after it
 	// stopped answering, then the interval doubles up to ProbeMax (2s, 1m).
@@ -87,6 +92,19 @@ type Options struct {
 	noFileWatch bool // reload only on TriggerReload (tests)
 }
 
+// fromDevices takes the queue mode keys set in the devices section.
+func (o *Options) fromDevices(d DevicesConfig) {
+	if d.Awake > 0 {
+		o.Awake = d.Awake
+	}
+	if d.QueueSize > 0 {
+		o.CommandQueue = d.QueueSize
+	}
+	if d.QueueTTL > 0 {
+		o.CommandQueueTTL = d.QueueTTL
+	}
+}
+
 func (o *Options) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -101,7 +119,8 @@ func (o *Options) setDefaults() {
 	def(&o.PublishTimeout, 5*time.Second)
 	def(&o.HandoverTimeout, time.Second)
 	def(&o.RequestTimeout, 10*time.Second)
-	def(&o.CommandQueueTTL, 10*time.Minute)
+	def(&o.CommandQueueTTL, DefaultQueueTTL)
+	def(&o.Awake, DefaultAwake)
 	def(&o.ProbeMin, 2*time.Second)
 	def(&o.ProbeMax, time.Minute)
 	def(&o.ObserveFallbackInterval, 30*time.Second)
@@ -112,7 +131,7 @@ func (o *Options) setDefaults() {
 	defInt(&o.FallbackRounds, 10)
 	defInt(&o.CommandWorkers, 32)
 	defInt(&o.CommandBacklog, 1024)
-	defInt(&o.CommandQueue, 100)
+	defInt(&o.CommandQueue, DefaultQueueSize)
 	defInt(&o.ResourceCacheSize, 10000)
 	if o.RetryMaxAge == 0 {
 		o.RetryMaxAge = 5
@@ -151,7 +170,9 @@ type Bridge struct {
 	mqtt      *mqttLink // the MQTT client, made by Run
 	devices   *deviceClients
 	learned   *learnedDevices
-	presence  *presence // nil without devices.presence_topic
+	presence  *presence      // nil without devices.presence_topic
+	keeper    *stateKeeper   // state.dir
+	restored  []savedCommand // from state.dir, queued again once MQTT is up
 	outs      *outputs
 	resources *resources
 	commands  *commands
@@ -199,6 +220,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	if err != nil {
 		return nil, err
 	}
+	opts.fromDevices(cfg.Devices)
 	opts.setDefaults()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -218,19 +240,27 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	limit := maxPayload(cfg.MQTT)
 	logLearn := learnLogger(logger)
 	b.presence = newPresence(cfg.Devices, b.mqtt, b.locateDevice, reg, logger)
+	b.keeper = newStateKeeper(cfg.State.Dir, logger)
+	b.keeper.snap = b.snapshot
 	b.learned = newLearnedDevices(cfg.Devices.MaxLearned, reg, func(ev LearnEvent) {
 		logLearn(ev)
 		b.onLearn(ev)
 		b.presence.learn(ev)
+		if ev.Kind == Learned || ev.Kind == Moved {
+			b.keeper.touch()
+		}
 	})
+	b.restored = b.restoreState()
 	b.devices = newDeviceClients(&b.set, opts.CoAP, logger)
 	b.devices.learned = b.learned
+	b.devices.serverEndpoint = b.serverUDPEndpoint
 	b.outs = &outputs{pub: b.mqtt, metrics: b.metrics, log: logger, publishTimeout: opts.PublishTimeout, handoverTimeout: opts.HandoverTimeout}
 	if b.resources, err = newResources(&b.set, b.subs, b.metrics, logger, opts, limit, cfg.CoAP.Limits); err != nil {
 		return nil, err
 	}
 	b.commands = newCommands(&b.set, b.subs, b.mqtt, b.devices, b.metrics, logger, opts, limit)
 	b.commands.presence = b.presence
+	b.commands.keep, b.commands.changed = b.keeper.enabled(), b.keeper.touch
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
 	// Presence hears of pushes from the learned registry, which knows
@@ -370,6 +400,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if mc.State() == mqttside.StateConnected {
 		b.health.set("mqtt", true)
 	}
+	// Commands saved at the last shutdown wait again; their results can
+	// be published now.
+	b.commands.restoreCommands(b.restored)
+	b.restored = nil
+	sup.start("state", b.keeper)
 	// Watch the rule files before anything reports ready, so an edit made
 	// once the bridge is up is never missed.
 	rl.w = b.watchRules()
@@ -458,6 +493,8 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 		// they are (the status topic says the bridge is gone).
 		sup.stop(ctx, "presence", b.presence)
 	}
+	sup.stop(ctx, "state", b.keeper)
+	b.keeper.save() // the queues as Shutdown left them
 	if err := b.mqtt.Close(ctx); err != nil {
 		b.log.Warn("mqtt close", "err", err)
 	}

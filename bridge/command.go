@@ -38,6 +38,9 @@ type commandResult struct {
 	PayloadBase64 string          `json:"payload_base64,omitempty"`
 	RTTMillis     float64         `json:"rtt_ms"`
 	Error         string          `json:"error,omitempty"`
+	// Position (from 1) and ExpiresAt (RFC 3339, UTC) of a queued command.
+	Position  int    `json:"position,omitempty"`
+	ExpiresAt string `json:"expires_at,omitempty"`
 }
 
 // command is one MQTT message on its way to a device.
@@ -47,12 +50,24 @@ type command struct {
 	delivery *mqttside.Delivery
 	target   rules.Target
 	received time.Time
+	// expires ends the command's wait in a device queue (see commandTTL).
+	expires time.Time
+	// announced is made when the command is to be announced as queued,
+	// and closed once it was: its final result waits for that, so the
+	// queued result always comes first. nil: never queued for a device
+	// (such a command is not acknowledged before its outcome).
+	announced chan struct{}
 }
+
+// announce marks cmd as about to be announced queued; c.mu is held.
+func (cmd *command) announce() { cmd.announced = make(chan struct{}) }
 
 // commands runs command rules: deliveries are queued to a bounded worker
 // pool; a device that does not answer is marked offline, probed with
 // backoff, and later commands to it wait in a bounded per-device queue
-// until it is seen again or they expire (see command_queue.go).
+// until it is seen again or they expire. Commands for a learned device
+// always go through its queue, sent while it is awake after an uplink
+// (queue mode; see command_queue.go).
 type commands struct {
 	set        *atomic.Pointer[rules.Set]
 	pub        publisher
@@ -82,6 +97,16 @@ type commands struct {
 	depth   int                     // commands in all queues
 	started bool                    // Run started the workers
 	closed  bool                    // Shutdown called: start no more goroutines
+	// nextExpiry is the earliest expiry of a queued command (or later);
+	// expiryWake tells the expiry loop it moved earlier.
+	nextExpiry time.Time
+	expiryWake chan struct{}
+	// keep: state.dir is set, so Shutdown keeps the commands announced
+	// queued (in kept, for the state file) instead of answering them.
+	keep bool
+	kept []*command
+	// changed is told when the queues change (the state keeper); nil: no one.
+	changed func()
 
 	// subs holds the filters the bridge is subscribed to (see ServeMQTT).
 	subs *subscribed
@@ -94,7 +119,7 @@ func newCommands(set *atomic.Pointer[rules.Set], subs *subscribed, pub publisher
 		set: set, subs: subs, pub: pub, devices: devices, metrics: m, log: log, opts: opts, maxPayload: maxPayload,
 		work: make(chan *command, opts.CommandBacklog),
 		ctx:  ctx, stop: stop, publishCtx: pctx, stopPublish: stopPublish,
-		queue: map[string]*deviceQueue{},
+		queue: map[string]*deviceQueue{}, expiryWake: make(chan struct{}, 1),
 	}
 }
 
@@ -128,7 +153,8 @@ func (c *commands) Run(ctx context.Context) error {
 // hand. When ctx ends first, publishing is cut short too, so Shutdown
 // returns soon after ctx's deadline and never before its goroutines are
 // gone. Commands not sent, or cancelled, are given up (see abandon); those
-// queued for offline devices are answered as expired.
+// announced queued for sleeping or offline devices are answered as expired,
+// or, with state.dir, kept for the state file.
 func (c *commands) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed = true
@@ -158,7 +184,20 @@ func (c *commands) Shutdown(ctx context.Context) error {
 	c.metrics.queueDepth.Set(0)
 	for _, dq := range q {
 		for _, cmd := range dq.cmds {
-			c.finish(cmd, commandResult{Status: "expired", Error: "bridge shutting down"}, reasonExpired)
+			res := commandResult{Status: "expired", Error: "bridge shutting down"}
+			if c.keep && cmd.announced != nil {
+				c.mu.Lock()
+				c.kept = append(c.kept, cmd) // saved; sent after the restart
+				c.mu.Unlock()
+				continue
+			}
+			if cmd.announced == nil {
+				// Never acknowledged (it was about to go to an awake
+				// device): the broker may deliver it again.
+				c.abandon(cmd, res)
+				continue
+			}
+			c.finish(cmd, res, reasonExpired)
 		}
 	}
 	return nil
@@ -208,9 +247,27 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		return
 	}
 	cmd.target = target
+	cmd.expires = cmd.received.Add(c.commandTTL(rule, d))
+	if c.admit(cmd) {
+		return
+	}
 	if !c.hand(cmd) {
 		c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"})
 	}
+}
+
+// commandTTL is how long a command may wait in a device queue: the rule's
+// queue_ttl, else devices.queue_ttl, shortened by the message's own MQTT 5
+// expiry when it has one.
+func (c *commands) commandTTL(rule *rules.Command, d *mqttside.Delivery) time.Duration {
+	ttl := c.opts.CommandQueueTTL
+	if rule.QueueTTL > 0 {
+		ttl = rule.QueueTTL
+	}
+	if d.MessageExpiry > 0 {
+		ttl = min(ttl, d.MessageExpiry)
+	}
+	return ttl
 }
 
 // hand puts cmd in the workers' backlog. When the backlog is full it holds
@@ -303,7 +360,7 @@ func (c *commands) execute(cmd *command) {
 		c.finish(cmd, res, "")
 	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		if name != "" {
-			c.markOffline(name)
+			c.markOffline(name, cmd.target.Learned)
 			c.presence.unreachable(name, err)
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
@@ -348,11 +405,30 @@ func fillResponse(res *commandResult, resp *coapside.Response) {
 	}
 }
 
-// finish publishes a command's outcome to its response topic (and the MQTT 5
-// response topic, when the message carried one), counts it, and only then
-// acknowledges the MQTT message, so a QoS 1 command is acknowledged after its
-// CoAP exchange ends.
+// finish publishes a command's outcome (see publishResult), counts it,
+// and only then acknowledges the MQTT message, so a QoS 1 command is
+// acknowledged after its CoAP exchange ends.
 func (c *commands) finish(cmd *command, res commandResult, reason string) {
+	if ch := cmd.announced; ch != nil {
+		<-ch // its queued result goes first
+		c.touch()
+	}
+	rule := cmd.rule
+	if reason == "" {
+		c.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
+	} else {
+		c.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
+		c.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
+	}
+	c.publishResult(cmd, &res)
+	cmd.delivery.Ack()
+}
+
+// publishResult publishes a result of cmd to its rule's response topic
+// and to the MQTT 5 response topic when the message carried one, both
+// with the message's correlation data, and fills in the fields every
+// result has (the rule, the command's topic, the device, the method).
+func (c *commands) publishResult(cmd *command, res *commandResult) {
 	rule := cmd.rule
 	res.Rule, res.Topic = rule.Name, cmd.delivery.Topic
 	if res.Device == "" {
@@ -361,19 +437,14 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 	if res.Method == "" {
 		res.Method = rule.Method.String()
 	}
-	if reason == "" {
-		c.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
-	} else {
-		c.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
-		c.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
-	}
 	body, _ := json.Marshal(res)
 	ctx, cancel := context.WithTimeout(c.publishCtx, c.opts.PublishTimeout)
 	defer cancel()
 	if !rule.ResponseTopic.IsZero() {
 		topic, err := replyTopic(rule.ResponseTopic, cmd.caps)
 		if err == nil {
-			err = c.pub.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS, ContentType: "application/json"})
+			err = c.pub.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS,
+				CorrelationData: cmd.delivery.CorrelationData, ContentType: "application/json"})
 		}
 		if err != nil {
 			c.metrics.errors.WithLabelValues(rule.Name, reasonPublish).Inc()
@@ -387,7 +458,13 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 			c.log.Warn("command response not published to MQTT 5 response topic", "rule", rule.Name, "err", err)
 		}
 	}
-	cmd.delivery.Ack()
+}
+
+// touch tells the state keeper that the queues changed.
+func (c *commands) touch() {
+	if c.changed != nil {
+		c.changed()
+	}
 }
 
 // replyTopic renders a command rule's response topic. Its captures come from

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -9,28 +10,47 @@ import (
 // a retransmission or two of the ping (RFC 7252 §4.2) on a slow link.
 const probeTimeout = 10 * time.Second
 
-// deviceQueue holds the commands for a device that stopped answering.
+// deviceQueue holds the commands of one device, in the order they came.
 //
-// A device that times out is marked offline: a queue is created and a
-// probe goroutine pings it with backoff. When the device is seen again (a
-// ping answer, a push, a notification, a poll answer, a command answered)
-// the queue switches to draining: one goroutine sends the waiting commands
-// in order, and commands that arrive meanwhile join the end of the queue,
-// so none overtakes an older one. An empty drained queue is removed; a
-// timeout while draining marks the device offline again.
+// Two kinds of device have a queue:
+//
+//   - A learned device (reached where it last spoke from) always sends its
+//     commands through its queue, one at a time (RFC 7252 §4.7: one
+//     outstanding interaction per peer), while it is awake: for
+//     Options.Awake after each of its requests to the bridge (queue mode,
+//     as LwM2M calls it). A command for a device that is asleep waits for
+//     its next uplink; the drain stops when the awake window closes.
+//   - A device at its url that stopped answering is marked offline: its
+//     commands wait while a probe goroutine pings it with backoff.
+//
+// When the device is seen again (an uplink, a ping answer, a notification,
+// a poll answer, a command answered) the queue switches to draining: one
+// goroutine sends the waiting commands in order, and commands that arrive
+// meanwhile join the end of the queue, so none overtakes an older one. An
+// empty drained queue is removed; a timeout while draining makes the
+// device offline (or asleep) again.
+//
+// A command that has to wait for the device is announced with a queued
+// result and acknowledged to the broker; it then ends ok, error, timeout or
+// expired (its TTL passed in the queue, see expireLoop).
 type deviceQueue struct {
 	cmds []*command
-	// draining: the device was seen again and its commands are being sent.
+	// sleepy: a learned device in queue mode, drained while awake and
+	// never probed.
+	sleepy bool
+	// draining: the device is awake or seen again and its commands are
+	// being sent.
 	draining bool
 	// drainer: a drain goroutine runs (it may not have noticed yet that
 	// the device went offline again).
 	drainer bool
-	// stopProbe ends the probe goroutine; nil while draining.
+	// stopProbe ends the probe goroutine; nil while draining and for a
+	// sleepy device.
 	stopProbe context.CancelFunc
 }
 
 // offline reports whether commands for a device must wait in its queue:
-// it is offline, or its queue is being drained.
+// it is offline or asleep, or its queue is being drained.
 func (c *commands) offline(name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -38,30 +58,56 @@ func (c *commands) offline(name string) bool {
 	return ok
 }
 
-// markOffline starts queueing commands for a device and probing it. While
-// its queue drains, it stops the drain and probes again.
-func (c *commands) markOffline(name string) {
+// awake reports whether learned device name spoke to the bridge within
+// the awake window before now.
+func (c *commands) awake(name string, now time.Time) bool {
+	if c.devices == nil || c.devices.learned == nil {
+		return false
+	}
+	ld, ok := c.devices.learned.lookup(name)
+	return ok && now.Sub(ld.LastSeen) < c.opts.Awake
+}
+
+// known reports whether learned device name has spoken to the bridge.
+func (c *commands) known(name string) bool {
+	if c.devices == nil || c.devices.learned == nil {
+		return false
+	}
+	_, ok := c.devices.learned.lookup(name)
+	return ok
+}
+
+// markOffline starts queueing commands for a device that did not answer.
+// A device at its url is probed; a learned one (sleepy) waits for its next
+// uplink. While its queue drains, the drain stops.
+func (c *commands) markOffline(name string, sleepy bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	dq, ok := c.queue[name]
 	switch {
 	case ok && !dq.draining:
-		return // already offline and probed
+		c.mu.Unlock()
+		return // already offline and probed, or asleep
 	case !ok:
-		dq = &deviceQueue{}
+		dq = &deviceQueue{sleepy: sleepy}
 		c.queue[name] = dq
-		c.log.Info("device offline: queueing its commands", "device", name)
+		if sleepy {
+			c.log.Info("device not answering: its commands wait for its next uplink", "device", name)
+		} else {
+			c.log.Info("device offline: queueing its commands", "device", name)
+		}
 	default:
 		dq.draining = false
 		c.log.Info("device offline again: queueing its commands", "device", name, "queued_commands", len(dq.cmds))
 	}
-	if c.closed {
-		return
+	announce := c.unannounced(dq)
+	if !dq.sleepy && !c.closed {
+		ctx, cancel := context.WithCancel(c.ctx)
+		dq.stopProbe = cancel
+		c.wg.Add(1)
+		go c.probe(ctx, name)
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	dq.stopProbe = cancel
-	c.wg.Add(1)
-	go c.probe(ctx, name)
+	c.mu.Unlock()
+	c.announce(announce)
 }
 
 // markOnline ends the wait for a device: its queued commands are sent, in
@@ -77,8 +123,14 @@ func (c *commands) markOnline(name string) {
 		dq.stopProbe()
 		dq.stopProbe = nil
 	}
-	c.log.Info("device seen again", "device", name, "queued_commands", len(dq.cmds))
+	c.log.Debug("device seen: sending its queued commands", "device", name, "queued_commands", len(dq.cmds))
 	dq.draining = true
+	c.startDrain(name, dq)
+}
+
+// startDrain starts a drain goroutine for a draining queue unless one
+// runs; an empty queue is removed. c.mu is held.
+func (c *commands) startDrain(name string, dq *deviceQueue) {
 	switch {
 	case dq.drainer:
 		// The drain goroutine still runs and carries on.
@@ -92,10 +144,12 @@ func (c *commands) markOnline(name string) {
 }
 
 // drain sends a device's queued commands one after the other until the
-// queue is empty, the device stops answering again, or the bridge stops.
+// queue is empty, the device stops answering again or falls asleep, or the
+// bridge stops.
 func (c *commands) drain(name string) {
 	defer c.wg.Done()
 	for {
+		now := time.Now()
 		c.mu.Lock()
 		dq, ok := c.queue[name]
 		switch {
@@ -112,6 +166,16 @@ func (c *commands) drain(name string) {
 			delete(c.queue, name)
 			c.mu.Unlock()
 			return
+		case dq.sleepy && !c.awake(name, now):
+			// The awake window closed: what is left waits for the next
+			// uplink. Checked under c.mu, which markOnline takes after
+			// the uplink is recorded, so no uplink is missed.
+			dq.draining, dq.drainer = false, false
+			announce := c.unannounced(dq)
+			c.mu.Unlock()
+			c.log.Debug("device asleep: its commands wait for its next uplink", "device", name, "queued_commands", len(announce))
+			c.announce(announce)
+			return
 		}
 		cmd := dq.cmds[0]
 		dq.cmds[0] = nil
@@ -119,8 +183,33 @@ func (c *commands) drain(name string) {
 		c.depth--
 		c.metrics.queueDepth.Set(float64(c.depth))
 		c.mu.Unlock()
+		if now.After(cmd.expires) { // before the janitor saw it
+			c.finish(cmd, commandResult{Status: "expired", Error: expiredError(cmd)}, reasonExpired)
+			continue
+		}
 		c.execute(cmd)
 	}
+}
+
+// admit puts a command for a learned device in its queue (see
+// deviceQueue) and reports true; it reports false for any other command,
+// which goes to the workers. A device that is asleep gets a queue that
+// waits for its next uplink; an awake one starts draining at once.
+func (c *commands) admit(cmd *command) bool {
+	name := deviceName(cmd.target)
+	if name == "" || !cmd.target.Learned || !c.known(name) {
+		// A device that never spoke is refused by execute, at once.
+		return false
+	}
+	c.mu.Lock()
+	dq, ok := c.queue[name]
+	if !ok {
+		dq = &deviceQueue{sleepy: true}
+		dq.draining = c.awake(name, time.Now())
+		c.queue[name] = dq
+	}
+	c.enqueueLocked(name, dq, cmd)
+	return true
 }
 
 // enqueue holds a command for a device that is offline or whose queue is
@@ -133,21 +222,89 @@ func (c *commands) enqueue(name string, cmd *command) {
 		c.execute(cmd)
 		return
 	}
-	if len(dq.cmds) >= c.opts.CommandQueue {
+	c.enqueueLocked(name, dq, cmd)
+}
+
+// enqueueLocked appends cmd to dq, called with c.mu held, which it
+// releases. A command the device cannot take now is announced as queued.
+func (c *commands) enqueueLocked(name string, dq *deviceQueue, cmd *command) {
+	if c.closed {
+		if len(dq.cmds) == 0 && !dq.drainer && dq.stopProbe == nil {
+			delete(c.queue, name)
+		}
 		c.mu.Unlock()
-		c.finish(cmd, commandResult{Status: "error", Error: "device offline and its command queue is full"}, reasonQueueFull)
+		c.abandon(cmd, commandResult{Status: "expired", Error: "bridge shutting down"})
+		return
+	}
+	if len(dq.cmds) >= c.opts.CommandQueue { // at least 1 (setDefaults)
+		c.mu.Unlock()
+		c.finish(cmd, commandResult{Status: "error",
+			Error: fmt.Sprintf("device %s and its command queue is full (%d commands)", queueState(dq), c.opts.CommandQueue)}, reasonQueueFull)
 		return
 	}
 	dq.cmds = append(dq.cmds, cmd)
 	c.depth++
 	c.metrics.queueDepth.Set(float64(c.depth))
+	c.scheduleExpiry(cmd.expires)
+	var announce []queuedCommand
+	if dq.draining {
+		c.startDrain(name, dq)
+	} else {
+		announce = []queuedCommand{{cmd, len(dq.cmds)}}
+		cmd.announce()
+	}
 	c.mu.Unlock()
-	// The bridge now holds the command until the device is back or the
-	// command expires, and publishes that outcome. Acknowledging now keeps
-	// a queue of waiting QoS 1 commands from filling the broker's in-flight
-	// window, which would stop every other delivery to the bridge. The
-	// queue is in memory: a crash loses it.
-	cmd.delivery.Ack()
+	c.announce(announce)
+}
+
+// queueState says why a device's commands wait, for an error message.
+func queueState(dq *deviceQueue) string {
+	switch {
+	case dq.draining:
+		return "busy"
+	case dq.sleepy:
+		return "asleep"
+	}
+	return "offline"
+}
+
+// queuedCommand is a command to announce as queued, at its position.
+type queuedCommand struct {
+	cmd      *command
+	position int
+}
+
+// unannounced marks the commands of dq not yet announced as queued and
+// returns them with their positions; c.mu is held.
+func (c *commands) unannounced(dq *deviceQueue) []queuedCommand {
+	var out []queuedCommand
+	for i, cmd := range dq.cmds {
+		if cmd.announced == nil {
+			cmd.announce()
+			out = append(out, queuedCommand{cmd, i + 1})
+		}
+	}
+	return out
+}
+
+// announce publishes a queued result for each command, then acknowledges
+// it: the bridge now holds the command until the device takes it or it
+// expires, and publishes that outcome. Acknowledging now keeps a queue of
+// waiting QoS 1 commands from filling the broker's in-flight window, which
+// would stop every other delivery to the bridge. The queue is in memory:
+// a crash loses it.
+func (c *commands) announce(qs []queuedCommand) {
+	for _, q := range qs {
+		cmd := q.cmd
+		res := commandResult{Status: "queued", Position: q.position,
+			ExpiresAt: cmd.expires.UTC().Format(time.RFC3339Nano)}
+		c.publishResult(cmd, &res)
+		cmd.delivery.Ack()
+		close(cmd.announced)
+	}
+	if len(qs) > 0 {
+		c.touch()
+	}
 }
 
 // probe pings an offline device soon after it stopped answering, then
@@ -192,37 +349,84 @@ func (c *commands) forget(name string) {
 	}
 }
 
-// expireLoop answers queued commands older than CommandQueueTTL as
-// expired, checking every second (or every quarter of the TTL if shorter).
+// scheduleExpiry makes the expiry loop wake by at; c.mu is held.
+func (c *commands) scheduleExpiry(at time.Time) {
+	if !c.nextExpiry.IsZero() && !at.Before(c.nextExpiry) {
+		return
+	}
+	c.nextExpiry = at
+	select {
+	case c.expiryWake <- struct{}{}:
+	default:
+	}
+}
+
+// expiryGrain batches expiries: commands due within it of each other are
+// answered in one pass over the queues.
+const expiryGrain = 50 * time.Millisecond
+
+// expireLoop answers queued commands whose TTL has passed as expired. It
+// sleeps until the earliest expiry of a queued command (scheduleExpiry),
+// so a command expires on time whether or not its device comes back.
 func (c *commands) expireLoop() {
 	defer c.wg.Done()
-	t := time.NewTicker(min(c.opts.CommandQueueTTL/4, time.Second))
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		c.mu.Lock()
+		next := c.nextExpiry
+		c.mu.Unlock()
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), 0) + expiryGrain
+		}
+		t.Reset(wait)
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-c.expiryWake:
 		case now := <-t.C:
-			var expired []*command
-			c.mu.Lock()
-			for _, dq := range c.queue {
-				keep := dq.cmds[:0]
-				for _, cmd := range dq.cmds {
-					if now.Sub(cmd.received) > c.opts.CommandQueueTTL {
-						expired = append(expired, cmd)
-					} else {
-						keep = append(keep, cmd)
-					}
-				}
-				clear(dq.cmds[len(keep):])
-				dq.cmds = keep
-			}
-			c.depth -= len(expired)
-			c.metrics.queueDepth.Set(float64(c.depth))
-			c.mu.Unlock()
-			for _, cmd := range expired {
-				c.finish(cmd, commandResult{Status: "expired", Error: "device stayed offline"}, reasonExpired)
-			}
+			c.expire(now)
 		}
 	}
+}
+
+// expire answers the queued commands due at now as expired and finds the
+// next expiry.
+func (c *commands) expire(now time.Time) {
+	var expired []*command
+	var next time.Time
+	c.mu.Lock()
+	for _, dq := range c.queue {
+		keep := dq.cmds[:0]
+		for _, cmd := range dq.cmds {
+			if now.After(cmd.expires) {
+				expired = append(expired, cmd)
+				continue
+			}
+			keep = append(keep, cmd)
+			if next.IsZero() || cmd.expires.Before(next) {
+				next = cmd.expires
+			}
+		}
+		clear(dq.cmds[len(keep):])
+		dq.cmds = keep
+	}
+	for name, dq := range c.queue {
+		if len(dq.cmds) == 0 && dq.sleepy && !dq.draining && !dq.drainer {
+			delete(c.queue, name) // asleep with nothing left to send
+		}
+	}
+	c.nextExpiry = next
+	c.depth -= len(expired)
+	c.metrics.queueDepth.Set(float64(c.depth))
+	c.mu.Unlock()
+	for _, cmd := range expired {
+		c.finish(cmd, commandResult{Status: "expired", Error: expiredError(cmd)}, reasonExpired)
+	}
+}
+
+// expiredError says why a command expired in its queue.
+func expiredError(cmd *command) string {
+	return fmt.Sprintf("not sent within its time to live (%v): the device stayed asleep or offline", cmd.expires.Sub(cmd.received).Round(time.Millisecond))
 }

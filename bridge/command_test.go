@@ -145,6 +145,9 @@ func TestCommandTimeoutThenQueuedUntilSeen(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "command queued", func() bool {
 		return testutil.ToFloat64(tb.metrics.queueDepth) == 1
 	})
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" || r.Position != 1 {
+		t.Fatalf("second result %+v, want queued at position 1", r)
+	}
 	replies.none(t, 200*time.Millisecond)
 
 	// The device comes back on the same port and says hello.
@@ -352,6 +355,11 @@ func TestCommandOfflineDeviceProbedBack(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "three commands queued", func() bool {
 		return testutil.ToFloat64(tb.metrics.queueDepth) == 3
 	})
+	for i := 1; i <= 3; i++ {
+		if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" || r.Position != i || r.ExpiresAt == "" {
+			t.Fatalf("queued result %d: %+v", i, r)
+		}
+	}
 	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "one too many")
 	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "error" || r.Error == "" {
 		t.Fatalf("result beyond the queue %+v", r)

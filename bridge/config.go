@@ -26,6 +26,8 @@ type Config struct {
 	Log   LogConfig  `mapstructure:"log"`
 	// Devices configures devices learned from their own requests.
 	Devices DevicesConfig `mapstructure:"devices"`
+	// State keeps learned devices and queued commands across restarts.
+	State StateConfig `mapstructure:"state"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -173,8 +175,10 @@ type DevicesConfig struct {
 	// not learned (counted in bridge_learned_refused_total). 0 means
 	// DefaultMaxLearned.
 	MaxLearned int `mapstructure:"max_learned"`
-	// Awake is how long a device that pushes stays reachable after its
-	// latest request: online within it, asleep after. 0 means DefaultAwake.
+	// Awake is how long a learned device listens after each of its
+	// uplinks: online within it, asleep after; a command for a device
+	// silent for longer is queued until its next uplink (queue mode). 0
+	// means DefaultAwake.
 	Awake time.Duration `mapstructure:"awake"`
 	// OfflineAfter is how long a device that pushes may stay silent
 	// before it is offline; longer than Awake. 0 means DefaultOfflineAfter.
@@ -182,6 +186,27 @@ type DevicesConfig struct {
 	// PresenceTopic is the topic template ({device}) of each device's
 	// retained presence document; "" publishes none.
 	PresenceTopic string `mapstructure:"presence_topic"`
+	// QueueSize bounds the commands held per device while it sleeps or is
+	// offline; 0 means DefaultQueueSize.
+	QueueSize int `mapstructure:"queue_size"`
+	// QueueTTL is how long a command may wait in a device's queue before
+	// it is answered expired; 0 means DefaultQueueTTL. A command rule's
+	// queue_ttl and an MQTT 5 message expiry shorten it.
+	QueueTTL time.Duration `mapstructure:"queue_ttl"`
+}
+
+// Defaults of the devices section's queue mode.
+const (
+	DefaultQueueSize = 100
+	DefaultQueueTTL  = 10 * time.Minute
+)
+
+// StateConfig configures what the bridge keeps on disk.
+type StateConfig struct {
+	// Dir holds the learned devices and the commands queued for sleeping
+	// or offline devices (one file, replaced atomically); "" keeps them in
+	// memory only. It must be an existing, writable directory.
+	Dir string `mapstructure:"dir"`
 }
 
 // presenceThresholds returns Awake and OfflineAfter with their defaults.
@@ -215,6 +240,12 @@ func (d DevicesConfig) validate(add func(key, format string, args ...any)) {
 		if _, err := parsePresenceTopic(d.PresenceTopic); err != nil {
 			add("devices.presence_topic", "%q: %v", d.PresenceTopic, err)
 		}
+	}
+	if d.QueueSize < 0 {
+		add("devices.queue_size", "must not be negative (0 means %d), got %d", DefaultQueueSize, d.QueueSize)
+	}
+	if d.QueueTTL < 0 {
+		add("devices.queue_ttl", "must not be negative (0 means %v), got %v", DefaultQueueTTL, d.QueueTTL)
 	}
 }
 
@@ -372,6 +403,11 @@ func (c *Config) Validate() error {
 	}
 	c.CoAP.Limits.validate(add)
 	c.Devices.validate(add)
+	if d := c.State.Dir; d != "" {
+		if err := checkStateDir(d); err != nil {
+			add("state.dir", "%v", err)
+		}
+	}
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)

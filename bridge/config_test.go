@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidate(t *testing.T) {
@@ -30,6 +31,23 @@ func TestValidate(t *testing.T) {
 		{"rate limit", func(c *Config) { c.CoAP.RateLimit = 0.5; c.CoAP.RateBurst = 10 }, nil},
 		{"negative rate limit", func(c *Config) { c.CoAP.RateLimit = -1; c.CoAP.RateBurst = -2 }, []string{
 			"coap.rate_limit: must not be negative", "coap.rate_burst: must not be negative"}},
+		{"queue mode", func(c *Config) {
+			c.Devices.Awake = time.Second
+			c.Devices.QueueSize = 5
+			c.Devices.QueueTTL = time.Minute
+		}, nil},
+		{"negative queue mode keys", func(c *Config) {
+			c.Devices.Awake = -time.Second
+			c.Devices.QueueSize = -1
+			c.Devices.QueueTTL = -time.Minute
+		}, []string{
+			"devices.awake: must not be negative (0 means 5s), got -1s",
+			"devices.queue_size: must not be negative (0 means 100), got -1",
+			"devices.queue_ttl: must not be negative (0 means 10m0s), got -1m0s"}},
+		{"state dir missing", func(c *Config) { c.State.Dir = "/nonexistent/bridge-state" }, []string{
+			"state.dir: stat /nonexistent/bridge-state: no such file or directory"}},
+		{"state dir a file", func(c *Config) { c.State.Dir = "config_test.go" }, []string{"state.dir: config_test.go is not a directory"}},
+		{"state dir", func(c *Config) { c.State.Dir = "." }, nil},
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
 	}
 	for _, tt := range tests {

@@ -40,6 +40,9 @@ type deviceClients struct {
 	// learned holds the devices reached where they last spoke from
 	// (doTarget); nil: none.
 	learned *learnedDevices
+	// serverEndpoint is the bridge's UDP CoAP socket, for learned devices
+	// restored from the state file; nil: none.
+	serverEndpoint func() *coapside.Endpoint
 
 	// lookup resolves a host name to its addresses, best first: every
 	// address the bridge sends to a device is resolved by it (resolve).

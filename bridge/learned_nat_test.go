@@ -158,6 +158,9 @@ func TestLearnedDeviceUnreachableAfterNATExpiry(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "command queued", func() bool {
 		return testutil.ToFloat64(tb.metrics.queueDepth) == 1
 	})
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" || r.Position != 1 {
+		t.Fatalf("command for the device that stopped answering: %+v, want queued", r)
+	}
 	pushed := time.Now()
 	dev.pushUp(t, "dev-b", "2")
 	if got := dev.nextRequest(t); got.payload != "later" || got.from.String() != nat.Addr().String() {

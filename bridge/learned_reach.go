@@ -48,7 +48,11 @@ func (d *deviceClients) learnedClient(name string, want Via) (*coapside.Client, 
 	if want != 0 && ld.Via != want {
 		return nil, nil, fmt.Errorf("device %q spoke over %s, the rule's url asks for %s", name, ld.Via, want)
 	}
-	c, err := coapside.NewClient(coapside.ClientOptions{Endpoint: ld.Endpoint})
+	ep := d.endpointFor(ld)
+	if ep == nil {
+		return nil, nil, fmt.Errorf("device %q: the bridge's CoAP socket is not open", name)
+	}
+	c, err := coapside.NewClient(coapside.ClientOptions{Endpoint: ep})
 	if err != nil {
 		return nil, nil, fmt.Errorf("device %q: %w", name, err)
 	}
@@ -78,6 +82,20 @@ func (d *deviceClients) pingDevice(ctx context.Context, set *rules.Set, name str
 	if !ok {
 		return false, inRules
 	}
-	_, err := ld.Endpoint.Send(ctx, net.UDPAddrFromAddrPort(ld.Addr), &message.Message{Type: message.Confirmable, Code: message.Empty})
+	ep := d.endpointFor(ld)
+	if ep == nil {
+		return false, true
+	}
+	_, err := ep.Send(ctx, net.UDPAddrFromAddrPort(ld.Addr), &message.Message{Type: message.Confirmable, Code: message.Empty})
 	return err == nil || errors.Is(err, coapside.ErrReset), true
+}
+
+// endpointFor is the bridge socket a learned device is reached from: the
+// one it spoke to, or for a device restored from the state file (which
+// has not spoken since the restart) the bridge's UDP socket.
+func (d *deviceClients) endpointFor(ld LearnedDevice) *coapside.Endpoint {
+	if ld.Endpoint != nil || d.serverEndpoint == nil {
+		return ld.Endpoint
+	}
+	return d.serverEndpoint()
 }

@@ -88,6 +88,11 @@ func (b *Bridge) learnedWatches(set *rules.Set) []rules.Watch {
 // moved (or was just learned) is observed and polled where it is now.
 func (b *Bridge) onLearn(ev LearnEvent) {
 	switch ev.Kind {
+	case Learned, Moved, Seen:
+		// An uplink: the device is awake, its queued commands go out.
+		b.commands.markOnline(ev.Device.Name)
+	}
+	switch ev.Kind {
 	case Learned, Moved:
 	default:
 		return

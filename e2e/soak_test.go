@@ -651,10 +651,17 @@ func (s *soak) sendCommand(rng *rand.Rand, n int) {
 }
 
 // commandResult records a result. A timeout is expected from a device
-// whose sim process was restarted while the command was under way.
+// whose sim process was restarted while the command was under way; a
+// queued result announces the outcome of a command for a device that is
+// offline.
 func (s *soak) commandResult(dev int, status, errText string) {
 	c := &s.commands
 	c.mu.Lock()
+	if status == "queued" { // the device is offline: its outcome follows
+		c.statuses[status]++
+		c.mu.Unlock()
+		return
+	}
 	sentAt, ok := c.pending[dev]
 	delete(c.pending, dev)
 	c.results++

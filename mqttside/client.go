@@ -57,6 +57,10 @@ type Message struct {
 	ResponseTopic   string
 	CorrelationData []byte
 	ContentType     string
+	// MessageExpiry is the publisher's Message Expiry Interval, whole
+	// seconds from when the broker received the message; 0: none
+	// [MQTT-3.3.2.3.3].
+	MessageExpiry time.Duration
 }
 
 // Delivery is a message received on a subscription.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -228,6 +229,9 @@ func (e *Embedded) Publish(ctx context.Context, m Message) error {
 			ResponseTopic:   m.ResponseTopic,
 			CorrelationData: m.CorrelationData,
 			ContentType:     m.ContentType,
+			// Whole seconds on the wire; a fraction rounds up so a
+			// message never expires early.
+			MessageExpiryInterval: expirySeconds(m.MessageExpiry),
 		},
 	}
 	if err := e.srv.InjectPacket(e.inline, pk); err != nil {
@@ -282,6 +286,7 @@ func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handl
 				ResponseTopic:   pk.Properties.ResponseTopic,
 				CorrelationData: pk.Properties.CorrelationData,
 				ContentType:     pk.Properties.ContentType,
+				MessageExpiry:   time.Duration(pk.Properties.MessageExpiryInterval) * time.Second,
 			},
 			Duplicate: pk.FixedHeader.Dup,
 			Filter:    filter,
@@ -323,4 +328,14 @@ func (e *Embedded) Close(context.Context) error {
 		return nil
 	}
 	return e.srv.Close()
+}
+
+// expirySeconds is d as an MQTT 5 Message Expiry Interval: whole seconds,
+// rounded up, 0 for none.
+func expirySeconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	s := (d + time.Second - 1) / time.Second
+	return uint32(min(s, math.MaxUint32))
 }

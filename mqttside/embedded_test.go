@@ -46,7 +46,8 @@ func TestEmbeddedInlinePubSub(t *testing.T) {
 	}
 	for qos := range byte(3) {
 		m := Message{Topic: "in/dev/v", Payload: []byte{'0' + qos}, QoS: qos,
-			ResponseTopic: "reply/dev", CorrelationData: []byte{7}, ContentType: "text/plain"}
+			ResponseTopic: "reply/dev", CorrelationData: []byte{7}, ContentType: "text/plain",
+			MessageExpiry: 1500 * time.Millisecond}
 		if err := e.Publish(ctx, m); err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +60,8 @@ func TestEmbeddedInlinePubSub(t *testing.T) {
 	for i, d := range ds {
 		wantQoS := min(byte(i), 1)
 		if string(d.Payload) != fmt.Sprint(i) || d.QoS != wantQoS || d.ResponseTopic != "reply/dev" ||
-			string(d.CorrelationData) != "\x07" || d.ContentType != "text/plain" || d.Filter != "in/+/v" {
+			string(d.CorrelationData) != "\x07" || d.ContentType != "text/plain" || d.Filter != "in/+/v" ||
+			d.MessageExpiry != 2*time.Second { // whole seconds on the wire, rounded up
 			t.Errorf("delivery %d: %+v", i, d.Message)
 		}
 		d.Ack() // no-op, must not panic

@@ -18,7 +18,7 @@ var sectionKeys = map[string][]string{
 	"ingress":  {"name", "path", "methods", "topic", "qos", "retain", "payload", "where", "transform", "identity", "rt", "if"},
 	"observe":  {"name", "devices", "paths", "discover", "topic", "qos", "retain", "payload", "where", "transform"},
 	"poll":     {"name", "devices", "paths", "interval", "on_change", "topic", "qos", "retain", "payload", "where", "transform"},
-	"command":  {"name", "filter", "method", "url", "response_topic", "timeout", "qos", "content_format"},
+	"command":  {"name", "filter", "method", "url", "response_topic", "timeout", "queue_ttl", "qos", "content_format"},
 	"resource": {"name", "path", "topic", "identity", "content_format", "rt", "if"},
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
@@ -68,7 +69,7 @@ func TestDesignExample(t *testing.T) {
 		t.Errorf("ingress = %+v", in)
 	}
 	c := s.Commands[0]
-	if c.Timeout.String() != "10s" || c.Method != message.PUT || c.Filter.Filter() != "cmd/+/#" {
+	if c.Timeout.String() != "10s" || c.QueueTTL != 2*time.Minute || c.Method != message.PUT || c.Filter.Filter() != "cmd/+/#" {
 		t.Errorf("command = %+v", c)
 	}
 	if got := len(s.Watches()); got != 3 {

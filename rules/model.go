@@ -151,6 +151,9 @@ type Command struct {
 	// ResponseTopic, when set, receives the device's response.
 	ResponseTopic Pattern
 	Timeout       time.Duration
+	// QueueTTL, when set, bounds how long a command waits in a sleeping
+	// or offline device's queue (devices.queue_ttl otherwise).
+	QueueTTL time.Duration
 	// QoS is used to publish the response.
 	QoS byte
 	// ContentFormat, when set, is sent with the request; CBOR converts the

@@ -273,6 +273,9 @@ func (x *dec) command() *Command {
 	if d, ok := x.duration("timeout", false); ok {
 		r.Timeout = d
 	}
+	if d, ok := x.duration("queue_ttl", false); ok {
+		r.QueueTTL = d
+	}
 	r.QoS = x.qos()
 	r.ContentFormat = x.contentFormat()
 	return r

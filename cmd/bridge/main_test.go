@@ -90,6 +90,34 @@ rate_burst = -1
 	}
 }
 
+// TestCheckRejectsNegativeQueueKeys: devices.awake, queue_size and
+// queue_ttl below 0, and a state.dir that does not exist, are refused with
+// the key and its line.
+func TestCheckRejectsNegativeQueueKeys(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "bad.toml", `[devices]
+awake = "-5s"
+queue_size = -1
+queue_ttl = "-10m"
+
+[state]
+dir = "/nonexistent/bridge-state"
+`)
+	var out, errb bytes.Buffer
+	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %q", code, errb.String())
+	}
+	for _, w := range []string{
+		cfg + ":2: devices.awake: must not be negative (0 means 5s), got -5s",
+		cfg + ":3: devices.queue_size: must not be negative (0 means 100), got -1",
+		cfg + ":4: devices.queue_ttl: must not be negative (0 means 10m0s), got -10m0s",
+		cfg + ":7: state.dir: stat /nonexistent/bridge-state: no such file or directory",
+	} {
+		if !strings.Contains(errb.String(), w) {
+			t.Errorf("stderr lacks %q; got:\n%s", w, errb.String())
+		}
+	}
+}
+
 // TestCheckRejectsBadLimits: a negative coap.limits value, a per-source
 // share above its total and a bad duration are each reported at the
 // file:line of the key.
