@@ -54,6 +54,14 @@ func FailReasons() []FailReason {
 type Stats struct {
 	// HandshakesOK counts completed handshakes.
 	HandshakesOK uint64
+	// HandshakesResumed counts the completed handshakes among HandshakesOK
+	// that resumed a cached session (abbreviated handshake: no key
+	// exchange, certificate or signature).
+	HandshakesResumed uint64
+	// ResumeInvalid counts offers of a cached session refused because its
+	// PSK identity was removed or its key changed since (the peer then
+	// runs a full handshake).
+	ResumeInvalid uint64
 	// HandshakesFailed counts failed handshakes, indexed by FailReason.
 	HandshakesFailed [numFailReasons]uint64
 	// HandshakesActive is the number of handshakes in progress.
@@ -68,6 +76,10 @@ type Stats struct {
 	// SessionsReplaced counts established sessions replaced by a completed
 	// new handshake from the same address (RFC 6347 §4.2.8).
 	SessionsReplaced uint64
+	// SessionsMoved counts established sessions ended because their peer
+	// resumed the same DTLS session from another address (a NAT
+	// rebinding): the old address is dead.
+	SessionsMoved uint64
 	// RefusedLimit counts handshakes refused because MaxHandshakes or
 	// MaxSessions was reached and no handshake waiting for its cookie could
 	// be evicted.
@@ -124,6 +136,9 @@ func (s Stats) TotalFailed() uint64 {
 // counters is the live, atomic form of Stats.
 type counters struct {
 	handshakesOK      atomic.Uint64
+	handshakesResumed atomic.Uint64
+	resumeInvalid     atomic.Uint64
+	sessionsMoved     atomic.Uint64
 	handshakesFailed  [numFailReasons]atomic.Uint64
 	handshakesActive  atomic.Int64
 	sessionsActive    atomic.Int64
@@ -145,6 +160,9 @@ type counters struct {
 func (c *counters) snapshot() Stats {
 	s := Stats{
 		HandshakesOK:       c.handshakesOK.Load(),
+		HandshakesResumed:  c.handshakesResumed.Load(),
+		ResumeInvalid:      c.resumeInvalid.Load(),
+		SessionsMoved:      c.sessionsMoved.Load(),
 		HandshakesActive:   c.handshakesActive.Load(),
 		SessionsActive:     c.sessionsActive.Load(),
 		SessionsExpired:    c.sessionsExpired.Load(),
