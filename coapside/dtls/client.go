@@ -310,12 +310,12 @@ func (c *ClientConn) sessionConfig(sess *session, cr *Credentials) *pdtls.Config
 		// pion keys the cache by server address: a ClientHello to the same
 		// server offers the session, and a server that still has it
 		// answers with the abbreviated handshake.
-		binding := credentialsDigest(cr)
+		binding, roots := credentialsDigest(cr), cr.RootCAs
 		cfg.SessionStore = &sessionStore{
-			cache:   c.ep.resume,
-			sess:    sess,
-			valid:   func(e *resumeEntry) bool { return e.binding == binding },
-			binding: func() (bool, [32]byte) { return psk, binding },
+			cache: c.ep.resume,
+			sess:  sess,
+			valid: func(e *resumeEntry) bool { return e.binding == binding && e.roots.Equal(roots) },
+			bind:  func(e *resumeEntry) { e.psk, e.binding, e.roots = psk, binding, roots },
 		}
 	}
 	if certs {

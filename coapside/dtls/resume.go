@@ -3,6 +3,7 @@ package dtls
 import (
 	"container/list"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
 	"sync"
 	"time"
@@ -42,6 +43,9 @@ type resumeEntry struct {
 	// On a client, binding is the digest of the credentials instead.
 	psk     bool
 	binding [sha256.Size]byte
+	// roots is a client's trust anchors when the session was made: a
+	// pool has no digest, and holding it keeps its identity unique.
+	roots   *x509.CertPool
 	expires time.Time
 	// owner is the session last established with this entry (server):
 	// resuming it from another address supersedes that session.
@@ -154,9 +158,9 @@ type sessionStore struct {
 	sess  *session
 	// valid reports whether a cached entry may still resume.
 	valid func(e *resumeEntry) bool
-	// binding is recorded with a new entry: the PSK digest (server) or
-	// the credentials' (client).
-	binding func() (psk bool, digest [sha256.Size]byte)
+	// bind records in a new entry what it must be checked against:
+	// the PSK digest (server), the credentials (client).
+	bind func(e *resumeEntry)
 }
 
 // Set implements pdtls.SessionStore. pion calls it during a full
@@ -167,7 +171,7 @@ func (st *sessionStore) Set(key []byte, s pdtls.Session) error {
 		id:     append([]byte(nil), s.ID...),
 		secret: append([]byte(nil), s.Secret...),
 	}
-	e.psk, e.binding = st.binding()
+	st.bind(e)
 	st.sess.staged.Store(e)
 	return nil
 }
@@ -225,7 +229,8 @@ func (s *session) commitResumption(cache *resumeCache) (resumed bool, prev *sess
 func keyDigest(key []byte) [sha256.Size]byte { return sha256.Sum256(key) }
 
 // credentialsDigest binds a client cache entry to the credentials it was
-// made with, so that changed credentials never resume an old session.
+// made with, so that changed credentials never resume an old session
+// (RootCAs, which has no digest, is compared with resumeEntry.roots).
 func credentialsDigest(cr *Credentials) [sha256.Size]byte {
 	h := sha256.New()
 	write := func(b []byte) {

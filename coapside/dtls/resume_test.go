@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,6 +211,44 @@ func TestResumeCertificate(t *testing.T) {
 	}
 	if id, ok := cli.PeerIdentity(srv.LocalAddr()); !ok || id != "bridge" {
 		t.Errorf("server identity after resumption %q %v, want bridge", id, ok)
+	}
+}
+
+// TestResumeClientTrustChanged: a client whose trust anchors for a server
+// changed does not offer the session it made under the old ones; the same
+// anchors in a pool built again still resume.
+func TestResumeClientTrustChanged(t *testing.T) {
+	ca, other := testkit.NewCA(t, "resume CA"), testkit.NewCA(t, "other CA")
+	sc := ca.Issue(t, testkit.Leaf{CN: "bridge", Usage: x509.ExtKeyUsageServerAuth})
+	srv := startServer(t, ServerConfig{Certificate: &sc, Limits: fastLimits(t)})
+	var roots atomic.Pointer[x509.CertPool]
+	roots.Store(ca.Pool)
+	cli := startClient(t, ClientConfig{
+		CredentialsFor: func(net.Addr) (Credentials, error) { return Credentials{RootCAs: roots.Load()}, nil },
+		Limits:         fastLimits(t),
+	})
+	if err := handshakeBoth(t, srv, cli, srv.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	same := x509.NewCertPool()
+	same.AddCert(ca.Cert)
+	roots.Store(same)
+	if err := rehandshake(t, srv, cli, srv.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if s := cli.Stats(); s.HandshakesResumed != 1 {
+		t.Fatalf("same anchors: resumed %d, want 1", s.HandshakesResumed)
+	}
+	changed := x509.NewCertPool()
+	changed.AddCert(ca.Cert)
+	changed.AddCert(other.Cert)
+	roots.Store(changed)
+	if err := rehandshake(t, srv, cli, srv.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if s := cli.Stats(); s.HandshakesResumed != 1 || s.ResumeInvalid != 1 || s.HandshakesOK != 3 {
+		t.Errorf("changed anchors: %d handshakes, %d resumed, %d refused; want 3, 1, 1",
+			s.HandshakesOK, s.HandshakesResumed, s.ResumeInvalid)
 	}
 }
 

@@ -275,11 +275,10 @@ func (s *ServerConn) sessionConfig(sess *session, hello helloInfo) *pdtls.Config
 			cache: s.ep.resume,
 			sess:  sess,
 			valid: s.resumable,
-			binding: func() (bool, [32]byte) {
+			bind: func(e *resumeEntry) {
 				if d := sess.pskDigest.Load(); d != nil {
-					return true, *d
+					e.psk, e.binding = true, *d
 				}
-				return false, [32]byte{}
 			},
 		}
 	}

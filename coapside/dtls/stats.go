@@ -58,9 +58,11 @@ type Stats struct {
 	// that resumed a cached session (abbreviated handshake: no key
 	// exchange, certificate or signature).
 	HandshakesResumed uint64
-	// ResumeInvalid counts offers of a cached session refused because its
-	// PSK identity was removed or its key changed since (the peer then
-	// runs a full handshake).
+	// ResumeInvalid counts cached sessions not resumed because what
+	// authenticated them changed: on a server, the PSK identity was
+	// removed or its key changed (the peer then runs a full handshake);
+	// on a client, the credentials for that server changed (it offers no
+	// session).
 	ResumeInvalid uint64
 	// HandshakesFailed counts failed handshakes, indexed by FailReason.
 	HandshakesFailed [numFailReasons]uint64
