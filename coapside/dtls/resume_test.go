@@ -393,3 +393,71 @@ func TestFlightHold(t *testing.T) {
 		t.Fatalf("abbreviated flight delivered as %q", out)
 	}
 }
+
+// gatedConn is a client socket that, once armed, drops the alerts it
+// sends and holds the first ClientHello carrying a cookie until release
+// is closed.
+type gatedConn struct {
+	net.PacketConn
+	armed   atomic.Bool
+	release chan struct{}
+	held    chan struct{} // closed when a ClientHello with a cookie waits
+	once    sync.Once
+}
+
+func (g *gatedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if g.armed.Load() {
+		if len(p) > 0 && p[0] == 21 {
+			return len(p), nil // the server never hears close_notify
+		}
+		if hasCookie(p) {
+			g.once.Do(func() { close(g.held) })
+			<-g.release
+		}
+	}
+	return g.PacketConn.WriteTo(p, addr)
+}
+
+// TestSessionEndHandsAddressToHandshake: a handshake started beside an
+// established session from the same address (a peer that lost or closed
+// its session and handshook again at once) takes the address when the
+// old session ends before it completes, so that its later records (the
+// ClientHello returning the cookie) still find it.
+func TestSessionEndHandsAddressToHandshake(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedConn{PacketConn: pc, release: make(chan struct{}), held: make(chan struct{})}
+	lim := fastLimits(t)
+	lim.ResumeSessions = -1 // a full handshake, with the cookie exchange
+	cli, err := NewClientConnOn(g, ClientConfig{Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")},
+		Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	if err := handshakeBoth(t, srv, cli, srv.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	g.armed.Store(true)
+	cli.CloseSession(srv.LocalAddr()) // unheard: the server keeps its session
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- cli.Handshake(ctx, srv.LocalAddr())
+	}()
+	<-g.held // the new handshake runs beside the old session on the server
+	if !srv.CloseSession(cli.LocalAddr()) {
+		t.Fatal("the server had no session to close")
+	}
+	close(g.release)
+	if err := <-done; err != nil {
+		t.Fatalf("handshake beside a session that ended: %v", err)
+	}
+	if s := srv.Stats(); s.RefusedCookie != 0 {
+		t.Errorf("the returned cookie was refused %d times", s.RefusedCookie)
+	}
+}
