@@ -49,6 +49,10 @@ func (b *Bridge) registerDTLSMetrics(conn *dtls.ServerConn) {
 	}
 	cs := []prometheus.Collector{
 		counter("bridge_dtls_handshakes_ok_total", "Completed DTLS handshakes.", func(s dtls.Stats) uint64 { return s.HandshakesOK }),
+		counter("bridge_dtls_handshakes_resumed_total", "Completed DTLS handshakes that resumed a cached session (abbreviated; among bridge_dtls_handshakes_ok_total).", func(s dtls.Stats) uint64 { return s.HandshakesResumed }),
+		counter("bridge_dtls_resume_refused_total", "Offers of a cached DTLS session refused because its PSK identity was removed or its key changed since.", func(s dtls.Stats) uint64 { return s.ResumeInvalid }),
+		counter("bridge_dtls_dropped_unknown_peer_total", "DTLS records (not a ClientHello) from addresses without a session, e.g. a device still using its session after a NAT rebinding; dropped unanswered.", func(s dtls.Stats) uint64 { return s.DroppedUnknownPeer }),
+		counter("bridge_dtls_sessions_moved_total", "DTLS sessions ended because their peer resumed them from a new address (NAT rebinding).", func(s dtls.Stats) uint64 { return s.SessionsMoved }),
 		gauge("bridge_dtls_handshakes_active", "DTLS handshakes in progress.", func(s dtls.Stats) int64 { return s.HandshakesActive }),
 		gauge("bridge_dtls_sessions_active", "Established DTLS sessions.", func(s dtls.Stats) int64 { return s.SessionsActive }),
 		counter("bridge_dtls_sessions_expired_total", "DTLS sessions closed for being idle.", func(s dtls.Stats) uint64 { return s.SessionsExpired }),

@@ -189,6 +189,7 @@ func NewClientConnOn(pc net.PacketConn, cfg ClientConfig) (*ClientConn, error) {
 	}
 	c := &ClientConn{cfg: cfg, failed: make(map[peerKey]recentFailure)}
 	c.ep = newEndpoint(pc, cfg.endpointOptions(roleClient, false))
+	c.ep.resume = newResumeCache(cfg.ResumeSessions, cfg.ResumeLifetime, time.Now)
 	c.ep.onUnknown = func(b []byte, addr net.Addr, _ peerKey) {
 		c.ep.stats.droppedUnknown.Add(1)
 		c.ep.noteDrop(dropUnknownPeer, addr, nil)
@@ -240,6 +241,9 @@ func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdt
 			return nil, nil, err
 		}
 		if created {
+			if c.ep.resume != nil {
+				s.hold = &flightHold{}
+			}
 			cfg := c.sessionConfig(s, &cr)
 			go s.run(func(ctx context.Context, raw net.Conn) (*pdtls.Conn, error) {
 				return pdtls.ClientWithContext(ctx, raw, cfg)
@@ -301,6 +305,18 @@ func (c *ClientConn) sessionConfig(sess *session, cr *Credentials) *pdtls.Config
 	}
 	if cr.Certificate != nil {
 		cfg.Certificates = []tls.Certificate{*cr.Certificate}
+	}
+	if c.ep.resume != nil {
+		// pion keys the cache by server address: a ClientHello to the same
+		// server offers the session, and a server that still has it
+		// answers with the abbreviated handshake.
+		binding, roots := credentialsDigest(cr), cr.RootCAs
+		cfg.SessionStore = &sessionStore{
+			cache: c.ep.resume,
+			sess:  sess,
+			valid: func(e *resumeEntry) bool { return e.binding == binding && e.roots.Equal(roots) },
+			bind:  func(e *resumeEntry) { e.psk, e.binding, e.roots = psk, binding, roots },
+		}
 	}
 	if certs {
 		// Chain and pin checks run in VerifyPeerCertificate; pion still

@@ -51,6 +51,18 @@
 // bounded.
 // Stats exposes the counters for metrics.
 //
+// Session resumption (resume.go): both ends cache completed sessions
+// (Limits.ResumeSessions, ResumeLifetime), so a peer that handshakes again
+// gets an abbreviated handshake (RFC 5246 §7.3) with the identity its full
+// handshake authenticated; Stats.HandshakesResumed counts them. A server
+// entry made with a PSK resumes only while the PSKStore holds that identity
+// with the same key. A session resumed from a new address ends the session
+// at the old one (Stats.SessionsMoved).
+//
 // Connection ID (RFC 9146) is not available: pion/dtls v2 does not implement
-// it (v3 does), so a peer whose NAT mapping changes must handshake again.
+// it (v3 does), so a peer whose NAT mapping changes must handshake again
+// (resuming, when both ends still hold the session). Until it does, records
+// of its old session from the new address are dropped unanswered
+// (Stats.DroppedUnknownPeer); a ClientConn starts that handshake itself
+// once a session has gone unanswered for DeadAfter.
 package dtls

@@ -75,6 +75,9 @@ type endpoint struct {
 	// returned the HelloVerifyRequest cookie, oldest first.
 	unverified list.List
 
+	// resume is the session cache for resumption (nil: disabled).
+	resume *resumeCache
+
 	inbound chan datagram
 	rd      *deadline
 	wd      *deadline
@@ -186,7 +189,18 @@ func (ep *endpoint) dispatch(b []byte, addr net.Addr) {
 
 // deliverTo queues a copy of b for s, counting a drop when s is behind.
 func (ep *endpoint) deliverTo(s *session, b []byte, addr net.Addr) {
-	if !s.raw.deliver(append([]byte(nil), b...)) {
+	b = append([]byte(nil), b...)
+	if s.hold == nil || s.established() {
+		ep.deliverOne(s, b, addr)
+		return
+	}
+	for _, d := range s.hold.push(b) {
+		ep.deliverOne(s, d, addr)
+	}
+}
+
+func (ep *endpoint) deliverOne(s *session, b []byte, addr net.Addr) {
+	if !s.raw.deliver(b) {
 		ep.stats.droppedQueueFull.Add(1)
 		ep.noteDrop(dropQueueFull, addr, nil)
 	}
@@ -421,6 +435,21 @@ func (ep *endpoint) promote(s *session) {
 		"old_identity", old.identity(), "identity", s.identity())
 }
 
+// moved ends prev, whose DTLS session s has just resumed from another
+// address: its peer's address changed (a NAT rebinding) and records to the
+// old one would go nowhere. Completing the resumption proved knowledge of
+// the session's master secret, so this cannot be forced by a third party.
+func (ep *endpoint) moved(prev, s *session) {
+	if !prev.established() || prev.stopped() {
+		return
+	}
+	ep.remove(prev)
+	prev.end(endMoved)
+	ep.stats.sessionsMoved.Add(1)
+	ep.log.Info("dtls session resumed from a new address", "peer", s.addr.String(),
+		"from", prev.addr.String(), "identity", s.identity(), "role", ep.opt.role)
+}
+
 // handshakeDone releases the handshake slot of s, unless it was evicted.
 func (ep *endpoint) handshakeDone(s *session) {
 	ep.mu.Lock()
@@ -437,10 +466,17 @@ func (ep *endpoint) lookup(addr net.Addr) *session {
 }
 
 // remove deletes s from the table if it is still the entry for its key.
+// A handshake running beside s from the same address (a peer that closed
+// its session and at once handshook again, resuming it) takes its place,
+// or its later records would find no session.
 func (ep *endpoint) remove(s *session) {
 	ep.mu.Lock()
 	if ep.peers[s.key] == s {
-		delete(ep.peers, s.key)
+		if c := s.cand.Load(); c != nil && !c.stopped() {
+			ep.peers[s.key] = c
+		} else {
+			delete(ep.peers, s.key)
+		}
 	}
 	ep.mu.Unlock()
 }

@@ -240,6 +240,30 @@ func TestInteropLibcoapServerPSK(t *testing.T) {
 	}
 }
 
+// TestInteropLibcoapServerNoResumption: coap-server-gnutls keeps no
+// session cache, so the session the client offers when it handshakes
+// again is refused; the client falls back to a full handshake. The
+// server sends its flight one message per datagram, which a pion client
+// with a session store mistakes for a resumption unless the flight is
+// delivered whole (flightHold).
+func TestInteropLibcoapServerNoResumption(t *testing.T) {
+	addr := startLibcoapServer(t, "-k", "secretPSK", "-h", "libcoap")
+	cli := startClient(t, ClientConfig{
+		Credentials: Credentials{PSKIdentity: "bridge", PSK: mustKey(t, "secretPSK")},
+		Limits:      libcoapClientLimits(t),
+	})
+	for i := range 2 {
+		code, payload, err := coapExchange(t, cli, addr)
+		if err != nil || code != 0x45 || !strings.Contains(payload, "libcoap") {
+			t.Fatalf("exchange %d: code %#x payload %q err %v", i, code, payload, err)
+		}
+		cli.CloseSession(addr)
+	}
+	if s := cli.Stats(); s.HandshakesOK != 2 || s.HandshakesResumed != 0 {
+		t.Fatalf("handshakes %d, resumed %d; want 2 full", s.HandshakesOK, s.HandshakesResumed)
+	}
+}
+
 func TestInteropLibcoapServerCert(t *testing.T) {
 	peer.Require(t, "coap-server-gnutls")
 	dir := t.TempDir()

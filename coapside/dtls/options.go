@@ -37,6 +37,14 @@ type Limits struct {
 	// MTU bounds handshake records (pion fragments larger flights). Default
 	// 1200.
 	MTU int
+	// ResumeSessions bounds the cache of sessions that can be resumed with
+	// an abbreviated handshake (least recently used out first): on a
+	// server by session ID, on a client by server address. Default
+	// DefaultResumeSessions (10000); negative disables resumption.
+	ResumeSessions int
+	// ResumeLifetime is how long after its full handshake a session can
+	// be resumed. Default DefaultResumeLifetime (24h).
+	ResumeLifetime time.Duration
 	// Logger receives structured logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -72,6 +80,12 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MTU <= 0 {
 		l.MTU = 1200
+	}
+	if l.ResumeSessions == 0 {
+		l.ResumeSessions = DefaultResumeSessions
+	}
+	if l.ResumeLifetime <= 0 {
+		l.ResumeLifetime = DefaultResumeLifetime
 	}
 	if l.Logger == nil {
 		l.Logger = discardLogger()

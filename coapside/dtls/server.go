@@ -148,6 +148,7 @@ func NewServerConn(pc net.PacketConn, cfg ServerConfig) (*ServerConn, error) {
 	// bounds handshakes per source.
 	opt.maxPerSource = cfg.MaxHandshakesPerSource
 	s.ep = newEndpoint(pc, opt)
+	s.ep.resume = newResumeCache(cfg.ResumeSessions, cfg.ResumeLifetime, time.Now)
 	s.ep.onUnknown = s.unknownPeer
 	s.ep.onRehandshake = s.rehandshake
 	s.ep.start()
@@ -264,7 +265,21 @@ func (s *ServerConn) sessionConfig(sess *session, hello helloInfo) *pdtls.Config
 				return nil, fmt.Errorf("%w: %q", ErrUnknownIdentity, identity)
 			}
 			sess.pskKnown.Store(true)
+			d := keyDigest(key.Bytes())
+			sess.pskDigest.Store(&d)
 			return key.Bytes(), nil
+		}
+	}
+	if s.ep.resume != nil {
+		cfg.SessionStore = &sessionStore{
+			cache: s.ep.resume,
+			sess:  sess,
+			valid: s.resumable,
+			bind: func(e *resumeEntry) {
+				if d := sess.pskDigest.Load(); d != nil {
+					e.psk, e.binding = true, *d
+				}
+			},
 		}
 	}
 	if s.verifier.enabled() {
@@ -281,9 +296,25 @@ func (s *ServerConn) sessionConfig(sess *session, hello helloInfo) *pdtls.Config
 	return &cfg
 }
 
+// resumable reports whether a cached session may still be resumed: one
+// made with a PSK only while the store holds its identity with the same
+// key, so that removing or changing a key in the psk_file ends resumption
+// for it. pion resumes no session whose client sent a certificate (it
+// never offers one to cache), so certificate identities need no check here.
+func (s *ServerConn) resumable(e *resumeEntry) bool {
+	if !e.psk {
+		return true
+	}
+	key, ok := s.cfg.PSK.Lookup(e.identity)
+	return ok && keyDigest(key.Bytes()) == e.binding
+}
+
 // PeersVerified reports true: a datagram is delivered only from a peer
 // that completed a handshake, whose cookie exchange proved its address
 // (RFC 6347 §4.2.1), so CoAP responses to it need no amplification bound.
+// A resumed handshake has no cookie exchange (pion answers a ClientHello
+// offering a cached session with its ServerHello at once), but its peer
+// can only complete it by receiving that ServerHello at its address.
 func (s *ServerConn) PeersVerified() bool { return true }
 
 // ReadFrom implements net.PacketConn: the next decrypted datagram from any

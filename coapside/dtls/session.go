@@ -31,6 +31,7 @@ const (
 	endShutdown
 	endDead
 	endEvicted
+	endMoved
 )
 
 func (r endReason) String() string {
@@ -47,6 +48,8 @@ func (r endReason) String() string {
 		return "no answer"
 	case endEvicted:
 		return "evicted"
+	case endMoved:
+		return "resumed from another address"
 	default:
 		return "peer"
 	}
@@ -88,6 +91,18 @@ type session struct {
 	sawEncrypted atomic.Bool // the peer sent an epoch >= 1 record
 	cookieSeen   atomic.Bool // the peer returned the HelloVerifyRequest cookie
 	cookieLate   atomic.Bool // the cookie timer aborted the handshake
+
+	// Session resumption (resume.go): the entry a full handshake stored,
+	// staged until it completes; the cached entry a resumed handshake
+	// offered; the key of the entry this session holds once established
+	// (written before ready is closed); the digest of the PSK used.
+	staged    atomic.Pointer[resumeEntry]
+	offered   atomic.Pointer[resumeEntry]
+	resumeKey string
+	pskDigest atomic.Pointer[[32]byte]
+	// hold, on a client offering resumption, delivers the server's
+	// flight whole (see flightHold); only the read loop uses it.
+	hold *flightHold
 
 	// issued is the cookie this end sent in its HelloVerifyRequest; a
 	// ClientHello returning it proves the peer receives at its address.
@@ -228,15 +243,22 @@ func (s *session) run(hs handshakeFunc) {
 	now := time.Now().UnixNano()
 	s.last.Store(now)
 	s.since.Store(now)
+	resumed, prev := s.commitResumption(ep.resume)
 	s.conn.Store(conn)
 	if s.replaces != nil {
 		ep.promote(s)
 	}
+	if prev != nil && prev != s && prev.key != s.key {
+		ep.moved(prev, s)
+	}
 	ep.stats.handshakesOK.Add(1)
+	if resumed {
+		ep.stats.handshakesResumed.Add(1)
+	}
 	ep.stats.sessionsActive.Add(1)
 	close(s.ready)
 	ep.log.Info("dtls session established", "peer", s.addr.String(), "identity", s.identity(),
-		"role", ep.opt.role)
+		"role", ep.opt.role, "resumed", resumed)
 
 	if !s.stopped() {
 		s.pump(conn)
@@ -244,6 +266,9 @@ func (s *session) run(hs handshakeFunc) {
 	_ = conn.Close() // sends close_notify unless the peer closed first
 	s.raw.closeAll()
 	ep.remove(s)
+	if ep.resume != nil && s.resumeKey != "" {
+		ep.resume.release(s.resumeKey, s)
+	}
 	ep.stats.sessionsActive.Add(-1)
 	ep.log.Debug("dtls session closed", "peer", s.addr.String(), "identity", s.identity(),
 		"reason", endReason(s.why.Load()).String(), "role", ep.opt.role)

@@ -54,6 +54,16 @@ func FailReasons() []FailReason {
 type Stats struct {
 	// HandshakesOK counts completed handshakes.
 	HandshakesOK uint64
+	// HandshakesResumed counts the completed handshakes among HandshakesOK
+	// that resumed a cached session (abbreviated handshake: no key
+	// exchange, certificate or signature).
+	HandshakesResumed uint64
+	// ResumeInvalid counts cached sessions not resumed because what
+	// authenticated them changed: on a server, the PSK identity was
+	// removed or its key changed (the peer then runs a full handshake);
+	// on a client, the credentials for that server changed (it offers no
+	// session).
+	ResumeInvalid uint64
 	// HandshakesFailed counts failed handshakes, indexed by FailReason.
 	HandshakesFailed [numFailReasons]uint64
 	// HandshakesActive is the number of handshakes in progress.
@@ -68,6 +78,10 @@ type Stats struct {
 	// SessionsReplaced counts established sessions replaced by a completed
 	// new handshake from the same address (RFC 6347 §4.2.8).
 	SessionsReplaced uint64
+	// SessionsMoved counts established sessions ended because their peer
+	// resumed the same DTLS session from another address (a NAT
+	// rebinding): the old address is dead.
+	SessionsMoved uint64
 	// RefusedLimit counts handshakes refused because MaxHandshakes or
 	// MaxSessions was reached and no handshake waiting for its cookie could
 	// be evicted.
@@ -124,6 +138,9 @@ func (s Stats) TotalFailed() uint64 {
 // counters is the live, atomic form of Stats.
 type counters struct {
 	handshakesOK      atomic.Uint64
+	handshakesResumed atomic.Uint64
+	resumeInvalid     atomic.Uint64
+	sessionsMoved     atomic.Uint64
 	handshakesFailed  [numFailReasons]atomic.Uint64
 	handshakesActive  atomic.Int64
 	sessionsActive    atomic.Int64
@@ -145,6 +162,9 @@ type counters struct {
 func (c *counters) snapshot() Stats {
 	s := Stats{
 		HandshakesOK:       c.handshakesOK.Load(),
+		HandshakesResumed:  c.handshakesResumed.Load(),
+		ResumeInvalid:      c.resumeInvalid.Load(),
+		SessionsMoved:      c.sessionsMoved.Load(),
 		HandshakesActive:   c.handshakesActive.Load(),
 		SessionsActive:     c.sessionsActive.Load(),
 		SessionsExpired:    c.sessionsExpired.Load(),

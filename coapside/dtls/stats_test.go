@@ -25,6 +25,9 @@ func TestStatsSnapshotComplete(t *testing.T) {
 	c.refusedCookie.Store(14)
 	c.handshakesEvicted.Store(15)
 	c.refusedPerSource.Store(16)
+	c.handshakesResumed.Store(17)
+	c.resumeInvalid.Store(18)
+	c.sessionsMoved.Store(19)
 	for r := range c.handshakesFailed {
 		c.handshakesFailed[r].Store(uint64(100 + r))
 	}
