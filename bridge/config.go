@@ -11,6 +11,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/mqttside"
+	"github.com/coap-mqtt/bridge/rules"
 )
 
 // Config is the bridge's configuration, as loaded from config.toml (and the
@@ -212,7 +213,7 @@ func (d DevicesConfig) validate(add func(key, format string, args ...any)) {
 		add("devices.offline_after", "%v must be longer than devices.awake (%v): a silent device is asleep before it is offline", offline, awake)
 	}
 	if d.PresenceTopic != "" {
-		if _, err := parsePresenceTopic(d.PresenceTopic); err != nil {
+		if _, err := rules.ParseDeviceTopic(d.PresenceTopic); err != nil {
 			add("devices.presence_topic", "%q: %v", d.PresenceTopic, err)
 		}
 	}
