@@ -27,6 +27,8 @@ type Config struct {
 	Log   LogConfig  `mapstructure:"log"`
 	// Devices configures devices learned from their own requests.
 	Devices DevicesConfig `mapstructure:"devices"`
+	// Catalog publishes every device's /.well-known/core on MQTT.
+	Catalog CatalogConfig `mapstructure:"catalog"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -219,6 +221,25 @@ func (d DevicesConfig) validate(add func(key, format string, args ...any)) {
 	}
 }
 
+// CatalogConfig configures the device catalog: each device's
+// /.well-known/core (RFC 6690) as a retained JSON document on MQTT.
+type CatalogConfig struct {
+	// Topic is the topic template ({device}) of the catalog of every
+	// listed device with a url, and of every learned device when it is
+	// learned or moves; "" publishes none. Observe rules with discover
+	// have their own catalog_topic.
+	Topic string `mapstructure:"topic"`
+}
+
+// validate adds a problem for a topic that is not a {device} template.
+func (c CatalogConfig) validate(add func(key, format string, args ...any)) {
+	if c.Topic != "" {
+		if _, err := rules.ParseDeviceTopic(c.Topic); err != nil {
+			add("catalog.topic", "%q: %v", c.Topic, err)
+		}
+	}
+}
+
 // DTLSConfig configures the coaps listener.
 type DTLSConfig struct {
 	Listen       string `mapstructure:"listen"`
@@ -373,6 +394,7 @@ func (c *Config) Validate() error {
 	}
 	c.CoAP.Limits.validate(add)
 	c.Devices.validate(add)
+	c.Catalog.validate(add)
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)
