@@ -340,3 +340,81 @@ func TestCatalogConfigValidate(t *testing.T) {
 		t.Errorf("catalog/{device}: %v", err)
 	}
 }
+
+// TestCatalogFollowsReload: catalog_topic added to a running discover
+// rule takes effect at once, not at the next rediscovery.
+func TestCatalogFollowsReload(t *testing.T) {
+	dev := catalogDevice(t)
+	base := fmt.Sprintf(`
+[[device]]
+name = "d1"
+url  = "coap://%s"
+
+[[observe]]
+name          = "temps"
+devices       = ["d1"]
+discover      = "rt=temperature"
+topic         = "temps/{device}/{path...}"
+`, dev.addr)
+	tb := startBridge(t, base, unwatched)
+	testkit.Eventually(t, 5*time.Second, "temperature read", func() bool { return dev.requested("/sensors/temp") > 0 })
+	tb.writeRules(t, strings.Replace(base, "discover ", "catalog_topic = \"catalog/{device}\"\ndiscover ", 1))
+	tb.TriggerReload()
+	doc := decodeCatalog(t, retained(t, tb, 1, "catalog/d1").Payload())
+	if len(doc.Resources) != 2 {
+		t.Fatalf("catalog after the reload: %+v", doc)
+	}
+}
+
+// TestCatalogRepublishedAfterBrokerRestart: a broker that restarts
+// without persistence loses the retained catalog; once the bridge is
+// connected again, its next read publishes the catalog again although
+// the device's resources did not change.
+func TestCatalogRepublishedAfterBrokerRestart(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	dev := catalogDevice(t)
+	tb := startBridge(t, fmt.Sprintf("[[device]]\nname = \"d1\"\nurl = \"coap://%s\"\n", dev.addr), func(c *Config, o *Options) {
+		useRemoteBroker(c, broker.Addr(), "bridge-catalog")
+		c.Catalog.Topic = "cat/{device}"
+		o.DiscoveryRefresh = 300 * time.Millisecond
+	})
+	sub := func() paho.Message {
+		t.Helper()
+		opts := paho.NewClientOptions().AddBroker("tcp://" + broker.Addr()).SetClientID(fmt.Sprintf("sub-%d", time.Now().UnixNano()))
+		c := paho.NewClient(opts)
+		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		defer c.Disconnect(100)
+		got := make(chan paho.Message, 1)
+		c.Subscribe("cat/d1", 1, func(_ paho.Client, m paho.Message) {
+			select {
+			case got <- m:
+			default:
+			}
+		})
+		select {
+		case m := <-got:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no retained catalog")
+			return nil
+		}
+	}
+	published := tb.watches.catalogs.publishes.WithLabelValues(catalogPublished)
+	testkit.Eventually(t, 10*time.Second, "catalog published", func() bool { return testutil.ToFloat64(published) == 1 })
+	if m := sub(); !m.Retained() {
+		t.Fatal("catalog not retained")
+	}
+	unchanged := tb.watches.catalogs.publishes.WithLabelValues(catalogUnchanged)
+	testkit.Eventually(t, 10*time.Second, "an unchanged read", func() bool { return testutil.ToFloat64(unchanged) >= 1 })
+
+	broker.Stop()
+	testkit.Eventually(t, 10*time.Second, "bridge disconnected", func() bool { return !tb.Ready() })
+	broker.Restart()
+	testkit.Eventually(t, 20*time.Second, "bridge connected again", tb.Ready)
+	testkit.Eventually(t, 10*time.Second, "catalog published again", func() bool { return testutil.ToFloat64(published) == 2 })
+	if m := sub(); !m.Retained() || decodeCatalog(t, m.Payload()).Device != "d1" {
+		t.Fatalf("after the broker restart: %q", m.Payload())
+	}
+}
