@@ -418,3 +418,27 @@ func TestCatalogRepublishedAfterBrokerRestart(t *testing.T) {
 		t.Fatalf("after the broker restart: %q", m.Payload())
 	}
 }
+
+// BenchmarkBuildCatalog builds the document of a device listing 5000
+// links: the work of one re-read of a large device, capped at
+// maxCatalogEntries.
+func BenchmarkBuildCatalog(b *testing.B) {
+	var sb strings.Builder
+	for i := range 5000 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `</sensors/%d>;rt="temperature";if="sensor";ct="0 50";obs;sz=12`, i)
+	}
+	links, err := linkformat.ParseString(sb.String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		payload, _ := buildCatalog("d1", links, time.Now(), 1<<18)
+		n = len(payload)
+	}
+	b.ReportMetric(float64(n), "payload_bytes")
+}
