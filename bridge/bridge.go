@@ -270,6 +270,12 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		b.commands.markOnline(name)
 	}, b.metrics, logger, opts)
 	b.watches.presence = b.presence
+	b.watches.catalogs = newCatalogs(b.mqtt, limit, opts.HandoverTimeout, reg, logger)
+	if cfg.Catalog.Topic != "" {
+		if b.watches.catalogTopic, err = rules.ParseDeviceTopic(cfg.Catalog.Topic); err != nil {
+			return nil, fmt.Errorf("catalog.topic: %w", err) // Validate refused it
+		}
+	}
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.learned = b.learned
 	b.coap.rateLimit(cfg.CoAP)
@@ -556,7 +562,7 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rule
 // applyWatches applies the watch part of d (observations and polls) and
 // logs what changed.
 func (b *Bridge) applyWatches(ctx context.Context, d rules.Diff, new *rules.Set) {
-	wa, wr, wc, wk := b.watches.apply(ctx, b.learnedWatches(new))
+	wa, wr, wc, wk := b.watches.apply(ctx, b.learnedWatches(new), b.catalogDevices(new, b.learned.names()))
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
 	if !d.Empty() {
 		b.log.Info("rules applied",
@@ -603,6 +609,9 @@ func (b *Bridge) serveMQTT(d *mqttside.Delivery) {
 
 func (b *Bridge) onMQTTEvent(e mqttside.Event) {
 	b.health.set("mqtt", e.State == mqttside.StateConnected)
+	if e.State == mqttside.StateConnected {
+		b.watches.catalogs.forget() // the broker may have lost what it retained
+	}
 	if e.Err != nil {
 		b.log.Warn("mqtt connection", "state", e.State.String(), "err", e.Err)
 	} else {

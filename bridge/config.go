@@ -11,6 +11,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/mqttside"
+	"github.com/coap-mqtt/bridge/rules"
 )
 
 // Config is the bridge's configuration, as loaded from config.toml (and the
@@ -28,6 +29,8 @@ type Config struct {
 	Devices DevicesConfig `mapstructure:"devices"`
 	// State keeps learned devices and queued commands across restarts.
 	State StateConfig `mapstructure:"state"`
+	// Catalog publishes every device's /.well-known/core on MQTT.
+	Catalog CatalogConfig `mapstructure:"catalog"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -237,7 +240,7 @@ func (d DevicesConfig) validate(add func(key, format string, args ...any)) {
 		add("devices.offline_after", "%v must be longer than devices.awake (%v): a silent device is asleep before it is offline", offline, awake)
 	}
 	if d.PresenceTopic != "" {
-		if _, err := parsePresenceTopic(d.PresenceTopic); err != nil {
+		if _, err := rules.ParseDeviceTopic(d.PresenceTopic); err != nil {
 			add("devices.presence_topic", "%q: %v", d.PresenceTopic, err)
 		}
 	}
@@ -246,6 +249,25 @@ func (d DevicesConfig) validate(add func(key, format string, args ...any)) {
 	}
 	if d.QueueTTL < 0 {
 		add("devices.queue_ttl", "must not be negative (0 means %v), got %v", DefaultQueueTTL, d.QueueTTL)
+	}
+}
+
+// CatalogConfig configures the device catalog: each device's
+// /.well-known/core (RFC 6690) as a retained JSON document on MQTT.
+type CatalogConfig struct {
+	// Topic is the topic template ({device}) of the catalog of every
+	// listed device with a url, and of every learned device when it is
+	// learned or moves; "" publishes none. Observe rules with discover
+	// have their own catalog_topic.
+	Topic string `mapstructure:"topic"`
+}
+
+// validate adds a problem for a topic that is not a {device} template.
+func (c CatalogConfig) validate(add func(key, format string, args ...any)) {
+	if c.Topic != "" {
+		if _, err := rules.ParseDeviceTopic(c.Topic); err != nil {
+			add("catalog.topic", "%q: %v", c.Topic, err)
+		}
 	}
 }
 
@@ -408,6 +430,7 @@ func (c *Config) Validate() error {
 			add("state.dir", "%v", err)
 		}
 	}
+	c.Catalog.validate(add)
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)

@@ -7,11 +7,12 @@ import (
 // addWatches starts the watches in ws that are not running yet (a device
 // just learned, for rules with devices = ["*"]) and leaves every running
 // one as it is. It returns how many groups it started.
-func (wt *watcher) addWatches(ws []rules.Watch) int {
-	if len(ws) == 0 {
+func (wt *watcher) addWatches(ws []rules.Watch, catalog []*rules.Device) int {
+	if len(ws) == 0 && len(catalog) == 0 {
 		return 0
 	}
 	want := groupWatches(ws)
+	wt.addCatalogGroups(want, catalog)
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
 	if wt.closed {
@@ -101,7 +102,7 @@ func (b *Bridge) onLearn(ev LearnEvent) {
 	restarted := b.watches.restartLearned(name)
 	started := 0
 	if set := b.set.Load(); set != nil && ev.Kind == Learned {
-		started = b.watches.addWatches(set.LearnedWatches(name))
+		started = b.watches.addWatches(set.LearnedWatches(name), b.catalogLearned(set, name))
 	}
 	if restarted+started > 0 {
 		b.log.Debug("watches follow the device", "device", name, "address", ev.Device.Addr.String(), "started", started, "restarted", restarted)

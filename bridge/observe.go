@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/linkformat"
 )
 
 // observe keeps an RFC 7641 observation on a device resource for the group's
@@ -178,10 +179,12 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 		if err == nil {
 			client, err = wt.devices.prepare(ctx, g.device, g.device.Secure, req)
 		}
+		catalog := !rule.CatalogTopic.IsZero()
+		var all []linkformat.Link
 		if err == nil {
 			dctx, cancel := context.WithTimeout(ctx, wt.opts.RequestTimeout)
 			var ls []linkTarget
-			ls, err = discoverPaths(dctx, client, req, rule.Discover)
+			ls, all, err = discoverPaths(dctx, client, req, rule.Discover, catalog)
 			cancel()
 			for _, l := range ls {
 				links = append(links, string(l))
@@ -202,6 +205,9 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 		bo.reset()
 		flog.ok("discovery recovered", "rule", rule.Name, "device", g.device.Name)
 		wt.seen(g.device.Name)
+		if catalog {
+			wt.catalogs.publish(ctx, rule.CatalogTopic, g.device.Name, all)
+		}
 		want := map[string]bool{}
 		for _, p := range links {
 			want[p] = true
@@ -239,21 +245,39 @@ type linkTarget string
 
 // discoverPaths lists the paths of the observable resources on a device
 // matching query (RFC 6690 §4.1), asking with req (the device's
-// /.well-known/core once Discover has added the path).
-func discoverPaths(ctx context.Context, c *coapside.Client, req *coapside.Request, query string) ([]linkTarget, error) {
-	links, err := c.DiscoverRequest(ctx, req, query, "obs")
+// /.well-known/core once Discover has added the path). With whole, the
+// device is asked for every link, which is returned as all, and query is
+// applied here (RFC 6690 §4.1 filtering is optional for servers anyway).
+func discoverPaths(ctx context.Context, c *coapside.Client, req *coapside.Request, query string, whole bool) (paths []linkTarget, all []linkformat.Link, err error) {
+	links, err := discoverLinks(ctx, c, req, query, whole)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []linkTarget
+	if whole {
+		all = links
+		filters, err := linkformat.ParseFilters([]string{query, "obs"})
+		if err != nil {
+			return nil, nil, err
+		}
+		links = linkformat.Select(links, filters)
+	}
 	for _, l := range links {
 		u, err := url.Parse(l.Target)
 		if err != nil || u.Path == "" || u.Host != "" {
 			continue // a link to another host is not this device's resource
 		}
-		out = append(out, linkTarget(u.Path))
+		paths = append(paths, linkTarget(u.Path))
 	}
-	return out, nil
+	return paths, all, nil
+}
+
+// discoverLinks reads the device's /.well-known/core: every link with
+// whole, else those matching query that are observable.
+func discoverLinks(ctx context.Context, c *coapside.Client, req *coapside.Request, query string, whole bool) ([]linkformat.Link, error) {
+	if whole {
+		return c.DiscoverRequest(ctx, req)
+	}
+	return c.DiscoverRequest(ctx, req, query, "obs")
 }
 
 // get performs one GET on a device resource.

@@ -169,7 +169,7 @@ func newPresence(cfg DevicesConfig, pub publisher, locate presenceLocator, reg p
 	if cfg.PresenceTopic == "" {
 		return nil
 	}
-	topic, err := parsePresenceTopic(cfg.PresenceTopic)
+	topic, err := rules.ParseDeviceTopic(cfg.PresenceTopic)
 	if err != nil {
 		return nil // Validate refused it
 	}
@@ -201,28 +201,6 @@ func newPresence(cfg DevicesConfig, pub publisher, locate presenceLocator, reg p
 		reg.MustRegister(p.devicesGauge, p.publishes)
 	}
 	return p
-}
-
-// parsePresenceTopic parses a presence topic template: a topic whose only
-// capture is {device}, one level.
-func parsePresenceTopic(s string) (rules.Pattern, error) {
-	p, err := rules.ParseTopic(s)
-	if err != nil {
-		return p, err
-	}
-	for _, seg := range p.Segments() {
-		switch {
-		case seg.Kind == rules.SegLiteral:
-		case seg.Text != "device":
-			return p, errors.New("the only capture allowed is {device}, got {" + seg.Text + "}")
-		case seg.Kind == rules.SegRest:
-			return p, errors.New("{device...} spans levels; use {device}")
-		}
-	}
-	if !p.Has("device") {
-		return p, errors.New("needs {device}, or every device would share one topic")
-	}
-	return p, nil
 }
 
 // learn takes what the learned registry was told (its hook).

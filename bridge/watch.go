@@ -25,6 +25,7 @@ const (
 	kindObserve  watchKind = iota + 1 // RFC 7641 observation (polling if not observable)
 	kindPoll                          // periodic GET
 	kindDiscover                      // /.well-known/core query, then observations
+	kindCatalog                       // the whole /.well-known/core for [catalog]
 )
 
 // watchGroup is one unit of work: a device resource (or a discovery query)
@@ -45,6 +46,8 @@ func (g *watchGroup) key() string {
 		return "poll " + g.device.Name + " " + g.path
 	case kindDiscover:
 		return "discover " + g.device.Name + " " + g.observes[0].Name
+	case kindCatalog:
+		return "catalog " + g.device.Name
 	}
 	return "observe " + g.device.Name + " " + g.path
 }
@@ -73,8 +76,9 @@ func (g *watchGroup) sameWork(o *watchGroup) bool {
 	if g.interval() != o.interval() {
 		return false
 	}
-	if g.kind == kindDiscover && g.observes[0].Discover != o.observes[0].Discover {
-		return false
+	if g.kind == kindDiscover && (g.observes[0].Discover != o.observes[0].Discover ||
+		g.observes[0].CatalogTopic.String() != o.observes[0].CatalogTopic.String()) {
+		return false // read at once, as the rule now asks
 	}
 	return true
 }
@@ -118,9 +122,13 @@ type watcher struct {
 	seen    func(device string) // a device answered: its waiting commands go out
 	// presence hears of requests to devices that failed (nil: not tracked).
 	presence *presence
-	metrics  *metrics
-	log      *slog.Logger
-	opts     Options
+	// catalogs publishes the /.well-known/core that discovery reads.
+	catalogs *catalogs
+	// catalogTopic is catalog.topic: the kindCatalog groups publish there.
+	catalogTopic rules.Pattern
+	metrics      *metrics
+	log          *slog.Logger
+	opts         Options
 
 	// ctx is the parent of every watch; Shutdown ends it.
 	ctx    context.Context
@@ -179,8 +187,9 @@ func (wt *watcher) Shutdown(ctx context.Context) error {
 // and the rest keep running with the new rules. It waits for the stopped
 // groups (an observation waits for the answer to its deregistration) until
 // ctx ends; Shutdown waits for any still running.
-func (wt *watcher) apply(ctx context.Context, ws []rules.Watch) (added, removed, restarted, kept int) {
+func (wt *watcher) apply(ctx context.Context, ws []rules.Watch, catalog []*rules.Device) (added, removed, restarted, kept int) {
 	want := groupWatches(ws)
+	wt.addCatalogGroups(want, catalog)
 	var stopped []*watchRun
 	defer func() { // wait outside the lock: a stopping run may be in group()
 		for _, run := range stopped {
@@ -241,6 +250,8 @@ func (wt *watcher) startLocked(key string, g *watchGroup) {
 			wt.poll(ctx, run)
 		case kindDiscover:
 			wt.discover(ctx, run)
+		case kindCatalog:
+			wt.readCatalog(ctx, run)
 		default:
 			wt.observe(ctx, run, g.path)
 		}

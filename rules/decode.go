@@ -16,7 +16,7 @@ import (
 var sectionKeys = map[string][]string{
 	"device":   {"name", "url", "psk_identity", "psk", "cert_file", "key_file", "ca_file", "pins"},
 	"ingress":  {"name", "path", "methods", "topic", "qos", "retain", "payload", "where", "transform", "identity", "rt", "if"},
-	"observe":  {"name", "devices", "paths", "discover", "topic", "qos", "retain", "payload", "where", "transform"},
+	"observe":  {"name", "devices", "paths", "discover", "catalog_topic", "topic", "qos", "retain", "payload", "where", "transform"},
 	"poll":     {"name", "devices", "paths", "interval", "on_change", "topic", "qos", "retain", "payload", "where", "transform"},
 	"command":  {"name", "filter", "method", "url", "response_topic", "timeout", "queue_ttl", "qos", "content_format"},
 	"resource": {"name", "path", "topic", "identity", "content_format", "rt", "if"},

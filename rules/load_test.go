@@ -54,6 +54,11 @@ func TestGoodFilesLoad(t *testing.T) {
 	if res == nil || fmt.Sprint(res.ResourceTypes, res.Interfaces) != "[config oic.r.door] [core.rp]" {
 		t.Errorf("resource door-config rt/if = %+v", res)
 	}
+	for _, o := range s.Observe {
+		if o.Name == "temperatures" && o.CatalogTopic.String() != "catalog/{device}" {
+			t.Errorf("observe temperatures catalog_topic = %q", o.CatalogTopic)
+		}
+	}
 }
 
 func TestDesignExample(t *testing.T) {

@@ -120,6 +120,10 @@ type Observe struct {
 	// Discover is a link-format query (RFC 6690 §4.1), e.g. "rt=temperature",
 	// selecting resources from /.well-known/core.
 	Discover string
+	// CatalogTopic, when set (only with Discover), is the {device} topic
+	// template of the device's catalog: the whole /.well-known/core as a
+	// retained JSON document, published whenever a read finds it changed.
+	CatalogTopic Pattern
 	Output
 	Pos  Pos
 	hash Hash

@@ -232,8 +232,32 @@ func (x *dec) observe() *Observe {
 		}
 		r.Discover = q
 	}
+	r.CatalogTopic = x.catalogTopic(hasDiscover)
 	r.Output = x.output()
 	return r
+}
+
+// catalogTopic reads an observe rule's catalog_topic: a {device} template
+// (ParseDeviceTopic), and only on a rule that reads /.well-known/core.
+func (x *dec) catalogTopic(hasDiscover bool) Pattern {
+	const key = "catalog_topic"
+	f := x.e.byKey[key]
+	if f == nil {
+		return Pattern{}
+	}
+	if !hasDiscover {
+		x.d.addf(x.pos(f.line), "key %q: needs \"discover\": the catalog is the device's /.well-known/core, which only a rule with discover reads", key)
+		return Pattern{}
+	}
+	p := x.topic(key, false, false)
+	if p.IsZero() {
+		return p // reported
+	}
+	if err := p.checkDeviceTemplate(); err != nil {
+		x.d.addf(x.pos(f.line), "key %q: %s", key, strings.TrimPrefix(err.Error(), "rules: "))
+		return Pattern{}
+	}
+	return p
 }
 
 func (x *dec) poll() *Poll {
