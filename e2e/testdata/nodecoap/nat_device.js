@@ -3,8 +3,9 @@
 // PUSH_URL from the same UDP socket, bound to 127.0.0.1:PORT: once at start
 // and again at each SIGUSR2. Behind a NAT the bridge's answers and commands
 // come back through the binding its push opened. It prints "ready", one
-// "pushed N CODE" per push and one "command METHOD PATH PAYLOAD MS" per
-// request it carries out, MS being the time since its latest push was sent.
+// "pushed N CODE MS" per push (MS: its round trip) and one "command METHOD
+// PATH PAYLOAD MS" per request it carries out, MS being the time since its
+// latest push was sent.
 'use strict';
 const coap = require('coap');
 const dgram = require('dgram');
@@ -42,7 +43,11 @@ function push() {
     method: 'POST', confirmable: true, agent,
   });
   req.setOption('Content-Format', 'text/plain');
-  req.on('response', (res) => console.log(`pushed ${n} ${res.code}`));
+  const sent = process.hrtime.bigint();
+  req.on('response', (res) => {
+    const ms = Number(process.hrtime.bigint() - sent) / 1e6;
+    console.log(`pushed ${n} ${res.code} ${ms.toFixed(3)}`);
+  });
   req.on('error', (e) => console.log(`push ${n} failed ${e.message}`));
   pushedAt = process.hrtime.bigint();
   req.end(String(n));
