@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -99,7 +100,9 @@ func TestLearnedDevicesBounded(t *testing.T) {
 }
 
 // TestLearnedMemoryPerDevice measures the heap a learned device costs at
-// 100k devices (names like "field-sensor-012345", IPv4 sources) and
+// 100k devices (names like "field-sensor-012345", IPv4 sources), alone and
+// with presence tracking fed by the registry as the bridge wires it (every
+// device's document waiting to be published, the most it holds), and
 // checks it stays within a budget that lets a small bridge hold a fleet.
 func TestLearnedMemoryPerDevice(t *testing.T) {
 	if testing.Short() {
@@ -110,28 +113,47 @@ func TestLearnedMemoryPerDevice(t *testing.T) {
 	for i := range names {
 		names[i] = fmt.Sprintf("field-sensor-%06d", i)
 	}
-	ep := &coapside.Endpoint{}
-	now := time.Now()
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	l := newLearnedDevices(n, nil, nil)
-	for i, name := range names {
-		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(i))
-		l.learn(name, addr, ep, ViaUDP, false, now)
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / n
-	t.Logf("learned devices: %d, heap %.0f bytes per device (name of %d bytes included)", l.len(), per, len(names[0]))
-	if l.len() != n {
-		t.Fatalf("learned %d devices, want %d", l.len(), n)
-	}
-	if per > 400 {
-		t.Errorf("a learned device costs %.0f bytes of heap, budget 400", per)
+	for _, tc := range []struct {
+		name     string
+		presence bool
+		budget   float64
+	}{{"registry", false, 400}, {"with_presence", true, 500}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := &coapside.Endpoint{}
+			now := time.Now()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			var p *presence
+			var hook func(LearnEvent)
+			if tc.presence {
+				p = newPresence(DevicesConfig{PresenceTopic: "devices/{device}/status"}, nil, nil, nil, slog.New(slog.DiscardHandler))
+				hook = p.learn
+			}
+			l := newLearnedDevices(n, nil, hook)
+			for i, name := range names {
+				addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), uint16(i))
+				l.learn(name, addr, ep, ViaUDP, false, now)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			per := float64(after.HeapAlloc-before.HeapAlloc) / n
+			t.Logf("learned devices: %d, heap %.0f bytes per device (name of %d bytes included, presence %v); %.1f MB in all",
+				l.len(), per, len(names[0]), tc.presence, float64(after.HeapAlloc-before.HeapAlloc)/1e6)
+			if l.len() != n {
+				t.Fatalf("learned %d devices, want %d", l.len(), n)
+			}
+			if p != nil && (len(p.queue) != n || len(p.due) != n) {
+				t.Fatalf("presence: %d queued, %d deadlines, want %d", len(p.queue), len(p.due), n)
+			}
+			if per > tc.budget {
+				t.Errorf("a learned device costs %.0f bytes of heap, budget %.0f", per, tc.budget)
+			}
+			runtime.KeepAlive(l)
+			runtime.KeepAlive(p)
+		})
 	}
 	runtime.KeepAlive(names)
-	runtime.KeepAlive(l)
 }
 
 // TestLearnedLookupWhileLearning: lookups run while requests move the

@@ -102,10 +102,18 @@ type mqttSub struct{ *proc }
 // it also subscribes a marker topic and waits to see a marker published.
 func startSub(t *testing.T, port int, filter string) *mqttSub {
 	t.Helper()
+	return startSubFormat(t, port, filter, "-v")
+}
+
+// startSubFormat is startSub with mosquitto_sub's output options (-v, or
+// -F with a format).
+func startSubFormat(t *testing.T, port int, filter string, format ...string) *mqttSub {
+	t.Helper()
 	bin := peer.Require(t, "mosquitto_sub")
 	pub := peer.Require(t, "mosquitto_pub")
 	marker := fmt.Sprintf("e2e/ready/%d", time.Now().UnixNano())
-	p := start(t, ".", nil, bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-v", "-q", "1", "-t", filter, "-t", marker)
+	args := append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-q", "1", "-t", filter, "-t", marker}, format...)
+	p := start(t, ".", nil, bin, args...)
 	testkit.Eventually(t, 10*time.Second, "mosquitto_sub subscribed", func() bool {
 		run(t, 5*time.Second, ".", pub, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-t", marker, "-m", "x")
 		return strings.Contains(p.out.String(), marker)

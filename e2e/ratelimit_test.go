@@ -146,23 +146,37 @@ func wellBehaved(t *testing.T, conn *net.UDPConn, to *net.UDPAddr, length time.D
 // metric reads an unlabelled metric from the bridge's /metrics.
 func metric(t *testing.T, b *bridgeProc, name string) float64 {
 	t.Helper()
+	return metrics(t, b, name)[name]
+}
+
+// metrics reads unlabelled metrics from one scrape of the bridge's
+// /metrics; a missing one fails the test.
+func metrics(t *testing.T, b *bridgeProc, names ...string) map[string]float64 {
+	t.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.httpPort))
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	out := map[string]float64{}
 	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
+		for _, name := range names {
+			if v, ok := strings.CutPrefix(l, name+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[name] = f
 			}
-			return f
 		}
 	}
-	t.Fatalf("metric %s missing", name)
-	return 0
+	for _, name := range names {
+		if _, ok := out[name]; !ok {
+			t.Fatalf("metric %s missing", name)
+		}
+	}
+	return out
 }
 
 // procCPU is the user+system CPU time of process pid (Linux /proc).

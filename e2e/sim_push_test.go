@@ -130,3 +130,39 @@ timeout        = "10s"
 		t.Errorf("bridge did not follow tracker-0 to a new binding:\n%s", b.out.String())
 	}
 }
+
+// TestE2ESimCoapsPushResumes: a `bridge sim --push coaps:// --sleep` device
+// closes its socket while asleep and keeps its DTLS session in memory, so
+// every wake after the first resumes it: the bridge counts one full
+// handshake and the rest in bridge_dtls_handshakes_resumed_total.
+func TestE2ESimCoapsPushResumes(t *testing.T) {
+	const sleep, awake, wakes = 1500 * time.Millisecond, 500 * time.Millisecond, 4
+	dir := t.TempDir()
+	psk := dir + "/psk.toml"
+	writeTestFile(t, psk, "[[psk]]\nidentity = \"node-0\"\nkey = \"secret-key-1\"\n")
+	rules := `
+[[ingress]]
+name     = "uplink"
+path     = "/up/{device}/{metric}"
+methods  = ["POST"]
+topic    = "up/{device}/{metric}"
+identity = "{device}"
+`
+	b := startBridgeBin(t, bridgeSetup{rules: rules, dtls: true, extra: fmt.Sprintf("psk_file = %q\n", psk)})
+	port := freeUDPRange(t, 1)
+	sim := start(t, ".", nil, bridgeBin(t), "sim", "--devices", "1", "--name-prefix", "node-", "--psk-identity-prefix", "node-",
+		"--psk-key", "secret-key-1", "--base-port", strconv.Itoa(port), "--listen-host", "127.0.0.1",
+		"--push", fmt.Sprintf("coaps://127.0.0.1:%d/up/{device}/{metric}", b.dtlsPort), "--sleep", sleep.String(), "--awake", awake.String())
+	asleep := func() int { return strings.Count(sim.out.String(), `msg="sim device asleep"`) }
+	testkit.Eventually(t, 20*time.Second+wakes*sleep, "node-0 asleep after its wakes", func() bool { return asleep() >= wakes })
+	// Asleep: no handshake is under way while the counters are read.
+	m := metrics(t, b, "bridge_dtls_handshakes_ok_total", "bridge_dtls_handshakes_resumed_total")
+	ok, resumed := m["bridge_dtls_handshakes_ok_total"], m["bridge_dtls_handshakes_resumed_total"]
+	t.Logf("%d wakes: %v handshakes, %v resumed", asleep(), ok, resumed)
+	if ok < wakes || resumed != ok-1 {
+		t.Errorf("bridge counted %v handshakes, %v resumed; want at least %d, all but the first resumed", ok, resumed, wakes)
+	}
+	if n := strings.Count(b.out.String(), `msg="dtls session established"`); n < wakes {
+		t.Errorf("bridge logged %d sessions, want at least %d", n, wakes)
+	}
+}

@@ -70,7 +70,8 @@ node whose radio is off. Every PUT it carries out is logged ("sim
 command"). A coaps:// URL needs --psk-key: the device's one socket is then
 a DTLS client with identity --psk-identity-prefix + i, it serves the
 bridge's requests on the session its push opened, has no coaps listener,
-and handshakes again after each sleep. --name-prefix names the devices,
+and handshakes again after each sleep, resuming its session (kept in
+memory). --name-prefix names the devices,
 so that several sim processes can feed one bridge.
 
 SIGINT or SIGTERM stops the fleet and exits 0. Exit code 2 means bad flags,

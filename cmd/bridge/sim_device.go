@@ -39,6 +39,10 @@ type simDevice struct {
 	// socket is a DTLS client with the PSK identity, and it serves its
 	// resources on the sessions it opens.
 	pushDTLS bool
+	// dtlsSessions keeps the DTLS session to the push server across the
+	// socket's incarnations, so a wake resumes it (abbreviated handshake)
+	// instead of a full handshake, as a device keeps it in RAM.
+	dtlsSessions *dtls.ClientSessionCache
 
 	stateMu sync.Mutex
 	rng     *rand.Rand
@@ -170,8 +174,12 @@ func (d *simDevice) bootLocked() error {
 	}
 	d.addr = conn.LocalAddr().(*net.UDPAddr)
 	if d.pushDTLS {
+		if d.dtlsSessions == nil {
+			d.dtlsSessions = dtls.NewClientSessionCache(4, 0)
+		}
 		cc, err := dtls.NewClientConnOn(conn, dtls.ClientConfig{
-			Credentials: dtls.Credentials{PSKIdentity: d.identity, PSK: d.psk},
+			Credentials:  dtls.Credentials{PSKIdentity: d.identity, PSK: d.psk},
+			SessionCache: d.dtlsSessions,
 		})
 		if err != nil {
 			_ = conn.Close()

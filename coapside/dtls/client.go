@@ -80,9 +80,38 @@ type ClientConfig struct {
 	// return that failure at once for this long, instead of starting a
 	// handshake per CoAP retransmission. Default 2s; negative disables.
 	RetryBackoff time.Duration
+	// SessionCache, when set, holds the sessions this client can resume
+	// instead of a cache of its own (Limits.ResumeSessions and
+	// ResumeLifetime are then the cache's): they outlive the ClientConn, so
+	// a client that closes its socket and opens a new one on the same
+	// credentials (a device waking from sleep) resumes with an abbreviated
+	// handshake.
+	SessionCache *ClientSessionCache
 
 	Limits
 }
+
+// ClientSessionCache is a cache of resumable client sessions, by server
+// address, that can be shared by ClientConns one after the other (or at
+// once). It is safe for concurrent use.
+type ClientSessionCache struct{ c *resumeCache }
+
+// NewClientSessionCache returns a cache of at most max sessions (least
+// recently used out first; max <= 0 means DefaultResumeSessions), each
+// resumable for lifetime after its full handshake (<= 0 means
+// DefaultResumeLifetime).
+func NewClientSessionCache(max int, lifetime time.Duration) *ClientSessionCache {
+	if max <= 0 {
+		max = DefaultResumeSessions
+	}
+	if lifetime <= 0 {
+		lifetime = DefaultResumeLifetime
+	}
+	return &ClientSessionCache{c: newResumeCache(max, lifetime, time.Now)}
+}
+
+// Len returns how many sessions the cache holds.
+func (sc *ClientSessionCache) Len() int { return sc.c.len() }
 
 // Validate reports configuration errors.
 func (c *ClientConfig) Validate() error {
@@ -189,7 +218,11 @@ func NewClientConnOn(pc net.PacketConn, cfg ClientConfig) (*ClientConn, error) {
 	}
 	c := &ClientConn{cfg: cfg, failed: make(map[peerKey]recentFailure)}
 	c.ep = newEndpoint(pc, cfg.endpointOptions(roleClient, false))
-	c.ep.resume = newResumeCache(cfg.ResumeSessions, cfg.ResumeLifetime, time.Now)
+	if cfg.SessionCache != nil {
+		c.ep.resume = cfg.SessionCache.c
+	} else {
+		c.ep.resume = newResumeCache(cfg.ResumeSessions, cfg.ResumeLifetime, time.Now)
+	}
 	c.ep.onUnknown = func(b []byte, addr net.Addr, _ peerKey) {
 		c.ep.stats.droppedUnknown.Add(1)
 		c.ep.noteDrop(dropUnknownPeer, addr, nil)

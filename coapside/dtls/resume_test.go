@@ -461,3 +461,50 @@ func TestSessionEndHandsAddressToHandshake(t *testing.T) {
 		t.Errorf("the returned cookie was refused %d times", s.RefusedCookie)
 	}
 }
+
+// TestResumeAcrossClientConns: a client that closes its socket and opens a
+// new one on the same port with the same ClientSessionCache (a device
+// waking from sleep) resumes its session; without the shared cache it runs
+// a full handshake.
+func TestResumeAcrossClientConns(t *testing.T) {
+	srv, _ := startCountedServer(t, pskServerConfig(t))
+	cache := NewClientSessionCache(4, 0)
+	cred := Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")}
+	open := func(addr string, shared *ClientSessionCache) *ClientConn {
+		t.Helper()
+		c, err := NewClientConn(addr, ClientConfig{Credentials: cred, SessionCache: shared, Limits: fastLimits(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	wake := func(addr string, shared *ClientSessionCache) (resumed uint64, local string) {
+		t.Helper()
+		c := open(addr, shared)
+		if err := handshakeBoth(t, srv, c, srv.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		resumed, local = c.Stats().HandshakesResumed, c.LocalAddr().String()
+		active := srv.Stats().SessionsActive
+		_ = c.Close() // close_notify: the server ends the session
+		testkit.Eventually(t, 5*time.Second, "server sees the session end", func() bool {
+			return srv.Stats().SessionsActive < active
+		})
+		return resumed, local
+	}
+	first, addr := wake("127.0.0.1:0", cache)
+	if first != 0 || cache.Len() != 1 {
+		t.Fatalf("first wake: resumed %d, cache %d; want 0, 1", first, cache.Len())
+	}
+	for i := range 3 {
+		if r, _ := wake(addr, cache); r != 1 {
+			t.Fatalf("wake %d with the shared cache: resumed %d, want 1", i+2, r)
+		}
+	}
+	if r, _ := wake(addr, nil); r != 0 {
+		t.Fatalf("wake without the shared cache resumed")
+	}
+	if s := srv.Stats(); s.HandshakesOK != 5 || s.HandshakesResumed != 3 {
+		t.Errorf("server: %d handshakes, %d resumed; want 5, 3", s.HandshakesOK, s.HandshakesResumed)
+	}
+}

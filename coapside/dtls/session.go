@@ -248,7 +248,7 @@ func (s *session) run(hs handshakeFunc) {
 	if s.replaces != nil {
 		ep.promote(s)
 	}
-	if prev != nil && prev != s && prev.key != s.key {
+	if prev != nil && prev != s && prev.ep == ep && prev.key != s.key {
 		ep.moved(prev, s)
 	}
 	ep.stats.handshakesOK.Add(1)
