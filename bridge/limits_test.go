@@ -178,3 +178,20 @@ func TestCoAPLimitsObserversPerSource(t *testing.T) {
 		t.Errorf("observers_per_source hits %v, want 1", got)
 	}
 }
+
+// TestCoAPLimitsHandlersPerSource: coap.limits.handlers_per_source
+// reaches the CoAP server (0 means the default share) and its refusals are
+// exported under their own limit label.
+func TestCoAPLimitsHandlersPerSource(t *testing.T) {
+	tb := startBridge(t, ingressRules, func(c *Config, _ *Options) { c.CoAP.Limits.HandlersPerSource = 3 })
+	if got := tb.coap.srv.Options.MaxConcurrentPerSource; got != 3 {
+		t.Errorf("server's handlers per source %d, want 3", got)
+	}
+	if got := limitHits(t, tb.reg, "handlers_per_source"); got != 0 {
+		t.Errorf("handlers_per_source hits %v, want 0 (exported)", got)
+	}
+	def := startBridge(t, ingressRules, nil)
+	if got := def.coap.srv.Options.MaxConcurrentPerSource; got != DefaultHandlersPerSource {
+		t.Errorf("default handlers per source %d, want %d", got, DefaultHandlersPerSource)
+	}
+}

@@ -114,7 +114,7 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 // resource observers'.
 func (b *Bridge) registerLimitMetrics(srv *coapside.Server) {
 	desc := prometheus.NewDesc("bridge_coap_limit_hits_total",
-		"Requests refused by a coap.limits resource limit, by limit (observers, observers_per_source, block1_transfers, block1_transfers_per_source, block1_size, pending_per_peer).",
+		"Requests refused by a coap.limits resource limit, by limit (observers, observers_per_source, block1_transfers, block1_transfers_per_source, block1_size, pending_per_peer, handlers_per_source).",
 		[]string{"limit"}, nil)
 	obs := b.resources.obs
 	b.reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {

@@ -33,8 +33,8 @@ type Endpoint struct {
 	dedup *dedupTable
 	sched *scheduler
 
-	// limits counts and logs the sends refused by a resource limit of
-	// the endpoint (pending_per_peer).
+	// limits counts and logs what a resource limit of the endpoint
+	// refused (pending_per_peer, handlers_per_source).
 	limits limitCounter
 
 	mu      sync.Mutex
@@ -75,6 +75,7 @@ type Endpoint struct {
 type serverConfig struct {
 	handler        Handler
 	maxConcurrent  int
+	handlers       *sourceQuota // running handlers per source, within maxConcurrent
 	overloadMaxAge uint32
 	idleReaders    int
 	limiter        *rateLimiter // nil: no per-source rate limit
@@ -125,7 +126,8 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 func (e *Endpoint) Stats() *Stats { return &e.stats }
 
 // LimitHits returns how often each resource limit of the endpoint refused
-// something (only LimitPendingPerPeer is the endpoint's).
+// something (LimitPendingPerPeer and LimitHandlersPerSource are the
+// endpoint's).
 func (e *Endpoint) LimitHits() LimitHits { return e.limits.snapshot() }
 
 // Conn returns the underlying PacketConn (for example to query a DTLS peer identity).
