@@ -61,7 +61,13 @@ type Endpoint struct {
 	reading  atomic.Int32
 	lastRead atomic.Int64 // unix nanoseconds
 
-	resetHook atomic.Pointer[func(peer net.Addr, mid uint16)] // RSTs matching nothing tracked
+	resetHook   atomic.Pointer[func(peer net.Addr, mid uint16)] // RSTs matching nothing tracked
+	unreachHook atomic.Pointer[func(peer net.Addr)]             // destinations reported port unreachable
+
+	// recverr: ICMP errors for what the UDP socket sends are queued on
+	// it (Linux) and read by drainErrors.
+	recverr bool
+	unreach unreachQueue
 
 	closing   atomic.Bool
 	draining  atomic.Bool
@@ -107,6 +113,9 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 	e.udp, _ = conn.(*net.UDPConn)
 	if e.udp != nil && !p.DisableBatching {
 		e.bconn = newBatchConn(e.udp)
+	}
+	if e.udp != nil {
+		e.recverr = enableRecvErr(e.udp)
 	}
 	if srv != nil {
 		srv.amp = newAmplifier(srv.ampOpts, conn, &e.stats)
@@ -243,6 +252,9 @@ func (e *Endpoint) readLoop() {
 		n, from, err := e.read(r.buf)
 		e.readReturned()
 		if err != nil {
+			if e.queuedError(err) {
+				continue // an ICMP error for something sent: not the reader's
+			}
 			if e.readFailed(err) {
 				return
 			}

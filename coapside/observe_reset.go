@@ -68,6 +68,10 @@ func (s *ObserveServer) watchResets(ep *Endpoint) {
 	}
 	hook := func(peer net.Addr, mid uint16) { s.onReset(ep, peer, mid) }
 	ep.resetHook.CompareAndSwap(nil, &hook)
+	// A client whose port reports unreachable (its socket closed) loses
+	// its registrations at once, also after a NON notification, which no
+	// timeout would ever catch.
+	ep.onUnreachable(func(peer net.Addr) { s.n.Unreachable(endpointKey(ep, peer)) })
 }
 
 // onReset deregisters the observer whose NON notification was answered

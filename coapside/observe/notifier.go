@@ -134,6 +134,7 @@ type Stats struct {
 	Superseded   uint64 // pending states replaced by a newer one before sending
 	Resets       uint64 // observers removed after RST
 	Timeouts     uint64 // unacknowledged CONs; each removes every observer of its endpoint
+	Unreachable  uint64 // observers removed because their endpoint reported port unreachable
 	SendErrors   uint64 // other Sender errors (observer kept)
 	Deregistered uint64 // all removals, any reason
 	Checks       uint64 // confirmable notifications of an unchanged state sent to check an observer (CheckInterval)
@@ -303,6 +304,20 @@ func (n *Notifier) removeKey(k obsKey, reason error) bool {
 		n.deregistered(pub, reason)
 	}
 	return ok
+}
+
+// Unreachable removes every observer of endpoint, whose address reported
+// that nothing listens there any more (ICMP port unreachable), with the
+// reason ErrUnreachable. It returns how many were removed.
+func (n *Notifier) Unreachable(endpoint string) int {
+	n.mu.Lock()
+	gone := n.removeEndpointLocked(endpoint)
+	n.stats.Unreachable += uint64(len(gone))
+	n.mu.Unlock()
+	for _, o := range gone {
+		n.deregistered(o, ErrUnreachable)
+	}
+	return len(gone)
 }
 
 // DeregisterEndpoint removes every observer of endpoint, for a peer known to
