@@ -61,7 +61,8 @@ func (r *resetMemory) take(endpoint string, mid uint16) (obsID, bool) {
 	return id, ok
 }
 
-// watchResets makes ep report RSTs that match no tracked message to s.
+// watchResets makes ep report RSTs that match no tracked message, and
+// destinations that report port unreachable, to s.
 func (s *ObserveServer) watchResets(ep *Endpoint) {
 	if ep.resetHook.Load() != nil {
 		return
