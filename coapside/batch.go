@@ -166,6 +166,10 @@ func (e *Endpoint) flush(r *reader) {
 			// An ICMP error for an earlier datagram failed the call:
 			// the batch is sent again from where it stopped.
 			retries++
+			if n > 0 && n <= len(pending) {
+				e.stats.Sent.Add(uint64(n))
+				pending = pending[n:]
+			}
 			continue
 		}
 		if err != nil {

@@ -142,16 +142,23 @@ func TestRequestToClosedPortFailsFast(t *testing.T) {
 				if !batch {
 					name += "-off"
 				}
-				t.Run(name, func(t *testing.T) { requestToClosedPort(t, ip, typ, batch) })
+				t.Run(name, func(t *testing.T) { requestToClosedPort(t, net.JoinHostPort(ip, "0"), ip, typ, batch) })
 			}
 		}
 	}
+	// A dual-stack socket hears the ICMP errors of its IPv4 peers too.
+	if c, err := net.ListenPacket("udp", "[::]:0"); err == nil {
+		c.Close()
+		t.Run("dual-stack", func(t *testing.T) { requestToClosedPort(t, "[::]:0", "127.0.0.1", message.Confirmable, true) })
+	}
 }
 
-func requestToClosedPort(t *testing.T, ip string, typ message.Type, batch bool) {
+// requestToClosedPort sends a request of type typ from a client on local
+// to a closed port on ip.
+func requestToClosedPort(t *testing.T, local, ip string, typ message.Type, batch bool) {
 	eo := slowTimeoutOpts()
 	eo.DisableBatching = !batch
-	c, err := NewClient(ClientOptions{EndpointOptions: eo, LocalAddr: net.JoinHostPort(ip, "0")})
+	c, err := NewClient(ClientOptions{EndpointOptions: eo, LocalAddr: local})
 	if err != nil {
 		t.Fatal(err)
 	}
