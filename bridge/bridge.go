@@ -287,6 +287,10 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		Help: "CoAP clients observing the bridge's resource rules.",
 	}, func() float64 { return float64(obs.Stats().Observers) })
 	reg.MustRegister(b.metrics.observers)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bridge_observers_unreachable_total",
+		Help: "Observers of resource rules removed because their address reported ICMP port unreachable (its socket closed).",
+	}, func() float64 { return float64(obs.Stats().Unreachable) }))
 	b.registerCoAPMetrics(b.coap.srv)
 	return b, nil
 }

@@ -59,7 +59,8 @@ func (in *ingress) rateLimit(c CoAPConfig) {
 
 // limits applies coap.limits to the server: Block1 uploads (per source, in
 // total, their idle timeout and a reassembled size of at most maxBody, the
-// MQTT payload limit) and the messages queued per client.
+// MQTT payload limit), the messages queued per client and the requests of
+// one source handled at once.
 func (in *ingress) limits(c CoAPConfig, maxBody int) {
 	l := c.Limits.withDefaults()
 	in.srv.Options.Blockwise.MaxBodySize = maxBody
@@ -67,6 +68,7 @@ func (in *ingress) limits(c CoAPConfig, maxBody int) {
 	in.srv.Options.Blockwise.MaxTransfersPerSource = l.Block1TransfersPerSource
 	in.srv.Options.Blockwise.Lifetime = l.Block1Timeout
 	in.srv.Options.MaxQueuePerPeer = l.PendingPerPeer
+	in.srv.Options.MaxConcurrentPerSource = l.HandlersPerSource
 }
 
 // add gives the server a socket to serve once Run is called; Shutdown

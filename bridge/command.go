@@ -358,12 +358,18 @@ func (c *commands) execute(cmd *command) {
 		fillResponse(&res, resp)
 		c.metrics.latency.WithLabelValues(rule.Name, dirMQTTToCoAP).Observe(time.Since(cmd.received).Seconds())
 		c.finish(cmd, res, "")
-	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, coapside.ErrUnreachable):
+		// A device whose port reports unreachable (ICMP) is not there
+		// either: it is offline like one that does not answer, only
+		// found out at once.
 		if name != "" {
 			c.markOffline(name, cmd.target.Learned)
 			c.presence.unreachable(name, err)
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
+		if errors.Is(err, coapside.ErrUnreachable) {
+			res.Error = "no response: the device's port is unreachable"
+		}
 		c.finish(cmd, res, reasonTimeout)
 	case c.ctx.Err() != nil:
 		res.Status, res.Error = "error", "bridge shutting down during the exchange"

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/mqttside"
 	"github.com/coap-mqtt/bridge/rules"
@@ -82,6 +83,11 @@ type LimitsConfig struct {
 	// DTLSHandshakesPerSource bounds one source address's handshakes in
 	// progress (16).
 	DTLSHandshakesPerSource int `mapstructure:"dtls_handshakes_per_source"`
+	// HandlersPerSource bounds the requests of one source address being
+	// handled at once (32, at most coapside.DefaultMaxConcurrent, the
+	// server's total); beyond it a CON gets 5.03 with Max-Age and a NON
+	// is dropped.
+	HandlersPerSource int `mapstructure:"handlers_per_source"`
 }
 
 // Default resource limits (coap.limits).
@@ -95,6 +101,7 @@ const (
 	DefaultPendingPerPeer           = 64
 	DefaultDTLSHandshakes           = 128
 	DefaultDTLSHandshakesPerSource  = 16
+	DefaultHandlersPerSource        = coapside.DefaultMaxConcurrentPerSource
 )
 
 // withDefaults returns l with every zero limit set to its default.
@@ -119,6 +126,7 @@ func (l LimitsConfig) withDefaults() LimitsConfig {
 	def(&l.PendingPerPeer, DefaultPendingPerPeer)
 	def(&l.DTLSHandshakes, DefaultDTLSHandshakes)
 	def(&l.DTLSHandshakesPerSource, DefaultDTLSHandshakesPerSource)
+	def(&l.HandlersPerSource, DefaultHandlersPerSource)
 	// A default share never exceeds a smaller total set in the file.
 	if orig.ObserversPerSource == 0 {
 		l.ObserversPerSource = min(l.ObserversPerSource, l.Observers)
@@ -154,6 +162,7 @@ func (l LimitsConfig) validate(add func(key, format string, args ...any)) {
 	count("pending_per_peer", l.PendingPerPeer)
 	count("dtls_handshakes", l.DTLSHandshakes)
 	count("dtls_handshakes_per_source", l.DTLSHandshakesPerSource)
+	count("handlers_per_source", l.HandlersPerSource)
 	d := l.withDefaults()
 	perSource := func(key string, v, total int, totalKey string) {
 		if v > total {
@@ -168,6 +177,9 @@ func (l LimitsConfig) validate(add func(key, format string, args ...any)) {
 	}
 	if l.DTLSHandshakesPerSource >= 0 && l.DTLSHandshakes >= 0 {
 		perSource("dtls_handshakes_per_source", d.DTLSHandshakesPerSource, d.DTLSHandshakes, "dtls_handshakes")
+	}
+	if l.HandlersPerSource >= 0 {
+		perSource("handlers_per_source", d.HandlersPerSource, coapside.DefaultMaxConcurrent, "the handlers running at once in total")
 	}
 }
 

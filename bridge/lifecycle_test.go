@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -202,7 +203,7 @@ timeout        = "200ms"
 }
 
 // TestShutdownDuringReloadThatEndsAnObservation: a reload removes the
-// observation of a device that died, and waits for the deregistration the
+// observation of a device that stopped answering, and waits for the deregistration the
 // device never answers (RFC 7252 default timing: tens of seconds); a
 // shutdown meanwhile still ends within ShutdownGrace.
 func TestShutdownDuringReloadThatEndsAnObservation(t *testing.T) {
@@ -227,6 +228,14 @@ topic   = "time/{device}"
 		t.Fatal("no observation of dev0 /time")
 	}
 	dev.Kill()
+	// The device's host stays up but swallows everything: a closed port
+	// would answer with ICMP port unreachable and end the deregistration
+	// at once.
+	silent, err := net.ListenUDP("udp", dev.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
 	tb.writeRules(t, device)
 	testkit.Eventually(t, 10*time.Second, "the reload ending the observation", func() bool { return tb.watchRun("observe dev0 /time") == nil })
 	select {

@@ -178,3 +178,109 @@ func TestCoAPLimitsObserversPerSource(t *testing.T) {
 		t.Errorf("observers_per_source hits %v, want 1", got)
 	}
 }
+
+// TestCoAPLimitsHandlersPerSource: coap.limits.handlers_per_source
+// reaches the CoAP server (0 means the default share) and its refusals are
+// exported under their own limit label.
+func TestCoAPLimitsHandlersPerSource(t *testing.T) {
+	tb := startBridge(t, ingressRules, func(c *Config, _ *Options) { c.CoAP.Limits.HandlersPerSource = 3 })
+	if got := tb.coap.srv.Options.MaxConcurrentPerSource; got != 3 {
+		t.Errorf("server's handlers per source %d, want 3", got)
+	}
+	if got := limitHits(t, tb.reg, "handlers_per_source"); got != 0 {
+		t.Errorf("handlers_per_source hits %v, want 0 (exported)", got)
+	}
+	def := startBridge(t, ingressRules, nil)
+	if got := def.coap.srv.Options.MaxConcurrentPerSource; got != DefaultHandlersPerSource {
+		t.Errorf("default handlers per source %d, want %d", got, DefaultHandlersPerSource)
+	}
+}
+
+// TestCoAPHandlersPerSourceWithHungBroker: with a broker that stopped
+// answering, every confirmable QoS 1 push holds a handler until
+// PublishTimeout. One source holds at most coap.limits.handlers_per_source
+// of them: its next CON gets 5.03 with Max-Age at once, counted, and
+// another source's request is still handled.
+func TestCoAPHandlersPerSourceWithHungBroker(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	tb := startBridge(t, ingressRules, func(c *Config, o *Options) {
+		useRemoteBroker(c, broker.Addr(), "bridge-handlers-per-source")
+		c.CoAP.Limits.HandlersPerSource = 2
+		o.PublishTimeout = 3 * time.Second
+	})
+	broker.Pause()
+	a := dialBridge(t, tb)
+	push := func(mid uint16) {
+		m := &message.Message{Type: message.Confirmable, Code: message.POST, MessageID: mid, Token: []byte{byte(mid)}, Payload: []byte("21")}
+		m.Options = m.Options.SetPath("/telemetry/a/t")
+		b, _ := m.MarshalBinary()
+		if _, err := a.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	push(1)
+	push(2)
+	// Both wait for the broker: the bridge acknowledges them empty.
+	waitFor := func(want func(*message.Message) bool) *message.Message {
+		t.Helper()
+		buf := make([]byte, 1500)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_ = a.SetReadDeadline(deadline)
+			n, err := a.Read(buf)
+			if err != nil {
+				t.Fatalf("waiting: %v", err)
+			}
+			m, err := message.Decode(buf[:n])
+			if err == nil && want(m) {
+				return m
+			}
+		}
+	}
+	acked := map[uint16]bool{}
+	waitFor(func(m *message.Message) bool {
+		if m.Type == message.Acknowledgement && m.Code == message.Empty {
+			acked[m.MessageID] = true
+		}
+		return len(acked) == 2
+	})
+	push(3)
+	r := waitFor(func(m *message.Message) bool { return m.MessageID == 3 })
+	if r.Type != message.Acknowledgement || r.Code != message.ServiceUnavailable || !r.Options.Has(message.MaxAge) {
+		t.Fatalf("a third request from the source got %v", r)
+	}
+	if got := limitHits(t, tb.reg, "handlers_per_source"); got != 1 {
+		t.Errorf("handlers_per_source hits %v, want 1", got)
+	}
+	// Another source is handled meanwhile (an unknown path: 4.04 at once).
+	b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skipf("cannot bind 127.0.0.2: %v", err)
+	}
+	defer b.Close()
+	m := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: 9, Token: []byte{9}}
+	m.Options = m.Options.SetPath("/nothing")
+	wire, _ := m.MarshalBinary()
+	if _, err := b.WriteTo(wire, tb.CoAPAddr()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	_ = b.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, _, err := b.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("the other source got no answer: %v", err)
+	}
+	if got, err := message.Decode(buf[:n]); err != nil || got.Code != message.NotFound {
+		t.Errorf("the other source got %v, %v", got, err)
+	}
+	// The held pushes are answered (separately) once PublishTimeout
+	// passes: 5.03 when withdrawn, 2.04 when already handed to the
+	// connection.
+	answered := map[string]bool{}
+	waitFor(func(m *message.Message) bool {
+		if m.Code.IsResponse() && m.Type != message.Acknowledgement {
+			answered[string(m.Token)] = true
+		}
+		return len(answered) == 2
+	})
+}

@@ -108,6 +108,7 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 		counter("bridge_coap_rate_limited_total", "Requests refused by the per-source rate limit (coap.rate_limit): answered 4.29 or dropped.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimited }),
 		counter("bridge_coap_rate_limit_evictions_total", "Sources whose rate-limit bucket was evicted because the source table was full.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimitEvictions }),
 		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
+		counter("bridge_coap_unreachable_total", "ICMP port unreachable errors received for datagrams a CoAP listener sent (Linux); each ends at once what was pending for that address and removes its observers.", func(s coapside.StatsSnapshot) uint64 { return s.Unreachable }),
 	)
 	b.registerLimitMetrics(srv)
 	b.registerAmplificationMetrics(srv, counter)
@@ -118,7 +119,7 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 // resource observers'.
 func (b *Bridge) registerLimitMetrics(srv *coapside.Server) {
 	desc := prometheus.NewDesc("bridge_coap_limit_hits_total",
-		"Requests refused by a coap.limits resource limit, by limit (observers, observers_per_source, block1_transfers, block1_transfers_per_source, block1_size, pending_per_peer).",
+		"Requests refused by a coap.limits resource limit, by limit (observers, observers_per_source, block1_transfers, block1_transfers_per_source, block1_size, pending_per_peer, handlers_per_source).",
 		[]string{"limit"}, nil)
 	obs := b.resources.obs
 	b.reg.MustRegister(collectorFunc{desc: desc, collect: func(ch chan<- prometheus.Metric) {

@@ -159,8 +159,19 @@ func (e *Endpoint) flush(r *reader) {
 		return
 	}
 	pending := b.wms[:b.nw]
+	retries := 0
 	for len(pending) > 0 {
 		n, err := e.bconn.WriteBatch(pending, 0)
+		if err != nil && retries < writeRetries && e.queuedError(err) {
+			// An ICMP error for an earlier datagram failed the call:
+			// the batch is sent again from where it stopped.
+			retries++
+			if n > 0 && n <= len(pending) {
+				e.stats.Sent.Add(uint64(n))
+				pending = pending[n:]
+			}
+			continue
+		}
 		if err != nil {
 			// Count the one that failed and carry on with the rest.
 			e.stats.WriteErrors.Add(1)
@@ -191,6 +202,9 @@ func (e *Endpoint) readLoopBatch(r *reader) {
 		n, err := e.bconn.ReadBatch(b.rms, 0)
 		e.readReturned()
 		if err != nil {
+			if e.queuedError(err) {
+				continue // an ICMP error for something sent: not the reader's
+			}
 			if e.readFailed(err) {
 				return
 			}

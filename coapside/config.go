@@ -26,6 +26,10 @@ const (
 	DefaultIdleReaders     = 2
 )
 
+// DefaultMaxConcurrentPerSource is one source address's share of
+// ServerOptions.MaxConcurrent.
+const DefaultMaxConcurrentPerSource = 32
+
 // EndpointOptions configures an Endpoint. Zero values take the defaults, so
 // tests can shrink timing (AckTimeout in milliseconds) without touching the rest.
 type EndpointOptions struct {

@@ -11,13 +11,17 @@
 // block-wise transfers:
 //
 //   - Send / SendAsync transmit a CON or NON outside a request/response pair
-//     (a notification) and report Acknowledged, ResetByPeer, TimedOut or, for
-//     a NON, NoReply.
+//     (a notification) and report Acknowledged, ResetByPeer, TimedOut,
+//     Unreachable or, for a NON, NoReply.
 //   - Exchange sends a request and routes every response carrying its token
 //     (piggybacked, separate, later notifications) to a callback.
 //   - RegisterToken routes responses for a token without sending anything;
 //     CON responses are acknowledged, unknown tokens get RST.
 //   - Ping sends an empty CON and expects RST.
+//
+// On Linux a UDP endpoint hears the ICMP port unreachable a closed peer
+// answers with (IP_RECVERR): what is pending for that address ends at once
+// with Unreachable / ErrUnreachable instead of timing out.
 //
 // Any net.PacketConn works (the DTLS transport provides one). A conn that
 // implements PeerIdentityProvider exposes the authenticated identity of a
@@ -28,7 +32,8 @@
 // Each socket has a small pool of read goroutines that run handlers inline;
 // when the last idle reader starts a handler another reader is started, up
 // to ServerOptions.MaxConcurrent handlers, beyond which requests get 5.03
-// with Max-Age. On Linux UDP sockets readers move up to 16 datagrams per
+// with Max-Age; one source address gets at most
+// ServerOptions.MaxConcurrentPerSource of them. On Linux UDP sockets readers move up to 16 datagrams per
 // recvmmsg/sendmmsg call; datagrams read together with one whose handler
 // runs longer than a millisecond are handed to goroutines of their own.
 // Retransmissions and separate-response deadlines share one scheduler

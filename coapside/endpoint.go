@@ -33,8 +33,8 @@ type Endpoint struct {
 	dedup *dedupTable
 	sched *scheduler
 
-	// limits counts and logs the sends refused by a resource limit of
-	// the endpoint (pending_per_peer).
+	// limits counts and logs what a resource limit of the endpoint
+	// refused (pending_per_peer, handlers_per_source).
 	limits limitCounter
 
 	mu      sync.Mutex
@@ -61,7 +61,13 @@ type Endpoint struct {
 	reading  atomic.Int32
 	lastRead atomic.Int64 // unix nanoseconds
 
-	resetHook atomic.Pointer[func(peer net.Addr, mid uint16)] // RSTs matching nothing tracked
+	resetHook   atomic.Pointer[func(peer net.Addr, mid uint16)] // RSTs matching nothing tracked
+	unreachHook atomic.Pointer[func(peer net.Addr)]             // destinations reported port unreachable
+
+	// recverr: ICMP errors for what the UDP socket sends are queued on
+	// it (Linux) and read by drainErrors.
+	recverr bool
+	unreach unreachQueue
 
 	closing   atomic.Bool
 	draining  atomic.Bool
@@ -75,6 +81,7 @@ type Endpoint struct {
 type serverConfig struct {
 	handler        Handler
 	maxConcurrent  int
+	handlers       *sourceQuota // running handlers per source, within maxConcurrent
 	overloadMaxAge uint32
 	idleReaders    int
 	limiter        *rateLimiter // nil: no per-source rate limit
@@ -107,6 +114,9 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 	if e.udp != nil && !p.DisableBatching {
 		e.bconn = newBatchConn(e.udp)
 	}
+	if e.udp != nil {
+		e.recverr = enableRecvErr(e.udp)
+	}
 	if srv != nil {
 		srv.amp = newAmplifier(srv.ampOpts, conn, &e.stats)
 	}
@@ -125,7 +135,8 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 func (e *Endpoint) Stats() *Stats { return &e.stats }
 
 // LimitHits returns how often each resource limit of the endpoint refused
-// something (only LimitPendingPerPeer is the endpoint's).
+// something (LimitPendingPerPeer and LimitHandlersPerSource are the
+// endpoint's).
 func (e *Endpoint) LimitHits() LimitHits { return e.limits.snapshot() }
 
 // Conn returns the underlying PacketConn (for example to query a DTLS peer identity).
@@ -241,6 +252,9 @@ func (e *Endpoint) readLoop() {
 		n, from, err := e.read(r.buf)
 		e.readReturned()
 		if err != nil {
+			if e.queuedError(err) {
+				continue // an ICMP error for something sent: not the reader's
+			}
 			if e.readFailed(err) {
 				return
 			}

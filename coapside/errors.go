@@ -2,6 +2,8 @@ package coapside
 
 import (
 	"errors"
+	"fmt"
+	"syscall"
 
 	"github.com/coap-mqtt/bridge/coapside/uri"
 )
@@ -15,6 +17,12 @@ var (
 	// ErrTimeout means a confirmable message was not acknowledged after
 	// MAX_RETRANSMIT retransmissions (RFC 7252 §4.2).
 	ErrTimeout = errors.New("coap: no acknowledgement (retransmissions exhausted)")
+	// ErrUnreachable means the peer's address answered with ICMP port
+	// unreachable: nothing listens there any more (its socket closed, the
+	// device restarted on another port). What was pending for it fails at
+	// once instead of waiting for retransmissions to run out. Linux only;
+	// it wraps syscall.ECONNREFUSED.
+	ErrUnreachable = fmt.Errorf("coap: destination port unreachable: %w", syscall.ECONNREFUSED)
 	// ErrReset means the peer answered with a Reset message (RFC 7252 §4.2, §4.3).
 	ErrReset = errors.New("coap: reset by peer")
 	// ErrPeerBusy means too many messages are queued for one peer behind NSTART.

@@ -26,6 +26,7 @@ const (
 	LimitBlock1TransfersPerSource              // Block1 transfers of one source
 	LimitBlock1Size                            // reassembled Block1 body size
 	LimitPendingPerPeer                        // messages queued for one peer behind NSTART
+	LimitHandlersPerSource                     // handlers running at once for one source
 	numLimits
 )
 
@@ -36,6 +37,7 @@ var limitNames = [numLimits]string{
 	LimitBlock1TransfersPerSource: "block1_transfers_per_source",
 	LimitBlock1Size:               "block1_size",
 	LimitPendingPerPeer:           "pending_per_peer",
+	LimitHandlersPerSource:        "handlers_per_source",
 }
 
 func (l Limit) String() string {

@@ -308,7 +308,7 @@ func (o *Observation) send(obs uint32, cb OutcomeFunc) error {
 // was rejected or never acknowledged.
 func (o *Observation) onRegisterOutcome(oc Outcome, _ *message.Message) {
 	switch oc {
-	case ResetByPeer, TimedOut:
+	case ResetByPeer, TimedOut, Unreachable:
 		o.end(fmt.Errorf("%w: %w", ErrObservationLost, oc.Err()))
 	}
 }

@@ -61,13 +61,18 @@ func (r *resetMemory) take(endpoint string, mid uint16) (obsID, bool) {
 	return id, ok
 }
 
-// watchResets makes ep report RSTs that match no tracked message to s.
+// watchResets makes ep report RSTs that match no tracked message, and
+// destinations that report port unreachable, to s.
 func (s *ObserveServer) watchResets(ep *Endpoint) {
 	if ep.resetHook.Load() != nil {
 		return
 	}
 	hook := func(peer net.Addr, mid uint16) { s.onReset(ep, peer, mid) }
 	ep.resetHook.CompareAndSwap(nil, &hook)
+	// A client whose port reports unreachable (its socket closed) loses
+	// its registrations at once, also after a NON notification, which no
+	// timeout would ever catch.
+	ep.onUnreachable(func(peer net.Addr) { s.n.Unreachable(endpointKey(ep, peer)) })
 }
 
 // onReset deregisters the observer whose NON notification was answered

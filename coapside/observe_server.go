@@ -373,7 +373,8 @@ func (ns notifySender) Send(ctx context.Context, n observe.Notification) error {
 
 // SendAsync starts transmitting n; done gets nil for a NON once written or an
 // acknowledged CON, an error wrapping observe.ErrReset or observe.ErrTimeout
-// when the client rejected or never acknowledged a CON (RFC 7641 §3.6, §4.5).
+// when the client rejected or never acknowledged a CON (RFC 7641 §3.6, §4.5),
+// observe.ErrUnreachable when its port reported unreachable meanwhile.
 func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done func(error)) {
 	s := ns.s
 	s.mu.Lock()
@@ -397,6 +398,8 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 			done(fmt.Errorf("%w: %w", observe.ErrReset, ErrReset))
 		case TimedOut:
 			done(fmt.Errorf("%w: %w", observe.ErrTimeout, ErrTimeout))
+		case Unreachable:
+			done(fmt.Errorf("%w: %w", observe.ErrUnreachable, ErrUnreachable))
 		default:
 			done(o.Err())
 		}

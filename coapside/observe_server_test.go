@@ -54,6 +54,15 @@ func startObserveServer(t *testing.T, opts ObserveOptions, res Handler) (*Observ
 // startObserveServerOn is startObserveServer on conn.
 func startObserveServerOn(t *testing.T, conn net.PacketConn, opts ObserveOptions, res Handler) (*ObserveServer, *net.UDPAddr) {
 	t.Helper()
+	eo := tolerantOpts() // CON notifications give up after about 3 s
+	eo.SeparateAfter = time.Second
+	return startObserveServerWith(t, conn, opts, eo, res)
+}
+
+// startObserveServerWith is startObserveServerOn with the endpoint's
+// transmission parameters eo.
+func startObserveServerWith(t *testing.T, conn net.PacketConn, opts ObserveOptions, eo EndpointOptions, res Handler) (*ObserveServer, *net.UDPAddr) {
+	t.Helper()
 	obs, err := NewObserveServer(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +72,6 @@ func startObserveServerOn(t *testing.T, conn net.PacketConn, opts ObserveOptions
 	go func() { done <- obs.Run(ctx) }()
 	mux := NewServeMux()
 	mux.Handle("GET /obs", obs.Observable(res))
-	eo := tolerantOpts() // CON notifications give up after about 3 s
-	eo.SeparateAfter = time.Second
 	_, addr := startServerOn(t, conn, mux, ServerOptions{EndpointOptions: eo})
 	t.Cleanup(func() {
 		cancel()

@@ -130,6 +130,18 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 		e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "", limit)
 		return
 	}
+	// One source's share of the handler slots, so that a host holding
+	// slow requests cannot take every slot from the others.
+	src := rateKey(&from)
+	if e.srv.handlers.acquire(src) != quotaOK {
+		e.busy.Add(-1)
+		e.limits.hit(e.log, LimitHandlersPerSource, from.netAddr(), "running", e.srv.handlers.perSource)
+		if con {
+			e.replyDirect(r, m, from, ref, message.ServiceUnavailable, e.srv.overloadMaxAge, "", limit)
+		}
+		return // a NON is dropped: nothing goes back to a source already at its share
+	}
+	defer e.srv.handlers.release(src)
 	e.stats.RequestsHandled.Add(1)
 	x := &serverExchange{e: e, from: from, ref: ref, con: con}
 	// Decode a private copy so the handler may retain anything it is given.

@@ -16,6 +16,13 @@ type ServerOptions struct {
 	// MaxConcurrent bounds handlers running at once (256); beyond it requests
 	// get 5.03 Service Unavailable with Max-Age (RFC 7252 §5.9.3.4).
 	MaxConcurrent int
+	// MaxConcurrentPerSource bounds the handlers running at once for one
+	// source address (its IP; the port is not part of it), so that one
+	// host holding slow requests cannot take every slot of MaxConcurrent
+	// (DefaultMaxConcurrentPerSource, at most MaxConcurrent). Beyond it a
+	// CON request gets 5.03 Service Unavailable with Max-Age and a NON
+	// request is dropped; each is counted as LimitHandlersPerSource.
+	MaxConcurrentPerSource int
 	// OverloadMaxAge is the Max-Age in seconds sent with 5.03 (5).
 	OverloadMaxAge uint32
 	// RateLimit is the requests per second allowed from each source
@@ -80,6 +87,11 @@ func (s *Server) Serve(conn net.PacketConn) error {
 	if cfg.maxConcurrent <= 0 {
 		cfg.maxConcurrent = DefaultMaxConcurrent
 	}
+	perSource := o.MaxConcurrentPerSource
+	if perSource <= 0 {
+		perSource = DefaultMaxConcurrentPerSource
+	}
+	cfg.handlers = newSourceQuota(perSource, cfg.maxConcurrent)
 	if cfg.overloadMaxAge == 0 {
 		cfg.overloadMaxAge = DefaultOverloadMaxAge
 	}

@@ -24,6 +24,9 @@ const (
 	NoReply
 	// Closed: the endpoint closed before the transmission ended.
 	Closed
+	// Unreachable: the destination answered this or another datagram with
+	// ICMP port unreachable: nothing listens there (Linux only).
+	Unreachable
 )
 
 // String names the outcome.
@@ -39,6 +42,8 @@ func (o Outcome) String() string {
 		return "no-reply"
 	case Closed:
 		return "closed"
+	case Unreachable:
+		return "unreachable"
 	}
 	return "unknown"
 }
@@ -52,6 +57,8 @@ func (o Outcome) Err() error {
 		return ErrTimeout
 	case Closed:
 		return ErrClosed
+	case Unreachable:
+		return ErrUnreachable
 	}
 	return nil
 }
@@ -309,13 +316,23 @@ func (e *Endpoint) releaseNStart(key peerKey) {
 	}
 }
 
+// writeRetries is how often a write that failed for an ICMP error queued
+// on the socket (which fails the next call whatever its destination) is
+// tried again.
+const writeRetries = 3
+
 // write sends one datagram to peer, counting errors.
 func (e *Endpoint) write(data []byte, peer *peerAddr) {
 	var err error
-	if e.udp != nil && peer.key.str == "" {
-		_, err = e.udp.WriteToUDPAddrPort(data, peer.key.ap)
-	} else {
-		_, err = e.conn.WriteTo(data, peer.netAddr())
+	for try := 0; ; try++ {
+		if e.udp != nil && peer.key.str == "" {
+			_, err = e.udp.WriteToUDPAddrPort(data, peer.key.ap)
+		} else {
+			_, err = e.conn.WriteTo(data, peer.netAddr())
+		}
+		if err == nil || try == writeRetries || !e.queuedError(err) {
+			break
+		}
 	}
 	if err != nil {
 		e.stats.WriteErrors.Add(1)

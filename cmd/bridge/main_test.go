@@ -152,6 +152,29 @@ dtls_handshakes_per_source = -3
 	}
 }
 
+// TestCheckRejectsBadHandlersPerSource: coap.limits.handlers_per_source
+// may be neither negative nor above the server's total of handlers.
+func TestCheckRejectsBadHandlersPerSource(t *testing.T) {
+	for _, c := range []struct{ value, want string }{
+		{"-1", ":2: coap.limits.handlers_per_source: must not be negative (0 means the default), got -1"},
+		{"257", ":2: coap.limits.handlers_per_source: 257 is more than the handlers running at once in total (256): one source could take every slot"},
+	} {
+		cfg := writeFile(t, t.TempDir(), "bad.toml", "[coap.limits]\nhandlers_per_source = "+c.value+"\n")
+		var out, errb bytes.Buffer
+		if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 1 {
+			t.Fatalf("handlers_per_source = %s: exit %d, want 1; stderr %q", c.value, code, errb.String())
+		}
+		if !strings.Contains(errb.String(), cfg+c.want) {
+			t.Errorf("stderr lacks %q; got:\n%s", cfg+c.want, errb.String())
+		}
+	}
+	ok := writeFile(t, t.TempDir(), "ok.toml", "[coap.limits]\nhandlers_per_source = 256\n")
+	var out, errb bytes.Buffer
+	if code := execute([]string{"check", "--config", ok}, &out, &errb); code != 0 {
+		t.Errorf("exit %d for handlers_per_source = 256; stderr %q", code, errb.String())
+	}
+}
+
 // TestCheckPrintsEachConfigErrorOnce: every problem is one line of
 // output, even when several keys of a section are wrong.
 func TestCheckPrintsEachConfigErrorOnce(t *testing.T) {

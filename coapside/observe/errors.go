@@ -10,6 +10,11 @@ var (
 	// ErrTimeout is returned by a Sender when a confirmable notification
 	// was never acknowledged (RFC 7641 §4.5); the observer is removed.
 	ErrTimeout = errors.New("observe: confirmable notification timed out")
+	// ErrUnreachable is returned by a Sender when the client's address
+	// reported that nothing listens there any more (ICMP port
+	// unreachable); like ErrTimeout it removes every observer of that
+	// endpoint.
+	ErrUnreachable = errors.New("observe: client port unreachable")
 	// ErrClosed reports use of a Notifier after Run has returned.
 	ErrClosed = errors.New("observe: notifier closed")
 	// ErrTooManyObservers reports a registration beyond Options.MaxObservers.

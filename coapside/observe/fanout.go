@@ -132,6 +132,8 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 	case errors.Is(err, ErrTimeout):
 		n.stats.Timeouts++
 		reason = ErrTimeout
+	case errors.Is(err, ErrUnreachable):
+		reason = ErrUnreachable // counted below, by observers removed
 	case ctx.Err() != nil:
 		// Shutting down: not the observer's fault.
 	case o.removed:
@@ -147,11 +149,18 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 		removed = true
 	}
 	var gone []Observer
-	if reason == ErrTimeout {
+	if reason == ErrTimeout || reason == ErrUnreachable {
 		// A client that acknowledged nothing through every
-		// retransmission is unreachable: its other registrations go
-		// too, at once, instead of one per timed-out notification.
+		// retransmission, or whose port is closed, is unreachable: its
+		// other registrations go too, at once, instead of one per
+		// failed notification.
 		gone = n.removeEndpointLocked(msg.Endpoint)
+	}
+	if reason == ErrUnreachable {
+		n.stats.Unreachable += uint64(len(gone))
+		if removed {
+			n.stats.Unreachable++
+		}
 	}
 	if !n.closed {
 		n.enqueueLocked(o)

@@ -45,8 +45,8 @@ type Options struct {
 	// was notified since its first registration; ok false skips it.
 	Current func(path string) (st State, ok bool)
 	// OnDeregister, if set, is called (without locks held) whenever an
-	// observer is removed, with the reason: ErrReset, ErrTimeout, ErrFinal,
-	// ErrDeregistered, or ErrReplaced.
+	// observer is removed, with the reason: ErrReset, ErrTimeout,
+	// ErrUnreachable, ErrFinal, ErrDeregistered, or ErrReplaced.
 	OnDeregister func(o Observer, reason error)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -134,6 +134,7 @@ type Stats struct {
 	Superseded   uint64 // pending states replaced by a newer one before sending
 	Resets       uint64 // observers removed after RST
 	Timeouts     uint64 // unacknowledged CONs; each removes every observer of its endpoint
+	Unreachable  uint64 // observers removed because their endpoint reported port unreachable
 	SendErrors   uint64 // other Sender errors (observer kept)
 	Deregistered uint64 // all removals, any reason
 	Checks       uint64 // confirmable notifications of an unchanged state sent to check an observer (CheckInterval)
@@ -181,6 +182,7 @@ type Notifier struct {
 	cond      *sync.Cond
 	resources map[string]*resource
 	index     map[obsKey]*observer
+	endpoints map[string]map[string]*observer // endpoint, token: index by endpoint
 	queue     ring
 	running   bool
 	closed    bool
@@ -215,6 +217,7 @@ func New(s Sender, opts Options) *Notifier {
 		opts:      opts,
 		resources: make(map[string]*resource),
 		index:     make(map[obsKey]*observer),
+		endpoints: make(map[string]map[string]*observer),
 	}
 	n.async, _ = s.(AsyncSender)
 	n.cond = sync.NewCond(&n.mu)
@@ -266,6 +269,12 @@ func (n *Notifier) Register(path, endpoint string, token []byte) (Registration, 
 	}
 	res.observers = append(res.observers, o)
 	n.index[k] = o
+	byToken := n.endpoints[endpoint]
+	if byToken == nil {
+		byToken = make(map[string]*observer)
+		n.endpoints[endpoint] = byToken
+	}
+	byToken[k.token] = o
 	seq = o.seq
 	n.mu.Unlock()
 	if replaced {
@@ -305,6 +314,20 @@ func (n *Notifier) removeKey(k obsKey, reason error) bool {
 	return ok
 }
 
+// Unreachable removes every observer of endpoint, whose address reported
+// that nothing listens there any more (ICMP port unreachable), with the
+// reason ErrUnreachable. It returns how many were removed.
+func (n *Notifier) Unreachable(endpoint string) int {
+	n.mu.Lock()
+	gone := n.removeEndpointLocked(endpoint)
+	n.stats.Unreachable += uint64(len(gone))
+	n.mu.Unlock()
+	for _, o := range gone {
+		n.deregistered(o, ErrUnreachable)
+	}
+	return len(gone)
+}
+
 // DeregisterEndpoint removes every observer of endpoint, for a peer known to
 // be gone (a closed DTLS session). It returns how many were removed.
 func (n *Notifier) DeregisterEndpoint(endpoint string) int {
@@ -319,12 +342,14 @@ func (n *Notifier) DeregisterEndpoint(endpoint string) int {
 
 // removeEndpointLocked removes every observer of endpoint and returns them.
 func (n *Notifier) removeEndpointLocked(endpoint string) []Observer {
-	var gone []Observer
-	for k, o := range n.index {
-		if k.endpoint == endpoint {
-			gone = append(gone, o.public())
-			n.removeLocked(o)
-		}
+	byToken := n.endpoints[endpoint]
+	if len(byToken) == 0 {
+		return nil
+	}
+	gone := make([]Observer, 0, len(byToken))
+	for _, o := range byToken {
+		gone = append(gone, o.public())
+		n.removeLocked(o)
 	}
 	return gone
 }
@@ -346,6 +371,12 @@ func (n *Notifier) removeLocked(o *observer) {
 		delete(n.resources, res.path)
 	}
 	delete(n.index, o.key)
+	if byToken := n.endpoints[o.key.endpoint]; byToken != nil {
+		delete(byToken, o.key.token)
+		if len(byToken) == 0 {
+			delete(n.endpoints, o.key.endpoint)
+		}
+	}
 	n.stats.Deregistered++
 }
 

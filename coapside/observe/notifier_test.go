@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,6 +249,7 @@ func TestSendOutcomes(t *testing.T) {
 	}{
 		{"RST removes", fmt.Errorf("coap: %w", ErrReset), false, ErrReset, false, func(s Stats) uint64 { return s.Resets }, 1},
 		{"CON timeout removes", fmt.Errorf("coap: %w", ErrTimeout), true, ErrTimeout, false, func(s Stats) uint64 { return s.Timeouts }, 1},
+		{"port unreachable removes", fmt.Errorf("coap: %w", ErrUnreachable), true, ErrUnreachable, false, func(s Stats) uint64 { return s.Unreachable }, 1},
 		{"other error keeps", errors.New("write: network unreachable"), false, nil, true, func(s Stats) uint64 { return s.SendErrors }, 1},
 	}
 	for _, tt := range tests {
@@ -539,5 +541,46 @@ func TestReregistrationContinuesSequence(t *testing.T) {
 	n.Notify("/r", State{})
 	if m := fs.next(t); m.Seq != again.Seq+1 {
 		t.Fatalf("next notification seq %d, want %d", m.Seq, again.Seq+1)
+	}
+}
+
+// TestUnreachableRemovesTheEndpoint: Unreachable removes every observer
+// of one endpoint, whatever their paths, counts them and reports the
+// reason; other endpoints keep theirs.
+func TestUnreachableRemovesTheEndpoint(t *testing.T) {
+	var dl deregLog
+	n := New(newFakeSender(func(context.Context, Notification) error { return nil }), Options{OnDeregister: dl.record})
+	for _, r := range []struct{ path, ep, tok string }{{"/a", "gone", "1"}, {"/b", "gone", "2"}, {"/a", "stays", "3"}} {
+		if _, err := n.Register(r.path, r.ep, []byte(r.tok)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n.Unreachable("gone"); got != 2 {
+		t.Fatalf("removed %d, want 2", got)
+	}
+	if n.Observers("/a") != 1 || n.Observers("/b") != 0 {
+		t.Errorf("observers /a %d, /b %d; want 1, 0", n.Observers("/a"), n.Observers("/b"))
+	}
+	if s := n.Stats(); s.Unreachable != 2 || s.Observers != 1 {
+		t.Errorf("unreachable %d, observers %d", s.Unreachable, s.Observers)
+	}
+	evs := dl.get()
+	if len(evs) != 2 {
+		t.Errorf("deregistrations %q, want 2", evs)
+	}
+	for _, ev := range evs {
+		if !strings.HasSuffix(ev, ": "+ErrUnreachable.Error()) {
+			t.Errorf("deregistration %q, want reason %v", ev, ErrUnreachable)
+		}
+	}
+	if got := n.Unreachable("gone"); got != 0 {
+		t.Errorf("a second report removed %d", got)
+	}
+	// A new registration of the same endpoint is indexed again.
+	if _, err := n.Register("/b", "gone", []byte("4")); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Unreachable("gone"); got != 1 {
+		t.Errorf("removed %d after re-registering, want 1", got)
 	}
 }
