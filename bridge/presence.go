@@ -69,6 +69,10 @@ func offlineReason(err error) string {
 		return ""
 	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return offlineTimeout
+	case errors.Is(err, coapside.ErrUnreachable):
+		// The device's port answered with ICMP port unreachable: nothing
+		// listens there (the device is down or restarting).
+		return offlineUnreachable
 	case errors.As(err, &netErr), errors.As(err, &dnsErr):
 		return offlineUnreachable
 	}
