@@ -68,8 +68,11 @@ type benchReport struct {
 	Received   uint64        `json:"received"`   // distinct messages of this run seen on MQTT
 	Duplicates uint64        `json:"duplicates"` // extra copies of those
 	Lost       uint64        `json:"lost"`       // acked but never received
-	LossPct    float64       `json:"loss_percent"`
-	Processes  []procUsage   `json:"processes,omitempty"`
+	// Superseded counts observe notifications a device replaced with a
+	// newer one before sending (RFC 7641 §4.5).
+	Superseded uint64      `json:"superseded,omitempty"`
+	LossPct    float64     `json:"loss_percent"`
+	Processes  []procUsage `json:"processes,omitempty"`
 }
 
 // benchLatency is a rate and latency distribution in milliseconds.
@@ -305,6 +308,9 @@ func (r *benchReport) writeText(w io.Writer) {
 	_ = tw.Flush()
 	fmt.Fprintf(w, "sent %d  acked %d  errors %d  timeouts %d  received %d  duplicates %d  lost %d (%.3f %%)\n",
 		r.Sent, r.Acked, r.Errors, r.Timeouts, r.Received, r.Duplicates, r.Lost, r.LossPct)
+	if r.Superseded > 0 {
+		fmt.Fprintf(w, "superseded at the devices %d\n", r.Superseded)
+	}
 	if len(r.Codes) > 0 {
 		var parts []string
 		for k, v := range r.Codes {

@@ -239,20 +239,8 @@ func (o *benchIngress) run(ctx context.Context) (*benchReport, error) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				seq := next.Add(1) - 1
-				due := mk.now()
-				if o.rate > 0 {
-					due = loadStart + time.Duration(float64(seq)/o.rate*float64(time.Second))
-					if due >= end {
-						return
-					}
-					if wait := due - mk.now(); wait > 0 {
-						select {
-						case <-time.After(wait):
-						case <-ctx.Done():
-							return
-						}
-					}
-				} else if due >= end {
+				due, ok := pace(ctx, mk, seq, o.rate, loadStart, end)
+				if !ok {
 					return
 				}
 				t := targets[seq%uint64(len(targets))]
