@@ -19,7 +19,8 @@
 # Usage: e2e/bench/run.sh               about 5 minutes (DUR=8s, REPS=3)
 #        QUICK=1 e2e/bench/run.sh       under 2 minutes (DUR=2s, REPS=3)
 # Environment: DUR, REPS, WORKERS, BASE_PORT (UDP/TCP ports BASE_PORT..+5),
-# OUT (default e2e/bench/results.md), NOTES (text added under the table).
+# OUT (default e2e/bench/results.md; the raw reports go next to it as
+# results.tsv), NOTES (text added under the table).
 # Needs go; libcoap's coap-server-notls and mosquitto are used when found
 # (their rows are skipped otherwise); taskset when present.
 set -euo pipefail
@@ -229,12 +230,15 @@ subscriber of the broker) where a broker is named, else CoAP request -> response
 \"CoAP rate/s\" is the rate of answered requests. \"vs bare\" and \"vs libcoap\" divide
 the rate by that of the coapside bare server and of libcoap's server in this run.
 CPU and RSS are the server's (bridge + mosquitto for the mosquitto rows) over the
-load phase; CPU µs/msg is CPU time per answered request. The load generator
-(\`bridge bench\`, one process on one core) is itself a limit: compare ratios, not
-absolute numbers.${NOTES:+
+load phase; CPU µs/msg is CPU time per answered request, and \"CPU/msg vs libcoap\"
+divides it by libcoap's. The load generator (\`bridge bench\`: the CoAP client and
+the MQTT subscriber in one process on one core) is itself a limit: a server below
+100 % CPU was waiting for it, so its rate understates what it can do, while CPU
+per message does not depend on the load. Compare ratios, not absolute numbers.${NOTES:+
 
 $NOTES}"
 
 (cd "$root" && go run ./e2e/bench/report -runs "$tmp/runs.tsv" -machine "$tmp/machine.md" \
 	-title "bridge bench: ingress on loopback" -notes "$notes") >"$OUT"
+cp "$tmp/runs.tsv" "${OUT%.md}.tsv"
 log "wrote $OUT in ${elapsed}s"

@@ -57,6 +57,16 @@ func (r benchRun) headline() latency {
 	return latency{}
 }
 
+// cpuPerMsg is the CPU time per message of every process reported
+// (the bridge and its broker), in microseconds.
+func (r benchRun) cpuPerMsg() float64 {
+	var t float64
+	for _, p := range r.Procs {
+		t += p.CPUMicros
+	}
+	return t
+}
+
 // scenario is every run of one scenario, in input order.
 type scenario struct {
 	name string
@@ -163,9 +173,13 @@ const (
 
 func writeTable(w io.Writer, scs []*scenario) {
 	refs := map[string]float64{}
+	libcoapCPU := 0.0
 	for _, s := range scs {
 		if s.name == refBare || s.name == refLibcoap {
 			refs[s.name] = s.median().headline().Rate
+		}
+		if s.name == refLibcoap {
+			libcoapCPU = s.median().cpuPerMsg()
 		}
 	}
 	ratio := func(rate float64, ref string) string {
@@ -174,8 +188,8 @@ func writeTable(w io.Writer, scs []*scenario) {
 		}
 		return fmt.Sprintf("%.2f", rate/refs[ref])
 	}
-	fmt.Fprintln(w, "| scenario | runs | rate/s (median) | p50 ms | p99 ms | max ms | CoAP rate/s | lost | vs bare | vs libcoap | CPU % | CPU µs/msg | RSS MB |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| scenario | runs | rate/s (median) | p50 ms | p99 ms | max ms | CoAP rate/s | lost | vs bare | vs libcoap | CPU % | CPU µs/msg | CPU/msg vs libcoap | RSS MB |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, s := range scs {
 		m := s.median()
 		h := m.headline()
@@ -197,8 +211,12 @@ func writeTable(w io.Writer, scs []*scenario) {
 			}
 			cpu, us, rss = strings.Join(c, " + "), strings.Join(u, " + "), strings.Join(r, " + ")
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %s | %s | %s | %s | %s | %s | %s |\n",
+		cpuRatio := "–"
+		if c := m.cpuPerMsg(); c > 0 && libcoapCPU > 0 {
+			cpuRatio = fmt.Sprintf("%.1f", c/libcoapCPU)
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			s.name, len(s.runs), h.Rate, h.P50Ms, h.P99Ms, h.MaxMs, coapRate, lost,
-			ratio(h.Rate, refBare), ratio(h.Rate, refLibcoap), cpu, us, rss)
+			ratio(h.Rate, refBare), ratio(h.Rate, refLibcoap), cpu, us, cpuRatio, rss)
 	}
 }
