@@ -219,7 +219,7 @@ elapsed=$(($(date +%s) - start_s))
 	echo "- $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 	echo "- kernel $(uname -sr), $(go version | cut -d' ' -f3-)"
 	echo "- load average before the run: $load_before"
-	echo "- bridge at commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+	echo "- bridge at commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD -- '*.go' go.mod go.sum 2>/dev/null || echo ' (with local changes)')"
 	echo "- libcoap $({ coap-server-notls -h 2>&1 || true; } | grep -m1 -o 'v[0-9][0-9.]*' || echo absent), mosquitto $({ mosquitto -h 2>&1 || true; } | grep -m1 -o '[0-9][0-9.]*[0-9]' || echo absent)"
 	echo "- pinning: $pinning"
 	echo "- $REPS rounds of $DUR per scenario, $WORKERS workers, CON PUT, 64-byte payload, loopback; run.sh took ${elapsed}s$([ "$QUICK" = 1 ] && echo ' (QUICK=1)')"
