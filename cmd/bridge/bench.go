@@ -295,7 +295,11 @@ func (r *benchReport) writeText(w io.Writer) {
 		pacing = fmt.Sprintf("paced at %g/s", r.RateGoal)
 	}
 	fmt.Fprintf(w, "bench %s: %s\n", r.Mode, r.Target)
-	fmt.Fprintf(w, "%d workers, %d devices, %s, QoS %d, %d B, %.1f s, %s\n", r.Workers, r.Devices, orDash(r.Type), r.QoS, r.Size, r.Seconds, pacing)
+	kind := ""
+	if r.Type != "" {
+		kind = r.Type + ", "
+	}
+	fmt.Fprintf(w, "%d workers, %d devices, %sQoS %d, %d B, %.1f s, %s\n", r.Workers, r.Devices, kind, r.QoS, r.Size, r.Seconds, pacing)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tcount\trate/s\tp50 ms\tp99 ms\tmax ms\tmean ms\t")
 	row := func(name string, l *benchLatency) {
@@ -337,11 +341,4 @@ func (r *benchReport) requestLabel() string {
 		return "notified"
 	}
 	return "coap"
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

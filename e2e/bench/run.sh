@@ -16,7 +16,7 @@
 # interleaved rounds and the table shows the median run, with ratios to
 # the bare server and to libcoap from the same run of this script.
 #
-# Usage: e2e/bench/run.sh               about 5 minutes (DUR=8s, REPS=3)
+# Usage: e2e/bench/run.sh               about 4 minutes (DUR=8s, REPS=3)
 #        QUICK=1 e2e/bench/run.sh       under 2 minutes (DUR=2s, REPS=3)
 # Environment: DUR, REPS, WORKERS, BASE_PORT (UDP/TCP ports BASE_PORT..+5),
 # OUT (default e2e/bench/results.md; the raw reports go next to it as
