@@ -26,6 +26,9 @@ type benchDevice struct {
 	cur  atomic.Pointer[[]byte] // the observable representation
 }
 
+// benchMaxAge is the Max-Age of the observable representation, seconds.
+const benchMaxAge = 2
+
 // benchFleet runs the devices of one benchmark; Close stops all of them.
 type benchFleet struct {
 	devices []*benchDevice
@@ -70,6 +73,10 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 		d.cur.Store(&empty)
 		mux := coapside.NewServeMux()
 		mux.HandleFunc("GET "+o.Path, obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, _ *coapside.Request) {
+			// A short Max-Age makes an observer that stopped hearing from
+			// this port (the devices of an earlier run are gone)
+			// register again soon (RFC 7641 §3.3.1).
+			*w.Options() = w.Options().SetUint(message.MaxAge, benchMaxAge)
 			w.SetContentFormat(message.TextPlain)
 			_, _ = w.Write(*d.cur.Load())
 		})).ServeCOAP)
