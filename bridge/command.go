@@ -191,7 +191,7 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
 	if !ok {
 		// A filter from a rule removed by a reload: nothing handles it now.
-		c.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
+		c.metrics.ruleError("", reasonNoRoute, errorDetail{errText: "no command rule matches the topic"})
 		c.log.Warn("command dropped: no rule matches", "topic", d.Topic)
 		d.Ack()
 		return
@@ -364,7 +364,7 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 	if reason == "" {
 		c.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
 	} else {
-		c.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
+		c.metrics.ruleError(rule.Name, reason, errorDetail{device: res.Device, codeText: res.Code, errText: res.Error})
 		c.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
 	}
 	body, _ := json.Marshal(res)
@@ -376,7 +376,7 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 			err = c.pub.Publish(ctx, mqttside.Message{Topic: topic, Payload: body, QoS: rule.QoS, ContentType: "application/json"})
 		}
 		if err != nil {
-			c.metrics.errors.WithLabelValues(rule.Name, reasonPublish).Inc()
+			c.metrics.ruleError(rule.Name, reasonPublish, errorDetail{device: res.Device, err: err})
 			c.log.Warn("command response not published", "rule", rule.Name, "err", err)
 		}
 	}

@@ -226,3 +226,15 @@ func (c *commands) expireLoop() {
 		}
 	}
 }
+
+// queued returns how many commands wait for device name, and whether it
+// has a queue (it is offline, or its queue drains).
+func (c *commands) queued(name string) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dq, ok := c.queue[name]
+	if !ok {
+		return 0, false
+	}
+	return len(dq.cmds), true
+}

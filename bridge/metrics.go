@@ -44,10 +44,12 @@ type metrics struct {
 	reloads      *prometheus.CounterVec // result
 	rulesLoaded  prometheus.Gauge
 	staleDropped *prometheus.CounterVec // device
+	recent       *recentErrors          // the latest errors, for the console
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		recent: newRecentErrors(),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_rule_messages_total",
 			Help: "Messages carried across the bridge, per rule and direction.",

@@ -461,3 +461,45 @@ func (p *presence) janitor() {
 		}
 	}
 }
+
+// presenceView is the tracker's record of a device, for the console.
+type presenceView struct {
+	state  presenceState
+	reason string
+	seen   int64 // unix nanoseconds of the latest sign of life; 0: never
+}
+
+// view calls fn with the record of every device in names the tracker
+// holds, under one hold of the lock; fn must not block.
+func (p *presence) view(names []string, fn func(i int, v presenceView)) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, n := range names {
+		if e := p.devices[n]; e != nil {
+			fn(i, presenceView{state: e.state, reason: e.reason, seen: e.seen})
+		}
+	}
+}
+
+// counts returns how many devices are online, asleep and offline.
+func (p *presence) counts() (online, asleep, offline int) {
+	if p == nil {
+		return 0, 0, 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.devices {
+		switch e.state {
+		case presenceOnline:
+			online++
+		case presenceAsleep:
+			asleep++
+		case presenceOffline:
+			offline++
+		}
+	}
+	return online, asleep, offline
+}

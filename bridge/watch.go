@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
@@ -136,8 +137,12 @@ type watcher struct {
 	// device name (see restartLearned); stale keys are dropped lazily.
 	learnedKeys map[string]map[string]struct{}
 	wg          sync.WaitGroup
-	active      int  // observations established now
-	closed      bool // Shutdown called: start no more watches
+	active      int // observations established now
+	// health holds each observed device's observation counts, for the
+	// console; entries live as long as the bridge (devices come from the
+	// rules and the bounded learned registry).
+	health map[string]*observeHealth
+	closed bool // Shutdown called: start no more watches
 }
 
 type watchRun struct {
@@ -153,7 +158,49 @@ func newWatcher(devices *deviceClients, out *outputs, seen func(string), m *metr
 		devices: devices, out: out, seen: seen, metrics: m, log: log, opts: opts,
 		ctx: ctx, cancel: cancel, drain: drain, endDrain: endDrain,
 		running: map[string]*watchRun{}, learnedKeys: map[string]map[string]struct{}{},
+		health: map[string]*observeHealth{},
 	}
+}
+
+// observeHealth counts a device's observations: established now,
+// established again after one ended (re-registrations), and stale
+// notifications dropped.
+type observeHealth struct {
+	active          atomic.Int32
+	reregistrations atomic.Uint64
+	stale           atomic.Uint64
+}
+
+// observeHealth returns device's observation counts.
+func (wt *watcher) observeHealth(device string) *observeHealth {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	h := wt.health[device]
+	if h == nil {
+		h = &observeHealth{}
+		wt.health[device] = h
+	}
+	return h
+}
+
+// ObservationHealth is what the console shows of a device's
+// observations.
+type ObservationHealth struct {
+	Active          int    `json:"active"`
+	Reregistrations uint64 `json:"reregistrations"`
+	StaleDropped    uint64 `json:"stale_dropped"`
+}
+
+// observationHealth returns device's observation counts; ok is false for
+// a device never observed.
+func (wt *watcher) observationHealth(device string) (ObservationHealth, bool) {
+	wt.mu.Lock()
+	h := wt.health[device]
+	wt.mu.Unlock()
+	if h == nil {
+		return ObservationHealth{}, false
+	}
+	return ObservationHealth{Active: int(h.active.Load()), Reregistrations: h.reregistrations.Load(), StaleDropped: h.stale.Load()}, true
 }
 
 // Run returns when Shutdown begins. The watches run in goroutines that
