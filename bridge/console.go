@@ -4,6 +4,7 @@ import (
 	"embed"
 	"encoding/json"
 	"io/fs"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -255,14 +256,20 @@ func (c *console) ratesFor(counts map[string]ruleCounts) map[string]ruleRates {
 		for name, n := range counts {
 			p := c.sample[name]
 			rates[name] = ruleRates{
-				messages: max(n.messages-p.messages, 0) / dt,
-				filtered: max(n.filtered-p.filtered, 0) / dt,
-				errors:   max(n.errors-p.errors, 0) / dt,
+				messages: perSecond(n.messages-p.messages, dt),
+				filtered: perSecond(n.filtered-p.filtered, dt),
+				errors:   perSecond(n.errors-p.errors, dt),
 			}
 		}
 		c.rates, c.sample, c.sampleAt = rates, counts, now
 	}
 	return c.rates
+}
+
+// perSecond is delta over dt seconds, rounded to thousandths (a counter
+// that went down, after a rule was removed and added again, gives 0).
+func perSecond(delta, dt float64) float64 {
+	return math.Round(max(delta, 0)/dt*1000) / 1000
 }
 
 // mqttStatus describes the MQTT link.

@@ -387,3 +387,27 @@ func BenchmarkConsole10k(b *testing.B) {
 		})
 	}
 }
+
+// TestConsoleRates: rates are the counters' increase per second over the
+// latest window of at least consoleRateWindow; requests within a window
+// share its rates.
+func TestConsoleRates(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	c := &console{now: func() time.Time { return now }}
+	if r := c.ratesFor(map[string]ruleCounts{"a": {messages: 100}}); r["a"] != (ruleRates{}) {
+		t.Fatalf("first sample: %+v, want no rates", r)
+	}
+	now = now.Add(2 * time.Second)
+	r := c.ratesFor(map[string]ruleCounts{"a": {messages: 110, errors: 1, filtered: 3}})
+	if want := (ruleRates{messages: 5, errors: 0.5, filtered: 1.5}); r["a"] != want {
+		t.Fatalf("after 2s: %+v, want %+v", r["a"], want)
+	}
+	now = now.Add(consoleRateWindow / 2)
+	if r := c.ratesFor(map[string]ruleCounts{"a": {messages: 500}}); r["a"].messages != 5 {
+		t.Fatalf("within the window: %+v, want the window's rates", r["a"])
+	}
+	now = now.Add(consoleRateWindow)
+	if r := c.ratesFor(map[string]ruleCounts{"a": {messages: 50}}); r["a"].messages != 0 {
+		t.Fatalf("a counter that went down (rule re-added): %+v, want 0", r["a"])
+	}
+}
