@@ -184,20 +184,26 @@ func (c *console) serveStatus(w http.ResponseWriter, _ *http.Request) {
 func (c *console) status() ConsoleStatus {
 	b := c.b
 	set := b.set.Load()
-	recent, total := b.metrics.recent.list(recentErrorsSize)
-	st := ConsoleStatus{Time: c.now().UTC(), ErrorsTotal: total, Errors: recent[:min(len(recent), consoleErrorsShown)]}
+	recent, total := b.metrics.recent.list(consoleErrorsShown)
+	if recent == nil {
+		recent = []RecentError{}
+	}
+	st := ConsoleStatus{Time: c.now().UTC(), ErrorsTotal: total, Errors: recent, Rules: []ConsoleRule{}}
 	counts := c.ruleCounts()
 	rates := c.ratesFor(counts)
-	for _, r := range set.Rules() {
+	refs := set.Rules()
+	names := make([]string, len(refs))
+	for i, r := range refs {
+		names[i] = r.Name
+	}
+	last := b.metrics.recent.latestPer(names)
+	for _, r := range refs {
 		n, rt := counts[r.Name], rates[r.Name]
 		cr := ConsoleRule{Name: r.Name, Kind: string(r.Kind),
 			Messages: n.messages, Filtered: n.filtered, Errors: n.errors, Buffered: n.buffered,
 			MessageRate: rt.messages, FilterRate: rt.filtered, ErrorRate: rt.errors}
-		for i := range recent {
-			if recent[i].Rule == r.Name {
-				cr.LastError = &recent[i]
-				break
-			}
+		if e, ok := last[r.Name]; ok {
+			cr.LastError = &e
 		}
 		st.Rules = append(st.Rules, cr)
 	}

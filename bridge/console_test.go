@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 // consoleGet fetches path from the bridge's HTTP side and decodes JSON
@@ -341,6 +342,10 @@ func TestRecentErrors(t *testing.T) {
 	if list[0].Rule != fmt.Sprintf("rule-%d", recentErrorsSize+9) || list[len(list)-1].Rule != "rule-10" || list[0].CoAPCode != "4.00" {
 		t.Fatalf("newest %+v, oldest %+v", list[0], list[len(list)-1])
 	}
+	last := r.latestPer([]string{"rule-265", "rule-3", "nope"})
+	if len(last) != 1 || last["rule-265"].Rule != "rule-265" {
+		t.Fatalf("latest per rule: %+v, want rule-265 only (rule-3 left the ring)", last)
+	}
 
 	err := fmt.Errorf("broker refused: %s", strings.Repeat("x", 1000))
 	allocs := testing.AllocsPerRun(1000, func() {
@@ -410,4 +415,54 @@ func TestConsoleRates(t *testing.T) {
 	if r := c.ratesFor(map[string]ruleCounts{"a": {messages: 50}}); r["a"].messages != 0 {
 		t.Fatalf("a counter that went down (rule re-added): %+v, want 0", r["a"])
 	}
+}
+
+// TestConsoleObservationHealth: a device's observations on /api/devices
+// count the re-registrations after Max-Age and the observations
+// established again after one was lost (the device went away and came
+// back).
+func TestConsoleObservationHealth(t *testing.T) {
+	dev := startObservableDevice(t, "", 1)
+	addr := dev.addr.String()
+	tb := startBridge(t, observeRules(dev.addr), func(_ *Config, o *Options) {
+		o.ReobserveMin, o.ReobserveMax = 50*time.Millisecond, 200*time.Millisecond
+	})
+	health := func() ObservationHealth {
+		var page ConsoleDevices
+		consoleGet(t, tb, "/api/devices?q=d1", &page)
+		if len(page.Devices) != 1 || page.Devices[0].Observations == nil {
+			t.Fatalf("d1 without observations: %+v", page)
+		}
+		return *page.Devices[0].Observations
+	}
+	testkit.Eventually(t, 5*time.Second, "observer", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
+	if h := health(); h.Active != 1 || h.Reobserved != 0 {
+		t.Fatalf("observing: %+v, want 1 active, none re-observed", h)
+	}
+	// Silent past Max-Age (1 s): the bridge registers again.
+	testkit.Eventually(t, 10*time.Second, "re-registration counted", func() bool { return health().Reregistrations >= 1 })
+
+	// Gone: the observation is lost; back: observed again.
+	dev.srv.Close()
+	dev.stop()
+	testkit.Eventually(t, 15*time.Second, "observation lost", func() bool { return health().Active == 0 })
+	dev2 := startObservableDevice(t, addr, 60)
+	testkit.Eventually(t, 15*time.Second, "observed again", func() bool { return dev2.obs.Observers("/sensors/temp") == 1 })
+	testkit.Eventually(t, 5*time.Second, "counted as re-observed", func() bool {
+		h := health()
+		return h.Active == 1 && h.Reobserved == 1 && h.Reregistrations >= 1
+	})
+}
+
+// BenchmarkRecentErrorsFlood measures what the ring adds to an error
+// repeating on every goroutine (a flood of one failure).
+func BenchmarkRecentErrorsFlood(b *testing.B) {
+	r := newRecentErrors()
+	err := fmt.Errorf("broker refused")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r.add("uplink", reasonPublish, errorDetail{device: "d1", err: err})
+		}
+	})
 }

@@ -72,9 +72,9 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		}
 		bo.reset()
 		wt.observationUp(1)
-		health.active.Add(1)
+		health.up(obs)
 		if established > 0 {
-			health.reregistrations.Add(1)
+			health.reobserved.Add(1)
 		}
 		established++
 		flog.ok("observing again", "device", g.device.Name, "path", path)
@@ -89,11 +89,11 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			case <-wt.drain.Done():
 			}
 			wt.observationUp(-1)
-			health.active.Add(-1)
+			health.down(obs)
 			return
 		case <-obs.Done():
 			wt.observationUp(-1)
-			health.active.Add(-1)
+			health.down(obs)
 			wt.countError(wt.group(run), reasonObservationLost, 0, obs.Err())
 			flog.fail("observation ended: observing again", "device", g.device.Name, "path", path, "err", obs.Err())
 			if !sleep(ctx, bo.next()) {

@@ -148,6 +148,7 @@ type presence struct {
 	due     presenceHeap
 	queue   []*presenceEntry // waiting to be published, each once
 	closed  bool
+	byState [presenceOffline + 1]int // devices per state
 
 	wake   chan struct{} // the earliest deadline moved (buffer 1)
 	queued chan struct{} // the queue got a document (buffer 1)
@@ -319,6 +320,8 @@ func (p *presence) setLocked(e *presenceEntry, s presenceState, reason string) {
 			p.devicesGauge.WithLabelValues(e.state.String()).Dec()
 		}
 		p.devicesGauge.WithLabelValues(s.String()).Inc()
+		p.byState[e.state]--
+		p.byState[s]++
 	}
 	e.state, e.reason = s, reason
 	if e.dirty || p.closed {
@@ -491,15 +494,5 @@ func (p *presence) counts() (online, asleep, offline int) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range p.devices {
-		switch e.state {
-		case presenceOnline:
-			online++
-		case presenceAsleep:
-			asleep++
-		case presenceOffline:
-			offline++
-		}
-	}
-	return online, asleep, offline
+	return p.byState[presenceOnline], p.byState[presenceAsleep], p.byState[presenceOffline]
 }

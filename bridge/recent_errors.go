@@ -145,3 +145,24 @@ func (r *recentErrors) list(limit int) ([]RecentError, uint64) {
 	}
 	return out, r.total
 }
+
+// latestPer returns the newest entry of each rule in names that has one.
+func (r *recentErrors) latestPer(names []string) map[string]RecentError {
+	out := map[string]RecentError{}
+	if r == nil || len(names) == 0 {
+		return out
+	}
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := 1; i <= r.n && len(out) < len(want); i++ {
+		e := &r.ring[(r.next-i+recentErrorsSize)%recentErrorsSize]
+		if _, seen := out[e.Rule]; !seen && want[e.Rule] {
+			out[e.Rule] = *e
+		}
+	}
+	return out
+}

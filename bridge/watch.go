@@ -163,12 +163,37 @@ func newWatcher(devices *deviceClients, out *outputs, seen func(string), m *metr
 }
 
 // observeHealth counts a device's observations: established now,
-// established again after one ended (re-registrations), and stale
-// notifications dropped.
+// established again after one ended, re-registrations after Max-Age
+// (RFC 7641 §3.3.1) and stale notifications dropped.
 type observeHealth struct {
-	active          atomic.Int32
-	reregistrations atomic.Uint64
-	stale           atomic.Uint64
+	reobserved atomic.Uint64
+	stale      atomic.Uint64
+
+	mu   sync.Mutex
+	live map[*coapside.Observation]struct{}
+	// reregistered counts the re-registrations of the observations that
+	// ended; the live ones keep their own count.
+	reregistered uint64
+}
+
+// up records an established observation.
+func (h *observeHealth) up(o *coapside.Observation) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.live == nil {
+		h.live = map[*coapside.Observation]struct{}{}
+	}
+	h.live[o] = struct{}{}
+}
+
+// down records that observation o ended.
+func (h *observeHealth) down(o *coapside.Observation) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.live[o]; ok {
+		delete(h.live, o)
+		h.reregistered += o.Stats().Reregistrations.Load()
+	}
 }
 
 // observeHealth returns device's observation counts.
@@ -186,9 +211,16 @@ func (wt *watcher) observeHealth(device string) *observeHealth {
 // ObservationHealth is what the console shows of a device's
 // observations.
 type ObservationHealth struct {
-	Active          int    `json:"active"`
+	// Active is the observations established now.
+	Active int `json:"active"`
+	// Reregistrations counts registrations sent again after a silence
+	// past Max-Age (RFC 7641 §3.3.1).
 	Reregistrations uint64 `json:"reregistrations"`
-	StaleDropped    uint64 `json:"stale_dropped"`
+	// Reobserved counts observations established again after one ended
+	// (the device rebooted, answered an error, or did not answer a
+	// re-registration).
+	Reobserved   uint64 `json:"reobserved"`
+	StaleDropped uint64 `json:"stale_dropped"`
 }
 
 // observationHealth returns device's observation counts; ok is false for
@@ -200,7 +232,14 @@ func (wt *watcher) observationHealth(device string) (ObservationHealth, bool) {
 	if h == nil {
 		return ObservationHealth{}, false
 	}
-	return ObservationHealth{Active: int(h.active.Load()), Reregistrations: h.reregistrations.Load(), StaleDropped: h.stale.Load()}, true
+	out := ObservationHealth{Reobserved: h.reobserved.Load(), StaleDropped: h.stale.Load()}
+	h.mu.Lock()
+	out.Active, out.Reregistrations = len(h.live), h.reregistered
+	for o := range h.live {
+		out.Reregistrations += o.Stats().Reregistrations.Load()
+	}
+	h.mu.Unlock()
+	return out, true
 }
 
 // Run returns when Shutdown begins. The watches run in goroutines that

@@ -116,11 +116,12 @@ function renderDevices(page, now) {
     const o = d.observations;
     cell(tr, o ? o.active : "", "num");
     cell(tr, o ? o.reregistrations : "", "num");
+    cell(tr, o ? o.reobserved : "", "num");
     cell(tr, o ? o.stale_dropped : "", "num");
     cell(tr, d.queueing ? d.queued_commands + " (offline)" : d.queued_commands, "num queued");
     tbody.appendChild(tr);
   }
-  if (!page.devices.length) emptyRow(tbody, 9, page.total ? "no devices on this page" : "no devices");
+  if (!page.devices.length) emptyRow(tbody, 10, page.total ? "no devices on this page" : "no devices");
   const first = page.total ? page.offset + 1 : 0;
   text("page", first + "–" + (page.offset + page.devices.length) + " of " + fmtCount(page.total));
   $("prev").disabled = page.offset === 0;
