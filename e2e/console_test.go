@@ -221,6 +221,16 @@ topic   = "meters/{device}/temp"
 	// Screenshot, with every part of the page filled in.
 	shot := screenshot(t, ctx)
 
+	// Search, on the server: only the matching devices are listed.
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`(() => { const q = document.getElementById("q");
+		q.value = "FIELD-"; q.dispatchEvent(new Event("input")); })()`)); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() string {
+		return text(`Array.from(document.querySelectorAll('#devices tbody tr'), tr => tr.dataset.device).join(",") + " " + document.getElementById("page").textContent`)
+	}
+	testkit.Eventually(t, 10*time.Second, "search lists the field devices", func() bool { return listed() == "field-0,field-1,field-2 1–3 of 3" })
+
 	// A stopped device goes offline.
 	field.stop(t, 10*time.Second)
 	testkit.Eventually(t, 20*time.Second, "field devices offline", func() bool {
