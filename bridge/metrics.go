@@ -35,7 +35,7 @@ type metrics struct {
 	messages     *prometheus.CounterVec   // rule, direction
 	filtered     *prometheus.CounterVec   // rule
 	buffered     *prometheus.CounterVec   // rule
-	errors       *prometheus.CounterVec   // rule, reason
+	errors       *prometheus.CounterVec   // rule, reason; count with ruleError
 	latency      *prometheus.HistogramVec // rule, direction
 	observations prometheus.Gauge
 	observers    prometheus.GaugeFunc // registered once the observe server exists
