@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -280,7 +281,11 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.coap.learned = b.learned
 	b.coap.rateLimit(cfg.CoAP)
 	b.coap.limits(cfg.CoAP, limit)
-	b.http = newHTTPSide(reg, b.live, b.health.notReady)
+	var mounts []func(*http.ServeMux)
+	if cfg.HTTP.ConsoleOn() {
+		mounts = append(mounts, newConsole(b).register)
+	}
+	b.http = newHTTPSide(reg, b.live, b.health.notReady, mounts...)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bridge_observers_active",
@@ -434,7 +439,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.httpAddr = addr
 		b.mu.Unlock()
 		sup.start("http", b.http)
-		b.log.Info("http listening", "addr", addr.String(), "paths", "/metrics /healthz /readyz")
+		paths := "/metrics /healthz /readyz"
+		if b.cfg.HTTP.ConsoleOn() {
+			paths += " / /api/"
+		}
+		b.log.Info("http listening", "addr", addr.String(), "paths", paths)
 	}
 	b.state.Store(stateRunning)
 	sup.start("reload", rl)

@@ -79,7 +79,7 @@ func (wt *watcher) readCatalog(ctx context.Context, run *watchRun) {
 			if ctx.Err() != nil {
 				return
 			}
-			wt.metrics.errors.WithLabelValues(catalogRule, reasonOf(err)).Inc()
+			wt.metrics.ruleError(catalogRule, reasonOf(err), errorDetail{device: g.device.Name, err: err})
 			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("catalog: discovery failed", "device", g.device.Name, "err", err)
 			if learned && attempt >= catalogLearnedAttempts {

@@ -187,7 +187,8 @@ func (in *ingress) refuse(w coapside.ResponseWriter, r *coapside.Request, d coap
 		if d.route != nil {
 			rule = d.route.Name()
 		}
-		in.metrics.errors.WithLabelValues(rule, d.reason).Inc()
+		dev, _ := d.caps.Get("device")
+		in.metrics.ruleError(rule, d.reason, errorDetail{device: dev, code: d.code, err: d.err})
 	}
 	switch d.reason {
 	case reasonEscape:

@@ -230,7 +230,7 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
 	if !ok {
 		// A filter from a rule removed by a reload: nothing handles it now.
-		c.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
+		c.metrics.ruleError("", reasonNoRoute, errorDetail{errText: "no command rule matches the topic"})
 		c.log.Warn("command dropped: no rule matches", "topic", d.Topic)
 		d.Ack()
 		return
@@ -423,7 +423,11 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 	if reason == "" {
 		c.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
 	} else {
-		c.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
+		device := res.Device
+		if device == "" {
+			device = deviceName(cmd.target)
+		}
+		c.metrics.ruleError(rule.Name, reason, errorDetail{device: device, codeText: res.Code, errText: res.Error})
 		c.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
 	}
 	c.publishResult(cmd, &res)
@@ -453,7 +457,7 @@ func (c *commands) publishResult(cmd *command, res *commandResult) {
 				CorrelationData: cmd.delivery.CorrelationData, ContentType: "application/json"})
 		}
 		if err != nil {
-			c.metrics.errors.WithLabelValues(rule.Name, reasonPublish).Inc()
+			c.metrics.ruleError(rule.Name, reasonPublish, errorDetail{device: res.Device, err: err})
 			c.log.Warn("command response not published", "rule", rule.Name, "err", err)
 		}
 	}

@@ -430,3 +430,15 @@ func (c *commands) expire(now time.Time) {
 func expiredError(cmd *command) string {
 	return fmt.Sprintf("not sent within its time to live (%v): the device stayed asleep or offline", cmd.expires.Sub(cmd.received).Round(time.Millisecond))
 }
+
+// queued returns how many commands wait for device name, and whether it
+// has a queue (it is offline, or its queue drains).
+func (c *commands) queued(name string) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dq, ok := c.queue[name]
+	if !ok {
+		return 0, false
+	}
+	return len(dq.cmds), true
+}

@@ -331,7 +331,14 @@ type HTTPConfig struct {
 	// Listen is the TCP address serving /metrics, /healthz and /readyz;
 	// "" disables it.
 	Listen string `mapstructure:"listen"`
+	// Console serves the read-only status page at / and its JSON API
+	// under /api/ on Listen; nil means true.
+	Console *bool `mapstructure:"console"`
 }
+
+// ConsoleOn reports whether the status page is served (http.console,
+// true unless set false).
+func (h HTTPConfig) ConsoleOn() bool { return h.Console == nil || *h.Console }
 
 // LogConfig configures structured logging.
 type LogConfig struct {

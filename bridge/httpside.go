@@ -13,7 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// httpSide serves /metrics, /healthz and /readyz.
+// httpSide serves /metrics, /healthz and /readyz, and what mounts add
+// (the status page).
 type httpSide struct {
 	srv *http.Server
 
@@ -25,9 +26,13 @@ type httpSide struct {
 }
 
 // newHTTPSide serves the metrics of reg; live says why the bridge is not
-// live, notReady lists the components that are not ready.
-func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []string) *httpSide {
+// live, notReady lists the components that are not ready. Each of mounts
+// adds its handlers to the server's mux.
+func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []string, mounts ...func(*http.ServeMux)) *httpSide {
 	mux := http.NewServeMux()
+	for _, m := range mounts {
+		m(mux)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := live(); err != nil {

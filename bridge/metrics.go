@@ -35,7 +35,7 @@ type metrics struct {
 	messages     *prometheus.CounterVec   // rule, direction
 	filtered     *prometheus.CounterVec   // rule
 	buffered     *prometheus.CounterVec   // rule
-	errors       *prometheus.CounterVec   // rule, reason
+	errors       *prometheus.CounterVec   // rule, reason; count with ruleError
 	latency      *prometheus.HistogramVec // rule, direction
 	observations prometheus.Gauge
 	observers    prometheus.GaugeFunc // registered once the observe server exists
@@ -44,10 +44,12 @@ type metrics struct {
 	reloads      *prometheus.CounterVec // result
 	rulesLoaded  prometheus.Gauge
 	staleDropped *prometheus.CounterVec // device
+	recent       *recentErrors          // the latest errors, for the console
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
+		recent: newRecentErrors(),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_rule_messages_total",
 			Help: "Messages carried across the bridge, per rule and direction.",

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 // observe keeps an RFC 7641 observation on a device resource for the group's
@@ -20,11 +21,13 @@ import (
 func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 	bo := backoff{min: wt.opts.ReobserveMin, max: wt.opts.ReobserveMax}
 	flog := failureLog{log: wt.log}
+	established := 0
 	for ctx.Err() == nil {
 		g := wt.group(run)
+		health := wt.observeHealth(g.device.Name)
 		req, err := deviceRequest(g.device, path)
 		if err != nil {
-			wt.countError(g, reasonCoAP)
+			wt.countError(g, reasonCoAP, 0, err)
 			flog.fail("observe: bad resource path", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return
@@ -36,7 +39,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			if ctx.Err() != nil {
 				return
 			}
-			wt.countError(g, reasonOf(err))
+			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
@@ -60,7 +63,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			wt.fallbackPoll(ctx, run, path)
 			continue
 		case err != nil:
-			wt.countError(g, reasonOf(err))
+			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("observe failed", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, bo.next()) {
@@ -70,6 +73,11 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		}
 		bo.reset()
 		wt.observationUp(1)
+		health.up(obs)
+		if established > 0 {
+			health.reobserved.Add(1)
+		}
+		established++
 		flog.ok("observing again", "device", g.device.Name, "path", path)
 		wt.log.Debug("observing", "device", g.device.Name, "path", path)
 		select {
@@ -82,10 +90,12 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			case <-wt.drain.Done():
 			}
 			wt.observationUp(-1)
+			health.down(obs)
 			return
 		case <-obs.Done():
 			wt.observationUp(-1)
-			wt.countError(wt.group(run), reasonObservationLost)
+			health.down(obs)
+			wt.countError(wt.group(run), reasonObservationLost, 0, obs.Err())
 			flog.fail("observation ended: observing again", "device", g.device.Name, "path", path, "err", obs.Err())
 			if !sleep(ctx, bo.next()) {
 				return
@@ -100,10 +110,12 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 // than the shutdown allows.
 func (wt *watcher) observationOptions(device, path string) coapside.ObservationOptions {
 	stale := wt.metrics.staleDropped.WithLabelValues(device)
+	health := wt.observeHealth(device)
 	return coapside.ObservationOptions{
 		CancelContext: wt.drain,
 		OnStale: func(seq, latest uint32) {
 			stale.Inc()
+			health.stale.Add(1)
 			wt.log.Debug("observe: stale notification dropped", "device", device, "path", path, "seq", seq, "latest", latest)
 		},
 		OnRestart: func(seq, previous uint32) {
@@ -112,13 +124,15 @@ func (wt *watcher) observationOptions(device, path string) coapside.ObservationO
 	}
 }
 
-// countError counts one failure against every rule of a group.
-func (wt *watcher) countError(g *watchGroup, reason string) {
+// countError counts one failure, err, against every rule of a group.
+// code is the device's answer, when it answered.
+func (wt *watcher) countError(g *watchGroup, reason string, code message.Code, err error) {
+	d := errorDetail{device: g.device.Name, code: code, err: err}
 	for _, o := range g.observes {
-		wt.metrics.errors.WithLabelValues(o.Name, reason).Inc()
+		wt.metrics.ruleError(o.Name, reason, d)
 	}
 	for _, p := range g.polls {
-		wt.metrics.errors.WithLabelValues(p.Name, reason).Inc()
+		wt.metrics.ruleError(p.Name, reason, d)
 	}
 }
 
@@ -134,13 +148,13 @@ func (wt *watcher) fallbackPoll(ctx context.Context, run *watchRun, path string)
 		g := wt.group(run)
 		resp, err := wt.get(ctx, g, path)
 		if err != nil {
-			wt.countError(g, reasonOf(err))
+			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err)
 			continue
 		}
 		wt.seen(g.device.Name)
 		if resp.Code.Class() != 2 {
-			wt.countError(g, reasonCoAP)
+			wt.countError(g, reasonCoAP, resp.Code, nil)
 			continue
 		}
 		if have && bytes.Equal(last, resp.Payload) {
@@ -194,7 +208,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 			if ctx.Err() != nil {
 				return
 			}
-			wt.countError(g, reasonOf(err))
+			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("discovery failed", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "err", err)
 			if !sleep(ctx, bo.next()) {

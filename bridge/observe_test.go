@@ -244,6 +244,9 @@ func TestObserveStaleNotificationsCounted(t *testing.T) {
 	if n := testutil.ToFloat64(tb.metrics.staleDropped.WithLabelValues("d1")); n != 1 {
 		t.Fatalf("bridge_observe_stale_dropped_total{device=d1} = %v, want 1", n)
 	}
+	if h, _ := tb.watches.observationHealth("d1"); h.StaleDropped != 1 || h.Active != 1 {
+		t.Fatalf("observation health of d1 %+v, want 1 active, 1 stale dropped", h)
+	}
 }
 
 // TestShutdownWithDeadObservedDevices observes libcoap servers, kills them

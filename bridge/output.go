@@ -135,7 +135,7 @@ func (o *outputs) publish(ctx context.Context, rule string, out *rules.Output, c
 	case errors.Is(err, errFiltered):
 		o.metrics.filtered.WithLabelValues(rule).Inc()
 	case errors.As(err, &oe):
-		o.metrics.errors.WithLabelValues(rule, oe.reason).Inc()
+		o.metrics.ruleError(rule, oe.reason, errorDetail{device: in.Device, code: oe.code, err: oe.err})
 		o.log.Warn("message not published", "rule", rule, "path", in.Path, "device", in.Device, "reason", oe.reason, "err", oe.err)
 	}
 	return err

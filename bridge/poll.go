@@ -29,7 +29,7 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 			if ctx.Err() != nil {
 				return
 			}
-			wt.countError(g, reasonOf(err))
+			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err)
 			flog.fail("poll failed", "device", g.device.Name, "path", path, "err", err)
 			continue
@@ -39,7 +39,7 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 			flog.ok("poll recovered", "device", g.device.Name, "path", path)
 		}
 		if resp.Code.Class() != 2 {
-			wt.countError(g, reasonCoAP)
+			wt.countError(g, reasonCoAP, resp.Code, nil)
 			flog.fail("poll answered with an error", "device", g.device.Name, "path", path, "code", resp.Code.String())
 			continue
 		}

@@ -152,6 +152,7 @@ type presence struct {
 	due     presenceHeap
 	queue   []*presenceEntry // waiting to be published, each once
 	closed  bool
+	byState [presenceOffline + 1]int // devices per state
 
 	wake   chan struct{} // the earliest deadline moved (buffer 1)
 	queued chan struct{} // the queue got a document (buffer 1)
@@ -301,6 +302,8 @@ func (p *presence) setLocked(e *presenceEntry, s presenceState, reason string) {
 			p.devicesGauge.WithLabelValues(e.state.String()).Dec()
 		}
 		p.devicesGauge.WithLabelValues(s.String()).Inc()
+		p.byState[e.state]--
+		p.byState[s]++
 	}
 	e.state, e.reason = s, reason
 	if e.dirty || p.closed {
@@ -442,4 +445,36 @@ func (p *presence) janitor() {
 		case <-t.C:
 		}
 	}
+}
+
+// presenceView is the tracker's record of a device, for the console.
+type presenceView struct {
+	state  presenceState
+	reason string
+	seen   int64 // unix nanoseconds of the latest sign of life; 0: never
+}
+
+// view calls fn with the record of every device in names the tracker
+// holds, under one hold of the lock; fn must not block.
+func (p *presence) view(names []string, fn func(i int, v presenceView)) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, n := range names {
+		if e := p.devices[n]; e != nil {
+			fn(i, presenceView{state: e.state, reason: e.reason, seen: e.seen})
+		}
+	}
+}
+
+// counts returns how many devices are online, asleep and offline.
+func (p *presence) counts() (online, asleep, offline int) {
+	if p == nil {
+		return 0, 0, 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byState[presenceOnline], p.byState[presenceAsleep], p.byState[presenceOffline]
 }

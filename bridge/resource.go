@@ -142,7 +142,7 @@ func (rs *resources) keep(d *mqttside.Delivery) {
 	}
 	if len(d.Payload) > rs.maxPayload {
 		// A remote broker delivers whatever it accepted.
-		rs.metrics.errors.WithLabelValues("", reasonTooLarge).Inc()
+		rs.metrics.ruleError("", reasonTooLarge, errorDetail{errText: "payload too large for resource rules"})
 		rs.log.Warn("mqtt message not kept for resource rules: payload too large",
 			"topic", d.Topic, "bytes", len(d.Payload), "limit", rs.maxPayload)
 		return
@@ -165,7 +165,7 @@ func (rs *resources) serveResource(w coapside.ResponseWriter, r *coapside.Reques
 	topic, err := readTopic(rule, r.Method, caps)
 	if err != nil {
 		if reason := outcomeReason(err); reason != "" {
-			rs.metrics.errors.WithLabelValues(rule.Name, reason).Inc()
+			rs.metrics.ruleError(rule.Name, reason, errorDetail{code: codeOf(err), err: err})
 		}
 		w.SetCode(codeOf(err))
 		return
@@ -196,7 +196,7 @@ func (rs *resources) notifyObservers(matches []rules.ResourceMatch) {
 	for _, m := range matches {
 		segs, err := m.Rule.Path.RenderSegments(m.Captures)
 		if err != nil {
-			rs.metrics.errors.WithLabelValues(m.Rule.Name, reasonEscape).Inc()
+			rs.metrics.ruleError(m.Rule.Name, reasonEscape, errorDetail{err: err})
 			continue
 		}
 		var o message.Options

@@ -350,7 +350,7 @@ func (c *commands) restoreCommands(saved []savedCommand) {
 			ResponseTopic: s.ResponseTopic, CorrelationData: s.CorrelationData, ContentType: s.ContentType}, Received: s.Received}
 		rule, caps, ok := set.MatchCommand(s.Topic, nil)
 		if !ok {
-			c.metrics.errors.WithLabelValues("", reasonNoRoute).Inc()
+			c.metrics.ruleError("", reasonNoRoute, errorDetail{errText: "saved command for " + s.Topic + ": no rule matches"})
 			c.log.Warn("saved command dropped: no rule matches", "topic", s.Topic)
 			continue
 		}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
@@ -144,8 +145,12 @@ type watcher struct {
 	// device name (see restartLearned); stale keys are dropped lazily.
 	learnedKeys map[string]map[string]struct{}
 	wg          sync.WaitGroup
-	active      int  // observations established now
-	closed      bool // Shutdown called: start no more watches
+	active      int // observations established now
+	// health holds each observed device's observation counts, for the
+	// console; entries live as long as the bridge (devices come from the
+	// rules and the bounded learned registry).
+	health map[string]*observeHealth
+	closed bool // Shutdown called: start no more watches
 }
 
 type watchRun struct {
@@ -161,7 +166,88 @@ func newWatcher(devices *deviceClients, out *outputs, seen func(string), m *metr
 		devices: devices, out: out, seen: seen, metrics: m, log: log, opts: opts,
 		ctx: ctx, cancel: cancel, drain: drain, endDrain: endDrain,
 		running: map[string]*watchRun{}, learnedKeys: map[string]map[string]struct{}{},
+		health: map[string]*observeHealth{},
 	}
+}
+
+// observeHealth counts a device's observations: established now,
+// established again after one ended, re-registrations after Max-Age
+// (RFC 7641 §3.3.1) and stale notifications dropped.
+type observeHealth struct {
+	reobserved atomic.Uint64
+	stale      atomic.Uint64
+
+	mu   sync.Mutex
+	live map[*coapside.Observation]struct{}
+	// reregistered counts the re-registrations of the observations that
+	// ended; the live ones keep their own count.
+	reregistered uint64
+}
+
+// up records an established observation.
+func (h *observeHealth) up(o *coapside.Observation) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.live == nil {
+		h.live = map[*coapside.Observation]struct{}{}
+	}
+	h.live[o] = struct{}{}
+}
+
+// down records that observation o ended.
+func (h *observeHealth) down(o *coapside.Observation) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.live[o]; ok {
+		delete(h.live, o)
+		h.reregistered += o.Stats().Reregistrations.Load()
+	}
+}
+
+// observeHealth returns device's observation counts.
+func (wt *watcher) observeHealth(device string) *observeHealth {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	h := wt.health[device]
+	if h == nil {
+		h = &observeHealth{}
+		wt.health[device] = h
+	}
+	return h
+}
+
+// ObservationHealth is what the console shows of a device's
+// observations.
+type ObservationHealth struct {
+	// Active is the observations established now.
+	Active int `json:"active"`
+	// Reregistrations counts registrations sent again after a silence
+	// past Max-Age (RFC 7641 §3.3.1).
+	Reregistrations uint64 `json:"reregistrations"`
+	// Reobserved counts observations established again after one ended
+	// (the device rebooted, answered an error, or did not answer a
+	// re-registration).
+	Reobserved   uint64 `json:"reobserved"`
+	StaleDropped uint64 `json:"stale_dropped"`
+}
+
+// observationHealth returns device's observation counts; ok is false for
+// a device never observed.
+func (wt *watcher) observationHealth(device string) (ObservationHealth, bool) {
+	wt.mu.Lock()
+	h := wt.health[device]
+	wt.mu.Unlock()
+	if h == nil {
+		return ObservationHealth{}, false
+	}
+	out := ObservationHealth{Reobserved: h.reobserved.Load(), StaleDropped: h.stale.Load()}
+	h.mu.Lock()
+	out.Active, out.Reregistrations = len(h.live), h.reregistered
+	for o := range h.live {
+		out.Reregistrations += o.Stats().Reregistrations.Load()
+	}
+	h.mu.Unlock()
+	return out, true
 }
 
 // Run returns when Shutdown begins. The watches run in goroutines that

@@ -35,3 +35,32 @@ func TestConfigPositionsReadFileOnce(t *testing.T) {
 		t.Fatalf("no file: %q, want %q", got, want)
 	}
 }
+
+// TestConfigHTTPConsole: http.console is on unless the file or the
+// environment turns it off.
+func TestConfigHTTPConsole(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		file, env string
+		want      bool
+	}{
+		{"[http]\nlisten = \"127.0.0.1:0\"\n", "", true},
+		{"[http]\nconsole = false\n", "", false},
+		{"[http]\nconsole = true\n", "", true},
+		{"[http]\n", "false", false},
+	} {
+		t.Run(fmt.Sprintf("%q/%s", tc.file, tc.env), func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("BRIDGE_HTTP_CONSOLE", tc.env)
+			}
+			file := writeFile(t, dir, "config.toml", tc.file+"[mqtt]\nbroker = \"embedded\"\n")
+			cfg, err := loadConfig(file, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.HTTP.ConsoleOn(); got != tc.want {
+				t.Fatalf("console on: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
