@@ -447,7 +447,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	b.state.Store(stateRunning)
 	sup.start("reload", rl)
-	b.log.Info("bridge running", "rules", b.metricsRuleCount(), "broker", b.cfg.MQTT.Broker)
+	b.log.Info("bridge running", "rules", b.metricsRuleCount(), "broker", redactURL(b.cfg.MQTT.Broker))
 
 	select {
 	case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -465,4 +466,31 @@ func BenchmarkRecentErrorsFlood(b *testing.B) {
 			r.add("uplink", reasonPublish, errorDetail{device: "d1", err: err})
 		}
 	})
+}
+
+// TestBrokerCredentialsNotLogged: the start-up line names the broker
+// without the user and password of its URL.
+func TestBrokerCredentialsNotLogged(t *testing.T) {
+	cfg, _ := ruleFileConfig(t, ingressRules)
+	useRemoteBroker(&cfg, "127.0.0.1:1", "credentials")
+	cfg.MQTT.Broker = "tcp://operator:hunter2@127.0.0.1:1"
+	cfg.CoAP.Listen, cfg.HTTP.Listen = "127.0.0.1:0", "127.0.0.1:0"
+	var out testkit.SyncBuffer
+	b, err := NewWithOptions(cfg, Options{noFileWatch: true}, slog.New(slog.NewTextHandler(&out, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	testkit.Eventually(t, 10*time.Second, "bridge running logged", func() bool {
+		return strings.Contains(out.String(), "bridge running")
+	})
+	cancel()
+	<-done
+	if s := out.String(); strings.Contains(s, "hunter2") {
+		t.Errorf("the log shows the broker password:\n%s", s)
+	} else if !strings.Contains(s, "broker=tcp://127.0.0.1:1") {
+		t.Errorf("the start-up line does not name the broker:\n%s", s)
+	}
 }
