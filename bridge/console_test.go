@@ -17,6 +17,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // consoleGet fetches path from the bridge's HTTP side and decodes JSON
@@ -492,5 +493,35 @@ func TestBrokerCredentialsNotLogged(t *testing.T) {
 		t.Errorf("the log shows the broker password:\n%s", s)
 	} else if !strings.Contains(s, "broker=tcp://127.0.0.1:1") {
 		t.Errorf("the start-up line does not name the broker:\n%s", s)
+	}
+}
+
+// TestConsolePresenceWithoutTopic: the status page shows whether a device
+// is online or asleep even when no presence documents are published.
+func TestConsolePresenceWithoutTopic(t *testing.T) {
+	tb := startBridge(t, presenceIngressRules, func(c *Config, _ *Options) {
+		c.Devices.Awake, c.Devices.OfflineAfter = 300*time.Millisecond, time.Minute
+	})
+	c := newCoAPClient(t)
+	resp, err := c.Post(context.Background(), tb.coapURL("/telemetry/quiet-1/temp"), message.TextPlain, []byte("21"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("push: %v %v", resp, err)
+	}
+	state := func() string {
+		var page struct {
+			Devices []ConsoleDevice `json:"devices"`
+		}
+		consoleGet(t, tb, "/api/devices?q=quiet-1", &page)
+		if len(page.Devices) != 1 {
+			t.Fatalf("devices %+v, want quiet-1 alone", page.Devices)
+		}
+		return page.Devices[0].State
+	}
+	if s := state(); s != "online" && s != "asleep" { // a slow machine may be past awake
+		t.Fatalf("state %q right after a push, want online", s)
+	}
+	testkit.Eventually(t, 10*time.Second, "quiet-1 asleep", func() bool { return state() == "asleep" })
+	if got := testutil.ToFloat64(tb.presence.publishes.WithLabelValues("published")); got != 0 {
+		t.Errorf("%v presence documents published without devices.presence_topic", got)
 	}
 }

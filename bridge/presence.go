@@ -138,7 +138,10 @@ type presenceLocator func(name string) (address string, via Via, ok bool)
 // them to MQTT, always with the device's state at that moment, so the
 // latest retained document is the latest state.
 type presence struct {
-	topic        rules.Pattern
+	topic rules.Pattern
+	// publishing: devices.presence_topic is set. Without it the states
+	// are still tracked (the status page shows them), nothing published.
+	publishing   bool
 	awake        time.Duration
 	offlineAfter time.Duration
 	resolution   time.Duration // janitor slack: deadlines this close are handled together
@@ -167,21 +170,21 @@ type presence struct {
 	publishes    *prometheus.CounterVec // result
 }
 
-// newPresence returns the tracker for cfg, or nil when
-// devices.presence_topic is empty (every method of a nil *presence does
-// nothing). cfg has been validated.
+// newPresence returns the tracker for cfg: it publishes documents when
+// devices.presence_topic is set, and only tracks the states otherwise
+// (every method of a nil *presence does nothing). cfg has been validated.
 func newPresence(cfg DevicesConfig, pub publisher, locate presenceLocator, reg prometheus.Registerer, log *slog.Logger) *presence {
-	if cfg.PresenceTopic == "" {
-		return nil
-	}
-	topic, err := rules.ParseDeviceTopic(cfg.PresenceTopic)
-	if err != nil {
-		return nil // Validate refused it
+	var topic rules.Pattern
+	if cfg.PresenceTopic != "" {
+		var err error
+		if topic, err = rules.ParseDeviceTopic(cfg.PresenceTopic); err != nil {
+			return nil // Validate refused it
+		}
 	}
 	awake, offline := cfg.presenceThresholds()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &presence{
-		topic: topic, awake: awake, offlineAfter: offline,
+		topic: topic, publishing: cfg.PresenceTopic != "", awake: awake, offlineAfter: offline,
 		resolution: min(max(awake/20, 10*time.Millisecond), time.Second),
 		pub:        pub, locate: locate, log: log, now: time.Now,
 		devices: map[string]*presenceEntry{},
@@ -306,7 +309,7 @@ func (p *presence) setLocked(e *presenceEntry, s presenceState, reason string) {
 		p.byState[s]++
 	}
 	e.state, e.reason = s, reason
-	if e.dirty || p.closed {
+	if e.dirty || p.closed || !p.publishing {
 		return
 	}
 	e.dirty = true
@@ -382,10 +385,13 @@ const presenceBatch = 1024
 // begins (Shutdown waits for them) or ctx ends (they stop at once).
 func (p *presence) Run(ctx context.Context) error {
 	p.start.Do(func() {
-		p.wg.Add(1 + presencePublishers)
+		p.wg.Add(1)
 		go p.janitor()
-		for range presencePublishers {
-			go p.publisher()
+		if p.publishing {
+			p.wg.Add(presencePublishers)
+			for range presencePublishers {
+				go p.publisher()
+			}
 		}
 	})
 	select {
