@@ -367,10 +367,11 @@ func (c *commands) execute(cmd *command) {
 			c.presence.unreachable(name, err)
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
+		reason := reasonTimeout
 		if errors.Is(err, coapside.ErrUnreachable) {
-			res.Error = "no response: the device's port is unreachable"
+			res.Error, reason = "no response: the device's port is unreachable", reasonUnreachable
 		}
-		c.finish(cmd, res, reasonTimeout)
+		c.finish(cmd, res, reason)
 	case c.ctx.Err() != nil:
 		res.Status, res.Error = "error", "bridge shutting down during the exchange"
 		c.abandon(cmd, res)

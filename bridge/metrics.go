@@ -20,6 +20,7 @@ const (
 	reasonBufferFull      = "buffer_full"
 	reasonIdentity        = "identity"
 	reasonTimeout         = "timeout"
+	reasonUnreachable     = "unreachable"
 	reasonCoAP            = "coap"
 	reasonUnknownDevice   = "unknown_device"
 	reasonQueueFull       = "queue_full"

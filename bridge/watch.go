@@ -443,7 +443,10 @@ func deviceRequest(d *rules.Device, path string) (*coapside.Request, error) {
 
 // reasonOf maps a request error to a metric reason.
 func reasonOf(err error) string {
-	if errors.Is(err, coapside.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coapside.ErrUnreachable) {
+	if errors.Is(err, coapside.ErrUnreachable) {
+		return reasonUnreachable // ICMP port unreachable: nothing listens there
+	}
+	if errors.Is(err, coapside.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		return reasonTimeout
 	}
 	if errors.Is(err, rules.ErrUnknownDevice) {

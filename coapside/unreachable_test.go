@@ -164,21 +164,31 @@ func requestToClosedPort(t *testing.T, local, ip string, typ message.Type, batch
 	}
 	defer c.Close()
 	dead := closedPort(t, ip)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := NewRequest(message.GET, "coap://"+dead.String()+"/x", nil)
-	if err != nil {
-		t.Fatal(err)
+	// The kernel rate-limits the ICMP errors it sends (globally, about
+	// 1,000 a second with a small burst: net.ipv4.icmp_msgs_per_sec), and
+	// other tests on the machine may use that budget up: an error may be
+	// missing now and then, and a NON request, sent once, then only ends
+	// at its deadline. One of three attempts must fail at once.
+	misses := 0
+	for attempt := 0; attempt < 3; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		var req *Request
+		req, err = NewRequest(message.GET, "coap://"+dead.String()+"/x", nil)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		req.Type = typ
+		_, err = c.Do(ctx, req)
+		cancel()
+		if errors.Is(err, ErrUnreachable) {
+			break
+		}
+		t.Logf("attempt %d: %v", attempt+1, err)
+		misses++
 	}
-	req.Type = typ
-	start := time.Now()
-	_, err = c.Do(ctx, req)
-	took := time.Since(start)
 	if !errors.Is(err, ErrUnreachable) || !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("request to a closed port: %v, want ErrUnreachable (ECONNREFUSED)", err)
-	}
-	if took > 3*time.Second {
-		t.Errorf("failed after %v, want at once", took)
+		t.Fatalf("request to a closed port: %v, want ErrUnreachable (ECONNREFUSED) within 3s", err)
 	}
 	// The same client reaches a live server afterwards.
 	h := HandlerFunc(func(w ResponseWriter, _ *Request) { _, _ = w.Write([]byte("up")) })
@@ -187,12 +197,14 @@ func requestToClosedPort(t *testing.T, local, ip string, typ message.Type, batch
 		t.Fatal(err)
 	}
 	_, live := startServerOn(t, sc, h, ServerOptions{EndpointOptions: fastOpts()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	resp, err := c.Get(ctx, "coap://"+live.String()+"/x")
 	if err != nil || string(resp.Payload) != "up" {
 		t.Fatalf("request to a live server after the failure: %v, %v", resp, err)
 	}
 	st := c.Endpoint().Stats().Snapshot()
-	if st.Unreachable == 0 || st.ReadErrors != 0 || st.Timeouts != 0 {
+	if st.Unreachable == 0 || st.ReadErrors != 0 || st.Timeouts > uint64(misses) {
 		t.Errorf("unreachable %d, read errors %d, timeouts %d", st.Unreachable, st.ReadErrors, st.Timeouts)
 	}
 }

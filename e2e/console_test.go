@@ -210,10 +210,19 @@ topic   = "meters/{device}/temp"
 		t.Fatalf("POST of bad JSON: %q, want 4.15", out)
 	}
 	var shownErrors string
-	testkit.Eventually(t, 10*time.Second, "the refused reading in the recent errors", func() bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// Newest first. Other errors may be older: an observation tried
+		// before its device was up (unreachable).
 		shownErrors = text(`Array.from(document.querySelectorAll('#errors tbody tr'), tr => Array.from(tr.cells, td => td.textContent).slice(1, 5).join("|")).join("\n")`)
-		return shownErrors == "json|probe-1|convert|4.15"
-	})
+		if first, _, _ := strings.Cut(shownErrors, "\n"); first == "json|probe-1|convert|4.15" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recent errors on the page %q, want the refused reading first: json|probe-1|convert|4.15", shownErrors)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if ruleErrors := text(`document.querySelector('tr[data-rule="json"] td.errors').textContent`); ruleErrors != "1" {
 		t.Fatalf("json rule errors %q, want 1 (recent errors %q)", ruleErrors, shownErrors)
 	}
