@@ -261,6 +261,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.commands = newCommands(&b.set, b.subs, b.mqtt, b.devices, b.metrics, logger, opts, limit)
 	b.commands.presence = b.presence
 	b.commands.keep, b.commands.changed = b.keeper.enabled(), b.keeper.touch
+	b.commands.state = b.keeper
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
 	// Presence hears of pushes from the learned registry, which knows
