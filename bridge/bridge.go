@@ -173,6 +173,7 @@ type Bridge struct {
 	presence  *presence      // nil without devices.presence_topic
 	keeper    *stateKeeper   // state.dir
 	restored  []savedCommand // from state.dir, queued again once MQTT is up
+	restoreMu sync.Mutex     // guards restored, which a save may read before Run queues them (see snapshot)
 	outs      *outputs
 	resources *resources
 	commands  *commands
@@ -409,8 +410,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	// Commands saved at the last shutdown wait again; their results can
 	// be published now.
+	b.restoreMu.Lock()
 	b.commands.restoreCommands(b.restored)
 	b.restored = nil
+	b.restoreMu.Unlock()
 	sup.start("state", b.keeper)
 	// Watch the rule files before anything reports ready, so an edit made
 	// once the bridge is up is never missed.

@@ -371,11 +371,13 @@ func (b *Bridge) restoreState() []savedCommand {
 
 // snapshot is what the state file holds now: the devices learned over
 // UDP and the commands that wait in device queues (or that Shutdown kept).
-// The periodic saves call it once Run has queued the restored commands
-// again; the last one from Run's own goroutine.
 func (b *Bridge) snapshot() savedState {
-	// Commands read at start but not queued again yet (Run stopped
-	// before the MQTT side came up) are kept as they were.
+	// Commands read at start but not queued again yet (a command queued
+	// meanwhile asked for a save, or Run stopped before the MQTT side
+	// came up) are kept as they were; restoreMu makes their move to the
+	// queues one step.
+	b.restoreMu.Lock()
+	defer b.restoreMu.Unlock()
 	cmds := append(b.commands.saved(), b.restored...)
 	return savedState{Devices: b.learned.saved(), Commands: cmds}
 }
