@@ -174,6 +174,7 @@ type Bridge struct {
 	presence  *presence      // nil without devices.presence_topic
 	keeper    *stateKeeper   // state.dir
 	restored  []savedCommand // from state.dir, queued again once MQTT is up
+	restoreMu sync.Mutex     // guards restored, which a save may read before Run queues them (see snapshot)
 	outs      *outputs
 	resources *resources
 	commands  *commands
@@ -262,6 +263,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.commands = newCommands(&b.set, b.subs, b.mqtt, b.devices, b.metrics, logger, opts, limit)
 	b.commands.presence = b.presence
 	b.commands.keep, b.commands.changed = b.keeper.enabled(), b.keeper.touch
+	b.commands.state = b.keeper
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
 	// Presence hears of pushes from the learned registry, which knows
@@ -417,8 +419,10 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	// Commands saved at the last shutdown wait again; their results can
 	// be published now.
+	b.restoreMu.Lock()
 	b.commands.restoreCommands(b.restored)
 	b.restored = nil
+	b.restoreMu.Unlock()
 	sup.start("state", b.keeper)
 	// Watch the rule files before anything reports ready, so an edit made
 	// once the bridge is up is never missed.

@@ -80,7 +80,7 @@ type commands struct {
 	presence *presence
 
 	work chan *command
-	wg   sync.WaitGroup // workers, the expiry loop, probes and drains
+	wg   sync.WaitGroup // workers, the expiry loop, probes, drains and the announcer
 	// ctx bounds the exchanges with devices; Shutdown ends it first.
 	ctx  context.Context
 	stop context.CancelFunc
@@ -107,6 +107,13 @@ type commands struct {
 	kept []*command
 	// changed is told when the queues change (the state keeper); nil: no one.
 	changed func()
+	// state saves the queues (state.dir): a command is announced queued
+	// once a save holds it; nil or disabled: announced at once.
+	state *stateKeeper
+	// pending waits for its saves, in queue order; announcing: the
+	// announcer goroutine runs (see announceLocked).
+	pending    []announcement
+	announcing bool
 
 	// subs holds the filters the bridge is subscribed to (see ServeMQTT).
 	subs *subscribed

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -99,7 +100,7 @@ func (c *commands) markOffline(name string, sleepy bool) {
 		dq.draining = false
 		c.log.Info("device offline again: queueing its commands", "device", name, "queued_commands", len(dq.cmds))
 	}
-	announce := c.unannounced(dq)
+	announce := c.announceLocked(c.unannounced(dq))
 	if !dq.sleepy && !c.closed {
 		ctx, cancel := context.WithCancel(c.ctx)
 		dq.stopProbe = cancel
@@ -171,9 +172,10 @@ func (c *commands) drain(name string) {
 			// uplink. Checked under c.mu, which markOnline takes after
 			// the uplink is recorded, so no uplink is missed.
 			dq.draining, dq.drainer = false, false
-			announce := c.unannounced(dq)
+			n := len(dq.cmds)
+			announce := c.announceLocked(c.unannounced(dq))
 			c.mu.Unlock()
-			c.log.Debug("device asleep: its commands wait for its next uplink", "device", name, "queued_commands", len(announce))
+			c.log.Debug("device asleep: its commands wait for its next uplink", "device", name, "queued_commands", n)
 			c.announce(announce)
 			return
 		}
@@ -250,8 +252,8 @@ func (c *commands) enqueueLocked(name string, dq *deviceQueue, cmd *command) {
 	if dq.draining {
 		c.startDrain(name, dq)
 	} else {
-		announce = []queuedCommand{{cmd, len(dq.cmds)}}
 		cmd.announce()
+		announce = c.announceLocked([]queuedCommand{{cmd, len(dq.cmds)}})
 	}
 	c.mu.Unlock()
 	c.announce(announce)
@@ -291,19 +293,144 @@ func (c *commands) unannounced(dq *deviceQueue) []queuedCommand {
 // it: the bridge now holds the command until the device takes it or it
 // expires, and publishes that outcome. Acknowledging now keeps a queue of
 // waiting QoS 1 commands from filling the broker's in-flight window, which
-// would stop every other delivery to the bridge. The queue is in memory:
-// a crash loses it.
+// would stop every other delivery to the bridge.
+//
+// Without state.dir the queue is in memory: a crash loses it. With
+// state.dir the commands are announced and acknowledged only once a save
+// holding them completed (see announceSaved).
 func (c *commands) announce(qs []queuedCommand) {
+	if len(qs) == 0 {
+		return
+	}
+	if c.state.enabled() {
+		c.announceSaved(announcement{qs: qs, saved: c.state.request()})
+		return
+	}
 	for _, q := range qs {
 		cmd := q.cmd
-		res := commandResult{Status: "queued", Position: q.position,
-			ExpiresAt: cmd.expires.UTC().Format(time.RFC3339Nano)}
-		c.publishResult(cmd, &res)
+		c.publishResult(cmd, queuedResult(q))
 		cmd.delivery.Ack()
 		close(cmd.announced)
 	}
-	if len(qs) > 0 {
-		c.touch()
+	c.touch()
+}
+
+// queuedResult is the queued result of q.
+func queuedResult(q queuedCommand) *commandResult {
+	return &commandResult{Status: "queued", Position: q.position,
+		ExpiresAt: q.cmd.expires.UTC().Format(time.RFC3339Nano)}
+}
+
+// announcement is commands to announce queued once the save that holds
+// them completed.
+type announcement struct {
+	qs    []queuedCommand
+	saved *saveBatch
+}
+
+// announceLocked hands qs, just marked announced in their queues, to the
+// announcer goroutine when state.dir is set, so that the caller (the MQTT
+// client's delivery, a worker) does not wait for the save; c.mu is held.
+// It returns what the caller announces itself once it released c.mu:
+// everything without state.dir, and, once closed, what a worker or drain
+// announces before Shutdown takes the queues.
+func (c *commands) announceLocked(qs []queuedCommand) []queuedCommand {
+	if len(qs) == 0 || !c.state.enabled() || c.closed {
+		return qs
+	}
+	c.pending = append(c.pending, announcement{qs: qs, saved: c.state.request()})
+	if !c.announcing {
+		c.announcing = true
+		c.wg.Add(1)
+		go c.announcer()
+	}
+	return nil
+}
+
+// announcer announces the pending commands in the order they were
+// queued, each group once its save completed, until none is left.
+func (c *commands) announcer() {
+	defer c.wg.Done()
+	for {
+		c.mu.Lock()
+		if len(c.pending) == 0 {
+			c.announcing = false
+			c.mu.Unlock()
+			return
+		}
+		a := c.pending[0]
+		c.pending[0] = announcement{}
+		c.pending = c.pending[1:]
+		c.mu.Unlock()
+		c.announceSaved(a)
+	}
+}
+
+// announceSaved waits for the save that holds a's commands (state.dir),
+// then announces them. A command still in its queue once the save
+// completed is in the file: it is acknowledged. One that left its queue
+// before (sent, expired) may not be: its outcome, published by whoever
+// took it, acknowledges it.
+//
+// When the save failed the command is not kept as if it would survive a
+// crash: it leaves its queue and gets an error result naming the state
+// failure, counted as reason "state". A delivery the broker redelivers
+// (QoS 1 from a remote broker) is not acknowledged: the broker keeps it
+// and delivers it again after the next reconnect; any other is
+// acknowledged with its error result.
+func (c *commands) announceSaved(a announcement) {
+	err := c.state.wait(a.saved)
+	for _, q := range a.qs {
+		cmd := q.cmd
+		c.mu.Lock()
+		held := c.inQueue(cmd)
+		if held && err != nil {
+			c.unqueue(cmd)
+		}
+		c.mu.Unlock()
+		switch {
+		case err == nil:
+			c.publishResult(cmd, queuedResult(q))
+			if held {
+				cmd.delivery.Ack()
+			}
+			close(cmd.announced)
+		case !held:
+			close(cmd.announced) // its outcome follows
+		default:
+			close(cmd.announced)
+			c.metrics.errors.WithLabelValues(cmd.rule.Name, reasonState).Inc()
+			c.log.Debug("command not queued: state not saved", "rule", cmd.rule.Name, "topic", cmd.delivery.Topic, "err", err)
+			c.publishResult(cmd, &commandResult{Status: "error", Error: fmt.Sprintf("not queued: the bridge could not save its state: %v", err)})
+			if !cmd.delivery.Redeliverable() {
+				cmd.delivery.Ack()
+			}
+		}
+	}
+}
+
+// inQueue reports whether cmd waits in its device's queue; c.mu is held.
+func (c *commands) inQueue(cmd *command) bool {
+	dq, ok := c.queue[deviceName(cmd.target)]
+	return ok && slices.Contains(dq.cmds, cmd)
+}
+
+// unqueue takes cmd out of its device's queue; c.mu is held.
+func (c *commands) unqueue(cmd *command) {
+	name := deviceName(cmd.target)
+	dq, ok := c.queue[name]
+	if !ok {
+		return
+	}
+	i := slices.Index(dq.cmds, cmd)
+	if i < 0 {
+		return
+	}
+	dq.cmds = slices.Delete(dq.cmds, i, i+1)
+	c.depth--
+	c.metrics.queueDepth.Set(float64(c.depth))
+	if len(dq.cmds) == 0 && dq.sleepy && !dq.draining && !dq.drainer {
+		delete(c.queue, name) // asleep with nothing left to send
 	}
 }
 

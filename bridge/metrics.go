@@ -29,6 +29,7 @@ const (
 	reasonMethod          = "method_not_allowed"
 	reasonObservationLost = "observation_lost"
 	reasonTooLarge        = "too_large"
+	reasonState           = "state"
 )
 
 // metrics are the bridge's Prometheus collectors, labelled per rule.

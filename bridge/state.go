@@ -87,20 +87,36 @@ func checkStateDir(dir string) error {
 // stateKeeper keeps the learned devices and queued commands in state.dir:
 // it restores them at start, saves them when they change (at most once
 // per stateSaveEvery) and once more at shutdown, after the queues have
-// been handed over. Without state.dir it does nothing.
+// been handed over. A command announced queued asks for a save at once
+// (request) and is acknowledged only once a save holding it completed
+// (group commit: requests made while a save runs share the next one).
+// Without state.dir it does nothing.
 type stateKeeper struct {
 	path string // "" when state.dir is not set
 	log  *slog.Logger
 	snap func() savedState
 
-	changed chan struct{} // buffer 1: something to save
+	changed chan struct{} // buffer 1: something to save within stateSaveEvery
+	now     chan struct{} // buffer 1: a request waits for a save
 	stop    chan struct{}
+	saveMu  sync.Mutex // one save at a time
+	flog    failureLog // saveMu held
+
 	mu      sync.Mutex
 	stopped bool
+	running bool       // Run saves the requests
+	next    *saveBatch // the requests waiting for the next save
+}
+
+// saveBatch is the requests one save serves: done is closed once it
+// completed, err is its outcome.
+type saveBatch struct {
+	done chan struct{}
+	err  error
 }
 
 func newStateKeeper(dir string, log *slog.Logger) *stateKeeper {
-	k := &stateKeeper{log: log, changed: make(chan struct{}, 1), stop: make(chan struct{})}
+	k := &stateKeeper{log: log, flog: failureLog{log: log}, changed: make(chan struct{}, 1), now: make(chan struct{}, 1), stop: make(chan struct{})}
 	if dir != "" {
 		k.path = filepath.Join(dir, stateFileName)
 	}
@@ -121,8 +137,39 @@ func (k *stateKeeper) touch() {
 	}
 }
 
+// request asks for a save now and returns the batch of the first save
+// whose snapshot is taken after the call: what is in memory now is in
+// the file once the batch is done without error. It does not block and
+// may be called with commands.mu held; see wait.
+func (k *stateKeeper) request() *saveBatch {
+	k.mu.Lock()
+	if k.next == nil {
+		k.next = &saveBatch{done: make(chan struct{})}
+	}
+	b := k.next
+	k.mu.Unlock()
+	select {
+	case k.now <- struct{}{}:
+	default:
+	}
+	return b
+}
+
+// wait returns the outcome of b's save. When Run does not save (not
+// started yet, or stopped) the caller saves itself.
+func (k *stateKeeper) wait(b *saveBatch) error {
+	k.mu.Lock()
+	running := k.running
+	k.mu.Unlock()
+	if !running {
+		k.save()
+	}
+	<-b.done
+	return b.err
+}
+
 // Run saves the state after each change, at most once per
-// stateSaveEvery, until Shutdown.
+// stateSaveEvery, and at once when a request waits, until Shutdown.
 func (k *stateKeeper) Run(ctx context.Context) error {
 	if !k.enabled() {
 		select {
@@ -131,25 +178,51 @@ func (k *stateKeeper) Run(ctx context.Context) error {
 		}
 		return nil
 	}
+	k.mu.Lock()
+	k.running = true
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.running = false
+		pending := k.next != nil
+		k.mu.Unlock()
+		if pending { // requests made before running was cleared
+			k.save()
+		}
+	}()
+	var (
+		timer *time.Timer
+		due   <-chan time.Time // a change waits for its turn
+		last  time.Time
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-k.stop:
 			return nil
+		case <-k.now:
 		case <-k.changed:
+			if wait := stateSaveEvery - time.Since(last); wait > 0 {
+				if due == nil {
+					timer = time.NewTimer(wait)
+					due = timer.C
+				}
+				continue
+			}
+		case <-due:
 		}
+		if timer != nil {
+			timer.Stop()
+			timer, due = nil, nil
+		}
+		last = time.Now()
 		k.save()
-		t := time.NewTimer(stateSaveEvery)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-k.stop:
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
 	}
 }
 
@@ -165,18 +238,33 @@ func (k *stateKeeper) Shutdown(context.Context) error {
 	return nil
 }
 
-// save writes the state now; a failure is logged (the state in memory
-// is unchanged, the next change tries again).
-func (k *stateKeeper) save() {
+// save writes the state now and completes the requests made before its
+// snapshot. A failure is returned to those requests and logged (at Warn
+// once, then at Debug until a save succeeds); the next change or request
+// tries again.
+func (k *stateKeeper) save() error {
 	if !k.enabled() {
-		return
+		return nil
 	}
-	st := k.snap()
-	if err := writeState(k.path, st); err != nil {
-		k.log.Warn("state not saved", "path", k.path, "err", err)
-		return
+	k.saveMu.Lock()
+	defer k.saveMu.Unlock()
+	k.mu.Lock()
+	b := k.next
+	k.next = nil
+	k.mu.Unlock()
+	st := k.snap() // after taking b: it holds what b's requests saw
+	err := writeState(k.path, st)
+	if b != nil {
+		b.err = err
+		close(b.done)
 	}
+	if err != nil {
+		k.flog.fail("state not saved", "path", k.path, "err", err)
+		return err
+	}
+	k.flog.ok("state saved again", "path", k.path)
 	k.log.Debug("state saved", "path", k.path, "devices", len(st.Devices), "queued_commands", len(st.Commands))
+	return nil
 }
 
 // writeState replaces the file at path with st: written to a temporary
@@ -208,11 +296,16 @@ func writeState(path string, st savedState) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	if d, err := os.Open(dir); err == nil { // the rename itself, durable
-		_ = d.Sync()
-		_ = d.Close()
+	// The rename itself, durable.
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
-	return nil
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // readState reads the state file at path; a missing file is an empty
@@ -278,11 +371,13 @@ func (b *Bridge) restoreState() []savedCommand {
 
 // snapshot is what the state file holds now: the devices learned over
 // UDP and the commands that wait in device queues (or that Shutdown kept).
-// The periodic saves call it once Run has queued the restored commands
-// again; the last one from Run's own goroutine.
 func (b *Bridge) snapshot() savedState {
-	// Commands read at start but not queued again yet (Run stopped
-	// before the MQTT side came up) are kept as they were.
+	// Commands read at start but not queued again yet (a command queued
+	// meanwhile asked for a save, or Run stopped before the MQTT side
+	// came up) are kept as they were; restoreMu makes their move to the
+	// queues one step.
+	b.restoreMu.Lock()
+	defer b.restoreMu.Unlock()
 	cmds := append(b.commands.saved(), b.restored...)
 	return savedState{Devices: b.learned.saved(), Commands: cmds}
 }
