@@ -210,6 +210,23 @@ func resolvePIDs(vals []string, autoPort int) ([]int, error) {
 	return pids, nil
 }
 
+// runBench runs one benchmark until its end or an interrupt and writes its
+// report: exit code 2 for a usage error found while running, 1 for a
+// failure (or, from finish, too much loss).
+func runBench(cmd *cobra.Command, f *benchFlags, run func(context.Context) (*benchReport, error), stdout, stderr io.Writer) error {
+	ctx, stop := benchContext(cmd)
+	defer stop()
+	r, err := run(ctx)
+	if err != nil {
+		if errors.Is(err, errUsage) {
+			return usageError(stderr, "%s", strings.TrimPrefix(err.Error(), "usage: "))
+		}
+		fmt.Fprintln(stderr, "error:", err)
+		return exitError{1}
+	}
+	return r.finish(f, stdout, stderr)
+}
+
 // benchContext ends on SIGINT/SIGTERM, so an interrupted run still reports.
 func benchContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	ctx := cmd.Context()

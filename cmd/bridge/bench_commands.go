@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -73,17 +72,7 @@ The bridge needs the devices and a command rule; --rules prints them.`,
 				fmt.Fprint(stdout, o.rulesText())
 				return nil
 			}
-			ctx, stop := benchContext(cmd)
-			defer stop()
-			r, err := o.run(ctx)
-			if err != nil {
-				if errors.Is(err, errUsage) {
-					return usageError(stderr, "%s", strings.TrimPrefix(err.Error(), "usage: "))
-				}
-				fmt.Fprintln(stderr, "error:", err)
-				return exitError{1}
-			}
-			return r.finish(&o.benchFlags, stdout, stderr)
+			return runBench(cmd, &o.benchFlags, o.run, stdout, stderr)
 		},
 	}
 	addBenchFlags(cmd, &o.benchFlags, "cmd/bench-{n}/led", stderr)

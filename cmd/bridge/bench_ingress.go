@@ -58,17 +58,7 @@ prints one for the default URL and topic.`,
 				fmt.Fprint(stdout, o.rulesText())
 				return nil
 			}
-			ctx, stop := benchContext(cmd)
-			defer stop()
-			r, err := o.run(ctx)
-			if err != nil {
-				if errors.Is(err, errUsage) {
-					return usageError(stderr, "%s", strings.TrimPrefix(err.Error(), "usage: "))
-				}
-				fmt.Fprintln(stderr, "error:", err)
-				return exitError{1}
-			}
-			return r.finish(&o.benchFlags, stdout, stderr)
+			return runBench(cmd, &o.benchFlags, o.run, stdout, stderr)
 		},
 	}
 	addBenchFlags(cmd, &o.benchFlags, "bench/+", stderr)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -65,17 +64,7 @@ bridge needs the devices and an observe rule; --rules prints them.`,
 				fmt.Fprint(stdout, o.rulesText())
 				return nil
 			}
-			ctx, stop := benchContext(cmd)
-			defer stop()
-			r, err := o.run(ctx)
-			if err != nil {
-				if errors.Is(err, errUsage) {
-					return usageError(stderr, "%s", strings.TrimPrefix(err.Error(), "usage: "))
-				}
-				fmt.Fprintln(stderr, "error:", err)
-				return exitError{1}
-			}
-			return r.finish(&o.benchFlags, stdout, stderr)
+			return runBench(cmd, &o.benchFlags, o.run, stdout, stderr)
 		},
 	}
 	addBenchFlags(cmd, &o.benchFlags, "bench-obs/+", stderr)
