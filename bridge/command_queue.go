@@ -399,7 +399,7 @@ func (c *commands) announceSaved(a announcement) {
 			close(cmd.announced) // its outcome follows
 		default:
 			close(cmd.announced)
-			c.metrics.errors.WithLabelValues(cmd.rule.Name, reasonState).Inc()
+			c.metrics.ruleError(cmd.rule.Name, reasonState, errorDetail{device: deviceName(cmd.target), err: err})
 			c.log.Debug("command not queued: state not saved", "rule", cmd.rule.Name, "topic", cmd.delivery.Topic, "err", err)
 			c.publishResult(cmd, &commandResult{Status: "error", Error: fmt.Sprintf("not queued: the bridge could not save its state: %v", err)})
 			if !cmd.delivery.Redeliverable() {

@@ -34,6 +34,10 @@ type tokenReg struct {
 	fn        ResponseFunc
 	og        *outgoing // the request's transmission, stopped by the first response
 	delivered bool      // a response has been delivered
+	// request: registered by Exchange for a request of its own, which an
+	// unreachable destination fails; a registration for notifications
+	// alone (RegisterToken) waits on.
+	request bool
 }
 
 // randUint64 returns a random 64-bit value from the runtime's cryptographically
@@ -179,7 +183,7 @@ func (e *Endpoint) exchange(pk peerAddr, m *message.Message, fn ResponseFunc) (f
 		m.Token = NewToken()
 	}
 	key := makeTokenKey(pk.key, m.Token)
-	reg := &tokenReg{fn: fn}
+	reg := &tokenReg{fn: fn, request: true}
 	e.mu.Lock()
 	if e.tokens == nil {
 		e.mu.Unlock()

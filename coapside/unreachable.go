@@ -82,9 +82,11 @@ func (e *Endpoint) failPeers(keys []peerKey) {
 		}
 	}
 	for k, reg := range e.tokens {
-		// A request in flight without a response yet; registrations of
+		// A request without a response yet, also one whose transmission
+		// is not bound to it yet (the error of a NON written a moment ago
+		// can come back before the write call returns); registrations of
 		// notifications alone (RegisterToken) wait on.
-		if _, ok := set[k.peer]; ok && reg.og != nil && !reg.delivered {
+		if _, ok := set[k.peer]; ok && reg.request && !reg.delivered {
 			regs = append(regs, waiting{k, reg})
 		}
 	}
