@@ -242,9 +242,10 @@ func (e *Endpoint) readLoop() {
 		pooled:  true,
 	}
 	if e.bconn != nil {
-		r.batch = newReaderBatch(e, e.p.MaxMessageSize)
-		e.readLoopBatch(r)
-		return
+		if r.batch = newReaderBatch(e, e.udp, e.p.MaxMessageSize); r.batch != nil {
+			e.readLoopBatch(r)
+			return
+		}
 	}
 	r.buf = make([]byte, e.p.MaxMessageSize+1)
 	for {
