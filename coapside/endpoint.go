@@ -120,7 +120,7 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 	if srv != nil {
 		srv.amp = newAmplifier(srv.ampOpts, conn, &e.stats)
 	}
-	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, &e.stats)
+	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, notifyYieldAfter(p), &e.stats)
 	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
 	e.sched = newScheduler()
 	e.scheduleSweep()

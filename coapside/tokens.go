@@ -267,6 +267,13 @@ func (e *Endpoint) sendCON(peer net.Addr, m *message.Message, cb OutcomeFunc) (*
 	return e.transmit(resolvePeer(peer), m, cb, nstartCON, nil)
 }
 
+// sendNotification is sendCON for a notification, which a full peer table
+// may give up once it has gone unacknowledged for a while (see
+// peerTable.yieldLocked).
+func (e *Endpoint) sendNotification(peer net.Addr, m *message.Message, cb OutcomeFunc) (*outgoing, error) {
+	return e.transmit(resolvePeer(peer), m, cb, nstartNotify, nil)
+}
+
 // sendNoted is SendAsync without an outcome callback whose noted learns the
 // message ID before the datagram is written.
 func (e *Endpoint) sendNoted(peer net.Addr, m *message.Message, noted func(mid uint16)) error {
