@@ -40,8 +40,9 @@ func newBatchConn(c *net.UDPConn) batchConn {
 	return ipv6.NewPacketConn(c)
 }
 
-// datagramReader reads up to len(from) datagrams in one call into the
-// buffers it was made with: entry i is lens[i] bytes from from[i].
+// datagramReader reads up to len(from) datagrams (at most as many as it
+// has buffers) in one call into the buffers it was made with: entry i is
+// lens[i] bytes from from[i], in the i-th buffer.
 type datagramReader interface {
 	read(lens []int, from []netip.AddrPort) (int, error)
 }

@@ -28,6 +28,7 @@ type mmsgReader struct {
 	// The outcome of the last call, set by recv: a method value made once,
 	// so that RawConn.Read allocates no closure per call.
 	recvFn func(fd uintptr) bool
+	want   int // datagrams the caller has room for
 	n      int
 	errno  syscall.Errno
 }
@@ -59,11 +60,11 @@ func newDatagramReader(c *net.UDPConn, bufs [][]byte) datagramReader {
 // recv is the RawConn.Read callback: false asks the poller to wait for
 // the socket to become readable.
 func (r *mmsgReader) recv(fd uintptr) bool {
-	for i := range r.hdrs {
+	for i := range r.want {
 		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		r.hdrs[i].Len = 0
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)), 0, 0, 0)
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.want), 0, 0, 0)
 	if errno == unix.EAGAIN || errno == unix.EINTR {
 		return false
 	}
@@ -72,6 +73,10 @@ func (r *mmsgReader) recv(fd uintptr) bool {
 }
 
 func (r *mmsgReader) read(lens []int, from []netip.AddrPort) (int, error) {
+	r.want = min(len(r.hdrs), len(lens), len(from))
+	if r.want == 0 {
+		return 0, nil
+	}
 	if err := r.rc.Read(r.recvFn); err != nil {
 		return 0, err
 	}

@@ -30,7 +30,7 @@ func newDatagramReader(c *net.UDPConn, bufs [][]byte) datagramReader {
 }
 
 func (r *batchReader) read(lens []int, from []netip.AddrPort) (int, error) {
-	n, err := r.bc.ReadBatch(r.rms, 0)
+	n, err := r.bc.ReadBatch(r.rms[:min(len(r.rms), len(lens), len(from))], 0)
 	if err != nil {
 		return 0, err
 	}
