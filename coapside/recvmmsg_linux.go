@@ -65,7 +65,10 @@ func (r *mmsgReader) recv(fd uintptr) bool {
 		r.hdrs[i].Len = 0
 	}
 	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.want), 0, 0, 0)
-	if errno == unix.EAGAIN || errno == unix.EINTR {
+	for errno == unix.EINTR {
+		n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.want), 0, 0, 0)
+	}
+	if errno == unix.EAGAIN {
 		return false
 	}
 	r.n, r.errno = int(n), errno
