@@ -298,6 +298,10 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		Name: "bridge_observers_unreachable_total",
 		Help: "Observers of resource rules removed because their address reported ICMP port unreachable (its socket closed).",
 	}, func() float64 { return float64(obs.Stats().Unreachable) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bridge_observe_notifications_deferred_total",
+		Help: "Notifications that found no room in the peer table and waited for the next check tick (at most one per observer per tick).",
+	}, func() float64 { return float64(obs.Stats().Deferred) }))
 	b.registerCoAPMetrics(b.coap.srv)
 	return b, nil
 }

@@ -108,6 +108,7 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 		counter("bridge_coap_rate_limited_total", "Requests refused by the per-source rate limit (coap.rate_limit): answered 4.29 or dropped.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimited }),
 		counter("bridge_coap_rate_limit_evictions_total", "Sources whose rate-limit bucket was evicted because the source table was full.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimitEvictions }),
 		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
+		counter("bridge_coap_peer_yields_total", "Peers whose confirmable notifications, unacknowledged after three transmissions, were given up (their observers removed) because the peer table was full.", func(s coapside.StatsSnapshot) uint64 { return s.PeerYields }),
 		counter("bridge_coap_unreachable_total", "ICMP port unreachable errors received for datagrams a CoAP listener sent (Linux); each ends at once what was pending for that address and removes its observers.", func(s coapside.StatsSnapshot) uint64 { return s.Unreachable }),
 	)
 	b.registerLimitMetrics(srv)

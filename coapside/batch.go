@@ -2,6 +2,7 @@ package coapside
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -39,10 +40,21 @@ func newBatchConn(c *net.UDPConn) batchConn {
 	return ipv6.NewPacketConn(c)
 }
 
+// datagramReader reads up to len(from) datagrams (at most as many as it
+// has buffers) in one call into the buffers it was made with: entry i is
+// lens[i] bytes from from[i], in the i-th buffer.
+type datagramReader interface {
+	read(lens []int, from []netip.AddrPort) (int, error)
+}
+
 // readerBatch holds a reader's batch buffers.
 type readerBatch struct {
 	e     *Endpoint
-	rms   []ipv4.Message
+	rd    datagramReader
+	bufs  [][]byte // the datagrams read, lens[i] bytes each
+	lens  []int
+	from  []netip.AddrPort
+	now   int64 // unix ns, taken once per batch read
 	wms   []ipv4.Message
 	wbufs [][]byte
 	nw    int
@@ -53,17 +65,24 @@ type readerBatch struct {
 	steal timerItem  // armed while a handler runs with entries left
 }
 
-func newReaderBatch(e *Endpoint, maxMsg int) *readerBatch {
+// newReaderBatch returns the batch buffers of a reader of conn, or nil
+// when conn cannot be read in batches.
+func newReaderBatch(e *Endpoint, conn *net.UDPConn, maxMsg int) *readerBatch {
 	b := &readerBatch{
 		e:     e,
-		rms:   make([]ipv4.Message, batchSize),
+		bufs:  make([][]byte, batchSize),
+		lens:  make([]int, batchSize),
+		from:  make([]netip.AddrPort, batchSize),
 		wms:   make([]ipv4.Message, batchSize),
 		wbufs: make([][]byte, batchSize),
 	}
-	for i := range b.rms {
-		b.rms[i].Buffers = [][]byte{make([]byte, maxMsg+1)}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, maxMsg+1)
 		b.wbufs[i] = make([]byte, 0, maxMsg)
 		b.wms[i].Buffers = make([][]byte, 1)
+	}
+	if b.rd = newDatagramReader(conn, b.bufs); b.rd == nil {
+		return nil
 	}
 	b.steal = timerItem{target: b, index: -1}
 	return b
@@ -90,7 +109,7 @@ func (b *readerBatch) remaining() bool {
 // stolenDatagram is a copy of a batch entry handed to its own goroutine.
 type stolenDatagram struct {
 	data []byte
-	addr *net.UDPAddr
+	from netip.AddrPort
 }
 
 // fire runs on the scheduler when a handler has run for stealAfter: the
@@ -99,12 +118,7 @@ func (b *readerBatch) fire(time.Time) {
 	b.mu.Lock()
 	var stolen []stolenDatagram
 	for i := b.next; i < b.n; i++ {
-		ms := &b.rms[i]
-		ua, ok := ms.Addr.(*net.UDPAddr)
-		if !ok {
-			continue
-		}
-		stolen = append(stolen, stolenDatagram{data: append([]byte(nil), ms.Buffers[0][:ms.N]...), addr: ua})
+		stolen = append(stolen, stolenDatagram{data: append([]byte(nil), b.bufs[i][:b.lens[i]]...), from: b.from[i]})
 	}
 	b.next = b.n
 	b.mu.Unlock()
@@ -129,9 +143,7 @@ func (b *readerBatch) fire(time.Time) {
 func (e *Endpoint) serveStolen(d stolenDatagram) {
 	defer e.readers.Done()
 	r := &reader{scratch: make([]byte, 0, 256), out: make([]byte, 0, 256)}
-	from := udpPeer(d.addr.AddrPort())
-	from.addr = d.addr
-	e.serveDatagram(r, d.data, from)
+	e.serveDatagram(r, d.data, udpPeer(d.from))
 }
 
 // writeR writes a reply produced on reader r: batched when r batches,
@@ -194,12 +206,31 @@ func (e *Endpoint) flush(r *reader) {
 	b.nw = 0
 }
 
+// serveBatch serves the n datagrams just read into r's batch.
+func (e *Endpoint) serveBatch(r *reader, n int) {
+	b := r.batch
+	b.mu.Lock()
+	b.next, b.n = 0, n
+	b.mu.Unlock()
+	// One clock reading for the batch: the datagrams arrived together,
+	// and the rate limiter needs no finer time than that.
+	b.now = time.Now().UnixNano()
+	for {
+		i := b.take()
+		if i < 0 {
+			break
+		}
+		e.serveDatagram(r, b.bufs[i][:b.lens[i]], udpPeer(b.from[i]))
+	}
+	b.now = 0
+}
+
 // readLoopBatch is readLoop for batching UDP sockets.
 func (e *Endpoint) readLoopBatch(r *reader) {
 	b := r.batch
 	for {
 		e.reading.Add(1)
-		n, err := e.bconn.ReadBatch(b.rms, 0)
+		n, err := b.rd.read(b.lens, b.from)
 		e.readReturned()
 		if err != nil {
 			if e.queuedError(err) {
@@ -210,24 +241,7 @@ func (e *Endpoint) readLoopBatch(r *reader) {
 			}
 			continue
 		}
-		b.mu.Lock()
-		b.next, b.n = 0, n
-		b.mu.Unlock()
-		for {
-			i := b.take()
-			if i < 0 {
-				break
-			}
-			ms := &b.rms[i]
-			ua, ok := ms.Addr.(*net.UDPAddr)
-			if !ok {
-				continue
-			}
-			from := udpPeer(ua.AddrPort())
-			from.addr = ua
-			e.serveDatagram(r, ms.Buffers[0][:ms.N], from)
-			ms.Addr = nil
-		}
+		e.serveBatch(r, n)
 		e.flush(r)
 		if e.retireIfSurplus() {
 			return

@@ -120,7 +120,7 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 	if srv != nil {
 		srv.amp = newAmplifier(srv.ampOpts, conn, &e.stats)
 	}
-	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, &e.stats)
+	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, notifyYieldAfter(p), &e.stats)
 	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
 	e.sched = newScheduler()
 	e.scheduleSweep()
@@ -242,9 +242,10 @@ func (e *Endpoint) readLoop() {
 		pooled:  true,
 	}
 	if e.bconn != nil {
-		r.batch = newReaderBatch(e, e.p.MaxMessageSize)
-		e.readLoopBatch(r)
-		return
+		if r.batch = newReaderBatch(e, e.udp, e.p.MaxMessageSize); r.batch != nil {
+			e.readLoopBatch(r)
+			return
+		}
 	}
 	r.buf = make([]byte, e.p.MaxMessageSize+1)
 	for {

@@ -390,7 +390,7 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 		return
 	}
 	id := obsID{n.Endpoint, n.Token}
-	og, err := t.ep.sendCON(t.addr, m, func(o Outcome, _ *message.Message) {
+	og, err := t.ep.sendNotification(t.addr, m, func(o Outcome, _ *message.Message) {
 		switch o {
 		case Acknowledged:
 			done(nil)
@@ -416,6 +416,12 @@ func (ns notifySender) SendAsync(_ context.Context, n observe.Notification, done
 		// closed DTLS listener): so is the registration.
 		done(err)
 		s.n.Deregister(n.Endpoint, []byte(n.Token))
+		return
+	}
+	if errors.Is(err, ErrTooManyPeers) {
+		// No room for the client in the peer table: the notifier tries
+		// again at its next tick, not at every change of the resource.
+		done(fmt.Errorf("%w: %w", observe.ErrDeferred, err))
 		return
 	}
 	if errors.Is(err, ErrPeerBusy) {
@@ -471,6 +477,10 @@ func (s *ObserveServer) notification(n *observe.Notification, szx uint8) *messag
 func (s *ObserveServer) sendNON(t obsTarget, o observe.Observer, m *message.Message, done func(error)) {
 	id := obsID{o.Endpoint, o.Token}
 	err := t.ep.sendNoted(t.addr, m, func(mid uint16) { s.resets.remember(id, mid) })
+	if errors.Is(err, ErrTooManyPeers) {
+		done(fmt.Errorf("%w: %w", observe.ErrDeferred, err))
+		return
+	}
 	done(err)
 	if errors.Is(err, ErrClosed) {
 		s.n.Deregister(o.Endpoint, []byte(o.Token)) // its endpoint is gone

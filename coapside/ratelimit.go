@@ -194,7 +194,13 @@ func (e *Endpoint) rateLimited(r *reader, data []byte, from *peerAddr) bool {
 	if !isRequestHeader(data) {
 		return false
 	}
-	now := time.Now().UnixNano()
+	var now int64
+	if r.batch != nil {
+		now = r.batch.now
+	}
+	if now == 0 {
+		now = time.Now().UnixNano()
+	}
 	v, maxAge, evicted := l.take(rateKey(from), now)
 	if evicted {
 		e.stats.RateLimitEvictions.Add(1)

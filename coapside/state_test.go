@@ -82,7 +82,7 @@ func TestDedupStaleCompleteIgnored(t *testing.T) {
 
 func TestPeerTableBounded(t *testing.T) {
 	var st Stats
-	pt := newPeerTable(3, time.Minute, &st)
+	pt := newPeerTable(3, time.Minute, time.Minute, &st)
 	now := time.Unix(1000, 0)
 	for i := range 3 {
 		if _, err := pt.nextMID(keyN(i), now.Add(time.Duration(i)*time.Second)); err != nil {
@@ -125,7 +125,7 @@ func TestPeerTableBounded(t *testing.T) {
 
 func TestMessageIDsSequentialPerPeer(t *testing.T) {
 	var st Stats
-	pt := newPeerTable(10, time.Minute, &st)
+	pt := newPeerTable(10, time.Minute, time.Minute, &st)
 	now := time.Unix(1000, 0)
 	a1, _ := pt.nextMID(keyN(1), now)
 	a2, _ := pt.nextMID(keyN(1), now)

@@ -19,6 +19,7 @@ type Stats struct {
 	DuplicateReplays   atomic.Uint64 // cached responses re-sent for duplicate CONs
 	DedupEvictions     atomic.Uint64 // live dedup entries evicted because the table was full
 	PeerEvictions      atomic.Uint64 // idle peers evicted because the peer table was full
+	PeerYields         atomic.Uint64 // peers whose unacknowledged notifications were given up because the peer table was full
 	Pings              atomic.Uint64 // empty CON answered with RST (CoAP ping, §4.3)
 	UnmatchedAcks      atomic.Uint64 // ACK/RST that matched nothing we sent
 	UnmatchedResponses atomic.Uint64 // responses with an unknown token (rejected with RST)
@@ -47,6 +48,7 @@ type StatsSnapshot struct {
 	Received, Sent, Retransmissions, Timeouts, ResetsReceived, ResetsSent uint64
 	MalformedRejected, MalformedDropped, BadOption, Oversize              uint64
 	Duplicates, DuplicateReplays, DedupEvictions, PeerEvictions           uint64
+	PeerYields                                                            uint64
 	Pings, UnmatchedAcks, UnmatchedResponses, SeparateResponses           uint64
 	Overloaded, WriteErrors, ReadErrors, QueueOverflows, RequestsHandled  uint64
 	StolenDatagrams, ReaderRestarts                                       uint64
@@ -64,7 +66,8 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		BadOption: s.BadOption.Load(), Oversize: s.Oversize.Load(),
 		Duplicates: s.Duplicates.Load(), DuplicateReplays: s.DuplicateReplays.Load(),
 		DedupEvictions: s.DedupEvictions.Load(), PeerEvictions: s.PeerEvictions.Load(),
-		Pings: s.Pings.Load(), UnmatchedAcks: s.UnmatchedAcks.Load(),
+		PeerYields: s.PeerYields.Load(),
+		Pings:      s.Pings.Load(), UnmatchedAcks: s.UnmatchedAcks.Load(),
 		UnmatchedResponses: s.UnmatchedResponses.Load(), SeparateResponses: s.SeparateResponses.Load(),
 		Overloaded: s.Overloaded.Load(), WriteErrors: s.WriteErrors.Load(), ReadErrors: s.ReadErrors.Load(),
 		QueueOverflows: s.QueueOverflows.Load(), RequestsHandled: s.RequestsHandled.Load(),
@@ -93,6 +96,7 @@ func (s *StatsSnapshot) add(o StatsSnapshot) {
 	s.DuplicateReplays += o.DuplicateReplays
 	s.DedupEvictions += o.DedupEvictions
 	s.PeerEvictions += o.PeerEvictions
+	s.PeerYields += o.PeerYields
 	s.Pings += o.Pings
 	s.UnmatchedAcks += o.UnmatchedAcks
 	s.UnmatchedResponses += o.UnmatchedResponses

@@ -265,10 +265,12 @@ func (e *Endpoint) SendAsync(peer net.Addr, m *message.Message, cb OutcomeFunc) 
 	return err
 }
 
-// sendCON is SendAsync for a confirmable message that returns its
-// transmission, so that the caller can cancel it.
-func (e *Endpoint) sendCON(peer net.Addr, m *message.Message, cb OutcomeFunc) (*outgoing, error) {
-	return e.transmit(resolvePeer(peer), m, cb, nstartCON, nil)
+// sendNotification is SendAsync for a notification that returns its
+// transmission, so that the caller can cancel it. A full peer table may
+// give it up once it has gone unacknowledged for a while (see
+// peerTable.yieldLocked).
+func (e *Endpoint) sendNotification(peer net.Addr, m *message.Message, cb OutcomeFunc) (*outgoing, error) {
+	return e.transmit(resolvePeer(peer), m, cb, nstartNotify, nil)
 }
 
 // sendNoted is SendAsync without an outcome callback whose noted learns the

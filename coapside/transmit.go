@@ -82,6 +82,9 @@ type outgoing struct {
 	data     []byte
 	con      bool
 	nstart   bool // holds an NSTART slot while active
+	yield    bool // a notification: may be given up when the peer table is full
+	ps       *peerState
+	sentAt   atomic.Int64 // unix ns of the first transmission; 0 before
 	attempts int
 	timeout  time.Duration
 	timer    *timerItem
@@ -108,6 +111,7 @@ const (
 	nstartNone    nstartMode = iota // responses: never wait
 	nstartCON                       // CONs wait; the slot is freed by ACK, RST or timeout
 	nstartRequest                   // CONs and NON requests; a NON's slot is freed by its response or cancel
+	nstartNotify                    // as nstartCON, for notifications, which a full peer table may give up (peerTable.yieldLocked)
 )
 
 // transmit encodes m for peer with a fresh message ID and sends it. CONs are
@@ -136,12 +140,13 @@ func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, m
 		noted(mid)
 	}
 	og := &outgoing{
-		e:    e,
-		peer: peer,
-		key:  dedupKey{peer: peer.key, mid: mid},
-		data: data,
-		con:  m.Type == message.Confirmable,
-		cb:   cb,
+		e:     e,
+		peer:  peer,
+		key:   dedupKey{peer: peer.key, mid: mid},
+		data:  data,
+		con:   m.Type == message.Confirmable,
+		cb:    cb,
+		yield: mode == nstartNotify,
 	}
 	// RFC 7252 §4.7: an outstanding interaction is a CON awaiting its ACK or
 	// a request awaiting its response. A NON request sent by Exchange holds a
@@ -150,24 +155,29 @@ func (e *Endpoint) transmit(peer peerAddr, m *message.Message, cb OutcomeFunc, m
 		og.nstart = true
 		t := e.peers
 		t.mu.Lock()
-		ps, err := t.getLocked(peer.key, now)
+		ps, given, err := t.getLocked(peer.key, now)
 		switch {
 		case err != nil:
 			t.mu.Unlock()
 			return nil, err
 		case ps.inflight < e.p.NStart:
 			ps.inflight++
+			ps.active = append(ps.active, og)
+			og.ps = ps
 		case len(ps.queue) < e.p.MaxQueuePerPeer:
 			ps.queue = append(ps.queue, og)
 			t.mu.Unlock()
+			giveUp(given)
 			return og, nil
 		default:
 			t.mu.Unlock()
+			giveUp(given)
 			e.stats.QueueOverflows.Add(1)
 			e.limits.hit(e.log, LimitPendingPerPeer, peer.netAddr(), "queued", e.p.MaxQueuePerPeer)
 			return nil, ErrPeerBusy
 		}
 		t.mu.Unlock()
+		giveUp(given)
 	}
 	e.start(og)
 	return og, nil
@@ -178,7 +188,7 @@ func (e *Endpoint) start(og *outgoing) {
 	if !og.state.CompareAndSwap(ogQueued, ogActive) {
 		if og.nstart {
 			// Abandoned while queued after being handed a slot: pass it on.
-			e.releaseNStart(og.peer.key)
+			e.releaseNStart(og)
 		}
 		return
 	}
@@ -206,6 +216,7 @@ func (e *Endpoint) start(og *outgoing) {
 	if wait > 0 {
 		og.timer = &timerItem{target: og, index: -1}
 	}
+	og.sentAt.Store(time.Now().UnixNano())
 	e.write(og.data, &og.peer)
 	if og.timer != nil && og.state.Load() == ogActive {
 		e.sched.reschedule(og.timer, time.Now().Add(wait))
@@ -265,7 +276,7 @@ func (og *outgoing) finish(o Outcome, ack *message.Message) {
 		og.cb(o, ack)
 	}
 	if prev == ogActive && og.nstart {
-		og.e.releaseNStart(og.peer.key)
+		og.e.releaseNStart(og)
 	}
 }
 
@@ -287,16 +298,18 @@ func (og *outgoing) cancel() {
 	og.finish(Closed, nil)
 }
 
-// releaseNStart frees a slot and starts the next queued CON for the peer.
-func (e *Endpoint) releaseNStart(key peerKey) {
+// releaseNStart frees og's slot and starts the next queued CON for the peer.
+func (e *Endpoint) releaseNStart(og *outgoing) {
 	t := e.peers
 	t.mu.Lock()
-	ps, ok := t.peers[key]
-	if !ok {
+	ps, ok := t.peers[og.peer.key]
+	if !ok || ps != og.ps {
+		// The peer gave up its entry (yieldLocked): its slots went with it.
 		t.mu.Unlock()
 		return
 	}
 	ps.inflight--
+	ps.dropActiveLocked(og)
 	var next *outgoing
 	for len(ps.queue) > 0 && next == nil {
 		c := ps.queue[0]
@@ -308,7 +321,12 @@ func (e *Endpoint) releaseNStart(key peerKey) {
 	}
 	if next != nil {
 		ps.inflight++
+		ps.active = append(ps.active, next)
+		next.ps = ps
 	}
+	// The peer may be idle now, or have only notifications in flight:
+	// a full table looks again for an entry to evict or give up.
+	t.fullUntil = 0
 	ps.lastUsed = time.Now()
 	t.mu.Unlock()
 	if next != nil {

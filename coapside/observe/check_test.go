@@ -2,6 +2,7 @@ package observe
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,5 +77,36 @@ func TestCheckIntervalSendsCON(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "unacknowledged observer removed", func() bool { return n.Observers("/quiet") == 0 })
 	if s := n.Stats(); s.Checks < 2 || s.Timeouts != 1 {
 		t.Errorf("checks %d, timeouts %d", s.Checks, s.Timeouts)
+	}
+}
+
+// TestDeferredNotificationWaitsForTheRetryTick: a notification the sender
+// defers (no room in the transport) is not tried again at every change of
+// the resource but once per retry tick, with the latest state, and is
+// neither a send error nor a reason to remove the observer.
+func TestDeferredNotificationWaitsForTheRetryTick(t *testing.T) {
+	var room atomic.Bool
+	fs := newFakeSender(func(_ context.Context, m Notification) error {
+		if !room.Load() {
+			return ErrDeferred
+		}
+		return nil
+	})
+	n := New(fs, Options{Workers: 2})
+	n.Register("/r", "c", []byte("1"))
+	start(t, n)
+	n.Notify("/r", State{Payload: []byte("0")})
+	fs.next(t) // deferred
+	for i := 1; i <= 100; i++ {
+		n.Notify("/r", State{Payload: []byte(strconv.Itoa(i))})
+	}
+	fs.none(t) // no attempt before the tick
+	room.Store(true)
+	if m := fs.next(t); string(m.Payload) != "100" { // at the tick, within DefaultRetryInterval
+		t.Fatalf("retried with %q, want the latest state", m.Payload)
+	}
+	s := n.Stats()
+	if s.Deferred != 1 || s.SendErrors != 0 || s.Sent != 1 || s.Observers != 1 {
+		t.Fatalf("stats %+v: want 1 deferred, 1 sent, no send error, the observer kept", s)
 	}
 }

@@ -15,6 +15,12 @@ var (
 	// unreachable); like ErrTimeout it removes every observer of that
 	// endpoint.
 	ErrUnreachable = errors.New("observe: client port unreachable")
+	// ErrDeferred is returned by a Sender that cannot take a notification
+	// now for want of room (a transport's table of peers is full): the
+	// observer is kept with its latest state pending and tried again at
+	// the next retry tick, not before, so a full table costs one attempt
+	// per observer per tick.
+	ErrDeferred = errors.New("observe: notification deferred")
 	// ErrClosed reports use of a Notifier after Run has returned.
 	ErrClosed = errors.New("observe: notifier closed")
 	// ErrTooManyObservers reports a registration beyond Options.MaxObservers.

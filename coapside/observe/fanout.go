@@ -33,7 +33,7 @@ func (n *Notifier) Notify(path string, st State) int {
 }
 
 func (n *Notifier) enqueueLocked(o *observer) {
-	if o.queued || o.inflight || o.removed || o.pending == nil {
+	if o.queued || o.inflight || o.removed || o.deferred || o.pending == nil {
 		return
 	}
 	o.queued = true
@@ -58,9 +58,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	for range n.opts.Workers {
 		wg.Go(func() { n.work(ctx) })
 	}
-	if n.opts.CheckInterval > 0 {
-		wg.Go(func() { n.checkLoop(ctx) })
-	}
+	wg.Go(func() { n.checkLoop(ctx) })
 	<-ctx.Done()
 	n.mu.Lock()
 	n.closed = true
@@ -134,6 +132,20 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 		reason = ErrTimeout
 	case errors.Is(err, ErrUnreachable):
 		reason = ErrUnreachable // counted below, by observers removed
+	case errors.Is(err, ErrDeferred):
+		// No room to send now: the latest state waits for the next
+		// retry tick, instead of failing again at every Notify.
+		n.stats.Deferred++
+		if !o.removed && !n.closed {
+			if o.pending == nil {
+				st := msg.State
+				o.pending = &st
+			}
+			if !o.deferred {
+				o.deferred = true
+				n.deferred = append(n.deferred, o)
+			}
+		}
 	case ctx.Err() != nil:
 		// Shutting down: not the observer's fault.
 	case o.removed:
@@ -177,18 +189,44 @@ func (n *Notifier) complete(ctx context.Context, o *observer, msg Notification, 
 	}
 }
 
-// checkLoop runs check every quarter CheckInterval until ctx ends.
+// checkLoop retries deferred notifications and, with a CheckInterval,
+// runs check, every quarter CheckInterval (DefaultRetryInterval without)
+// until ctx ends.
 func (n *Notifier) checkLoop(ctx context.Context) {
-	t := time.NewTicker(max(n.opts.CheckInterval/4, time.Millisecond))
+	every := DefaultRetryInterval
+	if n.opts.CheckInterval > 0 {
+		every = max(n.opts.CheckInterval/4, time.Millisecond)
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.check()
+			n.retryDeferred()
+			if n.opts.CheckInterval > 0 {
+				n.check()
+			}
 		}
 	}
+}
+
+// retryDeferred queues once more the observers whose notification was
+// deferred since the last tick.
+func (n *Notifier) retryDeferred() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.deferred) == 0 || n.closed {
+		return
+	}
+	for i, o := range n.deferred {
+		n.deferred[i] = nil
+		o.deferred = false
+		n.enqueueLocked(o)
+	}
+	n.deferred = n.deferred[:0]
+	n.cond.Broadcast()
 }
 
 // check queues the latest state, as a confirmable notification, for every

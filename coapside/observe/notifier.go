@@ -16,6 +16,10 @@ const (
 	DefaultConEvery     = 10
 	DefaultConInterval  = 24 * time.Hour
 	DefaultMaxObservers = 100_000
+	// DefaultRetryInterval is how often observers whose notification was
+	// deferred (ErrDeferred) are tried again when CheckInterval is 0;
+	// otherwise it is a quarter of CheckInterval.
+	DefaultRetryInterval = time.Second
 )
 
 // Options configure a Notifier. Zero values take the defaults.
@@ -136,6 +140,7 @@ type Stats struct {
 	Timeouts     uint64 // unacknowledged CONs; each removes every observer of its endpoint
 	Unreachable  uint64 // observers removed because their endpoint reported port unreachable
 	SendErrors   uint64 // other Sender errors (observer kept)
+	Deferred     uint64 // notifications deferred (ErrDeferred), at most one per observer per retry tick
 	Deregistered uint64 // all removals, any reason
 	Checks       uint64 // confirmable notifications of an unchanged state sent to check an observer (CheckInterval)
 }
@@ -160,6 +165,7 @@ type observer struct {
 	inflight bool
 	queued   bool
 	removed  bool
+	deferred bool // waits for the next retry tick (ErrDeferred)
 }
 
 func (o *observer) public() Observer {
@@ -184,6 +190,7 @@ type Notifier struct {
 	index     map[obsKey]*observer
 	endpoints map[string]map[string]*observer // endpoint, token: index by endpoint
 	queue     ring
+	deferred  []*observer // waiting for the next retry tick
 	running   bool
 	closed    bool
 	stats     Stats
