@@ -194,6 +194,10 @@ func (c *Client) doOnce(ctx context.Context, req *Request) (*Response, error) {
 		return resp, nil
 	}
 	again := *req
+	// A fresh token: the first exchange's registration of this one is
+	// removed only after its response was handed over, so reusing it
+	// could find it still registered (ErrTokenInUse).
+	again.Token = nil
 	again.Options = req.Options.Clone().SetEcho(echo)
 	resp, err = c.exchangeOnce(ctx, &again)
 	req.Token = again.Token
