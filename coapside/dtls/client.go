@@ -275,7 +275,7 @@ func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdt
 		}
 		if created {
 			if c.ep.resume != nil {
-				s.hold = &flightHold{}
+				s.hold.Store(&flightHold{}) // the read loop may already see s
 			}
 			cfg := c.sessionConfig(s, &cr)
 			go s.run(func(ctx context.Context, raw net.Conn) (*pdtls.Conn, error) {

@@ -190,11 +190,12 @@ func (ep *endpoint) dispatch(b []byte, addr net.Addr) {
 // deliverTo queues a copy of b for s, counting a drop when s is behind.
 func (ep *endpoint) deliverTo(s *session, b []byte, addr net.Addr) {
 	b = append([]byte(nil), b...)
-	if s.hold == nil || s.established() {
+	hold := s.hold.Load()
+	if hold == nil || s.established() {
 		ep.deliverOne(s, b, addr)
 		return
 	}
-	for _, d := range s.hold.push(b) {
+	for _, d := range hold.push(b) {
 		ep.deliverOne(s, d, addr)
 	}
 }

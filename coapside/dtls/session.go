@@ -101,8 +101,9 @@ type session struct {
 	resumeKey string
 	pskDigest atomic.Pointer[[32]byte]
 	// hold, on a client offering resumption, delivers the server's
-	// flight whole (see flightHold); only the read loop uses it.
-	hold *flightHold
+	// flight whole (see flightHold); set before the handshake starts, read
+	// by the read loop.
+	hold atomic.Pointer[flightHold]
 
 	// issued is the cookie this end sent in its HelloVerifyRequest; a
 	// ClientHello returning it proves the peer receives at its address.
