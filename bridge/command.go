@@ -78,6 +78,9 @@ type commands struct {
 	maxPayload int // largest command payload taken (mqtt.max_payload)
 	// presence learns from every answer and timeout (nil: not tracked).
 	presence *presence
+	// shared maps a rule's filter to the shared subscription made for it
+	// in a cluster (nil: the bridge runs alone).
+	shared func(filter string) string
 
 	work chan *command
 	wg   sync.WaitGroup // workers, the expiry loop, probes and drains
@@ -235,7 +238,11 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		d.Ack()
 		return
 	}
-	if !c.subs.handles(d.Filter, rule.Filter.Filter()) {
+	want := rule.Filter.Filter()
+	if c.shared != nil {
+		want = c.shared(want)
+	}
+	if !c.subs.handles(d.Filter, want) {
 		c.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
 		d.Ack()
 		return

@@ -13,6 +13,7 @@ func (wt *watcher) addWatches(ws []rules.Watch, catalog []*rules.Device) int {
 	}
 	want := groupWatches(ws)
 	wt.addCatalogGroups(want, catalog)
+	wt.keepOwned(want)
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
 	if wt.closed {

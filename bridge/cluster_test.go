@@ -1,0 +1,323 @@
+package bridge
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
+)
+
+// inCluster makes a bridge instance of cluster "plant" on the broker at
+// addr, with the MQTT client ID base clientID.
+func inCluster(addr, clientID, instance string) func(*Config, *Options) {
+	return func(c *Config, o *Options) {
+		useRemoteBroker(c, addr, "")
+		c.MQTT.ClientID = clientID
+		c.Cluster = ClusterConfig{Name: "plant", Instance: instance}
+		o.MQTTKeepAlive = 2 * time.Second
+	}
+}
+
+// clusterRules lists n observable devices at addrs, observed by one rule,
+// and a command rule for them.
+func clusterRules(addrs []net.Addr) string {
+	var b strings.Builder
+	var names []string
+	for i, a := range addrs {
+		name := fmt.Sprintf("d%02d", i)
+		names = append(names, strconv.Quote(name))
+		fmt.Fprintf(&b, "[[device]]\nname = %q\nurl  = \"coap://%s\"\n\n", name, a)
+	}
+	fmt.Fprintf(&b, `
+[[observe]]
+name    = "temp"
+devices = [%s]
+paths   = ["/sensors/temp"]
+topic   = "obs/{device}/{path...}"
+
+[[command]]
+name           = "led"
+filter         = "cmd/{device}/led"
+method         = "PUT"
+url            = "coap://{device}/led"
+response_topic = "replies/led"
+`, strings.Join(names, ", "))
+	return b.String()
+}
+
+// ledCounter counts the PUT /led payloads a device got.
+type ledCounter struct {
+	mu  sync.Mutex
+	got map[string]int
+}
+
+func countLED(dev *fakeDevice) *ledCounter {
+	lc := &ledCounter{got: map[string]int{}}
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) {
+		lc.mu.Lock()
+		lc.got[string(r.Payload)]++
+		lc.mu.Unlock()
+		w.SetCode(message.Changed)
+	})
+	return lc
+}
+
+// distinct returns how many payloads arrived, and those that arrived more
+// than once.
+func (lc *ledCounter) distinct() (int, []string) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	var dup []string
+	for p, n := range lc.got {
+		if n > 1 {
+			dup = append(dup, fmt.Sprintf("%s×%d", p, n))
+		}
+	}
+	return len(lc.got), dup
+}
+
+// publishMany publishes payloads first..last-1 to topic at QoS 1 from one
+// client, each acknowledged by the broker.
+func publishMany(t *testing.T, broker, topic string, first, last int) {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano())))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	for i := first; i < last; i++ {
+		if tok := c.Publish(topic, 1, false, strconv.Itoa(i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+}
+
+// TestClusterCommandsRunOnce: three bridges of one cluster on mosquitto
+// share the commands: each of 100 QoS 1 commands reaches the device once,
+// and more than one member executed some.
+func TestClusterCommandsRunOnce(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
+	dev := startDevice(t, "")
+	leds := countLED(dev)
+	rulesText := clusterRules([]net.Addr{dev.addr})
+	var members []*testBridge
+	for _, inst := range []string{"a", "b", "c"} {
+		members = append(members, startBridge(t, rulesText, inCluster(broker, "cmd-"+inst, inst)))
+	}
+	replies := subscribe(t, broker, "replies/led", 1)
+	publishMany(t, broker, "cmd/d00/led", 0, 100)
+	for i := 0; i < 100; i++ {
+		replies.next(t, 20*time.Second)
+	}
+	n, dup := leds.distinct()
+	if n != 100 || len(dup) > 0 {
+		t.Fatalf("device got %d distinct commands (want 100), repeated: %v", n, dup)
+	}
+	busy := 0
+	for _, m := range members {
+		if testutil.ToFloat64(m.metrics.messages.WithLabelValues("led", dirMQTTToCoAP)) > 0 {
+			busy++
+		}
+	}
+	if busy < 2 {
+		t.Errorf("%d members executed commands, want the work shared", busy)
+	}
+}
+
+// tcpProxy forwards TCP connections to a target until it is cut: then it
+// stops forwarding without closing the connections, as a host that died
+// does, and refuses new ones.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	cut    atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func startTCPProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *tcpProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if p.cut.Load() {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+// pipe copies from src to dst, discarding once the proxy is cut.
+func (p *tcpProxy) pipe(src, dst net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 4096)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.cut.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if err != io.EOF && !p.cut.Load() {
+				dst.Close()
+			}
+			return
+		}
+	}
+}
+
+// blackhole stops forwarding and refuses new connections.
+func (p *tcpProxy) blackhole() { p.cut.Store(true) }
+
+func (p *tcpProxy) close() {
+	p.cut.Store(true)
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// TestClusterObservesEachDeviceOnce: three bridges of one cluster observe
+// 30 devices, each by exactly one member. A member that vanishes (its
+// connection goes silent, as when its host dies) has its devices observed
+// by the others within the bound (1.5 × keepalive for the broker to
+// publish its Last Will, then a registration), and the commands sent
+// meanwhile are not lost; restarted, it takes its share back and every
+// device is still observed once.
+func TestClusterObservesEachDeviceOnce(t *testing.T) {
+	const devices = 30
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
+	var addrs []net.Addr
+	var devs []*observableDevice
+	for range devices {
+		d := startObservableDevice(t, "", 60)
+		devs = append(devs, d)
+		addrs = append(addrs, d.addr)
+	}
+	leds := countLED(devs[0].fakeDevice)
+	rulesText := clusterRules(addrs)
+	proxy := startTCPProxy(t, broker)
+	a := startBridge(t, rulesText, inCluster(broker, "obs-a", "a"))
+	b := startBridge(t, rulesText, inCluster(broker, "obs-b", "b"))
+	c := startBridge(t, rulesText, inCluster(proxy.addr(), "obs-c", "c"))
+
+	observed := func(members ...*testBridge) (sum int, each []int) {
+		for _, m := range members {
+			n := int(testutil.ToFloat64(m.metrics.observations))
+			sum += n
+			each = append(each, n)
+		}
+		return sum, each
+	}
+	onceEach := func(what string, members ...*testBridge) {
+		t.Helper()
+		testkit.Eventually(t, 30*time.Second, what, func() bool {
+			if sum, _ := observed(members...); sum != devices {
+				return false
+			}
+			for _, d := range devs {
+				if d.obs.Observers("/sensors/temp") != 1 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	onceEach("every device observed by one member of three", a, b, c)
+	_, each := observed(a, b, c)
+	for i, n := range each {
+		if n == 0 {
+			t.Errorf("member %d observes no device (shares %v)", i, each)
+		}
+	}
+	for _, m := range []*testBridge{a, b, c} {
+		if g := testutil.ToFloat64(m.cluster.members); g != 3 {
+			t.Errorf("bridge_cluster_members = %v, want 3", g)
+		}
+	}
+	t.Logf("shares of a, b, c: %v", each)
+
+	// c's host dies: its connection goes silent.
+	killed := time.Now()
+	proxy.blackhole()
+	// Commands sent meanwhile are not lost, those the broker handed to c
+	// included: they wait in c's session until it comes back.
+	publishMany(t, broker, "cmd/d00/led", 0, 30)
+	testkit.Eventually(t, 30*time.Second, "the others observe every device", func() bool {
+		sum, _ := observed(a, b)
+		return sum == devices
+	})
+	took := time.Since(killed)
+	t.Logf("devices observed again %v after the member vanished (keepalive 2s)", took.Round(time.Millisecond))
+	// Bound: the Last Will within 1.5 × keepalive, then a registration;
+	// generous on a shared machine.
+	if took > 10*time.Second {
+		t.Errorf("devices taken over after %v, want within the keepalive bound", took)
+	}
+	c.stop(t) // what was c's process ends; its observations end with it
+	onceEach("every device observed by one member of two", a, b)
+
+	// c comes back with its session.
+	c = startBridge(t, rulesText, inCluster(broker, "obs-c", "c"))
+	onceEach("every device observed by one member of three again", a, b, c)
+	if n := testutil.ToFloat64(c.metrics.observations); n == 0 {
+		t.Error("the restarted member took no device back")
+	}
+	testkit.Eventually(t, 20*time.Second, "every command sent during the outage executed", func() bool {
+		n, _ := leds.distinct()
+		return n == 30
+	})
+	if n, dup := leds.distinct(); n != 30 || len(dup) > 0 {
+		t.Fatalf("device got %d distinct commands (want 30), repeated: %v", n, dup)
+	}
+	t.Logf("commands executed by a, b and c restarted: %v %v %v",
+		testutil.ToFloat64(a.metrics.messages.WithLabelValues("led", dirMQTTToCoAP)),
+		testutil.ToFloat64(b.metrics.messages.WithLabelValues("led", dirMQTTToCoAP)),
+		testutil.ToFloat64(c.metrics.messages.WithLabelValues("led", dirMQTTToCoAP)))
+}
