@@ -1,9 +1,11 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,11 +257,24 @@ func TestClusterObservesEachDeviceOnce(t *testing.T) {
 		}
 		return sum, each
 	}
+	// onceEach waits until every device has one observer and each member
+	// observes the devices rendezvous hashing gives it among members:
+	// the handover is over.
 	onceEach := func(what string, members ...*testBridge) {
 		t.Helper()
+		var names []string
+		for _, m := range members {
+			names = append(names, m.cfg.Cluster.Instance)
+		}
+		want := map[string]int{}
+		for i := range devices {
+			want[rendezvousOwner(fmt.Sprintf("d%02d", i), names)]++
+		}
 		testkit.Eventually(t, 30*time.Second, what, func() bool {
-			if sum, _ := observed(members...); sum != devices {
-				return false
+			for _, m := range members {
+				if int(testutil.ToFloat64(m.metrics.observations)) != want[m.cfg.Cluster.Instance] {
+					return false
+				}
 			}
 			for _, d := range devs {
 				if d.obs.Observers("/sensors/temp") != 1 {
@@ -320,4 +335,75 @@ func TestClusterObservesEachDeviceOnce(t *testing.T) {
 		testutil.ToFloat64(a.metrics.messages.WithLabelValues("led", dirMQTTToCoAP)),
 		testutil.ToFloat64(b.metrics.messages.WithLabelValues("led", dirMQTTToCoAP)),
 		testutil.ToFloat64(c.metrics.messages.WithLabelValues("led", dirMQTTToCoAP)))
+}
+
+// TestValidateCluster: a cluster needs a remote broker and status topics,
+// and names that are one topic level each; the instance defaults to the
+// host name.
+func TestValidateCluster(t *testing.T) {
+	remote := func(c *Config) { c.MQTT.Broker = "tcp://127.0.0.1:1883" }
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		want []string
+	}{
+		{"alone", func(*Config) {}, nil},
+		{"cluster", func(c *Config) { remote(c); c.Cluster = ClusterConfig{Name: "plant", Instance: "a"} }, nil},
+		{"embedded broker", func(c *Config) { c.Cluster = ClusterConfig{Name: "plant", Instance: "a"} }, []string{
+			"cluster.name: a cluster needs a remote broker"}},
+		{"wildcards", func(c *Config) { remote(c); c.Cluster = ClusterConfig{Name: "pl+nt", Instance: "a/b"} }, []string{
+			`cluster.name: "pl+nt" must be one MQTT topic level`, `cluster.instance: "a/b" must be one MQTT topic level`}},
+		{"no status topic", func(c *Config) {
+			remote(c)
+			c.MQTT.StatusTopic = "-"
+			c.Cluster = ClusterConfig{Name: "plant", Instance: "a"}
+		}, []string{`mqtt.status_topic: must not be "-" in a cluster`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Defaults()
+			tt.mod(&c)
+			err := c.Validate()
+			var ces ConfigErrors
+			errors.As(err, &ces)
+			if len(ces) != len(tt.want) {
+				t.Fatalf("got %v, want %d errors", err, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(ces[i].Error(), w) {
+					t.Errorf("error %d = %q, want it to contain %q", i, ces[i].Error(), w)
+				}
+			}
+		})
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Skip(err)
+	}
+	c := Defaults()
+	c.Cluster.Name = "plant"
+	c.SetDefaults()
+	if c.Cluster.Instance != host {
+		t.Errorf("instance = %q, want the host name %q", c.Cluster.Instance, host)
+	}
+}
+
+// TestRendezvousMovesOnlyTheLeaversDevices: owners spread over the
+// members, and when one leaves only its devices change owner.
+func TestRendezvousMovesOnlyTheLeaversDevices(t *testing.T) {
+	three, two := []string{"a", "b", "c"}, []string{"a", "b"}
+	count := map[string]int{}
+	for i := range 3000 {
+		d := fmt.Sprintf("dev-%d", i)
+		before, after := rendezvousOwner(d, three), rendezvousOwner(d, two)
+		count[before]++
+		if before != "c" && before != after {
+			t.Fatalf("%s moved from %s to %s when c left", d, before, after)
+		}
+	}
+	for _, m := range three {
+		if count[m] < 800 {
+			t.Errorf("member %s owns %d of 3000 devices: %v", m, count[m], count)
+		}
+	}
 }
