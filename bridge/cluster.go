@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"os"
@@ -413,4 +414,43 @@ func (b *Bridge) joinCluster(reg prometheus.Registerer) {
 		Help: "Devices whose observations and polls this member of the cluster runs.",
 	}, func() float64 { return float64(w.ownedDevices()) }))
 	b.cluster = c
+}
+
+// checkClusterRules refuses, in a cluster, a command rule whose filter
+// overlaps a resource rule's: every member subscribes the resource filter
+// and one the command's shared one, and an MQTT 3.1.1 delivery does not
+// say through which subscription it came, so each member would run the
+// command.
+func checkClusterRules(cfg Config, set *rules.Set) rules.Errors {
+	if !cfg.Cluster.enabled() {
+		return nil
+	}
+	var es rules.Errors
+	for _, c := range set.Commands {
+		for _, r := range set.Resources {
+			if filtersOverlap(c.Filter.Filter(), r.Topic.Filter()) {
+				es = append(es, rules.Error{File: c.Pos.File, Line: c.Pos.Line, Msg: fmt.Sprintf(
+					"[[command]] %q: filter %q overlaps [[resource]] %q (%q): in a cluster every member would run the commands it shares with the resource rule; give them topics apart",
+					c.Name, c.Filter.Filter(), r.Name, r.Topic.Filter())})
+			}
+		}
+	}
+	return es
+}
+
+// filtersOverlap reports whether some topic matches both MQTT filters.
+func filtersOverlap(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; ; i++ {
+		switch {
+		case i < len(as) && as[i] == "#", i < len(bs) && bs[i] == "#":
+			return true
+		case i == len(as) && i == len(bs):
+			return true
+		case i == len(as), i == len(bs):
+			return false // "a/#" matching "a" was the case above
+		case as[i] != bs[i] && as[i] != "+" && bs[i] != "+":
+			return false
+		}
+	}
 }

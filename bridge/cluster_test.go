@@ -407,3 +407,53 @@ func TestRendezvousMovesOnlyTheLeaversDevices(t *testing.T) {
 		}
 	}
 }
+
+func TestFiltersOverlap(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"cmd/+/led", "cmd/d1/led", true},
+		{"cmd/+/led", "cmd/+/fan", false},
+		{"cmd/#", "cmd", true},
+		{"cmd/+", "cmd/a/b", false},
+		{"config/+", "cmd/+/led", false},
+		{"+/+/led", "cmd/#", true},
+		{"a", "a/b", false},
+	} {
+		if got := filtersOverlap(tt.a, tt.b); got != tt.want {
+			t.Errorf("filtersOverlap(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+		if got := filtersOverlap(tt.b, tt.a); got != tt.want {
+			t.Errorf("filtersOverlap(%q, %q) = %v, want %v", tt.b, tt.a, got, tt.want)
+		}
+	}
+}
+
+// TestCheckRefusesCommandOverlappingResourceInCluster: in a cluster a
+// command filter that overlaps a resource rule's topic is refused with its
+// line, since every member would run those commands; alone it is fine.
+func TestCheckRefusesCommandOverlappingResourceInCluster(t *testing.T) {
+	cfg, _ := ruleFileConfig(t, `
+[[resource]]
+name  = "state"
+path  = "/state/{device}/{what...}"
+topic = "things/{device}/{what...}"
+
+[[command]]
+name   = "led"
+filter = "things/{device}/led"
+method = "PUT"
+url    = "coap://{device}/led"
+`)
+	cfg.MQTT.Broker = "tcp://127.0.0.1:1883"
+	if _, err := Check(cfg); err != nil {
+		t.Fatalf("alone: %v", err)
+	}
+	cfg.Cluster = ClusterConfig{Name: "plant", Instance: "a"}
+	_, err := Check(cfg)
+	want := `rules.toml:7: [[command]] "led": filter "things/+/led" overlaps [[resource]] "state" ("things/+/#")`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("in a cluster: %v, want %q", err, want)
+	}
+}
