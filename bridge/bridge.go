@@ -287,7 +287,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.coap.learned = b.learned
 	b.coap.rateLimit(cfg.CoAP)
 	b.coap.limits(cfg.CoAP, limit)
-	b.http = newHTTPSide(reg, b.live, b.health.notReady)
+	b.http = newHTTPSide(reg, b.live, b.health.notReady, b.clusterStatus)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bridge_observers_active",

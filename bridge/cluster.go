@@ -454,3 +454,18 @@ func filtersOverlap(a, b string) bool {
 		}
 	}
 }
+
+// clusterStatus is /readyz's line about the cluster: "" when the bridge
+// runs alone.
+func (b *Bridge) clusterStatus() string {
+	c := b.cluster
+	if c == nil {
+		return ""
+	}
+	members := c.live()
+	if members == nil {
+		return fmt.Sprintf("cluster %s: instance %s not joined yet\n", c.cfg.Name, c.cfg.Instance)
+	}
+	return fmt.Sprintf("cluster %s: instance %s, %d members (%s), %d devices owned\n",
+		c.cfg.Name, c.cfg.Instance, len(members), strings.Join(members, ","), b.watches.ownedDevices())
+}

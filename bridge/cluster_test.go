@@ -297,6 +297,16 @@ func TestClusterObservesEachDeviceOnce(t *testing.T) {
 		}
 	}
 	t.Logf("shares of a, b, c: %v", each)
+	code, body := get(t, "http://"+a.HTTPAddr().String()+"/readyz")
+	if wantBody := fmt.Sprintf("ready\ncluster plant: instance a, 3 members (a,b,c), %d devices owned\n", each[0]); code != 200 || body != wantBody {
+		t.Errorf("/readyz = %d %q, want 200 %q", code, body, wantBody)
+	}
+	_, body = get(t, "http://"+a.HTTPAddr().String()+"/metrics")
+	for _, line := range []string{"bridge_cluster_members 3", fmt.Sprintf("bridge_cluster_owned_devices %d", each[0])} {
+		if !strings.Contains(body, line+"\n") {
+			t.Errorf("/metrics lacks %q", line)
+		}
+	}
 
 	// c's host dies: its connection goes silent.
 	killed := time.Now()

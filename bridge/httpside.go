@@ -25,8 +25,9 @@ type httpSide struct {
 }
 
 // newHTTPSide serves the metrics of reg; live says why the bridge is not
-// live, notReady lists the components that are not ready.
-func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []string) *httpSide {
+// live, notReady lists the components that are not ready, and detail
+// (may be nil) adds lines to /readyz's answer.
+func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []string, detail func() string) *httpSide {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -43,12 +44,16 @@ func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []
 			fmt.Fprintf(w, "not live: %v\n", err)
 			return
 		}
+		more := ""
+		if detail != nil {
+			more = detail()
+		}
 		if missing := notReady(); len(missing) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %v\n", missing)
+			fmt.Fprintf(w, "not ready: %v\n%s", missing, more)
 			return
 		}
-		w.Write([]byte("ready\n"))
+		fmt.Fprintf(w, "ready\n%s", more)
 	})
 	return &httpSide{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, done: make(chan struct{})}
 }
