@@ -309,13 +309,21 @@ func (c *cluster) Shutdown(ctx context.Context) error {
 }
 
 // keepOwned drops from want the groups of devices another member of the
-// cluster owns.
+// cluster owns. A device without url is reached where it last spoke from,
+// which only the members it spoke to know: its groups run on the members
+// that learned it, whoever owns its name.
 func (wt *watcher) keepOwned(want map[string]*watchGroup) {
 	owns := wt.owns.Load()
 	if owns == nil {
 		return
 	}
 	for k, g := range want {
+		if g.device.Host == "" {
+			if _, ok := wt.devices.learned.lookup(g.device.Name); !ok {
+				delete(want, k)
+			}
+			continue
+		}
 		if !(*owns)(g.device.Name) {
 			delete(want, k)
 		}

@@ -270,19 +270,37 @@ func TestClusterObservesEachDeviceOnce(t *testing.T) {
 		for i := range devices {
 			want[rendezvousOwner(fmt.Sprintf("d%02d", i), names)]++
 		}
-		testkit.Eventually(t, 30*time.Second, what, func() bool {
+		state := func() (ok bool, got []int, multi []string) {
+			ok = true
 			for _, m := range members {
-				if int(testutil.ToFloat64(m.metrics.observations)) != want[m.cfg.Cluster.Instance] {
-					return false
+				n := int(testutil.ToFloat64(m.metrics.observations))
+				got = append(got, n)
+				ok = ok && n == want[m.cfg.Cluster.Instance]
+			}
+			for i, d := range devs {
+				if n := d.obs.Observers("/sensors/temp"); n != 1 {
+					ok = false
+					multi = append(multi, fmt.Sprintf("d%02d:%d", i, n))
 				}
 			}
+			return ok, got, multi
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ok, got, multi := state()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30s: members observe %v, want %v; devices without one observer: %v", what, got, want, multi)
+			}
+			// A notification tells a device that an observer which
+			// vanished without deregistering is gone.
 			for _, d := range devs {
-				if d.obs.Observers("/sensors/temp") != 1 {
-					return false
-				}
+				d.set(1)
 			}
-			return true
-		})
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	onceEach("every device observed by one member of three", a, b, c)
 	_, each := observed(a, b, c)
@@ -465,5 +483,46 @@ url    = "coap://{device}/led"
 	want := `rules.toml:7: [[command]] "led": filter "things/+/led" overlaps [[resource]] "state" ("things/+/#")`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("in a cluster: %v, want %q", err, want)
+	}
+}
+
+// TestClusterLearnedDeviceObservedByItsLearner: a device without url is
+// reached where it last spoke from, which only the member it pushed to
+// knows: that member observes it, even when rendezvous hashing gives its
+// name to another member.
+func TestClusterLearnedDeviceObservedByItsLearner(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
+	name := ""
+	for i := 0; name == ""; i++ {
+		if n := fmt.Sprintf("dev-%d", i); rendezvousOwner(n, []string{"a", "b"}) == "a" {
+			name = n
+		}
+	}
+	rulesText := learnedRules + `
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`
+	a := startBridge(t, rulesText, inCluster(broker, "learn-a", "a"))
+	b := startBridge(t, rulesText, inCluster(broker, "learn-b", "b"))
+	testkit.Eventually(t, 10*time.Second, "two members", func() bool {
+		return testutil.ToFloat64(a.cluster.members) == 2 && testutil.ToFloat64(b.cluster.members) == 2
+	})
+	nat := peer.StartNAT(t, b.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	obs := runObserveServer(t)
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte("20"))
+	})))
+	temps := subscribe(t, broker, "temp/#", 1)
+	dev.pushUp(t, name, "hello")
+	temps.waitFor(t, 10*time.Second, "temp/"+name, "20")
+	testkit.Eventually(t, 10*time.Second, "observed by the member it pushed to", func() bool {
+		return obs.Observers("/temp") == 1 && testutil.ToFloat64(b.metrics.observations) == 1
+	})
+	if n := testutil.ToFloat64(a.metrics.observations); n != 0 {
+		t.Errorf("the member that owns the name but never heard from the device observes %v", n)
 	}
 }

@@ -103,7 +103,13 @@ func (b *Bridge) onLearn(ev LearnEvent) {
 	restarted := b.watches.restartLearned(name)
 	started := 0
 	if set := b.set.Load(); set != nil && ev.Kind == Learned {
-		started = b.watches.addWatches(set.LearnedWatches(name), b.catalogLearned(set, name))
+		ws := set.LearnedWatches(name)
+		if b.cluster != nil {
+			// A listed device without url is watched only by the
+			// members that learned it: its watches start now.
+			ws = append(ws, set.Watches()...)
+		}
+		started = b.watches.addWatches(ws, b.catalogLearned(set, name))
 	}
 	if restarted+started > 0 {
 		b.log.Debug("watches follow the device", "device", name, "address", ev.Device.Addr.String(), "started", started, "restarted", restarted)
