@@ -421,6 +421,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 		if err := b.mqtt.Subscribe(ctx, b.cluster.filter, 1, b.cluster); err != nil {
 			return fmt.Errorf("cluster: %w", err)
 		}
+		if err := b.mqtt.Subscribe(ctx, b.cluster.learnedFilter(), 1, clusterDirectory{b.cluster}); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		if err := b.mqtt.Subscribe(ctx, b.cluster.commandTopic(b.cfg.Cluster.Instance), 1, forwardedCommands{b}); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
 	}
 	if err := mc.Start(ctx); err != nil {
 		return err // already says "mqtt: ..." and names the broker or listener

@@ -59,6 +59,9 @@ func (c ClusterConfig) validate(m MQTTConfig, add func(key, format string, args 
 	}
 	level("cluster.name", c.Name)
 	level("cluster.instance", c.Instance)
+	if c.Instance == "learned" {
+		add("cluster.instance", "\"learned\" names the cluster's directory of learned devices; choose another name")
+	}
 	if m.Broker == "" || m.Broker == mqttside.BrokerEmbedded {
 		add("cluster.name", "a cluster needs a remote broker (mqtt.broker = \"tcp://host:1883\"): the embedded broker is each bridge's own, so its members would not share commands nor see each other")
 	}
@@ -158,11 +161,19 @@ type cluster struct {
 	onJoin  func()                // this member's own "online" came back
 	grace   time.Duration
 
-	members prometheus.Gauge
+	members   prometheus.Gauge
+	forwarded prometheus.Counter
 
-	mu     sync.Mutex
-	online map[string]bool // instance -> its status says online
-	joined bool            // this member's own "online" came back
+	pub            publisher
+	publishTimeout time.Duration
+
+	mu         sync.Mutex
+	online     map[string]bool     // instance -> its status says online
+	joined     bool                // this member's own "online" came back
+	learnedBy  map[string]string   // device -> the member that announced it learned it
+	toAnnounce map[string]struct{} // devices learned here, to announce
+
+	announceWake chan struct{} // cap 1
 
 	changed chan struct{} // cap 1
 	stop    chan struct{}
@@ -176,12 +187,20 @@ const handoverGrace = 2 * time.Second
 
 func newCluster(cfg ClusterConfig, m MQTTConfig, reg prometheus.Registerer, log *slog.Logger) *cluster {
 	c := &cluster{
-		cfg:     cfg,
-		filter:  cfg.membersFilter(m),
-		prefix:  strings.TrimSuffix(cfg.membersFilter(m), "+"),
-		log:     log.With("cluster", cfg.Name, "instance", cfg.Instance),
-		grace:   handoverGrace,
-		online:  map[string]bool{},
+		cfg:    cfg,
+		filter: cfg.membersFilter(m),
+		prefix: strings.TrimSuffix(cfg.membersFilter(m), "+"),
+		log:    log.With("cluster", cfg.Name, "instance", cfg.Instance),
+		grace:  handoverGrace,
+		online: map[string]bool{},
+
+		learnedBy:    map[string]string{},
+		toAnnounce:   map[string]struct{}{},
+		announceWake: make(chan struct{}, 1),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bridge_cluster_commands_forwarded_total",
+			Help: "Commands for a learned device passed on to the member of the cluster that learned it.",
+		}),
 		changed: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -189,7 +208,7 @@ func newCluster(cfg ClusterConfig, m MQTTConfig, reg prometheus.Registerer, log 
 			Help: "Live members of the bridge's cluster, this one included once it has joined.",
 		}),
 	}
-	reg.MustRegister(c.members)
+	reg.MustRegister(c.members, c.forwarded)
 	return c
 }
 
@@ -254,6 +273,9 @@ func (c *cluster) owner(members []string) ownership {
 
 // Run follows membership changes until Shutdown or ctx ends.
 func (c *cluster) Run(ctx context.Context) error {
+	announced := make(chan struct{})
+	go func() { defer close(announced); c.announcer(ctx) }()
+	defer func() { <-announced }()
 	var (
 		prev  []string
 		grace <-chan time.Time
@@ -413,7 +435,9 @@ func (b *Bridge) joinCluster(reg prometheus.Registerer) {
 	b.watches.owns.Store(&none)
 	c.set = func(o ownership) { b.watches.owns.Store(&o) }
 	c.rewatch = b.rewatch
+	c.pub, c.publishTimeout = b.mqtt, b.opts.PublishTimeout
 	b.commands.shared = b.cfg.Cluster.shareFilter
+	b.commands.forward = b.forwardCommand
 	c.onJoin = func() { b.health.set("cluster", true) }
 	b.health.set("cluster", false)
 	w := b.watches

@@ -381,6 +381,8 @@ func TestValidateCluster(t *testing.T) {
 			"cluster.name: a cluster needs a remote broker"}},
 		{"wildcards", func(c *Config) { remote(c); c.Cluster = ClusterConfig{Name: "pl+nt", Instance: "a/b"} }, []string{
 			`cluster.name: "pl+nt" must be one MQTT topic level`, `cluster.instance: "a/b" must be one MQTT topic level`}},
+		{"reserved instance", func(c *Config) { remote(c); c.Cluster = ClusterConfig{Name: "plant", Instance: "learned"} }, []string{
+			`cluster.instance: "learned" names the cluster's directory`}},
 		{"no status topic", func(c *Config) {
 			remote(c)
 			c.MQTT.StatusTopic = "-"
@@ -525,4 +527,49 @@ topic   = "temp/{device}"
 	if n := testutil.ToFloat64(a.metrics.observations); n != 0 {
 		t.Errorf("the member that owns the name but never heard from the device observes %v", n)
 	}
+}
+
+// TestClusterCommandForwardedToLearner: a command for a learned device
+// that the broker hands to a member which never heard from the device is
+// passed on to the member that learned it: every command reaches the
+// device once, whichever member took it.
+func TestClusterCommandForwardedToLearner(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n").Addr()
+	a := startBridge(t, learnedRules, inCluster(broker, "fwd-a", "a"))
+	b := startBridge(t, learnedRules, inCluster(broker, "fwd-b", "b"))
+	nat := peer.StartNAT(t, b.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	dev.pushUp(t, "dev-f", "hello")
+	testkit.Eventually(t, 10*time.Second, "a knows that b learned the device", func() bool {
+		return a.cluster.learner("dev-f") == "b"
+	})
+	replies := subscribe(t, broker, "replies/#", 1)
+	const n = 20
+	publishMany(t, broker, "cmd/dev-f/led", 0, n)
+	for i := 0; i < n; i++ {
+		r := decodeResult(t, replies.next(t, 20*time.Second).Payload())
+		if r.Status != "ok" {
+			t.Fatalf("command result %+v", r)
+		}
+	}
+	got := map[string]int{}
+	dev.mu.Lock()
+	for _, r := range dev.requests {
+		if r.path == "/led" {
+			got[r.payload]++
+		}
+	}
+	dev.mu.Unlock()
+	if len(got) != n {
+		t.Errorf("device got %d distinct commands, want %d: %v", len(got), n, got)
+	}
+	for p, k := range got {
+		if k != 1 {
+			t.Errorf("command %s reached the device %d times", p, k)
+		}
+	}
+	if f := testutil.ToFloat64(a.cluster.forwarded); f == 0 {
+		t.Error("a forwarded no command: the broker gave it none, the test proves nothing")
+	}
+	t.Logf("a forwarded %v of %d commands to b", testutil.ToFloat64(a.cluster.forwarded), n)
 }

@@ -100,6 +100,9 @@ func (b *Bridge) onLearn(ev LearnEvent) {
 		return
 	}
 	name := ev.Device.Name
+	if b.cluster != nil {
+		b.cluster.announce(name)
+	}
 	restarted := b.watches.restartLearned(name)
 	started := 0
 	if set := b.set.Load(); set != nil && ev.Kind == Learned {
