@@ -86,6 +86,11 @@ type Options struct {
 	ResourceCacheSize int
 	// CoAP tunes the message layer of the bridge's CoAP server and clients.
 	CoAP coapside.EndpointOptions
+	// MQTTKeepAlive is the keepalive of the connection to a remote
+	// broker (30s): a bridge that vanished without closing its connection
+	// is declared gone by the broker, and its Last Will published, within
+	// one and a half times it.
+	MQTTKeepAlive time.Duration
 	// ReloadSettle is how long the rule files must stay unchanged before a
 	// reload reads them, and between the two reads that must agree (250ms).
 	ReloadSettle time.Duration
@@ -179,6 +184,7 @@ type Bridge struct {
 	resources *resources
 	commands  *commands
 	watches   *watcher
+	cluster   *cluster // nil when the bridge runs alone
 	coap      *ingress
 	http      *httpSide
 	liveCheck atomic.Pointer[func() error] // replaces the CoAP listener check in tests
@@ -279,6 +285,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 			return nil, fmt.Errorf("catalog.topic: %w", err) // Validate refused it
 		}
 	}
+	b.joinCluster(reg)
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.learned = b.learned
 	b.coap.rateLimit(cfg.CoAP)
@@ -287,7 +294,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	if cfg.HTTP.ConsoleOn() {
 		mounts = append(mounts, newConsole(b).register)
 	}
-	b.http = newHTTPSide(reg, b.live, b.health.notReady, mounts...)
+	b.http = newHTTPSide(reg, b.live, b.health.notReady, b.clusterStatus, mounts...)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bridge_observers_active",
@@ -395,7 +402,13 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}()
 
 	b.health.set("mqtt", false)
-	mc, err := mqttside.New(mqttOptions(b.cfg.MQTT, b.log, b.onMQTTEvent))
+	mo := mqttOptions(b.cfg.MQTT, b.log, b.onMQTTEvent)
+	mo.KeepAlive = b.opts.MQTTKeepAlive
+	if b.cluster != nil {
+		mo.ClientID = b.cfg.Cluster.clientID(b.cfg.MQTT)
+		mo.StatusTopic = b.cfg.Cluster.memberTopic(b.cfg.MQTT)
+	}
+	mc, err := mqttside.New(mo)
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
@@ -412,8 +425,19 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// CONNACK, and a message that finds no subscription would be
 	// acknowledged unhandled.
 	first := rules.Compare(nil, b.set.Load())
-	if err := b.applySubscriptions(ctx, first, b.set.Load()); err != nil {
+	if err := b.applySubscriptions(ctx, first, nil, b.set.Load()); err != nil {
 		return err
+	}
+	if b.cluster != nil {
+		if err := b.mqtt.Subscribe(ctx, b.cluster.filter, 1, b.cluster); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		if err := b.mqtt.Subscribe(ctx, b.cluster.learnedFilter(), 1, clusterDirectory{b.cluster}); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		if err := b.mqtt.Subscribe(ctx, b.cluster.commandTopic(b.cfg.Cluster.Instance), 1, forwardedCommands{b}); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
 	}
 	if err := mc.Start(ctx); err != nil {
 		return err // already says "mqtt: ..." and names the broker or listener
@@ -433,6 +457,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	rl.w = b.watchRules()
 	sup.start("watches", b.watches)
 	b.applyWatches(ctx, first, b.set.Load())
+	if b.cluster != nil {
+		sup.start("cluster", b.cluster)
+	}
 
 	if err := b.listenCoAP(); err != nil {
 		return err
@@ -513,6 +540,9 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 	if err := sup.stop(ctx, "coap", b.coap); err != nil {
 		b.log.Warn("coap shutdown: requests cut short", "err", err)
 	}
+	if b.cluster != nil {
+		sup.stop(ctx, "cluster", b.cluster)
+	}
 	sup.stop(ctx, "watches", b.watches)
 	sup.stop(ctx, "commands", b.commands)
 	if b.presence != nil {
@@ -542,40 +572,43 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 // observations, polls and subscriptions keep running.
 func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	d := rules.Compare(old, new)
-	err := b.applySubscriptions(ctx, d, new)
+	err := b.applySubscriptions(ctx, d, old, new)
 	b.applyWatches(ctx, d, new)
 	return err
 }
 
 // applySubscriptions makes new the running rule set and applies the
-// subscription part of d.
-func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, new *rules.Set) error {
+// subscription part of d, the difference from old.
+func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, old, new *rules.Set) error {
 	kinds := map[string]kindMask{}
-	for _, s := range new.Subscriptions() {
+	for _, s := range b.mqttSubscriptions(new) {
 		kinds[s.Filter] |= maskOf(s.Kind)
 	}
 	b.filterKinds.Store(&kinds)
 	b.set.Store(new)
 
+	removed, added := d.Subscriptions.Removed, d.Subscriptions.Added
+	for _, u := range d.Subscriptions.Changed {
+		added = append(added, u.New) // a new QoS replaces the subscription
+	}
+	if b.cluster != nil {
+		// Command filters are shared ones: the rules' diff does not
+		// say which MQTT filters changed.
+		removed, added = subscriptionChanges(b.mqttSubscriptions(old), b.mqttSubscriptions(new))
+	}
 	var errs []error
-	for _, s := range d.Subscriptions.Removed {
+	for _, s := range removed {
 		b.subs.set(s.Filter, false)
 		if err := b.mqtt.Unsubscribe(ctx, s.Filter); err != nil {
 			b.log.Warn("unsubscribe failed", "filter", s.Filter, "err", err)
 		}
 	}
-	subscribe := func(s rules.Subscription) {
+	for _, s := range added {
 		if err := b.mqtt.Subscribe(ctx, s.Filter, s.QoS, mqttside.HandlerFunc(b.serveMQTT)); err != nil {
 			errs = append(errs, fmt.Errorf("subscribe %s (rule %s): %w", s.Filter, s.Rule, err))
-			return
+			continue
 		}
 		b.subs.set(s.Filter, true)
-	}
-	for _, u := range d.Subscriptions.Changed {
-		subscribe(u.New) // a new QoS replaces the subscription
-	}
-	for _, s := range d.Subscriptions.Added {
-		subscribe(s)
 	}
 	return errors.Join(errs...)
 }

@@ -57,6 +57,9 @@ type command struct {
 	// queued result always comes first. nil: never queued for a device
 	// (such a command is not acknowledged before its outcome).
 	announced chan struct{}
+	// forwarded is set on a command another member of the cluster passed
+	// on: it is not passed on again.
+	forwarded bool
 }
 
 // announce marks cmd as about to be announced queued; c.mu is held.
@@ -78,6 +81,13 @@ type commands struct {
 	maxPayload int // largest command payload taken (mqtt.max_payload)
 	// presence learns from every answer and timeout (nil: not tracked).
 	presence *presence
+	// shared maps a rule's filter to the shared subscription made for it
+	// in a cluster (nil: the bridge runs alone).
+	shared func(filter string) string
+	// forward passes a command for a learned device this bridge never
+	// heard from to the member of the cluster that learned it, and
+	// reports whether it did (nil: the bridge runs alone).
+	forward func(ctx context.Context, cmd *command) bool
 
 	work chan *command
 	wg   sync.WaitGroup // workers, the expiry loop, probes, drains and the announcer
@@ -232,7 +242,11 @@ func (c *commands) abandon(cmd *command, res commandResult) bool {
 // filter; only the delivery on the matched rule's own filter runs the
 // command, the others are acknowledged. Until that filter is subscribed
 // (a reload adding it), the delivery on the other filter runs it instead.
-func (c *commands) ServeMQTT(d *mqttside.Delivery) {
+func (c *commands) ServeMQTT(d *mqttside.Delivery) { c.serve(d, false) }
+
+// serve takes a command delivered by the broker or, forwarded, passed on
+// by another member of the cluster.
+func (c *commands) serve(d *mqttside.Delivery, forwarded bool) {
 	set := c.set.Load()
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
 	if !ok {
@@ -242,12 +256,16 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) {
 		d.Ack()
 		return
 	}
-	if !c.subs.handles(d.Filter, rule.Filter.Filter()) {
+	want := rule.Filter.Filter()
+	if c.shared != nil {
+		want = c.shared(want)
+	}
+	if !c.subs.handles(d.Filter, want) {
 		c.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
 		d.Ack()
 		return
 	}
-	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now()}
+	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now(), forwarded: forwarded}
 	target, reason, err := planCommand(set, rule, caps, d.Payload, c.maxPayload)
 	if err != nil {
 		c.finish(cmd, commandResult{Status: "error", Error: err.Error()}, reason)
@@ -328,6 +346,9 @@ func (c *commands) worker() {
 			}
 			if name := deviceName(cmd.target); name != "" && c.offline(name) {
 				c.enqueue(name, cmd)
+				continue
+			}
+			if c.forward != nil && !cmd.forwarded && cmd.target.Learned && !c.known(deviceName(cmd.target)) && c.forward(c.ctx, cmd) {
 				continue
 			}
 			c.execute(cmd)

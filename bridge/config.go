@@ -32,6 +32,8 @@ type Config struct {
 	State StateConfig `mapstructure:"state"`
 	// Catalog publishes every device's /.well-known/core on MQTT.
 	Catalog CatalogConfig `mapstructure:"catalog"`
+	// Cluster lets bridges on one broker share the work.
+	Cluster ClusterConfig `mapstructure:"cluster"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -377,6 +379,7 @@ func (c *Config) SetDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = d.Log.Format
 	}
+	c.Cluster.setDefaults()
 }
 
 // ConfigError is one problem found in the configuration. Key is the dotted
@@ -476,6 +479,7 @@ func (c *Config) Validate() error {
 	if c.MQTT.ClientID == "" {
 		add("mqtt.client_id", "must not be empty")
 	}
+	c.Cluster.validate(c.MQTT, add)
 	checkAddr("http.listen", c.HTTP.Listen, true)
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		add("log.level", "%v", err)

@@ -122,13 +122,21 @@ type ConsoleStatus struct {
 	// are the newest few, newest first.
 	ErrorsTotal uint64        `json:"errors_total"`
 	Errors      []RecentError `json:"errors"`
-	// Cluster will describe the members of a bridge cluster; a bridge
-	// runs alone today and the field is left out.
+	// Cluster describes the bridge's cluster ([cluster] name); left out
+	// for a bridge that runs alone.
 	Cluster *ConsoleCluster `json:"cluster,omitempty"`
 }
 
-// ConsoleCluster is reserved for cluster membership.
-type ConsoleCluster struct{}
+// ConsoleCluster is the cluster membership as this bridge sees it.
+type ConsoleCluster struct {
+	Name     string `json:"name"`
+	Instance string `json:"instance"`
+	// Joined: the broker echoed this member's own "online", so it owns
+	// devices; Members are the live members then, sorted.
+	Joined       bool     `json:"joined"`
+	Members      []string `json:"members"`
+	OwnedDevices int      `json:"owned_devices"`
+}
 
 // ConsoleRule is one rule's counters, rates and latest error.
 type ConsoleRule struct {
@@ -209,6 +217,11 @@ func (c *console) status() ConsoleStatus {
 	}
 	st.Devices = c.deviceCounts(set)
 	st.MQTT = c.mqttStatus()
+	if cl := b.cluster; cl != nil {
+		members := cl.live()
+		st.Cluster = &ConsoleCluster{Name: cl.cfg.Name, Instance: cl.cfg.Instance, Joined: members != nil,
+			Members: append([]string{}, members...), OwnedDevices: b.watches.ownedDevices()}
+	}
 	b.watches.mu.Lock()
 	st.Observations = b.watches.active
 	b.watches.mu.Unlock()

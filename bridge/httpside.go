@@ -26,9 +26,10 @@ type httpSide struct {
 }
 
 // newHTTPSide serves the metrics of reg; live says why the bridge is not
-// live, notReady lists the components that are not ready. Each of mounts
-// adds its handlers to the server's mux.
-func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []string, mounts ...func(*http.ServeMux)) *httpSide {
+// live, notReady lists the components that are not ready, and detail
+// (may be nil) adds lines to /readyz's answer. Each of mounts adds its
+// handlers to the server's mux.
+func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []string, detail func() string, mounts ...func(*http.ServeMux)) *httpSide {
 	mux := http.NewServeMux()
 	for _, m := range mounts {
 		m(mux)
@@ -48,12 +49,16 @@ func newHTTPSide(reg *prometheus.Registry, live func() error, notReady func() []
 			fmt.Fprintf(w, "not live: %v\n", err)
 			return
 		}
+		more := ""
+		if detail != nil {
+			more = detail()
+		}
 		if missing := notReady(); len(missing) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %v\n", missing)
+			fmt.Fprintf(w, "not ready: %v\n%s", missing, more)
 			return
 		}
-		w.Write([]byte("ready\n"))
+		fmt.Fprintf(w, "ready\n%s", more)
 	})
 	return &httpSide{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, done: make(chan struct{})}
 }

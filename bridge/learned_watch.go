@@ -13,6 +13,7 @@ func (wt *watcher) addWatches(ws []rules.Watch, catalog []*rules.Device) int {
 	}
 	want := groupWatches(ws)
 	wt.addCatalogGroups(want, catalog)
+	wt.keepOwned(want)
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
 	if wt.closed {
@@ -99,10 +100,19 @@ func (b *Bridge) onLearn(ev LearnEvent) {
 		return
 	}
 	name := ev.Device.Name
+	if b.cluster != nil {
+		b.cluster.announce(name)
+	}
 	restarted := b.watches.restartLearned(name)
 	started := 0
 	if set := b.set.Load(); set != nil && ev.Kind == Learned {
-		started = b.watches.addWatches(set.LearnedWatches(name), b.catalogLearned(set, name))
+		ws := set.LearnedWatches(name)
+		if b.cluster != nil {
+			// A listed device without url is watched only by the
+			// members that learned it: its watches start now.
+			ws = append(ws, set.Watches()...)
+		}
+		started = b.watches.addWatches(ws, b.catalogLearned(set, name))
 	}
 	if restarted+started > 0 {
 		b.log.Debug("watches follow the device", "device", name, "address", ev.Device.Addr.String(), "started", started, "restarted", restarted)

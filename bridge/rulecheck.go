@@ -54,6 +54,7 @@ func checkRules(cfg Config, set *rules.Set) error {
 			es = append(es, rules.Error{File: dev.Pos.File, Line: dev.Pos.Line, Msg: fmt.Sprintf("[[device]] %q: %v", dev.Name, err)})
 		}
 	}
+	es = append(es, checkClusterRules(cfg, set)...)
 	if len(es) == 0 {
 		return nil
 	}

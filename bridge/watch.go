@@ -130,6 +130,9 @@ type watcher struct {
 	metrics      *metrics
 	log          *slog.Logger
 	opts         Options
+	// owns says which devices this bridge watches in a cluster; nil:
+	// every device (see cluster).
+	owns atomic.Pointer[ownership]
 
 	// ctx is the parent of every watch; Shutdown ends it.
 	ctx    context.Context
@@ -276,6 +279,7 @@ func (wt *watcher) Shutdown(ctx context.Context) error {
 func (wt *watcher) apply(ctx context.Context, ws []rules.Watch, catalog []*rules.Device) (added, removed, restarted, kept int) {
 	want := groupWatches(ws)
 	wt.addCatalogGroups(want, catalog)
+	wt.keepOwned(want)
 	var stopped []*watchRun
 	defer func() { // wait outside the lock: a stopping run may be in group()
 		for _, run := range stopped {

@@ -96,6 +96,13 @@ func (d *Delivery) Ack() {
 	})
 }
 
+// Forwarded returns a delivery of m on filter whose Ack acknowledges d: a
+// handler that receives a message standing for another (a command passed
+// on by another bridge) settles the carrier with it.
+func (d *Delivery) Forwarded(m Message, filter string) *Delivery {
+	return &Delivery{Message: m, Duplicate: d.Duplicate, Filter: filter, Received: d.Received, ack: d.Ack}
+}
+
 // Redeliverable reports whether the broker delivers the message again if
 // it is never acknowledged: a QoS 1/2 message from a remote broker, which
 // keeps it in the client's session (clean session off) until the PUBACK.

@@ -45,7 +45,10 @@ type Options struct {
 	// StatusTopic is the retained online/offline topic (remote only);
 	// "" means "{client_id}/status". "-" disables it.
 	StatusTopic string
-	Embedded    EmbeddedOptions
+	// KeepAlive is the remote connection's keepalive; 0 means
+	// DefaultKeepAlive.
+	KeepAlive time.Duration
+	Embedded  EmbeddedOptions
 
 	Logger  *slog.Logger
 	OnEvent EventFunc
@@ -76,6 +79,7 @@ func New(o Options) (Client, error) {
 		BufferSize:  o.BufferSize,
 		MaxPayload:  o.MaxPayload,
 		StatusTopic: o.StatusTopic,
+		KeepAlive:   o.KeepAlive,
 		Logger:      o.Logger,
 		OnEvent:     o.OnEvent,
 

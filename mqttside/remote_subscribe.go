@@ -23,7 +23,7 @@ func (r *Remote) Subscribe(ctx context.Context, filter string, qos byte, h Handl
 	if h == nil {
 		return fmt.Errorf("%w: nil handler", ErrInvalidOptions)
 	}
-	cb := r.route(filter)
+	cb := r.route(routeKey(filter))
 	r.mu.Lock()
 	if r.closing {
 		r.mu.Unlock()
@@ -34,7 +34,7 @@ func (r *Remote) Subscribe(ctx context.Context, filter string, qos byte, h Handl
 	r.mu.Unlock()
 	// A route lets redeliveries that arrive right after connecting reach
 	// the handler before the SUBSCRIBE is answered.
-	r.pc.AddRoute(filter, cb)
+	r.pc.AddRoute(routeKey(filter), cb)
 	if !r.pc.IsConnectionOpen() {
 		return nil // sent by onConnect
 	}
@@ -72,13 +72,27 @@ func subscribeResult(tok paho.Token, filter string) error {
 	return nil
 }
 
-// route returns the Paho callback for filter. Paho calls the callback of
-// every filter that matches a message, with one message whose Ack is
-// shared. So that a message is acknowledged only when every subscription
-// it matched has finished with it, the callback of the first matching
-// filter (in sort order) delivers to all of them with a shared countdown,
-// and the others do nothing.
-func (r *Remote) route(filter string) paho.MessageHandler {
+// routeKey is the key of Paho's route for filter: Paho's Subscribe routes
+// a shared subscription "$share/{group}/{filter}" as {filter}, so a route
+// added under the full name would be a second one, and each message would
+// be handled twice.
+func routeKey(filter string) string {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		if _, f, ok := strings.Cut(rest, "/"); ok {
+			return f
+		}
+	}
+	return filter
+}
+
+// route returns the Paho callback for the route key. Paho calls the
+// callback of every route that matches a message, with one message whose
+// Ack is shared. So that a message is acknowledged only when every
+// subscription it matched has finished with it, the callback of the first
+// matching route (in sort order) delivers to all of them with a shared
+// countdown, and the others do nothing. Filters with one route key (a
+// filter and a shared subscription of it) share the callback.
+func (r *Remote) route(key string) paho.MessageHandler {
 	return func(_ paho.Client, m paho.Message) {
 		topic := m.Topic()
 		r.mu.Lock()
@@ -89,7 +103,13 @@ func (r *Remote) route(filter string) paho.MessageHandler {
 			}
 		}
 		slices.Sort(matched)
-		if len(matched) == 0 || matched[0] != filter {
+		first := ""
+		for i, f := range matched {
+			if k := routeKey(f); i == 0 || k < first {
+				first = k
+			}
+		}
+		if len(matched) == 0 || first != key {
 			r.mu.Unlock()
 			if len(matched) == 0 {
 				// A route left from a subscription we no longer hold.

@@ -398,3 +398,19 @@ func BenchmarkLoad10k(b *testing.B) {
 		buildLarge(b, 10000)
 	}
 }
+
+// TestSharedSubscriptionFilterRefused: a command filter written as a
+// shared subscription is refused with its line, pointing at [cluster].
+func TestSharedSubscriptionFilterRefused(t *testing.T) {
+	_, err := Parse(Source{Name: "test.toml", Data: []byte(`
+[[command]]
+name   = "led"
+filter = "$share/plant/cmd/{device}/led"
+method = "PUT"
+url    = "coap://{device}/led"
+`)})
+	want := `test.toml:4: key "filter": "$share/plant/cmd/{device}/led" is a shared subscription, which rules do not take: the rule would never fire; write the plain filter "cmd/{device}/led" (bridges with the same [cluster] name share commands through the broker)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+}

@@ -334,6 +334,9 @@ func (x *dec) topic(key string, required, subscribed bool) Pattern {
 		if len(p.segs) > 2 {
 			plain = fmt.Sprintf("the plain filter %q", strings.SplitN(p.raw, "/", 3)[2])
 		}
+		if key == "filter" { // a command rule's
+			plain += " (bridges with the same [cluster] name share commands through the broker)"
+		}
 		x.d.addf(x.pos(line), "key %q: %q is a shared subscription, which rules do not take: the rule would never fire; write %s", key, p, plain)
 	case strings.EqualFold(first, sharePrefix):
 		x.d.addf(x.pos(line), "key %q: %q starts with %q, which brokers read as a shared subscription: no client could subscribe to it", key, p, first)

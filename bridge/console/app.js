@@ -51,7 +51,7 @@ function renderStatus(st) {
   text("dev-asleep", d.presence ? d.asleep : "–");
   text("dev-offline", d.presence ? d.offline : "–");
   text("dev-presence", d.presence ? d.learned + " learned, " + d.listed + " listed"
-    : "presence not tracked (devices.presence_topic)");
+    : "presence not tracked");
   text("observations", fmtCount(st.observations));
   text("queued", fmtCount(st.queued_commands));
   const m = st.mqtt;
@@ -62,6 +62,13 @@ function renderStatus(st) {
   text("mqtt-counts", "published " + fmtCount(m.published) + ", buffered " + fmtCount(m.buffered) +
     ", reconnects " + m.reconnects);
   text("errors-total", fmtCount(st.errors_total));
+  const c = st.cluster;
+  $("cluster-card").hidden = !c;
+  if (c) {
+    text("cluster-members", c.joined ? c.members.length + " members" : "joining");
+    text("cluster-detail", c.name + ": " + c.instance + " owns " + fmtCount(c.owned_devices) +
+      " devices; " + c.members.join(", "));
+  }
 
   const rules = $("rules").tBodies[0];
   rules.replaceChildren();
