@@ -156,7 +156,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 // message; p50-µs and p99-µs the time from Publish to mochi's write of the
 // message to the subscriber's socket. The subscriber is one goroutine
 // reading the socket (and acknowledging at QoS 1); it only has to keep up
-// eventually, so its own speed does not enter the latency.
+// eventually, so its own speed does not enter the latency. Messages mochi
+// dropped are reported as "dropped" (and end that run).
 //
 // Run with one and two CPUs for the scheduler (the write goroutine waits
 // for a CPU only with one):
@@ -226,6 +227,7 @@ func benchDelivery(b *testing.B, qos byte, yield bool) {
 
 	ctx := context.Background()
 	var next atomic.Int64
+	var stuck atomic.Bool
 	publish := func() bool {
 		for range turn {
 			if next.Add(1) > int64(b.N) {
@@ -235,8 +237,7 @@ func benchDelivery(b *testing.B, qos byte, yield bool) {
 			case room <- struct{}{}:
 			case <-time.After(10 * time.Second):
 				// A message the broker dropped is never written.
-				b.Errorf("no message written for 10s: mochi dropped %d (in flight) and %d (queue full)",
-					atomic.LoadInt64(&e.srv.Info.InflightDropped), atomic.LoadInt64(&e.srv.Info.MessagesDropped))
+				stuck.Store(true)
 				return false
 			}
 			p := make([]byte, 64)
@@ -267,6 +268,16 @@ func benchDelivery(b *testing.B, qos byte, yield bool) {
 	go player(pong, ping)
 	ping <- struct{}{}
 	wg.Wait()
+	dropped := atomic.LoadInt64(&e.srv.Info.InflightDropped) + atomic.LoadInt64(&e.srv.Info.MessagesDropped)
+	if stuck.Load() || dropped > 0 {
+		// At QoS 1 on one CPU without the yield, mochi's read goroutine
+		// for the subscriber is starved too: its acknowledgements are not
+		// read, 8192 messages are unacknowledged (Capabilities.
+		// MaximumInflight) and mochi drops the next ones.
+		b.ReportMetric(float64(dropped), "dropped")
+		b.Logf("mochi dropped %d messages (in flight limit or full queue)", dropped)
+		return
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !b.Failed() && received.Load() < int64(b.N) {
 		if time.Now().After(deadline) {
