@@ -185,6 +185,7 @@ func (b *Bridge) registerMQTTMetrics(mc mqttside.Client) {
 		counter("bridge_mqtt_withdrawn_total", "Device pushes taken back out of the offline buffer after answering 5.03; never published.", func(s mqttside.Stats) uint64 { return s.Withdrawn }),
 		counter("bridge_mqtt_invalid_total", "Publishes rejected by validation.", func(s mqttside.Stats) uint64 { return s.Invalid }),
 		counter("bridge_mqtt_received_total", "Messages received on subscriptions.", func(s mqttside.Stats) uint64 { return s.Received }),
+		counter("bridge_mqtt_subscriber_drops_total", "Messages the embedded broker dropped on their way to a slow client (full queue or in-flight quota, expired QoS flow).", func(s mqttside.Stats) uint64 { return s.SubscriberDrops }),
 		counter("bridge_mqtt_reconnects_total", "Reconnections to the broker.", func(s mqttside.Stats) uint64 { return s.Reconnects }),
 		counter("bridge_mqtt_connect_attempts_total", "Connection attempts to a remote broker, successful or not.", func(s mqttside.Stats) uint64 { return s.ConnectAttempts }),
 	)

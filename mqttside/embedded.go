@@ -147,6 +147,9 @@ func (e *Embedded) Start(ctx context.Context) error {
 }
 
 func (e *Embedded) start() error {
+	if err := e.srv.AddHook(&dropHook{log: e.log, drops: &e.cnt.subDrops}, nil); err != nil {
+		return err
+	}
 	hook := &authHook{acl: e.acl, log: e.log, maxPayload: e.opts.MaxPayload, invalid: &e.cnt.invalid}
 	if err := e.srv.AddHook(hook, nil); err != nil {
 		return err

@@ -2,12 +2,54 @@ package mqttside
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
+
+// dropHook counts the messages mochi drops on their way to a client (a
+// full outbound queue or in-flight quota, an expired QoS flow), which
+// Publish cannot report: it returns once the message is routed. The first
+// drop after a quiet minute is logged at Warn, the others at Debug.
+type dropHook struct {
+	mqtt.HookBase
+	log     *slog.Logger
+	drops   *atomic.Uint64
+	lastLog atomic.Int64 // unix nanos of the last Warn
+}
+
+// ID names the hook in mochi.
+func (h *dropHook) ID() string { return "bridge-drops" }
+
+// Provides lists the hook methods mochi should call.
+func (h *dropHook) Provides(b byte) bool {
+	return b == mqtt.OnPublishDropped || b == mqtt.OnQosDropped
+}
+
+// OnPublishDropped counts a message dropped for cl.
+func (h *dropHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.dropped(cl, pk, "queue full")
+}
+
+// OnQosDropped counts a QoS 1/2 message whose flow to cl expired.
+func (h *dropHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.dropped(cl, pk, "qos flow expired")
+}
+
+func (h *dropHook) dropped(cl *mqtt.Client, pk packets.Packet, why string) {
+	h.drops.Add(1)
+	level := slog.LevelDebug
+	now := time.Now().UnixNano()
+	if last := h.lastLog.Load(); now-last > int64(time.Minute) && h.lastLog.CompareAndSwap(last, now) {
+		level = slog.LevelWarn
+	}
+	h.log.Log(context.Background(), level, "mqtt message dropped for a slow client", "client_id", cl.ID,
+		"topic", pk.TopicName, "reason", why)
+}
 
 // authHook applies the ACL and the payload limit to external clients.
 // The inline client bypasses the ACL; its payloads are checked by Publish.

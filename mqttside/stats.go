@@ -13,7 +13,12 @@ type Stats struct {
 	Withdrawn   uint64 // publishes taken back out of the offline buffer by PublishOrWithdraw, never sent
 	Requeued    uint64 // QoS 1/2 sends cut by a disconnect, kept in the session store and resent after reconnect
 	Received    uint64 // deliveries handed to handlers
-	Reconnects  uint64 // successful connections after the first
+	// SubscriberDrops counts messages the embedded broker dropped on their
+	// way to one of its clients instead of delivering them: the client's
+	// outbound queue or in-flight quota was full, or a QoS 1/2 flow to it
+	// expired. Always 0 for a remote broker (it keeps its own counts).
+	SubscriberDrops uint64
+	Reconnects      uint64 // successful connections after the first
 	// ConnectAttempts counts connection attempts, the first and every
 	// retry, successful or not.
 	ConnectAttempts uint64
@@ -32,6 +37,7 @@ type counters struct {
 	withdrawn   atomic.Uint64
 	requeued    atomic.Uint64
 	received    atomic.Uint64
+	subDrops    atomic.Uint64
 	reconnects  atomic.Uint64
 	attempts    atomic.Uint64
 }
@@ -47,6 +53,7 @@ func (c *counters) snapshot() Stats {
 		Withdrawn:       c.withdrawn.Load(),
 		Requeued:        c.requeued.Load(),
 		Received:        c.received.Load(),
+		SubscriberDrops: c.subDrops.Load(),
 		Reconnects:      c.reconnects.Load(),
 		ConnectAttempts: c.attempts.Load(),
 	}
