@@ -129,9 +129,9 @@ func (d *deviceMetrics) newSeries(label string) *deviceSeries {
 	// The caller's string may share a larger buffer.
 	label = strings.Clone(label)
 	return &deviceSeries{
-		label:    label,
-		toMQTT:   d.messages.WithLabelValues(label, dirCoAPToMQTT),
-		toCoAP:   d.messages.WithLabelValues(label, dirMQTTToCoAP),
+		label:  label,
+		toMQTT: d.messages.WithLabelValues(label, dirCoAPToMQTT),
+		toCoAP: d.messages.WithLabelValues(label, dirMQTTToCoAP),
 	}
 }
 
