@@ -88,6 +88,11 @@ func newDeviceMetrics(reg prometheus.Registerer, limit int, log *slog.Logger) *d
 func (d *deviceMetrics) of(device string) *deviceSeries {
 	d.mu.RLock()
 	s := d.series[device]
+	if s == nil {
+		if _, ok := d.over[device]; ok {
+			s = d.series[deviceOverflow]
+		}
+	}
 	d.mu.RUnlock()
 	if s != nil {
 		return s

@@ -264,3 +264,28 @@ func BenchmarkIngressPushDeviceMetrics(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDeviceMetricsMessage measures the per-device counting of one
+// message alone: off (a nil check), one admitted device, and an
+// overflowed name.
+func BenchmarkDeviceMetricsMessage(b *testing.B) {
+	now := time.Now()
+	var off *deviceMetrics
+	b.Run("off", func(b *testing.B) {
+		for b.Loop() {
+			off.message("dev-1", dirCoAPToMQTT, now)
+		}
+	})
+	on := newDeviceMetrics(prometheus.NewRegistry(), 1, slog.New(slog.DiscardHandler))
+	on.message("dev-1", dirCoAPToMQTT, now)
+	b.Run("on", func(b *testing.B) {
+		for b.Loop() {
+			on.message("dev-1", dirCoAPToMQTT, now)
+		}
+	})
+	b.Run("on-overflow", func(b *testing.B) {
+		for b.Loop() {
+			on.message("dev-2", dirCoAPToMQTT, now)
+		}
+	})
+}
