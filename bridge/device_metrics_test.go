@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,6 +85,24 @@ func TestDeviceMetricsCap(t *testing.T) {
 	}
 	if len(d.over) > d.max {
 		t.Errorf("%d overflowed names remembered, more than the cap %d", len(d.over), d.max)
+	}
+	// Concurrent first sightings admit no more than the cap either.
+	reg2 := prometheus.NewRegistry()
+	d2 := newDeviceMetrics(reg2, 100, slog.New(slog.DiscardHandler))
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 2500 {
+				d2.message(fmt.Sprintf("dev-%d-%04d", g, i), dirCoAPToMQTT, now)
+			}
+		})
+	}
+	wg.Wait()
+	if devs, _ := deviceLabels(t, reg2, "bridge_device_messages_total"); len(devs) != 101 || !devs[deviceOverflow] {
+		t.Errorf("concurrently: %d device label values, want 101", len(devs))
+	}
+	if got := testutil.ToFloat64(d2.overflow); got != 9900 {
+		t.Errorf("concurrently: overflow total %v, want 9900", got)
 	}
 	var warned int
 	for _, w := range warnings.logged() {
@@ -181,6 +200,39 @@ func TestDeviceMetricsNotifications(t *testing.T) {
 	if devs, _ := deviceLabels(t, tb.reg, "bridge_device_last_seen_timestamp_seconds"); len(devs) != 1 || !devs["d1"] {
 		t.Errorf("last seen for %v, want d1", devs)
 	}
+}
+
+// TestDeviceMetricsPolls: polled values published count for their
+// device, a poll the device answers 4.04 as its error.
+func TestDeviceMetricsPolls(t *testing.T) {
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("GET /counter", func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte("1"))
+	})
+	tb := startBridge(t, fmt.Sprintf(`
+[[device]]
+name = "d1"
+url  = "coap://%s"
+
+[[poll]]
+name     = "counter"
+devices  = ["d1"]
+paths    = ["/counter"]
+interval = "100ms"
+topic    = "count/{device}"
+
+[[poll]]
+name     = "missing"
+devices  = ["d1"]
+paths    = ["/nothing"]
+interval = "100ms"
+topic    = "p/{device}"
+`, dev.addr), perDevice(0))
+	d := tb.metrics.devices
+	testkit.Eventually(t, 5*time.Second, "3 polls published and a 4.04 counted for d1", func() bool {
+		return testutil.ToFloat64(d.messages.WithLabelValues("d1", dirCoAPToMQTT)) >= 3 &&
+			testutil.ToFloat64(d.errors.WithLabelValues("d1", reasonCoAP)) >= 1
+	})
 }
 
 // TestDeviceMetricsCommands: an answered command counts for its device
