@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -84,8 +85,13 @@ func newDeviceMetrics(reg prometheus.Registerer, limit int, log *slog.Logger) *d
 }
 
 // of returns the series of device: its own, or those of "_overflow" once
-// max names have theirs.
+// max names have theirs. A name that is not UTF-8 (a Uri-Path option may
+// hold any bytes), which Prometheus refuses as a label value, is counted
+// with U+FFFD in place of its bad bytes.
 func (d *deviceMetrics) of(device string) *deviceSeries {
+	if !utf8.ValidString(device) {
+		device = strings.ToValidUTF8(device, "\uFFFD")
+	}
 	d.mu.RLock()
 	s := d.series[device]
 	if s == nil {

@@ -341,3 +341,25 @@ func BenchmarkDeviceMetricsMessage(b *testing.B) {
 		}
 	})
 }
+
+// TestDeviceMetricsInvalidUTF8: a device name that is not UTF-8 (any
+// bytes fit in a Uri-Path option) is counted under its name with the bad
+// bytes replaced, not refused by the metrics library.
+func TestDeviceMetricsInvalidUTF8(t *testing.T) {
+	tb := startBridge(t, ingressRules, perDevice(0))
+	req, err := newReq(message.POST, tb.coapURL("/telemetry/x/temp"), []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Options = req.Options.Del(message.URIPath).
+		Add(message.URIPath, []byte("telemetry")).Add(message.URIPath, []byte("a\xffb")).Add(message.URIPath, []byte("temp"))
+	resp, err := newCoAPClient(t).Do(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs, _ := deviceLabels(t, tb.reg, "bridge_device_messages_total")
+	errDevs, _ := deviceLabels(t, tb.reg, "bridge_device_errors_total")
+	if !devs["a\uFFFDb"] && !errDevs["a\uFFFDb"] {
+		t.Errorf("answered %v; device label values %v and %v, want a\\uFFFDb", resp.Code, devs, errDevs)
+	}
+}
