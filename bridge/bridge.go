@@ -244,6 +244,9 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		mqtt:     &mqttLink{},
 		subs:     newSubscribed(),
 	}
+	if cfg.Metrics.PerDevice {
+		b.metrics.devices = newDeviceMetrics(reg, cfg.Metrics.PerDeviceMax, logger)
+	}
 	b.set.Store(set)
 	limit := maxPayload(cfg.MQTT)
 	logLearn := learnLogger(logger)

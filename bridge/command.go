@@ -449,13 +449,14 @@ func (c *commands) finish(cmd *command, res commandResult, reason string) {
 		c.touch()
 	}
 	rule := cmd.rule
+	device := res.Device
+	if device == "" {
+		device = deviceName(cmd.target)
+	}
 	if reason == "" {
 		c.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
+		c.metrics.devices.message(device, dirMQTTToCoAP, time.Now())
 	} else {
-		device := res.Device
-		if device == "" {
-			device = deviceName(cmd.target)
-		}
 		c.metrics.ruleError(rule.Name, reason, errorDetail{device: device, codeText: res.Code, errText: res.Error})
 		c.log.Warn("command failed", "rule", rule.Name, "topic", cmd.delivery.Topic, "status", res.Status, "reason", reason, "err", res.Error)
 	}

@@ -34,6 +34,8 @@ type Config struct {
 	Catalog CatalogConfig `mapstructure:"catalog"`
 	// Cluster lets bridges on one broker share the work.
 	Cluster ClusterConfig `mapstructure:"cluster"`
+	// Metrics configures optional metrics.
+	Metrics MetricsConfig `mapstructure:"metrics"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -285,6 +287,22 @@ func (c CatalogConfig) validate(add func(key, format string, args ...any)) {
 	}
 }
 
+// MetricsConfig configures optional metrics.
+type MetricsConfig struct {
+	// PerDevice exports bridge_device_* metrics labelled by device name.
+	PerDevice bool `mapstructure:"per_device"`
+	// PerDeviceMax bounds the device label values: later devices are
+	// counted as device="_overflow". 0 means DefaultPerDeviceMax.
+	PerDeviceMax int `mapstructure:"per_device_max"`
+}
+
+// validate adds a problem for a negative per_device_max.
+func (m MetricsConfig) validate(add func(key, format string, args ...any)) {
+	if m.PerDeviceMax < 0 {
+		add("metrics.per_device_max", "must not be negative (0 means %d), got %d", DefaultPerDeviceMax, m.PerDeviceMax)
+	}
+}
+
 // DTLSConfig configures the coaps listener.
 type DTLSConfig struct {
 	Listen       string `mapstructure:"listen"`
@@ -453,6 +471,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.Catalog.validate(add)
+	c.Metrics.validate(add)
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)

@@ -48,6 +48,9 @@ func TestValidate(t *testing.T) {
 			"state.dir: stat /nonexistent/bridge-state: no such file or directory"}},
 		{"state dir a file", func(c *Config) { c.State.Dir = "config_test.go" }, []string{"state.dir: config_test.go is not a directory"}},
 		{"state dir", func(c *Config) { c.State.Dir = "." }, nil},
+		{"per-device metrics", func(c *Config) { c.Metrics.PerDevice = true; c.Metrics.PerDeviceMax = 10 }, nil},
+		{"negative per_device_max", func(c *Config) { c.Metrics.PerDeviceMax = -1 }, []string{
+			"metrics.per_device_max: must not be negative (0 means 1000), got -1"}},
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
 	}
 	for _, tt := range tests {

@@ -18,7 +18,8 @@ const dashboardFile = "../deploy/grafana/bridge.json"
 
 // TestDashboardQueriesExportedMetrics: every metric the Grafana dashboard
 // queries (panel targets and template variables) is one a running bridge
-// exports, with a coaps listener and the embedded broker, so every
+// exports, with a coaps listener, the embedded broker and per-device
+// metrics on (metrics.per_device: the per-device row's queries), so every
 // family is registered; a histogram's _bucket, _sum and _count count as
 // its name.
 func TestDashboardQueriesExportedMetrics(t *testing.T) {
@@ -34,6 +35,7 @@ topic = "t/{device}"
 `, func(c *Config, _ *Options) {
 		c.CoAP.DTLS.Listen = "127.0.0.1:0"
 		c.CoAP.DTLS.PSKFile = pskFile
+		c.Metrics.PerDevice = true
 	})
 	// One push, so the latency histogram has a series and Gather tells
 	// its type.
@@ -42,7 +44,7 @@ topic = "t/{device}"
 		t.Fatalf("push: %v %v", resp, err)
 	}
 	exported := exportedMetrics(t, tb.reg)
-	for _, must := range []string{"bridge_rule_messages_total", "bridge_rule_errors_total", "bridge_dtls_handshakes_ok_total", "bridge_mqtt_offline_buffer_depth"} {
+	for _, must := range []string{"bridge_rule_messages_total", "bridge_rule_errors_total", "bridge_dtls_handshakes_ok_total", "bridge_mqtt_offline_buffer_depth", "bridge_presence_devices", "bridge_device_messages_total"} {
 		if _, ok := exported[must]; !ok {
 			t.Fatalf("the registry does not list %s: the way names are read from it is broken (%d names)", must, len(exported))
 		}
@@ -53,8 +55,12 @@ topic = "t/{device}"
 		t.Fatalf("only %d queries in %s", len(queries), dashboardFile)
 	}
 	used := 0
+	queried := map[string]bool{}
 	for _, q := range queries {
 		names := promqlMetricNames(q.expr)
+		for _, n := range names {
+			queried[n] = true
+		}
 		if len(names) == 0 {
 			t.Errorf("%s: no metric name in %q", q.where, q.expr)
 		}
@@ -63,6 +69,16 @@ topic = "t/{device}"
 			if !isExported(n, exported) {
 				t.Errorf("%s queries %s, which the bridge does not export (in %q)", q.where, n, q.expr)
 			}
+		}
+	}
+	// The dashboard covers what it is for: messages and errors per rule,
+	// latency, observations, presence, the MQTT buffer, DTLS handshakes
+	// and the per-device metrics.
+	for _, must := range []string{"bridge_rule_messages_total", "bridge_rule_errors_total", "bridge_rule_latency_seconds_bucket",
+		"bridge_observations_active", "bridge_presence_devices", "bridge_mqtt_offline_buffer_depth", "bridge_dtls_handshakes_ok_total",
+		"bridge_device_messages_total", "bridge_device_errors_total", "bridge_device_last_seen_timestamp_seconds", "bridge_device_metrics_overflow_total"} {
+		if !queried[must] {
+			t.Errorf("no panel of %s queries %s", dashboardFile, must)
 		}
 	}
 	t.Logf("%d queries, %d metric references, %d families exported", len(queries), used, len(exported))

@@ -47,6 +47,7 @@ type metrics struct {
 	rulesLoaded  prometheus.Gauge
 	staleDropped *prometheus.CounterVec // device
 	recent       *recentErrors          // the latest errors, for the console
+	devices      *deviceMetrics         // nil unless metrics.per_device
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

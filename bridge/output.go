@@ -132,6 +132,7 @@ func (o *outputs) publish(ctx context.Context, rule string, out *rules.Output, c
 	case err == nil:
 		o.metrics.messages.WithLabelValues(rule, dirCoAPToMQTT).Inc()
 		o.metrics.latency.WithLabelValues(rule, dirCoAPToMQTT).Observe(time.Since(in.Received).Seconds())
+		o.metrics.devices.message(in.Device, dirCoAPToMQTT, in.Received)
 	case errors.Is(err, errFiltered):
 		o.metrics.filtered.WithLabelValues(rule).Inc()
 	case errors.As(err, &oe):

@@ -32,9 +32,10 @@ type errorDetail struct {
 }
 
 // ruleError counts an error of rule for reason and enters it in the ring
-// of recent errors.
+// of recent errors, and for its device when metrics.per_device is on.
 func (m *metrics) ruleError(rule, reason string, d errorDetail) {
 	m.errors.WithLabelValues(rule, reason).Inc()
+	m.devices.failed(d.device, reason)
 	m.recent.add(rule, reason, d)
 }
 

@@ -64,3 +64,24 @@ func TestConfigHTTPConsole(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigPerDeviceMetrics: the metrics section is read from the file
+// and the environment, and bridge check refuses a negative
+// per_device_max with its key and line.
+func TestConfigPerDeviceMetrics(t *testing.T) {
+	dir := t.TempDir()
+	file := writeFile(t, dir, "config.toml", "[metrics]\nper_device_max = 50\n[mqtt]\nbroker = \"embedded\"\n")
+	t.Setenv("BRIDGE_METRICS_PER_DEVICE", "true")
+	cfg, err := loadConfig(file, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Metrics.PerDevice || cfg.Metrics.PerDeviceMax != 50 {
+		t.Fatalf("metrics %+v, want per_device on with a cap of 50", cfg.Metrics)
+	}
+	bad := writeFile(t, dir, "bad.toml", "rules = []\n[metrics]\nper_device_max = -1\n")
+	code, out, errOut := runCLI(t, "check", "--config", bad)
+	if want := "bad.toml:3: metrics.per_device_max: must not be negative"; code == 0 || !strings.Contains(out+errOut, want) {
+		t.Fatalf("check: exit %d, output %q %q, want a failure with %q", code, out, errOut, want)
+	}
+}
