@@ -352,6 +352,12 @@ func (b *Bridge) isRuleFile(name string) bool {
 	if f := b.cfg.CoAP.DTLS.PSKFile; f != "" && filepath.Clean(f) == filepath.Clean(name) {
 		return true
 	}
+	if filepath.Base(name) == "..data" {
+		// A Kubernetes ConfigMap or Secret volume: its files are links
+		// through ..data, which the kubelet points at a new folder to
+		// update them all at once; the files themselves never change.
+		return true
+	}
 	for _, g := range b.ruleGlobs() {
 		if ok, _ := filepath.Match(g, name); ok {
 			return true

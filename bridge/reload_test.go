@@ -286,3 +286,46 @@ func TestReloadInPlaceSavesKeepRules(t *testing.T) {
 		t.Fatalf("during 100 in-place saves: %d posts answered 4.04 and %d failed otherwise (%d 2.04)", notFound.Load(), other.Load(), ok.Load())
 	}
 }
+
+// TestReloadFollowsAConfigMapSwap: a Kubernetes ConfigMap volume updates
+// its files by pointing the ..data link at a new folder; the rule file is
+// a link through ..data and never changes itself. The swap is a change of
+// the rule file.
+func TestReloadFollowsAConfigMapSwap(t *testing.T) {
+	configMap := func(dir, version, rules string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(dir, version), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, version, "rules.toml"), []byte(rules), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// The kubelet's atomic writer: a new link renamed over ..data.
+		if err := os.Symlink(version, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb := startBridge(t, ingressRules, func(c *Config, o *Options) {
+		o.ReloadSettle = 50 * time.Millisecond
+		dir := filepath.Dir(c.File)
+		configMap(dir, "..2026_12_05_a", ingressRules)
+		rules := filepath.Join(dir, "rules.toml")
+		if err := os.Remove(rules); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..data", "rules.toml"), rules); err != nil {
+			t.Fatal(err)
+		}
+	})
+	c := newCoAPClient(t)
+	if code := post(t, c, tb.coapURL("/telemetry/d/m")); code != message.Changed {
+		t.Fatalf("push before the swap answered %v, want 2.04", code)
+	}
+	configMap(tb.dir, "..2026_12_05_b", resourceRules)
+	testkit.Eventually(t, 5*time.Second, "reload after the ConfigMap swap", func() bool {
+		return post(t, c, tb.coapURL("/telemetry/d/m")) == message.NotFound
+	})
+}
