@@ -192,18 +192,9 @@ func (e *Endpoint) start(og *outgoing) {
 		}
 		return
 	}
-	track := og.con || og.cb != nil
-	if track {
-		e.mu.Lock()
-		if e.pending == nil { // closed
-			e.mu.Unlock()
-			og.finish(Closed, nil)
-			return
-		}
-		e.pending[og.key] = og
-		e.mu.Unlock()
-	}
-	// Fields read by fire are set before the item enters the scheduler.
+	// Fields read by fire and finish are set before og is published in
+	// the pending table (where an ICMP error may finish it at once, see
+	// failPeers) and before it enters the scheduler.
 	var wait time.Duration
 	switch {
 	case og.con:
@@ -215,6 +206,16 @@ func (e *Endpoint) start(og *outgoing) {
 	}
 	if wait > 0 {
 		og.timer = &timerItem{target: og, index: -1}
+	}
+	if og.con || og.cb != nil {
+		e.mu.Lock()
+		if e.pending == nil { // closed
+			e.mu.Unlock()
+			og.finish(Closed, nil)
+			return
+		}
+		e.pending[og.key] = og
+		e.mu.Unlock()
 	}
 	og.sentAt.Store(time.Now().UnixNano())
 	e.write(og.data, &og.peer)
