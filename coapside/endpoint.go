@@ -88,6 +88,7 @@ type serverConfig struct {
 	rateLogged     atomic.Int64 // unix ns of the last rate-limit log line
 	ampOpts        AmplificationOptions
 	amp            *amplifier // nil: responses are not bounded on this conn
+	proxy          bool       // forward-proxy requests reach the handler
 }
 
 // NewEndpoint starts a message layer on conn. Requests that arrive are

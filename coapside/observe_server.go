@@ -175,7 +175,17 @@ func endpointKey(ep *Endpoint, peer net.Addr) string {
 // GET with Observe=1 deregisters it (RFC 7641 §3.1, §3.6). An error
 // response ends the registration at once (RFC 7641 §4.1). Requests without
 // Observe, and follow-up Block2 requests, reach h unchanged.
-func (s *ObserveServer) Observable(h Handler) Handler {
+func (s *ObserveServer) Observable(h Handler) Handler { return s.observable("", h) }
+
+// ObservableAt is Observable for a resource named key rather than by the
+// request's path: a proxy names the resource it serves by its target,
+// which the request gives in Proxy-Uri or a path of its own (RFC 7641
+// §5). Notify and NotifyState take the same key.
+func (s *ObserveServer) ObservableAt(key string, h Handler) Handler { return s.observable(key, h) }
+
+// observable serves Observable (path "": the request's path) and
+// ObservableAt.
+func (s *ObserveServer) observable(path string, h Handler) Handler {
 	return HandlerFunc(func(w ResponseWriter, r *Request) {
 		if r.Method != message.GET && r.Method != message.FETCH {
 			h.ServeCOAP(w, r)
@@ -211,13 +221,17 @@ func (s *ObserveServer) Observable(h Handler) Handler {
 			challenge(w, r)
 			return
 		}
-		s.register(w, r, h, key, szx)
+		rpath := path
+		if rpath == "" {
+			rpath = r.Path()
+		}
+		s.register(w, r, h, rpath, key, szx)
 	})
 }
 
-// register adds the observer, runs h and adds Observe to a success response.
-func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, key string, szx uint8) {
-	path := r.Path()
+// register adds the observer of path, runs h and adds Observe to a
+// success response.
+func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, path, key string, szx uint8) {
 	id := obsID{key, string(r.Token)}
 	s.watchResets(r.Endpoint())
 	src := sourceOf(r.Peer)

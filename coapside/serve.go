@@ -111,8 +111,8 @@ func (e *Endpoint) handleRequest(r *reader, m *message.Message, data []byte, fro
 		e.sendReset(r, from, m.MessageID)
 		return
 	}
-	// RFC 7252 §5.7.2: this server is not a forward-proxy.
-	if m.Options.Has(message.ProxyURI) || m.Options.Has(message.ProxyScheme) {
+	// RFC 7252 §5.7.2: unless the handler is a forward-proxy.
+	if (e.srv == nil || !e.srv.proxy) && (m.Options.Has(message.ProxyURI) || m.Options.Has(message.ProxyScheme)) {
 		e.replyDirect(r, m, from, ref, message.ProxyingNotSupported, 0, "", limit)
 		return
 	}

@@ -44,6 +44,11 @@ type ServerOptions struct {
 	// Amplification bounds responses to sources that have not proved their
 	// address (RFC 7252 §11.3, RFC 9175 §2.4).
 	Amplification AmplificationOptions
+	// Proxy hands requests carrying Proxy-Uri or Proxy-Scheme to the
+	// handler, which then acts as a forward-proxy (RFC 7252 §5.7.2) and
+	// answers 5.05 Proxying Not Supported for what it does not forward.
+	// Without it the server answers every such request 5.05 itself.
+	Proxy bool
 }
 
 // Server serves CoAP requests on any number of PacketConns (UDP, DTLS).
@@ -83,6 +88,7 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		idleReaders:    o.IdleReaders,
 		limiter:        newRateLimiter(o.RateLimit, o.RateBurst, o.RateLimitSources),
 		ampOpts:        o.Amplification,
+		proxy:          o.Proxy,
 	}
 	if cfg.maxConcurrent <= 0 {
 		cfg.maxConcurrent = DefaultMaxConcurrent
