@@ -20,6 +20,7 @@ var sectionKeys = map[string][]string{
 	"poll":     {"name", "devices", "paths", "interval", "on_change", "topic", "qos", "retain", "payload", "where", "transform"},
 	"command":  {"name", "filter", "method", "url", "response_topic", "timeout", "queue_ttl", "qos", "content_format"},
 	"resource": {"name", "path", "topic", "identity", "content_format", "rt", "if"},
+	"proxy":    {"name", "path", "url", "methods", "timeout", "forward", "http", "cache", "stale"},
 }
 
 // dec reads the typed keys of one entry, reporting problems as it goes.

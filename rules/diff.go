@@ -121,6 +121,9 @@ func (s *Set) Rules() []RuleRef {
 	for _, r := range s.Resources {
 		out = append(out, RuleRef{KindResource, r.Name, r.hash})
 	}
+	for _, r := range s.Proxies {
+		out = append(out, RuleRef{KindProxy, r.Name, r.hash})
+	}
 	return out
 }
 

@@ -80,7 +80,7 @@ type entry struct {
 }
 
 // sections lists the array tables a rule file may contain.
-var sections = []string{"device", "ingress", "observe", "poll", "command", "resource", "psk"}
+var sections = []string{"device", "ingress", "observe", "poll", "command", "resource", "proxy", "psk"}
 
 // lineIndex maps byte offsets to 1-based line numbers.
 type lineIndex []int

@@ -178,6 +178,8 @@ func parse(srcs []Source, d *diags) (*Set, error) {
 				s.Commands = append(s.Commands, x.command())
 			case KindResource:
 				s.Resources = append(s.Resources, x.resource())
+			case KindProxy:
+				s.Proxies = append(s.Proxies, x.proxy())
 			}
 		}
 	}

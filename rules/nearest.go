@@ -27,7 +27,7 @@ type Candidate struct {
 	Reason string
 }
 
-// NearestRoutes ranks the ingress and resource rules for a CoAP request
+// NearestRoutes ranks the ingress, resource and reverse proxy rules for a CoAP request
 // that none takes (MatchPath failed with ErrNoRoute or
 // ErrMethodNotAllowed): rules whose path matches but not the method first,
 // then by the number of leading segments matched, in file order among
@@ -35,11 +35,14 @@ type Candidate struct {
 func (s *Set) NearestRoutes(m message.Code, segs []string, n int) []Candidate {
 	var out []Candidate
 	add := func(r *Route) {
-		c := Candidate{Pattern: r.Path(), Pos: r.pos()}
-		if r.Ingress != nil {
-			c.Kind, c.Name = KindIngress, r.Ingress.Name
-		} else {
-			c.Kind, c.Name = KindResource, r.Resource.Name
+		c := Candidate{Pattern: r.Path(), Pos: r.pos(), Name: r.Name()}
+		switch {
+		case r.Ingress != nil:
+			c.Kind = KindIngress
+		case r.Proxy != nil:
+			c.Kind = KindProxy
+		default:
+			c.Kind = KindResource
 		}
 		var full bool
 		c.Matched, full, c.Reason = prefixMatch(c.Pattern, segs, "segment", "the path")
@@ -54,6 +57,11 @@ func (s *Set) NearestRoutes(m message.Code, segs []string, n int) []Candidate {
 	}
 	for _, r := range s.Resources {
 		add(&Route{Resource: r})
+	}
+	for _, r := range s.Proxies {
+		if !r.Path.IsZero() {
+			add(&Route{Proxy: r})
+		}
 	}
 	return rank(out, n)
 }

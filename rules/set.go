@@ -18,61 +18,82 @@ type Set struct {
 	Poll      []*Poll
 	Commands  []*Command
 	Resources []*Resource
+	Proxies   []*Proxy
 
 	devices  map[string]*Device
 	routes   *Index[*Route]
 	commands *Index[*Command]
+	proxies  *Index[*Proxy] // forward and HTTP proxy rules by device and url path
 }
 
 // Route is what the bridge's CoAP server dispatches to: exactly one of
-// Ingress and Resource is set.
+// Ingress, Resource and Proxy is set.
 type Route struct {
 	Ingress  *Ingress
 	Resource *Resource
+	Proxy    *Proxy
 }
 
 // Name returns the rule name.
 func (r *Route) Name() string {
-	if r.Ingress != nil {
+	switch {
+	case r.Ingress != nil:
 		return r.Ingress.Name
+	case r.Proxy != nil:
+		return r.Proxy.Name
 	}
 	return r.Resource.Name
 }
 
 // Path returns the rule's path pattern.
 func (r *Route) Path() Pattern {
-	if r.Ingress != nil {
+	switch {
+	case r.Ingress != nil:
 		return r.Ingress.Path
+	case r.Proxy != nil:
+		return r.Proxy.Path
 	}
 	return r.Resource.Path
 }
 
-// Allows reports whether the route takes the method: an ingress its
-// methods, a resource GET and FETCH (RFC 8132 §2).
+// Allows reports whether the route takes the method: an ingress or proxy
+// its methods, a resource GET and FETCH (RFC 8132 §2).
 func (r *Route) Allows(m message.Code) bool {
-	if r.Ingress != nil {
+	switch {
+	case r.Ingress != nil:
 		return r.Ingress.Allows(m)
+	case r.Proxy != nil:
+		return r.Proxy.Allows(m)
 	}
 	return m == message.GET || m == message.FETCH
 }
 
 func (r *Route) methods() []message.Code {
-	if r.Ingress != nil {
+	switch {
+	case r.Ingress != nil:
 		return r.Ingress.Methods
+	case r.Proxy != nil:
+		return r.Proxy.Methods
 	}
 	return []message.Code{message.GET, message.FETCH}
 }
 
 func (r *Route) describe() string {
-	if r.Ingress != nil {
+	switch {
+	case r.Ingress != nil:
 		return ruleName(KindIngress, r.Ingress.Name)
+	case r.Proxy != nil:
+		return ruleName(KindProxy, r.Proxy.Name)
 	}
 	return ruleName(KindResource, r.Resource.Name)
 }
 
 func (r *Route) pos() Pos {
-	if r.Ingress != nil {
+	switch {
+	case r.Ingress != nil:
 		return r.Ingress.Pos
+	case r.Proxy != nil:
+		return r.Proxy.Pos
 	}
 	return r.Resource.Pos
 }
@@ -116,8 +137,10 @@ func (s *Set) MatchCommand(topic string, dst Captures) (*Command, Captures, bool
 // rule's scheme): an MQTT publisher can pick among devices, never an
 // arbitrary address. A [[device]] without url is Learned too. A path
 // segment longer than a CoAP option allows fails with uri.ErrInvalidURL.
-func (s *Set) Target(c *Command, caps Captures) (Target, error) {
-	u := c.URL
+func (s *Set) Target(c *Command, caps Captures) (Target, error) { return s.target(c.URL, caps) }
+
+// target renders a url template with captures (see Target).
+func (s *Set) target(u URLTemplate, caps Captures) (Target, error) {
 	path, err := u.path.RenderSegments(caps)
 	if err != nil {
 		return Target{}, err

@@ -16,6 +16,7 @@ func validate(s *Set, d *diags) {
 	checkCaptures(s, d)
 	checkWatches(s, d)
 	buildRoutes(s, d)
+	buildProxies(s, d)
 	buildCommands(s, d)
 	checkLoops(s, d)
 }
@@ -47,6 +48,9 @@ func checkNames(s *Set, d *diags) {
 	}
 	for _, r := range s.Resources {
 		all = append(all, named{KindResource, r.Name, r.Pos})
+	}
+	for _, r := range s.Proxies {
+		all = append(all, named{KindProxy, r.Name, r.Pos})
 	}
 	first := map[string]named{}
 	for _, n := range all {
@@ -222,7 +226,7 @@ func intersects(a, b []message.Code) bool {
 	return false
 }
 
-// buildRoutes indexes ingress and resource paths, reporting pairs that
+// buildRoutes indexes ingress, resource and reverse proxy paths, reporting pairs that
 // overlap for a common method without one being more specific.
 func buildRoutes(s *Set, d *diags) {
 	s.routes = NewIndex[*Route](PathSyntax)
@@ -232,6 +236,9 @@ func buildRoutes(s *Set, d *diags) {
 	}
 	for _, r := range s.Resources {
 		all = append(all, &Route{Resource: r})
+	}
+	for _, r := range s.Proxies {
+		all = append(all, &Route{Proxy: r})
 	}
 	for _, r := range all {
 		p := r.Path()
