@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -285,5 +284,7 @@ func (h *Handler) logger() *slog.Logger {
 	if h.Log != nil {
 		return h.Log
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return discardLog
 }
+
+var discardLog = slog.New(slog.DiscardHandler)

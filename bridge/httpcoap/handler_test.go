@@ -113,6 +113,16 @@ func TestMethods(t *testing.T) {
 			t.Errorf("%s mapped to %v, want %v", m, got, want)
 		}
 	}
+	// HEAD: the GET's headers, no body, whatever the ResponseWriter does.
+	f := answer(&Response{Code: message.Content, ContentFormat: 0, Payload: []byte("on")})
+	rec := do(t, f, http.MethodHead, "/coap/lamp/x", nil, nil)
+	if rec.Code != 200 || rec.Body.Len() != 0 || rec.Header().Get("Content-Length") != "2" {
+		t.Errorf("HEAD: status %d body %q Content-Length %q", rec.Code, rec.Body, rec.Header().Get("Content-Length"))
+	}
+	f = answer(&Response{Code: message.NotFound, ContentFormat: -1})
+	if rec := do(t, f, http.MethodHead, "/coap/lamp/x", nil, nil); rec.Code != 404 || rec.Body.Len() != 0 {
+		t.Errorf("HEAD 4.04: status %d body %q", rec.Code, rec.Body)
+	}
 	for _, m := range []string{http.MethodOptions, http.MethodTrace, http.MethodConnect} {
 		f := &fakeForwarder{}
 		wantTextError(t, do(t, f, m, "/coap/lamp/x", nil, nil), http.StatusNotImplemented, m)
@@ -204,6 +214,8 @@ func TestAcceptMapping(t *testing.T) {
 		{"application/json", nil}, // converted, not forwarded
 		{"application/json;q=0.5, application/cbor", mt(message.AppCBOR)},
 		{"application/cbor;q=bad, application/xml", mt(message.AppXML)},
+		{"application/xml, application/cbor", mt(message.AppXML)}, // equal q: the first
+		{"application/cbor;q=0.7, text/html;q=0.9, application/xml;q=0.7", mt(message.AppCBOR)},
 	}
 	for _, c := range cases {
 		f := &fakeForwarder{}
@@ -297,6 +309,8 @@ func TestJSONConversion(t *testing.T) {
 	// A format with no JSON form: 406 unless the client also takes it as is.
 	f = answer(&Response{Code: message.Content, ContentFormat: int(message.AppOctets), Payload: []byte{1, 2, 3}})
 	wantTextError(t, do(t, f, http.MethodGet, "/coap/lamp/x", nil, map[string]string{"Accept": "application/json"}),
+		http.StatusNotAcceptable, "no JSON form")
+	wantTextError(t, do(t, f, http.MethodGet, "/coap/lamp/x", nil, map[string]string{"Accept": "application/json, application/octet-stream;q=0, */*;q=0.1"}),
 		http.StatusNotAcceptable, "no JSON form")
 	rec = do(t, f, http.MethodGet, "/coap/lamp/x", nil, map[string]string{"Accept": "application/json, */*;q=0.1"})
 	if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/octet-stream" || !bytes.Equal(rec.Body.Bytes(), []byte{1, 2, 3}) {
@@ -490,12 +504,18 @@ func TestRequestBody(t *testing.T) {
 func TestBodyLimit(t *testing.T) {
 	f := &fakeForwarder{}
 	h := &Handler{Prefix: "/coap/", F: f, MaxBody: 16}
-	// Declared length over the limit.
+	// Declared length over the limit: refused before reading.
+	body := &countingReader{r: strings.NewReader(strings.Repeat("a", 17))}
+	r := httptest.NewRequest(http.MethodPost, "/coap/lamp/x", body)
+	r.ContentLength = 17
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/coap/lamp/x", strings.NewReader(strings.Repeat("a", 17))))
+	h.ServeHTTP(rec, r)
 	wantTextError(t, rec, http.StatusRequestEntityTooLarge, "larger than 16 bytes")
+	if body.n != 0 {
+		t.Errorf("read %d bytes of a body declared too large", body.n)
+	}
 	// Unknown length (chunked), found while reading.
-	r := httptest.NewRequest(http.MethodPost, "/coap/lamp/x", io.MultiReader(strings.NewReader(strings.Repeat("a", 17))))
+	r = httptest.NewRequest(http.MethodPost, "/coap/lamp/x", io.MultiReader(strings.NewReader(strings.Repeat("a", 17))))
 	r.ContentLength = -1
 	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
@@ -579,4 +599,15 @@ func TestClientGone(t *testing.T) {
 	if rec.Body.Len() != 0 {
 		t.Errorf("wrote %d %q to a gone client", rec.Code, rec.Body)
 	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
