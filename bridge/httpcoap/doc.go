@@ -63,10 +63,11 @@
 // strong entity tag, its bytes in hex. If-None-Match entity tags in that
 // form (quoted or bare hex, weak or strong) are sent as CoAP ETag options;
 // a 2.03 Valid answer to them is 304 Not Modified, and so is a 2.05 whose
-// entity tag the client already holds. An error response carries the CoAP
-// diagnostic payload, if any, in a text/plain body that starts with "CoAP
-// server returned" and the code (§6.5.3, §7 note 7: net/http cannot set a
-// reason phrase).
+// entity tag the client already holds. A CoAP error response becomes a
+// text/plain body that starts with "CoAP server returned" and the code,
+// followed by the diagnostic payload if any (§6.5.3; §7 note 7 asks for
+// that text in the reason phrase, which net/http cannot set); an error
+// payload with a Content-Format other than text passes unchanged.
 //
 // A response served from the bridge's cache carries "X-Cache: HIT", one
 // fetched from the device "X-Cache: MISS". A response served past its

@@ -71,7 +71,6 @@ type negotiation struct {
 	accept accept
 	choice choice
 	cond   conditions
-	head   bool
 }
 
 func (h *Handler) prefix() string {
@@ -91,7 +90,6 @@ func (h *Handler) mapRequest(w http.ResponseWriter, r *http.Request) (*Request, 
 	if herr != nil {
 		return nil, neg, herr
 	}
-	neg.head = r.Method == http.MethodHead
 	req := &Request{Method: m}
 	req.Device, req.Path, req.Query, herr = target(h.prefix(), r.URL.EscapedPath(), r.URL.RawQuery)
 	if herr != nil {
