@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/cache"
 	"github.com/coap-mqtt/bridge/coapside/dtls"
 	"github.com/coap-mqtt/bridge/mqttside"
 
@@ -184,6 +185,7 @@ type Bridge struct {
 	resources *resources
 	commands  *commands
 	watches   *watcher
+	proxy     *proxy
 	cluster   *cluster // nil when the bridge runs alone
 	coap      *ingress
 	http      *httpSide
@@ -289,14 +291,22 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 		}
 	}
 	b.joinCluster(reg)
+	pc := cache.New(cfg.Proxy.cacheOptions())
+	awake := func(name string) bool { return b.commands.awake(name, time.Now()) }
+	if b.proxy, err = newProxy(&b.set, b.devices, awake, pc, newProxyMetrics(reg, b.metrics, pc), logger, opts, cfg.CoAP.Limits); err != nil {
+		return nil, err
+	}
+	b.watches.feed = feed{b.proxy}
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.learned = b.learned
+	b.coap.proxy = b.proxy
 	b.coap.rateLimit(cfg.CoAP)
 	b.coap.limits(cfg.CoAP, limit)
 	var mounts []func(*http.ServeMux)
 	if cfg.HTTP.ConsoleOn() {
 		mounts = append(mounts, newConsole(b).register)
 	}
+	mounts = append(mounts, b.proxy.mountHTTP)
 	b.http = newHTTPSide(reg, b.live, b.health.notReady, b.clusterStatus, mounts...)
 	obs := b.resources.obs
 	b.metrics.observers = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -324,8 +334,8 @@ func Check(cfg Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d devices, %d ingress, %d observe, %d poll, %d command, %d resource rules",
-		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources)), nil
+	return fmt.Sprintf("%d devices, %d ingress, %d observe, %d poll, %d command, %d resource, %d proxy rules",
+		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources), len(set.Proxies)), nil
 }
 
 // checkedRules validates cfg and loads its rules.
@@ -467,6 +477,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err := b.listenCoAP(); err != nil {
 		return err
 	}
+	sup.start("proxy", b.proxy)
 	sup.start("coap", b.coap)
 	if l := b.cfg.HTTP.Listen; l != "" {
 		addr, err := b.http.listen(l)
@@ -546,6 +557,7 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 	if b.cluster != nil {
 		sup.stop(ctx, "cluster", b.cluster)
 	}
+	sup.stop(ctx, "proxy", b.proxy)
 	sup.stop(ctx, "watches", b.watches)
 	sup.stop(ctx, "commands", b.commands)
 	if b.presence != nil {
@@ -679,5 +691,5 @@ func (b *Bridge) onMQTTEvent(e mqttside.Event) {
 func (b *Bridge) metricsRuleCount() int { return b.metricsRuleCountOf(b.set.Load()) }
 
 func (b *Bridge) metricsRuleCountOf(s *rules.Set) int {
-	return len(s.Ingress) + len(s.Observe) + len(s.Poll) + len(s.Commands) + len(s.Resources)
+	return len(s.Ingress) + len(s.Observe) + len(s.Poll) + len(s.Commands) + len(s.Resources) + len(s.Proxies)
 }

@@ -23,6 +23,7 @@ type ingress struct {
 	set         *atomic.Pointer[rules.Set]
 	out         *outputs
 	res         *resources
+	proxy       *proxy              // proxy rules; forward-proxy requests
 	seen        func(device string) // a device pushed: its waiting commands go out
 	learned     *learnedDevices     // where devices speak from; nil: not recorded
 	metrics     *metrics
@@ -45,7 +46,9 @@ type listener struct {
 
 func newIngress(set *atomic.Pointer[rules.Set], out *outputs, res *resources, seen func(string), m *metrics, log *slog.Logger, opts Options) *ingress {
 	in := &ingress{set: set, out: out, res: res, seen: seen, metrics: m, log: log, retryMaxAge: opts.RetryMaxAge}
-	in.srv = &coapside.Server{Handler: in, Options: coapside.ServerOptions{EndpointOptions: opts.CoAP}}
+	// Forward-proxy requests reach ServeCOAP, which forwards what a proxy
+	// rule allows and answers 5.05 for the rest (RFC 7252 §5.7.2).
+	in.srv = &coapside.Server{Handler: in, Options: coapside.ServerOptions{EndpointOptions: opts.CoAP, Proxy: true}}
 	in.srv.Options.Logger = log
 	return in
 }
@@ -158,6 +161,10 @@ func (in *ingress) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
 		w.SetCode(message.MethodNotAllowed)
 		return
 	}
+	if r.Options.Has(message.ProxyURI) || r.Options.Has(message.ProxyScheme) {
+		in.proxy.serveForward(w, r, set)
+		return
+	}
 	segs := r.Options.Strings(message.URIPath)
 	identity, _ := r.PeerIdentity()
 	d := decideCoAP(set, r.Method, segs, identity)
@@ -167,6 +174,9 @@ func (in *ingress) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
 		return
 	case actRefuse:
 		in.refuse(w, r, d)
+		return
+	case actProxy:
+		in.proxy.serveReverse(w, r, set, d.route.Proxy, d.caps)
 		return
 	}
 	if dev, ok := d.caps.Get("device"); ok {

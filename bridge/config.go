@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/cache"
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/mqttside"
 	"github.com/coap-mqtt/bridge/rules"
@@ -36,6 +37,8 @@ type Config struct {
 	Cluster ClusterConfig `mapstructure:"cluster"`
 	// Metrics configures optional metrics.
 	Metrics MetricsConfig `mapstructure:"metrics"`
+	// Proxy bounds the response cache of [[proxy]] rules.
+	Proxy ProxyConfig `mapstructure:"proxy"`
 
 	// File is the path the configuration was read from ("" when built in
 	// code). It anchors relative rule globs and error positions.
@@ -303,6 +306,47 @@ func (m MetricsConfig) validate(add func(key, format string, args ...any)) {
 	}
 }
 
+// Defaults of ProxyConfig.
+const (
+	DefaultProxyCacheEntries = 10_000
+	DefaultProxyCacheBytes   = 32 << 20
+)
+
+// ProxyConfig bounds the response cache of [[proxy]] rules (RFC 7252
+// §5.6): when either bound is reached the least recently used responses
+// are evicted.
+type ProxyConfig struct {
+	// CacheEntries bounds the cached responses; 0 means
+	// DefaultProxyCacheEntries.
+	CacheEntries int `mapstructure:"cache_entries"`
+	// CacheBytes bounds their payloads and keys in bytes; 0 means
+	// DefaultProxyCacheBytes. A response larger than an eighth of it is
+	// not cached.
+	CacheBytes int64 `mapstructure:"cache_bytes"`
+}
+
+// validate adds a problem for a negative bound.
+func (p ProxyConfig) validate(add func(key, format string, args ...any)) {
+	if p.CacheEntries < 0 {
+		add("proxy.cache_entries", "must not be negative (0 means %d), got %d", DefaultProxyCacheEntries, p.CacheEntries)
+	}
+	if p.CacheBytes < 0 {
+		add("proxy.cache_bytes", "must not be negative (0 means %d), got %d", DefaultProxyCacheBytes, p.CacheBytes)
+	}
+}
+
+// cacheOptions are the cache's bounds with their defaults.
+func (p ProxyConfig) cacheOptions() cache.Options {
+	o := cache.Options{MaxEntries: p.CacheEntries, MaxBytes: p.CacheBytes}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultProxyCacheEntries
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultProxyCacheBytes
+	}
+	return o
+}
+
 // DTLSConfig configures the coaps listener.
 type DTLSConfig struct {
 	Listen       string `mapstructure:"listen"`
@@ -472,6 +516,7 @@ func (c *Config) Validate() error {
 	}
 	c.Catalog.validate(add)
 	c.Metrics.validate(add)
+	c.Proxy.validate(add)
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)

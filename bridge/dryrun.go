@@ -68,6 +68,9 @@ const (
 	// CoAPRead: a resource rule answers with the latest message on a
 	// topic (4.04 until one was published there).
 	CoAPRead CoAPAction = "read"
+	// CoAPProxy: a proxy rule passes the request to a device (answered
+	// from the cache while a fresh response is held).
+	CoAPProxy CoAPAction = "proxy"
 )
 
 // CoAPRoute is what the bridge does with a CoAPProbe.
@@ -92,12 +95,14 @@ type CoAPRoute struct {
 	Trace   rules.Trace
 	// Topic is the topic a resource rule reads.
 	Topic string
+	// Target is the device resource a proxy rule passes the request to.
+	Target rules.Target
 }
 
 // Routed reports whether the request goes through: published, read or
 // answered by discovery.
 func (r *CoAPRoute) Routed() bool {
-	return r.Action == CoAPPublish || r.Action == CoAPRead || r.Action == CoAPDiscovery
+	return r.Action == CoAPPublish || r.Action == CoAPRead || r.Action == CoAPDiscovery || r.Action == CoAPProxy
 }
 
 // CoAP routes a request as the bridge's CoAP server does.
@@ -118,6 +123,13 @@ func (rt *Router) CoAP(p CoAPProbe) CoAPRoute {
 			break
 		}
 		res.Action, res.Code, res.Topic = CoAPRead, message.Content, topic
+	case actProxy:
+		t, err := rt.set.ProxyTarget(d.route.Proxy, d.caps)
+		if err != nil {
+			res.Code, res.Reason, res.Err = proxyError(err), proxyReason(err), err
+			break
+		}
+		res.Action, res.Target = CoAPProxy, t
 	case actIngress:
 		rule := d.route.Ingress
 		in := pushInbound(p.Payload, p.ContentFormat, uriPath(p.Path), p.Identity, d.caps, p.Received)

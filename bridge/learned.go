@@ -249,3 +249,17 @@ func learnLogger(log *slog.Logger) func(LearnEvent) {
 
 // learnLogEvery spaces the warnings about a full registry.
 const learnLogEvery = 10 * time.Second
+
+// at names the learned device that last spoke from addr. It looks at
+// every device: a forward-proxy request naming a device by address is
+// rare next to the requests naming it.
+func (l *learnedDevices) at(addr netip.AddrPort) (string, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for name, e := range l.devices {
+		if netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port()) == addr {
+			return name, true
+		}
+	}
+	return "", false
+}

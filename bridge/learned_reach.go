@@ -20,15 +20,25 @@ func notLearned(name string) error {
 // doTarget sends req to a command's target: a device at its url as
 // doFor does, or a learned device where it last spoke from.
 func (d *deviceClients) doTarget(ctx context.Context, t rules.Target, req *coapside.Request) (*coapside.Response, error) {
+	c, err := d.prepareTarget(ctx, t, req)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(ctx, req)
+}
+
+// prepareTarget readies req for a command's or proxy's target and
+// returns the client to send it with (see prepare and learnedClient).
+func (d *deviceClients) prepareTarget(ctx context.Context, t rules.Target, req *coapside.Request) (*coapside.Client, error) {
 	if !t.Learned {
-		return d.doFor(ctx, t.Device, t.Secure, req)
+		return d.prepare(ctx, t.Device, t.Secure, req)
 	}
 	c, addr, err := d.learnedClient(t.Name, viaFor(t.Secure))
 	if err != nil {
 		return nil, err
 	}
 	req.Peer = addr
-	return c.Do(ctx, req)
+	return c, nil
 }
 
 // learnedClient returns a client that sends from the bridge's own socket

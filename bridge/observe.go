@@ -53,6 +53,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			if n.Code.Class() != 2 {
 				return // the observation ends; the loop counts it and re-observes
 			}
+			wt.feed.notify(cur.device.Name, path, &n)
 			wt.publish(ctx, cur, path, &n, observeOutputs(cur.observes))
 		}, wt.observationOptions(g.device.Name, path))
 		switch {
@@ -73,6 +74,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		}
 		bo.reset()
 		wt.observationUp(1)
+		wt.feed.up(g.device.Name, path, 1)
 		health.up(obs)
 		if established > 0 {
 			health.reobserved.Add(1)
@@ -90,10 +92,12 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 			case <-wt.drain.Done():
 			}
 			wt.observationUp(-1)
+			wt.feed.up(g.device.Name, path, -1)
 			health.down(obs)
 			return
 		case <-obs.Done():
 			wt.observationUp(-1)
+			wt.feed.up(g.device.Name, path, -1)
 			health.down(obs)
 			wt.countError(wt.group(run), reasonObservationLost, 0, obs.Err())
 			flog.fail("observation ended: observing again", "device", g.device.Name, "path", path, "err", obs.Err())

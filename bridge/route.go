@@ -29,12 +29,14 @@ const (
 	actIngress
 	// actResource answers with the latest message of a resource rule's topic.
 	actResource
+	// actProxy passes the request to a device by a proxy rule's url.
+	actProxy
 )
 
 // coapDecision is the CoAP server's dispatch of one request.
 type coapDecision struct {
 	action coapAction
-	route  *rules.Route // set for actIngress, actResource and an identity refusal
+	route  *rules.Route // set for actIngress, actResource, actProxy and an identity refusal
 	caps   rules.Captures
 	code   message.Code // actRefuse: the answer
 	reason string       // actRefuse: the bridge_rule_errors_total reason; "" is not counted
@@ -64,9 +66,12 @@ func decideCoAP(set *rules.Set, m message.Code, segs []string, identity string) 
 	case err != nil:
 		return coapDecision{code: message.NotFound, reason: reasonNoRoute, err: err}
 	}
-	if route.Ingress != nil {
+	switch {
+	case route.Proxy != nil:
+		return coapDecision{action: actProxy, route: route, caps: caps}
+	case route.Ingress != nil:
 		err = route.Ingress.CheckIdentity(caps, identity)
-	} else {
+	default:
 		err = route.Resource.CheckIdentity(caps, identity)
 	}
 	if err != nil {

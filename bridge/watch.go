@@ -127,9 +127,12 @@ type watcher struct {
 	catalogs *catalogs
 	// catalogTopic is catalog.topic: the kindCatalog groups publish there.
 	catalogTopic rules.Pattern
-	metrics      *metrics
-	log          *slog.Logger
-	opts         Options
+	// feed passes observations and their notifications to the proxy's
+	// cache (a zero feed: none).
+	feed    feed
+	metrics *metrics
+	log     *slog.Logger
+	opts    Options
 	// owns says which devices this bridge watches in a cluster; nil:
 	// every device (see cluster).
 	owns atomic.Pointer[ownership]

@@ -177,7 +177,7 @@ func TestBenchRulesAreAccepted(t *testing.T) {
 	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 0 {
 		t.Fatalf("check: exit %d: %s", code, errb.String())
 	}
-	if want := "(5 devices, 1 ingress, 1 observe, 0 poll, 1 command, 0 resource rules)"; !strings.Contains(out.String(), want) {
+	if want := "(5 devices, 1 ingress, 1 observe, 0 poll, 1 command, 0 resource, 0 proxy rules)"; !strings.Contains(out.String(), want) {
 		t.Fatalf("check: %q, want %q", out.String(), want)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "rules", "ingress.toml"))

@@ -312,6 +312,8 @@ type coapRouteJSON struct {
 	Publish       *publishJSON      `json:"publish,omitempty"`
 	// ReadTopic is the topic a resource rule answers from.
 	ReadTopic string `json:"read_topic,omitempty"`
+	// ProxyTo is the device resource a proxy rule passes the request to.
+	ProxyTo string `json:"proxy_to,omitempty"`
 	// Note explains what the run time adds (a resource's 4.04 before a
 	// first message, discovery).
 	Note string `json:"note,omitempty"`
@@ -338,14 +340,23 @@ func coapJSON(p bridge.CoAPProbe, r *bridge.CoAPRoute) *coapRouteJSON {
 		out.Note = "answered by discovery: the link-format list of resource rules holding a value and described ingress rules (RFC 6690)"
 	case bridge.CoAPRead:
 		out.Note = "answers with the latest message on the topic, 4.04 until one was published there"
+	case bridge.CoAPProxy:
+		out.Code = ""
+		out.ProxyTo = r.Target.URL().String()
+		out.Note = "the device answers, or the proxy cache while it holds a fresh response; a device without url is reached where it last spoke from, and not while it sleeps"
 	}
 	if r.Rule == nil {
 		return out
 	}
-	if r.Rule.Ingress != nil {
+	switch {
+	case r.Rule.Proxy != nil:
+		px := r.Rule.Proxy
+		out.Rule = &ruleRef{Kind: string(rules.KindProxy), Name: px.Name, Pattern: px.Path.String(), File: px.Pos.File, Line: px.Pos.Line}
+		return out
+	case r.Rule.Ingress != nil:
 		in := r.Rule.Ingress
 		out.Rule = &ruleRef{Kind: string(rules.KindIngress), Name: in.Name, Pattern: in.Path.String(), File: in.Pos.File, Line: in.Pos.Line}
-	} else {
+	default:
 		rs := r.Rule.Resource
 		out.Rule = &ruleRef{Kind: string(rules.KindResource), Name: rs.Name, Pattern: rs.Path.String(), File: rs.Pos.File, Line: rs.Pos.Line}
 		out.ReadTopic = r.Topic
@@ -515,6 +526,9 @@ func writeCoAPText(w io.Writer, r *coapRouteJSON) {
 	if r.ReadTopic != "" {
 		row("reads topic", r.ReadTopic)
 	}
+	if r.ProxyTo != "" {
+		row("proxies to", r.ProxyTo)
+	}
 	switch r.Action {
 	case string(bridge.CoAPFiltered):
 		row("outcome", "where is false: nothing is published; the device hears "+r.Code)
@@ -533,7 +547,7 @@ func writeCoAPText(w io.Writer, r *coapRouteJSON) {
 		row("counted as", fmt.Sprintf("bridge_rule_errors_total{reason=%q}", r.Reason))
 	}
 	_ = tw.Flush()
-	writeCandidates(w, r.Candidates, "ingress and resource")
+	writeCandidates(w, r.Candidates, "ingress, resource and proxy")
 }
 
 // writeMQTTText prints a command route for a person.

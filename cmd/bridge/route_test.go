@@ -180,7 +180,7 @@ func TestRouteNotRouted(t *testing.T) {
 	for _, want := range []string{
 		"POST /telemtry/gh-1/temp: not routed: 4.04 Not Found",
 		`bridge_rule_errors_total{reason="no_route"}`,
-		"nearest ingress and resource rules:",
+		"nearest ingress, resource and proxy rules:",
 		`segment 1 is "telemtry"; the rule wants "telemetry"`,
 	} {
 		if !strings.Contains(out, want) {
