@@ -2,11 +2,13 @@ package bridge
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/block"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
@@ -89,8 +91,22 @@ func block2(t *testing.T, num uint32, szx uint8) message.Options {
 // proves its address, over every resource and path it serves, and requires
 // it to be at most 3 (RFC 7252 §11.3).
 func TestAmplificationBoundOverEveryPath(t *testing.T) {
-	tb := startBridge(t, amplificationRules, nil)
 	big := strings.Repeat("0123456789abcdef", 256) // 4 KiB
+	// A device behind a proxy rule, holding the same 4 KiB: proxied answers
+	// are bounded as the bridge's own are.
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("GET /big", func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte(big)) })
+	tb := startBridge(t, amplificationRules+fmt.Sprintf(`
+[[device]]
+name = "d1"
+url  = "coap://%s"
+
+[[proxy]]
+name    = "devices"
+path    = "/devices/{device}/{path...}"
+url     = "coap://{device}/{path...}"
+forward = true
+`, dev.addr), nil)
 	publish(t, tb.MQTTAddr(), "config/d1", 1, true, big)
 	c := newCoAPClient(t)
 	testkit.Eventually(t, 10*time.Second, "the 4 KiB value", func() bool {
@@ -121,6 +137,12 @@ func TestAmplificationBoundOverEveryPath(t *testing.T) {
 		{"discovery, Block2 0 SZX 6", ampGet(13, "/.well-known/core", block2(t, 0, 6)), nil},
 		{"discovery ?rt=config", ampGet(14, "/.well-known/core", message.Options{}.AddString(message.URIQuery, "rt=config")), nil},
 		{"discovery ?href=/config*", ampGet(15, "/.well-known/core", message.Options{}.AddString(message.URIQuery, "href=/config*")), nil},
+		{"proxy GET 4 KiB device resource", ampGet(17, "/devices/d1/big", nil), nil},
+		{"proxy GET, Block2 0 SZX 6", ampGet(18, "/devices/d1/big", block2(t, 0, 6)), nil},
+		{"forward proxy GET (Proxy-Uri)", ampGet(19, "", message.Options{}.SetString(message.ProxyURI, "coap://d1/big")), nil},
+		{"forward proxy, unknown host (4.03)", ampGet(20, "", message.Options{}.SetString(message.ProxyURI, "coap://x/big")), nil},
+		{"forward proxy, http scheme (5.05)", ampGet(21, "", message.Options{}.SetString(message.ProxyURI, "http://d1/big")), nil},
+		{"proxy Observe registration", ampGet(22, "/devices/d1/big", observe), nil},
 		{"Observe registration + 5 publishes", ampGet(16, "/config/d1", observe), func() {
 			for i := 0; i < 5; i++ {
 				publish(t, tb.MQTTAddr(), "config/d1", 1, true, big[:4096-i])
