@@ -589,6 +589,7 @@ func (b *Bridge) apply(ctx context.Context, old, new *rules.Set) error {
 	d := rules.Compare(old, new)
 	err := b.applySubscriptions(ctx, d, old, new)
 	b.applyWatches(ctx, d, new)
+	b.proxy.rulesRemoved(d)
 	return err
 }
 

@@ -11,12 +11,14 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/cache"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/coapside/observe"
+	"github.com/coap-mqtt/bridge/rules"
 )
 
 // upstream is the proxy's own observation of a device resource, held for
 // the clients observing it through the bridge (RFC 7641 §5): one per
 // cache key, whatever the number of clients.
 type upstream struct {
+	rule   string // the proxy rule its first client came through
 	cancel context.CancelFunc
 	ready  chan struct{} // closed once the first notification is cached, or the registration failed
 	once   sync.Once
@@ -50,7 +52,7 @@ func (p *proxy) follow(ctx context.Context, pr *proxyRequest) {
 	u := p.upstream[key]
 	if u == nil && p.fed[key] == 0 {
 		uctx, cancel := context.WithCancel(rc)
-		u = &upstream{cancel: cancel, ready: make(chan struct{})}
+		u = &upstream{rule: pr.rule.Name, cancel: cancel, ready: make(chan struct{})}
 		p.upstream[key] = u
 		p.wg.Add(1)
 		go func() {
@@ -171,6 +173,33 @@ func (p *proxy) observerLeft(o observe.Observer, _ error) {
 	p.mu.Unlock()
 	if u != nil {
 		u.cancel()
+	}
+}
+
+// rulesRemoved ends the observations held for clients of proxy rules a
+// reload removed: the clients hear 4.04 (RFC 7641 §3.2 ends their
+// registration), and the device's observation is deregistered.
+func (p *proxy) rulesRemoved(d rules.Diff) {
+	gone := map[string]bool{}
+	for _, r := range d.Rules.Removed {
+		if r.Kind == rules.KindProxy {
+			gone[r.Name] = true
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	var ended []cache.Key
+	p.mu.Lock()
+	for k, u := range p.upstream {
+		if gone[u.rule] {
+			u.cancel()
+			ended = append(ended, k)
+		}
+	}
+	p.mu.Unlock()
+	for _, k := range ended {
+		p.obs.NotifyState(string(k), observe.State{Code: message.NotFound})
 	}
 }
 

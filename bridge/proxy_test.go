@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/dtls"
+	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -551,5 +553,115 @@ url  = "coap://d1/{path...}"
 	}
 	if resp, body := get("/coap/d2/temp", ""); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("device without an http rule: %d %q, want 403", resp.StatusCode, body)
+	}
+}
+
+// TestProxyRuleRemovedEndsItsObservations: a reload that removes a proxy
+// rule ends the observations clients held through it (4.04) and the
+// bridge's observation of the device.
+func TestProxyRuleRemovedEndsItsObservations(t *testing.T) {
+	dev := startObservableDevice(t, "", 60)
+	dev.value.Store(1)
+	device := fmt.Sprintf("[[device]]\nname = \"d1\"\nurl  = \"coap://%s\"\n", dev.addr)
+	tb := startBridge(t, device+`
+[[proxy]]
+name = "devices"
+path = "/devices/{device}/{path...}"
+url  = "coap://{device}/{path...}"
+`, nil)
+	c := newCoAPClient(t)
+	got := make(chan coapside.Notification, 8)
+	obs, err := c.Observe(context.Background(), tb.coapURL("/devices/d1/sensors/temp"), func(n coapside.Notification) { got <- n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	testkit.Eventually(t, 5*time.Second, "device observed", func() bool { return dev.obs.Observers("/sensors/temp") == 1 })
+	tb.writeRules(t, device)
+	select {
+	case n := <-got:
+		if n.Code != message.NotFound {
+			t.Fatalf("notification after the rule was removed: %v, want 4.04", n.Code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client was not told the rule is gone")
+	}
+	select {
+	case <-obs.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's observation did not end")
+	}
+	testkit.Eventually(t, 5*time.Second, "device observation ended", func() bool { return dev.obs.Observers("/sensors/temp") == 0 })
+}
+
+// TestProxyToCoapsDevice: a proxy rule reaches a coaps device with the
+// device's own credentials (PSK), by its path and by Proxy-Uri; observers
+// through the proxy cost it one observation over the DTLS session.
+func TestProxyToCoapsDevice(t *testing.T) {
+	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": keys.Secret("device-key")})
+	conn, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: psk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := coapside.NewServeMux()
+	obs := runObserveServer(t)
+	var temp atomic.Int64
+	var gets atomic.Int32
+	temp.Store(12)
+	mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		gets.Add(1)
+		if id, _ := r.PeerIdentity(); id != "bridge" {
+			w.SetCode(message.Forbidden)
+			return
+		}
+		w.Write([]byte(fmt.Sprint(temp.Load())))
+	})))
+	srv := &coapside.Server{Handler: mux}
+	go srv.Serve(conn)
+	t.Cleanup(func() { srv.Close() })
+	tb := startBridge(t, fmt.Sprintf(`
+[[device]]
+name         = "secure-1"
+url          = "coaps://%s"
+psk_identity = "bridge"
+psk          = "device-key"
+
+[[proxy]]
+name    = "secure"
+path    = "/s/{device}/{path...}"
+url     = "coaps://{device}/{path...}"
+forward = true
+`, conn.LocalAddr()), nil)
+	c := newCoAPClient(t)
+	if resp := proxyGet(t, c, tb, "/s/secure-1/temp"); resp.Code != message.Content || string(resp.Payload) != "12" {
+		t.Fatalf("GET: %v %q", resp.Code, resp.Payload)
+	}
+	if resp := proxyGet(t, c, tb, "", message.Option{ID: message.ProxyURI, Value: []byte("coaps://secure-1/temp")}); resp.Code != message.Content || string(resp.Payload) != "12" {
+		t.Fatalf("Proxy-Uri coaps: %v %q", resp.Code, resp.Payload)
+	}
+	if n := gets.Load(); n != 1 {
+		t.Fatalf("device asked %d times, want 1", n)
+	}
+	got := make(chan string, 8)
+	for i := 0; i < 3; i++ {
+		if _, err := newCoAPClient(t).Observe(context.Background(), tb.coapURL("/s/secure-1/temp"), func(n coapside.Notification) { got <- string(n.Payload) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 5*time.Second, "one observation over DTLS", func() bool { return obs.Observers("/temp") == 1 })
+	for len(got) > 0 {
+		<-got
+	}
+	temp.Store(13)
+	obs.Notify("/temp")
+	for i := 0; i < 3; i++ {
+		select {
+		case v := <-got:
+			if v != "13" {
+				t.Fatalf("notification %q", v)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("notification missing")
+		}
 	}
 }
