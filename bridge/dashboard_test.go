@@ -76,7 +76,8 @@ topic = "t/{device}"
 	// and the per-device metrics.
 	for _, must := range []string{"bridge_rule_messages_total", "bridge_rule_errors_total", "bridge_rule_latency_seconds_bucket",
 		"bridge_observations_active", "bridge_presence_devices", "bridge_mqtt_offline_buffer_depth", "bridge_dtls_handshakes_ok_total",
-		"bridge_device_messages_total", "bridge_device_errors_total", "bridge_device_last_seen_timestamp_seconds", "bridge_device_metrics_overflow_total"} {
+		"bridge_device_messages_total", "bridge_device_errors_total", "bridge_device_last_seen_timestamp_seconds", "bridge_device_metrics_overflow_total",
+		"bridge_proxy_requests_total", "bridge_proxy_cache_hits_total", "bridge_proxy_device_requests_total"} {
 		if !queried[must] {
 			t.Errorf("no panel of %s queries %s", dashboardFile, must)
 		}

@@ -8,6 +8,7 @@ import (
 const (
 	dirCoAPToMQTT = "coap_to_mqtt"
 	dirMQTTToCoAP = "mqtt_to_coap"
+	dirProxy      = "proxy" // a CoAP or HTTP client's request answered by a proxy rule
 )
 
 // Error reasons (the "reason" label of bridge_rule_errors_total).

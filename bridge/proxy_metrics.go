@@ -70,8 +70,14 @@ func newProxyMetrics(reg prometheus.Registerer, m *metrics, c *cache.Cache) *pro
 	return pm
 }
 
-// result counts one answered request.
-func (m *proxyMetrics) result(rule, result string) { m.requests.WithLabelValues(rule, result).Inc() }
+// result counts one answered request; an answer (not a refusal) is one
+// of the rule's messages.
+func (m *proxyMetrics) result(rule, result string) {
+	m.requests.WithLabelValues(rule, result).Inc()
+	if result != resultRefused {
+		m.rules.messages.WithLabelValues(rule, dirProxy).Inc()
+	}
+}
 
 // splitPath turns "/a/b" into its segments ("/" has none).
 func splitPath(path string) []string {
