@@ -78,9 +78,6 @@ func (p *Proxy) Allows(m message.Code) bool {
 	return false
 }
 
-// proxyMethods are the methods a proxy rule may allow.
-var proxyMethods = []message.Code{message.GET, message.FETCH, message.POST, message.PUT, message.DELETE, message.PATCH, message.IPATCH}
-
 func (x *dec) proxy() *Proxy {
 	r := &Proxy{Pos: x.e.pos, hash: x.hash(), Timeout: DefaultProxyTimeout, Cache: true}
 	r.Name, _, _ = x.str("name", true)
