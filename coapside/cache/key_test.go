@@ -1,6 +1,8 @@
 package cache_test
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/coap-mqtt/bridge/coapside/cache"
@@ -177,5 +179,32 @@ func FuzzKeyString(f *testing.F) {
 	f.Fuzz(func(t *testing.T, k string) {
 		_ = cache.Key(k).String()
 		_, _, _ = cache.Key(k).Resource()
+	})
+}
+
+// FuzzKeyOf checks that a key gives back the target and path it was built
+// with, whatever the path segments hold, and that equal requests with their
+// options in another order give the same key.
+func FuzzKeyOf(f *testing.F) {
+	f.Add("coap://sensor-1", "temp", "unit=C", uint32(50), []byte(nil))
+	f.Add("coap://a", "a/b\x00", "", uint32(0), []byte{1})
+	f.Fuzz(func(t *testing.T, tgt, seg, query string, accept uint32, payload []byte) {
+		if strings.Contains(tgt, "\x00") {
+			return // targets are canonical scheme://device strings
+		}
+		opts := sorted(s(message.URIPath, seg), s(message.URIPath, "x"), s(message.URIQuery, query), u(message.Accept, accept))
+		k := cache.KeyOf(message.FETCH, tgt, opts, payload)
+		gt, gp, ok := k.Resource()
+		if !ok || gt != tgt || gp != opts.Path() {
+			t.Fatalf("Resource() = %q, %q, %v; want %q, %q", gt, gp, ok, tgt, opts.Path())
+		}
+		_ = k.String()
+		shuffled := message.Options{opts[3], opts[2], opts[0], opts[1]}
+		if !slices.Equal(shuffled.Strings(message.URIPath), opts.Strings(message.URIPath)) {
+			t.Fatal("test options out of order")
+		}
+		if k2 := cache.KeyOf(message.FETCH, tgt, shuffled, payload); k2 != k {
+			t.Fatalf("keys differ: %s / %s", k, k2)
+		}
 	})
 }
