@@ -60,6 +60,10 @@ type proxyRequest struct {
 	payload []byte
 	// etags are the ETags the client holds (RFC 7252 §5.10.6.2).
 	etags [][]byte
+	// registered: the client's Observe registration made the proxy's
+	// observation of the device, whose answer the cache now holds: the
+	// device answered this request.
+	registered bool
 }
 
 // proxyResponse is what the client is answered.
@@ -192,7 +196,11 @@ func (p *proxy) exchange(ctx context.Context, pr *proxyRequest) (*proxyResponse,
 	if cacheable {
 		e, fresh, ok := p.cache.Get(key)
 		if ok && fresh {
-			p.metrics.result(pr.rule.Name, resultCached)
+			if pr.registered {
+				p.metrics.result(pr.rule.Name, resultDevice)
+			} else {
+				p.metrics.result(pr.rule.Name, resultCached)
+			}
 			return fromEntry(e, pr.etags, time.Now()), nil
 		}
 		if ok {

@@ -79,7 +79,7 @@ func (p *proxy) serveCoAP(w coapside.ResponseWriter, r *coapside.Request, rule *
 	pr := &proxyRequest{rule: rule, target: t, method: r.Method, opts: fwd, payload: r.Payload, etags: etags}
 	handle := coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
 		if v, ok := r.Options.Observe(); ok && v == 0 {
-			p.follow(r.Context(), pr)
+			pr.registered = p.follow(r.Context(), pr)
 		}
 		p.answer(w, r.Context(), pr)
 	})

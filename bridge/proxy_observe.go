@@ -39,18 +39,21 @@ const upstreamRetry = 30 * time.Second
 // observers: by the bridge's own observation when an observe rule holds
 // one, else by the proxy's, which it starts here and waits for until its
 // registration is answered, so the client's first answer comes from it.
-func (p *proxy) follow(ctx context.Context, pr *proxyRequest) {
+// It reports whether it started the observation.
+func (p *proxy) follow(ctx context.Context, pr *proxyRequest) bool {
 	key, ok := pr.key()
 	if !ok || pr.target.Learned && !p.awake(pr.target.Name) {
-		return // a sleeping device is not woken; its cache entry answers
+		return false // a sleeping device is not woken; its cache entry answers
 	}
 	rc := p.runCtx()
 	if rc == nil {
-		return
+		return false
 	}
+	started := false
 	p.mu.Lock()
 	u := p.upstream[key]
 	if u == nil && p.fed[key] == 0 {
+		started = true
 		uctx, cancel := context.WithCancel(rc)
 		u = &upstream{rule: pr.rule.Name, cancel: cancel, ready: make(chan struct{})}
 		p.upstream[key] = u
@@ -62,12 +65,13 @@ func (p *proxy) follow(ctx context.Context, pr *proxyRequest) {
 	}
 	p.mu.Unlock()
 	if u == nil {
-		return
+		return false
 	}
 	select {
 	case <-u.ready:
 	case <-ctx.Done():
 	}
+	return started
 }
 
 // observeUpstream observes the device resource of key until no client

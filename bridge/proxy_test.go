@@ -353,6 +353,10 @@ func TestProxyObserveCostsTheDeviceOneObservation(t *testing.T) {
 	if n := dev.countPath("/sensors/temp"); n != first || n > 2 {
 		t.Fatalf("device got %d requests for %d observers, %d for the first, want no more than for the first (at most 2)", n, clients, first)
 	}
+	// The first registration was the device's answer, the others the cache's.
+	if d, c := testutil.ToFloat64(tb.proxy.metrics.requests.WithLabelValues("devices", resultDevice)), testutil.ToFloat64(tb.proxy.metrics.requests.WithLabelValues("devices", resultCached)); d != 1 || c != clients-1 {
+		t.Fatalf("results device %v, cache %v, want 1 and %d", d, c, clients-1)
+	}
 	dev.set(2)
 	for i, w := range ws {
 		select {
