@@ -44,7 +44,7 @@ func retained(t *testing.T, tb *testBridge, n int, topic string) paho.Message {
 	return m
 }
 
-// requested reports whether the device got a request for path.
+// requested counts the device's requests for path.
 func (d *fakeDevice) requested(path string) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()

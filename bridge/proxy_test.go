@@ -58,19 +58,6 @@ func proxyGet(t *testing.T, c *coapside.Client, tb *testBridge, path string, opt
 	return resp
 }
 
-// deviceGets counts the device's requests for path.
-func (d *fakeDevice) countPath(path string) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, r := range d.requests {
-		if r.path == path {
-			n++
-		}
-	}
-	return n
-}
-
 // TestProxyReverseServesFromCacheWithinMaxAge: 100 GETs of a device
 // resource through the bridge's proxy path within its Max-Age cost the
 // device one request; each answer carries the device's value and the
@@ -89,7 +76,7 @@ func TestProxyReverseServesFromCacheWithinMaxAge(t *testing.T) {
 			t.Fatalf("GET %d: Max-Age %d, want the freshness left of 60", i, ma)
 		}
 	}
-	if n := dev.countPath("/sensors/temp"); n != 1 {
+	if n := dev.requested("/sensors/temp"); n != 1 {
 		t.Fatalf("device got %d requests for 100 proxied GETs within Max-Age, want 1", n)
 	}
 	// Another representation (a query) is another cache entry.
@@ -97,7 +84,7 @@ func TestProxyReverseServesFromCacheWithinMaxAge(t *testing.T) {
 	if resp.Code != message.Content {
 		t.Fatalf("GET with query: %v", resp.Code)
 	}
-	if n := dev.countPath("/sensors/temp"); n != 2 {
+	if n := dev.requested("/sensors/temp"); n != 2 {
 		t.Fatalf("device got %d requests, want 2 (the query is part of the cache key)", n)
 	}
 }
@@ -341,7 +328,7 @@ func TestProxyObserveCostsTheDeviceOneObservation(t *testing.T) {
 		w.obs = obs
 		ws[i] = w
 		if i == 0 {
-			first = dev.countPath("/sensors/temp")
+			first = dev.requested("/sensors/temp")
 		}
 		if v := <-w.got; v != "1" {
 			t.Fatalf("observer %d registered with %q, want \"1\"", i, v)
@@ -350,7 +337,7 @@ func TestProxyObserveCostsTheDeviceOneObservation(t *testing.T) {
 	if n := dev.obs.Observers("/sensors/temp"); n != 1 {
 		t.Fatalf("device holds %d observers for %d clients, want 1", n, clients)
 	}
-	if n := dev.countPath("/sensors/temp"); n != first || n > 2 {
+	if n := dev.requested("/sensors/temp"); n != first || n > 2 {
 		t.Fatalf("device got %d requests for %d observers, %d for the first, want no more than for the first (at most 2)", n, clients, first)
 	}
 	// The first registration was the device's answer, the others the cache's.
@@ -397,14 +384,14 @@ topic   = "obs/{device}/{path...}"
 	sub := subscribe(t, tb.MQTTAddr(), "obs/#", 0)
 	dev.set(6)
 	sub.waitFor(t, 5*time.Second, "obs/d1/sensors/temp", "6")
-	before := dev.countPath("/sensors/temp")
+	before := dev.requested("/sensors/temp")
 	c := newCoAPClient(t)
 	for i := 0; i < 10; i++ {
 		if resp := proxyGet(t, c, tb, "/devices/d1/sensors/temp"); resp.Code != message.Content || string(resp.Payload) != "6" {
 			t.Fatalf("GET: %v %q, want the latest notification \"6\"", resp.Code, resp.Payload)
 		}
 	}
-	if n := dev.countPath("/sensors/temp"); n != before {
+	if n := dev.requested("/sensors/temp"); n != before {
 		t.Fatalf("device got %d more requests, want none: the observation answers", n-before)
 	}
 }
@@ -454,7 +441,7 @@ stale = "serve"
 			t.Fatalf("GET %s while awake: %v %q", p, resp.Code, resp.Payload)
 		}
 	}
-	asked := dev.countPath("/temp")
+	asked := dev.requested("/temp")
 	if asked != 1 {
 		t.Fatalf("device asked %d times, want 1 (both rules share the cache entry)", asked)
 	}
@@ -472,7 +459,7 @@ stale = "serve"
 	if resp.Code != message.Content || string(resp.Payload) != "19.5" || !resp.Options.Has(message.MaxAge) || resp.Options.MaxAge() != 0 {
 		t.Fatalf("stale, serve: %v %q Max-Age %d, want the value with Max-Age 0", resp.Code, resp.Payload, resp.Options.MaxAge())
 	}
-	if n := dev.countPath("/temp"); n != asked {
+	if n := dev.requested("/temp"); n != asked {
 		t.Fatalf("the sleeping device was asked %d times", n-asked)
 	}
 }
@@ -544,12 +531,12 @@ url  = "coap://d1/{path...}"
 			t.Fatalf("Cache-Control %q", cc)
 		}
 	}
-	if n := dev.countPath("/temp"); n != 1 {
+	if n := dev.requested("/temp"); n != 1 {
 		t.Fatalf("device asked %d times for 3 HTTP GETs within Max-Age, want 1", n)
 	}
 	// The CoAP side shares the entry.
-	if resp := proxyGet(t, newCoAPClient(t), tb, "/devices/d1/temp"); string(resp.Payload) != "20.5" || dev.countPath("/temp") != 1 {
-		t.Fatalf("CoAP GET after HTTP: %q, device asked %d times", resp.Payload, dev.countPath("/temp"))
+	if resp := proxyGet(t, newCoAPClient(t), tb, "/devices/d1/temp"); string(resp.Payload) != "20.5" || dev.requested("/temp") != 1 {
+		t.Fatalf("CoAP GET after HTTP: %q, device asked %d times", resp.Payload, dev.requested("/temp"))
 	}
 	resp, body := get("/coap/d1/state", "application/json")
 	if resp.StatusCode != http.StatusOK || strings.TrimSpace(body) != `{"on":true}` || resp.Header.Get("Content-Type") != "application/json" {
