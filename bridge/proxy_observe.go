@@ -162,6 +162,8 @@ func (p *proxy) notified(key cache.Key, n *coapside.Notification, tell bool) {
 	st := observe.State{Code: n.Code, Payload: n.Payload, MaxAge: e.MaxAge}
 	if e.ContentFormat >= 0 {
 		st.ContentFormat = uint16(e.ContentFormat)
+	} else {
+		st.NoContentFormat = true
 	}
 	p.obs.NotifyState(string(key), st)
 }

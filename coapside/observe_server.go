@@ -357,6 +357,8 @@ func (s *ObserveServer) current(path string) (st observe.State, ok bool) {
 	st = observe.State{Code: w.code, Payload: w.payload}
 	if cf, ok := w.opts.ContentFormat(); ok {
 		st.ContentFormat = uint16(cf)
+	} else {
+		st.NoContentFormat = true
 	}
 	if w.opts.Has(message.MaxAge) {
 		st.MaxAge = w.opts.MaxAge()
@@ -467,7 +469,9 @@ func (s *ObserveServer) notification(n *observe.Notification, szx uint8) *messag
 	}
 	if code.IsSuccess() {
 		m.Options = m.Options.SetUint(message.Observe, n.Seq)
-		m.Options = m.Options.SetContentFormat(message.MediaType(n.ContentFormat))
+		if !n.NoContentFormat {
+			m.Options = m.Options.SetContentFormat(message.MediaType(n.ContentFormat))
+		}
 	}
 	maxAge := n.MaxAge
 	if maxAge == 0 {

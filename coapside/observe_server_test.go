@@ -458,3 +458,27 @@ func TestObserveServerLimitAnswersWithoutObserve(t *testing.T) {
 		t.Errorf("observers %d", n)
 	}
 }
+
+// TestObserveServerNotifyStateWithoutContentFormat: a state without a
+// Content-Format is notified without the option, not as text/plain.
+func TestObserveServerNotifyStateWithoutContentFormat(t *testing.T) {
+	res := &counterResource{value: []byte("0")}
+	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 100}, res)
+	p := newRawPeer(t, addr)
+	register(t, p, 1, []byte{5, 6}, nil)
+	for _, tc := range []struct {
+		st   observe.State
+		want bool
+	}{
+		{observe.State{Payload: []byte{0xff}, NoContentFormat: true}, false},
+		{observe.State{Payload: []byte("x"), ContentFormat: uint16(message.AppJSON)}, true},
+	} {
+		if n := obs.NotifyState("/obs", tc.st); n != 1 {
+			t.Fatalf("NotifyState reached %d observers", n)
+		}
+		m := p.mustRecv(2 * time.Second)
+		if _, has := m.Options.ContentFormat(); has != tc.want {
+			t.Fatalf("state %+v: Content-Format present %v, want %v", tc.st, has, tc.want)
+		}
+	}
+}

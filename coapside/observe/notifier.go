@@ -72,6 +72,9 @@ type State struct {
 	Payload []byte
 	// ContentFormat of Payload.
 	ContentFormat uint16
+	// NoContentFormat: the representation has no Content-Format option
+	// (ContentFormat is then not sent).
+	NoContentFormat bool
 	// MaxAge in seconds for the Max-Age option (RFC 7641 §4.3.1).
 	MaxAge uint32
 }
