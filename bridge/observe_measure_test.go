@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,10 +108,15 @@ func memNow() (heap, stacks int64) {
 // bridge's own fixed cost drops out). The devices (quietDevices) are
 // started before each baseline. It runs with BRIDGE_MEASURE=1 (the
 // numbers of devices and paths per device from BRIDGE_MEASURE_DEVICES and
-// BRIDGE_MEASURE_PATHS, default 1,000 and 2) and only logs its figures.
+// BRIDGE_MEASURE_PATHS, default 1,000 and 2) and only logs its figures;
+// BRIDGE_MEASURE_HEAPPROFILE names a file for a heap profile taken while
+// the larger number is held.
 func TestMeasureObservationMemory(t *testing.T) {
 	if os.Getenv("BRIDGE_MEASURE") == "" {
 		t.Skip("set BRIDGE_MEASURE=1 to measure")
+	}
+	if os.Getenv("BRIDGE_MEASURE_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 4096
 	}
 	devices, paths := envInt("BRIDGE_MEASURE_DEVICES", 1000), envInt("BRIDGE_MEASURE_PATHS", 2)
 	type point struct {
@@ -130,6 +136,9 @@ func TestMeasureObservationMemory(t *testing.T) {
 		})
 		time.Sleep(time.Second) // let the registrations' exchanges settle
 		h1, s1 := memNow()
+		if f := os.Getenv("BRIDGE_MEASURE_HEAPPROFILE"); f != "" {
+			writeHeapProfile(t, f) // the last (largest) point's
+		}
 		p := point{obs: want, heap: h1 - h0, stacks: s1 - s0, goroutines: runtime.NumGoroutine() - g0}
 		t.Logf("%d devices × %d paths: %d observations, heap +%d KB, stacks +%d KB, goroutines +%d, registrations %d",
 			devices, paths, want, p.heap>>10, p.stacks>>10, p.goroutines, q.regs.Load())
@@ -150,3 +159,56 @@ func envInt(name string, def int) int {
 	return def
 }
 
+func writeHeapProfile(t *testing.T, name string) {
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestObservationsHeldWithoutGoroutines: while the bridge holds
+// observations, no goroutine waits in the observe loop for each of them
+// (their end or the watch's resumes it), so a bridge holding 100k of them
+// does not keep 100k goroutine stacks.
+func TestObservationsHeldWithoutGoroutines(t *testing.T) {
+	const devices, paths = 25, 2
+	q := startQuietDevices(t, devices)
+	tb := startBridge(t, quietRules(q, paths), nil)
+	testkit.Eventually(t, 30*time.Second, "every resource observed", func() bool {
+		return testutil.ToFloat64(tb.metrics.observations) == devices*paths
+	})
+	waiting := 0
+	for _, g := range runGoroutinesCounted(tb.label) {
+		if strings.Contains(g.stack, "bridge.(*watcher).observe") || strings.Contains(g.stack, "bridge.(*observeLoop)") {
+			waiting += g.n
+		}
+	}
+	if waiting > 0 {
+		t.Fatalf("%d goroutines in the observe loop while %d observations are held", waiting, devices*paths)
+	}
+}
+
+// countedStack is a stack shared by n goroutines.
+type countedStack struct {
+	n     int
+	stack string
+}
+
+// runGoroutinesCounted is runGoroutines with the number of goroutines
+// sharing each stack.
+func runGoroutinesCounted(label string) []countedStack {
+	var out []countedStack
+	for _, g := range runGoroutines(label) {
+		n, _, _ := strings.Cut(g, " @ ")
+		c, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil {
+			c = 1
+		}
+		out = append(out, countedStack{n: c, stack: g})
+	}
+	return out
+}
