@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
@@ -17,33 +19,72 @@ import (
 // (the device rebooted, answered RST or an error, or went silent past
 // Max-Age and did not answer the re-registration) it observes again with
 // exponential backoff and jitter. A resource that is not observable is
-// polled instead, and observing is tried again after a while.
-func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
-	bo := backoff{min: wt.opts.ReobserveMin, max: wt.opts.ReobserveMax}
-	flog := failureLog{log: wt.log}
-	established := 0
+// polled instead, and observing is tried again after a while. finish runs
+// once it is over (ctx ended). While an observation is held no goroutine
+// waits for it: observe returns, and its end or ctx's resumes the loop
+// (observeLoop.resume).
+func (wt *watcher) observe(ctx context.Context, run *watchRun, path string, finish func()) {
+	l := &observeLoop{wt: wt, ctx: ctx, run: run, path: path, finish: finish,
+		bo: backoff{min: wt.opts.ReobserveMin, max: wt.opts.ReobserveMax}, flog: failureLog{log: wt.log}}
+	l.loop()
+}
+
+// observeLoop is the state of one resource's observe loop, kept across the
+// time an observation is held.
+type observeLoop struct {
+	wt          *watcher
+	ctx         context.Context
+	run         *watchRun
+	path        string
+	finish      func()
+	bo          backoff
+	flog        failureLog
+	established int
+
+	// The observation held, its group and health, and the stop of its
+	// context.AfterFunc (under mu: a context already ended runs resume
+	// before AfterFunc returns it).
+	obs     *coapside.Observation
+	g       *watchGroup
+	health  *observeHealth
+	mu      sync.Mutex
+	stopCtx func() bool
+}
+
+// loop observes until an observation is established, which it leaves
+// held, or ctx ends, when it finishes.
+func (l *observeLoop) loop() {
+	if !l.establish() {
+		l.finish()
+	}
+}
+
+// establish tries, with backoff, until an observation is established and
+// held (true) or ctx ends (false).
+func (l *observeLoop) establish() bool {
+	wt, ctx, run, path := l.wt, l.ctx, l.run, l.path
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		health := wt.observeHealth(g.device.Name)
 		req, err := deviceRequest(g.device, path)
 		if err != nil {
 			wt.countError(g, reasonCoAP, 0, err)
-			flog.fail("observe: bad resource path", "device", g.device.Name, "path", path, "err", err)
-			if !sleep(ctx, bo.next()) {
-				return
+			l.flog.fail("observe: bad resource path", "device", g.device.Name, "path", path, "err", err)
+			if !sleep(ctx, l.bo.next()) {
+				return false
 			}
 			continue
 		}
 		client, err := wt.devices.prepare(ctx, g.device, g.device.Secure, req)
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				return false
 			}
 			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err)
-			flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
-			if !sleep(ctx, bo.next()) {
-				return
+			l.flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
+			if !sleep(ctx, l.bo.next()) {
+				return false
 			}
 			continue
 		}
@@ -58,7 +99,7 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		}, wt.observationOptions(g.device.Name, path))
 		switch {
 		case ctx.Err() != nil:
-			return
+			return false
 		case errors.Is(err, coapside.ErrNotObservable):
 			wt.log.Info("resource not observable: polling", "device", g.device.Name, "path", path, "interval", wt.opts.ObserveFallbackInterval)
 			wt.fallbackPoll(ctx, run, path)
@@ -66,46 +107,74 @@ func (wt *watcher) observe(ctx context.Context, run *watchRun, path string) {
 		case err != nil:
 			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err)
-			flog.fail("observe failed", "device", g.device.Name, "path", path, "err", err)
-			if !sleep(ctx, bo.next()) {
-				return
+			l.flog.fail("observe failed", "device", g.device.Name, "path", path, "err", err)
+			if !sleep(ctx, l.bo.next()) {
+				return false
 			}
 			continue
 		}
-		bo.reset()
+		l.bo.reset()
 		wt.observationUp(1)
 		wt.feed.up(g.device.Name, path, 1)
 		health.up(obs)
-		if established > 0 {
+		if l.established > 0 {
 			health.reobserved.Add(1)
 		}
-		established++
-		flog.ok("observing again", "device", g.device.Name, "path", path)
+		l.established++
+		l.flog.ok("observing again", "device", g.device.Name, "path", path)
 		wt.log.Debug("observing", "device", g.device.Name, "path", path)
-		select {
-		case <-ctx.Done():
-			// The observation deregisters itself (GET Observe=1) when its
-			// context ends, waiting for the answer no longer than the
-			// shutdown's share for deregistration (wt.drain).
-			select {
-			case <-obs.Done():
-			case <-wt.drain.Done():
-			}
-			wt.observationUp(-1)
-			wt.feed.up(g.device.Name, path, -1)
-			health.down(obs)
-			return
-		case <-obs.Done():
-			wt.observationUp(-1)
-			wt.feed.up(g.device.Name, path, -1)
-			health.down(obs)
-			wt.countError(wt.group(run), reasonObservationLost, 0, obs.Err())
-			flog.fail("observation ended: observing again", "device", g.device.Name, "path", path, "err", obs.Err())
-			if !sleep(ctx, bo.next()) {
-				return
+		l.obs, l.g, l.health = obs, g, health
+		var resumed atomic.Bool
+		resume := func() {
+			if resumed.CompareAndSwap(false, true) {
+				l.resume()
 			}
 		}
+		l.mu.Lock()
+		l.stopCtx = context.AfterFunc(ctx, resume)
+		l.mu.Unlock()
+		obs.AfterDone(resume)
+		return true
 	}
+	return false
+}
+
+// resume runs, in a goroutine of its own, when the held observation or
+// ctx ends: it counts the end and observes again, or finishes.
+func (l *observeLoop) resume() {
+	l.mu.Lock()
+	stop := l.stopCtx
+	l.stopCtx = nil
+	l.mu.Unlock()
+	stop()
+	wt, ctx, obs, g, health := l.wt, l.ctx, l.obs, l.g, l.health
+	l.obs, l.g, l.health = nil, nil, nil
+	select {
+	case <-ctx.Done():
+		// The observation deregisters itself (GET Observe=1) when its
+		// context ends, waiting for the answer no longer than the
+		// shutdown's share for deregistration (wt.drain).
+		select {
+		case <-obs.Done():
+		case <-wt.drain.Done():
+		}
+		wt.observationUp(-1)
+		wt.feed.up(g.device.Name, l.path, -1)
+		health.down(obs)
+		l.finish()
+		return
+	case <-obs.Done():
+		wt.observationUp(-1)
+		wt.feed.up(g.device.Name, l.path, -1)
+		health.down(obs)
+		wt.countError(wt.group(l.run), reasonObservationLost, 0, obs.Err())
+		l.flog.fail("observation ended: observing again", "device", g.device.Name, "path", l.path, "err", obs.Err())
+		if !sleep(ctx, l.bo.next()) {
+			l.finish()
+			return
+		}
+	}
+	l.loop()
 }
 
 // observationOptions tune the observation of one device resource: stale
@@ -235,10 +304,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 			cctx, cancel := context.WithCancel(ctx)
 			c := &child{cancel: cancel, done: make(chan struct{})}
 			children[p] = c
-			go func(p string) {
-				defer close(c.done)
-				wt.observe(cctx, run, p)
-			}(p)
+			go wt.observe(cctx, run, p, func() { close(c.done) })
 		}
 		var gone []*child
 		for p, c := range children {

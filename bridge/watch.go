@@ -335,9 +335,16 @@ func (wt *watcher) startLocked(key string, g *watchGroup) {
 		wt.indexLearnedLocked(g.device.Name, key)
 	}
 	wt.wg.Add(1)
+	finish := func() {
+		close(run.done)
+		wt.wg.Done()
+	}
+	if g.kind == kindObserve {
+		go wt.observe(ctx, run, g.path, finish)
+		return
+	}
 	go func() {
-		defer wt.wg.Done()
-		defer close(run.done)
+		defer finish()
 		switch g.kind {
 		case kindPoll:
 			wt.poll(ctx, run)
@@ -345,8 +352,6 @@ func (wt *watcher) startLocked(key string, g *watchGroup) {
 			wt.discover(ctx, run)
 		case kindCatalog:
 			wt.readCatalog(ctx, run)
-		default:
-			wt.observe(ctx, run, g.path)
 		}
 	}()
 }

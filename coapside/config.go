@@ -50,7 +50,9 @@ type EndpointOptions struct {
 	SeparateAfter time.Duration
 	// MaxMessageSize is the largest datagram accepted (1280); bigger ones are dropped.
 	MaxMessageSize int
-	// MaxPeers bounds the per-peer table (message IDs, NSTART queues).
+	// MaxPeers bounds the per-peer table (message IDs, NSTART queues). An
+	// endpoint without a server (a Client's own) keeps at most MaxPeers idle
+	// peers but admits more while all have requests in flight.
 	MaxPeers int
 	// DedupCapacity bounds the deduplication table (entries).
 	DedupCapacity int

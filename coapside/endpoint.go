@@ -122,6 +122,10 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 		srv.amp = newAmplifier(srv.ampOpts, conn, &e.stats)
 	}
 	e.peers = newPeerTable(p.MaxPeers, p.ExchangeLifetime, notifyYieldAfter(p), &e.stats)
+	// Without a server every entry is made by the endpoint's own
+	// requests: a client observing more devices than MaxPeers, all with a
+	// registration in flight at once, must not have any refused.
+	e.peers.grow = srv == nil
 	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
 	e.sched = newScheduler()
 	e.scheduleSweep()

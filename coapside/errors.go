@@ -27,7 +27,8 @@ var (
 	ErrReset = errors.New("coap: reset by peer")
 	// ErrPeerBusy means too many messages are queued for one peer behind NSTART.
 	ErrPeerBusy = errors.New("coap: too many messages queued for peer")
-	// ErrTooManyPeers means the per-peer table is full of peers with traffic in flight.
+	// ErrTooManyPeers means the per-peer table of a server's endpoint is full
+	// of peers with traffic in flight.
 	ErrTooManyPeers = errors.New("coap: peer table full")
 	// ErrTokenInUse means a token is already registered for the peer.
 	ErrTokenInUse = errors.New("coap: token already registered")

@@ -105,6 +105,7 @@ type Observation struct {
 	timer     *time.Timer
 	unreg     func()
 	stopCtx   func() bool
+	afterDone []func()
 	wg        sync.WaitGroup
 }
 
@@ -533,6 +534,8 @@ func (o *Observation) end(reason error) {
 		o.timer.Stop()
 	}
 	stop := o.stopCtx
+	after := o.afterDone
+	o.afterDone = nil
 	o.mu.Unlock()
 	if o.unreg != nil {
 		o.unreg()
@@ -541,6 +544,27 @@ func (o *Observation) end(reason error) {
 		stop()
 	}
 	close(o.done)
+	for _, f := range after {
+		go f()
+	}
+}
+
+// AfterDone arranges for f to run in its own goroutine once the
+// observation has ended, at once if it has, as context.AfterFunc does for
+// a context: its owner needs no goroutine waiting on Done while the
+// observation runs.
+func (o *Observation) AfterDone(f func()) {
+	o.mu.Lock()
+	if !o.ended {
+		o.afterDone = append(o.afterDone, f)
+		o.mu.Unlock()
+		return
+	}
+	o.mu.Unlock()
+	go func() {
+		<-o.done // end closes it just after setting ended
+		f()
+	}()
 }
 
 // maxAgeOf returns a response's Max-Age, DefaultMaxAge when absent.

@@ -489,3 +489,33 @@ func TestReregisterMarginScalesWithMaxAge(t *testing.T) {
 		}
 	}
 }
+
+// TestClientObserveAfterDone: a function given to AfterDone runs once the
+// observation ends, and at once when given after it ended.
+func TestClientObserveAfterDone(t *testing.T) {
+	_, o, _ := startFakeObservation(t, 10, 60, ObservationOptions{})
+	before := make(chan struct{})
+	o.AfterDone(func() { close(before) })
+	select {
+	case <-before:
+		t.Fatal("ran before the observation ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	o.end(ErrCanceled)
+	o.Wait()
+	for _, ch := range []chan struct{}{before, make(chan struct{})} {
+		if ch != before {
+			o.AfterDone(func() { close(ch) })
+		}
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal("did not run after the observation ended")
+		}
+		select {
+		case <-o.Done():
+		default:
+			t.Fatal("ran before Done was closed")
+		}
+	}
+}

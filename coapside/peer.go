@@ -58,12 +58,24 @@ type peerState struct {
 // after ttl and the least recently used idle entry is evicted when full.
 // When no entry is idle, a peer whose only traffic is notifications
 // unacknowledged for yieldAfter gives up its entry (yieldLocked).
+//
+// A table that grows (an endpoint without a server, whose entries are all
+// made by its own requests) admits a peer past max when every entry has
+// traffic in flight, instead of refusing it: its size is then bounded by
+// the requests its owner has outstanding, not by peers that write to it.
+// Past max, a new peer evicts an idle entry as in any table, and idle
+// entries go after ttl.
 type peerTable struct {
 	mu    sync.Mutex
 	peers map[peerKey]*peerState
 	max   int
 	ttl   time.Duration
 	stats *Stats
+	grow  bool
+	// scanAt, in a table that grows, is the size past max at which the
+	// next new peer looks for an idle entry to evict: doubled after a
+	// scan that found none, so admitting peers stays linear overall.
+	scanAt int
 
 	yieldAfter time.Duration
 	// fullUntil (unix ns), when set, is when the table, full with no
@@ -85,7 +97,17 @@ func (t *peerTable) getLocked(key peerKey, now time.Time) (ps *peerState, given 
 		ps.lastUsed = now
 		return ps, nil, nil
 	}
-	if len(t.peers) >= t.max {
+	if t.grow && len(t.peers) >= t.max {
+		if len(t.peers) >= t.scanAt {
+			before := len(t.peers)
+			t.evictLocked(now)
+			if len(t.peers) < before {
+				t.scanAt = t.max
+			} else {
+				t.scanAt = 2 * before
+			}
+		}
+	} else if len(t.peers) >= t.max {
 		if now.UnixNano() < t.fullUntil {
 			return nil, nil, ErrTooManyPeers
 		}
@@ -216,6 +238,7 @@ func giveUp(given []*outgoing) {
 func (t *peerTable) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.scanAt = t.max
 	for k, ps := range t.peers {
 		if ps.inflight == 0 && len(ps.queue) == 0 && now.Sub(ps.lastUsed) > t.ttl {
 			delete(t.peers, k)

@@ -158,3 +158,49 @@ func TestInitialTimeoutWithinRandomFactor(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerTableGrows: a client's table admits peers past max while every
+// entry is in flight; once they are idle, each new peer evicts one and the
+// sweep removes them after their ttl.
+func TestPeerTableGrows(t *testing.T) {
+	var st Stats
+	pt := newPeerTable(3, time.Minute, time.Minute, &st)
+	pt.grow = true
+	now := time.Unix(1000, 0)
+	busy := func() {
+		pt.mu.Lock()
+		for _, ps := range pt.peers {
+			ps.inflight = 1
+		}
+		pt.mu.Unlock()
+	}
+	for i := range 10 {
+		if _, err := pt.nextMID(keyN(i), now.Add(time.Duration(i)*time.Second)); err != nil {
+			t.Fatalf("peer %d: %v", i, err)
+		}
+		busy()
+	}
+	if pt.len() != 10 {
+		t.Fatalf("len %d, want 10", pt.len())
+	}
+	// All idle again: the sweep, before their ttl, keeps them; the next
+	// new peers each evict the least recently used.
+	pt.mu.Lock()
+	for _, ps := range pt.peers {
+		ps.inflight = 0
+	}
+	pt.mu.Unlock()
+	pt.sweep(now.Add(20 * time.Second))
+	for i := 10; i < 15; i++ {
+		if _, err := pt.nextMID(keyN(i), now.Add(20*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pt.len() != 10 || st.PeerEvictions.Load() != 5 {
+		t.Fatalf("len %d evictions %d, want 10 and 5", pt.len(), st.PeerEvictions.Load())
+	}
+	pt.sweep(now.Add(time.Hour))
+	if pt.len() != 0 {
+		t.Fatalf("sweep left %d", pt.len())
+	}
+}
