@@ -209,6 +209,20 @@ func (p *proxy) rulesRemoved(d rules.Diff) {
 	}
 }
 
+// caching reports whether a proxy rule of the running set caches.
+func (p *proxy) caching() bool {
+	set := p.set.Load()
+	if set == nil {
+		return false
+	}
+	for _, r := range set.Proxies {
+		if r.Cache {
+			return true
+		}
+	}
+	return false
+}
+
 // feed is how the bridge's own observations of device resources (observe
 // rules) keep the proxy's cache fresh: up counts an observation of
 // device's path that started (+1) or ended (-1), so the proxy observes
@@ -234,8 +248,8 @@ func (f feed) up(device, path string, delta int) {
 }
 
 func (f feed) notify(device, path string, n *coapside.Notification) {
-	if f.p == nil {
-		return
+	if f.p == nil || !f.p.caching() {
+		return // no copy of every notification while no proxy rule caches
 	}
 	f.p.notified(f.key(device, path), n, true)
 }
