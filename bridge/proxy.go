@@ -40,6 +40,10 @@ type proxy struct {
 	// retryMaxAge is the Max-Age of a 5.03 for a sleeping device.
 	retryMaxAge uint32
 	run         runState
+	// drain ends when the upstream observations must stop waiting for
+	// the answers to their deregistrations: at Shutdown's share for it.
+	drain    context.Context
+	endDrain context.CancelFunc
 
 	mu       sync.Mutex
 	ctx      context.Context // Run's; nil before Run
@@ -92,6 +96,7 @@ func newProxy(set *atomic.Pointer[rules.Set], devices *deviceClients, awake func
 		upstream:    map[cache.Key]*upstream{},
 		fed:         map[cache.Key]int{},
 	}
+	p.drain, p.endDrain = context.WithCancel(context.Background())
 	lim = lim.withDefaults()
 	obs, err := coapside.NewObserveServer(coapside.ObserveOptions{
 		Logger: log, MaxObservers: lim.Observers, MaxObserversPerSource: lim.ObserversPerSource,
@@ -120,8 +125,15 @@ func (p *proxy) Run(ctx context.Context) error {
 	return nil
 }
 
-// Shutdown ends the upstream observations and stops notifying.
-func (p *proxy) Shutdown(ctx context.Context) error { return p.run.stop(ctx) }
+// Shutdown ends the upstream observations and stops notifying. Their
+// deregistrations wait for no device past half of the time ctx has left.
+func (p *proxy) Shutdown(ctx context.Context) error {
+	defer p.endDrain()
+	dctx, cancel := halfOf(ctx)
+	defer cancel()
+	defer context.AfterFunc(dctx, p.endDrain)()
+	return p.run.stop(ctx)
+}
 
 // runCtx is Run's context, or nil when the proxy does not run.
 func (p *proxy) runCtx() context.Context {

@@ -140,7 +140,7 @@ func (p *proxy) register(ctx context.Context, key cache.Key, pr *proxyRequest, u
 	return c.ObserveRequest(ctx, req, func(n coapside.Notification) {
 		p.notified(key, &n, u.primed.Swap(true))
 		u.isReady()
-	}, coapside.ObservationOptions{})
+	}, coapside.ObservationOptions{CancelContext: p.drain})
 }
 
 // notified takes a notification of an observation feeding key: a 2.05

@@ -656,3 +656,73 @@ forward = true
 		}
 	}
 }
+
+// TestProxyShutdownWithDeadObservedDevice: a client observes a device
+// through the proxy, the device then goes silent with its socket open (a
+// power loss far away: no ICMP, nothing answers the deregistration), and
+// the bridge shuts down within ShutdownGrace, with RFC 7252 default
+// retransmission timing, where one unanswered CON alone takes 93 s.
+func TestProxyShutdownWithDeadObservedDevice(t *testing.T) {
+	dev := startMuteAfterRegistration(t)
+	tb := startBridge(t, proxyRules(dev.LocalAddr(), ""), func(_ *Config, o *Options) { o.CoAP = coapside.EndpointOptions{} })
+	got := make(chan string, 16)
+	if _, err := newCoAPClient(t).Observe(context.Background(), tb.coapURL("/devices/d1/t"), func(n coapside.Notification) { got <- string(n.Payload) }); err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	testkit.Eventually(t, 5*time.Second, "upstream observation", func() bool { return testutil.ToFloat64(tb.proxy.metrics.upstream) == 1 })
+	start := time.Now()
+	tb.cancel()
+	select {
+	case err := <-tb.done:
+		if err != nil {
+			t.Errorf("bridge Run: %v", err)
+		}
+		tb.done <- nil // for the cleanup's stop
+	case <-time.After(2 * ShutdownGrace):
+		t.Fatal("bridge did not stop")
+	}
+	took := time.Since(start)
+	t.Logf("shutdown with a dead device observed through the proxy took %v", took.Round(time.Millisecond))
+	// The proxy's deregistration waits half the shutdown's time at most,
+	// leaving the rest to the other parts: the whole shutdown is not spent.
+	if took >= ShutdownGrace-shutdownMargin {
+		t.Errorf("shutdown took %v, its whole budget of %v", took, ShutdownGrace-shutdownMargin)
+	}
+}
+
+// startMuteAfterRegistration is a device that answers the first request
+// (an Observe registration) with 2.05 and Observe, then never answers
+// again and keeps its socket open.
+func startMuteAfterRegistration(t *testing.T) net.PacketConn {
+	t.Helper()
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		req, err := message.Decode(buf[:n])
+		if err != nil {
+			return
+		}
+		resp := &message.Message{Type: message.Acknowledgement, Code: message.Content, MessageID: req.MessageID, Token: req.Token,
+			Options: message.Options{}.SetUint(message.Observe, 2), Payload: []byte("1")}
+		b, err := resp.MarshalBinary()
+		if err != nil {
+			return
+		}
+		_, _ = conn.WriteTo(b, from)
+		for {
+			if _, _, err := conn.ReadFrom(buf); err != nil {
+				return // closed by the cleanup
+			}
+		}
+	}()
+	return conn
+}

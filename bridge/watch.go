@@ -363,10 +363,7 @@ func (wt *watcher) startLocked(key string, g *watchGroup) {
 // (flushing MQTT) keeps the other half.
 func (wt *watcher) stop(ctx context.Context) {
 	defer wt.endDrain()
-	dctx, cancel := ctx, context.CancelFunc(func() {})
-	if d, ok := ctx.Deadline(); ok {
-		dctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
-	}
+	dctx, cancel := halfOf(ctx)
 	defer cancel()
 	defer context.AfterFunc(dctx, wt.endDrain)()
 	wt.mu.Lock()
@@ -378,6 +375,15 @@ func (wt *watcher) stop(ctx context.Context) {
 	}
 	wt.mu.Unlock()
 	wt.wg.Wait()
+}
+
+// halfOf is ctx ending at half of the time ctx has left: the share of a
+// shutdown that deregistrations from silent devices may wait for.
+func halfOf(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
+	}
+	return ctx, func() {}
 }
 
 // group returns the run's current group (a reload may replace its rules).
