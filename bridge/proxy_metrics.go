@@ -1,8 +1,6 @@
 package bridge
 
 import (
-	"strings"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coap-mqtt/bridge/coapside/cache"
@@ -77,13 +75,4 @@ func (m *proxyMetrics) result(rule, result string) {
 	if result != resultRefused {
 		m.rules.messages.WithLabelValues(rule, dirProxy).Inc()
 	}
-}
-
-// splitPath turns "/a/b" into its segments ("/" has none).
-func splitPath(path string) []string {
-	p := strings.TrimPrefix(path, "/")
-	if p == "" {
-		return nil
-	}
-	return strings.Split(p, "/")
 }

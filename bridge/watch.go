@@ -443,10 +443,7 @@ func observeOutputs(os []*rules.Observe) []ruleOutput {
 // to parse back. URL names the target in logs and errors; the address is
 // resolved once, when the request is prepared (deviceClients.prepare).
 func deviceRequest(d *rules.Device, path string) (*coapside.Request, error) {
-	var segs []string
-	if p := strings.TrimPrefix(path, "/"); p != "" {
-		segs = strings.Split(p, "/")
-	}
+	segs := splitPath(path)
 	// A copy: the device's options are shared by every request to it.
 	opts, err := uri.AppendPath(slices.Clone(d.Options), segs)
 	if err != nil {
@@ -457,6 +454,15 @@ func deviceRequest(d *rules.Device, path string) (*coapside.Request, error) {
 		u.Path = "/" + strings.Join(segs, "/")
 	}
 	return &coapside.Request{Method: message.GET, Type: message.Confirmable, Options: opts, URL: u}, nil
+}
+
+// splitPath turns "/a/b" into its segments ("/" has none).
+func splitPath(path string) []string {
+	p := strings.TrimPrefix(path, "/")
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
 }
 
 // reasonOf maps a request error to a metric reason.
