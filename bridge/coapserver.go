@@ -53,11 +53,13 @@ func newIngress(set *atomic.Pointer[rules.Set], out *outputs, res *resources, se
 	return in
 }
 
-// rateLimit applies coap.rate_limit and coap.rate_burst to every listener
-// of the server (per source address; DTLS peers included).
+// rateLimit applies coap.rate_limit, coap.rate_burst and coap.rate_block
+// to every listener of the server (per source address; DTLS peers
+// included, though only the UDP listener blocks in the kernel).
 func (in *ingress) rateLimit(c CoAPConfig) {
 	in.srv.Options.RateLimit = c.RateLimit
 	in.srv.Options.RateBurst = c.RateBurst
+	in.srv.Options.RateBlock = c.RateBlock
 }
 
 // limits applies coap.limits to the server: Block1 uploads (per source, in

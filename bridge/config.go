@@ -55,8 +55,12 @@ type CoAPConfig struct {
 	// Max-Age period, and is otherwise dropped.
 	RateLimit float64 `mapstructure:"rate_limit"`
 	// RateBurst is each source's bucket size; 0 means RateLimit.
-	RateBurst int        `mapstructure:"rate_burst"`
-	DTLS      DTLSConfig `mapstructure:"dtls"`
+	RateBurst int `mapstructure:"rate_burst"`
+	// RateBlock is how long the kernel drops a source that goes on
+	// flooding after being refused: refused more than its bucket holds (at
+	// least 32) within a second. Linux UDP listener only; 0 turns it off.
+	RateBlock time.Duration `mapstructure:"rate_block"`
+	DTLS      DTLSConfig    `mapstructure:"dtls"`
 	// Limits bounds the state the CoAP server holds for clients.
 	Limits LimitsConfig `mapstructure:"limits"`
 }
@@ -410,12 +414,15 @@ type LogConfig struct {
 	Format string `mapstructure:"format"` // text|json
 }
 
+// DefaultRateBlock is coap.rate_block's default.
+const DefaultRateBlock = 10 * time.Second
+
 // Defaults returns the built-in configuration: standalone, embedded broker,
 // CoAP on :5683, metrics on :9100.
 func Defaults() Config {
 	return Config{
 		Rules: []string{"rules/*.toml"},
-		CoAP:  CoAPConfig{Listen: ":5683"},
+		CoAP:  CoAPConfig{Listen: ":5683", RateBlock: DefaultRateBlock},
 		MQTT: MQTTConfig{
 			Broker:   "embedded",
 			ClientID: "coap-bridge",
@@ -506,6 +513,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CoAP.RateBurst < 0 {
 		add("coap.rate_burst", "must not be negative (0 means rate_limit), got %d", c.CoAP.RateBurst)
+	}
+	if c.CoAP.RateBlock < 0 {
+		add("coap.rate_block", "must not be negative (0 turns blocking off), got %v", c.CoAP.RateBlock)
 	}
 	c.CoAP.Limits.validate(add)
 	c.Devices.validate(add)

@@ -29,8 +29,8 @@ func TestValidate(t *testing.T) {
 		{"mqtt section", func(c *Config) { c.MQTT.BufferSize = -1; c.MQTT.MaxPayload = -1; c.MQTT.CertFile = "c.pem" }, []string{
 			"mqtt.buffer_size", "mqtt.max_payload", "mqtt.cert_file"}},
 		{"rate limit", func(c *Config) { c.CoAP.RateLimit = 0.5; c.CoAP.RateBurst = 10 }, nil},
-		{"negative rate limit", func(c *Config) { c.CoAP.RateLimit = -1; c.CoAP.RateBurst = -2 }, []string{
-			"coap.rate_limit: must not be negative", "coap.rate_burst: must not be negative"}},
+		{"negative rate limit", func(c *Config) { c.CoAP.RateLimit = -1; c.CoAP.RateBurst = -2; c.CoAP.RateBlock = -time.Second }, []string{
+			"coap.rate_limit: must not be negative", "coap.rate_burst: must not be negative", "coap.rate_block: must not be negative"}},
 		{"queue mode", func(c *Config) {
 			c.Devices.Awake = time.Second
 			c.Devices.QueueSize = 5

@@ -107,6 +107,22 @@ func (b *Bridge) registerCoAPMetrics(srv *coapside.Server) {
 		counter("bridge_coap_reader_restarts_total", "Times a CoAP listener had stopped reading and its watchdog started a reader.", func(s coapside.StatsSnapshot) uint64 { return s.ReaderRestarts }),
 		counter("bridge_coap_rate_limited_total", "Requests refused by the per-source rate limit (coap.rate_limit): answered 4.29 or dropped.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimited }),
 		counter("bridge_coap_rate_limit_evictions_total", "Sources whose rate-limit bucket was evicted because the source table was full.", func(s coapside.StatsSnapshot) uint64 { return s.RateLimitEvictions }),
+		counter("bridge_coap_sources_blocked_total", "Sources dropped by the kernel for coap.rate_block after flooding past their rate limit.", func(s coapside.StatsSnapshot) uint64 { return s.SourcesBlocked }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bridge_coap_blocked_sources", Help: "Sources whose datagrams the kernel drops now (coap.rate_block)."}, func() float64 {
+			n := 0
+			for _, ep := range srv.Endpoints() {
+				n += len(ep.BlockedSources())
+			}
+			return float64(n)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bridge_coap_kernel_drops_total", Help: "Datagrams the kernel dropped before the CoAP UDP listener read them: blocked sources and a full receive buffer (Linux)."}, func() float64 {
+			var n uint64
+			for _, ep := range srv.Endpoints() {
+				d, _ := ep.KernelDrops()
+				n += d
+			}
+			return float64(n)
+		}),
 		counter("bridge_coap_overloaded_total", "Requests answered 5.03 because the server was at its concurrency limit.", func(s coapside.StatsSnapshot) uint64 { return s.Overloaded }),
 		counter("bridge_coap_peer_yields_total", "Peers whose confirmable notifications, unacknowledged after three transmissions, were given up (their observers removed) because the peer table was full.", func(s coapside.StatsSnapshot) uint64 { return s.PeerYields }),
 		counter("bridge_coap_unreachable_total", "ICMP port unreachable errors received for datagrams a CoAP listener sent (Linux); each ends at once what was pending for that address and removes its observers.", func(s coapside.StatsSnapshot) uint64 { return s.Unreachable }),

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -28,22 +29,27 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 
 // TestCoAPRateLimitConfig: coap.rate_limit and coap.rate_burst reach the
 // CoAP server (a burst of requests from one source gets 4.29 with Max-Age
-// and is counted in bridge_coap_rate_limited_total); 0 turns it off.
+// and is counted in bridge_coap_rate_limited_total); 0 turns it off. With
+// coap.rate_block the source refused 35 times in a second (more than 32)
+// is blocked, counted in bridge_coap_sources_blocked_total (Linux).
 func TestCoAPRateLimitConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		rate        float64
 		burst       int
+		block       time.Duration
 		wantLimited bool
 		maxAnswered int
 	}{
-		{"off", 0, 0, false, 40},
-		{"on", 1, 5, true, 5 + 2},
+		{"off", 0, 0, DefaultRateBlock, false, 40},
+		{"on", 1, 5, 0, true, 5 + 2},
+		{"on and blocking", 1, 5, DefaultRateBlock, true, 5 + 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := startBridge(t, "", func(c *Config, _ *Options) {
 				c.CoAP.RateLimit = tc.rate
 				c.CoAP.RateBurst = tc.burst
+				c.CoAP.RateBlock = tc.block
 			})
 			conn, err := net.DialUDP("udp", nil, tb.CoAPAddr().(*net.UDPAddr))
 			if err != nil {
@@ -81,6 +87,13 @@ func TestCoAPRateLimitConfig(t *testing.T) {
 				answered++
 			}
 			limited := counterValue(t, tb.reg, "bridge_coap_rate_limited_total")
+			wantBlocked := 0.0
+			if tc.wantLimited && tc.block > 0 && runtime.GOOS == "linux" {
+				wantBlocked = 1
+			}
+			if b := counterValue(t, tb.reg, "bridge_coap_sources_blocked_total"); b != wantBlocked {
+				t.Fatalf("sources blocked %v, want %v", b, wantBlocked)
+			}
 			if tc.wantLimited {
 				if tooMany != 1 || answered > tc.maxAnswered || limited < float64(n-tc.maxAnswered) {
 					t.Fatalf("rate limit %v burst %d: %d answered, %d 4.29, %v counted as limited", tc.rate, tc.burst, answered, tooMany, limited)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside/internal/loggate"
 	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
@@ -69,6 +70,8 @@ type Endpoint struct {
 	recverr bool
 	unreach unreachQueue
 
+	blockGate loggate.Gate // "source blocked" lines
+
 	closing   atomic.Bool
 	draining  atomic.Bool
 	closeOnce sync.Once
@@ -86,6 +89,8 @@ type serverConfig struct {
 	idleReaders    int
 	limiter        *rateLimiter // nil: no per-source rate limit
 	rateLogged     atomic.Int64 // unix ns of the last rate-limit log line
+	rateBlock      time.Duration
+	block          *sourceBlock // nil: sources over their limit are never blocked
 	ampOpts        AmplificationOptions
 	amp            *amplifier // nil: responses are not bounded on this conn
 	proxy          bool       // forward-proxy requests reach the handler
@@ -128,6 +133,11 @@ func newEndpoint(conn net.PacketConn, opts EndpointOptions, srv *serverConfig) *
 	e.peers.grow = srv == nil
 	e.dedup = newDedupTable(p.DedupCapacity, &e.stats)
 	e.sched = newScheduler()
+	if srv != nil && srv.limiter != nil {
+		if srv.block = newSourceBlock(e.udp, e.sched, srv.rateBlock); srv.block != nil {
+			srv.limiter.blockFloods()
+		}
+	}
 	e.scheduleSweep()
 	e.lastRead.Store(time.Now().UnixNano())
 	e.poolMu.Lock()

@@ -1,6 +1,7 @@
 package coapside
 
 import (
+	"context"
 	"hash/maphash"
 	"net/netip"
 	"sync"
@@ -28,6 +29,7 @@ const (
 	rateAllow rateVerdict = iota // within the limit: serve it
 	rateReply                    // over the limit: answer 4.29 once
 	rateDrop                     // over the limit and already told: drop silently
+	rateBlock                    // over the limit long after being told: drop and block the source
 )
 
 // rlKey is the source of a request: its IP address (the port is not part
@@ -42,10 +44,13 @@ type rlKey struct {
 // (GCRA): the bucket is full when tat <= now, and a request is allowed
 // when tat+interval-now stays within the burst tolerance.
 type rlEntry struct {
-	key     rlKey
-	tat     int64 // unix ns; 0 = free slot
-	silent  int64 // unix ns: further refusals until then are dropped without a 4.29
-	present bool
+	key    rlKey
+	tat    int64 // unix ns; 0 = free slot
+	silent int64 // unix ns: further refusals until then are dropped without a 4.29
+	// refused counts refusals since refusedAt, a window of a second.
+	refusedAt int64
+	refused   int32
+	present   bool
 }
 
 type rlSet struct {
@@ -63,6 +68,25 @@ type rateLimiter struct {
 	sets      []rlSet
 	mask      uint64
 	seed      maphash.Seed
+	// blockAfter is how many refusals within a second make a source one to
+	// block (rateBlock); 0 never blocks.
+	blockAfter int32
+}
+
+// blockWindow is the window in which a source refused more than
+// blockAfter times is blocked.
+const blockWindow = int64(time.Second)
+
+// minBlockAfter is the least number of refusals within blockWindow that
+// blocks a source, however small its burst.
+const minBlockAfter = 32
+
+// blockAfterRefusals returns the refusals within a second that mark a
+// source as flooding: as many as its whole burst, so it sent more than
+// twice its limit for that second after being told to wait, and at least
+// minBlockAfter.
+func blockAfterRefusals(burst int) int32 {
+	return int32(min(max(burst, minBlockAfter), 1<<30))
 }
 
 // newRateLimiter returns a limiter allowing rate requests per second with
@@ -98,6 +122,12 @@ func newRateLimiter(rate float64, burst, sources int) *rateLimiter {
 	}
 }
 
+// blockFloods makes take answer rateBlock for a source refused more than
+// its burst (at least minBlockAfter) times within a second.
+func (l *rateLimiter) blockFloods() {
+	l.blockAfter = blockAfterRefusals(int(l.tolerance / l.interval))
+}
+
 func (l *rateLimiter) hash(k rlKey) uint64 {
 	if k.str != "" {
 		return maphash.String(l.seed, k.str)
@@ -108,8 +138,9 @@ func (l *rateLimiter) hash(k rlKey) uint64 {
 
 // take spends one token of k's bucket at now (unix ns). Over the limit it
 // returns rateReply with the Max-Age in seconds until a token is available
-// (RFC 8516 §4) once per such period, and rateDrop otherwise. evicted
-// reports that a live bucket lost its slot to k.
+// (RFC 8516 §4) once per such period, and rateDrop otherwise — or
+// rateBlock once k has been refused more than blockAfter times within a
+// second. evicted reports that a live bucket lost its slot to k.
 func (l *rateLimiter) take(k rlKey, now int64) (v rateVerdict, maxAge uint32, evicted bool) {
 	s := &l.sets[l.hash(k)&l.mask]
 	s.mu.Lock()
@@ -123,6 +154,15 @@ func (l *rateLimiter) take(k rlKey, now int64) (v rateVerdict, maxAge uint32, ev
 	if tat-now <= l.tolerance {
 		e.tat = tat
 		return rateAllow, 0, evicted
+	}
+	if l.blockAfter > 0 {
+		if now-e.refusedAt >= blockWindow {
+			e.refusedAt, e.refused = now, 0
+		}
+		if e.refused++; e.refused > l.blockAfter {
+			e.refusedAt, e.refused = now, 0
+			return rateBlock, 0, evicted
+		}
 	}
 	if now < e.silent {
 		return rateDrop, 0, evicted
@@ -209,6 +249,10 @@ func (e *Endpoint) rateLimited(r *reader, data []byte, from *peerAddr) bool {
 		return false
 	}
 	e.stats.RateLimited.Add(1)
+	if v == rateBlock {
+		e.blockSource(from, now)
+		return true
+	}
 	if last := e.srv.rateLogged.Load(); now-last >= int64(rateLogEvery) && e.srv.rateLogged.CompareAndSwap(last, now) {
 		e.log.Warn("coap source over its rate limit; requests refused", "peer", from.netAddr().String(), "refused_total", e.stats.RateLimited.Load())
 	}
@@ -270,4 +314,51 @@ func appendTooMany(dst []byte, m *message.Message, reqLen int, maxAge uint32, mi
 		return dst, false
 	}
 	return out, true
+}
+
+// blockSource has the kernel drop a source that goes on flooding after
+// its refusals (ServerOptions.RateBlock), counted in SourcesBlocked and
+// logged at Warn at most once a second.
+func (e *Endpoint) blockSource(from *peerAddr, now int64) {
+	b := e.srv.block
+	if b == nil || !from.key.ap.IsValid() {
+		return
+	}
+	added, err := b.add(from.key.ap.Addr(), time.Unix(0, now))
+	if err != nil {
+		e.log.Warn("coap sources cannot be blocked on this socket; the rate limit alone sheds floods", "err", err)
+		return
+	}
+	if !added {
+		return
+	}
+	total := e.stats.SourcesBlocked.Add(1)
+	level, suppressed := e.blockGate.Level()
+	if e.log.Enabled(context.Background(), level) {
+		attrs := []any{"peer", from.key.ap.Addr().String(), "duration", b.dur, "blocked_total", total}
+		if suppressed > 0 {
+			attrs = append(attrs, "suppressed", suppressed)
+		}
+		e.log.Log(context.Background(), level, "coap source flooding after its rate limit; dropped by the kernel", attrs...)
+	}
+}
+
+// BlockedSources returns the source addresses whose datagrams the kernel
+// drops now because they flooded past their rate limit
+// (ServerOptions.RateBlock), sorted.
+func (e *Endpoint) BlockedSources() []netip.Addr {
+	if e.srv == nil || e.srv.block == nil {
+		return nil
+	}
+	return e.srv.block.blocked()
+}
+
+// KernelDrops returns how many datagrams the kernel dropped before this
+// endpoint read them — its receive buffer was full or their source was
+// blocked — and whether the system reports it (Linux UDP sockets).
+func (e *Endpoint) KernelDrops() (uint64, bool) {
+	if e.udp == nil {
+		return 0, false
+	}
+	return socketDrops(e.udp)
 }

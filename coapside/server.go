@@ -36,6 +36,12 @@ type ServerOptions struct {
 	// RateLimitSources bounds the sources tracked per socket (4096); beyond
 	// it the bucket nearest to full is evicted.
 	RateLimitSources int
+	// RateBlock is how long a source that goes on flooding after being
+	// refused — more refusals within a second than its bucket holds (at
+	// least 32) — is dropped by the kernel before the server reads its
+	// datagrams (a socket filter on Linux UDP sockets; up to
+	// MaxBlockedSources at once); 0 turns it off. Only with RateLimit.
+	RateBlock time.Duration
 	// IdleReaders is how many idle read goroutines are kept per socket (2).
 	IdleReaders int
 	// Blockwise configures the block-wise layer (RFC 7959) every handler
@@ -87,6 +93,7 @@ func (s *Server) Serve(conn net.PacketConn) error {
 		overloadMaxAge: o.OverloadMaxAge,
 		idleReaders:    o.IdleReaders,
 		limiter:        newRateLimiter(o.RateLimit, o.RateBurst, o.RateLimitSources),
+		rateBlock:      o.RateBlock,
 		ampOpts:        o.Amplification,
 		proxy:          o.Proxy,
 	}

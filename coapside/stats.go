@@ -34,6 +34,7 @@ type Stats struct {
 	RateLimited        atomic.Uint64 // requests refused by the per-source rate limit (answered 4.29 or dropped)
 	RateLimitReplies   atomic.Uint64 // 4.29 Too Many Requests sent (RFC 8516)
 	RateLimitEvictions atomic.Uint64 // live rate-limit buckets evicted because the source table was full
+	SourcesBlocked     atomic.Uint64 // sources dropped by the kernel for flooding past their rate limit (ServerOptions.RateBlock)
 	Unreachable        atomic.Uint64 // ICMP port unreachable reported for a datagram sent (Linux); each fails what is pending for its destination
 
 	EchoChallenges       atomic.Uint64 // Echo values sent to unverified sources, with 4.01 or a small first block (RFC 9175 §2.4)
@@ -53,6 +54,7 @@ type StatsSnapshot struct {
 	Overloaded, WriteErrors, ReadErrors, QueueOverflows, RequestsHandled  uint64
 	StolenDatagrams, ReaderRestarts                                       uint64
 	RateLimited, RateLimitReplies, RateLimitEvictions, Unreachable        uint64
+	SourcesBlocked                                                        uint64
 	EchoChallenges, EchoVerified, EchoRejected                            uint64
 	AmplificationLimited, VerifiedEvictions                               uint64
 }
@@ -74,6 +76,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		StolenDatagrams: s.StolenDatagrams.Load(), ReaderRestarts: s.ReaderRestarts.Load(),
 		RateLimited: s.RateLimited.Load(), RateLimitReplies: s.RateLimitReplies.Load(),
 		RateLimitEvictions: s.RateLimitEvictions.Load(), Unreachable: s.Unreachable.Load(),
+		SourcesBlocked: s.SourcesBlocked.Load(),
 		EchoChallenges: s.EchoChallenges.Load(), EchoVerified: s.EchoVerified.Load(),
 		EchoRejected: s.EchoRejected.Load(), AmplificationLimited: s.AmplificationLimited.Load(),
 		VerifiedEvictions: s.VerifiedEvictions.Load(),
@@ -111,6 +114,7 @@ func (s *StatsSnapshot) add(o StatsSnapshot) {
 	s.RateLimited += o.RateLimited
 	s.RateLimitReplies += o.RateLimitReplies
 	s.RateLimitEvictions += o.RateLimitEvictions
+	s.SourcesBlocked += o.SourcesBlocked
 	s.Unreachable += o.Unreachable
 	s.EchoChallenges += o.EchoChallenges
 	s.EchoVerified += o.EchoVerified

@@ -69,12 +69,13 @@ format = "xml"
 	}
 }
 
-// TestCheckRejectsNegativeRateLimit: coap.rate_limit and coap.rate_burst
-// below 0 are refused with the key, its line and what 0 means.
+// TestCheckRejectsNegativeRateLimit: coap.rate_limit, coap.rate_burst and
+// coap.rate_block below 0 are refused with the key, its line and what 0 means.
 func TestCheckRejectsNegativeRateLimit(t *testing.T) {
 	cfg := writeFile(t, t.TempDir(), "bad.toml", `[coap]
 rate_limit = -5
 rate_burst = -1
+rate_block = "-1s"
 `)
 	var out, errb bytes.Buffer
 	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 1 {
@@ -83,6 +84,7 @@ rate_burst = -1
 	for _, w := range []string{
 		cfg + ":2: coap.rate_limit: must not be negative (requests/s per source address; 0 turns the limit off), got -5",
 		cfg + ":3: coap.rate_burst: must not be negative (0 means rate_limit), got -1",
+		cfg + ":4: coap.rate_block: must not be negative (0 turns blocking off), got -1s",
 	} {
 		if !strings.Contains(errb.String(), w) {
 			t.Errorf("stderr lacks %q; got:\n%s", w, errb.String())

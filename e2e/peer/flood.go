@@ -19,6 +19,7 @@ type Flood struct {
 	Payload int           // payload bytes (default 64)
 	Paced   bool          // pace instead of sending flat out
 	Length  time.Duration // how long to send
+	From    net.IP        // source address (default the destination's, e.g. 127.0.0.1)
 }
 
 // String names the run for test output, e.g. "NON-unpaced".
@@ -35,7 +36,11 @@ func (f Flood) String() string {
 // the server's socket is what is under test.
 func (f Flood) Run(tb testing.TB, addr *net.UDPAddr) int {
 	tb.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: addr.IP})
+	from := f.From
+	if from == nil {
+		from = addr.IP
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: from})
 	if err != nil {
 		tb.Fatal(err)
 	}
