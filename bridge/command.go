@@ -386,6 +386,11 @@ func (c *commands) execute(cmd *command) {
 		fillResponse(&res, resp)
 		c.metrics.latency.WithLabelValues(rule.Name, dirMQTTToCoAP).Observe(time.Since(cmd.received).Seconds())
 		c.finish(cmd, res, "")
+	case errors.Is(err, coapside.ErrUnreachable) && name != "" && c.requeue(name, cmd):
+		// Nothing listens where the device was (ICMP port unreachable):
+		// the command was not delivered, so it waits for the device at the
+		// head of its queue instead of ending as a timeout.
+		c.presence.unreachable(name, err)
 	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, coapside.ErrUnreachable):
 		// A device whose port reports unreachable (ICMP) is not there
 		// either: it is offline like one that does not answer, only

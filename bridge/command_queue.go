@@ -214,6 +214,41 @@ func (c *commands) admit(cmd *command) bool {
 	return true
 }
 
+// requeue puts cmd, which the device certainly did not get (its port is
+// unreachable), back at the head of the device's queue, the device now
+// offline (probed) or asleep (a learned device, until its next uplink).
+// It reports false when cmd cannot wait: the bridge is closing, the
+// queue is full, or its time in a queue is over; the caller then ends it.
+func (c *commands) requeue(name string, cmd *command) bool {
+	if time.Now().After(cmd.expires) {
+		return false
+	}
+	c.markOffline(name, cmd.target.Learned)
+	c.mu.Lock()
+	dq, ok := c.queue[name]
+	if !ok || c.closed || len(dq.cmds) >= c.opts.CommandQueue {
+		c.mu.Unlock()
+		return false
+	}
+	dq.cmds = slices.Insert(dq.cmds, 0, cmd)
+	c.depth++
+	c.metrics.queueDepth.Set(float64(c.depth))
+	c.scheduleExpiry(cmd.expires)
+	var announce []queuedCommand
+	switch {
+	case dq.draining: // seen again meanwhile: it goes first
+		c.startDrain(name, dq)
+	case cmd.announced == nil:
+		cmd.announce()
+		announce = c.announceLocked([]queuedCommand{{cmd, 1}})
+	}
+	c.mu.Unlock()
+	c.log.Debug("command not delivered, the device's port is unreachable: back in its queue", "device", name, "topic", cmd.delivery.Topic)
+	c.announce(announce)
+	c.touch()
+	return true
+}
+
 // enqueue holds a command for a device that is offline or whose queue is
 // draining; a full queue refuses it.
 func (c *commands) enqueue(name string, cmd *command) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -135,8 +136,9 @@ func TestLearnedDeviceCommandedThroughNAT(t *testing.T) {
 }
 
 // TestLearnedDeviceUnreachableAfterNATExpiry: once the NAT has dropped a
-// silent device's binding, a command times out with a result that says
-// so; later commands wait and go out right after its next push.
+// silent device's binding (and closed its outside port), a command cannot
+// reach the device: it is announced queued, not lost as a timeout, and it
+// and a later command go out in order right after the device's next push.
 func TestLearnedDeviceUnreachableAfterNATExpiry(t *testing.T) {
 	tb := startBridge(t, learnedRules, func(_ *Config, o *Options) { o.CommandQueueTTL = time.Minute })
 	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 500*time.Millisecond)
@@ -145,30 +147,81 @@ func TestLearnedDeviceUnreachableAfterNATExpiry(t *testing.T) {
 
 	dev.pushUp(t, "dev-b", "1")
 	testkit.Eventually(t, 10*time.Second, "NAT binding expired", func() bool { return nat.External(dev.self()) == nil })
-	publish(t, tb.MQTTAddr(), "cmd/dev-b/led", 1, false, "lost")
+	publish(t, tb.MQTTAddr(), "cmd/dev-b/led", 1, false, "first")
 	r := decodeResult(t, replies.next(t, 10*time.Second).Payload())
-	if r.Status != "timeout" || r.Device != "dev-b" || !strings.Contains(r.Error, "no response") {
-		t.Fatalf("command behind an expired binding: %+v", r)
+	if r.Status != "queued" || r.Device != "dev-b" || r.Position != 1 {
+		t.Fatalf("command behind an expired binding: %+v, want queued at 1", r)
 	}
 	if n := dev.count(); n != 0 {
 		t.Fatalf("the device got %d requests through an expired binding", n)
 	}
 
 	publish(t, tb.MQTTAddr(), "cmd/dev-b/led", 1, false, "later")
-	testkit.Eventually(t, 5*time.Second, "command queued", func() bool {
-		return testutil.ToFloat64(tb.metrics.queueDepth) == 1
+	testkit.Eventually(t, 5*time.Second, "commands queued", func() bool {
+		return testutil.ToFloat64(tb.metrics.queueDepth) == 2
 	})
-	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" || r.Position != 1 {
-		t.Fatalf("command for the device that stopped answering: %+v, want queued", r)
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" || r.Position != 2 {
+		t.Fatalf("command for the device that stopped answering: %+v, want queued at 2", r)
 	}
 	pushed := time.Now()
 	dev.pushUp(t, "dev-b", "2")
-	if got := dev.nextRequest(t); got.payload != "later" || got.from.String() != nat.Addr().String() {
-		t.Fatalf("after the push the device got %+v", got)
+	for _, want := range []string{"first", "later"} {
+		if got := dev.nextRequest(t); got.payload != want || got.from.String() != nat.Addr().String() {
+			t.Fatalf("after the push the device got %+v, want %q", got, want)
+		}
+		if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" {
+			t.Fatalf("queued command result %+v", r)
+		}
 	}
-	t.Logf("queued command delivered %v after the push", time.Since(pushed))
+	t.Logf("queued commands delivered %v after the push", time.Since(pushed))
+}
+
+// TestLearnedCommandRequeuedWhenPortUnreachable: a learned device the
+// bridge believes awake has closed its port (it rebooted, or its radio
+// stack dropped the socket). The command meets ICMP port unreachable, so
+// it certainly was not delivered: it is announced queued, not ended as a
+// timeout, and goes out right after the device's next push, from its new
+// port.
+func TestLearnedCommandRequeuedWhenPortUnreachable(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("ICMP port unreachable reaches the socket on Linux")
+	}
+	tb := startBridge(t, learnedRules, func(_ *Config, o *Options) { o.CommandQueueTTL = time.Minute })
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	bridgeURL := "coap://" + tb.CoAPAddr().String() + "/up/dev-u"
+	push := func(d *fakeDevice, value string) {
+		t.Helper()
+		resp, err := d.pusher(t).Post(t.Context(), bridgeURL, message.TextPlain, []byte(value))
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("push: %v %v", resp, err)
+		}
+	}
+	gone := startDevice(t, "")
+	push(gone, "1")
+	gone.srv.Close() // its port is closed; the bridge thinks it awake
+
+	publish(t, tb.MQTTAddr(), "cmd/dev-u/led", 1, false, "on")
+	r := decodeResult(t, replies.next(t, 10*time.Second).Payload())
+	if r.Status != "queued" || r.Position != 1 || r.Device != "dev-u" {
+		t.Fatalf("command to a closed port: %+v, want queued at 1", r)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("down", reasonUnreachable)); got != 0 {
+		t.Fatalf("%v unreachable errors counted for a command still queued", got)
+	}
+
+	back := startDevice(t, "")
+	back.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	push(back, "2")
+	select {
+	case got := <-back.got:
+		if got.payload != "on" || got.path != "/led" {
+			t.Fatalf("after the push the device got %+v", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued command never reached the device's new port")
+	}
 	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "ok" {
-		t.Fatalf("queued command result %+v", r)
+		t.Fatalf("result after the device came back: %+v", r)
 	}
 }
 

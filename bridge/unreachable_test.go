@@ -78,9 +78,10 @@ func TestObserverOnClosedSocketRemoved(t *testing.T) {
 }
 
 // TestCommandToClosedPortIsOffline: a command to a device whose port
-// reports unreachable fails at once, not after the rule's timeout, and
-// the device is taken for offline like one that does not answer: the
-// result says timeout and the next command waits in its queue.
+// reports unreachable is known at once not to have been delivered: the
+// device is taken for offline like one that does not answer, and the
+// command waits at the head of its queue (announced queued at once, not
+// after the rule's timeout), the next command behind it.
 func TestCommandToClosedPortIsOffline(t *testing.T) {
 	skipUnlessICMP(t)
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -99,12 +100,15 @@ func TestCommandToClosedPortIsOffline(t *testing.T) {
 	start := time.Now()
 	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "first")
 	r := decodeResult(t, replies.next(t, 5*time.Second).Payload())
-	if r.Status != "timeout" || !strings.Contains(r.Error, "unreachable") {
-		t.Fatalf("result %+v", r)
+	if r.Status != "queued" || r.Position != 1 {
+		t.Fatalf("result %+v, want queued at 1", r)
 	}
 	t.Logf("result after %v", time.Since(start))
 	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "second")
-	testkit.Eventually(t, 5*time.Second, "command queued", func() bool {
-		return testutil.ToFloat64(tb.metrics.queueDepth) == 1
+	testkit.Eventually(t, 5*time.Second, "both commands queued", func() bool {
+		return testutil.ToFloat64(tb.metrics.queueDepth) == 2
 	})
+	if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" || r.Position != 2 {
+		t.Fatalf("second result %+v, want queued at 2", r)
+	}
 }
