@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -64,6 +65,8 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		}
 		errs = append(errs, pos.at(k)+msg)
 	}
+
+	errs = append(errs, pos.unknownTables(known, v.AllKeys())...)
 
 	var cfg bridge.Config
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
@@ -126,9 +129,55 @@ func (p *positions) at(key string) string {
 	return p.file + ": "
 }
 
+// unknownTables reports the table headers of the file that name no
+// section of the configuration and hold no key (a key under one is
+// reported as an unknown key already), such as a misspelt "[catalogue]"
+// whose keys were never written: nothing in it would take effect.
+func (p *positions) unknownTables(known, set []string) []string {
+	if p.file == "" {
+		return nil
+	}
+	if p.lines == nil {
+		p.lines = keyLines(p.file)
+	}
+	under := func(keys []string, table string) bool {
+		for _, k := range keys {
+			if strings.HasPrefix(k, table+".") {
+				return true
+			}
+		}
+		return false
+	}
+	var sections []string
+	for _, k := range known {
+		if i := strings.LastIndexByte(k, '.'); i > 0 {
+			sections = append(sections, k[:i])
+		}
+	}
+	var errs []string
+	for k, line := range p.lines {
+		table, ok := strings.CutPrefix(k, "[")
+		if !ok {
+			continue
+		}
+		table = strings.TrimSuffix(table, "]")
+		if under(known, table) || under(set, table) {
+			continue
+		}
+		msg := fmt.Sprintf("%s:%d: unknown config section [%s]", p.file, line, table)
+		if s := rules.Suggest(table, sections); s != "" {
+			msg += fmt.Sprintf(" (did you mean [%s]?)", s)
+		}
+		errs = append(errs, msg)
+	}
+	slices.Sort(errs)
+	return errs
+}
+
 // keyLines maps each dotted key written in a TOML file to the first line
-// that sets it, tracking table headers; it understands the plain `[table]` /
-// `key = value` shape that config files use.
+// that sets it, and each table header, as "[table]", to its line; it
+// understands the plain `[table]` / `key = value` shape that config files
+// use.
 func keyLines(file string) map[string]int {
 	lines := map[string]int{}
 	f, err := os.Open(file)
@@ -141,7 +190,11 @@ func keyLines(file string) map[string]int {
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if strings.HasPrefix(line, "[") && !strings.HasPrefix(line, "[[") {
-			table = strings.ToLower(strings.Trim(line, "[] \t"))
+			head, _, _ := strings.Cut(line, "#")
+			table = strings.ToLower(strings.Trim(strings.TrimSpace(head), "[] \t"))
+			if _, seen := lines["["+table+"]"]; !seen {
+				lines["["+table+"]"] = n
+			}
 			continue
 		}
 		k, _, ok := strings.Cut(line, "=")

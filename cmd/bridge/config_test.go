@@ -85,3 +85,32 @@ func TestConfigPerDeviceMetrics(t *testing.T) {
 		t.Fatalf("check: exit %d, output %q %q, want a failure with %q", code, out, errOut, want)
 	}
 }
+
+// TestConfigUnknownSection: a table header naming no section, with no key
+// under it, is refused with its line and the nearest section; known
+// sections written empty, comments after a header and a misspelt section
+// holding keys (reported per key) are not reported as sections.
+func TestConfigUnknownSection(t *testing.T) {
+	file := writeFile(t, t.TempDir(), "config.toml", `[coap]
+listen = ":5683"
+[coap.limits]   # all defaults
+[catalogue]
+[devices] # x
+[mqtt.embeded]
+listen = ":1883"
+[nothing.like.it]
+`)
+	_, err := loadConfig(file, true)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	got := strings.Split(err.Error(), "\n")
+	want := []string{
+		file + `:7: unknown config key "mqtt.embeded.listen" (did you mean "mqtt.embedded.listen"?)`,
+		file + ":4: unknown config section [catalogue] (did you mean [catalog]?)",
+		file + ":8: unknown config section [nothing.like.it]",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
