@@ -57,8 +57,9 @@ type CoAPConfig struct {
 	// RateBurst is each source's bucket size; 0 means RateLimit.
 	RateBurst int `mapstructure:"rate_burst"`
 	// RateBlock is how long the kernel drops a source that goes on
-	// flooding after being refused: refused more than its bucket holds (at
-	// least 32) within a second. Linux UDP listener only; 0 turns it off.
+	// flooding after being refused: refused more than ten times its bucket
+	// (at least 1,000 times) within a second. Linux UDP listener only; 0
+	// turns it off.
 	RateBlock time.Duration `mapstructure:"rate_block"`
 	DTLS      DTLSConfig    `mapstructure:"dtls"`
 	// Limits bounds the state the CoAP server holds for clients.

@@ -30,20 +30,24 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 // TestCoAPRateLimitConfig: coap.rate_limit and coap.rate_burst reach the
 // CoAP server (a burst of requests from one source gets 4.29 with Max-Age
 // and is counted in bridge_coap_rate_limited_total); 0 turns it off. With
-// coap.rate_block the source refused 35 times in a second (more than 32)
-// is blocked, counted in bridge_coap_sources_blocked_total (Linux).
+// coap.rate_block a source refused more than 1,000 times in a second is
+// blocked, counted in bridge_coap_sources_blocked_total (Linux); 35
+// refusals are not enough.
 func TestCoAPRateLimitConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		rate        float64
 		burst       int
 		block       time.Duration
+		n           int
 		wantLimited bool
+		wantBlocked bool
 		maxAnswered int
 	}{
-		{"off", 0, 0, DefaultRateBlock, false, 40},
-		{"on", 1, 5, 0, true, 5 + 2},
-		{"on and blocking", 1, 5, DefaultRateBlock, true, 5 + 2},
+		{"off", 0, 0, DefaultRateBlock, 40, false, false, 40},
+		{"on", 1, 5, 0, 40, true, false, 5 + 2},
+		{"on, blocking, not flooded", 1, 5, DefaultRateBlock, 40, true, false, 5 + 2},
+		{"on, blocking, flooded", 1, 5, DefaultRateBlock, 1100, true, runtime.GOOS == "linux", 5 + 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := startBridge(t, "", func(c *Config, _ *Options) {
@@ -56,7 +60,7 @@ func TestCoAPRateLimitConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			const n = 40
+			n := tc.n
 			for i := range n {
 				req := message.Message{Type: message.Confirmable, Code: message.GET, MessageID: uint16(i), Token: []byte{byte(i)}}
 				req.Options = req.Options.SetPath("/nothing/here")
@@ -88,7 +92,7 @@ func TestCoAPRateLimitConfig(t *testing.T) {
 			}
 			limited := counterValue(t, tb.reg, "bridge_coap_rate_limited_total")
 			wantBlocked := 0.0
-			if tc.wantLimited && tc.block > 0 && runtime.GOOS == "linux" {
+			if tc.wantBlocked {
 				wantBlocked = 1
 			}
 			if b := counterValue(t, tb.reg, "bridge_coap_sources_blocked_total"); b != wantBlocked {

@@ -155,17 +155,21 @@ func TestServerBlocksSourceFloodingPastItsLimit(t *testing.T) {
 			}
 		}
 	}
-	// Refused past its burst of 50 within the second: 200 NONs are plenty.
-	for i := range 200 {
-		post(flooder, message.NonConfirmable, uint16(i))
-	}
+	// Refused more than 1,000 times (ten buckets of 50 are fewer) within
+	// a second: NONs in bursts of 50 (the test socket's receive buffer is
+	// small), about 25,000 a second, until the source is blocked.
 	flooded := netip.MustParseAddr("127.0.0.31")
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Equal(ep.BlockedSources(), []netip.Addr{flooded}) {
-		if time.Now().After(deadline) {
-			t.Fatalf("blocked sources %v, want [%v]; stats %+v", ep.BlockedSources(), flooded, ep.Stats().Snapshot())
+	for i := 0; !slices.Equal(ep.BlockedSources(), []netip.Addr{flooded}); i++ {
+		if i == 400 {
+			t.Fatalf("blocked sources %v after 20,000 requests, want [%v]; stats %+v", ep.BlockedSources(), flooded, ep.Stats().Snapshot())
 		}
-		time.Sleep(10 * time.Millisecond)
+		for j := range 50 {
+			post(flooder, message.NonConfirmable, uint16(50*i+j))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if n := ep.Stats().RateLimited.Load(); n < 1000 {
+		t.Fatalf("blocked after %d refusals, want more than 1,000", n)
 	}
 	if n := ep.Stats().SourcesBlocked.Load(); n != 1 {
 		t.Fatalf("SourcesBlocked %d, want 1", n)
@@ -192,7 +196,7 @@ func TestServerBlocksSourceFloodingPastItsLimit(t *testing.T) {
 	// The block runs out: the source is served again (its bucket has
 	// refilled meanwhile) and nothing is blocked.
 	time.Sleep(block)
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for len(ep.BlockedSources()) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("still blocked: %v", ep.BlockedSources())
@@ -205,32 +209,33 @@ func TestServerBlocksSourceFloodingPastItsLimit(t *testing.T) {
 }
 
 // TestRateLimitBlocksOnlySourcesFloodingPastTheirBurst drives the limiter's
-// clock: a source refused up to its burst within a second is only
-// refused; one more refusal in that second marks it; spread over longer it
-// never is.
+// clock: a source refused up to ten times its burst within a second is
+// only refused; one more refusal in that second marks it; spread over
+// longer it never is; a small bucket still takes 1,000 refusals.
 func TestRateLimitBlocksOnlySourcesFloodingPastTheirBurst(t *testing.T) {
-	l := newRateLimiter(100, 100, 0) // burst 100 → blocked after 100 refusals in a second
+	l := newRateLimiter(200, 200, 0) // burst 200 → blocked after 2,000 refusals in a second
 	l.blockFloods()
 	k := rlKey{ip: netip.MustParseAddr("192.0.2.1")}
 	now := time.Unix(1000, 0).UnixNano()
-	for range 100 {
+	for range 200 {
 		if v, _, _ := l.take(k, now); v != rateAllow {
 			t.Fatal("refused within the burst")
 		}
 	}
-	for i := range 100 {
+	for i := range 2000 {
 		if v, _, _ := l.take(k, now+int64(i)); v == rateBlock || v == rateAllow {
 			t.Fatalf("refusal %d: %v", i+1, v)
 		}
 	}
-	if v, _, _ := l.take(k, now+100); v != rateBlock {
-		t.Fatalf("refusal 101 within a second: %v, want rateBlock", v)
+	if v, _, _ := l.take(k, now+2000); v != rateBlock {
+		t.Fatalf("refusal 2,001 within a second: %v, want rateBlock", v)
 	}
-	// Another source at twice its limit: 99 refusals per window, never blocked.
+	// Another source at ten times its limit: 1,800 refusals a second,
+	// never blocked.
 	k2 := rlKey{ip: netip.MustParseAddr("192.0.2.2")}
 	blocked := 0
-	for i := range 2000 {
-		if v, _, _ := l.take(k2, now+int64(i)*int64(5*time.Millisecond)); v == rateBlock {
+	for i := range 20000 {
+		if v, _, _ := l.take(k2, now+int64(i)*int64(time.Second/2000)); v == rateBlock {
 			blocked++
 		}
 	}
@@ -239,5 +244,10 @@ func TestRateLimitBlocksOnlySourcesFloodingPastTheirBurst(t *testing.T) {
 	}
 	if l2 := newRateLimiter(1, 1, 0); l2.blockAfter != 0 {
 		t.Fatal("blocking on without blockFloods")
+	}
+	small := newRateLimiter(1, 1, 0)
+	small.blockFloods()
+	if small.blockAfter != minBlockAfter {
+		t.Fatalf("a bucket of 1 blocks after %d refusals, want %d", small.blockAfter, minBlockAfter)
 	}
 }

@@ -78,15 +78,16 @@ type rateLimiter struct {
 const blockWindow = int64(time.Second)
 
 // minBlockAfter is the least number of refusals within blockWindow that
-// blocks a source, however small its burst.
-const minBlockAfter = 32
+// blocks a source, however small its bucket: a client that overshoots (a
+// burst of a few hundred, a retry loop) is refused, not blocked.
+const minBlockAfter = 1000
 
 // blockAfterRefusals returns the refusals within a second that mark a
-// source as flooding: as many as its whole burst, so it sent more than
-// twice its limit for that second after being told to wait, and at least
+// source as flooding: ten times its bucket, so it went on sending at more
+// than ten times its limit after being told to wait, and at least
 // minBlockAfter.
 func blockAfterRefusals(burst int) int32 {
-	return int32(min(max(burst, minBlockAfter), 1<<30))
+	return int32(min(max(10*burst, minBlockAfter), 1<<30))
 }
 
 // newRateLimiter returns a limiter allowing rate requests per second with
@@ -123,7 +124,7 @@ func newRateLimiter(rate float64, burst, sources int) *rateLimiter {
 }
 
 // blockFloods makes take answer rateBlock for a source refused more than
-// its burst (at least minBlockAfter) times within a second.
+// ten times its burst (at least minBlockAfter) times within a second.
 func (l *rateLimiter) blockFloods() {
 	l.blockAfter = blockAfterRefusals(int(l.tolerance / l.interval))
 }

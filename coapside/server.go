@@ -37,9 +37,9 @@ type ServerOptions struct {
 	// it the bucket nearest to full is evicted.
 	RateLimitSources int
 	// RateBlock is how long a source that goes on flooding after being
-	// refused — more refusals within a second than its bucket holds (at
-	// least 32) — is dropped by the kernel before the server reads its
-	// datagrams (a socket filter on Linux UDP sockets; up to
+	// refused — more refusals within a second than ten times its bucket,
+	// and at least 1,000 — is dropped by the kernel before the server
+	// reads its datagrams (a socket filter on Linux UDP sockets; up to
 	// MaxBlockedSources at once); 0 turns it off. Only with RateLimit.
 	RateBlock time.Duration
 	// IdleReaders is how many idle read goroutines are kept per socket (2).
