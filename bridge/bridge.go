@@ -634,6 +634,10 @@ func (b *Bridge) applySubscriptions(ctx context.Context, d rules.Diff, old, new 
 func (b *Bridge) applyWatches(ctx context.Context, d rules.Diff, new *rules.Set) {
 	wa, wr, wc, wk := b.watches.apply(ctx, b.learnedWatches(new), b.catalogDevices(new, b.learned.names()))
 	b.metrics.rulesLoaded.Set(float64(b.metricsRuleCountOf(new)))
+	known := func(name string) bool { _, _, ok := b.locateDevice(name); return ok }
+	if n, c := b.presence.prune(), b.watches.catalogs.prune(ctx, known); n+c > 0 {
+		b.log.Info("devices removed: presence and catalog documents cleared", "devices", n, "catalogs_cleared", c)
+	}
 	if !d.Empty() {
 		b.log.Info("rules applied",
 			"rules_added", len(d.Rules.Added), "rules_removed", len(d.Rules.Removed), "rules_changed", len(d.Rules.Changed), "rules_kept", len(d.Rules.Kept),

@@ -128,6 +128,9 @@ type catalogs struct {
 
 	mu   sync.Mutex
 	last map[string][sha256.Size]byte // topic -> content of the latest document
+	// topics is every topic this bridge left a document on, with its
+	// device, so that the document is cleared when the device goes.
+	topics map[string]string
 }
 
 // Results of a catalog publish (the result label of
@@ -143,7 +146,7 @@ const (
 func newCatalogs(pub publisher, maxBytes int, handover time.Duration, reg prometheus.Registerer, log *slog.Logger) *catalogs {
 	c := &catalogs{
 		pub: pub, log: log, maxBytes: maxBytes, handover: handover,
-		last: map[string][sha256.Size]byte{},
+		last: map[string][sha256.Size]byte{}, topics: map[string]string{},
 	}
 	c.publishes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridge_catalog_publishes_total",
@@ -195,9 +198,41 @@ func (c *catalogs) publish(ctx context.Context, topic rules.Pattern, device stri
 	}
 	c.mu.Lock()
 	c.last[t] = sum
+	if c.topics[t] != device {
+		c.topics[t] = strings.Clone(device)
+	}
 	c.mu.Unlock()
 	c.publishes.WithLabelValues(result).Inc()
 	c.log.Debug("catalog published", "device", device, "topic", t, "resources_listed", len(links))
+}
+
+// prune clears the documents of devices that known no longer reports
+// (a reload removed them from the rules and they are not learned): an
+// empty retained message on each of their topics. It returns how many
+// documents it cleared.
+func (c *catalogs) prune(ctx context.Context, known func(device string) bool) int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	var gone []string
+	for t, d := range c.topics {
+		if !known(d) {
+			gone = append(gone, t)
+			delete(c.topics, t)
+			delete(c.last, t)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range gone {
+		hctx, cancel := context.WithTimeout(ctx, c.handover)
+		err := c.pub.Publish(hctx, mqttside.Message{Topic: t, QoS: 1, Retain: true})
+		cancel()
+		if err != nil && !errors.Is(err, mqttside.ErrPending) {
+			c.log.Warn("catalog of a removed device not cleared", "topic", t, "err", err)
+		}
+	}
+	return len(gone)
 }
 
 // forget drops what was published, so that every catalog is published

@@ -442,3 +442,52 @@ func BenchmarkBuildCatalog(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "payload_bytes")
 }
+
+// TestCatalogClearedWhenDeviceRemoved: a reload that removes a device
+// clears the catalog the bridge retained for it (an empty retained
+// message); the catalog of the device that stays is kept.
+func TestCatalogClearedWhenDeviceRemoved(t *testing.T) {
+	d1, d2 := catalogDevice(t), catalogDevice(t)
+	rulesFor := func(devs string) string {
+		return fmt.Sprintf(`
+[[device]]
+name = "d1"
+url  = "coap://%s"
+
+[[device]]
+name = "d2"
+url  = "coap://%s"
+
+[[observe]]
+name          = "temps"
+devices       = [%s]
+discover      = "rt=temperature"
+catalog_topic = "catalog/{device}"
+topic         = "temps/{device}/{path...}"
+`, d1.addr, d2.addr, devs)
+	}
+	// mosquitto: the embedded broker reads retained messages without a
+	// lock while they change (see presenceBroker).
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	sub := subscribe(t, broker.Addr(), "catalog/#", 1)
+	tb := startBridge(t, rulesFor(`"d1", "d2"`), func(c *Config, o *Options) {
+		useRemoteBroker(c, broker.Addr(), "bridge-catalog")
+		unwatched(c, o)
+	})
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		seen[sub.next(t, 10*time.Second).Topic()] = true
+	}
+
+	// d2 leaves the rules entirely (its [[device]] too): its catalog goes.
+	tb.writeRules(t, strings.Replace(rulesFor(`"d1"`), fmt.Sprintf("[[device]]\nname = \"d2\"\nurl  = \"coap://%s\"\n", d2.addr), "", 1))
+	tb.TriggerReload()
+	m := sub.next(t, 10*time.Second)
+	if m.Topic() != "catalog/d2" || len(m.Payload()) != 0 {
+		t.Fatalf("after the reload: %q on %s, want an empty message on catalog/d2", m.Payload(), m.Topic())
+	}
+	subscribe(t, broker.Addr(), "catalog/d2", 1).none(t, time.Second)
+	if doc := decodeCatalog(t, subscribe(t, broker.Addr(), "catalog/d1", 1).next(t, 5*time.Second).Payload()); doc.Device != "d1" {
+		t.Fatalf("the catalog kept: %+v", doc)
+	}
+}

@@ -92,6 +92,10 @@ type presenceEntry struct {
 	// it online → asleep → offline between them.
 	pushes bool
 	dirty  bool // waiting in the publish queue
+	// removed: the device left the rules and the registry; its retained
+	// document is to be cleared, then the entry dropped (unless it is
+	// heard from again first).
+	removed bool
 }
 
 // presenceHeap orders the entries the janitor must look at by due time.
@@ -251,6 +255,12 @@ func (p *presence) heard(name string, t time.Time, pushes, moved, owned bool) {
 		e = &presenceEntry{name: name, idx: -1}
 		p.devices[name] = e
 	}
+	if e.removed {
+		if !p.known(name) {
+			return // a late answer from a device the rules dropped
+		}
+		e.removed = false
+	}
 	if ts > e.seen {
 		e.seen = ts
 	}
@@ -290,6 +300,12 @@ func (p *presence) unreachable(name string, err error) {
 		e = &presenceEntry{name: strings.Clone(name), idx: -1}
 		p.devices[e.name] = e
 	}
+	if e.removed {
+		if !p.known(name) {
+			return
+		}
+		e.removed = false
+	}
 	if e.idx >= 0 {
 		heap.Remove(&p.due, int(e.idx))
 	}
@@ -318,6 +334,48 @@ func (p *presence) setLocked(e *presenceEntry, s presenceState, reason string) {
 	case p.queued <- struct{}{}:
 	default:
 	}
+}
+
+// prune forgets the devices that are neither listed in the rules nor
+// learned any more (a reload removed them): they leave the counts and the
+// console at once, and with a presence topic their retained documents
+// are cleared (an empty retained message), so that no consumer keeps
+// reading the last state of a device that no longer exists. It returns
+// how many it forgot.
+func (p *presence) prune() int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for name, e := range p.devices {
+		if e.removed || p.known(name) {
+			continue
+		}
+		n++
+		if e.idx >= 0 {
+			heap.Remove(&p.due, int(e.idx))
+		}
+		if e.state != presenceNone {
+			p.devicesGauge.WithLabelValues(e.state.String()).Dec()
+			p.byState[e.state]--
+		}
+		e.state, e.reason, e.removed = presenceNone, "", true
+		if !p.publishing || p.closed {
+			delete(p.devices, name)
+			continue
+		}
+		if !e.dirty {
+			e.dirty = true
+			p.queue = append(p.queue, e)
+			select {
+			case p.queued <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return n
 }
 
 // scheduleLocked makes the janitor look at e by due at the latest. A

@@ -66,6 +66,9 @@ func (p *presence) take() (*presenceEntry, presenceDoc, bool) {
 		}
 	}
 	e.dirty = false
+	if e.removed {
+		return e, presenceDoc{}, true // cleared: see publish
+	}
 	doc := presenceDoc{State: e.state.String(), Reason: e.reason}
 	if e.seen != 0 {
 		doc.LastSeen = time.Unix(0, e.seen).UTC().Format(presenceTimeFormat)
@@ -90,12 +93,15 @@ func (p *presence) publish(e *presenceEntry, doc presenceDoc) {
 	if err != nil {
 		// A name that cannot stand as a topic level: never published.
 		p.log.Warn("presence not published: the device name cannot be a topic level", "device", e.name, "err", err)
+		p.dropCleared(e)
 		return
 	}
-	payload, err := json.Marshal(doc)
-	if err != nil {
-		return // a struct of strings always marshals
-	}
+	var payload []byte
+	if doc.State != "" {
+		if payload, err = json.Marshal(doc); err != nil {
+			return // a struct of strings always marshals
+		}
+	} // else the device was removed: an empty retained message clears its document
 	m := mqttside.Message{Topic: topic, Payload: payload, QoS: 1, Retain: true, ContentType: "application/json"}
 	ctx, cancel := context.WithTimeout(p.flushContext(), presenceHandover)
 	err = p.pub.Publish(ctx, m)
@@ -103,12 +109,15 @@ func (p *presence) publish(e *presenceEntry, doc presenceDoc) {
 	switch {
 	case err == nil:
 		p.publishes.WithLabelValues("published").Inc()
+		p.dropCleared(e)
 	case errors.Is(err, mqttside.ErrPending):
 		p.publishes.WithLabelValues("buffered").Inc()
+		p.dropCleared(e)
 	case errors.Is(err, mqttside.ErrInvalidTopic), errors.Is(err, mqttside.ErrPayloadTooLarge):
 		// The broker would never take it: retrying cannot help.
 		p.publishes.WithLabelValues("refused").Inc()
 		p.log.Warn("presence not published", "device", e.name, "topic", topic, "err", err)
+		p.dropCleared(e)
 	default:
 		p.publishes.WithLabelValues("retried").Inc()
 		p.log.Debug("presence not published: retrying", "device", e.name, "topic", topic, "err", err)
@@ -122,6 +131,16 @@ func (p *presence) publish(e *presenceEntry, doc presenceDoc) {
 		case <-p.ctx.Done():
 		case <-time.After(presenceRetryPause):
 		}
+	}
+}
+
+// dropCleared forgets e once the document clearing it is handed over,
+// unless the device was heard from again meanwhile (or is queued again).
+func (p *presence) dropCleared(e *presenceEntry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e.removed && !e.dirty && p.devices[e.name] == e {
+		delete(p.devices, e.name)
 	}
 }
 

@@ -639,3 +639,54 @@ topic    = "battery/{device}"
 	dev.mux.HandleFunc("GET /battery", battery)
 	nextPresence(t, sub, "online")
 }
+
+// TestPresenceClearedWhenDeviceRemoved: a reload that removes a listed
+// device clears its retained presence document (an empty retained
+// message) and drops it from the counts; the device that stays keeps its
+// document, and a device added back is published again.
+func TestPresenceClearedWhenDeviceRemoved(t *testing.T) {
+	battery := func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("90")) }
+	devs := map[string]*fakeDevice{}
+	for _, n := range []string{"keep", "gone"} {
+		devs[n] = startDevice(t, "")
+		devs[n].mux.HandleFunc("GET /battery", battery)
+	}
+	rulesFor := func(names ...string) string {
+		var b strings.Builder
+		for _, n := range names {
+			fmt.Fprintf(&b, "[[device]]\nname = %q\nurl  = \"coap://%s\"\n\n", n, devs[n].addr)
+		}
+		fmt.Fprintf(&b, "[[poll]]\nname     = \"battery\"\ndevices  = [\"%s\"]\npaths    = [\"/battery\"]\ninterval = \"100ms\"\ntopic    = \"battery/{device}\"\n", strings.Join(names, `", "`))
+		return b.String()
+	}
+	broker, mod := presenceBroker(t, time.Minute, time.Hour)
+	sub := subscribe(t, broker.Addr(), "devices/+/status", 1)
+	tb := startBridge(t, rulesFor("keep", "gone"), mod)
+	online := map[string]bool{}
+	for len(online) < 2 {
+		m := sub.next(t, 10*time.Second)
+		if presenceOf(t, m).State == "online" {
+			online[m.Topic()] = true
+		}
+	}
+
+	tb.writeRules(t, rulesFor("keep"))
+	m := sub.next(t, 10*time.Second)
+	if m.Topic() != "devices/gone/status" || len(m.Payload()) != 0 {
+		t.Fatalf("after the reload: %q on %s, want an empty message on devices/gone/status", m.Payload(), m.Topic())
+	}
+	late := subscribe(t, broker.Addr(), "devices/gone/status", 1)
+	late.none(t, time.Second) // nothing retained any more
+	if d := retainedPresence(t, broker.Addr(), "keep"); d.State != "online" {
+		t.Fatalf("the device kept: %+v", d)
+	}
+	testkit.Eventually(t, 5*time.Second, "counts without the removed device", func() bool {
+		on, asleep, off := tb.presence.counts()
+		return on == 1 && asleep == 0 && off == 0
+	})
+
+	tb.writeRules(t, rulesFor("keep", "gone"))
+	if d, _ := nextPresence(t, late, "online"); d.Address != devs["gone"].addr.String() {
+		t.Fatalf("the device added back: %+v", d)
+	}
+}
