@@ -107,6 +107,9 @@ type learnedDevices struct {
 
 	mu      sync.RWMutex
 	devices map[string]*learnedEntry // entries change in place
+	// byAddr is the device last learned at each address (unmapped), for
+	// a request that names a device by its address.
+	byAddr map[netip.AddrPort]string
 
 	refused *prometheus.CounterVec // reason: full, claim
 }
@@ -115,7 +118,7 @@ func newLearnedDevices(max int, reg prometheus.Registerer, hook func(LearnEvent)
 	if max <= 0 {
 		max = DefaultMaxLearned
 	}
-	l := &learnedDevices{max: max, hook: hook, devices: map[string]*learnedEntry{}}
+	l := &learnedDevices{max: max, hook: hook, devices: map[string]*learnedEntry{}, byAddr: map[netip.AddrPort]string{}}
 	l.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "bridge_learned_refused_total",
 		Help: "Requests whose device was not learned: full (devices.max_learned reached) or claim (an unauthenticated request naming a device learned over DTLS).",
@@ -146,6 +149,7 @@ func (l *learnedDevices) learn(name string, addr netip.AddrPort, ep *coapside.En
 		ev.Kind = Learned
 		fresh := e // only a new device is allocated
 		l.devices[ev.Device.Name] = &fresh
+		l.byAddr[unmapped(addr)] = ev.Device.Name
 	case old.auth && !authenticated:
 		ev.Kind = RefusedClaim
 	default:
@@ -153,6 +157,12 @@ func (l *learnedDevices) learn(name string, addr netip.AddrPort, ep *coapside.En
 		// make the map keep that (the datagram's) string as its key.
 		if old.addr != addr || old.ep != ep || old.via != via {
 			ev.Kind, ev.From = Moved, old.addr
+			if old.addr != addr {
+				if from := unmapped(old.addr); l.byAddr[from] == name {
+					delete(l.byAddr, from)
+				}
+				l.byAddr[unmapped(addr)] = strings.Clone(name) // moves are rare
+			}
 		} else {
 			ev.Kind = Seen
 		}
@@ -208,8 +218,7 @@ func (l *learnedDevices) len() int {
 // address that is not IP and port.
 func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	if u, ok := a.(*net.UDPAddr); ok {
-		ap := u.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+		return unmapped(u.AddrPort()), true
 	}
 	if a == nil {
 		return netip.AddrPort{}, false
@@ -218,7 +227,7 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	if err != nil {
 		return netip.AddrPort{}, false
 	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+	return unmapped(ap), true
 }
 
 // learnLogger logs what the registry learns: a device's first request
@@ -256,10 +265,11 @@ const learnLogEvery = 10 * time.Second
 func (l *learnedDevices) at(addr netip.AddrPort) (string, bool) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	for name, e := range l.devices {
-		if netip.AddrPortFrom(e.addr.Addr().Unmap(), e.addr.Port()) == addr {
-			return name, true
-		}
-	}
-	return "", false
+	name, ok := l.byAddr[unmapped(addr)]
+	return name, ok
+}
+
+// unmapped is addr with an IPv4-mapped IPv6 address as plain IPv4.
+func unmapped(addr netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 }

@@ -176,3 +176,39 @@ func TestLearnedLookupWhileLearning(t *testing.T) {
 	}
 	<-done
 }
+
+// TestLearnedDeviceAtAddress: the registry finds a device by the address
+// it last spoke from (an IPv4-mapped form too), follows a move, and
+// forgets the old address; of two names sharing an address (a gateway)
+// the one learned there last is found.
+func TestLearnedDeviceAtAddress(t *testing.T) {
+	l := newLearnedDevices(10, nil, nil)
+	now := time.Now()
+	a1, a2 := netip.MustParseAddrPort("192.0.2.1:5683"), netip.MustParseAddrPort("192.0.2.2:40000")
+	l.learn("a", a1, nil, ViaUDP, false, now)
+	l.learn("b", a2, nil, ViaUDP, false, now)
+	at := func(ap netip.AddrPort) string {
+		name, ok := l.at(ap)
+		if !ok {
+			return "-"
+		}
+		return name
+	}
+	if got := at(netip.MustParseAddrPort("[::ffff:192.0.2.1]:5683")); got != "a" {
+		t.Fatalf("a by its mapped address: %s", got)
+	}
+	moved := netip.MustParseAddrPort("198.51.100.7:1234")
+	if k := l.learn("a", moved, nil, ViaUDP, false, now); k != Moved {
+		t.Fatalf("learn at a new address: %v", k)
+	}
+	if got, old := at(moved), at(a1); got != "a" || old != "-" {
+		t.Fatalf("after the move: %s at the new address, %s at the old", got, old)
+	}
+	l.learn("c", a2, nil, ViaUDP, false, now) // c speaks from b's address
+	if got := at(a2); got != "c" {
+		t.Fatalf("shared address: %s, want c", got)
+	}
+	if got := at(netip.MustParseAddrPort("192.0.2.9:1")); got != "-" {
+		t.Fatalf("unknown address: %s", got)
+	}
+}

@@ -216,7 +216,7 @@ func (p *proxy) deviceAt(set *rules.Set, ft forwardTarget) (string, bool) {
 		if d.Host == "" || d.Secure != ft.secure {
 			continue
 		}
-		if h, err := netip.ParseAddrPort(d.Host); err == nil && netip.AddrPortFrom(h.Addr().Unmap(), h.Port()) == ap {
+		if h, err := netip.ParseAddrPort(d.Host); err == nil && unmapped(h) == ap {
 			return d.Name, true
 		}
 	}
