@@ -298,7 +298,7 @@ type coapRouteJSON struct {
 	Action        string            `json:"action"`
 	Method        string            `json:"method"`
 	Path          string            `json:"path"`
-	Code          string            `json:"code"`
+	Code          string            `json:"code,omitempty"` // none for a proxy: the device answers
 	Rule          *ruleRef          `json:"rule,omitempty"`
 	Captures      map[string]string `json:"captures,omitempty"`
 	Reason        string            `json:"reason,omitempty"`

@@ -227,6 +227,31 @@ func TestRouteResourceAndDiscovery(t *testing.T) {
 	}
 }
 
+// TestRouteProxy: a request under a proxy rule's path routes to the
+// device resource it would be forwarded to; the answer is the device's at
+// run time, so the JSON has no code; a method the rule does not allow is
+// not routed, with the code the client would hear.
+func TestRouteProxy(t *testing.T) {
+	cfg := routeSetup(t, routeRules+`
+[[proxy]]
+name    = "devices"
+path    = "/devices/{device}/{path...}"
+url     = "coap://{device}/{path...}"
+methods = ["GET"]
+`)
+	v := routeJSONOut(t, cfg, 0, "coap", "GET", "/devices/lamp/state/on")
+	if at(t, v, "action") != "proxy" || at(t, v, "proxy_to") != "coap://127.0.0.1:5699/state/on" || at(t, v, "rule", "kind") != "proxy" {
+		t.Fatalf("proxy: %v", v)
+	}
+	if _, ok := v["code"]; ok {
+		t.Fatalf("a proxied request has a code before the device answered: %v", v)
+	}
+	v = routeJSONOut(t, cfg, 1, "coap", "PUT", "/devices/lamp/state")
+	if c, _ := v["code"].(string); !strings.HasPrefix(c, "4.05") {
+		t.Fatalf("PUT through a GET-only proxy rule: %v", v)
+	}
+}
+
 // TestRouteMQTTCommand: a command publish shows the device, method, URI,
 // Content-Format, the payload as sent (JSON converted to CBOR) and the
 // response topic; a device without url is reached where it was learned.
