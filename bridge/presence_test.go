@@ -209,8 +209,11 @@ func TestPresenceNotRepublishedOnEveryUplink(t *testing.T) {
 	}
 	nextPresence(t, sub, "online")
 	sub.none(t, 500*time.Millisecond)
-	if got := testutil.ToFloat64(tb.presence.publishes.WithLabelValues("published")); got != 1 {
-		t.Errorf("bridge_presence_publishes_total{result=published} = %v after 5 pushes, want 1", got)
+	// One document handed to MQTT: acknowledged within the handover, or
+	// (on a loaded machine) still in flight then and counted buffered.
+	pub, buf := testutil.ToFloat64(tb.presence.publishes.WithLabelValues("published")), testutil.ToFloat64(tb.presence.publishes.WithLabelValues("buffered"))
+	if pub+buf != 1 {
+		t.Errorf("bridge_presence_publishes_total published %v + buffered %v after 5 pushes, want 1", pub, buf)
 	}
 }
 
