@@ -79,10 +79,17 @@ type peerTable struct {
 
 	yieldAfter time.Duration
 	// fullUntil (unix ns), when set, is when the table, full with no
-	// entry to evict or give up, may next have one: until then, or
-	// until a peer goes idle, a new peer is refused without a scan.
+	// entry to evict or give up, is looked at again: until then a new
+	// peer is refused without a scan. It is the time the first peer may
+	// be given up, and at most fullRecheck ahead, since a peer whose
+	// exchanges end becomes evictable at any moment.
 	fullUntil int64
 }
+
+// fullRecheck bounds how long a full table refuses new peers without
+// looking for an entry again: a storm of new peers costs at most one scan
+// per interval, and a peer that went idle meanwhile is found soon.
+const fullRecheck = 100 * time.Millisecond
 
 func newPeerTable(max int, ttl, yieldAfter time.Duration, stats *Stats) *peerTable {
 	return &peerTable{peers: make(map[peerKey]*peerState), max: max, ttl: ttl, yieldAfter: yieldAfter, stats: stats}
@@ -134,7 +141,8 @@ func (t *peerTable) getLocked(key peerKey, now time.Time) (ps *peerState, given 
 // registers again when its Max-Age runs out (§3.3.1). Without it the table,
 // full of observers that went away without a word, would admit one new
 // peer per MAX_TRANSMIT_WAIT per entry. When no peer qualifies, it sets
-// fullUntil to when the first may, and returns nil.
+// fullUntil to when the first may (at most fullRecheck ahead), and returns
+// nil.
 func (t *peerTable) yieldLocked(now time.Time) []*outgoing {
 	if t.yieldAfter <= 0 {
 		return nil
@@ -157,7 +165,7 @@ func (t *peerTable) yieldLocked(now time.Time) []*outgoing {
 		}
 	}
 	if victim == nil {
-		t.fullUntil = soonest
+		t.fullUntil = min(soonest, now.UnixNano()+int64(fullRecheck))
 		return nil
 	}
 	delete(t.peers, victim.key)
