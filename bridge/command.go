@@ -478,7 +478,7 @@ func (c *commands) publishResult(cmd *command, res *commandResult) {
 		res.Method = rule.Method.String()
 	}
 	body := res.marshal()
-	ctx, cancel := context.WithTimeout(c.publishCtx, c.opts.PublishTimeout)
+	ctx, cancel := publishContext(c.publishCtx, c.pub, c.opts.PublishTimeout)
 	defer cancel()
 	if !rule.ResponseTopic.IsZero() {
 		topic, err := replyTopic(rule.ResponseTopic, cmd.caps)
