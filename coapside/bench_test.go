@@ -69,6 +69,12 @@ func BenchmarkServerPiggybackedGET(b *testing.B) {
 // on the readers, so under such a load readers start and retire all the
 // time; B/op shows what that costs.
 func BenchmarkServerConcurrentCON(b *testing.B) {
+	for _, idle := range []int{2, 8} {
+		b.Run(fmt.Sprintf("idle=%d", idle), func(b *testing.B) { benchConcurrentCON(b, idle) })
+	}
+}
+
+func benchConcurrentCON(b *testing.B, idleReaders int) {
 	mux := NewServeMux()
 	mux.HandleFunc("PUT /in", func(w ResponseWriter, r *Request) {
 		runtime.Gosched()
@@ -78,7 +84,7 @@ func BenchmarkServerConcurrentCON(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &Server{Handler: mux}
+	s := &Server{Handler: mux, Options: ServerOptions{IdleReaders: idleReaders}}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(conn) }()
 	defer func() {
