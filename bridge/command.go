@@ -33,7 +33,8 @@ type commandResult struct {
 	CodeName      string `json:"code_name,omitempty"`
 	ContentFormat *int   `json:"content_format,omitempty"`
 	// Payload is the response body: JSON as is, UTF-8 text as a string;
-	// anything else is in PayloadBase64.
+	// anything else is in PayloadBase64. It always holds JSON (see
+	// marshal).
 	Payload       json.RawMessage `json:"payload,omitempty"`
 	PayloadBase64 string          `json:"payload_base64,omitempty"`
 	RTTMillis     float64         `json:"rtt_ms"`
@@ -438,8 +439,7 @@ func fillResponse(res *commandResult, resp *coapside.Response) {
 	case (!hasCF || cf == message.AppJSON) && json.Valid(resp.Payload):
 		res.Payload = json.RawMessage(resp.Payload)
 	case (!hasCF || cf == message.TextPlain) && utf8.Valid(resp.Payload):
-		s, _ := json.Marshal(string(resp.Payload))
-		res.Payload = s
+		res.Payload = appendJSONString(make([]byte, 0, len(resp.Payload)+8), resp.Payload)
 	default:
 		res.PayloadBase64 = base64.StdEncoding.EncodeToString(resp.Payload)
 	}
@@ -482,8 +482,8 @@ func (c *commands) publishResult(cmd *command, res *commandResult) {
 	if res.Method == "" {
 		res.Method = rule.Method.String()
 	}
-	body, _ := json.Marshal(res)
-	ctx, cancel := context.WithTimeout(c.publishCtx, c.opts.PublishTimeout)
+	body := res.marshal()
+	ctx, cancel := publishContext(c.publishCtx, c.pub, c.opts.PublishTimeout)
 	defer cancel()
 	if !rule.ResponseTopic.IsZero() {
 		topic, err := replyTopic(rule.ResponseTopic, cmd.caps)

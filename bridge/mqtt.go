@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/coap-mqtt/bridge/mqttside"
 )
@@ -78,6 +79,25 @@ func (l *mqttLink) client() mqttside.Client {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.c
+}
+
+// instant reports whether l's client takes or refuses every message at
+// once, never waiting for a broker: the embedded broker. Run attaches the
+// client once and never replaces it, so the answer holds for the
+// publishes that follow.
+func (l *mqttLink) instant() bool {
+	_, ok := l.client().(*mqttside.Embedded)
+	return ok
+}
+
+// publishContext returns ctx bounded by d, the longest a publish through
+// p may wait for the broker; or ctx itself when p never waits (see
+// instant): the deadline's timer cost more than such a publish's own work.
+func publishContext(ctx context.Context, p publisher, d time.Duration) (context.Context, context.CancelFunc) {
+	if l, ok := p.(*mqttLink); ok && l.instant() {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // Publish implements publisher.

@@ -111,7 +111,7 @@ func (o *outputs) publish(ctx context.Context, rule string, out *rules.Output, c
 			// Taken into the client (or its offline buffer) is enough.
 			timeout = min(timeout, o.handoverTimeout)
 		}
-		pctx, cancel := context.WithTimeout(ctx, timeout)
+		pctx, cancel := publishContext(ctx, o.pub, timeout)
 		if confirm {
 			err = o.pub.PublishOrWithdraw(pctx, m)
 		} else {

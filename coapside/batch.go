@@ -88,6 +88,36 @@ func newReaderBatch(e *Endpoint, conn *net.UDPConn, maxMsg int) *readerBatch {
 	return b
 }
 
+// maxSpareBatches bounds the batch buffers an endpoint keeps for readers
+// to come (see Endpoint.spare).
+const maxSpareBatches = 8
+
+// takeBatch returns batch buffers for a new reader: a retired reader's,
+// or new ones; nil when the socket cannot be read in batches.
+func (e *Endpoint) takeBatch() *readerBatch {
+	e.poolMu.Lock()
+	if n := len(e.spare); n > 0 {
+		b := e.spare[n-1]
+		e.spare[n-1] = nil
+		e.spare = e.spare[:n-1]
+		e.poolMu.Unlock()
+		return b
+	}
+	e.poolMu.Unlock()
+	return newReaderBatch(e, e.udp, e.p.MaxMessageSize)
+}
+
+// putBatch keeps the batch buffers of a retiring reader for the next one.
+// Every entry was served or stolen and every reply flushed: a steal timer
+// still firing finds nothing left to take.
+func (e *Endpoint) putBatch(b *readerBatch) {
+	e.poolMu.Lock()
+	if len(e.spare) < maxSpareBatches {
+		e.spare = append(e.spare, b)
+	}
+	e.poolMu.Unlock()
+}
+
 // take returns the index of the next unprocessed entry, or -1.
 func (b *readerBatch) take() int {
 	b.mu.Lock()
@@ -244,6 +274,7 @@ func (e *Endpoint) readLoopBatch(r *reader) {
 		e.serveBatch(r, n)
 		e.flush(r)
 		if e.retireIfSurplus() {
+			e.putBatch(b)
 			return
 		}
 	}

@@ -51,10 +51,14 @@ type Endpoint struct {
 	// counts pool readers not running a handler and never drops below one
 	// while the endpoint is open: a reader retires only while another idle
 	// reader remains. Workers serving stolen datagrams are not pool readers.
-	poolMu  sync.Mutex
-	idle    int
-	total   int
-	busy    atomic.Int32
+	poolMu sync.Mutex
+	idle   int
+	total  int
+	busy   atomic.Int32
+	// spare holds the batch buffers of retired readers (at most
+	// maxSpareBatches) for the next reader: under load readers start and
+	// retire hundreds of times a second, and each batch is some 40 KB.
+	spare   []*readerBatch
 	readers sync.WaitGroup // pool readers and stolen-datagram workers
 
 	// Liveness, measured apart from the pool accounting: how many
@@ -257,7 +261,7 @@ func (e *Endpoint) readLoop() {
 		pooled:  true,
 	}
 	if e.bconn != nil {
-		if r.batch = newReaderBatch(e, e.udp, e.p.MaxMessageSize); r.batch != nil {
+		if r.batch = e.takeBatch(); r.batch != nil {
 			e.readLoopBatch(r)
 			return
 		}

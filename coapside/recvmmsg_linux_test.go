@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TestBatchReaderDecodesSourcesWithoutAllocating: a batch read returns
@@ -74,5 +75,57 @@ func TestBatchReaderDecodesSourcesWithoutAllocating(t *testing.T) {
 				t.Errorf("%v allocations per batch of %d", allocs, len(srcs))
 			}
 		})
+	}
+}
+
+// TestRetiredReaderLeavesItsBatch: a surplus reader that retires keeps its
+// batch buffers for the next reader instead of leaving them to the
+// garbage collector, and the endpoint keeps at most maxSpareBatches.
+func TestRetiredReaderLeavesItsBatch(t *testing.T) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEndpoint(conn, EndpointOptions{})
+	defer e.Close()
+	if e.bconn == nil {
+		t.Skip("no batched reads on this socket")
+	}
+	e.poolMu.Lock()
+	for range 3 {
+		e.spawnReaderLocked() // idle readers above DefaultIdleReaders retire after a read
+	}
+	e.poolMu.Unlock()
+	c, err := net.DialUDP("udp", nil, conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	spare := func() int {
+		e.poolMu.Lock()
+		defer e.poolMu.Unlock()
+		return len(e.spare)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for spare() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no reader retired")
+		}
+		if _, err := c.Write([]byte{0xff}); err != nil { // malformed: dropped
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.poolMu.Lock()
+	kept := e.spare[len(e.spare)-1]
+	e.poolMu.Unlock()
+	if got := e.takeBatch(); got != kept {
+		t.Fatal("a new reader did not get the retired reader's batch")
+	}
+	for range maxSpareBatches + 3 {
+		e.putBatch(newReaderBatch(e, e.udp, e.p.MaxMessageSize))
+	}
+	if n := spare(); n != maxSpareBatches {
+		t.Fatalf("%d spare batches kept, want at most %d", n, maxSpareBatches)
 	}
 }

@@ -29,6 +29,16 @@ type benchDevice struct {
 // benchMaxAge is the Max-Age of the observable representation, seconds.
 const benchMaxAge = 2
 
+// A device's deduplication table and memory of NON notifications are
+// sized for one peer, the bridge: the defaults, sized for a server with
+// many clients, made 100 devices take 800 MB. 2,048 exchanges cover the
+// last seconds of a device's share of any load this process can send,
+// longer than the bridge waits before retransmitting.
+const (
+	benchDedupCapacity = 2048
+	benchResetMemory   = 256
+)
+
 // benchFleet runs the devices of one benchmark; Close stops all of them.
 type benchFleet struct {
 	devices []*benchDevice
@@ -62,7 +72,7 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 			f.Close()
 			return nil, fmt.Errorf("device %s%d: %w", o.Prefix, i, err)
 		}
-		obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 1, MaxObservers: 16})
+		obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 1, MaxObservers: 16, ResetMemory: benchResetMemory})
 		if err != nil {
 			_ = conn.Close()
 			f.Close()
@@ -92,7 +102,7 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 		mux.HandleFunc("PUT /{rest...}", echo)
 		mux.HandleFunc("POST /{rest...}", echo)
 		d.srv = &coapside.Server{Handler: mux, Options: coapside.ServerOptions{
-			EndpointOptions: coapside.EndpointOptions{MaxPeers: 16, DisableBatching: true},
+			EndpointOptions: coapside.EndpointOptions{MaxPeers: 16, DisableBatching: true, DedupCapacity: benchDedupCapacity},
 		}}
 		f.devices = append(f.devices, d)
 		f.wg.Add(2)

@@ -174,13 +174,15 @@ type benchMarker struct {
 	run   string
 	start time.Time
 	pre   []byte // "bench <run> "
+	// payloadKey is where a command result's payload starts with pre.
+	payloadKey []byte
 }
 
 func newBenchMarker() *benchMarker {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	run := hex.EncodeToString(b[:])
-	return &benchMarker{run: run, start: time.Now(), pre: []byte("bench " + run + " ")}
+	return &benchMarker{run: run, start: time.Now(), pre: []byte("bench " + run + " "), payloadKey: []byte(`"payload":"bench ` + run + " ")}
 }
 
 // now is the run's clock.

@@ -97,6 +97,38 @@ func TestBenchMarker(t *testing.T) {
 	}
 }
 
+// TestBenchCommandResult: the status and marker of a command result are
+// found whether the result is compact with the status first, as the bridge
+// writes it, or laid out otherwise; results without a marker of this run
+// are not taken.
+func TestBenchCommandResult(t *testing.T) {
+	m := newBenchMarker()
+	marker := m.Encode(42, 1234567*time.Nanosecond, 64)
+	for _, p := range []string{
+		`{"status":"ok","rule":"r","topic":"cmd/bench-1/led","method":"PUT","code":"2.04","payload":"` + string(marker) + `","rtt_ms":0.4}`,
+		`{"rule": "r", "payload": "` + string(marker) + `", "status": "ok"}`,
+		`{"status":"ok","note":"\"payload\":\"x","payload":"` + string(marker) + `"}`,
+	} {
+		status, got, ok := m.commandResult([]byte(p))
+		if !ok || status != "ok" || string(got) != string(marker) {
+			t.Errorf("commandResult(%s) = %q, %q, %v", p, status, got, ok)
+		}
+	}
+	other := newBenchMarker()
+	for _, p := range []string{
+		`{"status":"queued","rule":"r","position":1}`,
+		`{"status":"ok","payload":"` + string(other.Encode(1, 2, 64)) + `"}`,
+		`{"status":"ok","payload":{"a":1}}`,
+		`not json`,
+	} {
+		if _, got, ok := m.commandResult([]byte(p)); ok {
+			if _, _, own := m.Decode(got); own {
+				t.Errorf("commandResult(%s) found a marker of this run: %q", p, got)
+			}
+		}
+	}
+}
+
 func TestParseProcStat(t *testing.T) {
 	// proc(5): pid (comm) state ppid ... utime(14) stime(15); comm may hold ") ".
 	line := []byte("4242 (a) b c) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 8 0 100 700000000 4000 18446744073709551615")
