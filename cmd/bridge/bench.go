@@ -73,6 +73,14 @@ type benchReport struct {
 	Superseded uint64      `json:"superseded,omitempty"`
 	LossPct    float64     `json:"loss_percent"`
 	Processes  []procUsage `json:"processes,omitempty"`
+
+	// Observations is devices x paths of "bench observe";
+	// EstablishedSeconds is how long the bridge took to observe all of
+	// them, from when the devices were up; ObservationsMissed is how many
+	// missed at least one notification (lost or superseded).
+	Observations       int     `json:"observations,omitempty"`
+	EstablishedSeconds float64 `json:"established_s,omitempty"`
+	ObservationsMissed int     `json:"observations_missed,omitempty"`
 }
 
 // benchLatency is a rate and latency distribution in milliseconds.
@@ -317,6 +325,9 @@ func (r *benchReport) writeText(w io.Writer) {
 		kind = r.Type + ", "
 	}
 	fmt.Fprintf(w, "%d workers, %d devices, %sQoS %d, %d B, %.1f s, %s\n", r.Workers, r.Devices, kind, r.QoS, r.Size, r.Seconds, pacing)
+	if r.Observations > 0 {
+		fmt.Fprintf(w, "%d observations, all established after %.1f s\n", r.Observations, r.EstablishedSeconds)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tcount\trate/s\tp50 ms\tp99 ms\tmax ms\tmean ms\t")
 	row := func(name string, l *benchLatency) {
@@ -331,6 +342,9 @@ func (r *benchReport) writeText(w io.Writer) {
 		r.Sent, r.Acked, r.Errors, r.Timeouts, r.Received, r.Duplicates, r.Lost, r.LossPct)
 	if r.Superseded > 0 {
 		fmt.Fprintf(w, "superseded at the devices %d\n", r.Superseded)
+	}
+	if r.ObservationsMissed > 0 {
+		fmt.Fprintf(w, "observations that missed a notification %d of %d\n", r.ObservationsMissed, r.Observations)
 	}
 	if len(r.Codes) > 0 {
 		var parts []string
