@@ -274,11 +274,17 @@ func benchSubscribe(c mqtt.Client, filter string, qos int, timeout time.Duration
 	return nil
 }
 
-// waitCount polls n until it reaches want, ctx ends or d passes.
+// waitCount polls n every 10 ms until it reaches want, ctx ends or d
+// passes.
 func waitCount(ctx context.Context, d time.Duration, want uint64, n func() uint64) {
+	waitCountEvery(ctx, d, 10*time.Millisecond, want, n)
+}
+
+// waitCountEvery is waitCount polling every period.
+func waitCountEvery(ctx context.Context, d, period time.Duration, want uint64, n func() uint64) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for n() < want {
 		select {
@@ -356,9 +362,9 @@ func (r *benchReport) writeText(w io.Writer) {
 	}
 	if len(r.Processes) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "process\tpid\tcpu %\tcpu µs/msg\trss max MB\trss end MB\t")
+		fmt.Fprintln(tw, "process\tpid\tcpu %\tcpu µs/msg\trss start MB\trss max MB\trss end MB\tpeak (VmHWM) MB\t")
 		for _, p := range r.Processes {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", p.Name, p.PID, p.CPUPercent, p.CPUMicrosPerMsg, p.RSSMaxMB, p.RSSEndMB)
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", p.Name, p.PID, p.CPUPercent, p.CPUMicrosPerMsg, p.RSSStartMB, p.RSSMaxMB, p.RSSEndMB, p.RSSPeakMB)
 		}
 		_ = tw.Flush()
 	}

@@ -29,6 +29,12 @@ type benchDevice struct {
 // benchMaxAge is the default Max-Age of the observable representations.
 const benchMaxAge = 60 * time.Second
 
+// benchDeviceTables is the size of a device's duplicate detection and
+// reset memory: a device hears from one bridge, at a few messages per
+// second, and the defaults (16,384 and 8,192 entries, about 5 MB) would
+// put tens of GB into a fleet of 10,000.
+const benchDeviceTables = 64
+
 // benchFleet runs the devices of one benchmark; Close stops all of them.
 type benchFleet struct {
 	devices []*benchDevice
@@ -72,7 +78,7 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 			f.Close()
 			return nil, fmt.Errorf("device %s%d: %w", o.Prefix, i, err)
 		}
-		obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 1, MaxObservers: maxObs})
+		obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 1, MaxObservers: maxObs, ResetMemory: benchDeviceTables})
 		if err != nil {
 			_ = conn.Close()
 			f.Close()
@@ -106,7 +112,7 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 		mux.HandleFunc("PUT /{rest...}", echo)
 		mux.HandleFunc("POST /{rest...}", echo)
 		d.srv = &coapside.Server{Handler: mux, Options: coapside.ServerOptions{
-			EndpointOptions: coapside.EndpointOptions{MaxPeers: 16, DisableBatching: true},
+			EndpointOptions: coapside.EndpointOptions{MaxPeers: 16, DisableBatching: true, DedupCapacity: benchDeviceTables},
 		}}
 		f.devices = append(f.devices, d)
 		f.wg.Add(2)

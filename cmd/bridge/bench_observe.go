@@ -175,7 +175,10 @@ func (o *benchObserve) run(ctx context.Context) (*benchReport, error) {
 		return nil, err
 	}
 	readyStart := mk.now()
-	waitCount(ctx, o.ready, uint64(nobs), func() uint64 { return uint64(fleet.Observed()) })
+	// Counting visits every observable resource: with many, poll less
+	// often so that the count does not take the devices' CPU.
+	period := time.Duration(max(10, nobs/1000)) * time.Millisecond
+	waitCountEvery(ctx, o.ready, period, uint64(nobs), func() uint64 { return uint64(fleet.Observed()) })
 	if n := fleet.Observed(); n < nobs {
 		return nil, fmt.Errorf("the bridge observes %d of %d resources (%d devices x %d paths) after %v: check its rules (bridge bench observe --rules)",
 			n, nobs, o.devices, o.paths, o.ready)

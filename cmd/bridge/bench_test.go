@@ -177,9 +177,12 @@ func TestParseProcStat(t *testing.T) {
 	if _, err := parseProcStat([]byte("4242 (x) S 1")); err == nil {
 		t.Fatal("short line accepted")
 	}
-	status := []byte("Name:\tbridge\nVmPeak:\t  900 kB\nVmRSS:\t   51200 kB\nThreads:\t8\n")
-	if got := parseVmRSS(status); got != 50<<20 {
-		t.Fatalf("parseVmRSS = %d, want %d", got, 50<<20)
+	status := []byte("Name:\tbridge\nVmPeak:\t  900 kB\nVmHWM:\t   61440 kB\nVmRSS:\t   51200 kB\nThreads:\t8\n")
+	if got := parseStatusKB(status, "VmRSS"); got != 50<<20 {
+		t.Fatalf("VmRSS = %d, want %d", got, 50<<20)
+	}
+	if got := parseStatusKB(status, "VmHWM"); got != 60<<20 {
+		t.Fatalf("VmHWM = %d, want %d", got, 60<<20)
 	}
 	if _, err := readProc(os.Getpid()); err != nil {
 		t.Fatalf("readProc(self): %v", err)
@@ -294,7 +297,8 @@ func TestBenchIngressCoAPOnly(t *testing.T) {
 	if r.Request == nil || r.Request.Count != r.Acked || r.Request.P50Ms <= 0 || r.Request.MaxMs < r.Request.P99Ms || r.EndToEnd != nil {
 		t.Fatalf("latency %+v, end to end %+v", r.Request, r.EndToEnd)
 	}
-	if r.Devices != 3 || len(r.Processes) != 1 || r.Processes[0].PID != os.Getpid() || r.Processes[0].RSSMaxMB <= 0 {
+	if r.Devices != 3 || len(r.Processes) != 1 || r.Processes[0].PID != os.Getpid() || r.Processes[0].RSSMaxMB <= 0 ||
+		r.Processes[0].RSSStartMB <= 0 || r.Processes[0].RSSPeakMB < r.Processes[0].RSSMaxMB {
 		t.Fatalf("devices %d, processes %+v", r.Devices, r.Processes)
 	}
 
