@@ -80,6 +80,10 @@ type Options struct {
 	// ReobserveMin and ReobserveMax bound the backoff before observing a
 	// device again after an observation ended or failed (1s, 5m).
 	ReobserveMin, ReobserveMax time.Duration
+	// MaxEstablishing bounds the observations being registered at once
+	// (DefaultMaxEstablishing); the others wait their turn without a
+	// goroutine.
+	MaxEstablishing int
 	// DiscoveryRefresh is how often discover queries are run again (5m).
 	DiscoveryRefresh time.Duration
 	// ResourceCacheSize bounds the topics whose latest message resource
@@ -136,6 +140,7 @@ func (o *Options) setDefaults() {
 	def(&o.DiscoveryRefresh, 5*time.Minute)
 	def(&o.ReloadSettle, 250*time.Millisecond)
 	defInt(&o.FallbackRounds, 10)
+	defInt(&o.MaxEstablishing, DefaultMaxEstablishing)
 	defInt(&o.CommandWorkers, 32)
 	defInt(&o.CommandBacklog, 1024)
 	defInt(&o.CommandQueue, DefaultQueueSize)
