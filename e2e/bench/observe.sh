@@ -115,7 +115,18 @@ for sc in $SCENARIOS; do
 	pids+=("$lp")
 	wait_udp $((BASE_PORT + devices - 1))
 	mv "$tmp/obs.toml.new" "$tmp/rules/obs.toml"
+	# Every second: the bridge's RSS, goroutines, stacks, heap and
+	# observations held, while the bench runs.
+	(
+		while kill -0 "$lp" 2>/dev/null; do
+			m="$(curl -s "http://127.0.0.1:$((PORT + 2))/metrics" | awk '/^(go_goroutines|go_memstats_stack_inuse_bytes|go_memstats_heap_inuse_bytes|bridge_observations_active) / { printf " %s=%.0f", $1, $2 }')"
+			printf '%s rss_kb=%s%s\n' "$(date -u +%H:%M:%S)" "$(awk '/^VmRSS/ { print $2 }' "/proc/$bp/status")" "$m"
+			sleep 1
+		done
+	) >"$OUT/$name.samples" 2>/dev/null &
+	sp=$!
 	wait "$lp" || log "$name: bench failed: $(cat "$OUT/$name.err")"
+	wait "$sp" || true
 	curl -s "http://127.0.0.1:$((PORT + 2))/metrics" >"$OUT/$name.metrics" || true
 	grep -E '^(bridge_observations_active|bridge_observe_stale_dropped_total|bridge_observe_notifications_deferred_total|bridge_coap_peer_yields_total|go_goroutines|go_memstats_heap_inuse_bytes) ' "$OUT/$name.metrics" >&2 || true
 	udp_drops "$bp" | tee "$OUT/$name.drops" >&2
