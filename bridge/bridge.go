@@ -80,6 +80,10 @@ type Options struct {
 	// ReobserveMin and ReobserveMax bound the backoff before observing a
 	// device again after an observation ended or failed (1s, 5m).
 	ReobserveMin, ReobserveMax time.Duration
+	// MaxEstablishing bounds the observations being registered at once
+	// (DefaultMaxEstablishing); the others wait their turn without a
+	// goroutine.
+	MaxEstablishing int
 	// DiscoveryRefresh is how often discover queries are run again (5m).
 	DiscoveryRefresh time.Duration
 	// ResourceCacheSize bounds the topics whose latest message resource
@@ -136,6 +140,7 @@ func (o *Options) setDefaults() {
 	def(&o.DiscoveryRefresh, 5*time.Minute)
 	def(&o.ReloadSettle, 250*time.Millisecond)
 	defInt(&o.FallbackRounds, 10)
+	defInt(&o.MaxEstablishing, DefaultMaxEstablishing)
 	defInt(&o.CommandWorkers, 32)
 	defInt(&o.CommandBacklog, 1024)
 	defInt(&o.CommandQueue, DefaultQueueSize)
@@ -506,23 +511,36 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 }
 
-// coapReadBuffer is the receive buffer asked for the CoAP UDP socket.
+// coapReadBuffer is the receive buffer asked for the bridge's CoAP UDP
+// sockets: the listener and the client that requests and observes devices.
 const coapReadBuffer = 4 << 20
+
+// listenUDP opens a CoAP UDP socket on addr with a receive buffer of
+// coapReadBuffer. A large buffer absorbs bursts: a flood on the listener,
+// so the rate limit, not the kernel, decides whose datagrams are dropped;
+// notifications of many observations on the client while the bridge is
+// briefly busy (the default, about 200 KB, holds well under a second of
+// 10,000 notifications/s, and a NON notification dropped there is lost).
+// The kernel caps the buffer at net.core.rmem_max.
+func listenUDP(addr string) (net.PacketConn, error) {
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if u, ok := conn.(*net.UDPConn); ok {
+		_ = u.SetReadBuffer(coapReadBuffer)
+	}
+	return conn, nil
+}
 
 // listenCoAP opens the CoAP listeners the config names and hands them to
 // the CoAP server.
 func (b *Bridge) listenCoAP() error {
 	if l := b.cfg.CoAP.Listen; l != "" {
 		b.health.set("coap", false)
-		conn, err := net.ListenPacket("udp", l)
+		conn, err := listenUDP(l)
 		if err != nil {
 			return fmt.Errorf("coap listen %s: %w", l, err)
-		}
-		// A large receive buffer absorbs a flood's bursts, so the rate
-		// limit, not the kernel, decides whose datagrams are dropped; the
-		// kernel caps it at net.core.rmem_max.
-		if u, ok := conn.(*net.UDPConn); ok {
-			_ = u.SetReadBuffer(coapReadBuffer)
 		}
 		b.coap.add("coap", conn)
 		b.mu.Lock()

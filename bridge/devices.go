@@ -94,7 +94,11 @@ func (d *deviceClients) client(secure bool) (*coapside.Client, error) {
 	}
 	if !secure {
 		if d.plain == nil {
-			c, err := coapside.NewClient(coapside.ClientOptions{EndpointOptions: d.opts})
+			conn, err := listenUDP(":0")
+			if err != nil {
+				return nil, fmt.Errorf("coap client: %w", err)
+			}
+			c, err := coapside.NewClient(coapside.ClientOptions{EndpointOptions: d.opts, Conn: conn})
 			if err != nil {
 				return nil, fmt.Errorf("coap client: %w", err)
 			}

@@ -22,11 +22,71 @@ import (
 // polled instead, and observing is tried again after a while. finish runs
 // once it is over (ctx ended). While an observation is held no goroutine
 // waits for it: observe returns, and its end or ctx's resumes the loop
-// (observeLoop.resume).
-func (wt *watcher) observe(ctx context.Context, run *watchRun, path string, finish func()) {
+// (observeLoop.resume). It runs from wt.establishing: release gives its
+// place there to the next loop once the first registration is answered or
+// failed, before any backoff.
+func (wt *watcher) observe(ctx context.Context, run *watchRun, path string, finish, release func()) {
 	l := &observeLoop{wt: wt, ctx: ctx, run: run, path: path, finish: finish,
 		bo: backoff{min: wt.opts.ReobserveMin, max: wt.opts.ReobserveMax}, flog: failureLog{log: wt.log}}
-	l.loop()
+	l.loop(release)
+}
+
+// DefaultMaxEstablishing is how many observations the bridge registers at
+// once by default: the size of its CoAP client's peer table
+// (coapside.DefaultMaxPeers), so that the registrations in flight fit in
+// it. A bridge starting with 100,000 observations otherwise sent all their
+// registrations at once, each waiting in a goroutine of its own (about
+// 5 KB of stack: 500 MB at the peak, resident long after), and their
+// answers overflowed its socket's receive buffer.
+const DefaultMaxEstablishing = coapside.DefaultMaxPeers
+
+// establishQueue runs functions with at most max running at once; the
+// others wait in order, as closures, not goroutines. A function gives its
+// place up by calling release (or returning), and may go on running.
+type establishQueue struct {
+	max int
+
+	mu      sync.Mutex
+	running int
+	waiting []func(release func())
+}
+
+// Go runs f now, in a goroutine of its own, or when a place is free.
+func (q *establishQueue) Go(f func(release func())) {
+	q.mu.Lock()
+	if q.running >= q.max {
+		q.waiting = append(q.waiting, f)
+		q.mu.Unlock()
+		return
+	}
+	q.running++
+	q.mu.Unlock()
+	go q.run(f)
+}
+
+func (q *establishQueue) run(f func(release func())) {
+	var once sync.Once
+	release := func() { once.Do(q.next) }
+	defer release()
+	f(release)
+}
+
+// next gives a freed place to the first waiting function.
+func (q *establishQueue) next() {
+	q.mu.Lock()
+	if len(q.waiting) == 0 {
+		q.running--
+		q.mu.Unlock()
+		return
+	}
+	f := q.waiting[0]
+	q.waiting[0] = nil
+	q.waiting = q.waiting[1:]
+	if len(q.waiting) == 0 {
+		q.waiting = nil // let the backing array go
+	}
+	q.mu.Unlock()
+	go q.run(f)
 }
 
 // observeLoop is the state of one resource's observe loop, kept across the
@@ -52,22 +112,26 @@ type observeLoop struct {
 }
 
 // loop observes until an observation is established, which it leaves
-// held, or ctx ends, when it finishes.
-func (l *observeLoop) loop() {
-	if !l.establish() {
+// held, or ctx ends, when it finishes. release gives up its place in
+// wt.establishing.
+func (l *observeLoop) loop(release func()) {
+	if !l.establish(release) {
 		l.finish()
 	}
 }
 
 // establish tries, with backoff, until an observation is established and
-// held (true) or ctx ends (false).
-func (l *observeLoop) establish() bool {
+// held (true) or ctx ends (false). It calls release once its first
+// attempt is over, before any backoff: retries do not wait for a place.
+func (l *observeLoop) establish(release func()) bool {
 	wt, ctx, run, path := l.wt, l.ctx, l.run, l.path
+	defer release()
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		health := wt.observeHealth(g.device.Name)
 		req, err := deviceRequest(g.device, path)
 		if err != nil {
+			release()
 			wt.countError(g, reasonCoAP, 0, err)
 			l.flog.fail("observe: bad resource path", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, l.bo.next()) {
@@ -77,6 +141,7 @@ func (l *observeLoop) establish() bool {
 		}
 		client, err := wt.devices.prepare(ctx, g.device, g.device.Secure, req)
 		if err != nil {
+			release()
 			if ctx.Err() != nil {
 				return false
 			}
@@ -97,6 +162,7 @@ func (l *observeLoop) establish() bool {
 			wt.feed.notify(cur.device.Name, path, &n)
 			wt.publish(ctx, cur, path, &n, observeOutputs(cur.observes))
 		}, wt.observationOptions(g.device.Name, path))
+		release()
 		switch {
 		case ctx.Err() != nil:
 			return false
@@ -174,7 +240,7 @@ func (l *observeLoop) resume() {
 			return
 		}
 	}
-	l.loop()
+	l.wt.establishing.Go(l.loop)
 }
 
 // observationOptions tune the observation of one device resource: stale
@@ -304,7 +370,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 			cctx, cancel := context.WithCancel(ctx)
 			c := &child{cancel: cancel, done: make(chan struct{})}
 			children[p] = c
-			go wt.observe(cctx, run, p, func() { close(c.done) })
+			wt.establishing.Go(func(release func()) { wt.observe(cctx, run, p, func() { close(c.done) }, release) })
 		}
 		var gone []*child
 		for p, c := range children {

@@ -27,11 +27,22 @@ type quietDevices struct {
 	conns []*net.UDPConn
 	regs  atomic.Int64 // registrations answered
 	wg    sync.WaitGroup
+
+	// delay is how long a device takes to answer a registration; inFlight
+	// counts the registrations being answered, maxInFlight the most at once.
+	delay                 time.Duration
+	inFlight, maxInFlight atomic.Int64
 }
 
 func startQuietDevices(t *testing.T, n int) *quietDevices {
+	return startSlowDevices(t, n, 0)
+}
+
+// startSlowDevices starts quiet devices that answer a registration after
+// delay.
+func startSlowDevices(t *testing.T, n int, delay time.Duration) *quietDevices {
 	t.Helper()
-	q := &quietDevices{}
+	q := &quietDevices{delay: delay}
 	for range n {
 		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -63,6 +74,7 @@ func (q *quietDevices) serve(c *net.UDPConn) {
 		r := &message.Message{Type: message.Acknowledgement, MessageID: m.MessageID, Token: m.Token}
 		if m.Code == message.GET {
 			if v, ok := m.Options.Observe(); ok && v == 0 {
+				q.answerLater()
 				r.Code = message.Content
 				r.Options = r.Options.SetUint(message.Observe, 2).SetUint(message.MaxAge, 3600)
 				r.Payload = []byte("21")
@@ -75,6 +87,22 @@ func (q *quietDevices) serve(c *net.UDPConn) {
 			_, _ = c.WriteToUDP(b, from)
 		}
 	}
+}
+
+// answerLater takes q.delay, counted as a registration in flight.
+func (q *quietDevices) answerLater() {
+	if q.delay <= 0 {
+		return
+	}
+	n := q.inFlight.Add(1)
+	for {
+		m := q.maxInFlight.Load()
+		if n <= m || q.maxInFlight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(q.delay) // the device's own latency
+	q.inFlight.Add(-1)
 }
 
 // quietRules observes paths paths on every device of q.
@@ -189,6 +217,24 @@ func TestObservationsHeldWithoutGoroutines(t *testing.T) {
 	}
 	if waiting > 0 {
 		t.Fatalf("%d goroutines in the observe loop while %d observations are held", waiting, devices*paths)
+	}
+}
+
+// TestObservationsEstablishBounded: a bridge with many observations to
+// establish registers at most MaxEstablishing of them at once (the others
+// wait without a goroutine), and establishes all of them.
+func TestObservationsEstablishBounded(t *testing.T) {
+	const devices, paths, limit = 24, 2, 4
+	q := startSlowDevices(t, devices, 20*time.Millisecond)
+	tb := startBridge(t, quietRules(q, paths), func(_ *Config, o *Options) { o.MaxEstablishing = limit })
+	testkit.Eventually(t, 60*time.Second, "every resource observed", func() bool {
+		return testutil.ToFloat64(tb.metrics.observations) == devices*paths
+	})
+	if n := q.maxInFlight.Load(); n > limit {
+		t.Fatalf("%d registrations in flight at once, want at most %d", n, limit)
+	}
+	if n := q.regs.Load(); n < devices*paths {
+		t.Fatalf("%d registrations answered for %d observations", n, devices*paths)
 	}
 }
 

@@ -145,6 +145,10 @@ type watcher struct {
 	drain    context.Context
 	endDrain context.CancelFunc
 
+	// establishing runs the observe loops registering an observation,
+	// at most opts.MaxEstablishing at once.
+	establishing *establishQueue
+
 	mu      sync.Mutex
 	running map[string]*watchRun
 	// learnedKeys indexes the running groups of devices without url by
@@ -172,7 +176,8 @@ func newWatcher(devices *deviceClients, out *outputs, seen func(string), m *metr
 		devices: devices, out: out, seen: seen, metrics: m, log: log, opts: opts,
 		ctx: ctx, cancel: cancel, drain: drain, endDrain: endDrain,
 		running: map[string]*watchRun{}, learnedKeys: map[string]map[string]struct{}{},
-		health: map[string]*observeHealth{},
+		health:       map[string]*observeHealth{},
+		establishing: &establishQueue{max: opts.MaxEstablishing},
 	}
 }
 
@@ -340,7 +345,7 @@ func (wt *watcher) startLocked(key string, g *watchGroup) {
 		wt.wg.Done()
 	}
 	if g.kind == kindObserve {
-		go wt.observe(ctx, run, g.path, finish)
+		wt.establishing.Go(func(release func()) { wt.observe(ctx, run, g.path, finish, release) })
 		return
 	}
 	go func() {

@@ -27,6 +27,9 @@ type benchReport struct {
 		CPUPercent float64 `json:"cpu_percent"`
 		RSSMaxMB   float64 `json:"rss_max_mb"`
 	} `json:"processes"`
+
+	Observations       int     `json:"observations"`
+	EstablishedSeconds float64 `json:"established_s"`
 }
 
 type counts struct {
@@ -77,7 +80,7 @@ func TestE2EBench(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench", "ingress", "--rules", "--qos", "1"},
 		{"bench", "commands", "--rules", "--devices", "4", "--base-port", strconv.Itoa(base)},
-		{"bench", "observe", "--rules", "--devices", "4", "--base-port", strconv.Itoa(base + 4)},
+		{"bench", "observe", "--rules", "--devices", "4", "--paths", "2", "--base-port", strconv.Itoa(base + 4)},
 	} {
 		out, code := run(t, 20*time.Second, ".", bin, args...)
 		if code != 0 {
@@ -110,10 +113,11 @@ func TestE2EBench(t *testing.T) {
 		t.Fatalf("commands: to-device latency %+v, %d sent", r.Request, r.Sent)
 	}
 
-	r = benchJSON(t, "observe", "--devices", "4", "--base-port", strconv.Itoa(base+4), "--mqtt", mqtt,
+	r = benchJSON(t, "observe", "--devices", "4", "--paths", "2", "--max-age", "5s", "--base-port", strconv.Itoa(base+4), "--mqtt", mqtt,
 		"--rate", "200", "-d", "1s", "--drain", "20s", "--max-loss", "100")
 	checkCounts(t, r)
-	if r.Received == 0 {
-		t.Fatalf("observe: nothing received: %+v", r)
+	if r.Received == 0 || r.Observations != 8 || r.EstablishedSeconds <= 0 {
+		t.Fatalf("observe: %d received, %d observations established after %v s, want 4 devices x 2 paths: %+v",
+			r.Received, r.Observations, r.EstablishedSeconds, r)
 	}
 }

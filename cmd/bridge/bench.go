@@ -73,6 +73,14 @@ type benchReport struct {
 	Superseded uint64      `json:"superseded,omitempty"`
 	LossPct    float64     `json:"loss_percent"`
 	Processes  []procUsage `json:"processes,omitempty"`
+
+	// Observations is devices x paths of "bench observe";
+	// EstablishedSeconds is how long the bridge took to observe all of
+	// them, from when the devices were up; ObservationsMissed is how many
+	// missed at least one notification (lost or superseded).
+	Observations       int     `json:"observations,omitempty"`
+	EstablishedSeconds float64 `json:"established_s,omitempty"`
+	ObservationsMissed int     `json:"observations_missed,omitempty"`
 }
 
 // benchLatency is a rate and latency distribution in milliseconds.
@@ -266,11 +274,17 @@ func benchSubscribe(c mqtt.Client, filter string, qos int, timeout time.Duration
 	return nil
 }
 
-// waitCount polls n until it reaches want, ctx ends or d passes.
+// waitCount polls n every 10 ms until it reaches want, ctx ends or d
+// passes.
 func waitCount(ctx context.Context, d time.Duration, want uint64, n func() uint64) {
+	waitCountEvery(ctx, d, 10*time.Millisecond, want, n)
+}
+
+// waitCountEvery is waitCount polling every period.
+func waitCountEvery(ctx context.Context, d, period time.Duration, want uint64, n func() uint64) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for n() < want {
 		select {
@@ -317,6 +331,9 @@ func (r *benchReport) writeText(w io.Writer) {
 		kind = r.Type + ", "
 	}
 	fmt.Fprintf(w, "%d workers, %d devices, %sQoS %d, %d B, %.1f s, %s\n", r.Workers, r.Devices, kind, r.QoS, r.Size, r.Seconds, pacing)
+	if r.Observations > 0 {
+		fmt.Fprintf(w, "%d observations, all established after %.1f s\n", r.Observations, r.EstablishedSeconds)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tcount\trate/s\tp50 ms\tp99 ms\tmax ms\tmean ms\t")
 	row := func(name string, l *benchLatency) {
@@ -332,6 +349,9 @@ func (r *benchReport) writeText(w io.Writer) {
 	if r.Superseded > 0 {
 		fmt.Fprintf(w, "superseded at the devices %d\n", r.Superseded)
 	}
+	if r.ObservationsMissed > 0 {
+		fmt.Fprintf(w, "observations that missed a notification %d of %d\n", r.ObservationsMissed, r.Observations)
+	}
 	if len(r.Codes) > 0 {
 		var parts []string
 		for k, v := range r.Codes {
@@ -342,9 +362,9 @@ func (r *benchReport) writeText(w io.Writer) {
 	}
 	if len(r.Processes) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "process\tpid\tcpu %\tcpu µs/msg\trss max MB\trss end MB\t")
+		fmt.Fprintln(tw, "process\tpid\tcpu %\tcpu µs/msg\trss start MB\trss max MB\trss end MB\tpeak (VmHWM) MB\t")
 		for _, p := range r.Processes {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", p.Name, p.PID, p.CPUPercent, p.CPUMicrosPerMsg, p.RSSMaxMB, p.RSSEndMB)
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", p.Name, p.PID, p.CPUPercent, p.CPUMicrosPerMsg, p.RSSStartMB, p.RSSMaxMB, p.RSSEndMB, p.RSSPeakMB)
 		}
 		_ = tw.Flush()
 	}

@@ -139,7 +139,7 @@ func (o *benchCommands) run(ctx context.Context) (*benchReport, error) {
 		waitMu                     sync.Mutex
 		waiting                    = map[uint64]chan struct{}{}
 	)
-	fleet, err := newBenchFleet(benchFleetOptions{Count: o.devices, Host: o.host, BasePort: o.basePort, Prefix: o.prefix, Path: "/bench",
+	fleet, err := newBenchFleet(benchFleetOptions{Count: o.devices, Host: o.host, BasePort: o.basePort, Prefix: o.prefix, Paths: []string{"/bench"},
 		Handled: func(_ int, p []byte) {
 			seq, at, ok := mk.Decode(p)
 			if !ok || !handled.Add(seq) {

@@ -16,33 +16,36 @@ import (
 
 // benchDevice is one in-process CoAP device of "bench commands" and
 // "bench observe": a server on its own loopback UDP port whose handler
-// echoes PUT/POST payloads and whose resource at path is observable,
-// with the payload set by the benchmark.
+// echoes PUT/POST payloads and whose resources at the fleet's paths are
+// observable, with payloads set by the benchmark.
 type benchDevice struct {
 	name string
 	addr *net.UDPAddr
 	srv  *coapside.Server
 	obs  *coapside.ObserveServer
-	cur  atomic.Pointer[[]byte] // the observable representation
+	cur  []atomic.Pointer[[]byte] // the representation of each observable path
 }
 
-// benchMaxAge is the Max-Age of the observable representation, seconds.
-const benchMaxAge = 2
+// benchMaxAge is the default Max-Age of the observable representations.
+const benchMaxAge = 60 * time.Second
 
-// A device's deduplication table and memory of NON notifications are
-// sized for one peer, the bridge: the defaults, sized for a server with
-// many clients, made 100 devices take 800 MB. 2,048 exchanges cover the
-// last seconds of a device's share of any load this process can send,
-// longer than the bridge waits before retransmitting.
-const (
-	benchDedupCapacity = 2048
-	benchResetMemory   = 256
-)
+// benchTables sizes a device's deduplication table and its memory of NON
+// notifications for a fleet of n: a device hears from one peer, the
+// bridge, and the defaults (16,384 and 8,192 entries, about 5 MB, sized
+// for a server with many clients) made 100 devices take 800 MB and a fleet
+// of 10,000 tens of GB. Small fleets get 2,048 exchanges per device, the
+// last seconds of a device's share of any load this process can send
+// (longer than the bridge waits before retransmitting a command); large
+// ones share about 200,000 entries, at least 64 a device.
+func benchTables(n int) (dedup, reset int) {
+	per := 200_000 / max(n, 1)
+	return min(max(per, 64), 2048), min(max(per/8, 64), 256)
+}
 
 // benchFleet runs the devices of one benchmark; Close stops all of them.
 type benchFleet struct {
 	devices []*benchDevice
-	path    string
+	paths   []string
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -53,7 +56,10 @@ type benchFleetOptions struct {
 	Host     string
 	BasePort int // device i listens on BasePort+i; 0: free ports
 	Prefix   string
-	Path     string // the observable resource, e.g. /bench
+	Paths    []string // the observable resources of every device, e.g. /bench
+	// MaxAge is the Max-Age of the observable representations, whole
+	// seconds; 0: benchMaxAge.
+	MaxAge time.Duration
 	// Handled is called with each PUT/POST payload a device receives.
 	Handled func(device int, payload []byte)
 }
@@ -61,7 +67,15 @@ type benchFleetOptions struct {
 // newBenchFleet opens every device's socket and starts serving.
 func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &benchFleet{path: o.Path, cancel: cancel}
+	f := &benchFleet{paths: o.Paths, cancel: cancel}
+	maxAge := uint32(benchMaxAge / time.Second)
+	if o.MaxAge > 0 {
+		maxAge = uint32(o.MaxAge / time.Second)
+	}
+	// A registration that is renewed (RFC 7641 §3.3.1) replaces itself;
+	// the headroom is for an observer registering again under a new token.
+	maxObs := max(16, 4*len(o.Paths))
+	dedupCapacity, resetMemory := benchTables(o.Count)
 	for i := range o.Count {
 		port := 0
 		if o.BasePort > 0 {
@@ -72,24 +86,28 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 			f.Close()
 			return nil, fmt.Errorf("device %s%d: %w", o.Prefix, i, err)
 		}
-		obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 1, MaxObservers: 16, ResetMemory: benchResetMemory})
+		obs, err := coapside.NewObserveServer(coapside.ObserveOptions{Workers: 1, MaxObservers: maxObs, ResetMemory: resetMemory})
 		if err != nil {
 			_ = conn.Close()
 			f.Close()
 			return nil, err
 		}
-		d := &benchDevice{name: fmt.Sprintf("%s%d", o.Prefix, i), addr: conn.LocalAddr().(*net.UDPAddr), obs: obs}
-		empty := []byte{}
-		d.cur.Store(&empty)
+		d := &benchDevice{name: fmt.Sprintf("%s%d", o.Prefix, i), addr: conn.LocalAddr().(*net.UDPAddr), obs: obs,
+			cur: make([]atomic.Pointer[[]byte], len(o.Paths))}
 		mux := coapside.NewServeMux()
-		mux.HandleFunc("GET "+o.Path, obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, _ *coapside.Request) {
-			// A short Max-Age makes an observer that stopped hearing from
-			// this port (the devices of an earlier run are gone)
-			// register again soon (RFC 7641 §3.3.1).
-			*w.Options() = w.Options().SetUint(message.MaxAge, benchMaxAge)
-			w.SetContentFormat(message.TextPlain)
-			_, _ = w.Write(*d.cur.Load())
-		})).ServeCOAP)
+		for p, path := range o.Paths {
+			cur := &d.cur[p]
+			empty := []byte{}
+			cur.Store(&empty)
+			mux.HandleFunc("GET "+path, obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, _ *coapside.Request) {
+				// An observer that stopped hearing from this port (the
+				// devices of an earlier run are gone) registers again
+				// after Max-Age and its margin (RFC 7641 §3.3.1).
+				*w.Options() = w.Options().SetUint(message.MaxAge, maxAge)
+				w.SetContentFormat(message.TextPlain)
+				_, _ = w.Write(*cur.Load())
+			})).ServeCOAP)
+		}
 		idx := i
 		echo := func(w coapside.ResponseWriter, r *coapside.Request) {
 			if o.Handled != nil {
@@ -102,7 +120,7 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 		mux.HandleFunc("PUT /{rest...}", echo)
 		mux.HandleFunc("POST /{rest...}", echo)
 		d.srv = &coapside.Server{Handler: mux, Options: coapside.ServerOptions{
-			EndpointOptions: coapside.EndpointOptions{MaxPeers: 16, DisableBatching: true, DedupCapacity: benchDedupCapacity},
+			EndpointOptions: coapside.EndpointOptions{MaxPeers: 16, DisableBatching: true, DedupCapacity: dedupCapacity},
 		}}
 		f.devices = append(f.devices, d)
 		f.wg.Add(2)
@@ -120,23 +138,26 @@ func newBenchFleet(o benchFleetOptions) (*benchFleet, error) {
 	return f, nil
 }
 
-// Observed reports how many devices have at least one observer of path.
+// Observed reports how many observable resources (a device's path) have
+// at least one observer.
 func (f *benchFleet) Observed() int {
 	n := 0
 	for _, d := range f.devices {
-		if d.obs.Observers(f.path) > 0 {
-			n++
+		for _, p := range f.paths {
+			if d.obs.Observers(p) > 0 {
+				n++
+			}
 		}
 	}
 	return n
 }
 
-// Notify sets device i's representation and notifies its observers; it
-// returns how many observers were notified.
-func (f *benchFleet) Notify(i int, payload []byte) int {
+// Notify sets the representation of device i's path p and notifies its
+// observers; it returns how many observers were notified.
+func (f *benchFleet) Notify(i, p int, payload []byte) int {
 	d := f.devices[i]
-	d.cur.Store(&payload)
-	return d.obs.Notify(f.path)
+	d.cur[p].Store(&payload)
+	return d.obs.Notify(f.paths[p])
 }
 
 // Superseded is how many representations the devices replaced before

@@ -15,8 +15,13 @@ import (
 type benchObserve struct {
 	benchFlags
 	benchFleetFlags
-	ready time.Duration
+	ready  time.Duration
+	paths  int
+	maxAge time.Duration
 }
+
+// maxBenchPaths bounds --paths.
+const maxBenchPaths = 1000
 
 func newBenchObserveCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &benchObserve{}
@@ -24,19 +29,28 @@ func newBenchObserveCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "observe",
 		Short: "In-process CoAP devices notify; the bridge observes them and publishes",
 		Long: `Run --devices CoAP devices in this process (device i named --name-prefix + i
-on --listen-host:--base-port+i), each with an observable /bench, wait up
-to --ready until the bridge observes all of them, then change their
-representations at --rate in total (round robin; 1000/s by default) and
+on --listen-host:--base-port+i), each with --paths observable resources
+(/bench, or /bench/0 .. /bench/N-1 for --paths N) answered with Max-Age
+--max-age, wait up to --ready until the bridge observes every one of them
+(devices x paths observations), then change their representations at
+--rate in total (round robin over the observations; 1000/s by default) and
 subscribe to --topic to see the bridge's publishes.
 
+An observation the bridge held on devices of an earlier run on the same
+ports is renewed only after that run's Max-Age and the bridge's margin:
+use a short --max-age, or restart the bridge, between runs.
+
 Reports the end-to-end rate and notification -> MQTT latency, and loss:
-notifications the devices sent that never arrived within --drain. RFC
+notifications the devices sent that never arrived within --drain, and how
+many observations missed at least one. RFC
 7641 §4.5 lets a device skip a representation that a newer one replaced
 while its observer was slow (a confirmable notification not yet
 acknowledged): those are reported as "superseded", not as loss. The
 bridge needs the devices and an observe rule; --rules prints them.`,
 		Example: `  bridge bench observe --devices 16 --rules > rules/bench-observe.toml
-  bridge bench observe --devices 16 --rate 2000 -d 10s`,
+  bridge bench observe --devices 16 --rate 2000 -d 10s
+  bridge bench observe --devices 10000 --paths 10 --base-port 20000 --rules > rules/obs.toml
+  bridge bench observe --devices 10000 --paths 10 --base-port 20000 --rate 10000 -d 20s --ready 5m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("rate") {
@@ -57,6 +71,12 @@ bridge needs the devices and an observe rule; --rules prints them.`,
 			if o.topic == "" {
 				return usageError(stderr, "--topic must not be empty")
 			}
+			if o.paths < 1 || o.paths > maxBenchPaths {
+				return usageError(stderr, "--paths must be in [1, %d]", maxBenchPaths)
+			}
+			if o.maxAge < time.Second || o.maxAge > 24*time.Hour || o.maxAge%time.Second != 0 {
+				return usageError(stderr, "--max-age must be whole seconds in [1s, 24h]")
+			}
 			if o.rules {
 				if o.basePort == 0 {
 					return usageError(stderr, "--rules needs --base-port")
@@ -69,7 +89,9 @@ bridge needs the devices and an observe rule; --rules prints them.`,
 	}
 	addBenchFlags(cmd, &o.benchFlags, "bench-obs/+", stderr)
 	addFleetFlags(cmd, &o.benchFleetFlags, 5890, "bench-obs-")
-	cmd.Flags().DurationVar(&o.ready, "ready", 60*time.Second, "how long to wait for the bridge to observe every device")
+	cmd.Flags().DurationVar(&o.ready, "ready", 60*time.Second, "how long to wait for the bridge to observe every device's paths")
+	cmd.Flags().IntVar(&o.paths, "paths", 1, "observable resources per device: /bench, or /bench/0 .. /bench/N-1")
+	cmd.Flags().DurationVar(&o.maxAge, "max-age", benchMaxAge, "Max-Age of the devices' representations (whole seconds)")
 	return cmd
 }
 
@@ -79,14 +101,30 @@ func (o *benchObserve) rulesText() string {
 	for i := range devs {
 		devs[i] = fmt.Sprintf("%q", fmt.Sprintf("%s%d", o.prefix, i))
 	}
-	return deviceRules(o.prefix, o.host, o.basePort, o.devices) + fmt.Sprintf(`# Rules for "bridge bench observe": every notification of /bench is published.
+	paths := o.pathList()
+	for i, p := range paths {
+		paths[i] = fmt.Sprintf("%q", p)
+	}
+	return deviceRules(o.prefix, o.host, o.basePort, o.devices) + fmt.Sprintf(`# Rules for "bridge bench observe": every notification is published.
 [[observe]]
 name    = "bench-observe"
 devices = [%s]
-paths   = ["/bench"]
+paths   = [%s]
 topic   = %q
 qos     = %d
-`, strings.Join(devs, ", "), topic, o.qos)
+`, strings.Join(devs, ", "), strings.Join(paths, ", "), topic, o.qos)
+}
+
+// pathList is every device's observable paths.
+func (o *benchObserve) pathList() []string {
+	if o.paths == 1 {
+		return []string{"/bench"}
+	}
+	paths := make([]string, o.paths)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/bench/%d", i)
+	}
+	return paths
 }
 
 func (o *benchObserve) run(ctx context.Context) (*benchReport, error) {
@@ -99,8 +137,9 @@ func (o *benchObserve) run(ctx context.Context) (*benchReport, error) {
 		return nil, err
 	}
 	mk := newBenchMarker()
-	r := &benchReport{Mode: "observe", Target: fmt.Sprintf("%d devices -> %s %s", o.devices, o.mqtt, o.topic),
-		Workers: 1, Devices: o.devices, QoS: o.qos, Size: o.size, RateGoal: o.rate}
+	nobs := o.devices * o.paths
+	r := &benchReport{Mode: "observe", Target: fmt.Sprintf("%d devices x %d paths -> %s %s", o.devices, o.paths, o.mqtt, o.topic),
+		Workers: 1, Devices: o.devices, Observations: nobs, QoS: o.qos, Size: o.size, RateGoal: o.rate}
 	var (
 		sent, received seqSet
 		e2eLat         latencyHist
@@ -108,7 +147,8 @@ func (o *benchObserve) run(ctx context.Context) (*benchReport, error) {
 		lastRecv       atomic.Int64
 		unobserved     uint64
 	)
-	fleet, err := newBenchFleet(benchFleetOptions{Count: o.devices, Host: o.host, BasePort: o.basePort, Prefix: o.prefix, Path: "/bench"})
+	fleet, err := newBenchFleet(benchFleetOptions{Count: o.devices, Host: o.host, BasePort: o.basePort, Prefix: o.prefix,
+		Paths: o.pathList(), MaxAge: o.maxAge})
 	if err != nil {
 		return nil, err
 	}
@@ -134,10 +174,16 @@ func (o *benchObserve) run(ctx context.Context) (*benchReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	waitCount(ctx, o.ready, uint64(o.devices), func() uint64 { return uint64(fleet.Observed()) })
-	if n := fleet.Observed(); n < o.devices {
-		return nil, fmt.Errorf("the bridge observes %d of %d devices after %v: check its rules (bridge bench observe --rules)", n, o.devices, o.ready)
+	readyStart := mk.now()
+	// Counting visits every observable resource: with many, poll less
+	// often so that the count does not take the devices' CPU.
+	period := time.Duration(max(10, nobs/1000)) * time.Millisecond
+	waitCountEvery(ctx, o.ready, period, uint64(nobs), func() uint64 { return uint64(fleet.Observed()) })
+	if n := fleet.Observed(); n < nobs {
+		return nil, fmt.Errorf("the bridge observes %d of %d resources (%d devices x %d paths) after %v: check its rules (bridge bench observe --rules)",
+			n, nobs, o.devices, o.paths, o.ready)
 	}
+	r.EstablishedSeconds = (mk.now() - readyStart).Seconds()
 
 	loadStart := mk.now()
 	end := loadStart + o.duration
@@ -147,7 +193,10 @@ func (o *benchObserve) run(ctx context.Context) (*benchReport, error) {
 		if !ok {
 			break
 		}
-		if fleet.Notify(int(seq%uint64(o.devices)), mk.Encode(seq, due, o.size)) > 0 {
+		// Consecutive notifications go to different devices; every
+		// observation gets one in each round of nobs.
+		k := int(seq % uint64(nobs))
+		if fleet.Notify(k%o.devices, k/o.devices, mk.Encode(seq, due, o.size)) > 0 {
 			sent.Add(seq)
 		} else {
 			unobserved++
@@ -167,5 +216,8 @@ func (o *benchObserve) run(ctx context.Context) (*benchReport, error) {
 	r.Received, r.Duplicates = received.Len(), dups.Load()
 	missing := sent.Missing(&received)
 	r.Lost = missing - min(r.Superseded, missing)
+	missed := make(map[uint64]struct{})
+	sent.EachMissing(&received, func(seq uint64) { missed[seq%uint64(nobs)] = struct{}{} })
+	r.ObservationsMissed = len(missed)
 	return r, nil
 }

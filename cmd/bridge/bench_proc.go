@@ -23,10 +23,11 @@ const clockTicks = 100
 type procSample struct {
 	cpu time.Duration // user + system
 	rss int64         // bytes
+	hwm int64         // peak RSS of the process's life, bytes
 }
 
 // readProc reads /proc/PID/stat (utime, stime: fields 14 and 15) and
-// /proc/PID/status (VmRSS).
+// /proc/PID/status (VmRSS, VmHWM).
 func readProc(pid int) (procSample, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -40,7 +41,7 @@ func readProc(pid int) (procSample, error) {
 	if err != nil {
 		return procSample{}, err
 	}
-	return procSample{cpu: cpu, rss: parseVmRSS(status)}, nil
+	return procSample{cpu: cpu, rss: parseStatusKB(status, "VmRSS"), hwm: parseStatusKB(status, "VmHWM")}, nil
 }
 
 // parseProcStat returns utime+stime of a /proc/PID/stat line. The command
@@ -64,11 +65,12 @@ func parseProcStat(b []byte) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// parseVmRSS returns VmRSS of /proc/PID/status in bytes, 0 when absent.
-func parseVmRSS(b []byte) int64 {
+// parseStatusKB returns a "kB" field of /proc/PID/status (VmRSS, VmHWM)
+// in bytes, 0 when absent.
+func parseStatusKB(b []byte, field string) int64 {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		v, ok := strings.CutPrefix(sc.Text(), field+":")
 		if !ok {
 			continue
 		}
@@ -100,6 +102,11 @@ type procUsage struct {
 	CPUMicrosPerMsg float64 `json:"cpu_us_per_msg,omitempty"`
 	RSSMaxMB        float64 `json:"rss_max_mb"`
 	RSSEndMB        float64 `json:"rss_end_mb"`
+	// RSSStartMB is the RSS when the load phase started; RSSPeakMB the
+	// process's peak RSS since it started (VmHWM, which the kernel updates
+	// lazily, or the largest sample if higher), before the load too.
+	RSSStartMB float64 `json:"rss_start_mb"`
+	RSSPeakMB  float64 `json:"rss_peak_mb"`
 }
 
 // procWatch samples processes' RSS every period between Start and Stop,
@@ -186,7 +193,8 @@ func (w *procWatch) Stop(msgs uint64) []procUsage {
 	out := make([]procUsage, len(w.pids))
 	for i, pid := range w.pids {
 		cpu := w.last[i].cpu - w.first[i].cpu
-		u := procUsage{PID: pid, Name: procName(pid), RSSMaxMB: mb(w.maxRSS[i]), RSSEndMB: mb(w.last[i].rss)}
+		u := procUsage{PID: pid, Name: procName(pid), RSSMaxMB: mb(w.maxRSS[i]), RSSEndMB: mb(w.last[i].rss),
+			RSSStartMB: mb(w.first[i].rss), RSSPeakMB: mb(max(w.last[i].hwm, w.maxRSS[i]))}
 		if wall > 0 {
 			u.CPUPercent = math.Round(1000*cpu.Seconds()/wall.Seconds()) / 10
 		}

@@ -165,6 +165,28 @@ func (s *seqSet) Missing(other *seqSet) uint64 {
 	return uint64(n)
 }
 
+// EachMissing calls fn with every number in s that is not in other, in
+// increasing order.
+func (s *seqSet) EachMissing(other *seqSet, fn func(seq uint64)) {
+	s.mu.Lock()
+	a := append([]uint64(nil), s.bits...)
+	s.mu.Unlock()
+	other.mu.Lock()
+	for i := range a {
+		if i < len(other.bits) {
+			a[i] &^= other.bits[i]
+		}
+	}
+	other.mu.Unlock()
+	for i, w := range a {
+		for w != 0 {
+			b := bits.TrailingZeros64(w)
+			fn(uint64(i)*64 + uint64(b))
+			w &= w - 1
+		}
+	}
+}
+
 // benchMarker writes and reads the payload a benchmark sends through the
 // bridge: "bench <run> <seq> <sent>" padded with '.' to a size, where run
 // tells this run's messages from any others on the topic and sent is the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -74,6 +75,75 @@ func TestSeqSet(t *testing.T) {
 	if got := b.Missing(&a); got != 0 {
 		t.Fatalf("Missing = %d, want 0", got)
 	}
+	var each []uint64
+	a.EachMissing(&b, func(seq uint64) { each = append(each, seq) })
+	if fmt.Sprint(each) != "[0 5 63]" {
+		t.Fatalf("EachMissing = %v, want [0 5 63]", each)
+	}
+}
+
+// TestBenchFleetPaths: every device serves each of its paths as an
+// observable resource of its own, with the configured Max-Age, and a
+// notification of one path reaches that path's observer only.
+func TestBenchFleetPaths(t *testing.T) {
+	verifyNoLeaks(t)
+	paths := []string{"/bench/0", "/bench/1", "/bench/2"}
+	f, err := newBenchFleet(benchFleetOptions{Count: 2, Host: "127.0.0.1", Prefix: "d", Paths: paths, MaxAge: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := coapside.NewClient(coapside.ClientOptions{LocalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type key struct{ dev, path int }
+	got := make(map[key]chan string)
+	for i, d := range f.devices {
+		for p, path := range paths {
+			ch := make(chan string, 8)
+			got[key{i, p}] = ch
+			first := true
+			o, err := c.Observe(ctx, fmt.Sprintf("coap://%s%s", d.addr, path), func(n coapside.Notification) {
+				if first {
+					first = false
+					if age := n.Options.MaxAge(); age != 7 {
+						t.Errorf("%s %s: Max-Age %d, want 7", d.name, path, age)
+					}
+					return
+				}
+				ch <- string(n.Payload)
+			})
+			if err != nil {
+				t.Fatalf("observe %s %s: %v", d.name, path, err)
+			}
+			defer func() { _ = o.Cancel(ctx) }()
+		}
+	}
+	if n := f.Observed(); n != 6 {
+		t.Fatalf("Observed = %d, want 6 (2 devices x 3 paths)", n)
+	}
+	if n := f.Notify(1, 2, []byte("one-two")); n != 1 {
+		t.Fatalf("Notify(1, 2) notified %d observers, want 1", n)
+	}
+	select {
+	case p := <-got[key{1, 2}]:
+		if p != "one-two" {
+			t.Fatalf("device 1 path 2 got %q", p)
+		}
+	case <-ctx.Done():
+		t.Fatal("device 1 path 2: no notification")
+	}
+	for k, ch := range got {
+		select {
+		case p := <-ch:
+			t.Errorf("device %d path %d got %q, notified was device 1 path 2", k.dev, k.path, p)
+		default:
+		}
+	}
 }
 
 func TestBenchMarker(t *testing.T) {
@@ -139,9 +209,12 @@ func TestParseProcStat(t *testing.T) {
 	if _, err := parseProcStat([]byte("4242 (x) S 1")); err == nil {
 		t.Fatal("short line accepted")
 	}
-	status := []byte("Name:\tbridge\nVmPeak:\t  900 kB\nVmRSS:\t   51200 kB\nThreads:\t8\n")
-	if got := parseVmRSS(status); got != 50<<20 {
-		t.Fatalf("parseVmRSS = %d, want %d", got, 50<<20)
+	status := []byte("Name:\tbridge\nVmPeak:\t  900 kB\nVmHWM:\t   61440 kB\nVmRSS:\t   51200 kB\nThreads:\t8\n")
+	if got := parseStatusKB(status, "VmRSS"); got != 50<<20 {
+		t.Fatalf("VmRSS = %d, want %d", got, 50<<20)
+	}
+	if got := parseStatusKB(status, "VmHWM"); got != 60<<20 {
+		t.Fatalf("VmHWM = %d, want %d", got, 60<<20)
 	}
 	if _, err := readProc(os.Getpid()); err != nil {
 		t.Fatalf("readProc(self): %v", err)
@@ -178,6 +251,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "commands", "--rules", "--base-port", "0"},
 		{"bench", "observe", "--rate", "0"},
 		{"bench", "observe", "--topic", ""},
+		{"bench", "observe", "--paths", "0"},
+		{"bench", "observe", "--max-age", "500ms"},
+		{"bench", "observe", "--max-age", "1500ms"},
 	} {
 		var out, errb bytes.Buffer
 		if code := execute(args, &out, &errb); code != exitUsage || !strings.HasPrefix(errb.String(), "error: ") {
@@ -196,7 +272,7 @@ func TestBenchRulesAreAccepted(t *testing.T) {
 	for name, args := range map[string][]string{
 		"ingress":  {"bench", "ingress", "--rules", "--qos", "1", "--coap", "coap://127.0.0.1:5683/telemetry/bench-{n}/temp", "--topic", "sensors/+/temp"},
 		"commands": {"bench", "commands", "--rules", "--devices", "3"},
-		"observe":  {"bench", "observe", "--rules", "--devices", "2"},
+		"observe":  {"bench", "observe", "--rules", "--devices", "2", "--paths", "3"},
 	} {
 		var out, errb bytes.Buffer
 		if code := execute(args, &out, &errb); code != 0 {
@@ -215,6 +291,10 @@ func TestBenchRulesAreAccepted(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(dir, "rules", "ingress.toml"))
 	if !strings.Contains(string(b), `path    = "/telemetry/{device}/temp"`) || !strings.Contains(string(b), `topic   = "sensors/{device}/temp"`) {
 		t.Fatalf("ingress rules:\n%s", b)
+	}
+	b, _ = os.ReadFile(filepath.Join(dir, "rules", "observe.toml"))
+	if !strings.Contains(string(b), `paths   = ["/bench/0", "/bench/1", "/bench/2"]`) {
+		t.Fatalf("observe rules:\n%s", b)
 	}
 }
 
@@ -249,7 +329,8 @@ func TestBenchIngressCoAPOnly(t *testing.T) {
 	if r.Request == nil || r.Request.Count != r.Acked || r.Request.P50Ms <= 0 || r.Request.MaxMs < r.Request.P99Ms || r.EndToEnd != nil {
 		t.Fatalf("latency %+v, end to end %+v", r.Request, r.EndToEnd)
 	}
-	if r.Devices != 3 || len(r.Processes) != 1 || r.Processes[0].PID != os.Getpid() || r.Processes[0].RSSMaxMB <= 0 {
+	if r.Devices != 3 || len(r.Processes) != 1 || r.Processes[0].PID != os.Getpid() || r.Processes[0].RSSMaxMB <= 0 ||
+		r.Processes[0].RSSStartMB <= 0 || r.Processes[0].RSSPeakMB < r.Processes[0].RSSMaxMB {
 		t.Fatalf("devices %d, processes %+v", r.Devices, r.Processes)
 	}
 
