@@ -31,6 +31,7 @@ type deviceClients struct {
 	plain      *coapside.Client
 	secure     *coapside.Client
 	secureConn *dtls.ClientConn
+	securePC   net.PacketConn // the UDP socket under secureConn
 	closed     bool
 	// peers maps a resolved coaps address to the name of the device last
 	// sent to there, so the handshake finds the device's credentials
@@ -107,11 +108,18 @@ func (d *deviceClients) client(secure bool) (*coapside.Client, error) {
 		return d.plain, nil
 	}
 	if d.secure == nil {
-		conn, err := dtls.NewClientConn("", dtls.ClientConfig{
+		// The large receive buffer too: notifications of many coaps
+		// devices arrive on this one socket.
+		pc, err := listenUDP(":0")
+		if err != nil {
+			return nil, fmt.Errorf("coaps client: %w", err)
+		}
+		conn, err := dtls.NewClientConnOn(pc, dtls.ClientConfig{
 			CredentialsFor: d.credentialsFor,
 			Limits:         dtls.Limits{Logger: d.log},
 		})
 		if err != nil {
+			_ = pc.Close()
 			return nil, fmt.Errorf("coaps client: %w", err)
 		}
 		c, err := coapside.NewClient(coapside.ClientOptions{EndpointOptions: d.opts, Conn: conn})
@@ -119,7 +127,7 @@ func (d *deviceClients) client(secure bool) (*coapside.Client, error) {
 			conn.Close()
 			return nil, fmt.Errorf("coaps client: %w", err)
 		}
-		d.secure, d.secureConn = c, conn
+		d.secure, d.secureConn, d.securePC = c, conn, pc
 	}
 	return d.secure, nil
 }

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestDeviceClientReadBuffer: the socket the bridge requests and observes
-// devices on gets the large receive buffer, as the listener does, so that
+// TestDeviceClientReadBuffer: the sockets the bridge requests and observes
+// devices on (coap and coaps) get the large receive buffer, as the listener does, so that
 // a burst of notifications while the bridge is busy waits in the kernel
 // instead of being dropped there (a dropped NON notification is lost).
 func TestDeviceClientReadBuffer(t *testing.T) {
@@ -34,20 +34,25 @@ func TestDeviceClientReadBuffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, ok := c.Endpoint().Conn().(*net.UDPConn)
-	if !ok {
-		t.Fatalf("device client on %T, want a UDP socket", c.Endpoint().Conn())
-	}
-	rc, err := u.SyscallConn()
-	if err != nil {
+	if _, err := d.client(true); err != nil {
 		t.Fatal(err)
 	}
-	var got int
-	var serr error
-	if err := rc.Control(func(fd uintptr) { got, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
-	if got < want {
-		t.Fatalf("device client's receive buffer %d bytes, want at least %d", got, want)
+	for name, conn := range map[string]net.PacketConn{"coap": c.Endpoint().Conn(), "coaps": d.securePC} {
+		u, ok := conn.(*net.UDPConn)
+		if !ok {
+			t.Fatalf("%s device client on %T, want a UDP socket", name, conn)
+		}
+		rc, err := u.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		var serr error
+		if err := rc.Control(func(fd uintptr) { got, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+		if got < want {
+			t.Fatalf("%s device client's receive buffer %d bytes, want at least %d", name, got, want)
+		}
 	}
 }
