@@ -207,7 +207,7 @@ func TestReturnedCookieKeepsSlot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testkit.Eventually(t, 2*time.Second, "honest peer verified", func() bool {
+	testkit.Eventually(t, 10*time.Second, "honest peer verified", func() bool {
 		srv.ep.mu.Lock()
 		defer srv.ep.mu.Unlock()
 		return srv.ep.unverified.Len() == 1
@@ -215,7 +215,7 @@ func TestReturnedCookieKeepsSlot(t *testing.T) {
 	for range 20 {
 		sendHello(t, srv.LocalAddr(), buildHello(hello))
 	}
-	testkit.Eventually(t, 2*time.Second, "flood evicted all but the verified handshake", func() bool {
+	testkit.Eventually(t, 10*time.Second, "flood evicted all but the verified handshake", func() bool {
 		return srv.Stats().HandshakesEvicted == 20-2
 	})
 	if srv.ep.lookup(honest.LocalAddr()) == nil {
