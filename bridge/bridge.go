@@ -304,6 +304,10 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.watches.feed = feed{b.proxy}
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.learned = b.learned
+	b.coap.heardListed = func(name string) {
+		b.presence.answered(name)
+		b.commands.markOnline(name)
+	}
 	b.coap.proxy = b.proxy
 	b.coap.rateLimit(cfg.CoAP)
 	b.coap.limits(cfg.CoAP, limit)

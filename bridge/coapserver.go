@@ -26,6 +26,9 @@ type ingress struct {
 	proxy       *proxy              // proxy rules; forward-proxy requests
 	seen        func(device string) // a device pushed: its waiting commands go out
 	learned     *learnedDevices     // where devices speak from; nil: not recorded
+	// heardListed, when set, is told of a request naming a [[device]]
+	// with a url, which is not learned (see learn).
+	heardListed func(device string)
 	metrics     *metrics
 	log         *slog.Logger
 	retryMaxAge uint32 // Max-Age sent with 5.03 (Options.RetryMaxAge)
@@ -191,7 +194,7 @@ func (in *ingress) ServeCOAP(w coapside.ResponseWriter, r *coapside.Request) {
 		return
 	}
 	if dev, ok := d.caps.Get("device"); ok {
-		in.learn(r, dev, identity, received)
+		in.learn(r, set, dev, identity, received)
 	}
 	if d.action == actIngress {
 		in.serveIngress(w, r, d.route.Ingress, d.caps, identity, received)
@@ -226,8 +229,17 @@ func (in *ingress) refuse(w coapside.ResponseWriter, r *coapside.Request, d coap
 
 // learn records where device dev spoke from: its request passed the
 // rule's identity check, so a request refused there never moves a device.
-func (in *ingress) learn(r *coapside.Request, dev, identity string, at time.Time) {
+// A [[device]] with a url is reached, shown and announced at its url: a
+// request naming it (its own push, or a CoAP client reading its resource
+// rule from anywhere) records no address and is only a sign of life.
+func (in *ingress) learn(r *coapside.Request, set *rules.Set, dev, identity string, at time.Time) {
 	if in.learned == nil {
+		return
+	}
+	if d, ok := set.Device(dev); ok && d.Host != "" {
+		if in.heardListed != nil {
+			in.heardListed(dev)
+		}
 		return
 	}
 	addr, ok := addrPort(r.Peer)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/coap-mqtt/bridge/coapside"
+	"github.com/coap-mqtt/bridge/coapside/message"
 )
 
 func TestLearnedDevicesLearnMoveSee(t *testing.T) {
@@ -210,5 +211,83 @@ func TestLearnedDeviceAtAddress(t *testing.T) {
 	}
 	if got := at(netip.MustParseAddrPort("192.0.2.9:1")); got != "-" {
 		t.Fatalf("unknown address: %s", got)
+	}
+}
+
+// TestListedDeviceWithURLNotLearned: requests naming a [[device]] with a
+// url — a CoAP client reading its resource rule, the device pushing from
+// another port — record no address for it: its presence document, the
+// status page and commands keep its url, while a device without url is
+// learned from the same rules.
+func TestListedDeviceWithURLNotLearned(t *testing.T) {
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	addr := dev.addr.String()
+	rulesText := fmt.Sprintf(`
+[[device]]
+name = "listed"
+url  = "coap://%s"
+
+[[ingress]]
+name    = "up"
+path    = "/up/{device}"
+methods = ["POST"]
+topic   = "up/{device}"
+
+[[resource]]
+name  = "config"
+path  = "/config/{device}"
+topic = "config/{device}"
+
+[[command]]
+name           = "cmd"
+filter         = "cmd/{device}/{resource...}"
+method         = "PUT"
+url            = "coap://{device}/{resource...}"
+response_topic = "replies/{device}/{resource...}"
+`, addr)
+	tb := startBridge(t, rulesText, withPresence(time.Minute, 2*time.Minute))
+	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+
+	c := newCoAPClient(t) // a port that is not the device's
+	for _, rq := range []struct {
+		method message.Code
+		path   string
+	}{{message.GET, "/config/listed"}, {message.POST, "/up/listed"}, {message.POST, "/up/roaming"}} {
+		req, err := newReq(rq.method, tb.coapURL(rq.path), []byte("1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Do(t.Context(), req); err != nil {
+			t.Fatalf("%v %s: %v", rq.method, rq.path, err)
+		}
+	}
+	if d, ok := tb.learned.lookup("listed"); ok {
+		t.Errorf("a listed device with a url was learned at %v", d.Addr)
+	}
+	if d, ok := tb.learned.lookup("roaming"); !ok || d.Addr.String() != c.Endpoint().LocalAddr().String() {
+		t.Errorf("a device without url: learned %v at %v, want at %v", ok, d.Addr, c.Endpoint().LocalAddr())
+	}
+	if a, via, ok := tb.locateDevice("listed"); !ok || a != addr || via != ViaUDP {
+		t.Errorf("listed device located at %q %v %v, want its url's %s", a, via, ok, addr)
+	}
+	docs := map[string]presenceDoc{}
+	for len(docs) < 2 {
+		m := sub.next(t, 10*time.Second)
+		docs[m.Topic()] = presenceOf(t, m)
+	}
+	if d := docs["devices/listed/status"]; d.State != "online" || d.Address != addr {
+		t.Errorf("listed device's presence %+v, want online at %s", d, addr)
+	}
+	if d := docs["devices/roaming/status"]; d.State != "online" || d.Address != c.Endpoint().LocalAddr().String() {
+		t.Errorf("learned device's presence %+v, want online at %v", d, c.Endpoint().LocalAddr())
+	}
+	publish(t, tb.MQTTAddr(), "cmd/listed/led", 1, false, "on")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" || r.URL != "coap://"+addr+"/led" {
+		t.Errorf("command result %+v, want ok at its url", r)
+	}
+	if got := <-dev.got; got.path != "/led" {
+		t.Errorf("device got %+v", got)
 	}
 }
