@@ -20,12 +20,12 @@ import (
 // MQTT, a GET on a resource rule's path or /.well-known/core is answered
 // by resources.
 type ingress struct {
-	set         *atomic.Pointer[rules.Set]
-	out         *outputs
-	res         *resources
-	proxy       *proxy              // proxy rules; forward-proxy requests
-	seen        func(device string) // a device pushed: its waiting commands go out
-	learned     *learnedDevices     // where devices speak from; nil: not recorded
+	set     *atomic.Pointer[rules.Set]
+	out     *outputs
+	res     *resources
+	proxy   *proxy              // proxy rules; forward-proxy requests
+	seen    func(device string) // a device pushed: its waiting commands go out
+	learned *learnedDevices     // where devices speak from; nil: not recorded
 	// heardListed, when set, is told of a request naming a [[device]]
 	// with a url, which is not learned (see learn).
 	heardListed func(device string)
