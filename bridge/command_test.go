@@ -533,9 +533,14 @@ response_topic = "replies/mark"
 			}
 			replies := subscribe(t, broker, "replies/#", 1)
 			publish(t, broker, "cmd/dev1/led", 1, false, "on")
+			// A broker acknowledges a publish before it delivers it, so the
+			// marker goes out once the command has been answered: both
+			// deliveries of the command reached the bridge's one worker
+			// before the marker's, and a second run would come before it.
+			if got := replies.next(t, 10*time.Second).Topic(); got != "replies/led" {
+				t.Fatalf("first reply on %s, want replies/led", got)
+			}
 			publish(t, broker, "mark/dev1", 1, false, "x")
-			// Every delivery of the first message was handed to the worker
-			// before the marker's.
 			for replies.next(t, 10*time.Second).Topic() != "replies/mark" {
 			}
 			dev.mu.Lock()
