@@ -284,10 +284,11 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	// are sent.
 	// Presence hears of pushes from the learned registry, which knows
 	// whether a request proved the device's name; here only of answers.
-	b.watches = newWatcher(b.devices, b.outs, func(name string) {
+	answered := func(name string) {
 		b.presence.answered(name)
 		b.commands.markOnline(name)
-	}, b.metrics, logger, opts)
+	}
+	b.watches = newWatcher(b.devices, b.outs, answered, b.metrics, logger, opts)
 	b.watches.presence = b.presence
 	b.watches.catalogs = newCatalogs(b.mqtt, limit, opts.HandoverTimeout, reg, logger)
 	if cfg.Catalog.Topic != "" {
@@ -301,13 +302,11 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	if b.proxy, err = newProxy(&b.set, b.devices, awake, pc, newProxyMetrics(reg, b.metrics, pc), logger, opts, cfg.CoAP.Limits); err != nil {
 		return nil, err
 	}
+	b.proxy.answered, b.proxy.failed = answered, b.presence.unreachable
 	b.watches.feed = feed{b.proxy}
 	b.coap = newIngress(&b.set, b.outs, b.resources, b.commands.markOnline, b.metrics, logger, opts)
 	b.coap.learned = b.learned
-	b.coap.heardListed = func(name string) {
-		b.presence.answered(name)
-		b.commands.markOnline(name)
-	}
+	b.coap.heardListed = answered
 	b.coap.proxy = b.proxy
 	b.coap.rateLimit(cfg.CoAP)
 	b.coap.limits(cfg.CoAP, limit)

@@ -693,3 +693,62 @@ func TestPresenceClearedWhenDeviceRemoved(t *testing.T) {
 		t.Fatalf("the device added back: %+v", d)
 	}
 }
+
+// TestPresenceProxiedDevice: a [[device]] the bridge reaches only through a
+// proxy rule is online once it answered a proxied request, offline
+// (unreachable) once a request finds its port closed, and online again
+// when it answers; the status API shows the same.
+func TestPresenceProxiedDevice(t *testing.T) {
+	dev := startDevice(t, "")
+	content := func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.SetCode(message.Content)
+		_, _ = w.Write([]byte("1"))
+	}
+	dev.mux.HandleFunc("GET /x", content)
+	addr := dev.addr.String()
+	tb := startBridge(t, proxyRules(dev.addr, "cache = false"), withPresence(300*time.Millisecond, time.Second))
+	sub := subscribe(t, tb.MQTTAddr(), "devices/+/status", 1)
+	c := newCoAPClient(t)
+	get := func(want message.Code) {
+		t.Helper()
+		if resp := proxyGet(t, c, tb, "/devices/d1/x"); resp.Code != want {
+			t.Fatalf("GET through the proxy: %v %q, want %v", resp.Code, resp.Payload, want)
+		}
+	}
+
+	get(message.Content)
+	if on, _ := nextPresence(t, sub, "online"); on.Address != addr || on.LastSeen == "" {
+		t.Errorf("online document %+v, want %s and a last_seen", on, addr)
+	}
+	dev.srv.Close()
+	get(message.BadGateway)
+	if off, _ := nextPresence(t, sub, "offline"); off.Reason != offlineUnreachable {
+		t.Errorf("offline document %+v, want reason %q", off, offlineUnreachable)
+	}
+	if got := deviceState(t, tb, "d1"); got != "offline" {
+		t.Errorf("status API says d1 is %q, want offline", got)
+	}
+
+	waitPortFree(t, addr)
+	dev = startDevice(t, addr)
+	dev.mux.HandleFunc("GET /x", content)
+	get(message.Content)
+	nextPresence(t, sub, "online")
+	if got := deviceState(t, tb, "d1"); got != "online" {
+		t.Errorf("status API says d1 is %q, want online", got)
+	}
+}
+
+// deviceState reads a device's state from the status API.
+func deviceState(t *testing.T, tb *testBridge, name string) string {
+	t.Helper()
+	var page ConsoleDevices
+	consoleGet(t, tb, "/api/devices?q="+name, &page)
+	for _, d := range page.Devices {
+		if d.Name == name {
+			return d.State
+		}
+	}
+	t.Fatalf("%s is not on /api/devices: %+v", name, page)
+	return ""
+}

@@ -32,11 +32,16 @@ type proxy struct {
 	devices *deviceClients
 	// awake reports whether a learned device listens now (queue mode,
 	// see deviceQueue): outside its awake window it is asleep.
-	awake   func(name string) bool
-	cache   *cache.Cache
-	obs     *coapside.ObserveServer
-	metrics *proxyMetrics
-	log     *slog.Logger
+	awake func(name string) bool
+	// answered and failed, when set, hear how a device answered a
+	// request of the proxy (its presence: see presence.answered and
+	// presence.unreachable).
+	answered func(name string)
+	failed   func(name string, err error)
+	cache    *cache.Cache
+	obs      *coapside.ObserveServer
+	metrics  *proxyMetrics
+	log      *slog.Logger
 	// retryMaxAge is the Max-Age of a 5.03 for a sleeping device.
 	retryMaxAge uint32
 	run         runState
@@ -386,9 +391,25 @@ func (p *proxy) ask(ctx context.Context, pr *proxyRequest, held *cache.Entry) (*
 	resp, err := p.devices.doTarget(ctx, pr.target, req)
 	p.metrics.deviceSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
+		p.deviceFailed(pr.target.Name, err)
 		return nil, err
 	}
+	p.deviceAnswered(pr.target.Name)
 	return &proxyResponse{code: resp.Code, opts: relayedOptions(resp.Options), payload: resp.Payload}, nil
+}
+
+// deviceAnswered tells presence that the device answered.
+func (p *proxy) deviceAnswered(name string) {
+	if p.answered != nil && name != "" {
+		p.answered(name)
+	}
+}
+
+// deviceFailed tells presence that a request to the device failed.
+func (p *proxy) deviceFailed(name string, err error) {
+	if p.failed != nil && name != "" {
+		p.failed(name, err)
+	}
 }
 
 // deviceRequest builds the request to the device: the target's options

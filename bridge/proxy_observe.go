@@ -137,10 +137,15 @@ func (p *proxy) register(ctx context.Context, key cache.Key, pr *proxyRequest, u
 		return nil, err
 	}
 	p.metrics.deviceRequests.WithLabelValues(pr.rule.Name).Inc()
-	return c.ObserveRequest(ctx, req, func(n coapside.Notification) {
+	obs, err := c.ObserveRequest(ctx, req, func(n coapside.Notification) {
+		p.deviceAnswered(pr.target.Name)
 		p.notified(key, &n, u.primed.Swap(true))
 		u.isReady()
 	}, coapside.ObservationOptions{CancelContext: p.drain})
+	if err != nil && ctx.Err() == nil {
+		p.deviceFailed(pr.target.Name, err)
+	}
+	return obs, err
 }
 
 // notified takes a notification of an observation feeding key: a 2.05
