@@ -93,7 +93,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintln(stdout, versionString())
 		},
 	}
-	root.AddCommand(run, check, ver, newHealthCmd(stdout), newCoapCmd(stdout, stderr), newSimCmd(stdout, stderr), newRouteCmd(&cfgPath, stdout, stderr), newBenchCmd(stdout, stderr))
+	root.AddCommand(run, check, ver, newHealthCmd(&cfgPath, stdout, stderr), newCoapCmd(stdout, stderr), newSimCmd(stdout, stderr), newRouteCmd(&cfgPath, stdout, stderr), newBenchCmd(stdout, stderr))
 	return root
 }
 
