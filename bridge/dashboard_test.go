@@ -23,32 +23,7 @@ const dashboardFile = "../deploy/grafana/bridge.json"
 // family is registered; a histogram's _bucket, _sum and _count count as
 // its name.
 func TestDashboardQueriesExportedMetrics(t *testing.T) {
-	pskFile := filepath.Join(t.TempDir(), "psk.toml")
-	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"d1\"\nkey = \"k\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tb := startBridge(t, `
-[[ingress]]
-name  = "t"
-path  = "/t/{device}"
-topic = "t/{device}"
-`, func(c *Config, _ *Options) {
-		c.CoAP.DTLS.Listen = "127.0.0.1:0"
-		c.CoAP.DTLS.PSKFile = pskFile
-		c.Metrics.PerDevice = true
-	})
-	// One push, so the latency histogram has a series and Gather tells
-	// its type.
-	resp, err := newCoAPClient(t).Post(t.Context(), tb.coapURL("/t/d1"), message.TextPlain, []byte("1"))
-	if err != nil || resp.Code != message.Changed {
-		t.Fatalf("push: %v %v", resp, err)
-	}
-	exported := exportedMetrics(t, tb.reg)
-	for _, must := range []string{"bridge_rule_messages_total", "bridge_rule_errors_total", "bridge_dtls_handshakes_ok_total", "bridge_mqtt_offline_buffer_depth", "bridge_presence_devices", "bridge_device_messages_total"} {
-		if _, ok := exported[must]; !ok {
-			t.Fatalf("the registry does not list %s: the way names are read from it is broken (%d names)", must, len(exported))
-		}
-	}
+	exported := exportedByFullBridge(t)
 
 	queries := dashboardQueries(t, dashboardFile)
 	if len(queries) < 20 {
@@ -83,6 +58,130 @@ topic = "t/{device}"
 		}
 	}
 	t.Logf("%d queries, %d metric references, %d families exported", len(queries), used, len(exported))
+}
+
+// TestREADMEDocumentsEveryMetric: every bridge_* family a running bridge
+// exports (the dashboard test's bridge) is named in README.md, spelled
+// out, in a brace list (`bridge_mqtt_{published,failed}_total`) or as a
+// suffix after a spelled-out name (`bridge_proxy_cache_hits_total`,
+// `_misses_total`).
+func TestREADMEDocumentsEveryMetric(t *testing.T) {
+	exported := exportedByFullBridge(t)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := readmeMetrics(string(readme))
+	n := 0
+	for name := range exported {
+		if !strings.HasPrefix(name, "bridge_") {
+			continue // the Go runtime's and the process's
+		}
+		n++
+		if !documented(name) {
+			t.Errorf("README.md does not name %s", name)
+		}
+	}
+	if n < 50 {
+		t.Fatalf("only %d bridge_* families exported", n)
+	}
+}
+
+// readmeMetrics returns whether a metric name is named in the README text
+// (see TestREADMEDocumentsEveryMetric).
+func readmeMetrics(text string) func(string) bool {
+	code := regexp.MustCompile("`([^`]+)`")
+	brace := regexp.MustCompile(`\{([^{}]*)\}`)
+	full := map[string]bool{}
+	type suffix struct{ after, suffix string }
+	var suffixes []suffix
+	last := ""
+	// Code spans may run over a line break, not out of a paragraph;
+	// fenced blocks are no prose.
+	var prose []string
+	fenced := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			fenced = !fenced
+			line = ""
+		}
+		if fenced || strings.TrimSpace(line) == "" {
+			prose = append(prose, "\n")
+			continue
+		}
+		prose = append(prose, line, " ")
+	}
+	var spans [][]string
+	for _, para := range strings.Split(strings.Join(prose, ""), "\n") {
+		spans = append(spans, code.FindAllStringSubmatch(para, -1)...)
+	}
+	for _, m := range spans {
+		tok := m[1]
+		names := []string{tok}
+		if b := brace.FindStringSubmatchIndex(tok); b != nil {
+			names = nil
+			for _, alt := range strings.Split(tok[b[2]:b[3]], ",") {
+				if !strings.Contains(tok[b[2]:b[3]], ",") {
+					alt = "" // {reason}: the labels
+				}
+				names = append(names, tok[:b[0]]+strings.TrimSpace(alt)+tok[b[1]:])
+			}
+		}
+		for _, name := range names {
+			switch {
+			case strings.HasPrefix(name, "bridge_"):
+				full[name], last = true, name
+			case strings.HasPrefix(name, "_") && last != "":
+				suffixes = append(suffixes, suffix{last, name})
+			}
+		}
+	}
+	return func(name string) bool {
+		if full[name] {
+			return true
+		}
+		for _, s := range suffixes {
+			if head, ok := strings.CutSuffix(name, s.suffix); ok && strings.HasPrefix(s.after, head+"_") {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// exportedByFullBridge starts a bridge with a coaps listener, the embedded
+// broker and per-device metrics on (metrics.per_device), so every family
+// is registered, pushes once so the latency histogram has a series, and
+// lists what its registry exports (see exportedMetrics).
+func exportedByFullBridge(t *testing.T) map[string]string {
+	t.Helper()
+	pskFile := filepath.Join(t.TempDir(), "psk.toml")
+	if err := os.WriteFile(pskFile, []byte("[[psk]]\nidentity = \"d1\"\nkey = \"k\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, `
+[[ingress]]
+name  = "t"
+path  = "/t/{device}"
+topic = "t/{device}"
+`, func(c *Config, _ *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+		c.Metrics.PerDevice = true
+	})
+	// One push, so the latency histogram has a series and Gather tells
+	// its type.
+	resp, err := newCoAPClient(t).Post(t.Context(), tb.coapURL("/t/d1"), message.TextPlain, []byte("1"))
+	if err != nil || resp.Code != message.Changed {
+		t.Fatalf("push: %v %v", resp, err)
+	}
+	exported := exportedMetrics(t, tb.reg)
+	for _, must := range []string{"bridge_rule_messages_total", "bridge_rule_errors_total", "bridge_dtls_handshakes_ok_total", "bridge_mqtt_offline_buffer_depth", "bridge_presence_devices", "bridge_device_messages_total"} {
+		if _, ok := exported[must]; !ok {
+			t.Fatalf("the registry does not list %s: the way names are read from it is broken (%d names)", must, len(exported))
+		}
+	}
+	return exported
 }
 
 // exportedMetrics lists every metric family the registry holds, series or
