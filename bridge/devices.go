@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -237,12 +238,47 @@ func (d *deviceClients) prepare(ctx context.Context, dev *rules.Device, secure b
 	if secure {
 		if dev != nil {
 			d.bind(req.Peer, dev)
+			err = d.handshakeAs(ctx, req.Peer, dev)
+		} else {
+			err = d.handshake(ctx, req.Peer)
 		}
-		if err := d.handshake(ctx, req.Peer); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// handshakeAs makes sure the DTLS session with addr is one made with dev's
+// credentials as the rules give them now: a session made with others (the
+// entry's key, certificate, CA or pins changed by a reload, or another
+// device at that address) is ended and made again.
+func (d *deviceClients) handshakeAs(ctx context.Context, addr net.Addr, dev *rules.Device) error {
+	d.mu.Lock()
+	conn := d.secureConn
+	d.mu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	err := conn.HandshakeWith(ctx, addr, credentialsKey(dev), func() (dtls.Credentials, error) { return deviceCredentials(dev) })
+	if err != nil {
+		return fmt.Errorf("coaps %s: %w", addr, err)
+	}
+	return nil
+}
+
+// credentialsKey names a device entry's DTLS settings without holding its
+// key: a digest of the PSK identity and key, the certificate, key and CA
+// file names and the pins.
+func credentialsKey(dev *rules.Device) string {
+	h := sha256.New()
+	for _, f := range []string{dev.PSKIdentity, dev.PSK.Reveal(), dev.CertFile, dev.KeyFile, dev.CAFile} {
+		fmt.Fprintf(h, "%d:%s", len(f), f)
+	}
+	for _, p := range dev.Pins {
+		h.Write(p[:])
+	}
+	return string(h.Sum(nil))
 }
 
 // handshake makes sure a DTLS session with addr exists (a no-op when one

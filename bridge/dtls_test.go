@@ -282,3 +282,70 @@ topic = "mine/{identity}/{x}"
 		t.Errorf("escape errors %v (last answer %s), want 0", got, last)
 	}
 }
+
+// TestCoapsDeviceSessionFollowsItsCredentials: the DTLS session with a
+// coaps device is the one its entry's credentials made. Two entries at one
+// address with different keys each get their own handshake (the wrong one
+// fails, however recently the right one's session was made), and a reload
+// that changes the device's key ends the old session: the next command
+// fails the handshake instead of riding the session of the old key.
+func TestCoapsDeviceSessionFollowsItsCredentials(t *testing.T) {
+	psk := dtls.NewPSKStore(map[string]dtls.Secret{"bridge": keys.Secret("device-key")})
+	conn, err := dtls.Listen("udp", "127.0.0.1:0", dtls.ServerConfig{PSK: psk, Limits: dtls.Limits{HandshakeTimeout: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := coapside.NewServeMux()
+	mux.HandleFunc("PUT /led", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	srv := &coapside.Server{Handler: mux}
+	go srv.Serve(conn)
+	t.Cleanup(func() { srv.Close() })
+	entries := func(keyOfRight string) string {
+		return fmt.Sprintf(`
+[[device]]
+name         = "right"
+url          = "coaps://%[1]s"
+psk_identity = "bridge"
+psk          = %[2]q
+
+[[device]]
+name         = "wrong"
+url          = "coaps://%[1]s"
+psk_identity = "bridge"
+psk          = "not-the-key"
+
+[[command]]
+name           = "led"
+filter         = "cmd/{device}/led"
+method         = "PUT"
+url            = "coaps://{device}/led"
+response_topic = "replies/{device}"
+timeout        = "3s"
+`, conn.LocalAddr(), keyOfRight)
+	}
+	tb := startBridge(t, entries("device-key"), func(_ *Config, o *Options) { o.ReloadSettle = 50 * time.Millisecond })
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	command := func(device, want string) {
+		t.Helper()
+		publish(t, tb.MQTTAddr(), "cmd/"+device+"/led", 1, false, "on")
+		m := replies.next(t, 15*time.Second)
+		if r := decodeResult(t, m.Payload()); m.Topic() != "replies/"+device || (r.Status == "ok") != (want == "ok") {
+			t.Fatalf("%s: result %+v on %s, want %s", device, r, m.Topic(), want)
+		}
+	}
+	command("right", "ok")
+	command("wrong", "a failure")
+	command("right", "ok")
+	if n := conn.Stats().HandshakesOK; n != 2 {
+		t.Errorf("%d handshakes completed, want 2 (right, wrong refused, right again)", n)
+	}
+
+	tb.writeRules(t, entries("rotated-key"))
+	testkit.Eventually(t, 5*time.Second, "reload", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK)) >= 1
+	})
+	command("right", "a failure")
+	if n := conn.Stats().Failed(dtls.FailBadPSK); n < 2 {
+		t.Errorf("%d key mismatches at the device, want the wrong entry's and the rotated key's", n)
+	}
+}

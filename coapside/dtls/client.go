@@ -246,9 +246,15 @@ func (c *ClientConn) credentials(addr net.Addr) (Credentials, error) {
 	return cr, nil
 }
 
-// session returns the session with addr, dialling one if needed, and waits
-// for its handshake.
+// session returns the session with addr, dialling one if needed with the
+// credentials CredentialsFor picks, and waits for its handshake.
 func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdtls.Conn, error) {
+	return c.sessionWith(ctx, addr, "", nil)
+}
+
+// sessionWith is session; a session it dials is made with creds (nil:
+// CredentialsFor) and records key.
+func (c *ClientConn) sessionWith(ctx context.Context, addr net.Addr, key string, creds func() (Credentials, error)) (*session, *pdtls.Conn, error) {
 	ep := c.ep
 	s := ep.lookup(addr)
 	if s != nil && s.presumedDead(c.cfg.DeadAfter) {
@@ -264,7 +270,15 @@ func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdt
 			ep.stats.backoffRefusals.Add(1)
 			return nil, nil, err
 		}
-		cr, err := c.credentials(addr)
+		var cr Credentials
+		var err error
+		if creds != nil {
+			if cr, err = creds(); err == nil {
+				err = cr.Validate()
+			}
+		} else {
+			cr, err = c.credentials(addr)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -274,6 +288,7 @@ func (c *ClientConn) session(ctx context.Context, addr net.Addr) (*session, *pdt
 			return nil, nil, err
 		}
 		if created {
+			s.credKey.Store(&key)
 			if c.ep.resume != nil {
 				s.hold.Store(&flightHold{}) // the read loop may already see s
 			}
@@ -377,6 +392,37 @@ func (c *ClientConn) Handshake(ctx context.Context, addr net.Addr) error {
 	_, _, err := c.session(ctx, addr)
 	return err
 }
+
+// HandshakeWith is Handshake for a session made with the credentials named
+// key, an opaque name the caller gives them (a digest of a device's key
+// and trust settings, say): a session with addr made with other
+// credentials, or by a write, is ended first and made again with creds,
+// so a changed key, CA or pin, or another device at the address, is never
+// served by the old session. creds is called only for a new handshake.
+func (c *ClientConn) HandshakeWith(ctx context.Context, addr net.Addr, key string, creds func() (Credentials, error)) error {
+	const tries = 3 // a caller wanting other credentials may end ours meanwhile
+	for range tries {
+		if s := c.ep.lookup(addr); s != nil && !s.madeWith(key) {
+			c.ep.log.Info("dtls session ended: credentials changed", "peer", addr.String(), "role", c.ep.opt.role)
+			c.ep.remove(s)
+			s.end(endRekeyed)
+		}
+		s, _, err := c.sessionWith(ctx, addr, key, creds)
+		switch {
+		case err == nil && s.madeWith(key):
+			return nil
+		case err == nil, errors.Is(err, errSessionRekeyed):
+			continue
+		default:
+			return err
+		}
+	}
+	return fmt.Errorf("dtls: session with %s: %w", addr, errRekeyed)
+}
+
+// errRekeyed: callers wanting other credentials for one address kept
+// ending each other's sessions.
+var errRekeyed = errors.New("other credentials for this address kept replacing the session")
 
 // WriteTo implements net.PacketConn. Without a session to addr it first
 // performs a handshake, bounded by HandshakeTimeout and the write deadline;

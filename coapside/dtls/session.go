@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -32,6 +33,7 @@ const (
 	endDead
 	endEvicted
 	endMoved
+	endRekeyed
 )
 
 func (r endReason) String() string {
@@ -50,6 +52,8 @@ func (r endReason) String() string {
 		return "evicted"
 	case endMoved:
 		return "resumed from another address"
+	case endRekeyed:
+		return "credentials changed"
 	default:
 		return "peer"
 	}
@@ -78,6 +82,9 @@ type session struct {
 	replaces *session
 
 	ident atomic.Pointer[string]
+	// credKey names the credentials a client session was made with (see
+	// ClientConn.HandshakeWith); "" when made by a write.
+	credKey atomic.Pointer[string]
 	last  atomic.Int64 // unix nanos of last activity
 	// unanswered is when this end first wrote after the last datagram
 	// received (unix nanos), 0 when every write has been followed by one.
@@ -172,6 +179,17 @@ func (s *session) end(r endReason) {
 		_ = c.SetReadDeadline(time.Unix(1, 0)) // wake the reader
 	}
 }
+
+// madeWith reports whether a client session was made with the
+// credentials named key (see ClientConn.HandshakeWith).
+func (s *session) madeWith(key string) bool {
+	k := s.credKey.Load()
+	return k != nil && *k == key
+}
+
+// errSessionRekeyed: a handshake in progress was ended because a caller
+// wanted a session with other credentials.
+var errSessionRekeyed = errors.New("dtls: session ended for other credentials")
 
 func (s *session) stopped() bool {
 	select {
@@ -307,10 +325,13 @@ func (s *session) fail(err error) {
 	}
 	why := endReason(s.why.Load())
 	reason := s.classify(err)
+	if why == endRekeyed {
+		err = fmt.Errorf("%w: %w", errSessionRekeyed, err)
+	}
 	s.err = &HandshakeError{Reason: reason, Peer: s.addr.String(), Err: err}
 	// Not the peer's failure: this end shut down, closed or evicted it
 	// (evictions have their own counter).
-	if why != endShutdown && why != endClosed && why != endEvicted && !ep.closed() {
+	if why != endShutdown && why != endClosed && why != endEvicted && why != endRekeyed && !ep.closed() {
 		ep.stats.handshakesFailed[reason].Add(1)
 		ep.noteFailure(s, reason, err)
 	}
