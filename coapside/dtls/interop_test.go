@@ -158,6 +158,45 @@ func TestInteropLibcoapClientCert(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "bad cert counted", func() bool { return srv.Stats().Failed(FailBadCert) >= 1 })
 }
 
+// TestInteropLibcoapClientPSKBesideClientCerts: one listener with PSKs and
+// client certificate verification takes both kinds of client: a libcoap
+// PSK client (which offers certificate suites too) gets its PSK handshake,
+// not a demand for a certificate it does not have; a certificate client
+// still has to present a trusted one.
+func TestInteropLibcoapClientPSKBesideClientCerts(t *testing.T) {
+	peer.Require(t, "coap-client-gnutls")
+	dir := t.TempDir()
+	ca := testkit.NewCA(t, "interop CA")
+	caFile := ca.WriteCert(t, dir, "ca.pem")
+	serverCert := ca.Issue(t, testkit.Leaf{CN: "127.0.0.1", Usage: x509.ExtKeyUsageServerAuth, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	dev := ca.Issue(t, testkit.Leaf{CN: "cert-device", Usage: x509.ExtKeyUsageClientAuth})
+	devCert, devKey := testkit.WritePair(t, dir, "dev", dev)
+
+	srv := startServer(t, ServerConfig{
+		PSK:         NewPSKStore(map[string]Secret{"psk-device": mustKey(t, "secretPSK")}),
+		Certificate: &serverCert, ClientCAs: ca.Pool, Limits: fastLimits(t),
+	})
+	done := coapRespond(srv)
+	defer func() { _ = srv.Close(); <-done }()
+	url := fmt.Sprintf("coaps://127.0.0.1:%d/x", srv.LocalAddr().(*net.UDPAddr).Port)
+
+	out, err := runLibcoapClient(t, "-m", "get", "-B", "5", "-k", "secretPSK", "-u", "psk-device", url)
+	if err != nil || !strings.Contains(out, "hello psk-device") {
+		t.Fatalf("PSK client: err=%v output=%q", err, out)
+	}
+	out, err = runLibcoapClient(t, "-m", "get", "-B", "5", "-c", devCert, "-j", devKey, "-C", caFile, url)
+	if err != nil || !strings.Contains(out, "hello cert-device") {
+		t.Fatalf("certificate client: err=%v output=%q", err, out)
+	}
+	out, _ = runLibcoapClient(t, "-m", "get", "-B", "3", "-C", caFile, url)
+	if strings.Contains(out, "hello") {
+		t.Fatalf("a client with neither key nor certificate answered: %q", out)
+	}
+	if st := srv.Stats(); st.HandshakesOK != 2 {
+		t.Fatalf("%d handshakes completed, want 2", st.HandshakesOK)
+	}
+}
+
 // startLibcoapServer runs coap-server-gnutls with args on a free port pair
 // (libcoap serves DTLS on port+1) and returns the DTLS address.
 func startLibcoapServer(t *testing.T, args ...string) *net.UDPAddr {

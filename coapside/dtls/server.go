@@ -245,9 +245,10 @@ func (s *ServerConn) startHandshake(sess *session, info helloInfo, b []byte) {
 // callbacks that record what the handshake learns about the peer.
 func (s *ServerConn) sessionConfig(sess *session, hello helloInfo) *pdtls.Config {
 	cfg := s.base
-	if s.cfg.PSK != nil && s.verifier.enabled() && onlyPSK(hello.suites) {
+	if s.cfg.PSK != nil && s.verifier.enabled() && choosesPSK(hello.suites, cfg.CipherSuites) {
 		// pion requests a client certificate whatever the suite; a client
-		// offering only PSK suites gets a PSK-only handshake instead.
+		// whose preferred suite is a PSK one (a PSK client, whatever else
+		// it offers) gets a PSK-only handshake instead.
 		cfg.CipherSuites = filterSuites(cfg.CipherSuites, isPSKSuite)
 		cfg.ClientAuth = pdtls.NoClientCert
 		cfg.Certificates = nil

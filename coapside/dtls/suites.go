@@ -76,17 +76,18 @@ func isPSKSuite(id CipherSuite) bool {
 	return strings.Contains(pdtls.CipherSuiteName(id), "_PSK_")
 }
 
-// onlyPSK reports whether every offered suite is a PSK suite.
-func onlyPSK(offered []uint16) bool {
-	if len(offered) == 0 {
-		return false
-	}
+// choosesPSK reports whether the suite a handshake settles on is a PSK
+// suite: as pion picks it, the first offered suite (in the client's order
+// of preference) that local holds.
+func choosesPSK(offered []uint16, local []CipherSuite) bool {
 	for _, id := range offered {
-		if !isPSKSuite(CipherSuite(id)) {
-			return false
+		for _, l := range local {
+			if CipherSuite(id) == l {
+				return isPSKSuite(l)
+			}
 		}
 	}
-	return true
+	return false
 }
 
 // filterSuites keeps the suites for which keep is true.
