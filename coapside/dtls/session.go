@@ -85,7 +85,7 @@ type session struct {
 	// credKey names the credentials a client session was made with (see
 	// ClientConn.HandshakeWith); "" when made by a write.
 	credKey atomic.Pointer[string]
-	last  atomic.Int64 // unix nanos of last activity
+	last    atomic.Int64 // unix nanos of last activity
 	// unanswered is when this end first wrote after the last datagram
 	// received (unix nanos), 0 when every write has been followed by one.
 	unanswered atomic.Int64
