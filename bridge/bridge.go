@@ -342,8 +342,36 @@ func Check(cfg Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := checkFiles(cfg); err != nil {
+		return "", err
+	}
 	return fmt.Sprintf("%d devices, %d ingress, %d observe, %d poll, %d command, %d resource, %d proxy rules",
 		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources), len(set.Proxies)), nil
+}
+
+// checkFiles loads what the config names besides the rules, as running
+// the bridge does: the coaps listener's psk_file and certificates, the
+// embedded broker's auth_file and a TLS broker's CA and client
+// certificate. Every failure is reported.
+func checkFiles(cfg Config) error {
+	var errs []error
+	if d := cfg.CoAP.DTLS; d.Listen != "" {
+		if _, err := dtls.LoadServerConfig(dtls.ServerFiles{PSKFile: d.PSKFile, CertFile: d.CertFile, KeyFile: d.KeyFile, ClientCAFile: d.ClientCAFile}, dtls.Limits{}); err != nil {
+			errs = append(errs, fmt.Errorf("coap.dtls: %w", err))
+		}
+	}
+	if cfg.MQTT.Broker == "embedded" {
+		if f := cfg.MQTT.Embedded.AuthFile; f != "" {
+			if _, err := mqttside.LoadACL(f); err != nil {
+				errs = append(errs, fmt.Errorf("mqtt.embedded.auth_file: %w", err))
+			}
+		}
+	} else if u, err := mqttside.ParseBrokerURL(cfg.MQTT.Broker); err == nil && mqttside.IsTLSScheme(u.Scheme) {
+		if _, err := mqttOptions(cfg.MQTT, nil, nil).TLS.Config(u.Hostname()); err != nil {
+			errs = append(errs, fmt.Errorf("mqtt: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // checkedRules validates cfg and loads its rules.

@@ -506,6 +506,13 @@ func (c *Config) Validate() error {
 			add("coap.dtls.listen", "DTLS needs psk_file or cert_file and key_file")
 		}
 	}
+	if d := c.CoAP.DTLS; d.Listen == "" {
+		for _, f := range []struct{ key, val string }{{"psk_file", d.PSKFile}, {"cert_file", d.CertFile}, {"key_file", d.KeyFile}, {"client_ca_file", d.ClientCAFile}} {
+			if f.val != "" {
+				add("coap.dtls."+f.key, "set, but coap.dtls.listen is empty: no coaps listener uses it (set listen, e.g. \":5684\", or remove it)")
+			}
+		}
+	}
 	if (c.CoAP.DTLS.CertFile == "") != (c.CoAP.DTLS.KeyFile == "") {
 		add("coap.dtls.cert_file", "cert_file and key_file go together")
 	}
@@ -528,12 +535,25 @@ func (c *Config) Validate() error {
 	c.Catalog.validate(add)
 	c.Metrics.validate(add)
 	c.Proxy.validate(add)
+	remoteOnly := []struct{ key, val string }{{"ca_file", c.MQTT.CAFile}, {"cert_file", c.MQTT.CertFile}, {"key_file", c.MQTT.KeyFile}, {"server_name", c.MQTT.ServerName}}
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)
 		checkAddr("mqtt.embedded.websocket", c.MQTT.Embedded.Websocket, true)
+		for _, f := range append(remoteOnly, struct{ key, val string }{"username", c.MQTT.Username}, struct{ key, val string }{"password", c.MQTT.Password.Reveal()}) {
+			if f.val != "" {
+				add("mqtt."+f.key, "set, but mqtt.broker is \"embedded\": the bridge reaches its embedded broker in-process, so this is not used (the embedded broker's users go in mqtt.embedded.auth_file)")
+			}
+		}
 	default:
-		_, err := mqttside.ParseBrokerURL(b)
+		u, err := mqttside.ParseBrokerURL(b)
+		if err == nil && !mqttside.IsTLSScheme(u.Scheme) {
+			for _, f := range remoteOnly {
+				if f.val != "" {
+					add("mqtt."+f.key, "set, but %s:// is not TLS, so this is not used (ssl://, tls://, mqtts:// and wss:// brokers use it)", u.Scheme)
+				}
+			}
+		}
 		switch {
 		case errors.Is(err, mqttside.ErrBrokerScheme) && strings.Contains(b, "://"):
 			u, _ := url.Parse(b)

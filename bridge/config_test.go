@@ -22,11 +22,13 @@ func TestValidate(t *testing.T) {
 		{"coap disabled", func(c *Config) { c.CoAP.Listen = "" }, nil},
 		{"dtls without keys", func(c *Config) { c.CoAP.DTLS.Listen = ":5684" }, []string{"coap.dtls.listen: DTLS needs psk_file"}},
 		{"dtls psk", func(c *Config) { c.CoAP.DTLS.Listen = ":5684"; c.CoAP.DTLS.PSKFile = "k.toml" }, nil},
-		{"cert without key", func(c *Config) { c.CoAP.DTLS.CertFile = "c.pem" }, []string{"cert_file and key_file go together"}},
+		{"cert without key", func(c *Config) { c.CoAP.DTLS.Listen = ":5684"; c.CoAP.DTLS.CertFile = "c.pem" }, []string{"cert_file and key_file go together"}},
+		{"dtls files without listener", func(c *Config) { c.CoAP.DTLS.PSKFile = "psk.toml" }, []string{"coap.dtls.psk_file: set, but coap.dtls.listen is empty"}},
+		{"tls files for a plain broker", func(c *Config) { c.MQTT.Broker = "tcp://broker:1883"; c.MQTT.CAFile = "ca.pem" }, []string{"mqtt.ca_file: set, but tcp:// is not TLS"}},
 		{"empty client id", func(c *Config) { c.MQTT.ClientID = "" }, []string{"mqtt.client_id: must not be empty"}},
 		{"several", func(c *Config) { c.Log.Level = "x"; c.Log.Format = "y"; c.HTTP.Listen = "nope" }, []string{
 			"http.listen", "log.level", "log.format"}},
-		{"mqtt section", func(c *Config) { c.MQTT.BufferSize = -1; c.MQTT.MaxPayload = -1; c.MQTT.CertFile = "c.pem" }, []string{
+		{"mqtt section", func(c *Config) { c.MQTT.Broker = "ssl://broker:8883"; c.MQTT.BufferSize = -1; c.MQTT.MaxPayload = -1; c.MQTT.CertFile = "c.pem" }, []string{
 			"mqtt.buffer_size", "mqtt.max_payload", "mqtt.cert_file"}},
 		{"rate limit", func(c *Config) { c.CoAP.RateLimit = 0.5; c.CoAP.RateBurst = 10 }, nil},
 		{"negative rate limit", func(c *Config) { c.CoAP.RateLimit = -1; c.CoAP.RateBurst = -2; c.CoAP.RateBlock = -time.Second }, []string{

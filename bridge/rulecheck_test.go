@@ -46,7 +46,7 @@ topic = "config/{device}"
 			cfg.Rules = []string{"rules.toml"}
 			cfg.CoAP.Listen, cfg.CoAP.DTLS.Listen = tc.listen, tc.sec
 			if tc.sec != "" {
-				cfg.CoAP.DTLS.PSKFile = filepath.Join("..", "keys", "testdata", "psk.toml")
+				cfg.CoAP.DTLS.PSKFile = filepath.Join("..", "coapside", "dtls", "keys", "testdata", "psk.toml")
 			}
 			_, err := Check(cfg)
 			if tc.want == nil {

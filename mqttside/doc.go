@@ -45,9 +45,9 @@
 //	broker                      Broker ("embedded" or a broker URL)
 //	client_id                   ClientID
 //	username, password          Username, Password (a keys.Secret: never logged)
-//	tls.ca_file                 TLS.CAFile
-//	tls.cert_file, tls.key_file TLS.CertFile, TLS.KeyFile
-//	tls.server_name             TLS.ServerName
+//	ca_file                     TLS.CAFile
+//	cert_file, key_file         TLS.CertFile, TLS.KeyFile
+//	server_name                 TLS.ServerName
 //	buffer_size                 BufferSize (offline buffer, messages; default 1000)
 //	max_payload                 MaxPayload (bytes; default 256 KiB)
 //	status_topic                StatusTopic ("{client_id}/status"; "-" disables)
@@ -57,7 +57,7 @@
 //	auth_file                   AuthFile (see [ACL]; "" = anonymous from loopback only)
 //	persistence_dir             PersistenceDir ("" = in memory)
 //
-// The tls.*, buffer_size, max_payload, status_topic and persistence_dir
+// The TLS keys, buffer_size, max_payload, status_topic and persistence_dir
 // keys go beyond the base design; [RemoteOptions] has further tuning
 // (keep-alive, timeouts, backoff, in-flight window) with defaults.
 package mqttside

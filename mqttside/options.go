@@ -236,8 +236,9 @@ func brokerURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// isTLSScheme reports whether the broker URL scheme uses TLS.
-func isTLSScheme(scheme string) bool {
+// IsTLSScheme reports whether a broker URL scheme (lower case, as
+// ParseBrokerURL gives it) uses TLS: ssl, tls, mqtts and wss.
+func IsTLSScheme(scheme string) bool {
 	switch scheme {
 	case "ssl", "tls", "mqtts", "wss":
 		return true

@@ -124,7 +124,7 @@ func (r *Remote) pahoOptions(u *url.URL) (*paho.ClientOptions, error) {
 	// need not store and resend them.
 	po.SetResumeSubs(false)
 	po.SetStore(r.store)
-	if isTLSScheme(u.Scheme) {
+	if IsTLSScheme(u.Scheme) {
 		tc, err := o.TLS.Config(u.Hostname())
 		if err != nil {
 			return nil, err

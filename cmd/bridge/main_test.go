@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,6 +182,7 @@ func TestCheckRejectsBadHandlersPerSource(t *testing.T) {
 // output, even when several keys of a section are wrong.
 func TestCheckPrintsEachConfigErrorOnce(t *testing.T) {
 	cfg := writeFile(t, t.TempDir(), "bad.toml", `[mqtt]
+broker = "ssl://127.0.0.1:8883"
 buffer_size = -1
 max_payload = -1
 cert_file = "client.pem"
@@ -313,5 +315,61 @@ topic = "sensors/{device}/{metric}"
 	}
 	if !strings.Contains(out.String(), "ok (1 devices, 1 ingress, 0 observe") {
 		t.Fatalf("summary %q", out.String())
+	}
+}
+
+// TestCheckLoadsSecurityFiles: bridge check loads the files the config
+// names as bridge run does (psk_file, the coaps certificates, the embedded
+// broker's auth_file, a TLS broker's CA), and refuses settings the bridge
+// would not use: DTLS files without a coaps listener, TLS files for a
+// broker that is not TLS, a user and password for the embedded broker.
+func TestCheckLoadsSecurityFiles(t *testing.T) {
+	dir := t.TempDir()
+	goodPSK := writeFile(t, dir, "good-psk.toml", "[[psk]]\nidentity = \"a\"\nkey = \"hex:00112233\"\n")
+	badPSK := writeFile(t, dir, "bad-psk.toml", "[[psk]]\nidentity = \"a\"\nkey = \"hex:abc\"\n")
+	badAuth := writeFile(t, dir, "auth.toml", "[[user]]\nname = \"u\"\npassword = \"plain-text\"\n")
+	garbage := writeFile(t, dir, "ca.pem", "not a certificate\n")
+	missing := filepath.Join(dir, "missing.pem")
+	tests := []struct {
+		name, config string
+		want         []string // empty: check accepts it
+	}{
+		{"good psk file", fmt.Sprintf("[coap.dtls]\nlisten = \"127.0.0.1:0\"\npsk_file = %q\n", goodPSK), nil},
+		{"bad key in psk file", fmt.Sprintf("[coap.dtls]\nlisten = \"127.0.0.1:0\"\npsk_file = %q\n", badPSK),
+			[]string{"coap.dtls: ", "bad-psk.toml:1: identity \"a\"", "even number of hex digits"}},
+		{"missing psk file", fmt.Sprintf("[coap.dtls]\nlisten = \"127.0.0.1:0\"\npsk_file = %q\n", missing), []string{"coap.dtls: ", "missing.pem"}},
+		{"missing certificate", fmt.Sprintf("[coap.dtls]\nlisten = \"127.0.0.1:0\"\ncert_file = %q\nkey_file = %q\n", missing, missing), []string{"coap.dtls: ", "missing.pem"}},
+		{"auth file with a plain password", fmt.Sprintf("[mqtt.embedded]\nauth_file = %q\n", badAuth), []string{"mqtt.embedded.auth_file: ", "bcrypt"}},
+		{"TLS broker with a bad CA", fmt.Sprintf("[mqtt]\nbroker = \"ssl://127.0.0.1:8883\"\nca_file = %q\n", garbage), []string{"mqtt: ", "ca_file", "no PEM certificates"}},
+		{"psk file without a coaps listener", fmt.Sprintf("[coap.dtls]\npsk_file = %q\n", goodPSK),
+			[]string{":3: coap.dtls.psk_file: set, but coap.dtls.listen is empty"}},
+		{"CA for a plain broker", fmt.Sprintf("[mqtt]\nbroker = \"tcp://127.0.0.1:1883\"\nca_file = %q\n", garbage),
+			[]string{":4: mqtt.ca_file: set, but tcp:// is not TLS"}},
+		{"password for the embedded broker", "[mqtt]\nbroker = \"embedded\"\nusername = \"u\"\npassword = \"p\"\n",
+			[]string{":4: mqtt.username: set, but mqtt.broker is \"embedded\"", ":5: mqtt.password: set, but"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := writeFile(t, t.TempDir(), "config.toml", "rules = []\n"+tt.config)
+			var out, errb bytes.Buffer
+			code := execute([]string{"check", "--config", cfg}, &out, &errb)
+			if len(tt.want) == 0 {
+				if code != 0 {
+					t.Fatalf("exit %d, want 0: %s", code, errb.String())
+				}
+				return
+			}
+			if code != 1 {
+				t.Fatalf("exit %d, want 1; stdout %q stderr %q", code, out.String(), errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr lacks %q; got:\n%s", w, errb.String())
+				}
+			}
+			if strings.Contains(errb.String(), "00112233") || strings.Contains(errb.String(), "plain-text") {
+				t.Errorf("stderr quotes a secret: %s", errb.String())
+			}
+		})
 	}
 }
