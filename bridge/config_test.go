@@ -28,7 +28,12 @@ func TestValidate(t *testing.T) {
 		{"empty client id", func(c *Config) { c.MQTT.ClientID = "" }, []string{"mqtt.client_id: must not be empty"}},
 		{"several", func(c *Config) { c.Log.Level = "x"; c.Log.Format = "y"; c.HTTP.Listen = "nope" }, []string{
 			"http.listen", "log.level", "log.format"}},
-		{"mqtt section", func(c *Config) { c.MQTT.Broker = "ssl://broker:8883"; c.MQTT.BufferSize = -1; c.MQTT.MaxPayload = -1; c.MQTT.CertFile = "c.pem" }, []string{
+		{"mqtt section", func(c *Config) {
+			c.MQTT.Broker = "ssl://broker:8883"
+			c.MQTT.BufferSize = -1
+			c.MQTT.MaxPayload = -1
+			c.MQTT.CertFile = "c.pem"
+		}, []string{
 			"mqtt.buffer_size", "mqtt.max_payload", "mqtt.cert_file"}},
 		{"rate limit", func(c *Config) { c.CoAP.RateLimit = 0.5; c.CoAP.RateBurst = 10 }, nil},
 		{"negative rate limit", func(c *Config) { c.CoAP.RateLimit = -1; c.CoAP.RateBurst = -2; c.CoAP.RateBlock = -time.Second }, []string{
