@@ -453,6 +453,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.health.set("mqtt", false)
 	mo := mqttOptions(b.cfg.MQTT, b.log, b.onMQTTEvent)
 	mo.KeepAlive = b.opts.MQTTKeepAlive
+	mo.OnDropped = b.outs.dropped
 	if b.cluster != nil {
 		mo.ClientID = b.cfg.Cluster.clientID(b.cfg.MQTT)
 		mo.StatusTopic = b.cfg.Cluster.memberTopic(b.cfg.MQTT)

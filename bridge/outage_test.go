@@ -87,6 +87,43 @@ qos     = 1
 	}
 }
 
+// TestBrokerOutageEvictedQoS0IsAnError: a QoS 0 push answered 2.04 into a
+// full offline buffer later gives way to a newer message (the oldest QoS 0
+// one goes); the loss is an error of the push's rule, with its device,
+// not only a client counter.
+func TestBrokerOutageEvictedQoS0IsAnError(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	rules := `
+[[ingress]]
+name    = "q0"
+path    = "/q0/{device}"
+methods = ["POST"]
+topic   = "q0/{device}"
+`
+	tb := startBridge(t, rules, func(c *Config, o *Options) {
+		useRemoteBroker(c, broker.Addr(), "bridge-evict")
+		c.MQTT.BufferSize = 2
+		o.HandoverTimeout = 100 * time.Millisecond
+	})
+	c := newCoAPClient(t)
+	broker.Kill()
+	testkit.Eventually(t, 10*time.Second, "not ready while the broker is down", func() bool { return !tb.Ready() })
+	for _, dev := range []string{"a", "b", "c"} {
+		resp, err := c.Post(t.Context(), tb.coapURL("/q0/"+dev), message.TextPlain, []byte(dev))
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("QoS 0 push from %s during the outage: %v %v, want 2.04", dev, resp, err)
+		}
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("q0", reasonBufferFull)); got != 1 {
+		t.Fatalf("buffer_full errors of q0: %v, want 1 (a's push evicted by c's)", got)
+	}
+	var st ConsoleStatus
+	consoleGet(t, tb, "/api/status", &st)
+	if len(st.Errors) == 0 || st.Errors[0].Rule != "q0" || st.Errors[0].Device != "a" || st.Errors[0].Reason != reasonBufferFull {
+		t.Errorf("newest recent error %+v, want q0's buffer_full for device a", st.Errors)
+	}
+}
+
 // TestBrokerOutageQoS1NotTaken stops the broker while devices push QoS 1
 // messages. Each device gets an empty ACK before its ACK_TIMEOUT (the
 // answer is late), then 5.03 with Max-Age as a separate response — and a

@@ -105,6 +105,7 @@ type outputs struct {
 func (o *outputs) publish(ctx context.Context, rule string, out *rules.Output, caps rules.Captures, in *inbound) error {
 	m, err := buildMessage(out, caps, in, nil)
 	if err == nil {
+		m.Origin = mqttside.Origin{Rule: rule, Device: in.Device}
 		confirm := in.Confirm && m.QoS > 0
 		timeout := o.publishTimeout
 		if !confirm {
@@ -140,6 +141,14 @@ func (o *outputs) publish(ctx context.Context, rule string, out *rules.Output, c
 		o.log.Warn("message not published", "rule", rule, "path", in.Path, "device", in.Device, "reason", oe.reason, "err", oe.err)
 	}
 	return err
+}
+
+// dropped hears of a message accepted (counted as carried, a push answered
+// 2.04) that the MQTT client dropped later: a QoS 0 message evicted from the
+// full offline buffer by a newer message. It is an error of its rule.
+func (o *outputs) dropped(m mqttside.Message, err error) {
+	o.metrics.ruleError(m.Origin.Rule, reasonBufferFull, errorDetail{device: m.Origin.Device, err: err})
+	o.log.Warn("message dropped from the offline buffer", "rule", m.Origin.Rule, "device", m.Origin.Device, "topic", m.Topic, "reason", reasonBufferFull, "err", err)
 }
 
 // classifyPublishError maps an mqttside error to an outcome: the broker

@@ -61,7 +61,23 @@ type Message struct {
 	// seconds from when the broker received the message; 0: none
 	// [MQTT-3.3.2.3.3].
 	MessageExpiry time.Duration
+
+	// Origin says who published the message, for OnDropped; it is not
+	// sent.
+	Origin Origin
 }
+
+// Origin is who published a message: the bridge's rule and the device the
+// message came from.
+type Origin struct {
+	Rule, Device string
+}
+
+// DroppedFunc hears of a message Publish had accepted that will never
+// reach the broker: a QoS 0 message evicted from the full offline buffer
+// by a newer one (err is ErrDropped). It runs on the publishing goroutine,
+// outside any lock, and must not block.
+type DroppedFunc func(m Message, err error)
 
 // Delivery is a message received on a subscription.
 type Delivery struct {

@@ -52,6 +52,9 @@ type Options struct {
 
 	Logger  *slog.Logger
 	OnEvent EventFunc
+	// OnDropped hears of accepted messages dropped before the broker
+	// (remote only: the embedded broker takes a message at once).
+	OnDropped DroppedFunc
 }
 
 // New returns the client Options.Broker selects, not yet started.
@@ -82,6 +85,7 @@ func New(o Options) (Client, error) {
 		KeepAlive:   o.KeepAlive,
 		Logger:      o.Logger,
 		OnEvent:     o.OnEvent,
+		OnDropped:   o.OnDropped,
 
 		AllowEmptyLevels: o.AllowEmptyLevels,
 	})
@@ -131,6 +135,9 @@ type RemoteOptions struct {
 
 	Logger  *slog.Logger
 	OnEvent EventFunc
+	// OnDropped hears of accepted messages dropped from the offline
+	// buffer (see DroppedFunc).
+	OnDropped DroppedFunc
 }
 
 // SetDefaults fills zero fields.

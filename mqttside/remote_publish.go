@@ -95,6 +95,9 @@ func (r *Remote) enqueue(m Message) (*pending, error) {
 		r.cnt.droppedQoS0.Add(1)
 		evicted.done <- ErrDropped
 		r.log.Debug("mqtt offline buffer full, dropped oldest QoS 0 message", "topic", evicted.msg.Topic)
+		if r.opts.OnDropped != nil {
+			r.opts.OnDropped(evicted.msg, ErrDropped)
+		}
 	}
 	switch {
 	case errors.Is(err, ErrBufferFull):
