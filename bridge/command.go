@@ -392,6 +392,10 @@ func (c *commands) execute(cmd *command) {
 		// the command was not delivered, so it waits for the device at the
 		// head of its queue instead of ending as a timeout.
 		c.presence.unreachable(name, err)
+	case errors.Is(err, coapside.ErrNotSent) && name != "" && c.requeue(name, cmd):
+		// It never left: an earlier request to the device was unanswered
+		// all this time (NSTART). The device is not answering, so the
+		// command waits for it as for an offline one.
 	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, coapside.ErrUnreachable):
 		// A device whose port reports unreachable (ICMP) is not there
 		// either: it is offline like one that does not answer, only
@@ -402,8 +406,12 @@ func (c *commands) execute(cmd *command) {
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
 		reason := reasonTimeout
-		if errors.Is(err, coapside.ErrUnreachable) {
+		switch {
+		case errors.Is(err, coapside.ErrUnreachable):
 			res.Error, reason = "no response: the device's port is unreachable", reasonUnreachable
+		case errors.Is(err, coapside.ErrNotSent):
+			res.Error = fmt.Sprintf("not sent within %v: an earlier request to the device was still unanswered", rule.Timeout)
+			res.RTTMillis = 0
 		}
 		c.finish(cmd, res, reason)
 	case c.ctx.Err() != nil:

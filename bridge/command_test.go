@@ -555,3 +555,54 @@ response_topic = "replies/mark"
 		})
 	}
 }
+
+// TestCommandNotSentBehindUnansweredRequest: a device that does not answer
+// the bridge's catalog read holds the one request NSTART allows; a command
+// for it meanwhile never leaves the bridge. It is not reported as a
+// timeout the device may have acted on: it waits in the device's queue
+// ("queued"), and the device never sees it.
+func TestCommandNotSentBehindUnansweredRequest(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	var mu sync.Mutex
+	var got []message.Code
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := silent.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var m message.Message
+			if m.Unmarshal(buf[:n]) == nil {
+				mu.Lock()
+				got = append(got, m.Code)
+				mu.Unlock()
+			}
+		}
+	}()
+	tb := startBridge(t, commandRules(silent.LocalAddr().String()), func(c *Config, o *Options) {
+		c.Catalog.Topic = "cat/{device}"
+		o.CoAP = slowCoAP // the catalog read stays unanswered for a minute, well past the command's 1s
+	})
+	testkit.Eventually(t, 5*time.Second, "the catalog read reaches the device", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0
+	})
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	publish(t, tb.MQTTAddr(), "cmd/dev1/led", 1, false, "on")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "queued" {
+		t.Fatalf("result %+v, want queued: the command never left", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, c := range got {
+		if c == message.PUT {
+			t.Fatalf("the device received the command: %v", got)
+		}
+	}
+}

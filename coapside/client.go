@@ -246,7 +246,11 @@ func (c *Client) exchangeOnce(ctx context.Context, req *Request) (*Response, err
 			Token: res.resp.Token, Options: res.resp.Options, Payload: res.resp.Payload, Peer: res.from,
 		}, nil
 	case <-ctx.Done():
+		sent := c.ep.exchangeSent(peer, m.Token)
 		stop()
+		if !sent {
+			return nil, fmt.Errorf("coap %v %s: %w: %w", req.Method, target(req, peer), ErrNotSent, ctx.Err())
+		}
 		return nil, fmt.Errorf("coap %v %s: %w", req.Method, target(req, peer), ctx.Err())
 	}
 }

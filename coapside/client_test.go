@@ -171,6 +171,52 @@ func TestClientTimeoutWithoutServer(t *testing.T) {
 	}
 }
 
+// TestClientNotSentBehindNSTART: a request whose context ends while it
+// waits behind an unanswered one to the same peer (NSTART 1) reports
+// ErrNotSent with the context's error, and never reaches the peer; the
+// request that did leave reports the context's error alone.
+func TestClientNotSentBehindNSTART(t *testing.T) {
+	silent := newRawPeer(t, nil)
+	opts := fastOpts()
+	opts.AckTimeout = 200 * time.Millisecond // retransmitting until 1.4 s, past both deadlines
+	c, err := NewClient(ClientOptions{EndpointOptions: opts, LocalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	url := "coap://" + silent.addr().String()
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := c.Get(ctx, url+"/first")
+		first <- err
+	}()
+	m, _, ok := silent.recv(time.Second)
+	if !ok {
+		t.Fatal("the first request did not reach the peer")
+	}
+	firstMID := m.MessageID
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = c.Get(ctx, url+"/second")
+	if !errors.Is(err, ErrNotSent) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued request: err = %v, want ErrNotSent and DeadlineExceeded", err)
+	}
+	if err := <-first; errors.Is(err, ErrNotSent) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("sent request: err = %v, want DeadlineExceeded without ErrNotSent", err)
+	}
+	for {
+		m, _, ok := silent.recv(50 * time.Millisecond)
+		if !ok {
+			break
+		}
+		if m.MessageID != firstMID {
+			t.Fatalf("the peer got %v MID %#x besides the first request's retransmissions", m.Code, m.MessageID)
+		}
+	}
+}
+
 func TestClientReset(t *testing.T) {
 	peer := newRawPeer(t, nil)
 	c := newTestClient(t)

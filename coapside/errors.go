@@ -27,6 +27,11 @@ var (
 	ErrReset = errors.New("coap: reset by peer")
 	// ErrPeerBusy means too many messages are queued for one peer behind NSTART.
 	ErrPeerBusy = errors.New("coap: too many messages queued for peer")
+	// ErrNotSent means a request's context ended while it still waited
+	// behind earlier unanswered requests to the peer (NSTART, RFC 7252
+	// §4.7): it never left, so the peer cannot have acted on it. It comes
+	// wrapped with the context's error.
+	ErrNotSent = errors.New("coap: not sent: earlier requests to the peer were still unanswered")
 	// ErrTooManyPeers means the per-peer table of a server's endpoint is full
 	// of peers with traffic in flight.
 	ErrTooManyPeers = errors.New("coap: peer table full")

@@ -166,6 +166,20 @@ func (e *Endpoint) deliver(resp *message.Message, from peerAddr) {
 	}
 }
 
+// exchangeSent reports whether the request of the exchange with token to
+// peer has left (its first transmission was written): false while it
+// waits behind NSTART.
+func (e *Endpoint) exchangeSent(peer net.Addr, token []byte) bool {
+	key := makeTokenKey(resolvePeer(peer).key, token)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	reg := e.tokens[key]
+	if reg == nil || reg.og == nil {
+		return true // answered, ended, or not bound to its transmission yet
+	}
+	return reg.og.sentAt.Load() != 0
+}
+
 // Exchange sends request m (CON or NON) to peer and calls fn for every
 // response carrying m's token: piggybacked, separate, and later notifications,
 // until fn returns false or cancel is called. A random token is set when m has
