@@ -199,7 +199,8 @@ type Bridge struct {
 	state atomic.Int32 // stateNew … stateStopped
 
 	mu       sync.Mutex
-	psk      *dtls.PSKStore // the coaps listener's keys, reloaded with the rules
+	psk      *dtls.PSKStore   // the coaps listener's keys, reloaded with the rules
+	dtlsConn *dtls.ServerConn // the coaps listener; nil without one
 	httpAddr net.Addr
 	coapAddr net.Addr
 	dtlsAddr net.Addr

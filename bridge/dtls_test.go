@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -348,4 +349,62 @@ timeout        = "3s"
 	if n := conn.Stats().Failed(dtls.FailBadPSK); n < 2 {
 		t.Errorf("%d key mismatches at the device, want the wrong entry's and the rotated key's", n)
 	}
+}
+
+// TestPSKFileReloadEndsRevokedSessions: removing an identity from the
+// psk_file, or changing its key, ends its live session at the reload (the
+// device must handshake again, and cannot); other devices keep theirs. A
+// psk_file that does not parse keeps the keys and counts the reload as an
+// error.
+func TestPSKFileReloadEndsRevokedSessions(t *testing.T) {
+	pskFile := filepath.Join(t.TempDir(), "psk.toml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(pskFile, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("[[psk]]\nidentity = \"dev1\"\nkey = \"secret-1\"\n\n[[psk]]\nidentity = \"dev2\"\nkey = \"secret-2\"\n")
+	tb := startBridge(t, secureRules, func(c *Config, o *Options) {
+		c.CoAP.DTLS.Listen = "127.0.0.1:0"
+		c.CoAP.DTLS.PSKFile = pskFile
+		o.ReloadSettle = 50 * time.Millisecond
+	})
+	url := func(dev string) string { return "coaps://" + tb.DTLSAddr().String() + "/secure/" + dev }
+	dev1, dev2 := pskClient(t, "dev1", "secret-1"), pskClient(t, "dev2", "secret-2")
+	for dev, c := range map[string]*coapside.Client{"dev1": dev1, "dev2": dev2} {
+		if resp, err := c.Post(t.Context(), url(dev), message.TextPlain, []byte("1")); err != nil || resp.Code != message.Changed {
+			t.Fatalf("%s: %v %v", dev, resp, err)
+		}
+	}
+	if n := tb.dtlsStats().SessionsActive; n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+
+	write("[[psk]]\nidentity = \"dev2\"\nkey = \"secret-2\"\n") // dev1 revoked
+	testkit.Eventually(t, 5*time.Second, "dev1's session ended", func() bool { return tb.dtlsStats().SessionsActive == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	if resp, err := dev1.Post(ctx, url("dev1"), message.TextPlain, []byte("2")); err == nil {
+		t.Fatalf("revoked dev1 was answered %v", resp.Code)
+	}
+	if resp, err := dev2.Post(t.Context(), url("dev2"), message.TextPlain, []byte("2")); err != nil || resp.Code != message.Changed {
+		t.Fatalf("dev2 after dev1's revocation: %v %v", resp, err)
+	}
+
+	write("[[psk]]\nidentity = \"dev2\"\nkey = \"hex:abc\"\n") // does not parse
+	testkit.Eventually(t, 5*time.Second, "the bad psk_file counted", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadError)) >= 1
+	})
+	if resp, err := dev2.Post(t.Context(), url("dev2"), message.TextPlain, []byte("3")); err != nil || resp.Code != message.Changed {
+		t.Fatalf("dev2 after a bad psk_file: %v %v", resp, err)
+	}
+}
+
+// dtlsStats reads the coaps listener's counters.
+func (tb *testBridge) dtlsStats() dtls.Stats {
+	tb.Bridge.mu.Lock()
+	conn := tb.Bridge.dtlsConn
+	tb.Bridge.mu.Unlock()
+	return conn.Stats()
 }

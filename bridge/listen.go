@@ -27,7 +27,7 @@ func (b *Bridge) listenDTLS(addr string) (*dtls.ServerConn, error) {
 		return nil, fmt.Errorf("coaps listen %s: %w", addr, err)
 	}
 	b.mu.Lock()
-	b.psk = cfg.PSK
+	b.psk, b.dtlsConn = cfg.PSK, conn
 	b.mu.Unlock()
 	b.registerDTLSMetrics(conn)
 	return conn, nil

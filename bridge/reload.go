@@ -123,13 +123,14 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", ErrEmptiedFile, strings.Join(names, ", "))
 	}
 	b.mu.Lock()
-	psk := b.psk
+	psk, conn := b.psk, b.dtlsConn
 	b.mu.Unlock()
+	var pskErr error
 	if psk != nil {
-		if err := psk.Reload(); err != nil {
-			b.log.Error("psk_file reload rejected; the previous keys stay", "err", err)
+		if pskErr = psk.Reload(); pskErr != nil {
+			b.log.Error("psk_file reload rejected; the previous keys stay", "err", pskErr)
 		} else {
-			b.log.Info("psk_file reloaded")
+			b.log.Info("psk_file reloaded", "sessions_ended", conn.EndRevokedSessions())
 		}
 	}
 	set, err := loadRules(b.cfg, files.rules)
@@ -154,6 +155,11 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		b.metrics.reloads.WithLabelValues(reloadError).Inc()
 		b.log.Error("reload applied with errors", "err", err)
 		return err
+	}
+	if pskErr != nil {
+		// The rules are applied; the keys are not.
+		b.metrics.reloads.WithLabelValues(reloadError).Inc()
+		return pskErr
 	}
 	b.metrics.reloads.WithLabelValues(reloadOK).Inc()
 	return nil

@@ -310,6 +310,36 @@ func (s *ServerConn) resumable(e *resumeEntry) bool {
 	return ok && keyDigest(key.Bytes()) == e.binding
 }
 
+// EndRevokedSessions ends every established session made with a PSK
+// the store no longer holds with the same key (its identity removed from
+// the psk_file, or its key changed), as a reloaded store must: a revoked
+// device keeps no session. It returns how many it ended.
+func (s *ServerConn) EndRevokedSessions() int {
+	if s.cfg.PSK == nil {
+		return 0
+	}
+	var revoked []*session
+	s.ep.mu.Lock()
+	for _, sess := range s.ep.peers {
+		d := sess.pskDigest.Load()
+		if d == nil || !sess.established() {
+			continue
+		}
+		key, ok := s.cfg.PSK.Lookup(sess.identity())
+		if !ok || keyDigest(key.Bytes()) != *d {
+			revoked = append(revoked, sess)
+		}
+	}
+	s.ep.mu.Unlock()
+	for _, sess := range revoked {
+		s.ep.log.Info("dtls session ended: its key was removed or changed", "peer", sess.addr.String(),
+			"identity", sess.identity(), "role", s.ep.opt.role)
+		s.ep.remove(sess)
+		sess.end(endRevoked)
+	}
+	return len(revoked)
+}
+
 // PeersVerified reports true: a datagram is delivered only from a peer
 // that completed a handshake, whose cookie exchange proved its address
 // (RFC 6347 §4.2.1), so CoAP responses to it need no amplification bound.

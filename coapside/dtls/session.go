@@ -34,6 +34,7 @@ const (
 	endEvicted
 	endMoved
 	endRekeyed
+	endRevoked
 )
 
 func (r endReason) String() string {
@@ -54,6 +55,8 @@ func (r endReason) String() string {
 		return "resumed from another address"
 	case endRekeyed:
 		return "credentials changed"
+	case endRevoked:
+		return "key revoked"
 	default:
 		return "peer"
 	}
