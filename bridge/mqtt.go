@@ -90,6 +90,15 @@ func (l *mqttLink) instant() bool {
 	return ok
 }
 
+// reloadAuth reads the embedded broker's auth_file again (see
+// mqttside.Embedded.ReloadAuth); with another client it does nothing.
+func (l *mqttLink) reloadAuth() error {
+	if e, ok := l.client().(*mqttside.Embedded); ok {
+		return e.ReloadAuth()
+	}
+	return nil
+}
+
 // publishContext returns ctx bounded by d, the longest a publish through
 // p may wait for the broker; or ctx itself when p never waits (see
 // instant): the deadline's timer cost more than such a publish's own work.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,31 +27,52 @@ const (
 // changing before it gives up until they change again.
 const settleRounds = 40
 
-// ruleFiles is what the rule files and the psk_file held at one moment.
+// ruleFiles is what the rule files and the key files (the psk_file, the
+// embedded broker's auth_file) held at one moment.
 type ruleFiles struct {
-	rules   *rules.Files
-	pskFile string    // the psk_file, "" when none is configured
-	psk     []byte    // its content; nil when it cannot be read
-	pskMod  time.Time // its modification time, taken before reading it
+	rules *rules.Files
+	keys  []keyFile
 }
 
-// readRuleFiles reads the rule files cfg names and its psk_file.
+// keyFile is one key file's content at one moment.
+type keyFile struct {
+	name string
+	data []byte    // nil when it cannot be read
+	mod  time.Time // its modification time, taken before reading it
+}
+
+// keyFiles lists the files reloaded with the rules besides them: the
+// psk_file, and the embedded broker's auth_file.
+func keyFiles(cfg Config) []string {
+	var out []string
+	if p := cfg.CoAP.DTLS.PSKFile; p != "" && cfg.CoAP.DTLS.Listen != "" {
+		out = append(out, p)
+	}
+	if p := cfg.MQTT.Embedded.AuthFile; p != "" && cfg.MQTT.Broker == "embedded" {
+		out = append(out, p)
+	}
+	return out
+}
+
+// readRuleFiles reads the rule files cfg names and its key files.
 func readRuleFiles(cfg Config) *ruleFiles {
 	f := &ruleFiles{rules: rules.ReadFiles(cfg.Rules, ruleBase(cfg))}
-	if p := cfg.CoAP.DTLS.PSKFile; p != "" {
-		f.pskFile = p
+	for _, p := range keyFiles(cfg) {
+		k := keyFile{name: p}
 		if st, err := os.Stat(p); err == nil {
-			f.pskMod = st.ModTime()
+			k.mod = st.ModTime()
 		}
-		f.psk, _ = os.ReadFile(p) // a read error is reported by the key reload
+		k.data, _ = os.ReadFile(p) // a read error is reported by the key reload
+		f.keys = append(f.keys, k)
 	}
 	return f
 }
 
 // same reports whether f and g hold the same content.
 func (f *ruleFiles) same(g *ruleFiles) bool {
-	return f.rules.Same(g.rules) && f.pskFile == g.pskFile && f.pskMod.Equal(g.pskMod) &&
-		bytes.Equal(f.psk, g.psk) && (f.psk == nil) == (g.psk == nil)
+	return f.rules.Same(g.rules) && slices.EqualFunc(f.keys, g.keys, func(a, b keyFile) bool {
+		return a.name == b.name && a.mod.Equal(b.mod) && bytes.Equal(a.data, b.data) && (a.data == nil) == (b.data == nil)
+	})
 }
 
 // blank reports whether a file holds nothing but white space: the state a
@@ -73,8 +95,10 @@ func emptied(prev, cur *ruleFiles) []string {
 			out = append(out, s.Name)
 		}
 	}
-	if prev.psk != nil && !blank(prev.psk) && cur.psk != nil && blank(cur.psk) {
-		out = append(out, cur.pskFile)
+	for i, k := range cur.keys {
+		if i < len(prev.keys) && prev.keys[i].data != nil && !blank(prev.keys[i].data) && k.data != nil && blank(k.data) {
+			out = append(out, k.name)
+		}
 	}
 	return out
 }
@@ -122,17 +146,7 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		b.rejected = files
 		return fmt.Errorf("%w: %s", ErrEmptiedFile, strings.Join(names, ", "))
 	}
-	b.mu.Lock()
-	psk, conn := b.psk, b.dtlsConn
-	b.mu.Unlock()
-	var pskErr error
-	if psk != nil {
-		if pskErr = psk.Reload(); pskErr != nil {
-			b.log.Error("psk_file reload rejected; the previous keys stay", "err", pskErr)
-		} else {
-			b.log.Info("psk_file reloaded", "sessions_ended", conn.EndRevokedSessions())
-		}
-	}
+	keysErr := b.reloadKeys()
 	set, err := loadRules(b.cfg, files.rules)
 	if err != nil {
 		b.metrics.reloads.WithLabelValues(reloadError).Inc()
@@ -156,10 +170,10 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		b.log.Error("reload applied with errors", "err", err)
 		return err
 	}
-	if pskErr != nil {
+	if keysErr != nil {
 		// The rules are applied; the keys are not.
 		b.metrics.reloads.WithLabelValues(reloadError).Inc()
-		return pskErr
+		return keysErr
 	}
 	b.metrics.reloads.WithLabelValues(reloadOK).Inc()
 	return nil
@@ -312,14 +326,36 @@ func (b *Bridge) reloadLoop(ctx context.Context, w *fsnotify.Watcher) {
 	}
 }
 
-// ruleDirs lists the folders the rule globs look in, and the psk_file's.
+// reloadKeys reads the psk_file and the embedded broker's auth_file again;
+// one that does not load keeps what was loaded before. A key removed or
+// changed in the psk_file ends the sessions made with it.
+func (b *Bridge) reloadKeys() error {
+	b.mu.Lock()
+	psk, conn := b.psk, b.dtlsConn
+	b.mu.Unlock()
+	var errs []error
+	if psk != nil {
+		if err := psk.Reload(); err != nil {
+			b.log.Error("psk_file reload rejected; the previous keys stay", "err", err)
+			errs = append(errs, err)
+		} else {
+			b.log.Info("psk_file reloaded", "sessions_ended", conn.EndRevokedSessions())
+		}
+	}
+	if f := b.cfg.MQTT.Embedded.AuthFile; f != "" {
+		if err := b.mqtt.reloadAuth(); err != nil {
+			b.log.Error("auth_file reload rejected; the previous users stay", "file", f, "err", err)
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ruleDirs lists the folders the rule globs look in, and the key files'.
 func (b *Bridge) ruleDirs() []string {
 	seen := map[string]bool{}
 	var dirs []string
-	globs := b.ruleGlobs()
-	if f := b.cfg.CoAP.DTLS.PSKFile; f != "" {
-		globs = append(globs, f)
-	}
+	globs := append(b.ruleGlobs(), keyFiles(b.cfg)...)
 	for _, g := range globs {
 		d := filepath.Dir(g)
 		if !seen[d] {
@@ -353,10 +389,12 @@ func (b *Bridge) ruleGlobs() []string {
 }
 
 // isRuleFile reports whether a changed path matches one of the rule globs
-// or is the psk_file.
+// or is a key file.
 func (b *Bridge) isRuleFile(name string) bool {
-	if f := b.cfg.CoAP.DTLS.PSKFile; f != "" && filepath.Clean(f) == filepath.Clean(name) {
-		return true
+	for _, f := range keyFiles(b.cfg) {
+		if filepath.Clean(f) == filepath.Clean(name) {
+			return true
+		}
 	}
 	if filepath.Base(name) == "..data" {
 		// A Kubernetes ConfigMap or Secret volume: its files are links

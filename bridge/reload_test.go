@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func (tb *testBridge) writeRules(t *testing.T, text string) {
@@ -328,4 +331,54 @@ func TestReloadFollowsAConfigMapSwap(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "reload after the ConfigMap swap", func() bool {
 		return post(t, c, tb.coapURL("/telemetry/d/m")) == message.NotFound
 	})
+}
+
+// TestReloadAppliesAnEditedAuthFile: the embedded broker's auth_file is
+// reloaded with the rules: a user added to it can connect without a
+// restart; a file that does not load keeps the users and counts the
+// reload as an error.
+func TestReloadAppliesAnEditedAuthFile(t *testing.T) {
+	authFile := filepath.Join(t.TempDir(), "auth.toml")
+	user := func(name, pw string) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("[[user]]\nname = %q\npassword = %q\npublish = [\"x/#\"]\n\n", name, h)
+	}
+	if err := os.WriteFile(authFile, []byte(user("alice", "alice-pw")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tb := startBridge(t, ingressRules, func(c *Config, o *Options) {
+		c.MQTT.Embedded.AuthFile = authFile
+		o.ReloadSettle = 50 * time.Millisecond
+	})
+	connect := func(name, pw string) error {
+		o := paho.NewClientOptions().AddBroker("tcp://"+tb.MQTTAddr()).SetClientID(name+"-"+fmt.Sprint(time.Now().UnixNano())).
+			SetUsername(name).SetPassword(pw).SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
+		c := paho.NewClient(o)
+		tok := c.Connect()
+		tok.WaitTimeout(5 * time.Second)
+		if tok.Error() == nil {
+			c.Disconnect(50)
+		}
+		return tok.Error()
+	}
+	if err := connect("bob", "bob-pw"); err == nil {
+		t.Fatal("bob connected before he was added")
+	}
+	if err := os.WriteFile(authFile, []byte(user("alice", "alice-pw")+user("bob", "bob-pw")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "bob let in after the reload", func() bool { return connect("bob", "bob-pw") == nil })
+
+	if err := os.WriteFile(authFile, []byte("[[user]]\nname = \"bob\"\npassword = \"plain\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the bad auth file counted", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadError)) >= 1
+	})
+	if err := connect("bob", "bob-pw"); err != nil {
+		t.Fatalf("bob after a rejected auth file: %v", err)
+	}
 }

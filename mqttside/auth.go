@@ -214,6 +214,26 @@ func (a *ACL) Authenticate(username string, password []byte, remote string) bool
 	return bcrypt.CompareHashAndPassword([]byte(u.Password.Reveal()), password) == nil
 }
 
+// still reports whether a connected client with username, from remote,
+// would still be let in: its user (or the anonymous table) exists, with
+// the same password hash, and admits its network. password is the hash it
+// connected under.
+func (a *ACL) still(username string, hash keys.Secret, remote string) bool {
+	if username == "" || (a.byName[username] == nil && len(a.Users) == 0) {
+		return a.Anonymous != nil && a.Anonymous.fromAllowed(remote)
+	}
+	u := a.byName[username]
+	return u != nil && u.Password.Equal(hash) && u.fromAllowed(remote)
+}
+
+// hashOf is the password hash username connects with under a, "" for none.
+func (a *ACL) hashOf(username string) keys.Secret {
+	if u := a.byName[username]; u != nil {
+		return u.Password
+	}
+	return ""
+}
+
 // Allowed reports whether username ("" for anonymous) may publish to a
 // topic (write) or subscribe to / receive from a filter or topic.
 func (a *ACL) Allowed(username, topicOrFilter string, write bool) bool {

@@ -70,7 +70,7 @@ func (o *EmbeddedOptions) Validate() error {
 type Embedded struct {
 	opts  EmbeddedOptions
 	log   *slog.Logger
-	acl   *ACL
+	acl   atomic.Pointer[ACL]
 	srv   *mqtt.Server
 	cnt   counters
 	state atomic.Int32
@@ -107,9 +107,9 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	e := &Embedded{
 		opts: opts,
 		log:  opts.Logger.With("broker", "embedded"),
-		acl:  acl,
 		subs: make(map[string]int),
 	}
+	e.acl.Store(acl)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPayload + MaxTopicLength + 1024) // fixed header, topic, properties
 	e.srv = mqtt.New(&mqtt.Options{
@@ -119,6 +119,36 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		SysTopicResendInterval: int64(opts.SysInterval / time.Second),
 	})
 	return e, nil
+}
+
+// ReloadAuth reads the auth file again. On an error the users and ACLs
+// loaded before stay. Otherwise new connections and every later publish,
+// subscription and delivery follow the new file, and a connected client
+// it no longer lets in (its user removed, its password changed, or its
+// network no longer allowed) is disconnected.
+func (e *Embedded) ReloadAuth() error {
+	if e.opts.AuthFile == "" {
+		return nil
+	}
+	acl, err := LoadACL(e.opts.AuthFile)
+	if err != nil {
+		return err
+	}
+	old := e.acl.Swap(acl)
+	dropped := 0
+	for _, cl := range e.srv.Clients.GetAll() {
+		if cl.Net.Inline {
+			continue
+		}
+		user := string(cl.Properties.Username)
+		if !acl.still(user, old.hashOf(user), cl.Net.Remote) {
+			e.log.Info("mqtt client disconnected: the auth file no longer lets it in", "client_id", cl.ID, "username", user)
+			cl.Stop(packets.ErrNotAuthorized)
+			dropped++
+		}
+	}
+	e.log.Info("mqtt auth file reloaded", "users", len(acl.Users), "disconnected", dropped)
+	return nil
 }
 
 // Start adds the hooks and listeners and starts the broker.
@@ -150,7 +180,7 @@ func (e *Embedded) start() error {
 	if err := e.srv.AddHook(&dropHook{log: e.log, drops: &e.cnt.subDrops}, nil); err != nil {
 		return err
 	}
-	hook := &authHook{acl: e.acl, log: e.log, maxPayload: e.opts.MaxPayload, invalid: &e.cnt.invalid}
+	hook := &authHook{acl: &e.acl, log: e.log, maxPayload: e.opts.MaxPayload, invalid: &e.cnt.invalid}
 	if err := e.srv.AddHook(hook, nil); err != nil {
 		return err
 	}

@@ -155,3 +155,87 @@ func TestEmbeddedDefaultAuthLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddedReloadAuth: ReloadAuth applies an edited auth file without a
+// restart: a user added can connect, a removed user's live connection is
+// closed and it cannot connect again, a user left as it was keeps its
+// connection; a file that does not load keeps the users loaded before.
+func TestEmbeddedReloadAuth(t *testing.T) {
+	checkLeaks(t)
+	authFile := writeAuthFile(t, map[string]string{"alice": "alice-pw", "bob": "bob-pw"}, "")
+	e := newTestEmbedded(t, EmbeddedOptions{AuthFile: authFile})
+	url := "tcp://" + e.Addr()
+	connect := func(id, user, pw string) error {
+		o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pw).
+			SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
+		c := paho.NewClient(o)
+		tok := c.Connect()
+		tok.WaitTimeout(5 * time.Second)
+		if tok.Error() == nil {
+			c.Disconnect(50)
+		}
+		return tok.Error()
+	}
+	lost := make(chan string, 2)
+	live := func(user string) paho.Client {
+		return rawClient(t, url, user+"-live", true, func(o *paho.ClientOptions) {
+			o.SetUsername(user).SetPassword(user + "-pw").SetAutoReconnect(false).
+				SetConnectionLostHandler(func(paho.Client, error) { lost <- user })
+		})
+	}
+	live("alice")
+	live("bob")
+	if err := connect("carol-1", "carol", "carol-pw"); err == nil {
+		t.Fatal("carol connected before she was added")
+	}
+
+	// bob stays as he was (same hash), alice goes, carol comes.
+	data, err := os.ReadFile(authFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := string(data[strings.Index(string(data), "[[user]]\nname = \"bob\""):])
+	if i := strings.Index(bob[1:], "[[user]]"); i >= 0 {
+		bob = bob[:i+1]
+	}
+	carol := writeAuthFile(t, map[string]string{"carol": "carol-pw"}, "")
+	carolData, err := os.ReadFile(carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(authFile, []byte(bob+"\n"+string(carolData)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ReloadAuth(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case who := <-lost:
+		if who != "alice" {
+			t.Fatalf("%s lost the connection, want alice", who)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("alice is still connected after her removal")
+	}
+	if err := connect("alice-2", "alice", "alice-pw"); err == nil {
+		t.Error("removed alice connected again")
+	}
+	if err := connect("carol-2", "carol", "carol-pw"); err != nil {
+		t.Errorf("added carol: %v", err)
+	}
+	select {
+	case who := <-lost:
+		t.Fatalf("%s lost the connection too", who)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	if err := os.WriteFile(authFile, []byte("[[user]]\nname = \"x\"\npassword = \"plain\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ReloadAuth(); err == nil {
+		t.Fatal("a file with a plain password was loaded")
+	}
+	if err := connect("carol-3", "carol", "carol-pw"); err != nil {
+		t.Errorf("carol after a rejected reload: %v", err)
+	}
+}

@@ -55,7 +55,7 @@ func (h *dropHook) dropped(cl *mqtt.Client, pk packets.Packet, why string) {
 // The inline client bypasses the ACL; its payloads are checked by Publish.
 type authHook struct {
 	mqtt.HookBase
-	acl        *ACL
+	acl        *atomic.Pointer[ACL] // swapped by Embedded.ReloadAuth
 	log        *slog.Logger
 	maxPayload int
 	invalid    *atomic.Uint64
@@ -91,7 +91,7 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 // OnConnectAuthenticate answers CONNECT; false sends "not authorized"
 // [MQTT-3.1.4-2].
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	ok := h.acl.Authenticate(string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote)
+	ok := h.acl.Load().Authenticate(string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote)
 	if !ok {
 		h.log.Info("mqtt client refused", "client_id", cl.ID, "username", string(pk.Connect.Username),
 			"remote", cl.Net.Remote)
@@ -101,7 +101,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 // OnACLCheck checks publishes (write) and subscriptions and deliveries.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	ok := h.acl.Allowed(string(cl.Properties.Username), topic, write)
+	ok := h.acl.Load().Allowed(string(cl.Properties.Username), topic, write)
 	if !ok {
 		h.log.Debug("mqtt acl denied", "client_id", cl.ID, "username", string(cl.Properties.Username),
 			"topic", topic, "write", write)
