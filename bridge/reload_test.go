@@ -354,7 +354,7 @@ func TestReloadAppliesAnEditedAuthFile(t *testing.T) {
 		o.ReloadSettle = 50 * time.Millisecond
 	})
 	connect := func(name, pw string) error {
-		o := paho.NewClientOptions().AddBroker("tcp://"+tb.MQTTAddr()).SetClientID(name+"-"+fmt.Sprint(time.Now().UnixNano())).
+		o := paho.NewClientOptions().AddBroker("tcp://" + tb.MQTTAddr()).SetClientID(name + "-" + fmt.Sprint(time.Now().UnixNano())).
 			SetUsername(name).SetPassword(pw).SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
 		c := paho.NewClient(o)
 		tok := c.Connect()
