@@ -98,6 +98,15 @@ key      = "hex:00112233445566778899aabbccddeeff"
 	if err != nil || resp.Code != message.Unauthorized {
 		t.Fatalf("plain UDP on an identity rule: %v %v, want 4.01", resp, err)
 	}
+	// {identity} in a topic has no value without DTLS: 4.01, an identity
+	// error, not a 4.00 escape.
+	resp, err = plain.Post(ctx, tb.coapURL("/who/x2"), message.TextPlain, []byte("plain"))
+	if err != nil || resp.Code != message.Unauthorized {
+		t.Fatalf("plain UDP on a rule with {identity} in its topic: %v %v, want 4.01", resp, err)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("who", reasonEscape)); got != 0 {
+		t.Errorf("who counted %v escapes, want identity errors", got)
+	}
 	sub.none(t, 200*time.Millisecond)
 	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("secure", reasonIdentity)); got != 2 {
 		t.Errorf("identity errors %v, want 2", got)

@@ -75,6 +75,8 @@ func classifyPrepareError(err error) error {
 		return &outcomeError{reasonConvert, message.UnsupportedContentFormat, err}
 	case errors.Is(err, rules.ErrExpr):
 		return &outcomeError{reasonExpr, message.BadRequest, err}
+	case errors.Is(err, rules.ErrNoIdentity):
+		return &outcomeError{reasonIdentity, message.Unauthorized, err}
 	}
 	return &outcomeError{reasonEscape, message.BadRequest, err} // ErrEscape, ErrMissingCapture
 }

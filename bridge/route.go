@@ -121,6 +121,9 @@ func readTopic(rule *rules.Resource, m message.Code, caps rules.Captures) (strin
 		return "", message.MethodNotAllowed
 	}
 	topic, err := rule.Topic.Render(caps)
+	if errors.Is(err, rules.ErrNoIdentity) {
+		return "", &outcomeError{reasonIdentity, message.Unauthorized, err}
+	}
 	if err != nil {
 		return "", &outcomeError{reasonEscape, message.BadRequest, err}
 	}

@@ -21,6 +21,10 @@ var (
 	// ErrMissingCapture reports a template that names a capture the caller
 	// did not supply.
 	ErrMissingCapture = errors.New("rules: capture not bound")
+	// ErrNoIdentity reports a template naming {identity} rendered for a
+	// client without an authenticated identity (plain CoAP); it comes
+	// with ErrMissingCapture. CoAP answers 4.01 Unauthorized.
+	ErrNoIdentity = errors.New("rules: {identity} needs a DTLS-authenticated client")
 	// ErrNoRoute reports a path or topic that no rule matches.
 	ErrNoRoute = errors.New("rules: no matching rule")
 	// ErrMethodNotAllowed reports a path some rule matches, but not for the

@@ -104,7 +104,7 @@ func (p Pattern) AppendRender(dst []byte, c Captures) ([]byte, error) {
 		}
 		v, ok := c.Get(s.Text)
 		if !ok {
-			return dst, fmt.Errorf("%w: {%s}", ErrMissingCapture, s.Text)
+			return dst, missingCapture(s.Text)
 		}
 		var err error
 		if s.Kind == SegRest {
@@ -131,7 +131,7 @@ func (p Pattern) RenderSegments(c Captures) ([]string, error) {
 		}
 		v, ok := c.Get(s.Text)
 		if !ok {
-			return nil, fmt.Errorf("%w: {%s}", ErrMissingCapture, s.Text)
+			return nil, missingCapture(s.Text)
 		}
 		if s.Kind == SegCapture {
 			if err := CheckSegment(v); err != nil {
@@ -203,4 +203,13 @@ func (p Pattern) extractTopic(topic string, dst Captures) Captures {
 		}
 	}
 	return dst
+}
+
+// missingCapture is the error of a template naming a capture not supplied;
+// {identity} is missing for a client that did not authenticate.
+func missingCapture(name string) error {
+	if name == "identity" {
+		return fmt.Errorf("%w: %w", ErrMissingCapture, ErrNoIdentity)
+	}
+	return fmt.Errorf("%w: {%s}", ErrMissingCapture, name)
 }
