@@ -69,23 +69,42 @@ func DefaultACL() *ACL {
 		Publish:   []string{"#"},
 		Subscribe: []string{"#", "$SYS/#"},
 	}}
-	if err := a.compile(); err != nil {
+	if err := a.compile(0, nil); err != nil {
 		panic(err) // constant input
 	}
 	return a
 }
 
-// LoadACL reads and checks an auth file.
+// LoadACL reads and checks an auth file. A mistake is reported as
+// "path:line: what", the line of its key or of its table.
 func LoadACL(path string) (*ACL, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAuthFile, err)
 	}
 	a, err := ParseACL(b)
-	if err != nil {
+	var ae *aclError
+	switch {
+	case errors.As(err, &ae) && ae.line > 0:
+		return nil, fmt.Errorf("%s:%d: %w", path, ae.line, err)
+	case err != nil:
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return a, nil
+}
+
+// aclError is a mistake in an auth file, at line (0: unknown).
+type aclError struct {
+	line int
+	msg  string
+}
+
+func (e *aclError) Error() string { return "auth file: " + e.msg }
+func (e *aclError) Unwrap() error { return ErrAuthFile }
+
+// aclErrorf is an aclError at line.
+func aclErrorf(line int, format string, args ...any) error {
+	return &aclError{line: line, msg: fmt.Sprintf(format, args...)}
 }
 
 // ParseACL parses and checks auth file contents.
@@ -95,44 +114,62 @@ func ParseACL(b []byte) (*ACL, error) {
 		var sm *toml.StrictMissingError
 		if errors.As(err, &sm) && len(sm.Errors) > 0 {
 			line, _ := sm.Errors[0].Position()
-			return nil, fmt.Errorf("%w: line %d: unknown key %q", ErrAuthFile, line, strings.Join(sm.Errors[0].Key(), "."))
+			return nil, aclErrorf(line, "unknown key %q", strings.Join(sm.Errors[0].Key(), "."))
 		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			line, _ := de.Position()
-			return nil, fmt.Errorf("%w: line %d: %s", ErrAuthFile, line, de.Error())
+			return nil, aclErrorf(line, "%s", de.Error())
 		}
 		return nil, fmt.Errorf("%w: %w", ErrAuthFile, err)
 	}
-	if err := a.compile(); err != nil {
+	if err := a.compile(tableLines(b)); err != nil {
 		return nil, err
 	}
 	return &a, nil
 }
 
-func (a *ACL) compile() error {
+// tableLines finds the line of the [anonymous] table (key "") and of each
+// [[user]] table, in order, for error messages.
+func tableLines(b []byte) (anonymous int, users []int) {
+	for i, line := range strings.Split(string(b), "\n") {
+		switch t := strings.TrimSpace(line); {
+		case strings.HasPrefix(t, "[[user]]"):
+			users = append(users, i+1)
+		case strings.HasPrefix(t, "[anonymous]") && anonymous == 0:
+			anonymous = i + 1
+		}
+	}
+	return anonymous, users
+}
+
+func (a *ACL) compile(anonLine int, userLines []int) error {
 	a.byName = make(map[string]*ACLEntry, len(a.Users))
 	if a.Anonymous != nil {
-		if err := a.Anonymous.compile("anonymous"); err != nil {
+		if err := a.Anonymous.compile(anonLine, "anonymous"); err != nil {
 			return err
 		}
 	}
 	for i := range a.Users {
 		u := &a.Users[i]
+		line := 0
+		if i < len(userLines) {
+			line = userLines[i]
+		}
 		where := fmt.Sprintf("user %d", i+1)
 		switch {
 		case u.Name == "":
-			return fmt.Errorf("%w: %s: missing name", ErrAuthFile, where)
+			return aclErrorf(line, "%s: missing name", where)
 		case strings.ContainsAny(u.Name, "+#/\x00"):
-			return fmt.Errorf("%w: %s: name %q may not contain '+', '#', '/' or NUL", ErrAuthFile, where, u.Name)
+			return aclErrorf(line, "%s: name %q may not contain '+', '#', '/' or NUL", where, u.Name)
 		case a.byName[u.Name] != nil:
-			return fmt.Errorf("%w: %s: duplicate user %q", ErrAuthFile, where, u.Name)
+			return aclErrorf(line, "%s: duplicate user %q", where, u.Name)
 		}
 		// The bcrypt error would quote part of the value: keep it out.
 		if _, err := bcrypt.Cost([]byte(u.Password.Reveal())); err != nil {
-			return fmt.Errorf("%w: user %q: password must be a bcrypt hash ($2a$, $2b$ or $2y$)", ErrAuthFile, u.Name)
+			return aclErrorf(line, "user %q: password must be a bcrypt hash ($2a$, $2b$ or $2y$)", u.Name)
 		}
-		if err := u.compile(fmt.Sprintf("user %q", u.Name)); err != nil {
+		if err := u.compile(line, fmt.Sprintf("user %q", u.Name)); err != nil {
 			return err
 		}
 		a.byName[u.Name] = u
@@ -140,14 +177,14 @@ func (a *ACL) compile() error {
 	return nil
 }
 
-func (e *ACLEntry) compile(where string) error {
+func (e *ACLEntry) compile(line int, where string) error {
 	e.nets = e.nets[:0]
 	for _, n := range e.Networks {
 		p, err := netip.ParsePrefix(n)
 		if err != nil {
 			addr, aerr := netip.ParseAddr(n)
 			if aerr != nil {
-				return fmt.Errorf("%w: %s: network %q: %w", ErrAuthFile, where, n, err)
+				return aclErrorf(line, "%s: network %q: %v", where, n, err)
 			}
 			p = netip.PrefixFrom(addr, addr.BitLen())
 		}
@@ -156,7 +193,7 @@ func (e *ACLEntry) compile(where string) error {
 	for _, list := range [][]string{e.Publish, e.Subscribe, e.Deny} {
 		for _, pat := range list {
 			if err := ValidateFilter(e.expand(pat)); err != nil {
-				return fmt.Errorf("%w: %s: pattern: %w", ErrAuthFile, where, err)
+				return aclErrorf(line, "%s: pattern: %v", where, err)
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package mqttside
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,15 +24,16 @@ func TestParseACLErrors(t *testing.T) {
 	h := hash(t, "pw")
 	tests := []struct {
 		name, file, want string
+		line             int // of the mistake, as LoadACL reports it
 	}{
-		{"toml syntax", "[[user]\n", "toml"},
-		{"unknown key", "[[user]]\nname=\"a\"\npassword=\"" + h + "\"\npublsh=[\"a\"]\n", "publsh"},
-		{"missing name", "[[user]]\npassword=\"" + h + "\"\n", "missing name"},
-		{"wildcard in name", "[[user]]\nname=\"a/#\"\npassword=\"" + h + "\"\n", "may not contain"},
-		{"duplicate", "[[user]]\nname=\"a\"\npassword=\"" + h + "\"\n[[user]]\nname=\"a\"\npassword=\"" + h + "\"\n", "duplicate"},
-		{"plain password", "[[user]]\nname=\"a\"\npassword=\"secret\"\n", "bcrypt"},
-		{"bad pattern", "[[user]]\nname=\"a\"\npassword=\"" + h + "\"\npublish=[\"a/#/b\"]\n", "pattern"},
-		{"bad network", "[anonymous]\nnetworks=[\"10.0.0.0/99\"]\n", "network"},
+		{"toml syntax", "[[user]\n", "toml", 1},
+		{"unknown key", "[[user]]\nname=\"a\"\npassword=\"" + h + "\"\npublsh=[\"a\"]\n", "publsh", 4},
+		{"missing name", "[[user]]\npassword=\"" + h + "\"\n", "missing name", 1},
+		{"wildcard in name", "[[user]]\nname=\"a/#\"\npassword=\"" + h + "\"\n", "may not contain", 1},
+		{"duplicate", "[[user]]\nname=\"a\"\npassword=\"" + h + "\"\n\n[[user]]\nname=\"a\"\npassword=\"" + h + "\"\n", "duplicate", 5},
+		{"plain password", "# users\n[[user]]\nname=\"a\"\npassword=\"secret\"\n", "bcrypt", 2},
+		{"bad pattern", "[[user]]\nname=\"a\"\npassword=\"" + h + "\"\npublish=[\"a/#/b\"]\n", "pattern", 1},
+		{"bad network", "\n[anonymous]\nnetworks=[\"10.0.0.0/99\"]\n", "network", 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,6 +43,14 @@ func TestParseACLErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "secret") && tt.name == "plain password" {
 				t.Fatal("password text in error")
+			}
+			path := filepath.Join(t.TempDir(), "auth.toml")
+			if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err = LoadACL(path)
+			if want := fmt.Sprintf("%s:%d: auth file: ", path, tt.line); err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("LoadACL = %v, want it to start with %q", err, want)
 			}
 		})
 	}
