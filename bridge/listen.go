@@ -26,6 +26,9 @@ func (b *Bridge) listenDTLS(addr string) (*dtls.ServerConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coaps listen %s: %w", addr, err)
 	}
+	if cfg.PSK != nil && cfg.PSK.Len() == 0 && cfg.Certificate == nil {
+		b.log.Warn("coap.dtls.psk_file holds no keys: no client can connect over coaps until keys are added (it is reloaded with the rules)", "file", c.PSKFile)
+	}
 	b.mu.Lock()
 	b.psk, b.dtlsConn = cfg.PSK, conn
 	b.mu.Unlock()

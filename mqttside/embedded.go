@@ -110,6 +110,9 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		subs: make(map[string]int),
 	}
 	e.acl.Store(acl)
+	if acl.Anonymous == nil && len(acl.Users) == 0 {
+		e.log.Warn("mqtt auth file lets no client in: it has no [[user]] and no [anonymous] table", "file", opts.AuthFile)
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPayload + MaxTopicLength + 1024) // fixed header, topic, properties
 	e.srv = mqtt.New(&mqtt.Options{
