@@ -3,6 +3,8 @@ package mqttside
 import (
 	"context"
 	"log/slog"
+	"net"
+	"strings"
 )
 
 // packetFilter wraps the handler given to mochi so that whole MQTT packets
@@ -18,13 +20,28 @@ func newPacketFilter(l *slog.Logger) *slog.Logger {
 
 func isPacketAttr(a slog.Attr) bool { return a.Key == "pk" || a.Key == "packet" }
 
-// Handle drops packet attributes from the record.
+// Handle drops packet attributes from the record. mochi's record without
+// a message (a client connection's read ending) gets one, at debug level
+// when the connection ended because its listener closed (the broker
+// stopping).
 func (h packetFilter) Handle(ctx context.Context, r slog.Record) error {
 	drop := false
 	r.Attrs(func(a slog.Attr) bool {
 		drop = drop || isPacketAttr(a)
 		return !drop
 	})
+	if r.Message == "" {
+		r.Message = "mqtt client connection ended"
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "error" && strings.Contains(a.Value.String(), net.ErrClosed.Error()) {
+				r.Level = slog.LevelDebug
+			}
+			return true
+		})
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
 	if !drop {
 		return h.Handler.Handle(ctx, r)
 	}

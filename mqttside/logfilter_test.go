@@ -1,6 +1,8 @@
 package mqttside
 
 import (
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -23,5 +25,21 @@ func TestPacketFilter(t *testing.T) {
 		if !strings.Contains(out, kept) {
 			t.Errorf("lost %q: %s", kept, out)
 		}
+	}
+}
+
+// TestPacketFilterNamesMochisBareRecords: mochi's record without a message
+// gets one; a connection that ended because its listener closed is debug.
+func TestPacketFilterNamesMochisBareRecords(t *testing.T) {
+	var buf testkit.SyncBuffer
+	l := newPacketFilter(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	l.Warn("", "listener", "tcp", "error", errors.New("read tcp 127.0.0.1:1883->127.0.0.1:5: use of closed network connection"))
+	l.Warn("", "listener", "tcp", "error", errors.New("read tcp 127.0.0.1:1883->127.0.0.1:6: connection reset by peer"))
+	out := buf.String()
+	if strings.Contains(out, `msg=""`) || strings.Contains(out, "closed network connection") {
+		t.Errorf("bare or shutdown records at info: %s", out)
+	}
+	if !strings.Contains(out, `level=WARN msg="mqtt client connection ended"`) || !strings.Contains(out, "connection reset by peer") {
+		t.Errorf("the reset connection's record lost: %s", out)
 	}
 }
