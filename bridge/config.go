@@ -475,6 +475,10 @@ func (es ConfigErrors) Error() string {
 // Unwrap lets errors.Is(err, ErrInvalidConfig) match.
 func (es ConfigErrors) Unwrap() error { return ErrInvalidConfig }
 
+// minMaxPayload is the smallest mqtt.max_payload taken: a command's result
+// alone is a couple of hundred bytes of JSON.
+const minMaxPayload = 1024
+
 // Validate checks every key and returns all problems as ConfigErrors, or nil.
 func (c *Config) Validate() error {
 	var errs ConfigErrors
@@ -565,8 +569,11 @@ func (c *Config) Validate() error {
 	if c.MQTT.BufferSize < 0 {
 		add("mqtt.buffer_size", "must not be negative")
 	}
-	if c.MQTT.MaxPayload < 0 {
+	switch p := c.MQTT.MaxPayload; {
+	case p < 0:
 		add("mqtt.max_payload", "must not be negative")
+	case p > 0 && p < minMaxPayload:
+		add("mqtt.max_payload", "%d bytes is too small to carry a command result or a presence document; at least %d (0 = 262144)", p, minMaxPayload)
 	}
 	if (c.MQTT.CertFile == "") != (c.MQTT.KeyFile == "") {
 		add("mqtt.cert_file", "cert_file and key_file go together")

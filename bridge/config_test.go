@@ -59,6 +59,8 @@ func TestValidate(t *testing.T) {
 		{"negative per_device_max", func(c *Config) { c.Metrics.PerDeviceMax = -1 }, []string{
 			"metrics.per_device_max: must not be negative (0 means 1000), got -1"}},
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
+		{"tiny max_payload", func(c *Config) { c.MQTT.MaxPayload = 100 }, []string{"mqtt.max_payload: 100 bytes is too small"}},
+		{"smallest max_payload", func(c *Config) { c.MQTT.MaxPayload = 1024 }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
