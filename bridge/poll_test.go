@@ -77,6 +77,8 @@ topic    = "count/{device}"
 		}
 		prev = n
 	}
+	// The count follows the publish the subscriber already saw.
+	testkit.Eventually(t, 2*time.Second, "the change counted", func() bool { return published() >= 2 })
 	if got := published(); got != 2 {
 		t.Errorf("battery messages %v, want 2", got)
 	}
