@@ -33,6 +33,20 @@ func writeAuthFile(t *testing.T, users map[string]string, body string) string {
 	return p
 }
 
+// tryConnect connects to broker as user and disconnects: the CONNACK's
+// refusal, or nil.
+func tryConnect(broker, id, user, pw string) error {
+	o := paho.NewClientOptions().AddBroker(broker).SetClientID(id).SetUsername(user).SetPassword(pw).
+		SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
+	c := paho.NewClient(o)
+	tok := c.Connect()
+	tok.WaitTimeout(5 * time.Second)
+	if tok.Error() == nil {
+		c.Disconnect(50)
+	}
+	return tok.Error()
+}
+
 // TestEmbeddedACL checks authentication and topic allow/deny with an auth
 // file, using Paho clients over TCP.
 func TestEmbeddedACL(t *testing.T) {
@@ -43,17 +57,7 @@ func TestEmbeddedACL(t *testing.T) {
 	url := "tcp://" + e.Addr()
 	ctx := ctxT(t, 10*time.Second)
 
-	connect := func(id, user, pw string) error {
-		o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pw).
-			SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
-		c := paho.NewClient(o)
-		tok := c.Connect()
-		tok.WaitTimeout(5 * time.Second)
-		if tok.Error() == nil {
-			c.Disconnect(50)
-		}
-		return tok.Error()
-	}
+	connect := func(id, user, pw string) error { return tryConnect(url, id, user, pw) }
 	for _, tc := range []struct {
 		name, user, pw string
 		ok             bool
@@ -165,17 +169,7 @@ func TestEmbeddedReloadAuth(t *testing.T) {
 	authFile := writeAuthFile(t, map[string]string{"alice": "alice-pw", "bob": "bob-pw"}, "")
 	e := newTestEmbedded(t, EmbeddedOptions{AuthFile: authFile})
 	url := "tcp://" + e.Addr()
-	connect := func(id, user, pw string) error {
-		o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pw).
-			SetAutoReconnect(false).SetConnectTimeout(2 * time.Second)
-		c := paho.NewClient(o)
-		tok := c.Connect()
-		tok.WaitTimeout(5 * time.Second)
-		if tok.Error() == nil {
-			c.Disconnect(50)
-		}
-		return tok.Error()
-	}
+	connect := func(id, user, pw string) error { return tryConnect(url, id, user, pw) }
 	lost := make(chan string, 2)
 	live := func(user string) paho.Client {
 		return rawClient(t, url, user+"-live", true, func(o *paho.ClientOptions) {
