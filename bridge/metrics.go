@@ -31,6 +31,7 @@ const (
 	reasonObservationLost = "observation_lost"
 	reasonTooLarge        = "too_large"
 	reasonState           = "state"
+	reasonNotAcceptable   = "not_acceptable"
 )
 
 // metrics are the bridge's Prometheus collectors, labelled per rule.

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -175,19 +176,43 @@ func (rs *resources) serveResource(w coapside.ResponseWriter, r *coapside.Reques
 		w.SetCode(message.NotFound)
 		return
 	}
+	format, known := rs.format(rule, v)
+	if want, ok := r.Options.Accept(); ok && (!known || want != format) {
+		// RFC 7252 §5.10.4: the preferred format cannot be returned.
+		err := fmt.Errorf("accept %v: the value on %s is %s", want, topic, formatName(format, known))
+		rs.metrics.ruleError(rule.Name, reasonNotAcceptable, errorDetail{code: message.NotAcceptable, err: err})
+		w.SetCode(message.NotAcceptable)
+		return
+	}
 	w.SetCode(message.Content)
 	o := w.Options()
 	*o = o.SetUint(message.MaxAge, rs.maxAge)
-	switch {
-	case rule.ContentFormat != nil:
-		w.SetContentFormat(message.MediaType(*rule.ContentFormat))
-	case v.contentType != "":
-		if mt, ok := message.ParseMediaType(v.contentType); ok {
-			w.SetContentFormat(mt)
-		}
+	if known {
+		w.SetContentFormat(format)
 	}
 	w.Write(v.payload)
 	rs.metrics.messages.WithLabelValues(rule.Name, dirMQTTToCoAP).Inc()
+}
+
+// format is the Content-Format a resource rule serves v in: the rule's
+// content_format, else the MQTT 5 content type v came with; known is
+// false when neither says.
+func (rs *resources) format(rule *rules.Resource, v *lastValue) (message.MediaType, bool) {
+	switch {
+	case rule.ContentFormat != nil:
+		return message.MediaType(*rule.ContentFormat), true
+	case v.contentType != "":
+		return message.ParseMediaType(v.contentType)
+	}
+	return 0, false
+}
+
+// formatName names a Content-Format for a diagnostic.
+func formatName(f message.MediaType, known bool) string {
+	if !known {
+		return "of no known Content-Format"
+	}
+	return f.String()
 }
 
 // notifyObservers tells the CoAP observers of every resource path fed by

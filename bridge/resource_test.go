@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
@@ -234,5 +235,60 @@ topic = "config/{rest...}"
 				t.Fatalf("%v notifications for %d messages to 2 observers, want %v", got, len(values), want)
 			}
 		})
+	}
+}
+
+// TestResourceAccept: a GET whose Accept names the format the value is in
+// gets it; another format is 4.06 Not Acceptable (RFC 7252 §5.10.4),
+// counted on the rule, as is any Accept for a value of no known format;
+// discovery serves link-format only.
+func TestResourceAccept(t *testing.T) {
+	tb := startBridge(t, resourceRules+`
+[[resource]]
+name           = "json"
+path           = "/j/{x}"
+topic          = "j/{x}"
+content_format = "json"
+`, nil)
+	c := newCoAPClient(t)
+	get := func(path string, accept message.MediaType) *coapside.Response {
+		t.Helper()
+		req, err := newReq(message.GET, tb.coapURL(path), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Options = req.Options.SetUint(message.Accept, uint32(accept))
+		resp, err := c.Do(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	publish(t, tb.MQTTAddr(), "j/a", 1, true, `{"a":1}`)
+	publish(t, tb.MQTTAddr(), "config/d1", 1, true, `raw`)
+	testkit.Eventually(t, 5*time.Second, "the value served", func() bool {
+		return get("/j/a", message.AppJSON).Code == message.Content
+	})
+	if resp := get("/j/a", message.AppJSON); string(resp.Payload) != `{"a":1}` {
+		t.Errorf("Accept json: %q", resp.Payload)
+	}
+	if resp := get("/j/a", message.AppCBOR); resp.Code != message.NotAcceptable || len(resp.Payload) != 0 {
+		t.Errorf("Accept cbor on a JSON value: %v %q, want 4.06 without the value", resp.Code, resp.Payload)
+	}
+	testkit.Eventually(t, 5*time.Second, "config's value", func() bool {
+		resp, err := c.Get(t.Context(), tb.coapURL("/config/d1"))
+		return err == nil && resp.Code == message.Content
+	})
+	if resp := get("/config/d1", message.TextPlain); resp.Code != message.NotAcceptable {
+		t.Errorf("Accept text on a value of no known format: %v, want 4.06", resp.Code)
+	}
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("json", reasonNotAcceptable)); got != 1 {
+		t.Errorf("json's not_acceptable errors %v, want 1", got)
+	}
+	if resp := get("/.well-known/core", message.AppJSON); resp.Code != message.NotAcceptable {
+		t.Errorf("discovery with Accept json: %v, want 4.06", resp.Code)
+	}
+	if resp := get("/.well-known/core", message.AppLinkFormat); resp.Code != message.Content {
+		t.Errorf("discovery with Accept link-format: %v, want 2.05", resp.Code)
 	}
 }

@@ -101,9 +101,14 @@ func (m *ServeMux) serveWellKnown(w ResponseWriter, r *Request) {
 // WriteWellKnownCore answers a discovery request (GET /.well-known/core,
 // RFC 6690 §4) with resources in link-format, keeping those that match
 // every query filter of the request (§4.1); a malformed filter is answered
-// 4.00. ServeMux uses it for the resources it describes; a handler that
+// 4.00, an Accept other than link-format 4.06. ServeMux uses it for the resources it describes; a handler that
 // routes requests itself uses it to list its own.
 func WriteWellKnownCore(w ResponseWriter, r *Request, resources []linkformat.Resource) {
+	if want, ok := r.Options.Accept(); ok && uint16(want) != linkformat.ContentFormat {
+		// RFC 7252 §5.10.4: link-format is the one format served here.
+		Error(w, fmt.Errorf("%w: accept %v: /.well-known/core is served in link-format (40)", message.NotAcceptable, want))
+		return
+	}
 	body, err := linkformat.WellKnownCore(resources, r.Queries())
 	if err != nil {
 		if errors.Is(err, linkformat.ErrBadQuery) {
