@@ -259,6 +259,16 @@ func (in *ingress) learn(r *coapside.Request, set *rules.Set, dev, identity stri
 // retry cannot make a duplicate. A slow answer goes out as a separate
 // response after an empty ACK (coapside's SeparateAfter).
 func (in *ingress) serveIngress(w coapside.ResponseWriter, r *coapside.Request, rule *rules.Ingress, caps rules.Captures, identity string, received time.Time) {
+	if r.Options.Has(message.IfMatch) {
+		// RFC 7252 §5.10.8.1: a push target has no current
+		// representation, so no If-Match condition holds and the push
+		// is not made. If-None-Match always holds.
+		err := fmt.Errorf("%w: If-Match: a push target has no current representation", message.PreconditionFailed)
+		dev, _ := caps.Get("device")
+		in.metrics.ruleError(rule.Name, reasonPrecondition, errorDetail{device: dev, code: message.PreconditionFailed, err: err})
+		coapside.Error(w, err)
+		return
+	}
 	cf := -1
 	if f, ok := r.Options.ContentFormat(); ok {
 		cf = int(f)

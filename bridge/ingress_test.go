@@ -318,3 +318,39 @@ topic = "up/{rest...}"
 	}
 	sub.none(t, 200*time.Millisecond)
 }
+
+// TestIngressConditionalPush: a push target has no current representation
+// (RFC 7252 §5.10.8): a push with If-Match is not made (4.12, counted); one
+// with If-None-Match is.
+func TestIngressConditionalPush(t *testing.T) {
+	tb := startBridge(t, ingressRules, nil)
+	sub := subscribe(t, tb.MQTTAddr(), "sensors/#", 1)
+	c := newCoAPClient(t)
+	push := func(opt message.OptionID, val []byte) message.Code {
+		t.Helper()
+		req, err := newReq(message.PUT, tb.coapURL("/telemetry/d1/t"), []byte("1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Options = req.Options.Add(opt, val)
+		resp, err := c.Do(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Code
+	}
+	if code := push(message.IfMatch, []byte{1, 2}); code != message.PreconditionFailed {
+		t.Fatalf("If-Match with an ETag: %v, want 4.12", code)
+	}
+	if code := push(message.IfMatch, nil); code != message.PreconditionFailed {
+		t.Fatalf("If-Match empty (exists): %v, want 4.12", code)
+	}
+	sub.none(t, 200*time.Millisecond)
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("telemetry", reasonPrecondition)); got != 2 {
+		t.Errorf("precondition errors %v, want 2", got)
+	}
+	if code := push(message.IfNoneMatch, nil); code != message.Changed {
+		t.Fatalf("If-None-Match: %v, want 2.04", code)
+	}
+	sub.waitFor(t, 5*time.Second, "sensors/d1/t", "1")
+}

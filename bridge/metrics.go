@@ -32,6 +32,7 @@ const (
 	reasonTooLarge        = "too_large"
 	reasonState           = "state"
 	reasonNotAcceptable   = "not_acceptable"
+	reasonPrecondition    = "precondition_failed"
 )
 
 // metrics are the bridge's Prometheus collectors, labelled per rule.
