@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
@@ -131,6 +132,14 @@ func (rt *Router) CoAP(p CoAPProbe) CoAPRoute {
 		}
 		res.Action, res.Target = CoAPProxy, t
 	case actIngress:
+		if len(p.Payload) > rt.maxPayload {
+			// The server refuses it before any rule sees it: at its first
+			// block (or whole, past the datagram size).
+			res.Code = message.RequestEntityTooLarge
+			res.Err = fmt.Errorf("%d bytes, over mqtt.max_payload (%d): answered 4.13 with Size1 %d at the first block, counted in bridge_coap_limit_hits_total{limit=\"block1_size\"}",
+				len(p.Payload), rt.maxPayload, rt.maxPayload)
+			break
+		}
 		rule := d.route.Ingress
 		in := pushInbound(p.Payload, p.ContentFormat, uriPath(p.Path), p.Identity, d.caps, p.Received)
 		m, err := buildMessage(&rule.Output, d.caps, in, &res.Trace)
@@ -183,7 +192,7 @@ type MQTTRoute struct {
 // Routed reports whether the message is used: sent to a device as a
 // command or, when no command rule matches, kept by a resource rule.
 func (r *MQTTRoute) Routed() bool {
-	return r.Request != nil || (r.Rule == nil && len(r.Resources) > 0)
+	return r.Request != nil || (r.Rule == nil && len(r.Resources) > 0 && r.Err == nil)
 }
 
 // MQTT routes a publish on topic as the bridge's command and resource
@@ -198,9 +207,13 @@ func (rt *Router) MQTT(topic string, payload []byte) MQTTRoute {
 	}
 	rule, caps, ok := rt.set.MatchCommand(topic, nil)
 	if !ok {
-		res.Err = rules.ErrNoRoute
-		if len(res.Resources) == 0 {
+		switch {
+		case len(res.Resources) == 0:
+			res.Err = rules.ErrNoRoute
 			res.Candidates = rt.set.NearestCommands(topic, nearest)
+		case len(payload) > rt.maxPayload:
+			res.Err = fmt.Errorf("%w: %d bytes, over mqtt.max_payload (%d): the embedded broker refuses the publish, and from a remote broker a resource rule does not keep it",
+				mqttside.ErrPayloadTooLarge, len(payload), rt.maxPayload)
 		}
 		if res.Subscribed {
 			res.Reason = reasonNoRoute

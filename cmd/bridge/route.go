@@ -265,6 +265,8 @@ func (p payloadJSON) String() string {
 	switch {
 	case p.Bytes == 0:
 		return "(empty)"
+	case p.Bytes > shownPayload:
+		return fmt.Sprintf("(%d bytes, not shown)", p.Bytes)
 	case p.Text != nil && !strings.ContainsFunc(*p.Text, isControl):
 		return *p.Text
 	case p.Text != nil:
@@ -273,6 +275,10 @@ func (p payloadJSON) String() string {
 	b, _ := base64.StdEncoding.DecodeString(p.Base64)
 	return "hex " + hex.EncodeToString(b)
 }
+
+// shownPayload is the largest payload the text report prints (--json
+// always holds it).
+const shownPayload = 1024
 
 // exprJSON is an expression with its result.
 type exprJSON struct {
@@ -557,6 +563,8 @@ func writeMQTTText(w io.Writer, r *mqttRouteJSON) {
 		fmt.Fprintf(w, "%s: routed by %s\n", r.Topic, r.Rule)
 	case r.Routed:
 		fmt.Fprintf(w, "%s: routed to resource rules (no command rule matches)\n", r.Topic)
+	case len(r.Resources) > 0:
+		fmt.Fprintf(w, "%s: not routed: the resource rules below would keep it, but not this payload\n", r.Topic)
 	case r.Rule != nil:
 		fmt.Fprintf(w, "%s: not routed: %s refuses it\n", r.Topic, r.Rule)
 	case r.Subscribed:
@@ -606,7 +614,7 @@ func writeMQTTText(w io.Writer, r *mqttRouteJSON) {
 	for _, u := range r.Resources {
 		row("kept by", fmt.Sprintf("%s, served at GET %s", &u.ruleRef, u.Path))
 	}
-	if r.Error != "" && r.Rule != nil {
+	if r.Error != "" && (r.Rule != nil || len(r.Resources) > 0) {
 		row("error", r.Error)
 	}
 	if r.Reason != "" {

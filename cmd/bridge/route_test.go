@@ -330,3 +330,33 @@ func TestRouteBadRulesExitTwo(t *testing.T) {
 		t.Fatalf("missing config: exit %d, stderr %q", code, errs)
 	}
 }
+
+// TestRouteOverMaxPayload: a payload over mqtt.max_payload is not routed,
+// as the running bridge refuses it: a push is answered 4.13 at its first
+// block (a limit hit, not a rule error), a publish for a resource rule is
+// not kept; a publish within the limit is kept with no error. A large
+// payload is not printed.
+func TestRouteOverMaxPayload(t *testing.T) {
+	cfg := routeSetup(t, routeRules)
+	big := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("a"), 300000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := routeJSONOut(t, cfg, 1, "coap", "POST", "/telemetry/a/b", "-f", big)
+	if at(t, v, "code") != "4.13 Request Entity Too Large" || at(t, v, "reason") != nil ||
+		!strings.Contains(at(t, v, "error").(string), `bridge_coap_limit_hits_total{limit="block1_size"}`) {
+		t.Fatalf("push over max_payload: %v", v)
+	}
+	v = routeJSONOut(t, cfg, 1, "mqtt", "config/d1", "-f", big)
+	if at(t, v, "routed") != false || !strings.Contains(at(t, v, "error").(string), "payload too large") || at(t, v, "resources") == nil {
+		t.Fatalf("publish over max_payload: %v", v)
+	}
+	v = routeJSONOut(t, cfg, 0, "mqtt", "config/d1", "-p", "small")
+	if at(t, v, "routed") != true || at(t, v, "error") != nil {
+		t.Fatalf("publish kept by a resource rule: %v", v)
+	}
+	code, out, _ := runRoute(t, cfg, "coap", "POST", "/telemetry/a/b", "-f", big)
+	if code != 1 || !strings.Contains(out, "(300000 bytes, not shown)") || len(out) > 4096 {
+		t.Fatalf("text report: exit %d, %d bytes:\n%.500s", code, len(out), out)
+	}
+}
