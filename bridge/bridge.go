@@ -291,6 +291,7 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	}
 	b.watches = newWatcher(b.devices, b.outs, answered, b.metrics, logger, opts)
 	b.watches.presence = b.presence
+	b.watches.asleep = func(name string) bool { return b.commands.known(name) && !b.commands.awake(name, time.Now()) }
 	b.watches.catalogs = newCatalogs(b.mqtt, limit, opts.HandoverTimeout, reg, logger)
 	if cfg.Catalog.Topic != "" {
 		if b.watches.catalogTopic, err = rules.ParseDeviceTopic(cfg.Catalog.Topic); err != nil {

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"time"
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
@@ -73,6 +74,7 @@ func (wt *watcher) readCatalog(ctx context.Context, run *watchRun) {
 	flog := failureLog{log: wt.log}
 	for attempt := 1; ctx.Err() == nil; attempt++ {
 		g := wt.group(run)
+		sent := time.Now()
 		links, err := wt.wellKnownCore(ctx, g.device)
 		learned := g.device.Host == ""
 		if err != nil {
@@ -80,7 +82,7 @@ func (wt *watcher) readCatalog(ctx context.Context, run *watchRun) {
 				return
 			}
 			wt.metrics.ruleError(catalogRule, reasonOf(err), errorDetail{device: g.device.Name, err: err})
-			wt.presence.unreachable(g.device.Name, err)
+			wt.presence.unreachable(g.device.Name, err, sent)
 			flog.fail("catalog: discovery failed", "device", g.device.Name, "err", err)
 			if learned && attempt >= catalogLearnedAttempts {
 				return // read again when the device is heard from where it is

@@ -378,6 +378,9 @@ func (c *commands) execute(cmd *command) {
 	cancel()
 	res.RTTMillis = float64(time.Since(start).Microseconds()) / 1000
 	name := deviceName(cmd.target)
+	// spoke: the device gave a sign of life while the command was under
+	// way (a push): a failure of it does not make the device offline.
+	spoke := name != "" && err != nil && c.presence.heardSince(name, start)
 	switch {
 	case err == nil:
 		if name != "" {
@@ -390,19 +393,27 @@ func (c *commands) execute(cmd *command) {
 	case errors.Is(err, coapside.ErrUnreachable) && name != "" && c.requeue(name, cmd):
 		// Nothing listens where the device was (ICMP port unreachable):
 		// the command was not delivered, so it waits for the device at the
-		// head of its queue instead of ending as a timeout.
-		c.presence.unreachable(name, err)
+		// head of its queue instead of ending as a timeout; when the
+		// device pushed meanwhile (from a new address) it goes again now.
+		c.presence.unreachable(name, err, start)
+		if spoke {
+			c.markOnline(name)
+		}
 	case errors.Is(err, coapside.ErrNotSent) && name != "" && c.requeue(name, cmd):
 		// It never left: an earlier request to the device was unanswered
 		// all this time (NSTART). The device is not answering, so the
-		// command waits for it as for an offline one.
+		// command waits for it as for an offline one, or goes again now
+		// when the device pushed meanwhile.
+		if spoke {
+			c.markOnline(name)
+		}
 	case errors.Is(err, coapside.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, coapside.ErrUnreachable):
 		// A device whose port reports unreachable (ICMP) is not there
 		// either: it is offline like one that does not answer, only
 		// found out at once.
-		if name != "" {
+		if name != "" && !spoke {
 			c.markOffline(name, cmd.target.Learned)
-			c.presence.unreachable(name, err)
+			c.presence.unreachable(name, err, start)
 		}
 		res.Status, res.Error = "timeout", fmt.Sprintf("no response within %v", rule.Timeout)
 		reason := reasonTimeout
@@ -423,7 +434,7 @@ func (c *commands) execute(cmd *command) {
 		c.finish(cmd, res, reasonUnknownDevice)
 	default:
 		if name != "" {
-			c.presence.unreachable(name, err)
+			c.presence.unreachable(name, err, start)
 		}
 		res.Status, res.Error = "error", err.Error()
 		c.finish(cmd, res, reasonCoAP)

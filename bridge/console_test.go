@@ -251,7 +251,7 @@ func fleetBridge(t testing.TB, n int) *Bridge {
 		}
 		b.learned.learn(name, addr, nil, ViaUDP, false, seen)
 		if i%10 == 0 {
-			b.presence.unreachable(name, context.DeadlineExceeded)
+			b.presence.unreachable(name, context.DeadlineExceeded, time.Now())
 		}
 	}
 	if _, more := b.presence.expire(now, n); more {

@@ -468,3 +468,37 @@ topic    = "bat/{device}"
 		t.Error("no running poll of the learned device")
 	}
 }
+
+// TestLearnedDevicePolledOnlyAwake: a learned device is polled inside its
+// awake window after each uplink and not while it sleeps: a poll then
+// would only wait for a radio that is off.
+func TestLearnedDevicePolledOnlyAwake(t *testing.T) {
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("GET /battery", func(w coapside.ResponseWriter, r *coapside.Request) { w.Write([]byte("87")) })
+	tb := startBridge(t, learnedRules+`
+[[poll]]
+name     = "battery"
+devices  = ["*"]
+paths    = ["/battery"]
+interval = "100ms"
+topic    = "bat/{device}"
+`, withPresence(400*time.Millisecond, time.Minute))
+	push := dev.pusher(t)
+	up := func() {
+		t.Helper()
+		resp, err := push.Post(t.Context(), tb.coapURL("/up/d1"), message.TextPlain, []byte("1"))
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("push: %v %v", resp, err)
+		}
+	}
+	up()
+	testkit.Eventually(t, 5*time.Second, "polled while awake", func() bool { return dev.count() >= 1 })
+	time.Sleep(600 * time.Millisecond) // past the awake window
+	asleep := dev.count()
+	time.Sleep(time.Second)
+	if n := dev.count(); n != asleep {
+		t.Fatalf("%d polls while the device slept", n-asleep)
+	}
+	up()
+	testkit.Eventually(t, 5*time.Second, "polled again after the next uplink", func() bool { return dev.count() > asleep })
+}

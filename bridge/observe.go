@@ -139,6 +139,7 @@ func (l *observeLoop) establish(release func()) bool {
 			}
 			continue
 		}
+		sent := time.Now()
 		client, err := wt.devices.prepare(ctx, g.device, g.device.Secure, req)
 		if err != nil {
 			release()
@@ -146,7 +147,7 @@ func (l *observeLoop) establish(release func()) bool {
 				return false
 			}
 			wt.countError(g, reasonOf(err), 0, err)
-			wt.presence.unreachable(g.device.Name, err)
+			wt.presence.unreachable(g.device.Name, err, sent)
 			l.flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, l.bo.next()) {
 				return false
@@ -172,7 +173,7 @@ func (l *observeLoop) establish(release func()) bool {
 			continue
 		case err != nil:
 			wt.countError(g, reasonOf(err), 0, err)
-			wt.presence.unreachable(g.device.Name, err)
+			wt.presence.unreachable(g.device.Name, err, sent)
 			l.flog.fail("observe failed", "device", g.device.Name, "path", path, "err", err)
 			if !sleep(ctx, l.bo.next()) {
 				return false
@@ -285,10 +286,14 @@ func (wt *watcher) fallbackPoll(ctx context.Context, run *watchRun, path string)
 			return
 		}
 		g := wt.group(run)
+		if wt.sleeping(g.device) {
+			continue // its radio is off: asked at the next round it is awake
+		}
+		sent := time.Now()
 		resp, err := wt.get(ctx, g, path)
 		if err != nil {
 			wt.countError(g, reasonOf(err), 0, err)
-			wt.presence.unreachable(g.device.Name, err)
+			wt.presence.unreachable(g.device.Name, err, sent)
 			continue
 		}
 		wt.seen(g.device.Name)
@@ -327,6 +332,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 		g := wt.group(run)
 		rule := g.observes[0]
 		var links []string
+		sent := time.Now()
 		req, err := deviceRequest(g.device, "")
 		var client *coapside.Client
 		if err == nil {
@@ -348,7 +354,7 @@ func (wt *watcher) discover(ctx context.Context, run *watchRun) {
 				return
 			}
 			wt.countError(g, reasonOf(err), 0, err)
-			wt.presence.unreachable(g.device.Name, err)
+			wt.presence.unreachable(g.device.Name, err, sent)
 			flog.fail("discovery failed", "rule", rule.Name, "device", g.device.Name, "query", rule.Discover, "err", err)
 			if !sleep(ctx, bo.next()) {
 				return

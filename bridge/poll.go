@@ -3,6 +3,9 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"time"
+
+	"github.com/coap-mqtt/bridge/rules"
 )
 
 // poll GETs a resource at the shortest interval of the group's poll rules,
@@ -24,13 +27,17 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 			return
 		}
 		g = wt.group(run)
+		if wt.sleeping(g.device) {
+			continue // its radio is off: asked at the next round it is awake
+		}
+		sent := time.Now()
 		resp, err := wt.get(ctx, g, path)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			wt.countError(g, reasonOf(err), 0, err)
-			wt.presence.unreachable(g.device.Name, err)
+			wt.presence.unreachable(g.device.Name, err, sent)
 			flog.fail("poll failed", "device", g.device.Name, "path", path, "err", err)
 			continue
 		}
@@ -52,4 +59,10 @@ func (wt *watcher) poll(ctx context.Context, run *watchRun) {
 			wt.publish(ctx, g, path, n, []ruleOutput{{p.Name, &p.Output}})
 		}
 	}
+}
+
+// sleeping reports whether dev is a learned device asleep now: a poll
+// would only wait for a radio that is off.
+func (wt *watcher) sleeping(dev *rules.Device) bool {
+	return dev.Host == "" && wt.asleep != nil && wt.asleep(dev.Name)
 }

@@ -280,9 +280,23 @@ func (p *presence) known(name string) bool {
 	return ok
 }
 
-// unreachable records that a request to a device failed with err; a
-// failure that tells the device is offline marks it so.
-func (p *presence) unreachable(name string, err error) {
+// heardSince reports whether the device gave a sign of life (a push, an
+// answer) after t.
+func (p *presence) heardSince(name string, t time.Time) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.devices[name]
+	return e != nil && e.seen > t.UnixNano()
+}
+
+// unreachable records that a request to a device, sent at sent, failed
+// with err; a failure that tells the device is offline marks it so,
+// unless the device gave a sign of life since the request left (it pushed
+// while the request waited for its answer: it is not offline).
+func (p *presence) unreachable(name string, err error, sent time.Time) {
 	if p == nil || name == "" {
 		return
 	}
@@ -299,6 +313,9 @@ func (p *presence) unreachable(name string, err error) {
 		}
 		e = &presenceEntry{name: strings.Clone(name), idx: -1}
 		p.devices[e.name] = e
+	}
+	if e.seen >= sent.UnixNano() {
+		return
 	}
 	if e.removed {
 		if !p.known(name) {

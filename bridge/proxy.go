@@ -37,7 +37,7 @@ type proxy struct {
 	// request of the proxy (its presence: see presence.answered and
 	// presence.unreachable).
 	answered func(name string)
-	failed   func(name string, err error)
+	failed   func(name string, err error, sent time.Time)
 	cache    *cache.Cache
 	obs      *coapside.ObserveServer
 	metrics  *proxyMetrics
@@ -391,7 +391,7 @@ func (p *proxy) ask(ctx context.Context, pr *proxyRequest, held *cache.Entry) (*
 	resp, err := p.devices.doTarget(ctx, pr.target, req)
 	p.metrics.deviceSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
-		p.deviceFailed(pr.target.Name, err)
+		p.deviceFailed(pr.target.Name, err, start)
 		return nil, err
 	}
 	p.deviceAnswered(pr.target.Name)
@@ -405,10 +405,11 @@ func (p *proxy) deviceAnswered(name string) {
 	}
 }
 
-// deviceFailed tells presence that a request to the device failed.
-func (p *proxy) deviceFailed(name string, err error) {
+// deviceFailed tells presence that a request to the device, sent at
+// sent, failed.
+func (p *proxy) deviceFailed(name string, err error, sent time.Time) {
 	if p.failed != nil && name != "" {
-		p.failed(name, err)
+		p.failed(name, err, sent)
 	}
 }
 

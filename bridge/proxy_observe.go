@@ -137,13 +137,14 @@ func (p *proxy) register(ctx context.Context, key cache.Key, pr *proxyRequest, u
 		return nil, err
 	}
 	p.metrics.deviceRequests.WithLabelValues(pr.rule.Name).Inc()
+	sent := time.Now()
 	obs, err := c.ObserveRequest(ctx, req, func(n coapside.Notification) {
 		p.deviceAnswered(pr.target.Name)
 		p.notified(key, &n, u.primed.Swap(true))
 		u.isReady()
 	}, coapside.ObservationOptions{CancelContext: p.drain})
 	if err != nil && ctx.Err() == nil {
-		p.deviceFailed(pr.target.Name, err)
+		p.deviceFailed(pr.target.Name, err, sent)
 	}
 	return obs, err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/coap-mqtt/bridge/mqttside"
@@ -584,5 +585,46 @@ func TestStateQueuedCommandsSurviveRestart(t *testing.T) {
 	}
 	if !slices.Equal(paths, []string{"/n/0", "/n/1", "/n/2"}) {
 		t.Fatalf("the device got %v", paths)
+	}
+}
+
+// TestCommandTimeoutAfterAPushKeepsTheDeviceOnline: a command the device
+// does not answer in time, while the device pushed after it was sent, ends
+// as a timeout but does not make the device offline: the push is newer
+// news. The next command is sent at once, not queued.
+func TestCommandTimeoutAfterAPushKeepsTheDeviceOnline(t *testing.T) {
+	dev := startDevice(t, "")
+	release := make(chan struct{})
+	defer close(release)
+	dev.mux.HandleFunc("PUT /slow", func(w coapside.ResponseWriter, r *coapside.Request) {
+		select { // acts on it too late for the command's timeout
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	dev.mux.HandleFunc("PUT /fast", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	tb := startBridge(t, sleepyRules(""), withPresence(30*time.Second, time.Minute))
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	push := dev.pusher(t)
+	up := func() {
+		t.Helper()
+		resp, err := push.Post(t.Context(), tb.coapURL("/up/d1"), message.TextPlain, []byte("1"))
+		if err != nil || resp.Code != message.Changed {
+			t.Fatalf("push: %v %v", resp, err)
+		}
+	}
+	up()
+	publish(t, tb.MQTTAddr(), "cmd/d1/slow", 1, false, "x")
+	testkit.Eventually(t, 5*time.Second, "the slow command at the device", func() bool { return dev.count() == 1 })
+	up() // while the command waits for its answer
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "timeout" {
+		t.Fatalf("slow command: %+v, want timeout", r)
+	}
+	if got := deviceState(t, tb, "d1"); got != "online" {
+		t.Errorf("after the timeout d1 is %q, want online: it pushed after the command was sent", got)
+	}
+	publish(t, tb.MQTTAddr(), "cmd/d1/fast", 1, false, "y")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("next command: %+v, want ok (sent at once)", r)
 	}
 }

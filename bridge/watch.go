@@ -123,6 +123,9 @@ type watcher struct {
 	seen    func(device string) // a device answered: its waiting commands go out
 	// presence hears of requests to devices that failed (nil: not tracked).
 	presence *presence
+	// asleep reports whether a learned device sleeps now (outside its
+	// awake window): it is not polled then. nil: never.
+	asleep func(device string) bool
 	// catalogs publishes the /.well-known/core that discovery reads.
 	catalogs *catalogs
 	// catalogTopic is catalog.topic: the kindCatalog groups publish there.
