@@ -526,6 +526,9 @@ func (c *Config) Validate() error {
 	if c.CoAP.RateBurst < 0 {
 		add("coap.rate_burst", "must not be negative (0 means rate_limit), got %d", c.CoAP.RateBurst)
 	}
+	if c.CoAP.RateBurst > 0 && c.CoAP.RateLimit == 0 {
+		add("coap.rate_burst", "set, but coap.rate_limit is 0 (off): set rate_limit too, or remove rate_burst")
+	}
 	if c.CoAP.RateBlock < 0 {
 		add("coap.rate_block", "must not be negative (0 turns blocking off), got %v", c.CoAP.RateBlock)
 	}
@@ -544,9 +547,14 @@ func (c *Config) Validate() error {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)
 		checkAddr("mqtt.embedded.websocket", c.MQTT.Embedded.Websocket, true)
-		for _, f := range append(remoteOnly, struct{ key, val string }{"username", c.MQTT.Username}, struct{ key, val string }{"password", c.MQTT.Password.Reveal()}) {
+		status := c.MQTT.StatusTopic
+		if status == "-" {
+			status = ""
+		}
+		for _, f := range append(remoteOnly, struct{ key, val string }{"username", c.MQTT.Username}, struct{ key, val string }{"password", c.MQTT.Password.Reveal()},
+			struct{ key, val string }{"status_topic", status}) {
 			if f.val != "" {
-				add("mqtt."+f.key, "set, but mqtt.broker is \"embedded\": the bridge reaches its embedded broker in-process, so this is not used (the embedded broker's users go in mqtt.embedded.auth_file)")
+				add("mqtt."+f.key, "set, but mqtt.broker is \"embedded\": it applies to a remote broker only (the bridge reaches its embedded broker in-process; the embedded broker's users go in mqtt.embedded.auth_file)")
 			}
 		}
 	default:

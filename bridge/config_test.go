@@ -59,6 +59,9 @@ func TestValidate(t *testing.T) {
 		{"negative per_device_max", func(c *Config) { c.Metrics.PerDeviceMax = -1 }, []string{
 			"metrics.per_device_max: must not be negative (0 means 1000), got -1"}},
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
+		{"status topic with the embedded broker", func(c *Config) { c.MQTT.StatusTopic = "bridge/st" }, []string{"mqtt.status_topic: set, but mqtt.broker is \"embedded\""}},
+		{"status topic off with the embedded broker", func(c *Config) { c.MQTT.StatusTopic = "-" }, nil},
+		{"burst without a limit", func(c *Config) { c.CoAP.RateBurst = 5 }, []string{"coap.rate_burst: set, but coap.rate_limit is 0"}},
 		{"tiny max_payload", func(c *Config) { c.MQTT.MaxPayload = 100 }, []string{"mqtt.max_payload: 100 bytes is too small"}},
 		{"smallest max_payload", func(c *Config) { c.MQTT.MaxPayload = 1024 }, nil},
 	}
