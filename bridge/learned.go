@@ -155,7 +155,10 @@ func (l *learnedDevices) learn(name string, addr netip.AddrPort, ep *coapside.En
 	default:
 		// Updated in place: storing under the request's name again would
 		// make the map keep that (the datagram's) string as its key.
-		if old.addr != addr || old.ep != ep || old.via != via {
+		// A device restored from state.dir (no socket yet) is reached from
+		// the UDP listener, the one its UDP request came on.
+		sameSocket := old.ep == ep || (old.ep == nil && via == ViaUDP)
+		if old.addr != addr || !sameSocket || old.via != via {
 			ev.Kind, ev.From = Moved, old.addr
 			if old.addr != addr {
 				if from := unmapped(old.addr); l.byAddr[from] == name {

@@ -51,6 +51,28 @@ func TestLearnedDevicesLearnMoveSee(t *testing.T) {
 	}
 }
 
+// TestLearnedRestoredDeviceSeenNotMoved: a device restored from state.dir
+// (its socket unknown) that pushes over UDP from its saved address is
+// seen, not moved; from another address it moved.
+func TestLearnedRestoredDeviceSeenNotMoved(t *testing.T) {
+	l := newLearnedDevices(10, nil, nil)
+	ep := &coapside.Endpoint{}
+	a1 := netip.MustParseAddrPort("192.0.2.1:40000")
+	t0 := time.Unix(1000, 0)
+	if !l.restore("dev-1", a1, false, t0) || !l.restore("dev-2", a1, false, t0) {
+		t.Fatal("not restored")
+	}
+	if k := l.learn("dev-1", a1, ep, ViaUDP, false, t0.Add(time.Second)); k != Seen {
+		t.Fatalf("restored device from its address: %v, want Seen", k)
+	}
+	if d, _ := l.lookup("dev-1"); d.Endpoint != ep {
+		t.Fatalf("its socket is not recorded: %+v", d)
+	}
+	if k := l.learn("dev-2", netip.MustParseAddrPort("192.0.2.1:40001"), ep, ViaUDP, false, t0.Add(time.Second)); k != Moved {
+		t.Fatalf("restored device from a new address: %v, want Moved", k)
+	}
+}
+
 // TestLearnedDevicesAuthenticatedNotMovedByClaim: a device learned over
 // DTLS with its identity is not moved by a plain request naming it.
 func TestLearnedDevicesAuthenticatedNotMovedByClaim(t *testing.T) {
