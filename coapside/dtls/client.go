@@ -130,7 +130,15 @@ type ClientConn struct {
 	cfg ClientConfig
 
 	failMu sync.Mutex
-	failed map[peerKey]recentFailure
+	failed map[failKey]recentFailure
+}
+
+// failKey is what a failed handshake is remembered by: the server's
+// address and the name of the credentials it failed with (see
+// HandshakeWith), so other credentials for the address are tried at once.
+type failKey struct {
+	peer peerKey
+	cred string
 }
 
 // recentFailure is a failed handshake remembered for RetryBackoff.
@@ -143,7 +151,7 @@ type recentFailure struct {
 // when it is reached.
 const maxRecentFailures = 1024
 
-func (c *ClientConn) recentFailure(key peerKey) error {
+func (c *ClientConn) recentFailure(key failKey) error {
 	if c.cfg.RetryBackoff <= 0 {
 		return nil
 	}
@@ -160,7 +168,7 @@ func (c *ClientConn) recentFailure(key peerKey) error {
 	return f.err
 }
 
-func (c *ClientConn) rememberFailure(key peerKey, err error) {
+func (c *ClientConn) rememberFailure(key failKey, err error) {
 	if c.cfg.RetryBackoff <= 0 {
 		return
 	}
@@ -216,7 +224,7 @@ func NewClientConnOn(pc net.PacketConn, cfg ClientConfig) (*ClientConn, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &ClientConn{cfg: cfg, failed: make(map[peerKey]recentFailure)}
+	c := &ClientConn{cfg: cfg, failed: make(map[failKey]recentFailure)}
 	c.ep = newEndpoint(pc, cfg.endpointOptions(roleClient, false))
 	if cfg.SessionCache != nil {
 		c.ep.resume = cfg.SessionCache.c
@@ -266,7 +274,7 @@ func (c *ClientConn) sessionWith(ctx context.Context, addr net.Addr, key string,
 		s = nil
 	}
 	if s == nil {
-		if err := c.recentFailure(keyOf(addr)); err != nil {
+		if err := c.recentFailure(failKey{keyOf(addr), key}); err != nil {
 			ep.stats.backoffRefusals.Add(1)
 			return nil, nil, err
 		}
@@ -310,7 +318,7 @@ func (c *ClientConn) sessionWith(ctx context.Context, addr net.Addr, key string,
 	if s.err != nil {
 		var he *HandshakeError
 		if errors.As(s.err, &he) && !ep.closed() && endReason(s.why.Load()) == endNone {
-			c.rememberFailure(s.key, s.err)
+			c.rememberFailure(failKey{s.key, s.credentialsName()}, s.err)
 		}
 		return nil, nil, s.err
 	}

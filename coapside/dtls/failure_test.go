@@ -1,6 +1,7 @@
 package dtls
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -274,5 +275,41 @@ func TestRetryBackoff(t *testing.T) {
 	testkit.Eventually(t, 2*time.Second, "second real attempt", func() bool { return srv.Stats().Failed(FailUnknownIdentity) == 2 })
 	if cs := cli.Stats(); cs.TotalFailed() != 2 {
 		t.Fatalf("client attempts %d, want 2", cs.TotalFailed())
+	}
+}
+
+// TestHandshakeWithOtherCredentialsAfterAFailure: a failed handshake is
+// remembered for RetryBackoff with the credentials it failed with; other
+// credentials for the same server are tried at once, and a session made
+// with one set is not served for another.
+func TestHandshakeWithOtherCredentialsAfterAFailure(t *testing.T) {
+	srv := startServer(t, pskServerConfig(t))
+	cli := startClient(t, ClientConfig{
+		CredentialsFor: func(net.Addr) (Credentials, error) { return Credentials{}, errors.New("unused") },
+		RetryBackoff:   5 * time.Second,
+		Limits:         fastLimits(t),
+	})
+	creds := func(id, key string) func() (Credentials, error) {
+		return func() (Credentials, error) { return Credentials{PSKIdentity: id, PSK: mustKey(t, key)}, nil }
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cli.HandshakeWith(ctx, srv.LocalAddr(), "intruder", creds("intruder", "k")); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("unknown identity: %v", err)
+	}
+	if err := cli.HandshakeWith(ctx, srv.LocalAddr(), "dev-2", creds("dev-2", "secretkey")); err != nil {
+		t.Fatalf("right credentials right after a failure of others: %v", err)
+	}
+	if err := cli.HandshakeWith(ctx, srv.LocalAddr(), "dev-2", creds("dev-2", "secretkey")); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Stats().HandshakesOK; n != 1 {
+		t.Fatalf("%d handshakes, want 1: the session is reused for the same credentials", n)
+	}
+	if err := cli.HandshakeWith(ctx, srv.LocalAddr(), "dev-2 wrong", creds("dev-2", "wrongkey")); !errors.Is(err, ErrHandshake) {
+		t.Fatalf("a wrong key rode the session of the right one: %v", err)
+	}
+	if err := cli.HandshakeWith(ctx, srv.LocalAddr(), "intruder", creds("intruder", "k")); !errors.Is(err, ErrHandshake) || srv.Stats().Failed(FailUnknownIdentity) != 1 {
+		t.Fatalf("remembered failure: %v, server saw %d attempts, want 1", err, srv.Stats().Failed(FailUnknownIdentity))
 	}
 }

@@ -190,6 +190,15 @@ func (s *session) madeWith(key string) bool {
 	return k != nil && *k == key
 }
 
+// credentialsName is the name of the credentials a client session was
+// made with ("" when made by a write).
+func (s *session) credentialsName() string {
+	if k := s.credKey.Load(); k != nil {
+		return *k
+	}
+	return ""
+}
+
 // errSessionRekeyed: a handshake in progress was ended because a caller
 // wanted a session with other credentials.
 var errSessionRekeyed = errors.New("dtls: session ended for other credentials")
