@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -475,6 +476,19 @@ func (es ConfigErrors) Error() string {
 // Unwrap lets errors.Is(err, ErrInvalidConfig) match.
 func (es ConfigErrors) Unwrap() error { return ErrInvalidConfig }
 
+// validPort reports whether a listen address's port is one net.Listen
+// takes: a number 0-65535 or a known service name.
+func validPort(port string) bool {
+	if n, err := strconv.Atoi(port); err == nil {
+		return n >= 0 && n <= 65535
+	}
+	if _, err := net.LookupPort("udp", port); err == nil {
+		return true
+	}
+	_, err := net.LookupPort("tcp", port)
+	return err == nil
+}
+
 // minMaxPayload is the smallest mqtt.max_payload taken: a command's result
 // alone is a couple of hundred bytes of JSON.
 const minMaxPayload = 1024
@@ -492,8 +506,13 @@ func (c *Config) Validate() error {
 			}
 			return
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
 			add(key, "not a host:port address: %q", addr)
+			return
+		}
+		if !validPort(port) {
+			add(key, "port %q: want 0-65535 or a service name", port)
 		}
 	}
 	for i, g := range c.Rules {

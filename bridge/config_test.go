@@ -62,6 +62,9 @@ func TestValidate(t *testing.T) {
 		{"status topic with the embedded broker", func(c *Config) { c.MQTT.StatusTopic = "bridge/st" }, []string{"mqtt.status_topic: set, but mqtt.broker is \"embedded\""}},
 		{"status topic off with the embedded broker", func(c *Config) { c.MQTT.StatusTopic = "-" }, nil},
 		{"burst without a limit", func(c *Config) { c.CoAP.RateBurst = 5 }, []string{"coap.rate_burst: set, but coap.rate_limit is 0"}},
+		{"port out of range", func(c *Config) { c.CoAP.Listen = ":99999"; c.HTTP.Listen = "127.0.0.1:-1" }, []string{
+			`coap.listen: port "99999": want 0-65535`, `http.listen: port "-1": want 0-65535`}},
+		{"port by service name", func(c *Config) { c.HTTP.Listen = "127.0.0.1:http" }, nil},
 		{"tiny max_payload", func(c *Config) { c.MQTT.MaxPayload = 100 }, []string{"mqtt.max_payload: 100 bytes is too small"}},
 		{"smallest max_payload", func(c *Config) { c.MQTT.MaxPayload = 1024 }, nil},
 	}
