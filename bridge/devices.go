@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -182,6 +183,7 @@ func deviceCredentials(dev *rules.Device) (dtls.Credentials, error) {
 	if err != nil {
 		return dtls.Credentials{}, fmt.Errorf("device %s: %w", dev.Name, err)
 	}
+	c.Name = credentialsKey(dev)
 	return c, nil
 }
 
@@ -237,8 +239,12 @@ func (d *deviceClients) prepare(ctx context.Context, dev *rules.Device, secure b
 	}
 	if secure {
 		if dev != nil {
-			d.bind(req.Peer, dev)
-			err = d.handshakeAs(ctx, req.Peer, dev)
+			// Bound once its own session stands: a failing entry does not
+			// lend its credentials to the handshakes writes make for the
+			// entry whose session it ended.
+			if err = d.handshakeAs(ctx, req.Peer, dev); err == nil {
+				d.bind(req.Peer, dev)
+			}
 		} else {
 			err = d.handshake(ctx, req.Peer)
 		}
@@ -269,11 +275,20 @@ func (d *deviceClients) handshakeAs(ctx context.Context, addr net.Addr, dev *rul
 
 // credentialsKey names a device entry's DTLS settings without holding its
 // key: a digest of the PSK identity and key, the certificate, key and CA
-// file names and the pins.
+// files (their names, sizes and modification times: a file replaced in
+// place is other credentials) and the pins.
 func credentialsKey(dev *rules.Device) string {
 	h := sha256.New()
 	for _, f := range []string{dev.PSKIdentity, dev.PSK.Reveal(), dev.CertFile, dev.KeyFile, dev.CAFile} {
 		fmt.Fprintf(h, "%d:%s", len(f), f)
+	}
+	for _, f := range []string{dev.CertFile, dev.KeyFile, dev.CAFile} {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err == nil {
+			fmt.Fprintf(h, "|%d:%d", st.Size(), st.ModTime().UnixNano())
+		}
 	}
 	for _, p := range dev.Pins {
 		h.Write(p[:])

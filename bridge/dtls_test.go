@@ -15,6 +15,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/dtls/keys"
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/coap-mqtt/bridge/rules"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -345,6 +346,14 @@ timeout        = "3s"
 	}
 	command("right", "ok")
 	command("wrong", "a failure")
+	// The failing entry does not lend its credentials to the handshakes
+	// writes make at that address (an observation's, say).
+	tb.Bridge.devices.mu.Lock()
+	bound := tb.Bridge.devices.peers[conn.LocalAddr().String()]
+	tb.Bridge.devices.mu.Unlock()
+	if bound != "right" {
+		t.Errorf("the address is bound to %q after the wrong entry failed, want right", bound)
+	}
 	command("right", "ok")
 	if n := conn.Stats().HandshakesOK; n != 2 {
 		t.Errorf("%d handshakes completed, want 2 (right, wrong refused, right again)", n)
@@ -416,4 +425,30 @@ func (tb *testBridge) dtlsStats() dtls.Stats {
 	conn := tb.Bridge.dtlsConn
 	tb.Bridge.mu.Unlock()
 	return conn.Stats()
+}
+
+// TestCredentialsKeyFollowsFileContent: a device's credentials name
+// changes when a file it names is replaced in place, not only when the
+// entry names another file.
+func TestCredentialsKeyFollowsFileContent(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("first"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dev := &rules.Device{Name: "d", Secure: true, CAFile: ca}
+	k1 := credentialsKey(dev)
+	if credentialsKey(dev) != k1 {
+		t.Fatal("the key of unchanged credentials changed")
+	}
+	if err := os.WriteFile(ca, []byte("second, longer"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if credentialsKey(dev) == k1 {
+		t.Fatal("a CA file replaced in place keeps the key")
+	}
+	other := *dev
+	other.PSKIdentity = "x"
+	if credentialsKey(&other) == credentialsKey(dev) {
+		t.Fatal("another identity keeps the key")
+	}
 }

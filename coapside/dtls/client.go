@@ -32,6 +32,10 @@ type Credentials struct {
 	InsecureSkipVerify bool
 	// CipherSuites overrides the defaults for the configured modes.
 	CipherSuites []CipherSuite
+	// Name names these credentials for ClientConn.HandshakeWith: a
+	// session a write makes records it, so it serves a HandshakeWith for
+	// the same name. "" names none.
+	Name string
 }
 
 func (c *Credentials) psk() bool { return c.PSKIdentity != "" || !c.PSK.IsZero() }
@@ -296,6 +300,9 @@ func (c *ClientConn) sessionWith(ctx context.Context, addr net.Addr, key string,
 			return nil, nil, err
 		}
 		if created {
+			if key == "" {
+				key = cr.Name // a session made by a write: its credentials' own name
+			}
 			s.credKey.Store(&key)
 			if c.ep.resume != nil {
 				s.hold.Store(&flightHold{}) // the read loop may already see s
