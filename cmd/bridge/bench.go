@@ -114,7 +114,7 @@ rules matching the flags for the bridge's rule directory and exits.
 The load phase lasts -d (at most 10m); every wait after it is bounded by
 --timeout and --drain. Exit codes: 0 ok, 1 loss above --max-loss (percent)
 or a run that could not start, 2 usage error.`,
-		Args: cobra.NoArgs,
+		Args: noArgs(stderr),
 		RunE: func(*cobra.Command, []string) error {
 			return usageError(stderr, "bench needs a mode: ingress, commands or observe")
 		},
@@ -298,7 +298,7 @@ func waitCountEvery(ctx context.Context, d, period time.Duration, want uint64, n
 }
 
 // finish computes loss and prints the report; it returns an exitError
-// when the loss is above the limit.
+// when the loss is above the limit or nothing succeeded.
 func (r *benchReport) finish(f *benchFlags, stdout, stderr io.Writer) error {
 	if r.Acked > 0 {
 		r.LossPct = float64(r.Lost) / float64(r.Acked) * 100
@@ -314,6 +314,11 @@ func (r *benchReport) finish(f *benchFlags, stdout, stderr io.Writer) error {
 	}
 	if r.LossPct > f.maxLoss {
 		fmt.Fprintf(stderr, "error: lost %d of %d (%.3f %%), more than --max-loss %g %%\n", r.Lost, r.Acked, r.LossPct, f.maxLoss)
+		return exitError{exitLoss}
+	}
+	if r.Sent > 0 && r.Acked == 0 {
+		// Nothing got through: a run that measured nothing is no success.
+		fmt.Fprintf(stderr, "error: none of %d requests succeeded (%d errors, %d timeouts)\n", r.Sent, r.Errors, r.Timeouts)
 		return exitError{exitLoss}
 	}
 	return nil

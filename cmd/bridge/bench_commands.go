@@ -55,7 +55,7 @@ commands the broker accepted whose result never arrived within --drain.
 The bridge needs the devices and a command rule; --rules prints them.`,
 		Example: `  bridge bench commands --devices 16 --rules > rules/bench-commands.toml
   bridge bench commands --devices 16 -w 16 -d 10s --pid 1234`,
-		Args: cobra.NoArgs,
+		Args: noArgs(stderr),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError(stderr, "%v", err)
@@ -300,7 +300,9 @@ func pace(ctx context.Context, mk *benchMarker, seq uint64, rate float64, start,
 		return now, now < end && ctx.Err() == nil
 	}
 	due := start + time.Duration(float64(seq)/rate*float64(time.Second))
-	if due >= end {
+	if due >= end || mk.now() >= end {
+		// The schedule ends at -d; so does the load when the rate asked
+		// for cannot be reached (its sends fall behind their due times).
 		return 0, false
 	}
 	if wait := due - mk.now(); wait > 0 {

@@ -49,7 +49,7 @@ prints one for the default URL and topic.`,
   bridge bench ingress --coap 'coap://127.0.0.1:5683/telemetry/bench-{n}/temp' \
     --topic 'sensors/+/temp' --qos 1 --rate 2000 --json
   bridge bench ingress --coap coap://127.0.0.1:5690/ingest --topic ''`,
-		Args: cobra.NoArgs,
+		Args: noArgs(stderr),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError(stderr, "%v", err)

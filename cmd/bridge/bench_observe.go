@@ -51,7 +51,7 @@ bridge needs the devices and an observe rule; --rules prints them.`,
   bridge bench observe --devices 16 --rate 2000 -d 10s
   bridge bench observe --devices 10000 --paths 10 --base-port 20000 --rules > rules/obs.toml
   bridge bench observe --devices 10000 --paths 10 --base-port 20000 --rate 10000 -d 20s --ready 5m`,
-		Args: cobra.NoArgs,
+		Args: noArgs(stderr),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("rate") {
 				o.rate = 1000

@@ -334,12 +334,14 @@ func TestBenchIngressCoAPOnly(t *testing.T) {
 		t.Fatalf("devices %d, processes %+v", r.Devices, r.Processes)
 	}
 
-	// Error responses are counted by code and are not acknowledged.
+	// Error responses are counted by code and are not acknowledged; a run
+	// where nothing succeeded still reports, and exits 1.
 	out.Reset()
+	errb.Reset()
 	code = execute([]string{"bench", "ingress", "--coap", fmt.Sprintf("coap://127.0.0.1:%d/fail", port), "--topic", "",
 		"-w", "2", "-d", "200ms", "--json"}, &out, &errb)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
+	if code != 1 || !strings.Contains(errb.String(), "none of") {
+		t.Fatalf("exit %d: %s, want 1 saying none succeeded", code, errb.String())
 	}
 	r = benchReport{}
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
@@ -357,5 +359,28 @@ func (c *countingHandler) serve(code message.Code) func(coapside.ResponseWriter,
 	return func(w coapside.ResponseWriter, _ *coapside.Request) {
 		c.n.Add(1)
 		w.SetCode(code)
+	}
+}
+
+// TestPaceStopsAtTheEndOfTheLoad: a rate the sender cannot reach does not
+// stretch the load phase past -d: the schedule ends when its time is up,
+// however many sends are behind it.
+func TestPaceStopsAtTheEndOfTheLoad(t *testing.T) {
+	mk := newBenchMarker()
+	start := mk.now()
+	end := start + 50*time.Millisecond
+	n := 0
+	for seq := uint64(0); ; seq++ {
+		if _, ok := pace(t.Context(), mk, seq, 1e9, start, end); !ok {
+			break
+		}
+		n++
+		time.Sleep(time.Microsecond) // a send
+		if mk.now() > end+time.Second {
+			t.Fatalf("still scheduling %v after the end, %d sends", mk.now()-end, n)
+		}
+	}
+	if n == 0 || n >= 50_000_000 {
+		t.Fatalf("%d sends scheduled", n)
 	}
 }

@@ -22,8 +22,11 @@ func newHealthCmd(cfgPath *string, stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "health",
 		Short: "Check a running bridge's readiness endpoint (exit 0 when ready)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs(stderr),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if timeout <= 0 {
+				return usageError(stderr, "--timeout must be positive, got %v", timeout)
+			}
 			if !cmd.Flags().Changed("url") {
 				u, err := readyzURL(*cfgPath, cmd.Flags().Changed("config"))
 				if err != nil {

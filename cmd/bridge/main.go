@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/coap-mqtt/bridge/bridge"
@@ -50,9 +51,23 @@ func execute(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &ee):
 		return ee.code
+	case strings.HasPrefix(err.Error(), "unknown command"):
+		// cobra's own: a mistyped command is a usage error.
+		fmt.Fprintln(stderr, "error:", err)
+		return exitUsage
 	default:
 		fmt.Fprintln(stderr, "error:", err)
 		return 1
+	}
+}
+
+// noArgs refuses positional arguments as a usage error (exit 2).
+func noArgs(stderr io.Writer) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError(stderr, "unknown command or argument %q for %q", args[0], cmd.CommandPath())
+		}
+		return nil
 	}
 }
 
@@ -68,11 +83,14 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVarP(&cfgPath, "config", "c", "config.toml", "config file (TOML)")
+	// A bad flag is a usage error (exit 2) for every command that has no
+	// handler of its own.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(stderr, "%v", err) })
 
 	run := &cobra.Command{
 		Use:   "run",
 		Short: "Run the bridge (the default command)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs(stderr),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBridge(cmd.Context(), cfgPath, cmd.Flags().Changed("config"), stderr)
 		},
@@ -80,7 +98,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate config and rules; print every error as file:line: message",
-		Args:  cobra.NoArgs,
+		Args:  noArgs(stderr),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return checkConfig(cfgPath, cmd.Flags().Changed("config"), stdout, stderr)
 		},
@@ -88,7 +106,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	ver := &cobra.Command{
 		Use:   "version",
 		Short: "Print version, commit and Go version",
-		Args:  cobra.NoArgs,
+		Args:  noArgs(stderr),
 		Run: func(*cobra.Command, []string) {
 			fmt.Fprintln(stdout, versionString())
 		},

@@ -373,3 +373,23 @@ func TestCheckLoadsSecurityFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestUsageErrorsExitTwo: a mistyped command, flag or argument is a usage
+// error (exit 2) everywhere, never confused with "not ready" or a failed
+// run (exit 1).
+func TestUsageErrorsExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"frob"},
+		{"health", "--bogus"},
+		{"health", "extra"},
+		{"health", "--timeout", "-1s"},
+		{"bench", "frob"},
+		{"check", "extra"},
+		{"version", "--bogus"},
+	} {
+		var out, errb bytes.Buffer
+		if code := execute(args, &out, &errb); code != 2 || !strings.Contains(errb.String(), "error:") {
+			t.Errorf("bridge %s: exit %d, stderr %q; want 2 with an error", strings.Join(args, " "), code, errb.String())
+		}
+	}
+}
