@@ -76,9 +76,9 @@ The bridge needs the devices and a command rule; --rules prints them.`,
 			return runBench(cmd, &o.benchFlags, o.run, stdout, stderr)
 		},
 	}
-	addBenchFlags(cmd, &o.benchFlags, "cmd/bench-{n}/led", stderr)
+	addBenchFlags(cmd, &o.benchFlags, "bench-cmd/bench-{n}/led", stderr)
 	addFleetFlags(cmd, &o.benchFleetFlags, 5790, "bench-")
-	cmd.Flags().StringVar(&o.results, "results", "replies/#", "MQTT filter of the bridge's command results")
+	cmd.Flags().StringVar(&o.results, "results", "bench-replies/#", "MQTT filter of the bridge's command results")
 	return cmd
 }
 
@@ -93,7 +93,7 @@ func (o *benchCommands) rulesText() string {
 			break
 		}
 	}
-	resp := "replies/{device}/{resource...}"
+	resp := "bench-replies/{device}/{resource...}"
 	if r := strings.TrimSuffix(o.results, "/#"); r != o.results {
 		resp = r + "/{device}/{resource...}"
 	}
