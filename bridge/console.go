@@ -501,15 +501,20 @@ func (c *console) device(set *rules.Set, name string, v presenceView) ConsoleDev
 		d.State = v.state.String()
 	}
 	seen := v.seen
-	if l, ok := b.learned.lookup(name); ok {
-		d.Learned = true
-		d.Address, d.Via = l.Addr.String(), l.Via.String()
-		seen = max(seen, l.LastSeen.UnixNano())
-	} else if ld, ok := set.Device(name); ok && ld.Host != "" {
+	// A [[device]] with a url is reached there, even when a reload gave
+	// the url to a name learned before.
+	if ld, ok := set.Device(name); ok && ld.Host != "" {
 		d.Address, d.Via = ld.Host, ViaUDP.String()
 		if ld.Secure {
 			d.Via = ViaDTLS.String()
 		}
+		if l, ok := b.learned.lookup(name); ok {
+			seen = max(seen, l.LastSeen.UnixNano())
+		}
+	} else if l, ok := b.learned.lookup(name); ok {
+		d.Learned = true
+		d.Address, d.Via = l.Addr.String(), l.Via.String()
+		seen = max(seen, l.LastSeen.UnixNano())
 	}
 	if seen > 0 {
 		t := time.Unix(0, seen).UTC()

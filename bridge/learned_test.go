@@ -13,6 +13,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 )
 
 func TestLearnedDevicesLearnMoveSee(t *testing.T) {
@@ -311,5 +312,36 @@ response_topic = "replies/{device}/{resource...}"
 	}
 	if got := <-dev.got; got.path != "/led" {
 		t.Errorf("device got %+v", got)
+	}
+}
+
+// TestLearnedDeviceGivenAURLByReload: a reload that lists a learned name
+// with a url makes the url its address on the status API, as commands
+// already reach it there.
+func TestLearnedDeviceGivenAURLByReload(t *testing.T) {
+	rulesText := `
+[[ingress]]
+name    = "up"
+path    = "/up/{device}"
+methods = ["POST"]
+topic   = "up/{device}"
+`
+	tb := startBridge(t, rulesText, func(_ *Config, o *Options) { o.ReloadSettle = 50 * time.Millisecond })
+	c := newCoAPClient(t)
+	if resp, err := c.Post(t.Context(), tb.coapURL("/up/late"), message.TextPlain, []byte("1")); err != nil || resp.Code != message.Changed {
+		t.Fatalf("push: %v %v", resp, err)
+	}
+	var page ConsoleDevices
+	consoleGet(t, tb, "/api/devices?q=late", &page)
+	if len(page.Devices) != 1 || !page.Devices[0].Learned {
+		t.Fatalf("before: %+v, want late learned", page.Devices)
+	}
+	tb.writeRules(t, rulesText+"\n[[device]]\nname = \"late\"\nurl  = \"coap://127.0.0.1:5999\"\n")
+	testkit.Eventually(t, 5*time.Second, "the url shown", func() bool {
+		consoleGet(t, tb, "/api/devices?q=late", &page)
+		return len(page.Devices) == 1 && page.Devices[0].Address == "127.0.0.1:5999" && !page.Devices[0].Learned
+	})
+	if page.Devices[0].LastSeen == nil {
+		t.Errorf("the push before the reload is forgotten: %+v", page.Devices[0])
 	}
 }

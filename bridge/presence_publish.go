@@ -158,6 +158,16 @@ func (p *presence) flushContext() context.Context {
 // locateDevice is the presence documents' presenceLocator: a learned
 // device is where it last spoke from, a listed one at its url's host.
 func (b *Bridge) locateDevice(name string) (string, Via, bool) {
+	// A [[device]] with a url is reached there, even when a reload gave
+	// the url to a name learned before.
+	if set := b.set.Load(); set != nil {
+		if d, ok := set.Device(name); ok && d.Host != "" {
+			if d.Secure {
+				return d.Host, ViaDTLS, true
+			}
+			return d.Host, ViaUDP, true
+		}
+	}
 	if d, ok := b.learned.lookup(name); ok {
 		return d.Addr.String(), d.Via, true
 	}
@@ -165,14 +175,8 @@ func (b *Bridge) locateDevice(name string) (string, Via, bool) {
 	if set == nil {
 		return "", 0, false
 	}
-	d, ok := set.Device(name)
-	switch {
-	case !ok:
-		return "", 0, false
-	case d.Host == "":
+	if _, ok := set.Device(name); ok {
 		return "", 0, true // reached where it is learned; not yet
-	case d.Secure:
-		return d.Host, ViaDTLS, true
 	}
-	return d.Host, ViaUDP, true
+	return "", 0, false
 }
