@@ -351,6 +351,17 @@ func Check(cfg Config) (string, error) {
 		len(set.Devices), len(set.Ingress), len(set.Observe), len(set.Poll), len(set.Commands), len(set.Resources), len(set.Proxies)), nil
 }
 
+// RuleWarnings lists what in cfg's rules is legal but likely a mistake:
+// a rule glob that matches no file (the bridge runs without its rules
+// until one appears).
+func RuleWarnings(cfg Config) []string {
+	var out []string
+	for _, g := range rules.ReadFiles(cfg.Rules, ruleBase(cfg)).Unmatched {
+		out = append(out, fmt.Sprintf("rules: %q matches no file (relative to %s)", g, ruleBase(cfg)))
+	}
+	return out
+}
+
 // checkFiles loads what the config names besides the rules, as running
 // the bridge does: the coaps listener's psk_file and certificates, the
 // embedded broker's auth_file and a TLS broker's CA and client

@@ -40,8 +40,11 @@ func LoadFiles(globs []string, baseDir string) (*Set, error) {
 type Files struct {
 	// Sources are the files read, in load order.
 	Sources []Source
-	mtimes  []time.Time // each source's modification time, taken before reading it
-	d       diags
+	// Unmatched are the wildcard globs that matched no file (a literal
+	// path that does not exist is an error instead).
+	Unmatched []string
+	mtimes    []time.Time // each source's modification time, taken before reading it
+	d         diags
 }
 
 // ReadFiles expands the globs as LoadFiles does and reads every matching
@@ -60,8 +63,11 @@ func ReadFiles(globs []string, baseDir string) *Files {
 			f.d.addf(Pos{File: g}, "bad glob: %v", err)
 			continue
 		}
-		if len(matches) == 0 && !strings.ContainsAny(g, "*?[") {
+		switch {
+		case len(matches) == 0 && !strings.ContainsAny(g, "*?["):
 			f.d.addf(Pos{File: pat}, "no such file")
+		case len(matches) == 0:
+			f.Unmatched = append(f.Unmatched, g)
 		}
 		sort.Strings(matches)
 		for _, m := range matches {

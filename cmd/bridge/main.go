@@ -144,6 +144,9 @@ func checkConfig(path string, explicit bool, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		return exitError{1}
 	}
+	for _, w := range bridge.RuleWarnings(cfg) {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
 	fmt.Fprintf(stdout, "%s: ok (%s)\n", displayName(cfg.File), sum)
 	return nil
 }
@@ -164,6 +167,9 @@ func runBridge(ctx context.Context, path string, explicit bool, stderr io.Writer
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger.Info("starting", "version", version, "config", displayName(cfg.File))
+	for _, w := range bridge.RuleWarnings(cfg) {
+		logger.Warn(w)
+	}
 	b, err := bridge.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -393,3 +393,16 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckWarnsOfAGlobMatchingNothing: a rule glob that matches no file
+// is legal (rules may come later) but said, so a typo is seen.
+func TestCheckWarnsOfAGlobMatchingNothing(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "config.toml", "rules = [\"rules/*.tml\"]\n")
+	var out, errb bytes.Buffer
+	if code := execute([]string{"check", "--config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), `warning: rules: "rules/*.tml" matches no file`) {
+		t.Fatalf("stderr %q, want the warning", errb.String())
+	}
+}
