@@ -209,7 +209,18 @@ func (p Pattern) extractTopic(topic string, dst Captures) Captures {
 // {identity} is missing for a client that did not authenticate.
 func missingCapture(name string) error {
 	if name == "identity" {
-		return fmt.Errorf("%w: %w", ErrMissingCapture, ErrNoIdentity)
+		return noIdentity{}
 	}
 	return fmt.Errorf("%w: {%s}", ErrMissingCapture, name)
+}
+
+// noIdentity is ErrNoIdentity, which is also ErrMissingCapture, saying
+// only the first.
+type noIdentity struct{}
+
+func (noIdentity) Error() string { return ErrNoIdentity.Error() }
+
+// Is matches ErrNoIdentity and ErrMissingCapture.
+func (noIdentity) Is(target error) bool {
+	return target == ErrNoIdentity || target == ErrMissingCapture
 }
