@@ -94,6 +94,41 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 	return cfg, nil
 }
 
+// envWarnings names the environment variables that look like config
+// overrides (BRIDGE_<SECTION>_..., a section the config has) but name no
+// key: a typo the bridge would otherwise ignore silently.
+func envWarnings(environ []string) []string {
+	known := knownKeys(reflect.TypeOf(bridge.Config{}), "")
+	names := make(map[string]bool, len(known))
+	sections := map[string]bool{}
+	var envNames []string
+	for _, k := range known {
+		n := envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+		names[n] = true
+		envNames = append(envNames, n)
+		sections[strings.ToUpper(strings.SplitN(k, ".", 2)[0])] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		rest, ok := strings.CutPrefix(name, envPrefix+"_")
+		if !ok || names[name] {
+			continue
+		}
+		section, _, _ := strings.Cut(rest, "_")
+		if !sections[section] {
+			continue // not a config override (a test's own variable, say)
+		}
+		msg := fmt.Sprintf("environment variable %s names no config key, so it is not used", name)
+		if s := rules.Suggest(name, envNames); s != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", s)
+		}
+		out = append(out, msg)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // errorList is a set of already-positioned messages, one per line.
 type errorList struct{ msgs []string }
 

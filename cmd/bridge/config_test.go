@@ -114,3 +114,19 @@ listen = ":1883"
 		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestEnvWarnings: a BRIDGE_<SECTION>_... variable that names no key is
+// warned about, with the nearest key's variable; a known key's variable
+// and variables outside the config's sections are not.
+func TestEnvWarnings(t *testing.T) {
+	got := envWarnings([]string{
+		"BRIDGE_COAP_LISEN=:5700",
+		"BRIDGE_COAP_LISTEN=:5683",
+		"BRIDGE_MQTT_EMBEDDED_AUTH_FILE=a.toml",
+		"BRIDGE_E2E_STRICT=1",
+		"HOME=/root",
+	})
+	if len(got) != 1 || !strings.Contains(got[0], "BRIDGE_COAP_LISEN names no config key") || !strings.Contains(got[0], "did you mean BRIDGE_COAP_LISTEN?") {
+		t.Fatalf("warnings %q", got)
+	}
+}

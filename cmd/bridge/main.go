@@ -144,7 +144,7 @@ func checkConfig(path string, explicit bool, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		return exitError{1}
 	}
-	for _, w := range bridge.RuleWarnings(cfg) {
+	for _, w := range append(envWarnings(os.Environ()), bridge.RuleWarnings(cfg)...) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%s)\n", displayName(cfg.File), sum)
@@ -167,7 +167,7 @@ func runBridge(ctx context.Context, path string, explicit bool, stderr io.Writer
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger.Info("starting", "version", version, "config", displayName(cfg.File))
-	for _, w := range bridge.RuleWarnings(cfg) {
+	for _, w := range append(envWarnings(os.Environ()), bridge.RuleWarnings(cfg)...) {
 		logger.Warn(w)
 	}
 	b, err := bridge.New(cfg, logger)
