@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/coap-mqtt/bridge/bridge"
 	"github.com/coap-mqtt/bridge/rules"
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/pelletier/go-toml/v2"
 	"github.com/spf13/viper"
 )
 
@@ -43,6 +45,11 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		file = path
 		v.SetConfigFile(path)
 		if err := v.ReadInConfig(); err != nil {
+			var de *toml.DecodeError
+			if errors.As(err, &de) {
+				line, _ := de.Position()
+				return bridge.Config{}, fmt.Errorf("%s:%d: %s", path, line, de.Error())
+			}
 			return bridge.Config{}, fmt.Errorf("%s: %w", path, err)
 		}
 	} else if explicit || !errors.Is(err, fs.ErrNotExist) {
@@ -74,7 +81,7 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		mapstructure.StringToSliceHookFunc(","),
 	))
 	if err := v.Unmarshal(&cfg, hook); err != nil {
-		errs = append(errs, fmt.Sprintf("%s: %v", displayName(file), err))
+		errs = append(errs, decodeErrors(err, file, pos)...)
 	}
 	cfg.File = file
 	cfg.SetDefaults()
@@ -92,6 +99,33 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		return cfg, &errorList{msgs: errs}
 	}
 	return cfg, nil
+}
+
+// decodeKey finds the key a decoding error names: "'coap.rate_limit'
+// cannot parse value as 'float64': ...".
+var decodeKey = regexp.MustCompile(`^'([a-z0-9_.]+)' (.*)$`)
+
+// decodeErrors places each value that does not decode: at its file:line,
+// or at the environment variable that set it.
+func decodeErrors(err error, file string, pos *positions) []string {
+	var out []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		m := decodeKey.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			continue
+		}
+		key, what := m[1], m[2]
+		env := envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		if _, set := os.LookupEnv(env); set {
+			out = append(out, fmt.Sprintf("environment variable %s (%s): %s", env, key, what))
+			continue
+		}
+		out = append(out, pos.at(key)+key+": "+what)
+	}
+	if len(out) == 0 {
+		out = append(out, fmt.Sprintf("%s: %v", displayName(file), err))
+	}
+	return out
 }
 
 // envWarnings names the environment variables that look like config

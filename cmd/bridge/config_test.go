@@ -130,3 +130,26 @@ func TestEnvWarnings(t *testing.T) {
 		t.Fatalf("warnings %q", got)
 	}
 }
+
+// TestConfigValueErrorsArePlaced: a value that does not decode is reported
+// at its file:line, or at the environment variable that set it; a TOML
+// syntax error at its line.
+func TestConfigValueErrorsArePlaced(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "config.toml", "rules = []\n[coap]\nrate_limit = \"abc\"\n")
+	_, err := loadConfig(cfg, true)
+	if err == nil || !strings.Contains(err.Error(), cfg+":3: coap.rate_limit: cannot parse value") {
+		t.Errorf("file value: %v", err)
+	}
+	empty := writeFile(t, dir, "empty.toml", "rules = []\n")
+	t.Setenv("BRIDGE_COAP_RATE_BURST", "many")
+	_, err = loadConfig(empty, true)
+	if err == nil || !strings.Contains(err.Error(), "environment variable BRIDGE_COAP_RATE_BURST (coap.rate_burst): cannot parse") {
+		t.Errorf("environment value: %v", err)
+	}
+	big := writeFile(t, dir, "big.toml", "rules = []\n[coap]\nrate_burst = 99999999999999999999\n")
+	_, err = loadConfig(big, true)
+	if err == nil || !strings.HasPrefix(err.Error(), big+":3: ") {
+		t.Errorf("TOML error: %v", err)
+	}
+}
