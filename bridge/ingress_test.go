@@ -289,8 +289,9 @@ topic = "up/{rest...}"
 			t.Errorf("POST %q: %v, want 4.00", segs, resp.Code)
 		}
 	}
-	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("", reasonEscape)); got != float64(len(bad)) {
-		t.Errorf("escape errors %v, want %d", got, len(bad))
+	// Errors of the rule whose path took them (its row on the status page).
+	if got := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("up", reasonEscape)); got != float64(len(bad)) {
+		t.Errorf("escape errors of up %v, want %d", got, len(bad))
 	}
 	// libcoap sends a%2Fb as the one segment "a/b".
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)

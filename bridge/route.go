@@ -61,8 +61,9 @@ func decideCoAP(set *rules.Set, m message.Code, segs []string, identity string) 
 	case errors.Is(err, rules.ErrMethodNotAllowed):
 		return coapDecision{code: message.MethodNotAllowed, reason: reasonMethod, err: err}
 	case errors.Is(err, rules.ErrEscape):
-		// A captured segment that would change the topic's levels.
-		return coapDecision{code: message.BadRequest, reason: reasonEscape, err: err}
+		// A captured segment that would change the topic's levels; an
+		// error of the rule whose path took it.
+		return coapDecision{route: route, code: message.BadRequest, reason: reasonEscape, err: err}
 	case err != nil:
 		return coapDecision{code: message.NotFound, reason: reasonNoRoute, err: err}
 	}

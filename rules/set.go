@@ -114,7 +114,7 @@ func (s *Set) MatchPath(m message.Code, segs []string, dst Captures) (*Route, Ca
 	switch {
 	case ok:
 		if err := r.Path().checkCaptured(segs); err != nil {
-			return nil, dst, err
+			return r, dst, err // the rule that took the path, for its error count
 		}
 		return r, caps, nil
 	case matched:
