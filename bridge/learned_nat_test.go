@@ -486,9 +486,8 @@ topic    = "bat/{device}"
 	push := dev.pusher(t)
 	up := func() {
 		t.Helper()
-		resp, err := push.Post(t.Context(), tb.coapURL("/up/d1"), message.TextPlain, []byte("1"))
-		if err != nil || resp.Code != message.Changed {
-			t.Fatalf("push: %v %v", resp, err)
+		if code := post(t, push, tb.coapURL("/up/d1")); code != message.Changed {
+			t.Fatalf("push: %v", code)
 		}
 	}
 	up()
