@@ -175,6 +175,8 @@ topic         = "temps/{device}/{path...}"
 	if len(doc.Resources) != 3 || doc.Resources[2].Path != "/sensors/hum" || !doc.Resources[2].Obs {
 		t.Fatalf("catalog after the change: %+v", doc.Resources)
 	}
+	// The count follows the publish the subscriber already saw.
+	testkit.Eventually(t, 2*time.Second, "the change counted", func() bool { return testutil.ToFloat64(published) >= 2 })
 	if n := testutil.ToFloat64(published); n != 2 {
 		t.Fatalf("published %v times, want 2", n)
 	}
