@@ -369,7 +369,7 @@ func RuleWarnings(cfg Config) []string {
 func checkFiles(cfg Config) error {
 	var errs []error
 	if d := cfg.CoAP.DTLS; d.Listen != "" {
-		if _, err := dtls.LoadServerConfig(dtls.ServerFiles{PSKFile: d.PSKFile, CertFile: d.CertFile, KeyFile: d.KeyFile, ClientCAFile: d.ClientCAFile}, dtls.Limits{}); err != nil {
+		if _, err := dtls.LoadServerConfig(d.serverFiles(), dtls.Limits{}); err != nil {
 			errs = append(errs, fmt.Errorf("coap.dtls: %w", err))
 		}
 	}

@@ -489,6 +489,10 @@ func validPort(port string) bool {
 	return err == nil
 }
 
+// setting is a config key (within its section) and its value, for checks
+// of keys that are set but not used.
+type setting struct{ key, val string }
+
 // minMaxPayload is the smallest mqtt.max_payload taken: a command's result
 // alone is a couple of hundred bytes of JSON.
 const minMaxPayload = 1024
@@ -530,7 +534,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if d := c.CoAP.DTLS; d.Listen == "" {
-		for _, f := range []struct{ key, val string }{{"psk_file", d.PSKFile}, {"cert_file", d.CertFile}, {"key_file", d.KeyFile}, {"client_ca_file", d.ClientCAFile}} {
+		for _, f := range []setting{{"psk_file", d.PSKFile}, {"cert_file", d.CertFile}, {"key_file", d.KeyFile}, {"client_ca_file", d.ClientCAFile}} {
 			if f.val != "" {
 				add("coap.dtls."+f.key, "set, but coap.dtls.listen is empty: no coaps listener uses it (set listen, e.g. \":5684\", or remove it)")
 			}
@@ -561,7 +565,7 @@ func (c *Config) Validate() error {
 	c.Catalog.validate(add)
 	c.Metrics.validate(add)
 	c.Proxy.validate(add)
-	remoteOnly := []struct{ key, val string }{{"ca_file", c.MQTT.CAFile}, {"cert_file", c.MQTT.CertFile}, {"key_file", c.MQTT.KeyFile}, {"server_name", c.MQTT.ServerName}}
+	tlsOnly := []setting{{"ca_file", c.MQTT.CAFile}, {"cert_file", c.MQTT.CertFile}, {"key_file", c.MQTT.KeyFile}, {"server_name", c.MQTT.ServerName}}
 	switch b := c.MQTT.Broker; {
 	case b == "embedded":
 		checkAddr("mqtt.embedded.listen", c.MQTT.Embedded.Listen, true)
@@ -570,8 +574,8 @@ func (c *Config) Validate() error {
 		if status == "-" {
 			status = ""
 		}
-		for _, f := range append(remoteOnly, struct{ key, val string }{"username", c.MQTT.Username}, struct{ key, val string }{"password", c.MQTT.Password.Reveal()},
-			struct{ key, val string }{"status_topic", status}) {
+		remoteOnly := append(tlsOnly, setting{"username", c.MQTT.Username}, setting{"password", c.MQTT.Password.Reveal()}, setting{"status_topic", status})
+		for _, f := range remoteOnly {
 			if f.val != "" {
 				add("mqtt."+f.key, "set, but mqtt.broker is \"embedded\": it applies to a remote broker only (the bridge reaches its embedded broker in-process; the embedded broker's users go in mqtt.embedded.auth_file)")
 			}
@@ -579,7 +583,7 @@ func (c *Config) Validate() error {
 	default:
 		u, err := mqttside.ParseBrokerURL(b)
 		if err == nil && !mqttside.IsTLSScheme(u.Scheme) {
-			for _, f := range remoteOnly {
+			for _, f := range tlsOnly {
 				if f.val != "" {
 					add("mqtt."+f.key, "set, but %s:// is not TLS, so this is not used (ssl://, tls://, mqtts:// and wss:// brokers use it)", u.Scheme)
 				}

@@ -13,12 +13,7 @@ import (
 // certificate, and exports its handshake and session counters.
 func (b *Bridge) listenDTLS(addr string) (*dtls.ServerConn, error) {
 	c := b.cfg.CoAP.DTLS
-	cfg, err := dtls.LoadServerConfig(dtls.ServerFiles{
-		PSKFile:      c.PSKFile,
-		CertFile:     c.CertFile,
-		KeyFile:      c.KeyFile,
-		ClientCAFile: c.ClientCAFile,
-	}, b.dtlsLimits())
+	cfg, err := dtls.LoadServerConfig(c.serverFiles(), b.dtlsLimits())
 	if err != nil {
 		return nil, fmt.Errorf("coap.dtls: %w", err)
 	}
@@ -34,6 +29,11 @@ func (b *Bridge) listenDTLS(addr string) (*dtls.ServerConn, error) {
 	b.mu.Unlock()
 	b.registerDTLSMetrics(conn)
 	return conn, nil
+}
+
+// serverFiles are the coaps listener's key and certificate files.
+func (c DTLSConfig) serverFiles() dtls.ServerFiles {
+	return dtls.ServerFiles{PSKFile: c.PSKFile, CertFile: c.CertFile, KeyFile: c.KeyFile, ClientCAFile: c.ClientCAFile}
 }
 
 // dtlsLimits are the coaps listener's limits from coap.limits.

@@ -86,7 +86,7 @@ type session struct {
 
 	ident atomic.Pointer[string]
 	// credKey names the credentials a client session was made with (see
-	// ClientConn.HandshakeWith); "" when made by a write.
+	// ClientConn.HandshakeWith, Credentials.Name); nil on a server.
 	credKey atomic.Pointer[string]
 	last    atomic.Int64 // unix nanos of last activity
 	// unanswered is when this end first wrote after the last datagram
@@ -185,13 +185,10 @@ func (s *session) end(r endReason) {
 
 // madeWith reports whether a client session was made with the
 // credentials named key (see ClientConn.HandshakeWith).
-func (s *session) madeWith(key string) bool {
-	k := s.credKey.Load()
-	return k != nil && *k == key
-}
+func (s *session) madeWith(key string) bool { return s.credentialsName() == key }
 
 // credentialsName is the name of the credentials a client session was
-// made with ("" when made by a write).
+// made with ("" when they have none).
 func (s *session) credentialsName() string {
 	if k := s.credKey.Load(); k != nil {
 		return *k
