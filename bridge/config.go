@@ -581,6 +581,12 @@ func (c *Config) Validate() error {
 			}
 		}
 	default:
+		e := c.MQTT.Embedded
+		for _, f := range []setting{{"auth_file", e.AuthFile}, {"websocket", e.Websocket}, {"persistence_dir", e.PersistenceDir}} {
+			if f.val != "" {
+				add("mqtt.embedded."+f.key, "set, but mqtt.broker is a remote broker: the embedded broker does not run")
+			}
+		}
 		u, err := mqttside.ParseBrokerURL(b)
 		if err == nil && !mqttside.IsTLSScheme(u.Scheme) {
 			for _, f := range tlsOnly {

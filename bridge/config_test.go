@@ -61,6 +61,8 @@ func TestValidate(t *testing.T) {
 		{"empty rule glob", func(c *Config) { c.Rules = []string{" "} }, []string{"rules[0]: empty rule file pattern"}},
 		{"status topic with the embedded broker", func(c *Config) { c.MQTT.StatusTopic = "bridge/st" }, []string{"mqtt.status_topic: set, but mqtt.broker is \"embedded\""}},
 		{"status topic off with the embedded broker", func(c *Config) { c.MQTT.StatusTopic = "-" }, nil},
+		{"embedded broker keys with a remote broker", func(c *Config) { c.MQTT.Broker = "tcp://broker:1883"; c.MQTT.Embedded.AuthFile = "auth.toml" }, []string{
+			"mqtt.embedded.auth_file: set, but mqtt.broker is a remote broker"}},
 		{"burst without a limit", func(c *Config) { c.CoAP.RateBurst = 5 }, []string{"coap.rate_burst: set, but coap.rate_limit is 0"}},
 		{"port out of range", func(c *Config) { c.CoAP.Listen = ":99999"; c.HTTP.Listen = "127.0.0.1:-1" }, []string{
 			`coap.listen: port "99999": want 0-65535`, `http.listen: port "-1": want 0-65535`}},
