@@ -153,6 +153,14 @@ func unwatched(_ *Config, o *Options) {
 	o.ReloadSettle = 50 * time.Millisecond
 }
 
+// pushOK posts to url and fails the test unless it is answered 2.04.
+func pushOK(t *testing.T, c *coapside.Client, url string) {
+	t.Helper()
+	if code := post(t, c, url); code != message.Changed {
+		t.Fatalf("POST %s: %v, want 2.04", url, code)
+	}
+}
+
 // post sends a text POST and returns the response code, or fails the test.
 func post(t *testing.T, c *coapside.Client, url string) message.Code {
 	t.Helper()
