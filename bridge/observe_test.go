@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside/message"
 	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -307,4 +310,31 @@ topic    = "disc/{device}/{path...}"
 	}
 	dev.set(42)
 	sub.waitFor(t, 5*time.Second, "disc/d1/sensors/temp", "42")
+}
+
+// TestObservationGaugeFollowsConcurrentChanges: observations established
+// and ended at once leave bridge_observations_active at the number held
+// (a change that exported its count after a later one left the gauge one
+// off until the next change).
+func TestObservationGaugeFollowsConcurrentChanges(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry())
+	wt := &watcher{metrics: m}
+	for round := 0; round < 50; round++ {
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 50; i++ {
+					wt.observationUp(1)
+					runtime.Gosched()
+					wt.observationUp(-1)
+				}
+			}()
+		}
+		wg.Wait()
+		if got := testutil.ToFloat64(m.observations); got != 0 {
+			t.Fatalf("round %d: gauge %v after every observation ended, want 0", round, got)
+		}
+	}
 }

@@ -404,10 +404,11 @@ func (wt *watcher) group(run *watchRun) *watchGroup {
 // observationUp counts an established observation in the metrics.
 func (wt *watcher) observationUp(delta int) {
 	wt.mu.Lock()
+	defer wt.mu.Unlock()
 	wt.active += delta
-	n := wt.active
-	wt.mu.Unlock()
-	wt.metrics.observations.Set(float64(n))
+	// Set under the lock: two changes racing to Set could leave the
+	// older count exported until the next change.
+	wt.metrics.observations.Set(float64(wt.active))
 }
 
 // publish sends one device representation to MQTT for every rule in rs.
