@@ -194,13 +194,13 @@ func (e *Embedded) start() error {
 	}
 	if e.opts.Listen != "" {
 		e.tcp = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: e.opts.Listen})
-		if err := e.srv.AddListener(e.tcp); err != nil {
+		if err := e.srv.AddListener(closingListener{Listener: e.tcp, srv: e.srv}); err != nil {
 			return fmt.Errorf("listen %s: %w", e.opts.Listen, err)
 		}
 	}
 	if e.opts.WebSocket != "" {
 		e.ws = newWSListener("ws", e.opts.WebSocket)
-		if err := e.srv.AddListener(e.ws); err != nil {
+		if err := e.srv.AddListener(closingListener{Listener: e.ws, srv: e.srv}); err != nil {
 			return fmt.Errorf("websocket listen %s: %w", e.opts.WebSocket, err)
 		}
 	}
