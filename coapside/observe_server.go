@@ -84,7 +84,19 @@ type ObserveServer struct {
 	targets map[obsID]obsTarget  // where each observer's notifications go
 	paths   map[string]*obsRoute // how to re-run the handler of a path
 	cons    map[obsID]*outgoing  // each observer's latest CON notification
+	// answers has the observer registered by each answer to an Echo
+	// challenge, by the client endpoint, resource and Echo value.
+	answers map[echoAnswer]obsID
 }
+
+// echoAnswer is a registration of path repeated with an Echo value from
+// one client endpoint (RFC 9175 §2.4): one challenge is answered by one
+// registration. A client may receive a challenge twice (its request's
+// retransmission crossed it, and the duplicate is answered the same,
+// RFC 7252 §4.5) and answer each copy, with a new token each time
+// (libcoap does); the later answer replaces the earlier, so the client
+// does not hear every change twice.
+type echoAnswer struct{ endpoint, path, echo string }
 
 // obsID is an observer's notifier endpoint key and token.
 type obsID struct{ endpoint, token string }
@@ -94,6 +106,8 @@ type obsTarget struct {
 	ep   *Endpoint
 	addr net.Addr
 	szx  uint8
+	// answer is set when the registration answered an Echo challenge.
+	answer echoAnswer
 }
 
 // obsRoute re-runs an observable handler for a path.
@@ -123,6 +137,7 @@ func NewObserveServer(opts ObserveOptions) (*ObserveServer, error) {
 		targets: make(map[obsID]obsTarget),
 		paths:   make(map[string]*obsRoute),
 		cons:    make(map[obsID]*outgoing),
+		answers: make(map[echoAnswer]obsID),
 		resets:  newResetMemory(opts.ResetMemory),
 	}
 	if opts.MaxObservers <= 0 {
@@ -251,7 +266,21 @@ func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, path, 
 			return
 		}
 	}
-	s.targets[id] = obsTarget{ep: r.Endpoint(), addr: r.Peer, szx: szx}
+	t := obsTarget{ep: r.Endpoint(), addr: r.Peer, szx: szx}
+	if echo, ok := r.Options.Echo(); ok && len(echo) > 0 {
+		t.answer = echoAnswer{key, path, string(echo)}
+	}
+	s.forgetAnswerLocked(id)
+	s.targets[id] = t
+	// The observer an earlier answer to the same challenge registered
+	// with another token, removed once this one is in place.
+	var earlier obsID
+	if t.answer != (echoAnswer{}) {
+		if prev, ok := s.answers[t.answer]; ok && prev != id {
+			earlier = prev
+		}
+		s.answers[t.answer] = id
+	}
 	route := s.paths[path]
 	if route == nil {
 		route = &obsRoute{h: h}
@@ -266,6 +295,7 @@ func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, path, 
 		// without Observe; the client falls back to polling.
 		s.mu.Lock()
 		if t, ok := s.targets[id]; ok {
+			s.forgetAnswerLocked(id)
 			delete(s.targets, id)
 			s.quota.release(sourceOf(t.addr))
 		}
@@ -281,6 +311,30 @@ func (s *ObserveServer) register(w ResponseWriter, r *Request, h Handler, path, 
 		return
 	}
 	*w.Options() = w.Options().SetUint(message.Observe, reg.Seq)
+	if t.answer == (echoAnswer{}) {
+		return
+	}
+	s.mu.Lock()
+	later := s.answers[t.answer]
+	s.mu.Unlock()
+	if later != id && later != (obsID{}) {
+		// A later answer to the same challenge came in meanwhile and may
+		// have looked for this observer before it was registered.
+		s.n.Deregister(key, r.Token)
+	}
+	if earlier != (obsID{}) {
+		s.log.Debug("coap observe challenge answered again", "path", path, "peer", key)
+		s.n.Deregister(earlier.endpoint, []byte(earlier.token))
+	}
+}
+
+// forgetAnswerLocked removes from answers the entry of id's current
+// target, if it is id's.
+func (s *ObserveServer) forgetAnswerLocked(id obsID) {
+	t, ok := s.targets[id]
+	if ok && t.answer != (echoAnswer{}) && s.answers[t.answer] == id {
+		delete(s.answers, t.answer)
+	}
 }
 
 // codeWriter remembers the code a handler set.
@@ -303,6 +357,7 @@ func (s *ObserveServer) deregistered(o observe.Observer, reason error) {
 		// A replacement has the same endpoint and token: its target stays.
 		id := obsID{o.Endpoint, o.Token}
 		if t, ok := s.targets[id]; ok {
+			s.forgetAnswerLocked(id)
 			delete(s.targets, id)
 			s.quota.release(sourceOf(t.addr))
 		}

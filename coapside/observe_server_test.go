@@ -402,6 +402,53 @@ func TestObserveServerReregistrationSameToken(t *testing.T) {
 	}
 }
 
+// TestObserveServerChallengeAnsweredTwice: a registration's retransmission
+// crosses the 4.01 + Echo challenge, the duplicate gets the same challenge
+// again (RFC 7252 §4.5), and the client (libcoap does this) repeats the
+// registration for each copy, each time with a new token. The second
+// answer to the challenge replaces the first: the client is one observer
+// and hears each change once.
+func TestObserveServerChallengeAnsweredTwice(t *testing.T) {
+	res := &counterResource{value: []byte("a")}
+	obs, addr := startObserveServer(t, ObserveOptions{ConEvery: 100}, res)
+	p := newRawPeer(t, addr)
+	first := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: 1, Token: []byte{1}}
+	first.Options = message.Options{}.SetPath("/obs").SetUint(message.Observe, observe.Register)
+	var echo []byte
+	for copyN := range 2 {
+		p.sendMsg(first)
+		c := p.mustRecv(2 * time.Second)
+		v, ok := echoChallenge(c.Code, c.Options)
+		if !ok || c.MessageID != 1 || (echo != nil && !bytes.Equal(v, echo)) {
+			t.Fatalf("copy %d of the registration answered %v", copyN, c)
+		}
+		echo = v
+	}
+	var tok []byte
+	for i, mid := range []uint16{2, 3} {
+		tok = []byte{byte(mid), 0, 0, 0, 0, 0, 2}
+		m := &message.Message{Type: message.Confirmable, Code: message.GET, MessageID: mid, Token: tok}
+		m.Options = message.Options{}.SetPath("/obs").SetUint(message.Observe, observe.Register).SetEcho(echo)
+		p.sendMsg(m)
+		r := p.mustRecv(2 * time.Second)
+		if _, ok := r.Options.Observe(); !ok || r.Code != message.Content || !bytes.Equal(r.Token, tok) {
+			t.Fatalf("answer %d to the challenge: %v", i, r)
+		}
+	}
+	if n := obs.Observers("/obs"); n != 1 {
+		t.Errorf("observers %d after one client answered one challenge twice, want 1", n)
+	}
+	res.set([]byte("b"))
+	obs.Notify("/obs")
+	m := p.mustRecv(2 * time.Second)
+	if string(m.Payload) != "b" || !bytes.Equal(m.Token, tok) {
+		t.Errorf("notification %v, want b with the latest token % x", m, tok)
+	}
+	if m, _, ok := p.recv(200 * time.Millisecond); ok {
+		t.Errorf("the change was notified twice: also %v", m)
+	}
+}
+
 // TestObserveServerEndpointClosed closes the server an observer registered
 // on: the next notification finds the endpoint gone and removes it.
 func TestObserveServerEndpointClosed(t *testing.T) {
