@@ -79,7 +79,10 @@ type Origin struct {
 // outside any lock, and must not block.
 type DroppedFunc func(m Message, err error)
 
-// Delivery is a message received on a subscription.
+// Delivery is a message received on a subscription. Its Retain is set
+// only on a stored message the broker sent because the subscription was
+// made (at connect, reconnect or a new subscription), never on a live
+// publish to an established subscription [MQTT-3.3.1-9].
 type Delivery struct {
 	Message
 	// Duplicate is set on a redelivery of a QoS 1/2 message [MQTT-3.3.1-1].

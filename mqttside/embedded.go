@@ -353,6 +353,13 @@ func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handl
 	if had {
 		_ = e.srv.Unsubscribe(filter, old)
 	}
+	// stored is set while mochi sends this new subscription the retained
+	// messages it stores, which it does inside srv.Subscribe: only those
+	// are delivered with Retain [MQTT-3.3.1-9]. A live publish reaches
+	// the inline handler with its publisher's flag, which a subscriber
+	// must not see. One published while the subscription is being made
+	// may be taken for a stored one, as a broker may deliver it either way.
+	var stored atomic.Bool
 	fn := func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		e.cnt.received.Add(1)
 		q := min(pk.FixedHeader.Qos, qos)
@@ -361,7 +368,7 @@ func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handl
 				Topic:           pk.TopicName,
 				Payload:         pk.Payload,
 				QoS:             q,
-				Retain:          pk.FixedHeader.Retain,
+				Retain:          pk.FixedHeader.Retain && stored.Load(),
 				ResponseTopic:   pk.Properties.ResponseTopic,
 				CorrelationData: pk.Properties.CorrelationData,
 				ContentType:     pk.Properties.ContentType,
@@ -372,7 +379,10 @@ func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handl
 			Received:  time.Now(),
 		})
 	}
-	if err := e.srv.Subscribe(filter, id, fn); err != nil {
+	stored.Store(true)
+	err := e.srv.Subscribe(filter, id, fn)
+	stored.Store(false)
+	if err != nil {
 		return fmt.Errorf("mqtt: embedded subscribe %q: %w", filter, err)
 	}
 	return nil

@@ -396,3 +396,38 @@ func TestRemoteSecureWebSocket(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestEmbeddedRetainMarksStoredMessagesOnly: an inline subscription sees
+// Retain on the stored messages the broker sends because it subscribed,
+// and not on a live publish to the established subscription, whatever the
+// publisher set [MQTT-3.3.1-9], as a remote broker delivers them.
+func TestEmbeddedRetainMarksStoredMessagesOnly(t *testing.T) {
+	checkLeaks(t)
+	e := newTestEmbedded(t, EmbeddedOptions{})
+	ctx := ctxT(t, 5*time.Second)
+	if err := e.Publish(ctx, Message{Topic: "r/stored", Payload: []byte("old"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	col := newCollector()
+	if err := e.Subscribe(ctx, "r/#", 1, col); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Publish(ctx, Message{Topic: "r/live", Payload: []byte("new"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	// An external client's retained publish, live too.
+	pc := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + e.Addr()).SetClientID("retain-pub"))
+	if tok := pc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal("connect:", tok.Error())
+	}
+	defer pc.Disconnect(0)
+	if tok := pc.Publish("r/ext", 1, true, "ext"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal("publish:", tok.Error())
+	}
+	testkit.Eventually(t, 5*time.Second, "three deliveries", func() bool { return col.count() == 3 })
+	for _, d := range col.deliveries() {
+		if want := d.Topic == "r/stored"; d.Retain != want {
+			t.Errorf("%s delivered with Retain %v, want %v", d.Topic, d.Retain, want)
+		}
+	}
+}
