@@ -238,6 +238,9 @@ func (c *commands) abandon(cmd *command, res commandResult) bool {
 // ServeMQTT receives a delivery on a command filter and queues it for the
 // workers; when the backlog is full it waits for room (back-pressure).
 //
+// A retained command runs when it is published; the copy the broker
+// stores and sends at each subscription (Retain set) is counted, not run.
+//
 // The topic is matched once, here, to the most specific command rule. A
 // message whose topic also matches a less specific filter arrives once per
 // filter; only the delivery on the matched rule's own filter runs the
@@ -263,6 +266,15 @@ func (c *commands) serve(d *mqttside.Delivery, forwarded bool) {
 	}
 	if !c.subs.handles(d.Filter, want) {
 		c.log.Debug("command delivered on its rule's own filter too", "topic", d.Topic, "rule", rule.Name, "filter", d.Filter)
+		d.Ack()
+		return
+	}
+	if d.Retain {
+		// The broker's stored copy of a retained command, sent because
+		// the bridge subscribed (at each connect and start): the command
+		// ran when it was published, it is not run again.
+		c.metrics.ruleError(rule.Name, reasonRetained, errorDetail{errText: "retained command not run again: it ran when it was published"})
+		c.log.Warn("retained command not run again", "rule", rule.Name, "topic", d.Topic)
 		d.Ack()
 		return
 	}

@@ -606,3 +606,60 @@ func TestCommandNotSentBehindUnansweredRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandRetainedRunsOnce: a retained command is run once, when it is
+// published. The copy the broker stores and sends again at every
+// subscription (each reconnect, a restart of the bridge) is not a new
+// command: it does not reach the device again, it is counted.
+func TestCommandRetainedRunsOnce(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\npersistence true\n")
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("PUT /toggle", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.Changed) })
+	clientID := fmt.Sprintf("bridge-retained-%d", time.Now().UnixNano())
+	remote := func(c *Config, _ *Options) {
+		useRemoteBroker(c, broker.Addr(), "")
+		c.MQTT.ClientID = clientID // the same session across restarts
+	}
+	tb := startBridge(t, commandRules(dev.addr.String()), remote)
+	replies := subscribe(t, broker.Addr(), "replies/#", 1)
+	retained := func(tb *testBridge) float64 {
+		return testutil.ToFloat64(tb.metrics.errors.WithLabelValues("actuators", reasonRetained))
+	}
+
+	// QoS 0: nothing for the broker to redeliver when it stops right after
+	// the result (a QoS 1 command's PUBACK follows its result).
+	publish(t, broker.Addr(), "cmd/dev1/toggle", 0, true, "1")
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("result %+v", r)
+	}
+	// The broker restarts (keeping its retained messages): the bridge
+	// subscribes again and is sent the stored command.
+	broker.Stop()
+	broker.Restart()
+	replies = subscribe(t, broker.Addr(), "replies/#", 1)
+	testkit.Eventually(t, 15*time.Second, "the stored command counted or run", func() bool { return retained(tb) == 1 || dev.count() > 1 })
+	if n := dev.count(); n != 1 {
+		t.Fatalf("after the broker's restart the device got %d requests, want 1", n)
+	}
+
+	// Published while the bridge is down: the broker keeps it in the
+	// bridge's session and sends it once more as the stored message when
+	// the bridge subscribes at its start. It runs once.
+	tb.stop(t)
+	publish(t, broker.Addr(), "cmd/dev1/toggle", 1, true, "2")
+	tb = startBridge(t, commandRules(dev.addr.String()), remote)
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("result %+v", r)
+	}
+	testkit.Eventually(t, 10*time.Second, "the stored command counted", func() bool { return retained(tb) == 1 })
+	replies.none(t, 500*time.Millisecond)
+	var got []string
+	dev.mu.Lock()
+	for _, r := range dev.requests {
+		got = append(got, r.payload)
+	}
+	dev.mu.Unlock()
+	if fmt.Sprint(got) != "[1 2]" {
+		t.Fatalf("the device got %q, want each command once", got)
+	}
+}

@@ -33,6 +33,7 @@ const (
 	reasonState           = "state"
 	reasonNotAcceptable   = "not_acceptable"
 	reasonPrecondition    = "precondition_failed"
+	reasonRetained        = "retained"
 )
 
 // metrics are the bridge's Prometheus collectors, labelled per rule.
