@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -56,5 +57,48 @@ func TestEmbeddedCountsDropsForSlowSubscriber(t *testing.T) {
 	}
 	if e.Stats().SubscriberDrops == 0 {
 		t.Fatal("no drop counted for a subscriber that stopped reading after 100,000 messages")
+	}
+}
+
+// TestEmbeddedResumedSessionIsNoDrop: QoS 1 messages that waited for a
+// client with a persistent session are delivered when it connects again;
+// moving them to the new connection is not counted or logged as a drop.
+func TestEmbeddedResumedSessionIsNoDrop(t *testing.T) {
+	e := newTestEmbedded(t, EmbeddedOptions{})
+	got := make(chan string, 10)
+	connect := func() paho.Client {
+		o := paho.NewClientOptions().AddBroker("tcp://" + e.Addr()).SetClientID("resumes").SetCleanSession(false).
+			SetAutoReconnect(false)
+		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) })
+		c := paho.NewClient(o)
+		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal("connect:", tok.Error())
+		}
+		return c
+	}
+	c := connect()
+	if tok := c.Subscribe("held/#", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal("subscribe:", tok.Error())
+	}
+	c.Disconnect(100)
+	ctx := ctxT(t, 5*time.Second)
+	for _, p := range []string{"a", "b"} {
+		if err := e.Publish(ctx, Message{Topic: "held/t", Payload: []byte(p), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c = connect()
+	defer c.Disconnect(100)
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		select {
+		case p := <-got:
+			seen[p] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("delivered to the resumed session: %v, want a and b", seen)
+		}
+	}
+	if n := e.Stats().SubscriberDrops; n != 0 {
+		t.Fatalf("%d drops counted for messages delivered to the resumed session", n)
 	}
 }

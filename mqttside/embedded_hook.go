@@ -35,8 +35,15 @@ func (h *dropHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	h.dropped(cl, pk, "queue full")
 }
 
-// OnQosDropped counts a QoS 1/2 message whose flow to cl expired.
+// OnQosDropped counts a QoS 1/2 message whose flow to cl expired. A
+// client whose session a new connection with its ID took over is not
+// dropping anything: mochi hands its in-flight messages to the new
+// connection (or discards them as that connection's clean start asks)
+// and then clears them from the old one through this hook.
 func (h *dropHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.IsTakenOver() {
+		return
+	}
 	h.dropped(cl, pk, "qos flow expired")
 }
 
