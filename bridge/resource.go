@@ -58,6 +58,13 @@ func (c *resourceCache) evictOldestLocked() {
 	c.evicted++
 }
 
+// remove forgets the value on topic.
+func (c *resourceCache) remove(topic string) {
+	c.mu.Lock()
+	delete(c.values, topic)
+	c.mu.Unlock()
+}
+
 // get returns the latest value on topic.
 func (c *resourceCache) get(topic string) (*lastValue, bool) {
 	c.mu.Lock()
@@ -126,8 +133,9 @@ func (rs *resources) Run(ctx context.Context) error {
 // Shutdown stops sending notifications.
 func (rs *resources) Shutdown(ctx context.Context) error { return rs.run.stop(ctx) }
 
-// keep stores a message delivered on a resource rule's subscription and
-// notifies the observers of the paths it feeds. A topic matching several
+// keep stores a message delivered on a resource rule's subscription (an
+// empty one clears the topic's value) and notifies the observers of the
+// paths it feeds. A topic matching several
 // resource rules' filters (config/+ and config/#) arrives once per filter:
 // only the copy on the first matching rule's filter that is subscribed is
 // kept, so observers hear of each message once.
@@ -148,7 +156,13 @@ func (rs *resources) keep(d *mqttside.Delivery) {
 			"topic", d.Topic, "bytes", len(d.Payload), "limit", rs.maxPayload)
 		return
 	}
-	rs.cache.store(d)
+	if len(d.Payload) == 0 {
+		// An empty message deletes a retained one: the topic has no
+		// value now, as after a restart. Its observers are told 4.04.
+		rs.cache.remove(d.Topic)
+	} else {
+		rs.cache.store(d)
+	}
 	rs.notifyObservers(matches)
 }
 

@@ -3,6 +3,7 @@ package bridge
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,4 +292,44 @@ content_format = "json"
 	if resp := get("/.well-known/core", message.AppLinkFormat); resp.Code != message.Content {
 		t.Errorf("discovery with Accept link-format: %v, want 2.05", resp.Code)
 	}
+}
+
+// TestResourceEmptyMessageClearsValue: an empty message on a resource
+// rule's topic (the MQTT way of deleting a retained one) leaves the topic
+// without a value, as a restart or reconnect would find it: GET answers
+// 4.04, discovery does not list the path, an observer is told 4.04 and
+// its observation ends (RFC 7641 §3.2). A later message is served again.
+func TestResourceEmptyMessageClearsValue(t *testing.T) {
+	tb := startBridge(t, resourceRules, nil)
+	c := newCoAPClient(t)
+	ctx := t.Context()
+	publish(t, tb.MQTTAddr(), "config/d1", 1, true, "v1")
+	testkit.Eventually(t, 5*time.Second, "the first value", func() bool {
+		resp, err := c.Get(ctx, tb.coapURL("/config/d1"))
+		return err == nil && resp.Code == message.Content
+	})
+	obs := observeRaw(t, tb.CoAPAddr(), "/config/d1", []byte{1, 2})
+	if first := obs.next(); first.Code != message.Content || string(first.Payload) != "v1" {
+		t.Fatalf("registration response %v %q", first.Code, first.Payload)
+	}
+
+	publish(t, tb.MQTTAddr(), "config/d1", 1, true, "")
+	if n := obs.next(); n.Code != message.NotFound {
+		t.Fatalf("notification %v %q, want 4.04", n.Code, n.Payload)
+	}
+	resp, err := c.Get(ctx, tb.coapURL("/config/d1"))
+	if err != nil || resp.Code != message.NotFound {
+		t.Fatalf("GET after the value was cleared: %v %v, want 4.04", resp, err)
+	}
+	resp, err = c.Get(ctx, tb.coapURL("/.well-known/core"))
+	if err != nil || resp.Code != message.Content || strings.Contains(string(resp.Payload), "/config/d1") {
+		t.Fatalf("discovery after the value was cleared: %v %q %v", resp, resp.Payload, err)
+	}
+
+	publish(t, tb.MQTTAddr(), "config/d1", 1, false, "v2")
+	testkit.Eventually(t, 5*time.Second, "the new value", func() bool {
+		resp, err := c.Get(ctx, tb.coapURL("/config/d1"))
+		return err == nil && resp.Code == message.Content && string(resp.Payload) == "v2"
+	})
+	obs.none(300 * time.Millisecond) // its observation ended with the 4.04
 }
