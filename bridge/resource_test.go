@@ -30,11 +30,16 @@ func TestResourceServesLatestMessage(t *testing.T) {
 	if err != nil || resp.Code != message.NotFound {
 		t.Fatalf("before first message: %v %v", resp, err)
 	}
-	// QoS 1 publishes, one after another: the broker acknowledges each to
-	// its publisher before handing it to the bridge, so d1's second value
-	// may reach the bridge a moment after the next publish is made. The
-	// last one is for another device: each device keeps its own value.
+	// QoS 1 publishes from separate clients: the broker acknowledges each
+	// to its publisher before handing it to the bridge, and orders only
+	// one client's messages, so the second value is published once the
+	// first is served. The last one is for another device: each device
+	// keeps its own value.
 	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":1}`)
+	testkit.Eventually(t, 5*time.Second, "d1's first value", func() bool {
+		resp, err = c.Get(ctx, tb.coapURL("/config/d1"))
+		return err == nil && resp.Code == message.Content && string(resp.Payload) == `{"interval":1}`
+	})
 	publish(t, tb.MQTTAddr(), "config/d1", 1, false, `{"interval":2}`)
 	publish(t, tb.MQTTAddr(), "config/d2", 1, false, `other`)
 	testkit.Eventually(t, 5*time.Second, "d2's value", func() bool {

@@ -143,11 +143,20 @@ func TestRemoteBrokerKilledMidStream(t *testing.T) {
 	for _, c := range seen {
 		dups += c - 1
 	}
-	for i := 1; i < len(order); i++ {
-		if order[i] < order[i-1] {
-			t.Errorf("order broken: %s after %s", order[i], order[i-1])
+	// A message delivered twice was in flight when the broker died: the
+	// killed broker may have saved it to its database before it crashed
+	// and deliver that copy from its restored queue, after messages that
+	// reached it later. Every other message keeps its order.
+	last := ""
+	for _, p := range order {
+		if seen[p] > 1 {
+			continue
+		}
+		if p < last {
+			t.Errorf("order broken: %s after %s", p, last)
 			break
 		}
+		last = p
 	}
 	mu.Unlock()
 	t.Logf("%d messages: %d acknowledged by the killed broker, %d of those lost by it (%v); %d duplicates; buffered %d",
