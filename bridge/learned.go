@@ -83,6 +83,9 @@ type LearnEvent struct {
 	Device LearnedDevice
 	// From is the previous address of a device that Moved.
 	From netip.AddrPort
+	// Before is the time of the device's previous request, for a device
+	// Seen or Moved: how long it was silent tells whether it slept.
+	Before time.Time
 }
 
 // learnedEntry is the registry's record of a device: kept small, as a
@@ -169,6 +172,7 @@ func (l *learnedDevices) learn(name string, addr netip.AddrPort, ep *coapside.En
 		} else {
 			ev.Kind = Seen
 		}
+		ev.Before = time.Unix(0, old.seen)
 		*old = e
 	}
 	l.mu.Unlock()

@@ -496,3 +496,90 @@ topic    = "bat/{device}"
 	up()
 	testkit.Eventually(t, 5*time.Second, "polled again after the next uplink", func() bool { return dev.count() > asleep })
 }
+
+// TestLearnedDeviceObservedAgainWhenItWakes: a sleepy device forgets its
+// observers while its radio is off. Its first uplink after it slept makes
+// the bridge register again at once, not only once Max-Age (60 s here)
+// has passed, when the device may be asleep again; an uplink inside the
+// awake window sends no registration.
+func TestLearnedDeviceObservedAgainWhenItWakes(t *testing.T) {
+	const awake = 400 * time.Millisecond
+	tb := startBridge(t, learnedRules+`
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`, withPresence(awake, time.Minute))
+	dev := startDevice(t, "")
+	// The device's observers live in its current ObserveServer: a new
+	// one is a device that forgot them.
+	var obs atomic.Pointer[coapside.ObserveServer]
+	obs.Store(runObserveServer(t))
+	var temp atomic.Int64
+	value := coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})
+	dev.mux.Handle("GET /temp", coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		obs.Load().Observable(value).ServeCOAP(w, r)
+	}))
+	push := dev.pusher(t)
+	up := func() { t.Helper(); pushOK(t, push, tb.coapURL("/up/dev-w")) }
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
+
+	temp.Store(20)
+	up()
+	temps.waitFor(t, 10*time.Second, "temp/dev-w", "20")
+	up() // awake still: the observation holds
+	time.Sleep(100 * time.Millisecond)
+	if h, _ := tb.watches.observationHealth("dev-w"); h.Active != 1 || h.Reregistrations != 0 {
+		t.Fatalf("after two uplinks in one awake window: %+v, want 1 active, no re-registration", h)
+	}
+
+	time.Sleep(2 * awake) // asleep: it forgets its observers
+	obs.Store(runObserveServer(t))
+	temp.Store(21)
+	up()
+	temps.waitFor(t, 5*time.Second, "temp/dev-w", "21")
+	testkit.Eventually(t, 5*time.Second, "registered again", func() bool { return obs.Load().Observers("/temp") == 1 })
+	temp.Store(22)
+	obs.Load().Notify("/temp")
+	temps.waitFor(t, 5*time.Second, "temp/dev-w", "22")
+	if h, _ := tb.watches.observationHealth("dev-w"); h.Active != 1 || h.Reregistrations != 1 {
+		t.Errorf("observation health %+v, want 1 active, 1 re-registration", h)
+	}
+}
+
+// TestLearnedDeviceRegisteredWithOnlyAwake: an observation of a learned
+// device that fails is retried inside its awake window and not while it
+// sleeps (a registration then would only wait for a radio that is off);
+// its next uplink retries at once.
+func TestLearnedDeviceRegisteredWithOnlyAwake(t *testing.T) {
+	const awake = 400 * time.Millisecond
+	presence := withPresence(awake, time.Minute)
+	tb := startBridge(t, learnedRules+`
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`, func(c *Config, o *Options) {
+		presence(c, o)
+		o.ReobserveMin, o.ReobserveMax = 50*time.Millisecond, 100*time.Millisecond
+	})
+	dev := startDevice(t, "")
+	dev.mux.HandleFunc("GET /temp", func(w coapside.ResponseWriter, r *coapside.Request) { w.SetCode(message.NotFound) })
+	push := dev.pusher(t)
+	up := func() { t.Helper(); pushOK(t, push, tb.coapURL("/up/dev-s")) }
+
+	up()
+	testkit.Eventually(t, 5*time.Second, "retried while awake", func() bool { return dev.requested("/temp") >= 2 })
+	time.Sleep(awake + 200*time.Millisecond)
+	asleep := dev.requested("/temp")
+	time.Sleep(time.Second)
+	if n := dev.requested("/temp"); n != asleep {
+		t.Fatalf("%d registrations sent while the device slept", n-asleep)
+	}
+	up()
+	testkit.Eventually(t, 2*time.Second, "registered at the next uplink", func() bool { return dev.requested("/temp") > asleep })
+}

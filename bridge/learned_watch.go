@@ -86,13 +86,19 @@ func (b *Bridge) learnedWatches(set *rules.Set) []rules.Watch {
 }
 
 // onLearn keeps the watches in step with the learned devices: a device
-// learned is watched by the rules with devices = ["*"], and a device that
-// moved (or was just learned) is observed and polled where it is now.
+// learned is watched by the rules with devices = ["*"], a device that
+// moved (or was just learned) is observed and polled where it is now, and
+// a device that woke up is registered with again.
 func (b *Bridge) onLearn(ev LearnEvent) {
 	switch ev.Kind {
 	case Learned, Moved, Seen:
 		// An uplink: the device is awake, its queued commands go out.
 		b.commands.markOnline(ev.Device.Name)
+	}
+	if ev.Kind == Seen && ev.Device.LastSeen.Sub(ev.Before) >= b.opts.Awake {
+		// Its first uplink after it slept: it may have dropped its
+		// observers meanwhile, and listens only for a while now.
+		b.watches.woke(ev.Device.Name)
 	}
 	switch ev.Kind {
 	case Learned, Moved:

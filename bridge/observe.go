@@ -19,7 +19,9 @@ import (
 // (the device rebooted, answered RST or an error, or went silent past
 // Max-Age and did not answer the re-registration) it observes again with
 // exponential backoff and jitter. A resource that is not observable is
-// polled instead, and observing is tried again after a while. finish runs
+// polled instead, and observing is tried again after a while. A learned
+// device is registered with only while it is awake, and again when it
+// wakes (see observeHealth.wake). finish runs
 // once it is over (ctx ended). While an observation is held no goroutine
 // waits for it: observe returns, and its end or ctx's resumes the loop
 // (observeLoop.resume). It runs from wt.establishing: release gives its
@@ -129,12 +131,23 @@ func (l *observeLoop) establish(release func()) bool {
 	for ctx.Err() == nil {
 		g := wt.group(run)
 		health := wt.observeHealth(g.device.Name)
+		if woken := health.nextWake(); wt.sleeping(g.device) {
+			// A learned device whose radio is off: a registration now
+			// would only time out. It is made at its next uplink.
+			release()
+			select {
+			case <-ctx.Done():
+				return false
+			case <-woken:
+			}
+			continue
+		}
 		req, err := deviceRequest(g.device, path)
 		if err != nil {
 			release()
 			wt.countError(g, reasonCoAP, 0, err)
 			l.flog.fail("observe: bad resource path", "device", g.device.Name, "path", path, "err", err)
-			if !sleep(ctx, l.bo.next()) {
+			if !l.pause(health) {
 				return false
 			}
 			continue
@@ -149,7 +162,7 @@ func (l *observeLoop) establish(release func()) bool {
 			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err, sent)
 			l.flog.fail("observe: cannot reach device", "device", g.device.Name, "path", path, "err", err)
-			if !sleep(ctx, l.bo.next()) {
+			if !l.pause(health) {
 				return false
 			}
 			continue
@@ -175,7 +188,7 @@ func (l *observeLoop) establish(release func()) bool {
 			wt.countError(g, reasonOf(err), 0, err)
 			wt.presence.unreachable(g.device.Name, err, sent)
 			l.flog.fail("observe failed", "device", g.device.Name, "path", path, "err", err)
-			if !sleep(ctx, l.bo.next()) {
+			if !l.pause(health) {
 				return false
 			}
 			continue
@@ -204,6 +217,21 @@ func (l *observeLoop) establish(release func()) bool {
 		return true
 	}
 	return false
+}
+
+// pause waits out the backoff before the next attempt; the device's wake
+// (observeHealth.wake) cuts it short. It reports whether l.ctx is still
+// live.
+func (l *observeLoop) pause(health *observeHealth) bool {
+	t := time.NewTimer(l.bo.next())
+	defer t.Stop()
+	select {
+	case <-l.ctx.Done():
+		return false
+	case <-t.C:
+	case <-health.nextWake():
+	}
+	return true
 }
 
 // resume runs, in a goroutine of its own, when the held observation or
@@ -236,7 +264,7 @@ func (l *observeLoop) resume() {
 		health.down(obs)
 		wt.countError(wt.group(l.run), reasonObservationLost, 0, obs.Err())
 		l.flog.fail("observation ended: observing again", "device", g.device.Name, "path", l.path, "err", obs.Err())
-		if !sleep(ctx, l.bo.next()) {
+		if !l.pause(health) {
 			l.finish()
 			return
 		}

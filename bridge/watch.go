@@ -184,9 +184,10 @@ func newWatcher(devices *deviceClients, out *outputs, seen func(string), m *metr
 	}
 }
 
-// observeHealth counts a device's observations: established now,
-// established again after one ended, re-registrations after Max-Age
-// (RFC 7641 §3.3.1) and stale notifications dropped.
+// observeHealth holds a device's observations: those established now,
+// counted with those established again after one ended, re-registrations
+// (RFC 7641 §3.3.1) and stale notifications dropped; and, for a learned
+// device that sleeps, the wake its observe loops wait for.
 type observeHealth struct {
 	reobserved atomic.Uint64
 	stale      atomic.Uint64
@@ -196,6 +197,40 @@ type observeHealth struct {
 	// reregistered counts the re-registrations of the observations that
 	// ended; the live ones keep their own count.
 	reregistered uint64
+	// woken is closed at the device's next wake (nil: nobody waits).
+	woken chan struct{}
+}
+
+// nextWake returns a channel closed when the device next wakes.
+func (h *observeHealth) nextWake() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.woken == nil {
+		h.woken = make(chan struct{})
+	}
+	return h.woken
+}
+
+// wake tells the device's observations that it woke up (a learned
+// device's first uplink after it slept) and may have forgotten its
+// observers while its radio was off: each live one registers again at
+// once (RFC 7641 §3.3.1) instead of after Max-Age, when the device may be
+// asleep again, and the loops waiting for the device (to register while
+// it listens, or in backoff) go on now.
+func (h *observeHealth) wake() {
+	h.mu.Lock()
+	live := make([]*coapside.Observation, 0, len(h.live))
+	for o := range h.live {
+		live = append(live, o)
+	}
+	if h.woken != nil {
+		close(h.woken)
+		h.woken = nil
+	}
+	h.mu.Unlock()
+	for _, o := range live {
+		o.Reregister()
+	}
 }
 
 // up records an established observation.
@@ -230,13 +265,24 @@ func (wt *watcher) observeHealth(device string) *observeHealth {
 	return h
 }
 
+// woke tells the observations of learned device name that it woke up
+// (see observeHealth.wake).
+func (wt *watcher) woke(name string) {
+	wt.mu.Lock()
+	h := wt.health[name]
+	wt.mu.Unlock()
+	if h != nil {
+		h.wake()
+	}
+}
+
 // ObservationHealth is what the console shows of a device's
 // observations.
 type ObservationHealth struct {
 	// Active is the observations established now.
 	Active int `json:"active"`
 	// Reregistrations counts registrations sent again after a silence
-	// past Max-Age (RFC 7641 §3.3.1).
+	// past Max-Age, or when a learned device woke up (RFC 7641 §3.3.1).
 	Reregistrations uint64 `json:"reregistrations"`
 	// Reobserved counts observations established again after one ended
 	// (the device rebooted, answered an error, or did not answer a

@@ -116,7 +116,7 @@ type ObservationStats struct {
 	Stale           atomic.Uint64 // older or repeated notifications dropped (RFC 7641 §3.4)
 	Restarts        atomic.Uint64 // times the server's sequence restarted (a reboot)
 	Superseded      atomic.Uint64 // fresh ones replaced by a newer one before delivery
-	Reregistrations atomic.Uint64 // registrations sent again after Max-Age (RFC 7641 §3.3.1)
+	Reregistrations atomic.Uint64 // registrations sent again: after Max-Age or by Reregister (RFC 7641 §3.3.1)
 	BlockErrors     atomic.Uint64 // notifications dropped because their body could not be completed
 }
 
@@ -470,8 +470,18 @@ func reregisterMargin(configured time.Duration, maxAge uint32) time.Duration {
 	return min(max(time.Duration(maxAge)*time.Second/2, time.Second), DefaultReregisterMargin)
 }
 
+// Reregister sends the registration again now, with the same token, as the
+// observation does itself when Max-Age and the margin pass without a
+// notification: a client may re-register at any time (RFC 7641 §3.3.1), for
+// example when the server may have forgotten it (a sleepy device that
+// drops its observers while its radio is off, now awake again). The answer
+// is fresh whatever its Observe value, and an unanswered re-registration
+// ends the observation as lost. Nothing is sent while a re-registration is
+// under way or once the observation is cancelled or ended.
+func (o *Observation) Reregister() { o.reregister() }
+
 // reregister sends a new registration with the same token when Max-Age and
-// the margin passed without a notification.
+// the margin passed without a notification, or when the owner asks.
 func (o *Observation) reregister() {
 	o.mu.Lock()
 	if o.ended || o.canceling || o.reregistering {

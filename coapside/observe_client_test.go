@@ -302,6 +302,43 @@ func TestClientObserveReregistration(t *testing.T) {
 	o.Wait()
 }
 
+// TestClientObserveReregisterNow: the owner re-registers long before
+// Max-Age runs out (a device it knows may have forgotten it). The request
+// goes out at once with the same token; its answer, though its Observe
+// value is older than the latest (the device restarted its sequence), is
+// delivered, and later notifications are judged against it.
+func TestClientObserveReregisterNow(t *testing.T) {
+	f, o, ch := startFakeObservation(t, 100, 60, ObservationOptions{})
+	defer func() {
+		o.Cancel(testCtx(t))
+		o.Wait()
+	}()
+	o.Reregister()
+	o.Reregister() // one already under way: nothing more is sent
+	rereg := f.mustRecv(2 * time.Second)
+	if v, ok := rereg.Options.Observe(); rereg.Code != message.GET || !ok || v != observe.Register || !bytes.Equal(rereg.Token, f.token) {
+		t.Fatalf("re-registration %v", rereg)
+	}
+	ack := &message.Message{Type: message.Acknowledgement, Code: message.Content, MessageID: rereg.MessageID, Token: rereg.Token, Payload: []byte("again")}
+	ack.Options = ack.Options.SetUint(message.Observe, 3).SetUint(message.MaxAge, 60)
+	f.sendMsg(ack)
+	if n := nextNote(t, ch); string(n.Payload) != "again" {
+		t.Fatalf("re-registration answer %q", n.Payload)
+	}
+	f.notify(0x7001, message.NonConfirmable, 4, "next")
+	if n := nextNote(t, ch); string(n.Payload) != "next" {
+		t.Fatalf("notification after the answer %q", n.Payload)
+	}
+	if n := o.Stats().Reregistrations.Load(); n != 1 {
+		t.Errorf("Reregistrations %d, want 1", n)
+	}
+	select {
+	case <-o.Done():
+		t.Fatalf("observation ended: %v", o.Err())
+	default:
+	}
+}
+
 func TestClientObserveRegistrationReset(t *testing.T) {
 	// The server rejects the registration with RST: Observe fails with ErrReset.
 	c := newTestClient(t)
