@@ -281,6 +281,9 @@ func NewWithOptions(cfg Config, opts Options, logger *slog.Logger) (*Bridge, err
 	b.commands.presence = b.presence
 	b.commands.keep, b.commands.changed = b.keeper.enabled(), b.keeper.touch
 	b.commands.state = b.keeper
+	if len(b.restored) > 0 {
+		b.commands.restored = make(chan struct{})
+	}
 	// A device that answers or pushes is online: commands waiting for it
 	// are sent.
 	// Presence hears of pushes from the learned registry, which knows

@@ -128,6 +128,12 @@ type commands struct {
 
 	// subs holds the filters the bridge is subscribed to (see ServeMQTT).
 	subs *subscribed
+	// restored is closed once the commands kept in state.dir are back in
+	// their queues (restoreCommands); until then deliveries wait, since
+	// a remote broker hands over the commands it kept for the bridge's
+	// session right after it connects, and the restored ones came before
+	// them. nil: nothing to restore.
+	restored chan struct{}
 }
 
 func newCommands(set *atomic.Pointer[rules.Set], subs *subscribed, pub publisher, devices *deviceClients, m *metrics, log *slog.Logger, opts Options, maxPayload int) *commands {
@@ -251,6 +257,12 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) { c.serve(d, false) }
 // serve takes a command delivered by the broker or, forwarded, passed on
 // by another member of the cluster.
 func (c *commands) serve(d *mqttside.Delivery, forwarded bool) {
+	if c.restored != nil {
+		select {
+		case <-c.restored:
+		case <-c.ctx.Done():
+		}
+	}
 	set := c.set.Load()
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
 	if !ok {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/peer"
 	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"github.com/coap-mqtt/bridge/mqttside"
 )
@@ -620,5 +621,71 @@ func TestCommandTimeoutAfterAPushKeepsTheDeviceOnline(t *testing.T) {
 	publish(t, tb.MQTTAddr(), "cmd/d1/fast", 1, false, "y")
 	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
 		t.Fatalf("next command: %+v, want ok (sent at once)", r)
+	}
+}
+
+// TestStateRestoredCommandsGoFirst: commands published while the bridge
+// was down wait in its session at a remote broker, which delivers them
+// right after the next bridge connects. The commands that bridge restores
+// from state.dir came before them: the device gets all of them in the
+// order they were published, and the later ones are announced queued
+// behind the restored ones.
+func TestStateRestoredCommandsGoFirst(t *testing.T) {
+	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
+	stateDir := t.TempDir()
+	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := probe.LocalAddr().String()
+	probe.Close()
+	var remote Config
+	useRemoteBroker(&remote, broker.Addr(), "bridge-restore")
+	mod := func(c *Config, o *Options) {
+		c.MQTT = remote.MQTT
+		c.CoAP.Listen = listen
+		c.State.Dir = stateDir
+		c.Devices.Awake = 500 * time.Millisecond
+	}
+	replies := subscribe(t, broker.Addr(), "replies/#", 1)
+	first := startBridge(t, sleepyRules(""), mod)
+	dev := startSleepyDevice(t, first.CoAPAddr(), "sleepy", time.Second, time.Second, 0)
+	dev.waitAsleep(t)
+	publishInOrder(t, broker.Addr(), "cmd/sleepy/n/", 3)
+	for i := range 3 {
+		if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" {
+			t.Fatalf("result %d: %+v, want queued", i, r)
+		}
+	}
+	first.stop(t)
+
+	// Published while no bridge runs: the broker keeps them in the
+	// bridge's session.
+	opts := paho.NewClientOptions().AddBroker("tcp://" + broker.Addr()).SetClientID("late-publisher")
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	for i := 3; i < 6; i++ {
+		if tok := c.Publish(fmt.Sprint("cmd/sleepy/n/", i), 1, false, fmt.Sprint(i)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	c.Disconnect(100)
+
+	startBridge(t, sleepyRules(""), mod)
+	for i := 3; i < 6; i++ {
+		if r := decodeResult(t, replies.next(t, 5*time.Second).Payload()); r.Status != "queued" || r.Position != i+1 {
+			t.Fatalf("result of the command published while the bridge was down: %+v, want queued at %d", r, i+1)
+		}
+	}
+	dev.wakeCycle()
+	testkit.Eventually(t, 15*time.Second, "every command carried out", func() bool { return len(dev.requests()) >= 6 })
+	var paths []string
+	for _, d := range dev.requests() {
+		paths = append(paths, d.path)
+	}
+	if want := []string{"/n/0", "/n/1", "/n/2", "/n/3", "/n/4", "/n/5"}; !slices.Equal(paths, want) {
+		t.Fatalf("the device got %v, want %v", paths, want)
 	}
 }

@@ -439,6 +439,21 @@ func (c *commands) saved() []savedCommand {
 // queued before the restart, so they are not announced again; one whose
 // rule is gone is dropped, logged and counted.
 func (c *commands) restoreCommands(saved []savedCommand) {
+	type failure struct {
+		cmd *command
+		err error
+	}
+	var failed []failure
+	defer func() {
+		if c.restored != nil {
+			close(c.restored)
+		}
+		// Published once deliveries go on: a result may be delivered
+		// back to the bridge on the publishing goroutine.
+		for _, f := range failed {
+			c.finish(f.cmd, commandResult{Status: "error", Error: fmt.Sprintf("saved command: %v", f.err)}, reasonUnknownDevice)
+		}
+	}()
 	set := c.set.Load()
 	for _, s := range saved {
 		d := &mqttside.Delivery{Message: mqttside.Message{Topic: s.Topic, Payload: s.Payload, QoS: s.QoS,
@@ -455,7 +470,7 @@ func (c *commands) restoreCommands(saved []savedCommand) {
 		target, err := set.Target(rule, caps)
 		name := deviceName(target)
 		if err != nil || name == "" {
-			c.finish(cmd, commandResult{Status: "error", Error: fmt.Sprintf("saved command: %v", err)}, reasonUnknownDevice)
+			failed = append(failed, failure{cmd, err})
 			continue
 		}
 		cmd.target = target
