@@ -263,7 +263,8 @@ func (c *commands) enqueue(name string, cmd *command) {
 }
 
 // enqueueLocked appends cmd to dq, called with c.mu held, which it
-// releases. A command the device cannot take now is announced as queued.
+// releases. A command the device cannot take now (offline, or asleep even
+// while a drain is finishing) is announced as queued.
 func (c *commands) enqueueLocked(name string, dq *deviceQueue, cmd *command) {
 	if c.closed {
 		if len(dq.cmds) == 0 && !dq.drainer && dq.stopProbe == nil {
@@ -286,7 +287,11 @@ func (c *commands) enqueueLocked(name string, dq *deviceQueue, cmd *command) {
 	var announce []queuedCommand
 	if dq.draining {
 		c.startDrain(name, dq)
-	} else {
+	}
+	// A sleepy device whose awake window closed while its queue drains
+	// (a command still waits for its answer) takes no more in this
+	// window: the drain stops at its next command.
+	if !dq.draining || dq.sleepy && !c.awake(name, time.Now()) {
 		cmd.announce()
 		announce = c.announceLocked([]queuedCommand{{cmd, len(dq.cmds)}})
 	}

@@ -689,3 +689,39 @@ func TestStateRestoredCommandsGoFirst(t *testing.T) {
 		t.Fatalf("the device got %v, want %v", paths, want)
 	}
 }
+
+// TestQueueModeCommandBehindAnUnansweredOneAnnouncedAtOnce: a command
+// that comes while the device's awake window has closed and an earlier
+// command still waits for its answer cannot be sent in this window: it is
+// announced queued at once, not only once the earlier one timed out.
+func TestQueueModeCommandBehindAnUnansweredOneAnnouncedAtOnce(t *testing.T) {
+	dev := startDevice(t, "")
+	release := make(chan struct{})
+	defer close(release)
+	dev.mux.HandleFunc("PUT /slow", func(w coapside.ResponseWriter, r *coapside.Request) {
+		select { // the radio went off before it answered
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	const awake = 300 * time.Millisecond
+	presence := withPresence(awake, time.Minute)
+	tb := startBridge(t, sleepyRules(""), func(c *Config, o *Options) {
+		presence(c, o)
+		o.CoAP = coapside.EndpointOptions{} // RFC 7252 timing: the rule's 3 s timeout ends the exchange
+	})
+	replies := subscribe(t, tb.MQTTAddr(), "replies/#", 1)
+	pushOK(t, dev.pusher(t), tb.coapURL("/up/d1"))
+	publish(t, tb.MQTTAddr(), "cmd/d1/slow", 1, false, "x")
+	testkit.Eventually(t, 5*time.Second, "the slow command at the device", func() bool { return dev.count() == 1 })
+	time.Sleep(2 * awake) // asleep now
+	publish(t, tb.MQTTAddr(), "cmd/d1/led", 1, false, "on")
+	m := replies.next(t, time.Second) // the slow one times out after 3 s
+	if r := decodeResult(t, m.Payload()); m.Topic() != "replies/d1/led" || r.Status != "queued" || r.Position != 1 {
+		t.Fatalf("first result %s %+v, want the second command queued at 1", m.Topic(), r)
+	}
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "timeout" {
+		t.Fatalf("slow command: %+v, want timeout", r)
+	}
+	replies.none(t, 500*time.Millisecond) // the queued one waits for the next uplink
+}
