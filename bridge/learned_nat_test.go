@@ -583,3 +583,41 @@ topic   = "temp/{device}"
 	up()
 	testkit.Eventually(t, 2*time.Second, "registered at the next uplink", func() bool { return dev.requested("/temp") > asleep })
 }
+
+// TestLearnedDeviceMovesAreNotObservationLosses: an observation given
+// up because its device moved (its deregistration at the old binding
+// fails at once: the port is closed) is not an observation lost: no
+// error is counted or logged for the move.
+func TestLearnedDeviceMovesAreNotObservationLosses(t *testing.T) {
+	tb := startBridge(t, learnedRules+`
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`, nil)
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	obs := runObserveServer(t)
+	var temp atomic.Int64
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})))
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
+	for i := range 8 {
+		if i > 0 {
+			if _, err := nat.Rebind(dev.self()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		temp.Store(int64(i))
+		dev.pushUp(t, "dev-m", "x")
+		temps.waitFor(t, 10*time.Second, "temp/dev-m", strconv.Itoa(i))
+	}
+	testkit.Eventually(t, 10*time.Second, "one observation", func() bool {
+		return testutil.ToFloat64(tb.metrics.observations) == 1
+	})
+	if n := testutil.ToFloat64(tb.metrics.errors.WithLabelValues("every", reasonObservationLost)); n != 0 {
+		t.Errorf("%v observations counted lost over 7 moves, want 0", n)
+	}
+}

@@ -244,11 +244,12 @@ func (l *observeLoop) resume() {
 	stop()
 	wt, ctx, obs, g, health := l.wt, l.ctx, l.obs, l.g, l.health
 	l.obs, l.g, l.health = nil, nil, nil
-	select {
-	case <-ctx.Done():
-		// The observation deregisters itself (GET Observe=1) when its
-		// context ends, waiting for the answer no longer than the
-		// shutdown's share for deregistration (wt.drain).
+	if ctx.Err() != nil {
+		// Stopped (a reload, the device moved, shutdown), also when the
+		// observation ended too: its deregistration failing at once is
+		// no loss. The observation deregisters itself (GET Observe=1)
+		// when its context ends, waiting for the answer no longer than
+		// the shutdown's share for deregistration (wt.drain).
 		select {
 		case <-obs.Done():
 		case <-wt.drain.Done():
@@ -258,16 +259,16 @@ func (l *observeLoop) resume() {
 		health.down(obs)
 		l.finish()
 		return
-	case <-obs.Done():
-		wt.observationUp(-1)
-		wt.feed.up(g.device.Name, l.path, -1)
-		health.down(obs)
-		wt.countError(wt.group(l.run), reasonObservationLost, 0, obs.Err())
-		l.flog.fail("observation ended: observing again", "device", g.device.Name, "path", l.path, "err", obs.Err())
-		if !l.pause(health) {
-			l.finish()
-			return
-		}
+	}
+	// The observation ended on its own (resume runs once it or ctx did).
+	wt.observationUp(-1)
+	wt.feed.up(g.device.Name, l.path, -1)
+	health.down(obs)
+	wt.countError(wt.group(l.run), reasonObservationLost, 0, obs.Err())
+	l.flog.fail("observation ended: observing again", "device", g.device.Name, "path", l.path, "err", obs.Err())
+	if !l.pause(health) {
+		l.finish()
+		return
 	}
 	l.wt.establishing.Go(l.loop)
 }
