@@ -617,7 +617,11 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 	b.state.Store(stateStopping)
 	b.log.Info("shutting down")
 	sup.stop(ctx, "reload", rl) // no reload races the shutdown
-	if err := sup.stop(ctx, "coap", b.coap); err != nil {
+	// Requests are refused from here on; the sockets stay open until the
+	// watches and commands are done: a learned device is observed and
+	// commanded from the bridge's own CoAP port, which its deregistration
+	// and the answers in flight go through.
+	if err := b.coap.drain(ctx); err != nil {
 		b.log.Warn("coap shutdown: requests cut short", "err", err)
 	}
 	if b.cluster != nil {
@@ -626,6 +630,7 @@ func (b *Bridge) shutdown(ctx context.Context, sup *supervisor, rl *reloader) {
 	sup.stop(ctx, "proxy", b.proxy)
 	sup.stop(ctx, "watches", b.watches)
 	sup.stop(ctx, "commands", b.commands)
+	sup.stop(ctx, "coap", b.coap)
 	if b.presence != nil {
 		// The documents of the last changes go out; the others stay as
 		// they are (the status topic says the bridge is gone).

@@ -160,6 +160,23 @@ func (in *ingress) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// drain stops taking requests (new ones get 5.03) and gives those in
+// progress drainRequests (within ctx) to finish, leaving the sockets
+// open: what the bridge sent from them (observations and commands of
+// learned devices) still gets its answers, such as those to the
+// deregistrations of a shutdown. Shutdown closes them.
+func (in *ingress) drain(ctx context.Context) error {
+	in.mu.Lock()
+	serving := in.serving
+	in.mu.Unlock()
+	if !serving {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, drainRequests)
+	defer cancel()
+	return in.srv.Drain(cctx)
+}
+
 // live reports a listener that has stopped reading its socket.
 func (in *ingress) live() error { return in.srv.Health() }
 

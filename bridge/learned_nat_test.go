@@ -621,3 +621,36 @@ topic   = "temp/{device}"
 		t.Errorf("%v observations counted lost over 7 moves, want 0", n)
 	}
 }
+
+// TestShutdownDeregistersLearnedDevicesObservations: a learned device is
+// observed from the bridge's own CoAP port, so that port stays open at a
+// shutdown until the observation is deregistered (GET Observe=1, RFC 7641
+// §3.6): the device drops its observer, and the end is no loss.
+func TestShutdownDeregistersLearnedDevicesObservations(t *testing.T) {
+	tb := startBridge(t, learnedRules+`
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`, nil)
+	dev := startDevice(t, "")
+	obs := runObserveServer(t)
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte("20"))
+	})))
+	pushOK(t, dev.pusher(t), tb.coapURL("/up/dev-d"))
+	testkit.Eventually(t, 10*time.Second, "observed", func() bool {
+		return obs.Observers("/temp") == 1 && testutil.ToFloat64(tb.metrics.observations) == 1
+	})
+
+	tb.stop(t)
+	if n := obs.Observers("/temp"); n != 0 {
+		t.Errorf("%d observers left at the device after the shutdown, want 0", n)
+	}
+	for _, w := range tb.warnings.logged() {
+		if strings.Contains(w, "observation ended") {
+			t.Errorf("logged at shutdown: %s", w)
+		}
+	}
+}

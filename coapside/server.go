@@ -178,6 +178,28 @@ func (s *Server) Endpoints() []*Endpoint {
 // handlers to finish or ctx to end, then closes every conn. It is idempotent;
 // it returns ctx's error if handlers were still running when ctx ended.
 func (s *Server) Shutdown(ctx context.Context) error {
+	eps, err := s.drain(ctx)
+	for _, e := range eps {
+		if cerr := e.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// Drain is Shutdown without closing the conns: requests are refused with
+// 5.03 once it is called, and it returns when no handler runs (or with
+// ctx's error when ctx ends first), while the endpoints go on sending and
+// taking responses, for example to the requests a client sends from them
+// (ClientOptions.Endpoint). Shutdown or Close closes them.
+func (s *Server) Drain(ctx context.Context) error {
+	_, err := s.drain(ctx)
+	return err
+}
+
+// drain refuses new requests and waits for the running handlers; it
+// returns the endpoints served.
+func (s *Server) drain(ctx context.Context) ([]*Endpoint, error) {
 	s.mu.Lock()
 	s.shutdown = true
 	eps := make([]*Endpoint, 0, len(s.eps))
@@ -207,12 +229,7 @@ wait:
 		case <-tick.C:
 		}
 	}
-	for _, e := range eps {
-		if cerr := e.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
-			err = cerr
-		}
-	}
-	return err
+	return eps, err
 }
 
 // Close stops the server immediately without waiting for handlers.
