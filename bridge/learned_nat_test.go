@@ -548,6 +548,18 @@ topic   = "temp/{device}"
 	if h, _ := tb.watches.observationHealth("dev-w"); h.Active != 1 || h.Reregistrations != 1 {
 		t.Errorf("observation health %+v, want 1 active, 1 re-registration", h)
 	}
+
+	// Silent in pushes past its awake window but notifying meanwhile: its
+	// observation is alive, and its next push registers nothing again.
+	time.Sleep(2 * awake)
+	temp.Store(23)
+	obs.Load().Notify("/temp")
+	temps.waitFor(t, 5*time.Second, "temp/dev-w", "23")
+	up()
+	time.Sleep(200 * time.Millisecond)
+	if h, _ := tb.watches.observationHealth("dev-w"); h.Active != 1 || h.Reregistrations != 1 {
+		t.Errorf("after a push from a device that notified while silent: %+v, want 1 active, still 1 re-registration", h)
+	}
 }
 
 // TestLearnedDeviceRegisteredWithOnlyAwake: an observation of a learned

@@ -98,7 +98,7 @@ func (b *Bridge) onLearn(ev LearnEvent) {
 	if ev.Kind == Seen && ev.Device.LastSeen.Sub(ev.Before) >= b.opts.Awake {
 		// Its first uplink after it slept: it may have dropped its
 		// observers meanwhile, and listens only for a while now.
-		b.watches.woke(ev.Device.Name)
+		b.watches.woke(ev.Device.Name, ev.Before)
 	}
 	switch ev.Kind {
 	case Learned, Moved:

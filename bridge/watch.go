@@ -212,16 +212,20 @@ func (h *observeHealth) nextWake() <-chan struct{} {
 }
 
 // wake tells the device's observations that it woke up (a learned
-// device's first uplink after it slept) and may have forgotten its
-// observers while its radio was off: each live one registers again at
-// once (RFC 7641 §3.3.1) instead of after Max-Age, when the device may be
-// asleep again, and the loops waiting for the device (to register while
-// it listens, or in backoff) go on now.
-func (h *observeHealth) wake() {
+// device's first uplink after a silence that began at slept) and may have
+// forgotten its observers while its radio was off: each live one the
+// device sent nothing for since slept registers again at once (RFC 7641
+// §3.3.1) instead of after Max-Age, when the device may be asleep again,
+// and the loops waiting for the device (to register while it listens, or
+// in backoff) go on now. An observation the device notified meanwhile is
+// alive: it is left alone.
+func (h *observeHealth) wake(slept time.Time) {
 	h.mu.Lock()
 	live := make([]*coapside.Observation, 0, len(h.live))
 	for o := range h.live {
-		live = append(live, o)
+		if o.LastHeard().Before(slept) {
+			live = append(live, o)
+		}
 	}
 	if h.woken != nil {
 		close(h.woken)
@@ -266,13 +270,13 @@ func (wt *watcher) observeHealth(device string) *observeHealth {
 }
 
 // woke tells the observations of learned device name that it woke up
-// (see observeHealth.wake).
-func (wt *watcher) woke(name string) {
+// after it slept since slept (see observeHealth.wake).
+func (wt *watcher) woke(name string, slept time.Time) {
 	wt.mu.Lock()
 	h := wt.health[name]
 	wt.mu.Unlock()
 	if h != nil {
-		h.wake()
+		h.wake(slept)
 	}
 }
 

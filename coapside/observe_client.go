@@ -81,6 +81,9 @@ type Observation struct {
 	first chan *message.Message
 
 	stats ObservationStats
+	// heard is when the server last sent a response with the token (Unix
+	// nanoseconds).
+	heard atomic.Int64
 
 	mu        sync.Mutex
 	tracker   observe.Tracker
@@ -332,6 +335,7 @@ func (o *Observation) onResponse(m *message.Message, _ net.Addr, err error) bool
 		return false
 	}
 	now := time.Now()
+	o.heard.Store(now.UnixNano())
 	o.mu.Lock()
 	if o.ended || o.canceling {
 		keep := !o.ended
@@ -468,6 +472,15 @@ func reregisterMargin(configured time.Duration, maxAge uint32) time.Duration {
 		return configured
 	}
 	return min(max(time.Duration(maxAge)*time.Second/2, time.Second), DefaultReregisterMargin)
+}
+
+// LastHeard returns when the server last sent a response or notification
+// for the observation (the zero time before any).
+func (o *Observation) LastHeard() time.Time {
+	if n := o.heard.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Reregister sends the registration again now, with the same token, as the
