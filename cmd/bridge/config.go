@@ -89,7 +89,7 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		var ces bridge.ConfigErrors
 		if errors.As(err, &ces) {
 			for _, ce := range ces {
-				errs = append(errs, pos.at(ce.Key)+ce.Error())
+				errs = append(errs, pos.place(ce.Key, ce.Msg))
 			}
 		} else {
 			errs = append(errs, err.Error())
@@ -114,13 +114,7 @@ func decodeErrors(err error, file string, pos *positions) []string {
 		if m == nil {
 			continue
 		}
-		key, what := m[1], m[2]
-		env := envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
-		if _, set := os.LookupEnv(env); set {
-			out = append(out, fmt.Sprintf("environment variable %s (%s): %s", env, key, what))
-			continue
-		}
-		out = append(out, pos.at(key)+key+": "+what)
+		out = append(out, pos.place(m[1], m[2]))
 	}
 	if len(out) == 0 {
 		out = append(out, fmt.Sprintf("%s: %v", displayName(file), err))
@@ -137,7 +131,7 @@ func envWarnings(environ []string) []string {
 	sections := map[string]bool{}
 	var envNames []string
 	for _, k := range known {
-		n := envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+		n := envName(k)
 		names[n] = true
 		envNames = append(envNames, n)
 		sections[strings.ToUpper(strings.SplitN(k, ".", 2)[0])] = true
@@ -161,6 +155,12 @@ func envWarnings(environ []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// envName is the environment variable that overrides the dotted key:
+// coap.dtls.listen is BRIDGE_COAP_DTLS_LISTEN.
+func envName(key string) string {
+	return envPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 // errorList is a set of already-positioned messages, one per line.
@@ -196,6 +196,16 @@ func (p *positions) at(key string) string {
 		return fmt.Sprintf("%s:%d: ", p.file, line)
 	}
 	return p.file + ": "
+}
+
+// place reports a problem with the value of the dotted key where that
+// value came from: the environment variable that set it (viper takes a
+// non-empty one over the file), else the line of the file.
+func (p *positions) place(key, msg string) string {
+	if env := envName(key); os.Getenv(env) != "" {
+		return fmt.Sprintf("environment variable %s (%s): %s", env, key, msg)
+	}
+	return p.at(key) + key + ": " + msg
 }
 
 // unknownTables reports the table headers of the file that name no

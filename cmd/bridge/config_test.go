@@ -153,3 +153,31 @@ func TestConfigValueErrorsArePlaced(t *testing.T) {
 		t.Errorf("TOML error: %v", err)
 	}
 }
+
+// TestConfigInvalidEnvValueIsPlacedAtVariable: a value that decodes but is
+// not valid (a broker URL without scheme, an unknown log level) is reported
+// at the environment variable that set it, not at the line of the file
+// whose value the variable replaced; an empty variable replaces nothing.
+func TestConfigInvalidEnvValueIsPlacedAtVariable(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "config.toml", "rules = []\n[mqtt]\nbroker = \"embedded\"\n[log]\nlevel = \"info\"\nformat = \"yaml\"\n")
+	t.Setenv("BRIDGE_MQTT_BROKER", "localhost:1883")
+	t.Setenv("BRIDGE_LOG_LEVEL", "verbose")
+	t.Setenv("BRIDGE_LOG_FORMAT", "")
+	_, err := loadConfig(cfg, true)
+	if err == nil {
+		t.Fatal("loaded")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"environment variable BRIDGE_MQTT_BROKER (mqtt.broker): must be",
+		"environment variable BRIDGE_LOG_LEVEL (log.level): unknown level",
+		cfg + ":6: log.format: want text or json",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("no %q in\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, cfg+":3:") || strings.Contains(msg, cfg+":5:") {
+		t.Errorf("an environment value placed at the file's line:\n%s", msg)
+	}
+}
