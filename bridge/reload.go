@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -232,7 +233,7 @@ func (b *Bridge) TriggerReload() {
 // watchRules starts watching the rule files' folders (and the psk_file's);
 // it returns nil, logged, when the platform cannot watch files — SIGHUP
 // still reloads.
-func (b *Bridge) watchRules() *fsnotify.Watcher {
+func (b *Bridge) watchRules() *ruleFolders {
 	if b.opts.noFileWatch {
 		return nil
 	}
@@ -241,18 +242,77 @@ func (b *Bridge) watchRules() *fsnotify.Watcher {
 		b.log.Warn("rule files not watched; reload with SIGHUP", "err", err)
 		return nil
 	}
+	f := &ruleFolders{w: w, log: b.log, at: map[string]os.FileInfo{}}
 	for _, dir := range b.ruleDirs() {
-		if err := w.Add(dir); err != nil {
-			b.log.Warn("rule folder not watched", "dir", dir, "err", err)
+		f.at[dir] = nil
+		if err := f.watch(dir); err != nil {
+			b.log.Warn("rule folder not watched; watched once it exists", "dir", dir, "err", err)
 		}
 	}
-	return w
+	return f
 }
+
+// ruleFolders keeps a watch on the folder at each path of the rule files'
+// folders. A watch follows its folder, not its path: a folder removed, or
+// replaced by another renamed to its name (a deployment swapping in a new
+// folder), is no longer watched at that path, so check watches the
+// folder found there now.
+type ruleFolders struct {
+	w   *fsnotify.Watcher
+	log *slog.Logger
+	// at is the folder watched at each path; nil when none is (the path
+	// does not exist, or its folder went away).
+	at map[string]os.FileInfo
+}
+
+// watch watches the folder at dir and records which one it is.
+func (f *ruleFolders) watch(dir string) error {
+	// Stat before Add: a folder swapped in between is watched but not
+	// recorded, and the next check watches it again.
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	f.w.Remove(dir) // the watch of the folder that was here, if it is still held
+	if err := f.w.Add(dir); err != nil {
+		return err
+	}
+	f.at[dir] = st
+	return nil
+}
+
+// check watches each path whose folder is gone or is not the one watched,
+// and reports whether any changed: its rule files may differ.
+func (f *ruleFolders) check() (changed bool) {
+	for dir, was := range f.at {
+		st, err := os.Stat(dir)
+		if err != nil {
+			if was != nil {
+				f.at[dir] = nil
+				f.log.Warn("rule folder gone; watched again once it exists", "dir", dir, "err", err)
+				changed = true
+			}
+			continue
+		}
+		if was != nil && os.SameFile(was, st) {
+			continue
+		}
+		if err := f.watch(dir); err != nil {
+			continue // gone again, or not watchable yet: the next check tries
+		}
+		f.log.Info("rule folder replaced; watching the new one", "dir", dir)
+		changed = true
+	}
+	return changed
+}
+
+// close ends the watches.
+func (f *ruleFolders) close() { f.w.Close() }
 
 // reloader is the part that runs reloadLoop.
 type reloader struct {
 	b   *Bridge
-	w   *fsnotify.Watcher // the rule folders' watcher; nil when none
+	w   *ruleFolders // the rule folders' watches; nil when none
 	run runState
 }
 
@@ -272,22 +332,28 @@ func (r *reloader) Run(ctx context.Context) error {
 func (r *reloader) Shutdown(ctx context.Context) error {
 	err := r.run.stop(ctx)
 	if !r.run.began() && r.w != nil {
-		r.w.Close() // Run, which closes it, never ran
+		r.w.close() // Run, which closes it, never ran
 	}
 	return err
 }
 
 // reloadLoop reloads on TriggerReload and once a watched rule file has
-// stopped changing for the settle time, until ctx ends; it closes w. After
-// a reload that was rejected or refused it reads the files every few
+// stopped changing for the settle time, until ctx ends; it closes folders.
+// After a reload that was rejected or refused it reads the files every few
 // settle times and reloads once they differ, so a file that was caught half
-// written is picked up without another edit or event.
-func (b *Bridge) reloadLoop(ctx context.Context, w *fsnotify.Watcher) {
+// written is picked up without another edit or event. As often it checks
+// that the folders watched are still those at the rule folders' paths, and
+// reloads when one was replaced, removed or created.
+func (b *Bridge) reloadLoop(ctx context.Context, folders *ruleFolders) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
-	if w != nil {
-		defer w.Close()
-		events, errs = w.Events, w.Errors
+	var folderCheck <-chan time.Time
+	if folders != nil {
+		defer folders.close()
+		events, errs = folders.w.Events, folders.w.Errors
+		t := time.NewTicker(4 * b.opts.ReloadSettle)
+		defer t.Stop()
+		folderCheck = t.C
 	}
 	debounce := time.NewTimer(b.opts.ReloadSettle)
 	debounce.Stop()
@@ -318,6 +384,10 @@ func (b *Bridge) reloadLoop(ctx context.Context, w *fsnotify.Watcher) {
 			b.log.Warn("rule file watcher", "err", err)
 		case <-debounce.C:
 			reload("rule files changed")
+		case <-folderCheck:
+			if folders.check() {
+				debounce.Reset(b.opts.ReloadSettle)
+			}
 		case <-recheck.C:
 			if b.rejectedChanged() {
 				reload("rule files changed since the last rejected reload")

@@ -390,3 +390,46 @@ func TestReloadAppliesAnEditedAuthFile(t *testing.T) {
 		t.Fatalf("bob after a rejected auth file: %v", err)
 	}
 }
+
+// TestReloadFollowsARuleFolderSwap: a deployment that replaces the rule
+// folder (a new folder renamed over the old one's name) is a change of the
+// rule files, and the files of the new folder are watched from then on.
+func TestReloadFollowsARuleFolderSwap(t *testing.T) {
+	writeFolder := func(dir, rules string) {
+		t.Helper()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, ".a.tmp")
+		if err := os.WriteFile(tmp, []byte(rules), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "a.toml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb := startBridge(t, ingressRules, func(c *Config, o *Options) {
+		o.ReloadSettle = 50 * time.Millisecond
+		c.Rules = []string{"rules/*.toml"}
+		writeFolder(filepath.Join(filepath.Dir(c.File), "rules"), ingressRules)
+	})
+	c := newCoAPClient(t)
+	pushOK(t, c, tb.coapURL("/telemetry/d/m"))
+
+	rules := filepath.Join(tb.dir, "rules")
+	writeFolder(filepath.Join(tb.dir, "rules.new"), resourceRules)
+	if err := os.Rename(rules, filepath.Join(tb.dir, "rules.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(tb.dir, "rules.new"), rules); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "reload after the folder swap", func() bool {
+		return post(t, c, tb.coapURL("/telemetry/d/m")) == message.NotFound
+	})
+
+	writeFolder(rules, ingressRules) // an edit in the new folder
+	testkit.Eventually(t, 5*time.Second, "reload after an edit in the new folder", func() bool {
+		return post(t, c, tb.coapURL("/telemetry/d/m")) == message.Changed
+	})
+}
