@@ -176,8 +176,9 @@ type Bridge struct {
 	subs        *subscribed                         // the filters subscribed to
 	reloadMu    sync.Mutex                          // serialises reloads; guards applied and rejected
 	reloadCh    chan struct{}
-	applied     *ruleFiles // the files the running rules came from
-	rejected    *ruleFiles // the files of the last reload if it was rejected or refused
+	applied     *ruleFiles                    // the files the running rules came from
+	rejected    *ruleFiles                    // the files of the last reload if it was rejected or refused
+	lastReload  atomic.Pointer[ConsoleReload] // the outcome of the latest reload; nil before one
 
 	mqtt      *mqttLink // the MQTT client, made by Run
 	devices   *deviceClients

@@ -125,6 +125,20 @@ type ConsoleStatus struct {
 	// Cluster describes the bridge's cluster ([cluster] name); left out
 	// for a bridge that runs alone.
 	Cluster *ConsoleCluster `json:"cluster,omitempty"`
+	// Reload is the outcome of the latest rule reload; left out before
+	// the first.
+	Reload *ConsoleReload `json:"reload,omitempty"`
+}
+
+// ConsoleReload is the outcome of a rule reload. A reload that is not
+// "ok" applied nothing: the rules running are those loaded before.
+type ConsoleReload struct {
+	Time time.Time `json:"time"`
+	// Result is "ok", "error" or "refused", as bridge_reloads_total counts it.
+	Result string `json:"result"`
+	// Errors are why it failed, each rule file problem as file:line: message
+	// (at most maxReloadErrors).
+	Errors []string `json:"errors,omitempty"`
 }
 
 // ConsoleCluster is the cluster membership as this bridge sees it.
@@ -228,6 +242,7 @@ func (c *console) status() ConsoleStatus {
 	b.commands.mu.Lock()
 	st.QueuedCommands = b.commands.depth
 	b.commands.mu.Unlock()
+	st.Reload = b.lastReload.Load()
 	return st
 }
 

@@ -525,3 +525,43 @@ func TestConsolePresenceWithoutTopic(t *testing.T) {
 		t.Errorf("%v presence documents published without devices.presence_topic", got)
 	}
 }
+
+// TestConsoleShowsARejectedReload: while the rule files do not load, the
+// status API says so, with each error at its file:line, and says the
+// running rules are the ones loaded before; once they load again it says
+// the reload was applied.
+func TestConsoleShowsARejectedReload(t *testing.T) {
+	tb := startBridge(t, ingressRules, func(_ *Config, o *Options) { o.ReloadSettle = 50 * time.Millisecond })
+	var st ConsoleStatus
+	consoleGet(t, tb, "/api/status", &st)
+	if st.Reload != nil {
+		t.Fatalf("reload before any: %+v", st.Reload)
+	}
+	running := len(st.Rules)
+	tb.writeRules(t, ingressRules+"\n[[ingress]]\nname = \"broken\"\npath = \"/b/{x}\"\ntopik = \"b\"\n")
+	testkit.Eventually(t, 5*time.Second, "rejected reload shown", func() bool {
+		st = ConsoleStatus{}
+		consoleGet(t, tb, "/api/status", &st)
+		return st.Reload != nil && st.Reload.Result == reloadError
+	})
+	joined := strings.Join(st.Reload.Errors, "\n")
+	if !strings.Contains(joined, "rules.toml:") || !strings.Contains(joined, `unknown key "topik"`) {
+		t.Errorf("reload errors %q, want each at its file:line", st.Reload.Errors)
+	}
+	if st.Reload.Time.IsZero() {
+		t.Error("rejected reload without its time")
+	}
+	if len(st.Rules) != running {
+		t.Errorf("rules %+v, want the %d running before", st.Rules, running)
+	}
+
+	tb.writeRules(t, ingressRules+"\n# fixed\n")
+	testkit.Eventually(t, 5*time.Second, "applied reload shown", func() bool {
+		st = ConsoleStatus{}
+		consoleGet(t, tb, "/api/status", &st)
+		return st.Reload != nil && st.Reload.Result == reloadOK
+	})
+	if len(st.Reload.Errors) != 0 {
+		t.Errorf("applied reload with errors %q", st.Reload.Errors)
+	}
+}

@@ -133,32 +133,37 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return err
 		}
-		b.metrics.reloads.WithLabelValues(reloadRefused).Inc()
+		b.reloaded(reloadRefused, err.Error())
 		b.log.Warn("reload refused: the rule files keep changing; the running rules stay", "err", err)
 		b.rejected = files
 		return err
 	}
 	if names := emptied(b.applied, files); len(names) > 0 {
-		b.metrics.reloads.WithLabelValues(reloadRefused).Inc()
-		for _, n := range names {
+		why := make([]string, len(names))
+		for i, n := range names {
 			b.log.Warn("reload refused: file is empty; the running rules stay", "file", n,
 				"fix", "to remove every rule of a file, delete it or leave a comment in it")
+			why[i] = n + ": file is empty; to remove every rule of a file, delete it or leave a comment in it"
 		}
+		b.reloaded(reloadRefused, why...)
 		b.rejected = files
 		return fmt.Errorf("%w: %s", ErrEmptiedFile, strings.Join(names, ", "))
 	}
 	keysErr := b.reloadKeys()
 	set, err := loadRules(b.cfg, files.rules)
 	if err != nil {
-		b.metrics.reloads.WithLabelValues(reloadError).Inc()
+		var why []string
 		var es rules.Errors
 		if errors.As(err, &es) {
 			for _, e := range es {
 				b.log.Error("reload rejected", "file", e.File, "line", e.Line, "err", e.Msg)
+				why = append(why, e.Error())
 			}
 		} else {
 			b.log.Error("reload rejected", "err", err)
+			why = append(why, err.Error())
 		}
+		b.reloaded(reloadError, why...)
 		b.rejected = files
 		return err
 	}
@@ -167,17 +172,30 @@ func (b *Bridge) Reload(ctx context.Context) error {
 	}
 	b.applied, b.rejected = files, nil
 	if err := b.apply(ctx, b.set.Load(), set); err != nil {
-		b.metrics.reloads.WithLabelValues(reloadError).Inc()
+		b.reloaded(reloadError, err.Error())
 		b.log.Error("reload applied with errors", "err", err)
 		return err
 	}
 	if keysErr != nil {
 		// The rules are applied; the keys are not.
-		b.metrics.reloads.WithLabelValues(reloadError).Inc()
+		b.reloaded(reloadError, keysErr.Error())
 		return keysErr
 	}
-	b.metrics.reloads.WithLabelValues(reloadOK).Inc()
+	b.reloaded(reloadOK)
 	return nil
+}
+
+// maxReloadErrors bounds the errors the status API shows for one reload.
+const maxReloadErrors = 20
+
+// reloaded counts a reload's result and keeps it, with why it was not
+// applied, for the status page.
+func (b *Bridge) reloaded(result string, why ...string) {
+	b.metrics.reloads.WithLabelValues(result).Inc()
+	if len(why) > maxReloadErrors {
+		why = append(why[:maxReloadErrors:maxReloadErrors], fmt.Sprintf("... and %d more", len(why)-maxReloadErrors))
+	}
+	b.lastReload.Store(&ConsoleReload{Time: time.Now().UTC(), Result: result, Errors: why})
 }
 
 // settledFiles reads the files until two reads a settle time apart find the

@@ -70,6 +70,22 @@ function renderStatus(st) {
       " devices; " + c.members.join(", "));
   }
 
+  // A reload that was not applied: the rules shown are those loaded before.
+  const rl = st.reload;
+  const failed = !!rl && rl.result !== "ok";
+  $("reload").hidden = !failed;
+  if (failed) {
+    text("reload-title", "Rule files not applied (" + rl.result + " at " + timeOf(rl.time) +
+      "); the rules below are the ones loaded before:");
+    const list = $("reload-errors");
+    list.replaceChildren();
+    for (const e of rl.errors || []) {
+      const li = document.createElement("li");
+      li.textContent = e;
+      list.appendChild(li);
+    }
+  }
+
   const rules = $("rules").tBodies[0];
   rules.replaceChildren();
   for (const r of st.rules || []) {
