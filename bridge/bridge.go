@@ -359,9 +359,15 @@ func Check(cfg Config) (string, error) {
 // a rule glob that matches no file (the bridge runs without its rules
 // until one appears).
 func RuleWarnings(cfg Config) []string {
+	return unmatchedGlobs(rules.ReadFiles(cfg.Rules, ruleBase(cfg)), ruleBase(cfg))
+}
+
+// unmatchedGlobs words a warning for each rule glob of f that matched no
+// file in base.
+func unmatchedGlobs(f *rules.Files, base string) []string {
 	var out []string
-	for _, g := range rules.ReadFiles(cfg.Rules, ruleBase(cfg)).Unmatched {
-		out = append(out, fmt.Sprintf("rules: %q matches no file (relative to %s)", g, ruleBase(cfg)))
+	for _, g := range f.Unmatched {
+		out = append(out, fmt.Sprintf("rules: %q matches no file (relative to %s)", g, base))
 	}
 	return out
 }

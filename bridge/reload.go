@@ -149,6 +149,9 @@ func (b *Bridge) Reload(ctx context.Context) error {
 		b.rejected = files
 		return fmt.Errorf("%w: %s", ErrEmptiedFile, strings.Join(names, ", "))
 	}
+	for _, w := range unmatchedGlobs(files.rules, ruleBase(b.cfg)) {
+		b.log.Warn(w) // as at the start: that glob's rules are gone
+	}
 	keysErr := b.reloadKeys()
 	set, err := loadRules(b.cfg, files.rules)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -432,4 +433,28 @@ func TestReloadFollowsARuleFolderSwap(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "reload after an edit in the new folder", func() bool {
 		return post(t, c, tb.coapURL("/telemetry/d/m")) == message.Changed
 	})
+}
+
+// TestReloadWarnsOfAGlobMatchingNoFile: a reload that finds no file for a
+// rule glob (its folder moved away, say) removes that glob's rules, as at
+// the start the bridge warns that the glob matches nothing.
+func TestReloadWarnsOfAGlobMatchingNoFile(t *testing.T) {
+	tb := startBridge(t, ingressRules, func(c *Config, o *Options) {
+		unwatched(c, o)
+		c.Rules = []string{"*.toml"}
+	})
+	if err := os.Rename(filepath.Join(tb.dir, "rules.toml"), filepath.Join(tb.dir, "rules.bak")); err != nil {
+		t.Fatal(err)
+	}
+	tb.TriggerReload()
+	testkit.Eventually(t, 5*time.Second, "reload", func() bool {
+		return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadOK)) >= 1
+	})
+	warned := false
+	for _, w := range tb.warnings.logged() {
+		warned = warned || strings.Contains(w, `"*.toml" matches no file`)
+	}
+	if !warned {
+		t.Errorf("no warning about the glob matching no file: %q", tb.warnings.logged())
+	}
 }
