@@ -78,7 +78,7 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 	var cfg bridge.Config
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		mapstructure.StringToTimeDurationHookFunc(),
-		mapstructure.StringToSliceHookFunc(","),
+		stringToList,
 	))
 	if err := v.Unmarshal(&cfg, hook); err != nil {
 		errs = append(errs, decodeErrors(err, file, pos)...)
@@ -99,6 +99,24 @@ func loadConfig(path string, explicit bool) (bridge.Config, error) {
 		return cfg, &errorList{msgs: errs}
 	}
 	return cfg, nil
+}
+
+// stringToList decodes a list given as one string (an environment
+// variable: BRIDGE_RULES=a.toml,b.toml) into its comma-separated values,
+// each without the spaces around it.
+func stringToList(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to.Kind() != reflect.Slice {
+		return data, nil
+	}
+	raw := reflect.ValueOf(data).String()
+	if raw == "" {
+		return []string{}, nil
+	}
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+	}
+	return parts, nil
 }
 
 // decodeKey finds the key a decoding error names: "'coap.rate_limit'

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -179,5 +180,21 @@ func TestConfigInvalidEnvValueIsPlacedAtVariable(t *testing.T) {
 	}
 	if strings.Contains(msg, cfg+":3:") || strings.Contains(msg, cfg+":5:") {
 		t.Errorf("an environment value placed at the file's line:\n%s", msg)
+	}
+}
+
+// TestConfigEnvListTrimsSpaces: a list in an environment variable may be
+// written with spaces after its commas, as people write lists; the
+// spaces are not part of the values (a rule glob " b/*.toml" would match
+// nothing).
+func TestConfigEnvListTrimsSpaces(t *testing.T) {
+	cfg := writeFile(t, t.TempDir(), "config.toml", "rules = [\"x.toml\"]\n")
+	t.Setenv("BRIDGE_RULES", "rules/*.toml, extra/*.toml ,last.toml")
+	c, err := loadConfig(cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"rules/*.toml", "extra/*.toml", "last.toml"}; !slices.Equal(c.Rules, want) {
+		t.Errorf("rules %q, want %q", c.Rules, want)
 	}
 }
