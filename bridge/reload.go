@@ -379,6 +379,7 @@ func (b *Bridge) reloadLoop(ctx context.Context, folders *ruleFolders) {
 	debounce := time.NewTimer(b.opts.ReloadSettle)
 	debounce.Stop()
 	defer debounce.Stop()
+	pending := false // debounce runs for a change the watcher saw
 	recheck := time.NewTicker(4 * b.opts.ReloadSettle)
 	recheck.Stop()
 	defer recheck.Stop()
@@ -400,17 +401,22 @@ func (b *Bridge) reloadLoop(ctx context.Context, folders *ruleFolders) {
 		case ev := <-events:
 			if b.isRuleFile(ev.Name) {
 				debounce.Reset(b.opts.ReloadSettle)
+				pending = true
 			}
 		case err := <-errs:
 			b.log.Warn("rule file watcher", "err", err)
 		case <-debounce.C:
+			pending = false
 			reload("rule files changed")
 		case <-folderCheck:
 			if folders.check() {
 				debounce.Reset(b.opts.ReloadSettle)
+				pending = true
 			}
 		case <-recheck.C:
-			if b.rejectedChanged() {
+			// A change the watcher saw is reloaded when its debounce ends;
+			// reloading it now too would read, and count, it twice.
+			if !pending && b.rejectedChanged() {
 				reload("rule files changed since the last rejected reload")
 			}
 		}

@@ -458,3 +458,24 @@ func TestReloadWarnsOfAGlobMatchingNoFile(t *testing.T) {
 		t.Errorf("no warning about the glob matching no file: %q", tb.warnings.logged())
 	}
 }
+
+// TestReloadOncePerBrokenEdit: after a rejected reload the bridge both
+// watches the files and reads them again every few settle times; an edit
+// that both see is reloaded, rejected and counted once, not twice.
+func TestReloadOncePerBrokenEdit(t *testing.T) {
+	const settle = 50 * time.Millisecond
+	tb := startBridge(t, ingressRules, func(_ *Config, o *Options) { o.ReloadSettle = settle })
+	const edits = 8
+	for i := range edits {
+		tb.writeRules(t, fmt.Sprintf("%s\n[[ingress]]\nname = \"broken\"\npath = \"/b/{x}\"\ntopik = \"b%d\"\n", ingressRules, i))
+		testkit.Eventually(t, 5*time.Second, "rejected reload", func() bool {
+			return testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadError)) >= float64(i+1)
+		})
+		// Past a recheck and a second reload if one follows; the next edit
+		// comes at another moment of the recheck's period.
+		time.Sleep(6*settle + time.Duration(i)*settle/2)
+	}
+	if got := testutil.ToFloat64(tb.metrics.reloads.WithLabelValues(reloadError)); got != edits {
+		t.Errorf("%d broken edits counted as %v rejected reloads", edits, got)
+	}
+}
