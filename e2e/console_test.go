@@ -74,8 +74,9 @@ func browser(t *testing.T) context.Context {
 // coap-client: the page lists the devices and rule counters; a reading
 // pushed while it is open moves its rule counter and the device's last
 // seen time without a reload; a stopped device turns offline; a device
-// named like markup is shown as text and runs nothing. A screenshot is
-// saved as an artifact and checked not to be blank.
+// named like markup is shown as text and runs nothing; a rule file that
+// does not load is announced until it is fixed. A screenshot is saved as
+// an artifact and checked not to be blank.
 func TestE2EConsoleInBrowser(t *testing.T) {
 	client := peer.Require(t, "coap-client-notls")
 	ctx := browser(t)
@@ -245,6 +246,17 @@ topic   = "meters/{device}/temp"
 	testkit.Eventually(t, 20*time.Second, "field devices offline", func() bool {
 		return deviceCell("field-0", "state") == "offline" && deviceCell("field-2", "state") == "offline"
 	})
+	// A rule file that does not load: a banner says the edit is not
+	// applied, with the problem at its file:line, until it is fixed.
+	b.writeRules(t, rules+"\n[[ingress]]\nname = \"broken\"\npath = \"/broken\"\ntopik = \"broken\"\n")
+	banner := func() string {
+		return text(`(() => { const r = document.getElementById("reload"); return r.hidden ? "" : r.textContent; })()`)
+	}
+	testkit.Eventually(t, 20*time.Second, "banner of the rejected reload", func() bool {
+		return strings.Contains(banner(), `e2e.toml:`) && strings.Contains(banner(), `unknown key "topik"`)
+	})
+	b.writeRules(t, rules)
+	testkit.Eventually(t, 20*time.Second, "banner gone once the rules load", func() bool { return banner() == "" })
 	if kept, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__notReloaded === true`)); err != nil || !kept {
 		t.Fatal("the page was reloaded")
 	}
