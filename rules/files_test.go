@@ -236,3 +236,14 @@ func TestReadFilesSame(t *testing.T) {
 		t.Fatalf("Load twice: %v / %v", err1, err2)
 	}
 }
+
+// TestLoadFilesFolderNamed: a rule glob naming a folder says how to name
+// its rule files instead.
+func TestLoadFilesFolderNamed(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"rules/a.toml": "# none\n"})
+	_, err := LoadFiles([]string{"rules"}, dir)
+	want := `rules: is a directory; to load its rule files write the glob "rules/*.toml"`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %s", err, want)
+	}
+}

@@ -63,11 +63,18 @@ func ReadFiles(globs []string, baseDir string) *Files {
 			f.d.addf(Pos{File: g}, "bad glob: %v", err)
 			continue
 		}
+		literal := !strings.ContainsAny(g, "*?[")
 		switch {
-		case len(matches) == 0 && !strings.ContainsAny(g, "*?["):
+		case len(matches) == 0 && literal:
 			f.d.addf(Pos{File: pat}, "no such file")
+			continue
 		case len(matches) == 0:
 			f.Unmatched = append(f.Unmatched, g)
+		case literal:
+			if st, err := os.Stat(pat); err == nil && st.IsDir() {
+				f.d.addf(Pos{File: pat}, "is a directory; to load its rule files write the glob %q", filepath.Join(g, "*.toml"))
+				continue
+			}
 		}
 		sort.Strings(matches)
 		for _, m := range matches {
