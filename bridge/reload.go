@@ -321,7 +321,11 @@ func (f *ruleFolders) check() (changed bool) {
 		if err := f.watch(dir); err != nil {
 			continue // gone again, or not watchable yet: the next check tries
 		}
-		f.log.Info("rule folder replaced; watching the new one", "dir", dir)
+		if was == nil {
+			f.log.Info("rule folder exists now; watching it", "dir", dir)
+		} else {
+			f.log.Info("rule folder replaced; watching the new one", "dir", dir)
+		}
 		changed = true
 	}
 	return changed
