@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/coap-mqtt/bridge/bridge"
+	"github.com/coap-mqtt/bridge/rules"
 	"github.com/spf13/cobra"
 )
 
@@ -172,7 +173,7 @@ func runBridge(ctx context.Context, path string, explicit bool, stderr io.Writer
 	}
 	b, err := bridge.New(cfg, logger)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		notStarted(logger, cfg.Log, stderr, err)
 		return exitError{1}
 	}
 	hup := make(chan os.Signal, 1)
@@ -195,6 +196,25 @@ func runBridge(ctx context.Context, path string, explicit bool, stderr io.Writer
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// notStarted reports why the bridge did not start: as `bridge check`
+// prints it (file:line: message) in text logs, read by people; as one
+// record per problem, with its file and line, in JSON logs, read by a log
+// pipeline that takes only JSON.
+func notStarted(logger *slog.Logger, c bridge.LogConfig, w io.Writer, err error) {
+	if c.Format != "json" {
+		fmt.Fprintln(w, err)
+		return
+	}
+	var es rules.Errors
+	if !errors.As(err, &es) {
+		logger.Error("not started", "err", err)
+		return
+	}
+	for _, e := range es {
+		logger.Error("not started: a rule file does not load", "file", e.File, "line", e.Line, "err", e.Msg)
+	}
 }
 
 func newLogger(c bridge.LogConfig, w io.Writer) (*slog.Logger, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -404,5 +405,35 @@ func TestCheckWarnsOfAGlobMatchingNothing(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), `warning: rules: "rules/*.tml" matches no file`) {
 		t.Fatalf("stderr %q, want the warning", errb.String())
+	}
+}
+
+// TestRunRuleErrorsInJSONLogs: with log.format json every line bridge run
+// writes is a JSON record, also the rule file problems it does not start
+// on, each with its file and line.
+func TestRunRuleErrorsInJSONLogs(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "config.toml", "rules = [\"rules/*.toml\"]\n[log]\nformat = \"json\"\n")
+	if err := os.Mkdir(filepath.Join(dir, "rules"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "rules/a.toml", "[[ingress]]\nname = \"telemetry\"\npath = \"/telemetry/{device}\"\ntopik = \"sensors/{device}\"\n")
+	var errb bytes.Buffer
+	if err := runBridge(context.Background(), cfg, true, &errb); err == nil {
+		t.Fatal("run started despite rule errors")
+	}
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(errb.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON record: %q", line)
+		}
+		if rec["level"] == "ERROR" && rec["file"] == filepath.Join(dir, "rules", "a.toml") && rec["line"] == float64(4) &&
+			strings.Contains(fmt.Sprint(rec["err"]), "topik") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no error record with the file and line:\n%s", errb.String())
 	}
 }
