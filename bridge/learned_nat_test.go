@@ -42,6 +42,16 @@ response_topic = "replies/{device}/{resource...}"
 timeout        = "2s"
 `
 
+// learnedObserveRules adds to learnedRules an observation of /temp on
+// every learned device.
+const learnedObserveRules = learnedRules + `
+[[observe]]
+name    = "every"
+devices = ["*"]
+paths   = ["/temp"]
+topic   = "temp/{device}"
+`
+
 // natDevice is a device behind the test NAT: it pushes and serves from
 // one socket, so a request reaches it only through the binding its
 // pushes opened.
@@ -363,20 +373,8 @@ func TestLearnedLibcoapClientThroughNAT(t *testing.T) {
 // opened; after the NAT rebinds it and it pushes again, the observation is
 // made again at the new binding and notifications keep coming.
 func TestLearnedDevicesObservedAsLearned(t *testing.T) {
-	tb := startBridge(t, learnedRules+`
-[[observe]]
-name    = "every"
-devices = ["*"]
-paths   = ["/temp"]
-topic   = "temp/{device}"
-`, nil)
-	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
-	dev := startNATDevice(t, nat)
-	obs := runObserveServer(t)
-	var temp atomic.Int64
-	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
-	})))
+	tb := startBridge(t, learnedObserveRules, nil)
+	nat, dev, obs, temp := startObservedNATDevice(t, tb)
 	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
 
 	temp.Store(20)
@@ -504,13 +502,7 @@ topic    = "bat/{device}"
 // awake window sends no registration.
 func TestLearnedDeviceObservedAgainWhenItWakes(t *testing.T) {
 	const awake = 400 * time.Millisecond
-	tb := startBridge(t, learnedRules+`
-[[observe]]
-name    = "every"
-devices = ["*"]
-paths   = ["/temp"]
-topic   = "temp/{device}"
-`, withPresence(awake, time.Minute))
+	tb := startBridge(t, learnedObserveRules, withPresence(awake, time.Minute))
 	dev := startDevice(t, "")
 	// The device's observers live in its current ObserveServer: a new
 	// one is a device that forgot them.
@@ -569,13 +561,7 @@ topic   = "temp/{device}"
 func TestLearnedDeviceRegisteredWithOnlyAwake(t *testing.T) {
 	const awake = 400 * time.Millisecond
 	presence := withPresence(awake, time.Minute)
-	tb := startBridge(t, learnedRules+`
-[[observe]]
-name    = "every"
-devices = ["*"]
-paths   = ["/temp"]
-topic   = "temp/{device}"
-`, func(c *Config, o *Options) {
+	tb := startBridge(t, learnedObserveRules, func(c *Config, o *Options) {
 		presence(c, o)
 		o.ReobserveMin, o.ReobserveMax = 50*time.Millisecond, 100*time.Millisecond
 	})
@@ -601,20 +587,8 @@ topic   = "temp/{device}"
 // fails at once: the port is closed) is not an observation lost: no
 // error is counted or logged for the move.
 func TestLearnedDeviceMovesAreNotObservationLosses(t *testing.T) {
-	tb := startBridge(t, learnedRules+`
-[[observe]]
-name    = "every"
-devices = ["*"]
-paths   = ["/temp"]
-topic   = "temp/{device}"
-`, nil)
-	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
-	dev := startNATDevice(t, nat)
-	obs := runObserveServer(t)
-	var temp atomic.Int64
-	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
-	})))
+	tb := startBridge(t, learnedObserveRules, nil)
+	nat, dev, _, temp := startObservedNATDevice(t, tb)
 	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
 	for i := range 8 {
 		if i > 0 {
@@ -639,13 +613,7 @@ topic   = "temp/{device}"
 // shutdown until the observation is deregistered (GET Observe=1, RFC 7641
 // §3.6): the device drops its observer, and the end is no loss.
 func TestShutdownDeregistersLearnedDevicesObservations(t *testing.T) {
-	tb := startBridge(t, learnedRules+`
-[[observe]]
-name    = "every"
-devices = ["*"]
-paths   = ["/temp"]
-topic   = "temp/{device}"
-`, nil)
+	tb := startBridge(t, learnedObserveRules, nil)
 	dev := startDevice(t, "")
 	obs := runObserveServer(t)
 	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
@@ -665,4 +633,18 @@ topic   = "temp/{device}"
 			t.Errorf("logged at shutdown: %s", w)
 		}
 	}
+}
+
+// startObservedNATDevice starts a device behind a NAT in front of tb
+// whose /temp is observable and serves temp's value.
+func startObservedNATDevice(t *testing.T, tb *testBridge) (*peer.LossyProxy, *natDevice, *coapside.ObserveServer, *atomic.Int64) {
+	t.Helper()
+	nat := peer.StartNAT(t, tb.CoAPAddr().(*net.UDPAddr), 0)
+	dev := startNATDevice(t, nat)
+	obs := runObserveServer(t)
+	temp := new(atomic.Int64)
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})))
+	return nat, dev, obs, temp
 }

@@ -523,12 +523,7 @@ func readMQTT(t *testing.T, r io.Reader) (byte, []byte) {
 // its next uplink, in order, each ending ok.
 func TestStateQueuedCommandsSurviveRestart(t *testing.T) {
 	stateDir := t.TempDir()
-	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := probe.LocalAddr().String()
-	probe.Close()
+	listen := fmt.Sprintf("127.0.0.1:%d", peer.FreeUDPPort(t))
 	mod := func(c *Config, o *Options) {
 		c.CoAP.Listen = listen
 		c.State.Dir = stateDir
@@ -633,12 +628,7 @@ func TestCommandTimeoutAfterAPushKeepsTheDeviceOnline(t *testing.T) {
 func TestStateRestoredCommandsGoFirst(t *testing.T) {
 	broker := peer.StartMosquitto(t, 0, "allow_anonymous true\n")
 	stateDir := t.TempDir()
-	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := probe.LocalAddr().String()
-	probe.Close()
+	listen := fmt.Sprintf("127.0.0.1:%d", peer.FreeUDPPort(t))
 	var remote Config
 	useRemoteBroker(&remote, broker.Addr(), "bridge-restore")
 	mod := func(c *Config, o *Options) {

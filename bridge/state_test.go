@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -178,12 +177,7 @@ func TestStateSaveFailureCommandsNotQueued(t *testing.T) {
 	if err := os.Mkdir(stateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := probe.LocalAddr().String()
-	probe.Close()
+	listen := fmt.Sprintf("127.0.0.1:%d", peer.FreeUDPPort(t))
 	clientID := fmt.Sprintf("bridge-state-fail-%d", time.Now().UnixNano())
 	mod := func(c *Config, o *Options) {
 		c.CoAP.Listen = listen
