@@ -50,6 +50,29 @@ type Pos struct {
 // String formats the position as "file:line".
 func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
 
+// keyLines has the line of each key of the entries of a load, by the
+// position of the entry's header, so that a problem found once the rules
+// are built is placed at the key it is about.
+type keyLines map[Pos]map[string]int
+
+// add records the keys of e.
+func (k keyLines) add(e *entry) {
+	m := make(map[string]int, len(e.fields))
+	for _, f := range e.fields {
+		m[f.key] = f.line
+	}
+	k[e.pos] = m
+}
+
+// key returns the position of key in the entry whose header is at rule,
+// or rule when the key was not written.
+func (k keyLines) key(rule Pos, key string) Pos {
+	if line, ok := k[rule][key]; ok {
+		return Pos{File: rule.File, Line: line}
+	}
+	return rule
+}
+
 // MaxErrors bounds the problems reported for one load; a hostile or badly
 // broken file cannot make the report itself unbounded.
 const MaxErrors = 1000

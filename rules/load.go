@@ -168,9 +168,11 @@ func Parse(srcs ...Source) (*Set, error) {
 
 func parse(srcs []Source, d *diags) (*Set, error) {
 	s := &Set{devices: map[string]*Device{}}
+	at := keyLines{}
 	for _, src := range srcs {
 		for _, e := range parseDocument(src.Name, src.Data, d) {
 			x := &dec{e: e, d: d, dir: src.Dir}
+			at.add(e)
 			if Kind(e.section) == KindPSK {
 				// Keys in a rule file would be read and never used: the
 				// coaps listener takes its keys from the psk_file alone.
@@ -196,7 +198,7 @@ func parse(srcs []Source, d *diags) (*Set, error) {
 			}
 		}
 	}
-	validate(s, d)
+	validate(s, d, at)
 	if err := d.err(); err != nil {
 		return nil, err
 	}

@@ -142,19 +142,19 @@ func (u URLTemplate) proxyPattern() Pattern {
 // buildProxies indexes the url templates of proxy rules that take forward
 // or HTTP requests, reporting ambiguous pairs, and checks each rule's
 // templates.
-func buildProxies(s *Set, d *diags) {
+func buildProxies(s *Set, d *diags, at keyLines) {
 	s.proxies = NewIndex[*Proxy](PathSyntax)
 	for _, r := range s.Proxies {
 		what := ruleName(KindProxy, r.Name)
 		if !r.Path.IsZero() {
 			b := bindingsOf(r.Path)
-			checkTemplate(d, r.Pos, what, "url", r.URL.captures(), b)
+			checkTemplate(d, at.key(r.Pos, "url"), what, "url", r.URL.captures(), b)
 		}
 		if r.URL.host != "" {
 			if dev, ok := s.devices[r.URL.host]; !ok {
-				d.addf(r.Pos, "%s: url host %q is no [[device]]: a proxy reaches devices only (write {device} or a [[device]] name)%s", what, r.URL.host, suggest(r.URL.host, deviceNames(s)))
+				d.addf(at.key(r.Pos, "url"), "%s: url host %q is no [[device]]: a proxy reaches devices only (write {device} or a [[device]] name)%s", what, r.URL.host, suggest(r.URL.host, deviceNames(s)))
 			} else if dev.URL != "" && dev.Secure != r.URL.secure {
-				d.addf(r.Pos, "%s: url %q uses a different scheme than device %q (%s)", what, r.URL, dev.Name, dev.URL)
+				d.addf(at.key(r.Pos, "url"), "%s: url %q uses a different scheme than device %q (%s)", what, r.URL, dev.Name, dev.URL)
 			}
 		}
 		if !r.Forward && !r.HTTP || r.URL.raw == "" || r.URL.path.IsZero() {

@@ -9,14 +9,14 @@ import (
 )
 
 // validate runs the checks that span rules and files, then builds the
-// indexes.
-func validate(s *Set, d *diags) {
+// indexes. at places a problem with one key at that key's line.
+func validate(s *Set, d *diags, at keyLines) {
 	checkNames(s, d)
-	checkDevices(s, d)
-	checkCaptures(s, d)
+	checkDevices(s, d, at)
+	checkCaptures(s, d, at)
 	checkWatches(s, d)
 	buildRoutes(s, d)
-	buildProxies(s, d)
+	buildProxies(s, d, at)
 	buildCommands(s, d)
 	checkLoops(s, d)
 }
@@ -85,7 +85,7 @@ func deviceNames(s *Set) []string {
 }
 
 // checkDevices reports device references that name no [[device]].
-func checkDevices(s *Set, d *diags) {
+func checkDevices(s *Set, d *diags, at keyLines) {
 	check := func(kind Kind, name string, pos Pos, devs []string) {
 		for _, dn := range devs {
 			switch _, ok := s.devices[dn]; {
@@ -112,17 +112,17 @@ func checkDevices(s *Set, d *diags) {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 			if _, ok := s.devices[h]; ok {
-				d.addf(c.Pos, "%s: url %q names device %q with a port; the device's url decides the address", what, c.URL, h)
+				d.addf(at.key(c.Pos, "url"), "%s: url %q names device %q with a port; the device's url decides the address", what, c.URL, h)
 				continue
 			}
 		}
 		dev, ok := s.devices[host]
 		switch {
 		case ok && dev.URL != "" && dev.Secure != c.URL.secure:
-			d.addf(c.Pos, "%s: url %q uses a different scheme than device %q (%s)", what, c.URL, dev.Name, dev.URL)
+			d.addf(at.key(c.Pos, "url"), "%s: url %q uses a different scheme than device %q (%s)", what, c.URL, dev.Name, dev.URL)
 		case !ok && net.ParseIP(strings.Trim(host, "[]")) == nil && !strings.Contains(host, ".") && host != "localhost":
 			// A bare single-label name is almost always a device name.
-			d.addf(c.Pos, "%s: url host %q is not a device, an IP address or a domain name%s", what, host, suggest(host, deviceNames(s)))
+			d.addf(at.key(c.Pos, "url"), "%s: url host %q is not a device, an IP address or a domain name%s", what, host, suggest(host, deviceNames(s)))
 		}
 	}
 }
@@ -164,33 +164,33 @@ func checkTemplate(d *diags, pos Pos, what, key string, used []Segment, b bindin
 	}
 }
 
-func checkCaptures(s *Set, d *diags) {
+func checkCaptures(s *Set, d *diags, at keyLines) {
 	for _, r := range s.Ingress {
 		b := bindingsOf(r.Path)
 		if _, ok := b["identity"]; !ok {
 			b["identity"] = SegCapture
 		}
-		checkTemplate(d, r.Pos, ruleName(KindIngress, r.Name), "topic", r.Topic.segs, b)
+		checkTemplate(d, at.key(r.Pos, "topic"), ruleName(KindIngress, r.Name), "topic", r.Topic.segs, b)
 	}
 	watch := bindings{"device": SegCapture, "path": SegRest}
 	for _, r := range s.Observe {
-		checkTemplate(d, r.Pos, ruleName(KindObserve, r.Name), "topic", r.Topic.segs, watch)
+		checkTemplate(d, at.key(r.Pos, "topic"), ruleName(KindObserve, r.Name), "topic", r.Topic.segs, watch)
 	}
 	for _, r := range s.Poll {
-		checkTemplate(d, r.Pos, ruleName(KindPoll, r.Name), "topic", r.Topic.segs, watch)
+		checkTemplate(d, at.key(r.Pos, "topic"), ruleName(KindPoll, r.Name), "topic", r.Topic.segs, watch)
 	}
 	for _, r := range s.Commands {
 		b := bindingsOf(r.Filter)
 		what := ruleName(KindCommand, r.Name)
-		checkTemplate(d, r.Pos, what, "url", r.URL.captures(), b)
-		checkTemplate(d, r.Pos, what, "response_topic", r.ResponseTopic.segs, b)
+		checkTemplate(d, at.key(r.Pos, "url"), what, "url", r.URL.captures(), b)
+		checkTemplate(d, at.key(r.Pos, "response_topic"), what, "response_topic", r.ResponseTopic.segs, b)
 	}
 	for _, r := range s.Resources {
 		b := bindingsOf(r.Path)
 		if _, ok := b["identity"]; !ok {
 			b["identity"] = SegCapture
 		}
-		checkTemplate(d, r.Pos, ruleName(KindResource, r.Name), "topic", r.Topic.segs, b)
+		checkTemplate(d, at.key(r.Pos, "topic"), ruleName(KindResource, r.Name), "topic", r.Topic.segs, b)
 	}
 }
 
