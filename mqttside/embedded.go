@@ -80,7 +80,7 @@ type Embedded struct {
 	ws     *wsListener
 
 	mu     sync.Mutex
-	subs   map[string]int // filter → inline subscription id
+	subs   map[string]*inlineSub // by filter
 	nextID int
 
 	// lastSent and stalled track the broker's writers (see yieldToWriters).
@@ -107,7 +107,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	e := &Embedded{
 		opts: opts,
 		log:  opts.Logger.With("broker", "embedded"),
-		subs: make(map[string]int),
+		subs: make(map[string]*inlineSub),
 	}
 	e.acl.Store(acl)
 	if acl.Anonymous == nil && len(acl.Users) == 0 {
@@ -173,6 +173,7 @@ func (e *Embedded) Start(ctx context.Context) error {
 		return fmt.Errorf("mqtt: embedded broker: %w", mqtt.ErrInlineClientNotEnabled)
 	}
 	e.inline = cl
+	e.sendStored()
 	e.log.Info("mqtt embedded broker started", "tcp", e.Addr(), "websocket", e.WebSocketAddr(),
 		"auth_file", e.opts.AuthFile, "persistence", e.opts.PersistenceDir)
 	e.setState(StateConnected, nil)
@@ -344,31 +345,24 @@ func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handl
 	if e.State() == StateClosed {
 		return ErrClosed
 	}
+	sub := &inlineSub{early: e.State() != StateConnected}
 	e.mu.Lock()
 	old, had := e.subs[filter]
 	e.nextID++
-	id := e.nextID
-	e.subs[filter] = id
+	sub.id = e.nextID
+	e.subs[filter] = sub
 	e.mu.Unlock()
 	if had {
-		_ = e.srv.Unsubscribe(filter, old)
+		_ = e.srv.Unsubscribe(filter, old.id)
 	}
-	// stored is set while mochi sends this new subscription the retained
-	// messages it stores, which it does inside srv.Subscribe: only those
-	// are delivered with Retain [MQTT-3.3.1-9]. A live publish reaches
-	// the inline handler with its publisher's flag, which a subscriber
-	// must not see. One published while the subscription is being made
-	// may be taken for a stored one, as a broker may deliver it either way.
-	var stored atomic.Bool
-	fn := func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+	sub.deliver = func(pk packets.Packet, retain bool) {
 		e.cnt.received.Add(1)
-		q := min(pk.FixedHeader.Qos, qos)
 		h.ServeMQTT(&Delivery{
 			Message: Message{
 				Topic:           pk.TopicName,
 				Payload:         pk.Payload,
-				QoS:             q,
-				Retain:          pk.FixedHeader.Retain && stored.Load(),
+				QoS:             min(pk.FixedHeader.Qos, qos),
+				Retain:          retain,
 				ResponseTopic:   pk.Properties.ResponseTopic,
 				CorrelationData: pk.Properties.CorrelationData,
 				ContentType:     pk.Properties.ContentType,
@@ -379,13 +373,58 @@ func (e *Embedded) Subscribe(_ context.Context, filter string, qos byte, h Handl
 			Received:  time.Now(),
 		})
 	}
+	// stored is set while mochi sends this new subscription the retained
+	// messages it stores, which it does inside srv.Subscribe: only those
+	// are delivered with Retain [MQTT-3.3.1-9]. A live publish reaches
+	// the inline handler with its publisher's flag, which a subscriber
+	// must not see. One published while the subscription is being made
+	// may be taken for a stored one, as a broker may deliver it either way.
+	var stored atomic.Bool
+	fn := func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		sub.deliver(pk, pk.FixedHeader.Retain && stored.Load())
+	}
 	stored.Store(true)
-	err := e.srv.Subscribe(filter, id, fn)
+	err := e.srv.Subscribe(filter, sub.id, fn)
 	stored.Store(false)
 	if err != nil {
 		return fmt.Errorf("mqtt: embedded subscribe %q: %w", filter, err)
 	}
 	return nil
+}
+
+// inlineSub is one inline subscription of the bridge.
+type inlineSub struct {
+	id int
+	// early is set on a subscription made before the broker started: it
+	// has not been sent the retained messages of the store (see
+	// sendStored).
+	early bool
+	// deliver hands a message to the subscription's handler; retain is
+	// the Retain flag it is delivered with.
+	deliver func(pk packets.Packet, retain bool)
+}
+
+// sendStored sends each subscription made before Start the retained
+// messages matching it that the broker read from its store
+// (persistence_dir) when it started: mochi sends a subscription the
+// retained messages it holds when the subscription is made, and it held
+// none yet. They are delivered with Retain, as the stored messages a new
+// subscription is sent.
+func (e *Embedded) sendStored() {
+	e.mu.Lock()
+	early := make(map[string]*inlineSub, len(e.subs))
+	for filter, sub := range e.subs {
+		if sub.early {
+			early[filter] = sub
+			sub.early = false
+		}
+	}
+	e.mu.Unlock()
+	for filter, sub := range early {
+		for _, pk := range e.srv.Topics.Messages(filter) {
+			sub.deliver(pk, true)
+		}
+	}
 }
 
 // Unsubscribe removes the inline subscription for filter.
@@ -394,13 +433,13 @@ func (e *Embedded) Unsubscribe(_ context.Context, filter string) error {
 		return err
 	}
 	e.mu.Lock()
-	id, ok := e.subs[filter]
+	sub, ok := e.subs[filter]
 	delete(e.subs, filter)
 	e.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	return e.srv.Unsubscribe(filter, id)
+	return e.srv.Unsubscribe(filter, sub.id)
 }
 
 // Close stops the listeners, disconnects clients and closes the store.

@@ -313,6 +313,45 @@ func TestEmbeddedPersistence(t *testing.T) {
 	}
 }
 
+// TestEmbeddedPersistenceSubscribeBeforeStart: a subscription made before
+// Start, as the bridge makes its rules' (so that nothing published right
+// after the listeners open is missed), is sent the retained messages the
+// broker reads from its store at Start, marked Retain, as one made after.
+func TestEmbeddedPersistenceSubscribeBeforeStart(t *testing.T) {
+	checkLeaks(t)
+	dir := t.TempDir()
+	e := newTestEmbedded(t, EmbeddedOptions{PersistenceDir: dir})
+	ctx := ctxT(t, 5*time.Second)
+	if err := e.Publish(ctx, Message{Topic: "persist/r", Payload: []byte("survives"), Retain: true, QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := NewEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0", PersistenceDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e2.Close(context.Background()) })
+	col := newCollector()
+	if err := e2.Subscribe(ctx, "persist/#", 1, col); err != nil {
+		t.Fatal(err)
+	}
+	if err := e2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ds := col.deliveries()
+	if len(ds) != 1 || string(ds[0].Payload) != "survives" || !ds[0].Retain {
+		t.Fatalf("after restart, a subscription made before Start got %d deliveries (%v), want the stored one with Retain", len(ds), col.payloads())
+	}
+	if err := e2.Publish(ctx, Message{Topic: "persist/r", Payload: []byte("live"), Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	if ds := col.deliveries(); len(ds) != 2 || string(ds[1].Payload) != "live" || ds[1].Retain {
+		t.Fatalf("a live publish after the replay: %v, want it without Retain", col.payloads())
+	}
+}
+
 func TestEmbeddedStartErrors(t *testing.T) {
 	checkLeaks(t)
 	busy := newTestEmbedded(t, EmbeddedOptions{})
