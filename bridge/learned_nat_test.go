@@ -635,6 +635,42 @@ func TestShutdownDeregistersLearnedDevicesObservations(t *testing.T) {
 	}
 }
 
+// TestLearnedDeviceOneUplinkObservedAgainWhenItWakes: a sleepy device
+// that pushes once per wake, registered with right after that push,
+// forgets its observers while its radio is off. The registration's answer
+// came in its awake window, not while it slept: its next uplink registers
+// again.
+func TestLearnedDeviceOneUplinkObservedAgainWhenItWakes(t *testing.T) {
+	const awake = 400 * time.Millisecond
+	tb := startBridge(t, learnedObserveRules, withPresence(awake, time.Minute))
+	dev := startDevice(t, "")
+	var obs atomic.Pointer[coapside.ObserveServer]
+	obs.Store(runObserveServer(t))
+	var temp atomic.Int64
+	value := coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})
+	dev.mux.Handle("GET /temp", coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		obs.Load().Observable(value).ServeCOAP(w, r)
+	}))
+	push := dev.pusher(t)
+	up := func() { t.Helper(); pushOK(t, push, tb.coapURL("/up/dev-o")) }
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
+
+	temp.Store(20)
+	up()
+	temps.waitFor(t, 10*time.Second, "temp/dev-o", "20")
+	time.Sleep(2 * awake) // asleep: it forgets its observers
+	obs.Store(runObserveServer(t))
+	temp.Store(21)
+	up()
+	temps.waitFor(t, 5*time.Second, "temp/dev-o", "21")
+	testkit.Eventually(t, 5*time.Second, "registered again", func() bool { return obs.Load().Observers("/temp") == 1 })
+	if h, _ := tb.watches.observationHealth("dev-o"); h.Active != 1 || h.Reregistrations != 1 {
+		t.Errorf("observation health %+v, want 1 active, 1 re-registration", h)
+	}
+}
+
 // startObservedNATDevice starts a device behind a NAT in front of tb
 // whose /temp is observable and serves temp's value.
 func startObservedNATDevice(t *testing.T, tb *testBridge) (*peer.LossyProxy, *natDevice, *coapside.ObserveServer, *atomic.Int64) {

@@ -97,8 +97,11 @@ func (b *Bridge) onLearn(ev LearnEvent) {
 	}
 	if ev.Kind == Seen && ev.Device.LastSeen.Sub(ev.Before) >= b.opts.Awake {
 		// Its first uplink after it slept: it may have dropped its
-		// observers meanwhile, and listens only for a while now.
-		b.watches.woke(ev.Device.Name, ev.Before)
+		// observers meanwhile, and listens only for a while now. It fell
+		// asleep when the awake window of its previous uplink closed;
+		// what it sent inside that window (the answer to a registration
+		// that uplink prompted) does not show it kept its observers.
+		b.watches.woke(ev.Device.Name, ev.Before.Add(b.opts.Awake))
 	}
 	switch ev.Kind {
 	case Learned, Moved:

@@ -212,9 +212,10 @@ func (h *observeHealth) nextWake() <-chan struct{} {
 }
 
 // wake tells the device's observations that it woke up (a learned
-// device's first uplink after a silence that began at slept) and may have
-// forgotten its observers while its radio was off: each live one the
-// device sent nothing for since slept registers again at once (RFC 7641
+// device's first uplink after it fell asleep at slept, when the awake
+// window of its previous uplink closed) and may have forgotten its
+// observers while its radio was off: each live one the device sent
+// nothing for since slept registers again at once (RFC 7641
 // §3.3.1) instead of after Max-Age, when the device may be asleep again,
 // and the loops waiting for the device (to register while it listens, or
 // in backoff) go on now. An observation the device notified meanwhile is
@@ -270,7 +271,7 @@ func (wt *watcher) observeHealth(device string) *observeHealth {
 }
 
 // woke tells the observations of learned device name that it woke up
-// after it slept since slept (see observeHealth.wake).
+// after it slept from slept on (see observeHealth.wake).
 func (wt *watcher) woke(name string, slept time.Time) {
 	wt.mu.Lock()
 	h := wt.health[name]
