@@ -671,6 +671,41 @@ func TestLearnedDeviceOneUplinkObservedAgainWhenItWakes(t *testing.T) {
 	}
 }
 
+// TestLearnedDeviceNotReregisteredAsleep: when Max-Age runs out while a
+// learned device sleeps, no re-registration is sent (it would only go
+// unanswered and count the observation lost); the observation holds and
+// is registered again at the device's next uplink.
+func TestLearnedDeviceNotReregisteredAsleep(t *testing.T) {
+	const awake = 400 * time.Millisecond
+	tb := startBridge(t, learnedObserveRules, withPresence(awake, time.Minute))
+	dev := startDevice(t, "")
+	obs := runObserveServer(t)
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		// Max-Age 1: the bridge re-registers 2 s after the last notification.
+		*w.Options() = w.Options().SetUint(message.MaxAge, 1)
+		w.Write([]byte("20"))
+	})))
+	push := dev.pusher(t)
+	up := func() { t.Helper(); pushOK(t, push, tb.coapURL("/up/dev-m")) }
+	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
+
+	up()
+	temps.waitFor(t, 10*time.Second, "temp/dev-m", "20")
+	registered := dev.requested("/temp")
+	time.Sleep(3 * time.Second) // asleep past Max-Age and its margin
+	if n := dev.requested("/temp"); n != registered {
+		t.Fatalf("%d re-registrations sent while the device slept", n-registered)
+	}
+	if h, _ := tb.watches.observationHealth("dev-m"); h.Active != 1 {
+		t.Fatalf("observation health while asleep %+v, want it held", h)
+	}
+	up()
+	testkit.Eventually(t, 5*time.Second, "registered again at the next uplink", func() bool { return dev.requested("/temp") > registered })
+	if h, _ := tb.watches.observationHealth("dev-m"); h.Active != 1 || h.Reobserved != 0 {
+		t.Errorf("observation health %+v, want 1 active, none lost", h)
+	}
+}
+
 // startObservedNATDevice starts a device behind a NAT in front of tb
 // whose /temp is observable and serves temp's value.
 func startObservedNATDevice(t *testing.T, tb *testBridge) (*peer.LossyProxy, *natDevice, *coapside.ObserveServer, *atomic.Int64) {

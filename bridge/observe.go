@@ -12,6 +12,7 @@ import (
 	"github.com/coap-mqtt/bridge/coapside"
 	"github.com/coap-mqtt/bridge/coapside/linkformat"
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/rules"
 )
 
 // observe keeps an RFC 7641 observation on a device resource for the group's
@@ -175,7 +176,7 @@ func (l *observeLoop) establish(release func()) bool {
 			}
 			wt.feed.notify(cur.device.Name, path, &n)
 			wt.publish(ctx, cur, path, &n, observeOutputs(cur.observes))
-		}, wt.observationOptions(g.device.Name, path))
+		}, wt.observationOptions(g.device, path))
 		release()
 		switch {
 		case ctx.Err() != nil:
@@ -275,13 +276,17 @@ func (l *observeLoop) resume() {
 
 // observationOptions tune the observation of one device resource: stale
 // notifications are counted and logged, a restarted sequence (the device
-// rebooted) is logged, and the deregistration at the end waits no longer
-// than the shutdown allows.
-func (wt *watcher) observationOptions(device, path string) coapside.ObservationOptions {
+// rebooted) is logged, the deregistration at the end waits no longer
+// than the shutdown allows, and a learned device is not re-registered
+// with when Max-Age runs out while it sleeps (its wake does it, see
+// observeHealth.wake).
+func (wt *watcher) observationOptions(dev *rules.Device, path string) coapside.ObservationOptions {
+	device := dev.Name
 	stale := wt.metrics.staleDropped.WithLabelValues(device)
 	health := wt.observeHealth(device)
 	return coapside.ObservationOptions{
 		CancelContext: wt.drain,
+		Asleep:        func() bool { return wt.sleeping(dev) },
 		OnStale: func(seq, latest uint32) {
 			stale.Inc()
 			health.stale.Add(1)

@@ -43,6 +43,13 @@ type ObservationOptions struct {
 	// DefaultReregisterMargin, so a device that rebooted and forgot its
 	// observers of a fast-changing resource is registered with again soon.
 	ReregisterMargin time.Duration
+	// Asleep, when set, reports whether the server is asleep (a device
+	// whose radio is off, known to the owner): when Max-Age and the margin
+	// pass while it reports true, no re-registration is sent, since it
+	// would only go unanswered and end the observation as lost; the
+	// observation stays up until the owner calls Reregister (at the
+	// server's wake) or it ends.
+	Asleep func() bool
 	// CancelTimeout bounds the deregistration request sent when the
 	// observation's context ends. Default 5 s.
 	CancelTimeout time.Duration
@@ -217,7 +224,7 @@ func (c *Client) ObserveRequest(ctx context.Context, req *Request, fn func(Notif
 	o.mu.Lock()
 	o.ready = true
 	o.maxAge = maxAgeOf(resp)
-	o.timer = time.AfterFunc(o.reregisterIn(), o.reregister)
+	o.timer = time.AfterFunc(o.reregisterIn(), o.maxAgePassed)
 	if o.pending != nil && !o.running && !o.ended {
 		o.running = true
 		o.wg.Add(1)
@@ -492,6 +499,17 @@ func (o *Observation) LastHeard() time.Time {
 // ends the observation as lost. Nothing is sent while a re-registration is
 // under way or once the observation is cancelled or ended.
 func (o *Observation) Reregister() { o.reregister() }
+
+// maxAgePassed runs when Max-Age and the margin passed without a
+// notification: it re-registers, unless the owner says the server is
+// asleep (ObservationOptions.Asleep); then the owner's Reregister does,
+// when it wakes.
+func (o *Observation) maxAgePassed() {
+	if o.opts.Asleep != nil && o.opts.Asleep() {
+		return
+	}
+	o.reregister()
+}
 
 // reregister sends a new registration with the same token when Max-Age and
 // the margin passed without a notification, or when the owner asks.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,6 +301,44 @@ func TestClientObserveReregistration(t *testing.T) {
 		t.Errorf("Reregistrations %d, want 2", n)
 	}
 	o.Wait()
+}
+
+// TestClientObserveReregistrationHeldWhileAsleep: when Max-Age and the
+// margin pass while the owner says the server is asleep (a device whose
+// radio is off), no re-registration is sent and the observation stays up;
+// the owner's Reregister, at the server's wake, sends it.
+func TestClientObserveReregistrationHeldWhileAsleep(t *testing.T) {
+	var asleep atomic.Bool
+	asleep.Store(true)
+	f, o, ch := startFakeObservation(t, 10, 0, ObservationOptions{
+		ReregisterMargin: 80 * time.Millisecond,
+		Asleep:           asleep.Load,
+	})
+	defer func() {
+		o.Cancel(testCtx(t))
+		o.Wait()
+	}()
+	f.expectSilence(500 * time.Millisecond)
+	select {
+	case <-o.Done():
+		t.Fatalf("observation ended while the server slept: %v", o.Err())
+	default:
+	}
+	asleep.Store(false)
+	o.Reregister()
+	rereg := f.mustRecv(2 * time.Second)
+	if v, ok := rereg.Options.Observe(); rereg.Code != message.GET || !ok || v != observe.Register || !bytes.Equal(rereg.Token, f.token) {
+		t.Fatalf("re-registration %v", rereg)
+	}
+	ack := &message.Message{Type: message.Acknowledgement, Code: message.Content, MessageID: rereg.MessageID, Token: rereg.Token, Payload: []byte("awake")}
+	ack.Options = ack.Options.SetUint(message.Observe, 11).SetUint(message.MaxAge, 60)
+	f.sendMsg(ack)
+	if n := nextNote(t, ch); string(n.Payload) != "awake" {
+		t.Fatalf("re-registration answer %q", n.Payload)
+	}
+	if n := o.Stats().Reregistrations.Load(); n != 1 {
+		t.Errorf("Reregistrations %d, want 1", n)
+	}
 }
 
 // TestClientObserveReregisterNow: the owner re-registers long before
