@@ -706,6 +706,32 @@ func TestLearnedDeviceNotReregisteredAsleep(t *testing.T) {
 	}
 }
 
+// TestShutdownForgetsAsleepDevicesObservations: a learned device asleep
+// at a shutdown is sent no deregistration (its radio is off: it would
+// only go unanswered, holding the shutdown); its observation is
+// forgotten, and its next notification to the bridge's port would get
+// RST.
+func TestShutdownForgetsAsleepDevicesObservations(t *testing.T) {
+	const awake = 300 * time.Millisecond
+	tb := startBridge(t, learnedObserveRules, withPresence(awake, time.Minute))
+	dev := startDevice(t, "")
+	obs := runObserveServer(t)
+	dev.mux.Handle("GET /temp", obs.Observable(coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte("20"))
+	})))
+	pushOK(t, dev.pusher(t), tb.coapURL("/up/dev-z"))
+	testkit.Eventually(t, 10*time.Second, "observed", func() bool {
+		return obs.Observers("/temp") == 1 && testutil.ToFloat64(tb.metrics.observations) == 1
+	})
+	time.Sleep(2 * awake) // asleep
+	sent := dev.requested("/temp")
+
+	tb.stop(t)
+	if n := dev.requested("/temp"); n != sent {
+		t.Errorf("%d requests sent to the sleeping device at the shutdown, want none", n-sent)
+	}
+}
+
 // startObservedNATDevice starts a device behind a NAT in front of tb
 // whose /temp is observable and serves temp's value.
 func startObservedNATDevice(t *testing.T, tb *testBridge) (*peer.LossyProxy, *natDevice, *coapside.ObserveServer, *atomic.Int64) {

@@ -48,7 +48,9 @@ type ObservationOptions struct {
 	// pass while it reports true, no re-registration is sent, since it
 	// would only go unanswered and end the observation as lost; the
 	// observation stays up until the owner calls Reregister (at the
-	// server's wake) or it ends.
+	// server's wake) or it ends. Nor is a deregistration sent when it is
+	// cancelled while the server is asleep: it ends at once, forgotten,
+	// and the server's next notification is answered RST (RFC 7641 §3.6).
 	Asleep func() bool
 	// CancelTimeout bounds the deregistration request sent when the
 	// observation's context ends. Default 5 s.
@@ -278,7 +280,8 @@ func (o *Observation) Wait() {
 func (o *Observation) Token() []byte { return o.token }
 
 // Cancel deregisters the observation with a GET Observe=1 (RFC 7641 §3.6),
-// waiting for the answer until ctx ends, and ends it with ErrCanceled. It is
+// waiting for the answer until ctx ends, and ends it with ErrCanceled; with
+// a server asleep (ObservationOptions.Asleep) it only ends it. It is
 // idempotent and safe to call from the notification callback.
 func (o *Observation) Cancel(ctx context.Context) error {
 	o.mu.Lock()
@@ -288,6 +291,12 @@ func (o *Observation) Cancel(ctx context.Context) error {
 	}
 	o.canceling = true
 	o.mu.Unlock()
+	if o.opts.Asleep != nil && o.opts.Asleep() {
+		// The deregistration would go unanswered: the observation is
+		// forgotten, and the server's next notification gets RST.
+		o.end(ErrCanceled)
+		return nil
+	}
 	outcome := make(chan Outcome, 1)
 	err := o.send(observe.Deregister, func(oc Outcome, _ *message.Message) { outcome <- oc })
 	if err == nil {

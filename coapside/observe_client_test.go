@@ -341,6 +341,30 @@ func TestClientObserveReregistrationHeldWhileAsleep(t *testing.T) {
 	}
 }
 
+// TestClientObserveCancelAsleep: cancelling while the owner says the
+// server is asleep sends no deregistration (it would only go unanswered,
+// holding the caller until ctx ends): the observation ends at once, and
+// a later notification is answered RST (RFC 7641 §3.6).
+func TestClientObserveCancelAsleep(t *testing.T) {
+	f, o, _ := startFakeObservation(t, 10, 60, ObservationOptions{Asleep: func() bool { return true }})
+	start := time.Now()
+	if err := o.Cancel(testCtx(t)); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	o.Wait()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Cancel took %v", d)
+	}
+	if !errors.Is(o.Err(), ErrCanceled) {
+		t.Errorf("Err %v, want ErrCanceled", o.Err())
+	}
+	f.expectSilence(300 * time.Millisecond)
+	f.notify(0x7002, message.NonConfirmable, 11, "late")
+	if rst := f.mustRecv(time.Second); rst.Type != message.Reset || rst.MessageID != 0x7002 {
+		t.Errorf("notification after the cancel answered %v, want RST", rst)
+	}
+}
+
 // TestClientObserveReregisterNow: the owner re-registers long before
 // Max-Age runs out (a device it knows may have forgotten it). The request
 // goes out at once with the same token; its answer, though its Observe
