@@ -129,10 +129,12 @@ type commands struct {
 	// subs holds the filters the bridge is subscribed to (see ServeMQTT).
 	subs *subscribed
 	// restored is closed once the commands kept in state.dir are back in
-	// their queues (restoreCommands); until then deliveries wait, since
-	// a remote broker hands over the commands it kept for the bridge's
-	// session right after it connects, and the restored ones came before
-	// them. nil: nothing to restore.
+	// their queues (restoreCommands); until then the commands delivered
+	// wait, since a remote broker hands over the commands it kept for the
+	// bridge's session right after it connects, and the restored ones
+	// came before them. The broker's stored copies of retained commands,
+	// which are not run, do not wait: the embedded broker sends them
+	// while it starts. nil: nothing to restore.
 	restored chan struct{}
 }
 
@@ -257,12 +259,6 @@ func (c *commands) ServeMQTT(d *mqttside.Delivery) { c.serve(d, false) }
 // serve takes a command delivered by the broker or, forwarded, passed on
 // by another member of the cluster.
 func (c *commands) serve(d *mqttside.Delivery, forwarded bool) {
-	if c.restored != nil {
-		select {
-		case <-c.restored:
-		case <-c.ctx.Done():
-		}
-	}
 	set := c.set.Load()
 	rule, caps, ok := set.MatchCommand(d.Topic, nil)
 	if !ok {
@@ -289,6 +285,15 @@ func (c *commands) serve(d *mqttside.Delivery, forwarded bool) {
 		c.log.Warn("retained command not run again", "rule", rule.Name, "topic", d.Topic)
 		d.Ack()
 		return
+	}
+	if c.restored != nil {
+		// A command to run waits behind the ones restored from
+		// state.dir. The stored copies above do not: the embedded
+		// broker sends them from its start, before those are queued.
+		select {
+		case <-c.restored:
+		case <-c.ctx.Done():
+		}
 	}
 	cmd := &command{rule: rule, caps: caps, delivery: d, received: time.Now(), forwarded: forwarded}
 	target, reason, err := planCommand(set, rule, caps, d.Payload, c.maxPayload)

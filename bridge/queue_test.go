@@ -715,3 +715,56 @@ func TestQueueModeCommandBehindAnUnansweredOneAnnouncedAtOnce(t *testing.T) {
 	}
 	replies.none(t, 500*time.Millisecond) // the queued one waits for the next uplink
 }
+
+// TestStateRestoredWithRetainedCommandStored: the embedded broker keeps a
+// retained command on disk (persistence_dir) and the bridge keeps it
+// queued in state.dir. At the restart the broker sends its stored copy as
+// it starts, before the restored commands are queued again: the copy is
+// counted, not run, and does not wait for them (which would hold the
+// start); the restored command reaches the device once.
+func TestStateRestoredWithRetainedCommandStored(t *testing.T) {
+	stateDir, brokerDir := t.TempDir(), t.TempDir()
+	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := probe.LocalAddr().String()
+	probe.Close()
+	mod := func(c *Config, o *Options) {
+		c.CoAP.Listen = listen
+		c.State.Dir = stateDir
+		c.MQTT.Embedded.PersistenceDir = brokerDir
+		c.Devices.Awake = 500 * time.Millisecond
+	}
+	first := startBridge(t, sleepyRules(""), mod)
+	results := make(chan []byte, 10)
+	if err := first.mqtt.Subscribe(t.Context(), "replies/#", 1, mqttside.HandlerFunc(func(d *mqttside.Delivery) { results <- d.Payload })); err != nil {
+		t.Fatal(err)
+	}
+	dev := startSleepyDevice(t, first.CoAPAddr(), "sleepy", time.Second, time.Second, 0)
+	dev.waitAsleep(t)
+	publish(t, first.MQTTAddr(), "cmd/sleepy/n/0", 1, true, "x")
+	select {
+	case p := <-results:
+		if r := decodeResult(t, p); r.Status != "queued" {
+			t.Fatalf("result %+v, want queued", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no queued result")
+	}
+	first.stop(t)
+
+	second := startBridge(t, sleepyRules(""), mod)
+	if n := testutil.ToFloat64(second.metrics.errors.WithLabelValues("down", reasonRetained)); n != 1 {
+		t.Errorf("retained copies counted: %v, want 1", n)
+	}
+	replies := subscribe(t, second.MQTTAddr(), "replies/#", 1)
+	dev.wakeCycle()
+	if r := decodeResult(t, replies.next(t, 10*time.Second).Payload()); r.Status != "ok" {
+		t.Fatalf("restored command: %+v, want ok", r)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(dev.requests()); n != 1 {
+		t.Errorf("the device got %d commands, want 1", n)
+	}
+}
