@@ -158,6 +158,13 @@ func (ep *endpoint) dispatch(b []byte, addr net.Addr) {
 	s := ep.peers[key]
 	ep.mu.Unlock()
 	if s == nil {
+		if isAlert(b) {
+			// Most often the close_notify a peer answers the end of its
+			// session with, arriving once the session is gone: nothing to
+			// answer and no session to miss.
+			ep.log.Debug("dtls dropped alert from peer without session", "peer", addr.String(), "role", ep.opt.role)
+			return
+		}
 		ep.onUnknown(b, addr, key)
 		return
 	}

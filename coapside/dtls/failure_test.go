@@ -3,7 +3,9 @@ package dtls
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,6 +121,55 @@ func TestPlaintextToDTLSPort(t *testing.T) {
 	}
 	if st := srv.Stats(); st.HandshakesActive != 0 || st.SessionsActive != 1 {
 		t.Fatalf("plaintext created state: %+v", st)
+	}
+}
+
+// TestAlertFromUnknownPeerIsQuiet sends a closing peer's alert (the
+// close_notify a device answers the end of a session with, which arrives
+// once the session is gone) to a client and a listener: it is dropped
+// without a warning and not counted as a record of a session this end
+// forgot, while an application-data record from that address still is.
+func TestAlertFromUnknownPeerIsQuiet(t *testing.T) {
+	var logs testkit.SyncBuffer
+	limits := fastLimits(t)
+	limits.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	scfg := pskServerConfig(t)
+	scfg.Limits = limits
+	srv := startServer(t, scfg)
+	cli := startClient(t, ClientConfig{
+		Credentials: Credentials{PSKIdentity: "dev-2", PSK: mustKey(t, "secretkey")},
+		Limits:      limits,
+	})
+	closeNotify := []byte{21, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 2, 1, 0}
+	appData := []byte{23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 2, 0, 4, 1, 2, 3, 4}
+	for _, end := range []struct {
+		name  string
+		addr  net.Addr
+		stats func() Stats
+	}{{"server", srv.LocalAddr(), srv.Stats}, {"client", cli.LocalAddr(), cli.Stats}} {
+		raw, err := net.DialUDP("udp", nil, end.addr.(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		for _, b := range [][]byte{closeNotify, closeNotify, appData} {
+			if _, err := raw.Write(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testkit.Eventually(t, 2*time.Second, end.name+": application data counted", func() bool {
+			return end.stats().DroppedUnknownPeer >= 1
+		})
+		if st := end.stats(); st.DroppedUnknownPeer != 1 || st.DroppedNotDTLS != 0 {
+			t.Errorf("%s: dropped unknown peer %d, not dtls %d; want 1 (the application data) and 0",
+				end.name, st.DroppedUnknownPeer, st.DroppedNotDTLS)
+		}
+	}
+	if n := strings.Count(logs.String(), "dtls dropped alert from peer without session"); n != 4 {
+		t.Errorf("%d alerts logged, want 4 (at debug):\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "level=WARN msg=\"dtls dropped alert") {
+		t.Errorf("an alert from a closed session was warned about:\n%s", logs.String())
 	}
 }
 

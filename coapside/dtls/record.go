@@ -35,6 +35,12 @@ type helloInfo struct {
 	suites []uint16
 }
 
+// isAlert reports whether b starts with a DTLS alert record (RFC 6347
+// §4.1: the content type is sent in the clear, also once encrypted).
+func isAlert(b []byte) bool {
+	return looksLikeDTLS(b) && protocol.ContentType(b[0]) == protocol.ContentTypeAlert
+}
+
 // looksLikeDTLS reports whether b starts with a plausible DTLS record header:
 // a known content type and a DTLS version (1.0 = 0xfeff, 1.2 = 0xfefd;
 // RFC 6347 §4.1). CoAP messages start with 0b01xxxxxx (RFC 7252 §3), which is

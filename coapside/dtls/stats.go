@@ -110,7 +110,8 @@ type Stats struct {
 	DroppedNotDTLS uint64
 	// DroppedUnknownPeer counts DTLS records (other than a ClientHello) from
 	// addresses without a session, e.g. a peer still using a session this end
-	// has expired or forgotten.
+	// has expired or forgotten. Alerts are not counted: most are the
+	// close_notify a peer answers the end of its session with.
 	DroppedUnknownPeer uint64
 	// DroppedQueueFull counts datagrams dropped because a reader fell behind.
 	DroppedQueueFull uint64
