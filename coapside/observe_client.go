@@ -102,8 +102,13 @@ type Observation struct {
 	running   bool
 	canceling bool
 	ended     bool
-	// reregistering is set while a re-registration request is in flight.
+	// reregistering is set while a re-registration request is in flight;
+	// rereg is its transmission, and byOwner tells that Reregister sent
+	// it (not Max-Age running out). regGen numbers the re-registrations.
 	reregistering bool
+	rereg         *outgoing
+	byOwner       bool
+	regGen        uint64
 	// answerDue is set from sending a re-registration until its answer
 	// arrives; separateDue once the server acknowledged it with an empty
 	// ACK, so the answer comes as a separate response (RFC 7252 §5.2.2).
@@ -505,9 +510,12 @@ func (o *Observation) LastHeard() time.Time {
 // example when the server may have forgotten it (a sleepy device that
 // drops its observers while its radio is off, now awake again). The answer
 // is fresh whatever its Observe value, and an unanswered re-registration
-// ends the observation as lost. Nothing is sent while a re-registration is
-// under way or once the observation is cancelled or ended.
-func (o *Observation) Reregister() { o.reregister() }
+// ends the observation as lost. A re-registration Max-Age started that is
+// still unanswered (retransmitted, say, while the server slept) is given
+// up for the new one, which frees its place among the requests to the
+// server (NSTART); one Reregister started is left to run. Nothing is sent
+// once the observation is cancelled or ended.
+func (o *Observation) Reregister() { o.reregister(true) }
 
 // maxAgePassed runs when Max-Age and the margin passed without a
 // notification: it re-registers, unless the owner says the server is
@@ -517,24 +525,36 @@ func (o *Observation) maxAgePassed() {
 	if o.opts.Asleep != nil && o.opts.Asleep() {
 		return
 	}
-	o.reregister()
+	o.reregister(false)
 }
 
 // reregister sends a new registration with the same token when Max-Age and
 // the margin passed without a notification, or when the owner asks.
-func (o *Observation) reregister() {
+func (o *Observation) reregister(byOwner bool) {
 	o.mu.Lock()
-	if o.ended || o.canceling || o.reregistering {
+	if o.ended || o.canceling || o.reregistering && (o.byOwner || !byOwner) {
 		o.mu.Unlock()
 		return
 	}
-	o.reregistering = true
+	replaced := o.rereg
+	o.rereg = nil
+	o.reregistering, o.byOwner = true, byOwner
 	o.answerDue, o.separateDue = true, false
+	o.regGen++
+	gen := o.regGen
 	o.mu.Unlock()
+	replaced.abandon() // no outcome: the new one's reports for both
 	o.stats.Reregistrations.Add(1)
-	err := o.send(observe.Register, func(oc Outcome, ack *message.Message) {
+	m := o.req.Message()
+	m.Token = o.token
+	m.Options = o.req.Options.Clone().SetUint(message.Observe, observe.Register)
+	og, err := o.c.ep.transmit(resolvePeer(o.peer), m, func(oc Outcome, ack *message.Message) {
 		o.mu.Lock()
-		o.reregistering = false
+		if gen != o.regGen {
+			o.mu.Unlock()
+			return // a later re-registration took over
+		}
+		o.reregistering, o.rereg = false, nil
 		if oc == Acknowledged && ack != nil && ack.Code == message.Empty && o.answerDue {
 			o.separateDue = true // the answer follows separately
 		}
@@ -545,10 +565,16 @@ func (o *Observation) reregister() {
 		}
 		o.mu.Unlock()
 		o.onRegisterOutcome(oc, nil)
-	})
+	}, nstartCON, nil)
 	if err != nil {
 		o.end(fmt.Errorf("%w: %w", ErrObservationLost, err))
+		return
 	}
+	o.mu.Lock()
+	if gen == o.regGen && o.reregistering {
+		o.rereg = og
+	}
+	o.mu.Unlock()
 }
 
 // registerWithEcho repeats the registration with the Echo value the

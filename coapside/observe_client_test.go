@@ -402,6 +402,48 @@ func TestClientObserveReregisterNow(t *testing.T) {
 	}
 }
 
+// TestClientObserveReregisterReplacesMaxAgeOne: a re-registration Max-Age
+// started that goes unanswered (the server slept) is given up when the
+// owner re-registers (the server woke): a new GET goes out at once, not
+// behind the old one's retransmissions (NSTART 1), and the old one is not
+// sent again.
+func TestClientObserveReregisterReplacesMaxAgeOne(t *testing.T) {
+	f, o, ch := startFakeObservation(t, 100, 1, ObservationOptions{})
+	defer func() {
+		o.Cancel(testCtx(t))
+		o.Wait()
+	}()
+	old := f.mustRecv(5 * time.Second) // Max-Age ran out: left unanswered
+	if v, ok := old.Options.Observe(); old.Code != message.GET || !ok || v != observe.Register {
+		t.Fatalf("Max-Age re-registration %v", old)
+	}
+	o.Reregister()
+	fresh := f.mustRecv(time.Second)
+	if fresh.MessageID == old.MessageID || !bytes.Equal(fresh.Token, f.token) {
+		t.Fatalf("owner's re-registration %v, want a new message with the token (the old one was %d)", fresh, old.MessageID)
+	}
+	o.Reregister() // the owner's own is under way: nothing more
+	ack := &message.Message{Type: message.Acknowledgement, Code: message.Content, MessageID: fresh.MessageID, Token: fresh.Token, Payload: []byte("awake")}
+	ack.Options = ack.Options.SetUint(message.Observe, 7).SetUint(message.MaxAge, 60)
+	f.sendMsg(ack)
+	if n := nextNote(t, ch); string(n.Payload) != "awake" {
+		t.Fatalf("answer %q", n.Payload)
+	}
+	// The given-up one is not retransmitted (ACK_TIMEOUT is 2 s and more:
+	// a retransmission would come within 3 s; later Max-Age ones may).
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		m, _, ok := f.recv(time.Until(deadline))
+		if ok && m.MessageID == old.MessageID {
+			t.Fatalf("the given-up re-registration was sent again: %v", m)
+		}
+	}
+	select {
+	case <-o.Done():
+		t.Fatalf("observation ended: %v", o.Err())
+	default:
+	}
+}
+
 func TestClientObserveRegistrationReset(t *testing.T) {
 	// The server rejects the registration with RST: Observe fails with ErrReset.
 	c := newTestClient(t)
