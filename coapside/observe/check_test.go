@@ -105,6 +105,8 @@ func TestDeferredNotificationWaitsForTheRetryTick(t *testing.T) {
 	if m := fs.next(t); string(m.Payload) != "100" { // at the tick, within DefaultRetryInterval
 		t.Fatalf("retried with %q, want the latest state", m.Payload)
 	}
+	// The send is counted once the sender returns, after it saw the message.
+	testkit.Eventually(t, 5*time.Second, "the retried notification counted sent", func() bool { return n.Stats().Sent == 1 })
 	s := n.Stats()
 	if s.Deferred != 1 || s.SendErrors != 0 || s.Sent != 1 || s.Observers != 1 {
 		t.Fatalf("stats %+v: want 1 deferred, 1 sent, no send error, the observer kept", s)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coap-mqtt/bridge/coapside/message"
+	"github.com/coap-mqtt/bridge/e2e/testkit"
 	"go.uber.org/goleak"
 )
 
@@ -174,6 +175,8 @@ func TestConfirmablePolicy(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("confirmable pattern %v, want %v", got, want)
 	}
+	// The last send is counted once the sender returns.
+	testkit.Eventually(t, 5*time.Second, "every notification counted sent", func() bool { return n.Stats().Sent == 7 })
 	if st := n.Stats(); st.Sent != 7 || st.Confirmable != 3 {
 		t.Fatalf("stats %+v", st)
 	}
