@@ -503,18 +503,7 @@ topic    = "bat/{device}"
 func TestLearnedDeviceObservedAgainWhenItWakes(t *testing.T) {
 	const awake = 400 * time.Millisecond
 	tb := startBridge(t, learnedObserveRules, withPresence(awake, time.Minute))
-	dev := startDevice(t, "")
-	// The device's observers live in its current ObserveServer: a new
-	// one is a device that forgot them.
-	var obs atomic.Pointer[coapside.ObserveServer]
-	obs.Store(runObserveServer(t))
-	var temp atomic.Int64
-	value := coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
-	})
-	dev.mux.Handle("GET /temp", coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		obs.Load().Observable(value).ServeCOAP(w, r)
-	}))
+	dev, obs, temp := startForgetfulDevice(t)
 	push := dev.pusher(t)
 	up := func() { t.Helper(); pushOK(t, push, tb.coapURL("/up/dev-w")) }
 	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
@@ -643,16 +632,7 @@ func TestShutdownDeregistersLearnedDevicesObservations(t *testing.T) {
 func TestLearnedDeviceOneUplinkObservedAgainWhenItWakes(t *testing.T) {
 	const awake = 400 * time.Millisecond
 	tb := startBridge(t, learnedObserveRules, withPresence(awake, time.Minute))
-	dev := startDevice(t, "")
-	var obs atomic.Pointer[coapside.ObserveServer]
-	obs.Store(runObserveServer(t))
-	var temp atomic.Int64
-	value := coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
-	})
-	dev.mux.Handle("GET /temp", coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
-		obs.Load().Observable(value).ServeCOAP(w, r)
-	}))
+	dev, obs, temp := startForgetfulDevice(t)
 	push := dev.pusher(t)
 	up := func() { t.Helper(); pushOK(t, push, tb.coapURL("/up/dev-o")) }
 	temps := subscribe(t, tb.MQTTAddr(), "temp/#", 1)
@@ -744,4 +724,22 @@ func startObservedNATDevice(t *testing.T, tb *testBridge) (*peer.LossyProxy, *na
 		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
 	})))
 	return nat, dev, obs, temp
+}
+
+// startForgetfulDevice starts a device whose /temp is observable and
+// serves temp's value. Its observers live in the ObserveServer obs holds:
+// storing a new one is a device that forgot them (asleep, or rebooted).
+func startForgetfulDevice(t *testing.T) (*fakeDevice, *atomic.Pointer[coapside.ObserveServer], *atomic.Int64) {
+	t.Helper()
+	dev := startDevice(t, "")
+	obs := new(atomic.Pointer[coapside.ObserveServer])
+	obs.Store(runObserveServer(t))
+	temp := new(atomic.Int64)
+	value := coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		w.Write([]byte(strconv.FormatInt(temp.Load(), 10)))
+	})
+	dev.mux.Handle("GET /temp", coapside.HandlerFunc(func(w coapside.ResponseWriter, r *coapside.Request) {
+		obs.Load().Observable(value).ServeCOAP(w, r)
+	}))
+	return dev, obs, temp
 }
