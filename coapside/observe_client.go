@@ -571,10 +571,17 @@ func (o *Observation) reregister(byOwner bool) {
 		return
 	}
 	o.mu.Lock()
-	if gen == o.regGen && o.reregistering {
+	superseded := gen != o.regGen
+	if !superseded && o.reregistering {
 		o.rereg = og
 	}
 	o.mu.Unlock()
+	if superseded {
+		// The owner's re-registration came while this one was being
+		// sent, before it could be given up: it is given up now, so the
+		// newer one does not wait behind it.
+		og.abandon()
+	}
 }
 
 // registerWithEcho repeats the registration with the Echo value the
